@@ -1,0 +1,428 @@
+/* recur_main.c: the `recur` command-line program.
+ *
+ *   recur logits   --model PATH --tokens 1,2,3 --out FILE     logits after each token
+ *   recur generate [--model PATH] --prompt TEXT [sampling]     stream generated text
+ *   recur version | help
+ *
+ * Exit codes: 0 success, 1 runtime failure (bad model file, I/O), 2 bad usage. */
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "recur_backend.h"
+#include "recur_log.h"
+#include "recur_model.h"
+#include "recur_sampler.h"
+#include "recur_tokenizer.h"
+
+#define RECUR_BUNDLED_MODEL "tiny-rwkv-7v0-834K-FP32.bin"
+#define RECUR_WORLD_VOCAB "rwkv_vocab_v20230424.txt"
+#define RECUR_EXIT_USAGE 2
+
+static void usage(FILE *to) {
+    fprintf(to,
+            "usage: recur <command> [options]\n"
+            "\n"
+            "commands:\n"
+            "  generate   generate text from a prompt, streamed to stdout\n"
+            "  logits     write the logits after each given token to a file\n"
+            "  version    print the version\n"
+            "  help       this message\n"
+            "\n"
+            "recur generate [--model PATH] --prompt TEXT [--max-tokens N] [--temperature T]\n"
+            "               [--top-p P] [--top-k K] [--min-p P] [--seed S] [--tokenizer VOCAB]\n"
+            "               [--ignore-eos]\n"
+            "  PATH is a .bin, a .safetensors, an index json or a model directory; without\n"
+            "  --model the bundled tiny RWKV-7 (834K parameters, byte-level) is used.\n"
+            "  Defaults: --max-tokens 200 --temperature 1.0 --top-p 1.0 --top-k 0 (off)\n"
+            "  --min-p 0 (off) --seed 0; --temperature 0 is greedy decoding.\n"
+            "\n"
+            "recur logits --model PATH --tokens ID,ID,... --out FILE [--state-in F] [--state-out F]\n"
+            "             [--chunk N]\n"
+            "  Writes [n_tokens][n_vocab] little-endian float32: the logits after each token,\n"
+            "  starting from the initial state (or --state-in). Token ids are used as given.\n"
+            "  --state-out writes the final state (float32, the model's state layout); --chunk\n"
+            "  sets how many tokens one forward pass takes (default 128).\n"
+            "\n"
+            "common options: --log-level debug|info|warn|error (default warn; env RECUR_LOG)\n");
+}
+
+/* ---------------------------------------------------------------- argument parsing */
+
+typedef struct opts {
+    const char *model, *prompt, *tokens, *out, *tokenizer, *state_in, *state_out;
+    long max_tokens, top_k, chunk;
+    double temperature, top_p, min_p;
+    unsigned long long seed;
+    int ignore_eos;
+} opts_t;
+
+static int parse_long(const char *opt, const char *s, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) {
+        fprintf(stderr, "recur: %s expects an integer in [%ld, %ld], got '%s'\n", opt, lo, hi, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_double(const char *opt, const char *s, double lo, double hi, double *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v >= lo && v <= hi)) {
+        fprintf(stderr, "recur: %s expects a number in [%g, %g], got '%s'\n", opt, lo, hi, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Parses argv[first..] into o. allowed: the options this command accepts (space-separated). */
+static int parse_opts(int argc, char **argv, int first, const char *allowed, opts_t *o) {
+    for (int i = first; i < argc; i++) {
+        const char *a = argv[i];
+        char key[64];
+        if (strncmp(a, "--", 2) != 0 || strlen(a) > 40) {
+            fprintf(stderr, "recur: unexpected argument '%s'\n", a);
+            return -1;
+        }
+        snprintf(key, sizeof key, " %s ", a + 2);
+        char padded[512];
+        snprintf(padded, sizeof padded, " %s ", allowed);
+        if (!strstr(padded, key)) {
+            fprintf(stderr, "recur: unknown option '%s' for this command\n", a);
+            return -1;
+        }
+        if (strcmp(a, "--ignore-eos") == 0) {
+            o->ignore_eos = 1;
+            continue;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "recur: option '%s' needs a value\n", a);
+            return -1;
+        }
+        const char *v = argv[++i];
+        int rc = 0;
+        if (!strcmp(a, "--model")) o->model = v;
+        else if (!strcmp(a, "--prompt")) o->prompt = v;
+        else if (!strcmp(a, "--tokens")) o->tokens = v;
+        else if (!strcmp(a, "--out")) o->out = v;
+        else if (!strcmp(a, "--tokenizer")) o->tokenizer = v;
+        else if (!strcmp(a, "--state-in")) o->state_in = v;
+        else if (!strcmp(a, "--state-out")) o->state_out = v;
+        else if (!strcmp(a, "--max-tokens")) rc = parse_long(a, v, 0, 1L << 30, &o->max_tokens);
+        else if (!strcmp(a, "--top-k")) rc = parse_long(a, v, 0, INT32_MAX, &o->top_k);
+        else if (!strcmp(a, "--chunk")) rc = parse_long(a, v, 1, 1 << 20, &o->chunk);
+        else if (!strcmp(a, "--temperature")) rc = parse_double(a, v, 0.0, 100.0, &o->temperature);
+        else if (!strcmp(a, "--top-p")) rc = parse_double(a, v, 1e-9, 1.0, &o->top_p);
+        else if (!strcmp(a, "--min-p")) rc = parse_double(a, v, 0.0, 1.0, &o->min_p);
+        else if (!strcmp(a, "--seed")) {
+            char *end;
+            errno = 0;
+            o->seed = strtoull(v, &end, 10);
+            if (errno || end == v || *end || v[0] == '-') {
+                fprintf(stderr, "recur: --seed expects a non-negative integer, got '%s'\n", v);
+                rc = -1;
+            }
+        } else if (!strcmp(a, "--log-level")) {
+            int lvl = recur_log_level_parse(v);
+            if (lvl < 0) {
+                fprintf(stderr, "recur: --log-level expects debug|info|warn|error|none, got '%s'\n", v);
+                rc = -1;
+            } else {
+                recur_log_set_level((recur_log_level_t)lvl);
+            }
+        }
+        if (rc) return -1;
+    }
+    return 0;
+}
+
+/* "1,2,3" -> ids; every element an integer in [0, INT32_MAX]. */
+static int parse_token_list(const char *s, int32_t **ids, size_t *n) {
+    size_t cap = 1;
+    for (const char *p = s; *p; p++) cap += *p == ',';
+    int32_t *v = malloc(cap * sizeof *v);
+    if (!v) return -1;
+    size_t k = 0;
+    const char *p = s;
+    while (1) {
+        char *end;
+        errno = 0;
+        long long x = strtoll(p, &end, 10);
+        if (errno || end == p || x < 0 || x > INT32_MAX || (*end != ',' && *end != '\0')) {
+            fprintf(stderr, "recur: --tokens expects comma-separated non-negative integers, got '%s'\n", s);
+            free(v);
+            return -1;
+        }
+        v[k++] = (int32_t)x;
+        if (*end == '\0') break;
+        p = end + 1;
+    }
+    *ids = v;
+    *n = k;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- model and tokenizer lookup */
+
+static int is_file(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static int is_dir(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* Where the bundled files live: $RECUR_MODELS_DIR, then <exe>/../../models (a build tree),
+ * <exe>/../share/recur/models (an install), then the source tree this was built from. */
+static int bundled_path(const char *file, char *out, size_t n) {
+    const char *env = getenv("RECUR_MODELS_DIR");
+    if (env && *env) {
+        snprintf(out, n, "%s/%s", env, file);
+        if (is_file(out)) return 0;
+    }
+    char exe[PATH_MAX];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (len > 0) {
+        exe[len] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash) *slash = '\0';
+        snprintf(out, n, "%s/../../models/%s", exe, file);
+        if (is_file(out)) return 0;
+        snprintf(out, n, "%s/../share/recur/models/%s", exe, file);
+        if (is_file(out)) return 0;
+    }
+    snprintf(out, n, "%s/%s", RECUR_DEFAULT_MODEL_DIR, file);
+    return is_file(out) ? 0 : -1;
+}
+
+static recur_status_t load_tokenizer(const opts_t *o, const recur_model_info_t *info, recur_tokenizer_t **tok) {
+    if (o->tokenizer) return recur_tokenizer_world_load(o->tokenizer, tok);
+    if (info->n_vocab == 256) return recur_tokenizer_bytes_init(256, tok);
+    char path[PATH_MAX + 64];
+    if (o->model && is_dir(o->model)) {
+        snprintf(path, sizeof path, "%s/%s", o->model, RECUR_WORLD_VOCAB);
+        if (is_file(path)) return recur_tokenizer_world_load(path, tok);
+    }
+    if (info->n_vocab == 65536 && bundled_path(RECUR_WORLD_VOCAB, path, sizeof path) == 0)
+        return recur_tokenizer_world_load(path, tok);
+    recur_log_err("no tokenizer for a vocabulary of %d tokens: pass --tokenizer VOCAB_FILE", info->n_vocab);
+    return RECUR_E_INVAL;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ---------------------------------------------------------------- commands */
+
+static int cmd_logits(int argc, char **argv) {
+    opts_t o = {.chunk = 128};
+    if (parse_opts(argc, argv, 2, "model tokens out state-in state-out chunk log-level", &o)) goto usage;
+    if (!o.model || !o.tokens || !o.out) {
+        fprintf(stderr, "recur logits: --model, --tokens and --out are required\n");
+        goto usage;
+    }
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    if (parse_token_list(o.tokens, &ids, &n_ids)) goto usage;
+
+    int rc = 1;
+    recur_backend_t *b = NULL;
+    recur_model_t *m = NULL;
+    float *logits = NULL, *state = NULL;
+    FILE *f = NULL;
+    recur_model_params_t mp = recur_model_default_params();
+    mp.n_slots = 2;
+    mp.max_tokens = (int32_t)o.chunk;
+    if (recur_backend_init("cpu", &b) != RECUR_OK) goto done;
+    if (recur_model_load(o.model, b, &mp, &m) != RECUR_OK) goto done;
+    const recur_model_info_t *info = recur_model_info(m);
+    if (recur_model_state_reset(m, 1) != RECUR_OK) goto done;
+    if (o.state_in || o.state_out) {
+        state = malloc(info->state_floats * sizeof(float));
+        if (!state) goto done;
+    }
+    if (o.state_in) {
+        f = fopen(o.state_in, "rb");
+        long want = (long)(info->state_floats * sizeof(float));
+        if (!f || fseek(f, 0, SEEK_END) != 0 || ftell(f) != want || fseek(f, 0, SEEK_SET) != 0 ||
+            fread(state, sizeof(float), info->state_floats, f) != info->state_floats) {
+            recur_log_err("%s: not a state for this model (expected %ld bytes of float32)", o.state_in, want);
+            goto done;
+        }
+        fclose(f);
+        f = NULL;
+        if (recur_model_state_set(m, 1, state) != RECUR_OK) goto done;
+    }
+    logits = malloc(n_ids * (size_t)info->n_vocab * sizeof(float));
+    if (!logits) {
+        recur_log_err("out of memory for %zu x %d logits", n_ids, info->n_vocab);
+        goto done;
+    }
+    int32_t len = (int32_t)n_ids, slot = 1;
+    recur_batch_t bt = {.n_seq = 1, .tokens = ids, .seq_len = &len, .slot = &slot, .logits = RECUR_LOGITS_ALL};
+    if (n_ids > INT32_MAX || recur_model_forward(m, &bt, logits) != RECUR_OK) goto done;
+    f = fopen(o.out, "wb");
+    if (!f || fwrite(logits, sizeof(float), n_ids * (size_t)info->n_vocab, f) != n_ids * (size_t)info->n_vocab ||
+        fclose(f) != 0) {
+        f = NULL;
+        recur_log_err("%s: cannot write the logits: %s", o.out, strerror(errno));
+        goto done;
+    }
+    f = NULL;
+    if (o.state_out) {
+        if (recur_model_state_get(m, 1, state) != RECUR_OK) goto done;
+        f = fopen(o.state_out, "wb");
+        if (!f || fwrite(state, sizeof(float), info->state_floats, f) != info->state_floats || fclose(f) != 0) {
+            f = NULL;
+            recur_log_err("%s: cannot write the state: %s", o.state_out, strerror(errno));
+            goto done;
+        }
+        f = NULL;
+    }
+    rc = 0;
+done:
+    if (f) fclose(f);
+    free(ids);
+    free(logits);
+    free(state);
+    recur_model_free(m);
+    recur_backend_free(b);
+    return rc;
+usage:
+    usage(stderr);
+    return RECUR_EXIT_USAGE;
+}
+
+static int cmd_generate(int argc, char **argv) {
+    opts_t o = {.max_tokens = 200, .temperature = 1.0, .top_p = 1.0, .chunk = 128};
+    if (parse_opts(argc, argv, 2,
+                   "model prompt max-tokens temperature top-p top-k min-p seed tokenizer ignore-eos log-level", &o))
+        goto usage;
+    if (!o.prompt) {
+        fprintf(stderr, "recur generate: --prompt is required\n");
+        goto usage;
+    }
+    char bundled[PATH_MAX + 64];
+    if (!o.model) {
+        if (bundled_path(RECUR_BUNDLED_MODEL, bundled, sizeof bundled) != 0) {
+            fprintf(stderr, "recur: the bundled model %s was not found (set RECUR_MODELS_DIR or pass --model)\n",
+                    RECUR_BUNDLED_MODEL);
+            return 1;
+        }
+        o.model = bundled;
+    }
+
+    int rc = 1;
+    recur_backend_t *b = NULL;
+    recur_model_t *m = NULL;
+    recur_tokenizer_t *tok = NULL;
+    recur_sampler_t *smp = NULL;
+    int32_t *ids = NULL;
+    float *logits = NULL;
+    size_t n_ids = 0;
+    recur_model_params_t mp = recur_model_default_params();
+    mp.n_slots = 2;
+    mp.max_tokens = (int32_t)o.chunk;
+    if (recur_backend_init("cpu", &b) != RECUR_OK) goto done;
+    if (recur_model_load(o.model, b, &mp, &m) != RECUR_OK) goto done;
+    const recur_model_info_t *info = recur_model_info(m);
+    if (load_tokenizer(&o, info, &tok) != RECUR_OK) goto done;
+    if (recur_tokenizer_vocab_size(tok) > info->n_vocab) {
+        recur_log_err("the tokenizer has %d tokens but the model only %d", recur_tokenizer_vocab_size(tok),
+                      info->n_vocab);
+        goto done;
+    }
+    recur_sampler_params_t sp = {.temperature = (float)o.temperature, .top_k = (int32_t)o.top_k,
+                                 .top_p = (float)o.top_p, .min_p = (float)o.min_p, .seed = o.seed};
+    if (recur_sampler_init(&sp, info->n_vocab, &smp) != RECUR_OK) goto done;
+    if (recur_tokenizer_encode(tok, o.prompt, strlen(o.prompt), &ids, &n_ids) != RECUR_OK) goto done;
+    if (n_ids == 0) {
+        fprintf(stderr, "recur generate: the prompt is empty; give at least one character\n");
+        rc = RECUR_EXIT_USAGE;
+        goto done;
+    }
+    if (n_ids > INT32_MAX) goto done;
+    logits = malloc((size_t)info->n_vocab * sizeof(float));
+    if (!logits || recur_model_state_reset(m, 1) != RECUR_OK) goto done;
+
+    int32_t slot = 1, len = (int32_t)n_ids;
+    recur_batch_t bt = {.n_seq = 1, .tokens = ids, .seq_len = &len, .slot = &slot, .logits = RECUR_LOGITS_LAST};
+    double t0 = now_s();
+    if (recur_model_forward(m, &bt, logits) != RECUR_OK) goto done;
+    double t1 = now_s();
+    int32_t eos = o.ignore_eos ? -1 : recur_tokenizer_eos(tok), n_vocab_tok = recur_tokenizer_vocab_size(tok);
+    long n_gen = 0;
+    while (n_gen < o.max_tokens) {
+        int32_t next = recur_sampler_sample(smp, logits, n_vocab_tok);
+        n_gen++;
+        if (next == eos) break;
+        const char *bytes;
+        size_t nb;
+        if (recur_tokenizer_token_bytes(tok, next, &bytes, &nb) != RECUR_OK) goto done;
+        if (nb && fwrite(bytes, 1, nb, stdout) != nb) goto done;
+        fflush(stdout);
+        if (n_gen == o.max_tokens) break;
+        len = 1;
+        bt.tokens = &next;
+        if (recur_model_forward(m, &bt, logits) != RECUR_OK) goto done;
+    }
+    double t2 = now_s();
+    fputc('\n', stdout);
+    recur_log_info("prompt %zu tokens in %.3f s (%.1f tok/s); generated %ld tokens in %.3f s (%.1f tok/s)", n_ids,
+                   t1 - t0, (double)n_ids / (t1 - t0 > 0 ? t1 - t0 : 1e-9), n_gen, t2 - t1,
+                   (double)n_gen / (t2 - t1 > 0 ? t2 - t1 : 1e-9));
+    rc = 0;
+done:
+    free(ids);
+    free(logits);
+    recur_sampler_free(smp);
+    recur_tokenizer_free(tok);
+    recur_model_free(m);
+    recur_backend_free(b);
+    return rc;
+usage:
+    usage(stderr);
+    return RECUR_EXIT_USAGE;
+}
+
+int main(int argc, char **argv) {
+    const char *env = getenv("RECUR_LOG");
+    recur_log_set_level(RECUR_LOG_WARN);
+    if (env && recur_log_level_parse(env) >= 0) recur_log_set_level((recur_log_level_t)recur_log_level_parse(env));
+    if (argc < 2) {
+        usage(stderr);
+        return RECUR_EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "generate")) return cmd_generate(argc, argv);
+    if (!strcmp(cmd, "logits")) return cmd_logits(argc, argv);
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+        printf("recur %s\n", RECUR_VERSION);
+        return 0;
+    }
+    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "recur: unknown command '%s'\n", cmd);
+    usage(stderr);
+    return RECUR_EXIT_USAGE;
+}

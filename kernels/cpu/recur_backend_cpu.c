@@ -1,0 +1,271 @@
+/* recur_backend_cpu.c: the CPU reference backend (see recur_backend_cpu.h).
+ *
+ * Written for clarity first: each op is the textbook loop of its definition in
+ * recur_backend.h, with float32 storage and float32 arithmetic (the dot products keep
+ * eight partial sums, which both lets the compiler vectorise without -ffast-math and
+ * lowers the rounding error of long sums). */
+#include "recur_backend_cpu.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "recur_log.h"
+
+static const char *cpu_name(const recur_backend_t *b) { return "cpu"; }
+
+static void *cpu_alloc(recur_backend_t *b, size_t n) { return calloc(1, n ? n : 1); }
+static void cpu_buf_free(recur_backend_t *b, void *p) { free(p); }
+
+static recur_status_t cpu_memcpy(recur_backend_t *b, void *dst, const void *src, size_t n) {
+    if (n) memmove(dst, src, n);
+    return RECUR_OK;
+}
+
+static recur_status_t cpu_memzero(recur_backend_t *b, void *dst, size_t n) {
+    if (n) memset(dst, 0, n);
+    return RECUR_OK;
+}
+
+static recur_status_t cpu_synchronize(recur_backend_t *b) { return RECUR_OK; }
+
+static recur_status_t cpu_weight_upload(recur_backend_t *b, const float *host, int64_t rows, int64_t cols,
+                                        recur_weight_t *w) {
+    size_t n = (size_t)rows * (size_t)cols * sizeof(float);
+    w->data = malloc(n ? n : 1);
+    if (!w->data) return RECUR_E_NOMEM;
+    memcpy(w->data, host, n);
+    w->dtype = RECUR_DTYPE_F32;
+    w->rows = rows;
+    w->cols = cols;
+    return RECUR_OK;
+}
+
+static void cpu_weight_free(recur_backend_t *b, recur_weight_t *w) {
+    free(w->data);
+    w->data = NULL;
+}
+
+static recur_status_t cpu_embed(recur_backend_t *b, const recur_weight_t *emb, const int32_t *tokens,
+                                int32_t M, float *out) {
+    const float *e = (const float *)emb->data;
+    size_t C = (size_t)emb->cols;
+    for (int32_t m = 0; m < M; m++) {
+        RECUR_ASSERT(tokens[m] >= 0 && tokens[m] < emb->rows);
+        memcpy(out + (size_t)m * C, e + (size_t)tokens[m] * C, C * sizeof(float));
+    }
+    return RECUR_OK;
+}
+
+static recur_status_t cpu_layernorm(recur_backend_t *b, const float *x, const float *w, const float *bias,
+                                    int32_t M, int32_t C, float eps, float *y) {
+    for (int32_t m = 0; m < M; m++) {
+        const float *xr = x + (size_t)m * C;
+        float *yr = y + (size_t)m * C;
+        /* Two passes (mean, then centred variance): no cancellation for rows with a
+         * large mean, which the residual stream does have. */
+        double mean = 0.0, var = 0.0;
+        for (int32_t i = 0; i < C; i++) mean += xr[i];
+        mean /= C;
+        for (int32_t i = 0; i < C; i++) { double d = xr[i] - mean; var += d * d; }
+        var /= C;
+        float inv = (float)(1.0 / sqrt(var + (double)eps));
+        float fm = (float)mean;
+        for (int32_t i = 0; i < C; i++) yr[i] = (xr[i] - fm) * inv * w[i] + bias[i];
+    }
+    return RECUR_OK;
+}
+
+static float dot_f32(const float *a, const float *b, int64_t n) {
+    float s[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) s[j] += a[i + j] * b[i + j];
+    for (; i < n; i++) s[0] += a[i] * b[i];
+    return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+}
+
+static recur_status_t cpu_matmul(recur_backend_t *b, const float *x, const recur_weight_t *W, int32_t M,
+                                 float *y, int accumulate) {
+    const float *w = (const float *)W->data;
+    int64_t N = W->rows, K = W->cols;
+    /* Blocks of rows of W stay in cache while every input row passes over them. */
+    const int64_t NB = 64;
+    for (int64_t n0 = 0; n0 < N; n0 += NB) {
+        int64_t n1 = n0 + NB < N ? n0 + NB : N;
+        for (int32_t m = 0; m < M; m++) {
+            const float *xr = x + (size_t)m * K;
+            float *yr = y + (size_t)m * N;
+            for (int64_t n = n0; n < n1; n++) {
+                float d = dot_f32(xr, w + (size_t)n * K, K);
+                yr[n] = accumulate ? yr[n] + d : d;
+            }
+        }
+    }
+    return RECUR_OK;
+}
+
+static recur_status_t cpu_act(recur_backend_t *b, recur_act_t kind, const float *x, int64_t n, float *y) {
+    switch (kind) {
+    case RECUR_ACT_TANH:
+        for (int64_t i = 0; i < n; i++) y[i] = tanhf(x[i]);
+        break;
+    case RECUR_ACT_SIGMOID:
+        for (int64_t i = 0; i < n; i++) y[i] = 1.0f / (1.0f + expf(-x[i]));
+        break;
+    case RECUR_ACT_RELU_SQ:
+        for (int64_t i = 0; i < n; i++) { float r = x[i] > 0.f ? x[i] : 0.f; y[i] = r * r; }
+        break;
+    default:
+        RECUR_ASSERT(!"unknown activation");
+    }
+    return RECUR_OK;
+}
+
+static recur_status_t cpu_gather_rows(recur_backend_t *b, const float *src, const int32_t *idx, int32_t n,
+                                      int32_t C, float *dst) {
+    for (int32_t i = 0; i < n; i++)
+        memmove(dst + (size_t)i * C, src + (size_t)idx[i] * C, (size_t)C * sizeof(float));
+    return RECUR_OK;
+}
+
+static recur_status_t cpu_token_shift_mix(recur_backend_t *b, const float *x, int32_t C, const recur_rows_t *rows,
+                                          recur_state_ref_t st, int32_t n_mix, const float *mix, float *out) {
+    size_t MC = (size_t)rows->n_rows * C;
+    for (int32_t s = 0; s < rows->n_seq; s++) {
+        int32_t r0 = rows->seq_off[s], r1 = rows->seq_off[s + 1];
+        float *shift = st.pool + (size_t)rows->slot[s] * st.slot_stride + st.offset;
+        for (int32_t t = r0; t < r1; t++) {
+            const float *xt = x + (size_t)t * C;
+            const float *prev = t == r0 ? shift : xt - C;
+            for (int32_t j = 0; j < n_mix; j++) {
+                const float *mj = mix + (size_t)j * C;
+                float *o = out + j * MC + (size_t)t * C;
+                for (int32_t i = 0; i < C; i++) o[i] = xt[i] + (prev[i] - xt[i]) * mj[i];
+            }
+        }
+        /* Only now: the first row above still needed the old stored vector. */
+        if (r1 > r0) memcpy(shift, x + (size_t)(r1 - 1) * C, (size_t)C * sizeof(float));
+    }
+    return RECUR_OK;
+}
+
+static float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+/* exp(-0.5): the RWKV-7 decay is exp(-exp(-0.5) * sigmoid(z)), in (0.5453, 1). */
+#define RECUR_RWKV7_DECAY_SCALE 0.6065306597126334f
+
+static recur_status_t cpu_rwkv7_prep(recur_backend_t *b, const recur_rwkv7_prep_args_t *p) {
+    int32_t C = p->C, N = p->head_size, H = C / N;
+    for (int32_t m = 0; m < p->M; m++) {
+        size_t o = (size_t)m * C;
+        float *w = p->w + o, *a = p->a + o, *k = p->k + o, *v = p->v + o, *kk = p->kk + o;
+        float *vf = p->v_first + o;
+        for (int32_t i = 0; i < C; i++) {
+            w[i] = expf(-RECUR_RWKV7_DECAY_SCALE * sigmoidf_(p->w0[i] + w[i]));
+            a[i] = sigmoidf_(p->a0[i] + a[i]);
+            kk[i] = k[i] * p->k_k[i];
+        }
+        for (int32_t h = 0; h < H; h++) {
+            float ss = 0.f;
+            for (int32_t j = 0; j < N; j++) ss += kk[h * N + j] * kk[h * N + j];
+            float nrm = sqrtf(ss);
+            float inv = 1.0f / (nrm > 1e-12f ? nrm : 1e-12f);
+            for (int32_t j = 0; j < N; j++) kk[h * N + j] *= inv;
+        }
+        for (int32_t i = 0; i < C; i++) k[i] = k[i] * (1.0f + (a[i] - 1.0f) * p->k_a[i]);
+        if (!p->v_mix) {
+            memcpy(vf, v, (size_t)C * sizeof(float));
+        } else {
+            const float *vm = p->v_mix + o;
+            for (int32_t i = 0; i < C; i++) v[i] = v[i] + (vf[i] - v[i]) * sigmoidf_(p->v0[i] + vm[i]);
+        }
+    }
+    return RECUR_OK;
+}
+
+static recur_status_t cpu_rwkv7_wkv(recur_backend_t *b, const recur_rwkv7_wkv_args_t *p) {
+    int32_t C = p->C, N = p->head_size, H = C / N;
+    const recur_rows_t *rows = &p->rows;
+    for (int32_t s = 0; s < rows->n_seq; s++) {
+        float *S0 = p->state.pool + (size_t)rows->slot[s] * p->state.slot_stride + p->state.offset;
+        for (int32_t t = rows->seq_off[s]; t < rows->seq_off[s + 1]; t++) {
+            size_t o = (size_t)t * C;
+            for (int32_t h = 0; h < H; h++) {
+                const float *r = p->r + o + h * N, *w = p->w + o + h * N, *k = p->k + o + h * N;
+                const float *v = p->v + o + h * N, *kk = p->kk + o + h * N, *a = p->a + o + h * N;
+                float *y = p->y + o + h * N;
+                float *S = S0 + (size_t)h * N * N;
+                /* Rows of S (one per value index) are independent: row i only needs
+                 * sa = S[i,:] . (-kk) from before its own update. */
+                for (int32_t i = 0; i < N; i++) {
+                    float *Si = S + (size_t)i * N;
+                    float sa = 0.f;
+                    for (int32_t j = 0; j < N; j++) sa -= Si[j] * kk[j];
+                    float yi = 0.f;
+                    for (int32_t j = 0; j < N; j++) {
+                        Si[j] = Si[j] * w[j] + sa * kk[j] * a[j] + v[i] * k[j];
+                        yi += Si[j] * r[j];
+                    }
+                    y[i] = yi;
+                }
+            }
+        }
+    }
+    return RECUR_OK;
+}
+
+static recur_status_t cpu_rwkv7_out(recur_backend_t *b, const recur_rwkv7_out_args_t *p) {
+    int32_t C = p->C, N = p->head_size, H = C / N;
+    for (int32_t m = 0; m < p->M; m++) {
+        size_t o = (size_t)m * C;
+        for (int32_t h = 0; h < H; h++) {
+            size_t ho = o + (size_t)h * N;
+            const float *y = p->y + ho, *r = p->r + ho, *k = p->k + ho, *v = p->v + ho, *g = p->g + ho;
+            const float *rk = p->r_k + h * N, *lw = p->ln_w + h * N, *lb = p->ln_b + h * N;
+            float *out = p->out + ho;
+            float mean = 0.f, var = 0.f, bonus = 0.f;
+            for (int32_t j = 0; j < N; j++) mean += y[j];
+            mean /= N;
+            for (int32_t j = 0; j < N; j++) { float d = y[j] - mean; var += d * d; }
+            var /= N;
+            float inv = 1.0f / sqrtf(var + p->eps);
+            for (int32_t j = 0; j < N; j++) bonus += r[j] * k[j] * rk[j];
+            for (int32_t j = 0; j < N; j++)
+                out[j] = ((y[j] - mean) * inv * lw[j] + lb[j] + bonus * v[j]) * g[j];
+        }
+    }
+    return RECUR_OK;
+}
+
+static void cpu_free(recur_backend_t *b) { free(b); }
+
+recur_status_t recur_backend_cpu_init(recur_backend_t **out) {
+    recur_backend_t *b = calloc(1, sizeof *b);
+    *out = NULL;
+    if (!b) return RECUR_E_NOMEM;
+    b->iface = (recur_backend_iface_t){
+        .name = cpu_name,
+        .alloc = cpu_alloc,
+        .buf_free = cpu_buf_free,
+        .upload = cpu_memcpy,
+        .download = cpu_memcpy,
+        .copy = cpu_memcpy,
+        .memzero = cpu_memzero,
+        .synchronize = cpu_synchronize,
+        .weight_upload = cpu_weight_upload,
+        .weight_free = cpu_weight_free,
+        .embed = cpu_embed,
+        .layernorm = cpu_layernorm,
+        .matmul = cpu_matmul,
+        .act = cpu_act,
+        .gather_rows = cpu_gather_rows,
+        .token_shift_mix = cpu_token_shift_mix,
+        .rwkv7_prep = cpu_rwkv7_prep,
+        .rwkv7_wkv = cpu_rwkv7_wkv,
+        .rwkv7_out = cpu_rwkv7_out,
+        .free = cpu_free,
+    };
+    *out = b;
+    return RECUR_OK;
+}

@@ -1,0 +1,163 @@
+/* recur_backend.h: the table of operations a compute backend provides.
+ *
+ * The model code (worker/) is written once against this table; the CPU backend
+ * (kernels/cpu/) is the plain-C reference for every entry and a complete backend in its
+ * own right, and the CUDA backend fills the same table with fused GPU kernels.
+ *
+ * Memory: every pointer passed to an op is backend memory (from iface.alloc), except
+ * where a comment says "host". Activations are fp32 row-major [rows][cols]; weights are
+ * recur_weight_t in whatever format the backend chose at upload (CPU: fp32).
+ *
+ * Batches are variable-length ("varlen"): M rows (tokens) belong to n_seq sequences,
+ * sequence i owning rows seq_off[i] .. seq_off[i+1]-1 in order and living in state slot
+ * slot[i] of a state pool (n_slots * slot_stride floats). Row-wise ops ignore sequences;
+ * token-shift and recurrence ops use them. This one shape covers a batched decode step
+ * (every sequence 1 row), a prefill (one sequence, many rows) and a mix of both.
+ *
+ * Errors: ops return RECUR_OK or a status for failures a caller can see (device errors);
+ * bad shapes are the caller's bug and are checked with RECUR_ASSERT in the wrappers.
+ * Thread-safety: a backend instance is used by one thread at a time. */
+#ifndef RECUR_BACKEND_H
+#define RECUR_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "recur_dtype.h"
+#include "recur_status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct recur_backend recur_backend_t;
+
+/* A weight matrix W [rows = out][cols = in] (nn.Linear layout), as the backend stores it. */
+typedef struct recur_weight {
+    void         *data;   /* backend memory, owned by whoever called weight_upload */
+    recur_dtype_t dtype;  /* the backend's storage type */
+    int64_t       rows, cols;
+} recur_weight_t;
+
+/* The sequence structure of a batch of rows (see the header comment). */
+typedef struct recur_rows {
+    int32_t        n_rows;   /* M                                        */
+    int32_t        n_seq;
+    const int32_t *seq_off;  /* backend memory, [n_seq + 1], seq_off[0] = 0, seq_off[n_seq] = M */
+    const int32_t *slot;     /* backend memory, [n_seq], distinct slots  */
+} recur_rows_t;
+
+/* Where one per-layer piece of state sits inside the state pool. */
+typedef struct recur_state_ref {
+    float  *pool;         /* backend memory: n_slots * slot_stride floats */
+    size_t  slot_stride;  /* floats per slot                              */
+    size_t  offset;       /* floats from the start of a slot              */
+} recur_state_ref_t;
+
+typedef enum recur_act {
+    RECUR_ACT_TANH = 0,
+    RECUR_ACT_SIGMOID = 1,
+    RECUR_ACT_RELU_SQ = 2   /* relu(x)^2, RWKV's channel-mix activation */
+} recur_act_t;
+
+/* Arguments of the RWKV-7 per-token preparation (all [M][C] unless noted, in place where
+ * marked "in/out"). Computes, per element, the decay, in-context rate, normalised key
+ * and v_first residual of models/RWKV7.md §1.4:
+ *   w  <- exp(-exp(-0.5) * sigmoid(w0 + w))                     (in/out: w holds the LoRA output)
+ *   a  <- sigmoid(a0 + a)                                       (in/out: a holds the LoRA output)
+ *   kk <- L2-normalise_per_head(k * k_k)   (eps 1e-12)          (out)
+ *   k  <- k * (1 + (a - 1) * k_a)                               (in/out; kk uses k before this)
+ *   layer 0 (v_mix == NULL): v_first <- v                       (out)
+ *   else:   v <- v + (v_first - v) * sigmoid(v0 + v_mix)        (in/out) */
+typedef struct recur_rwkv7_prep_args {
+    int32_t M, C, head_size;
+    float *w, *a, *k, *v, *kk, *v_first;
+    const float *v_mix;                          /* NULL in layer 0 */
+    const float *w0, *a0, *v0, *k_k, *k_a;       /* [C] */
+} recur_rwkv7_prep_args_t;
+
+/* The RWKV-7 recurrence (WKV), serial over each sequence's rows, per head of size N:
+ *   S <- S diag(w) + (S (-kk)) (kk*a)^T + v k^T ;  y = S r
+ * S is [N(value)][N(key)] per head, at state.offset of each slot (H*N*N floats). */
+typedef struct recur_rwkv7_wkv_args {
+    int32_t C, head_size;
+    recur_rows_t rows;
+    const float *r, *w, *k, *v, *kk, *a;         /* [M][C] */
+    recur_state_ref_t state;
+    float *y;                                    /* [M][C] out */
+} recur_rwkv7_wkv_args_t;
+
+/* After WKV: out = (GroupNorm_H(y) * ln_w + ln_b + (sum_head r*k*r_k) * v) * g. */
+typedef struct recur_rwkv7_out_args {
+    int32_t M, C, head_size;
+    float eps;                                   /* 64e-5 for x070 */
+    const float *y, *r, *k, *v, *g;              /* [M][C] */
+    const float *r_k;                            /* [C] (H x N) */
+    const float *ln_w, *ln_b;                    /* [C] */
+    float *out;                                  /* [M][C] (may alias y) */
+} recur_rwkv7_out_args_t;
+
+typedef struct recur_backend_iface {
+    const char *(*name)(const recur_backend_t *b);
+
+    /* ---- memory */
+    /* Zero-filled allocation; NULL on failure. */
+    void *(*alloc)(recur_backend_t *b, size_t n_bytes);
+    void  (*buf_free)(recur_backend_t *b, void *p);                       /* NULL is a no-op */
+    recur_status_t (*upload)(recur_backend_t *b, void *dst, const void *host_src, size_t n_bytes);
+    recur_status_t (*download)(recur_backend_t *b, void *host_dst, const void *src, size_t n_bytes);
+    recur_status_t (*copy)(recur_backend_t *b, void *dst, const void *src, size_t n_bytes);
+    recur_status_t (*memzero)(recur_backend_t *b, void *dst, size_t n_bytes);
+    recur_status_t (*synchronize)(recur_backend_t *b);
+
+    /* ---- weights: host fp32 [rows][cols] -> the backend's format (allocates w->data) */
+    recur_status_t (*weight_upload)(recur_backend_t *b, const float *host, int64_t rows, int64_t cols,
+                                    recur_weight_t *w);
+    void (*weight_free)(recur_backend_t *b, recur_weight_t *w);          /* NULL data is a no-op */
+
+    /* ---- row-wise ops */
+    /* out[m] = W_emb[tokens[m]] (tokens: backend memory, validated by the caller) */
+    recur_status_t (*embed)(recur_backend_t *b, const recur_weight_t *emb, const int32_t *tokens,
+                            int32_t M, float *out);
+    /* y = LayerNorm(x) * w + bias over each row of C (y may alias x) */
+    recur_status_t (*layernorm)(recur_backend_t *b, const float *x, const float *w, const float *bias,
+                                int32_t M, int32_t C, float eps, float *y);
+    /* y[M][W.rows] (=|+=) x[M][W.cols] . W^T ; accumulate != 0 adds into y */
+    recur_status_t (*matmul)(recur_backend_t *b, const float *x, const recur_weight_t *W, int32_t M,
+                             float *y, int accumulate);
+    /* y = act(x) elementwise over n floats (y may alias x) */
+    recur_status_t (*act)(recur_backend_t *b, recur_act_t kind, const float *x, int64_t n, float *y);
+    /* dst[i] = src[idx[i]] rows of C floats, i < n (idx: backend memory) */
+    recur_status_t (*gather_rows)(recur_backend_t *b, const float *src, const int32_t *idx, int32_t n,
+                                  int32_t C, float *dst);
+
+    /* ---- token shift: for each row t, prev = previous row of the same sequence, or the
+     * slot's stored vector for a sequence's first row; then for j < n_mix:
+     *   out[j][t] = x[t] + (prev - x[t]) * mix[j]      (out: [n_mix][M][C], mix: [n_mix][C])
+     * and the slot's stored vector becomes the sequence's last row of x. */
+    recur_status_t (*token_shift_mix)(recur_backend_t *b, const float *x, int32_t C, const recur_rows_t *rows,
+                                      recur_state_ref_t state, int32_t n_mix, const float *mix, float *out);
+
+    /* ---- RWKV-7 */
+    recur_status_t (*rwkv7_prep)(recur_backend_t *b, const recur_rwkv7_prep_args_t *a);
+    recur_status_t (*rwkv7_wkv)(recur_backend_t *b, const recur_rwkv7_wkv_args_t *a);
+    recur_status_t (*rwkv7_out)(recur_backend_t *b, const recur_rwkv7_out_args_t *a);
+
+    void (*free)(recur_backend_t *b);
+} recur_backend_iface_t;
+
+struct recur_backend {
+    recur_backend_iface_t iface;
+    void *ctx;   /* backend-private state */
+};
+
+/* Creates the backend named `name` ("cpu"; "cuda" once that backend is built in).
+ * RECUR_E_UNSUPPORTED naming the available backends otherwise. */
+recur_status_t recur_backend_init(const char *name, recur_backend_t **out);
+void           recur_backend_free(recur_backend_t *b);   /* NULL is a no-op */
+const char    *recur_backend_name(const recur_backend_t *b);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

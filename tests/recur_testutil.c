@@ -1,0 +1,136 @@
+/* recur_testutil.c: see recur_testutil.h. */
+#include "recur_testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int recur_allclose(const float *got, const float *ref, size_t n, float atol, float rtol,
+                   const char *what, float *max_abs) {
+    size_t bad = 0, worst = 0;
+    float wd = 0.f;
+    for (size_t i = 0; i < n; i++) {
+        float d = fabsf(got[i] - ref[i]);
+        if (!(d <= atol + rtol * fabsf(ref[i]))) bad++;
+        if (!(d <= wd)) { wd = d; worst = i; } /* also catches NaN */
+    }
+    if (!isfinite(wd)) wd = INFINITY;
+    fprintf(stderr, "%-40s max|d|=%.3e @%zu (got %.6g ref %.6g)  bad=%zu/%zu  [atol %.1e rtol %.1e]\n",
+            what, (double)wd, worst, n ? (double)got[worst] : 0.0, n ? (double)ref[worst] : 0.0, bad, n,
+            (double)atol, (double)rtol);
+    if (max_abs) *max_abs = wd;
+    return bad == 0;
+}
+
+void recur_fixture_path(char *buf, size_t n, const char *rel) {
+    snprintf(buf, n, "%s/%s", RECUR_FIXTURES_DIR, rel);
+}
+
+int recur_read_file(const char *path, void **out, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    if (fseek(f, 0, SEEK_END) != 0) { fclose(f); return -1; }
+    long len = ftell(f);
+    if (len < 0 || fseek(f, 0, SEEK_SET) != 0) { fclose(f); return -1; }
+    void *buf = malloc(len ? (size_t)len : 1);
+    if (!buf) { fclose(f); return -1; }
+    if ((size_t)len != fread(buf, 1, (size_t)len, f)) { free(buf); fclose(f); return -1; }
+    fclose(f);
+    *out = buf;
+    *n = (size_t)len;
+    return 0;
+}
+
+int recur_write_file(const char *path, const void *data, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return -1;
+    int ok = fwrite(data, 1, n, f) == n;
+    ok &= fclose(f) == 0;
+    return ok ? 0 : -1;
+}
+
+int recur_make_temp_dir(char *buf, size_t n) {
+    const char *base = getenv("TMPDIR");
+    snprintf(buf, n, "%s/recur-test-XXXXXX", base && *base ? base : "/tmp");
+    return mkdtemp(buf) ? 0 : -1;
+}
+
+void recur_rm_rf(const char *path) {
+    char cmd[4200];
+    if (!path || !strstr(path, "recur-test-")) return; /* only ever our own temp dirs */
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", path);
+    if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", path);
+}
+
+int recur_write_safetensors(const char *path, const recur_test_tensor_t *t, int n, const char *metadata_json) {
+    size_t cap = 4096 + (size_t)n * 256, len = 0;
+    char *hdr = malloc(cap);
+    if (!hdr) return -1;
+    len += (size_t)snprintf(hdr + len, cap - len, "{\"__metadata__\":%s", metadata_json ? metadata_json : "{}");
+    uint64_t off = 0;
+    for (int i = 0; i < n; i++) {
+        len += (size_t)snprintf(hdr + len, cap - len, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[", t[i].name, t[i].dtype);
+        for (int d = 0; d < t[i].n_dims; d++)
+            len += (size_t)snprintf(hdr + len, cap - len, "%s%lld", d ? "," : "", (long long)t[i].shape[d]);
+        len += (size_t)snprintf(hdr + len, cap - len, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
+                                (unsigned long long)(off + t[i].n_bytes));
+        off += t[i].n_bytes;
+    }
+    len += (size_t)snprintf(hdr + len, cap - len, "}");
+    while (len % 8) hdr[len++] = ' ';
+    FILE *f = fopen(path, "wb");
+    if (!f) { free(hdr); return -1; }
+    uint64_t hl = len;
+    unsigned char le[8];
+    for (int i = 0; i < 8; i++) le[i] = (unsigned char)(hl >> (8 * i));
+    int ok = fwrite(le, 1, 8, f) == 8 && fwrite(hdr, 1, len, f) == len;
+    for (int i = 0; i < n && ok; i++) ok = fwrite(t[i].data, 1, t[i].n_bytes, f) == t[i].n_bytes;
+    ok &= fclose(f) == 0;
+    free(hdr);
+    return ok ? 0 : -1;
+}
+
+#include "recur_backend.h"
+#include "recur_model.h"
+
+int recur_test_run_model(const char *path, const int32_t *tokens, int n, int chunk, const float *state_in,
+                         float *logits_out, float *state_out, int *n_vocab, size_t *state_floats) {
+    recur_backend_t *b = NULL;
+    recur_model_t *m = NULL;
+    recur_model_params_t p = recur_model_default_params();
+    p.n_slots = 2;
+    p.max_tokens = chunk;
+    recur_status_t st = recur_backend_init("cpu", &b);
+    if (st == RECUR_OK) st = recur_model_load(path, b, &p, &m);
+    if (st == RECUR_OK) {
+        const recur_model_info_t *info = recur_model_info(m);
+        if (n_vocab) *n_vocab = info->n_vocab;
+        if (state_floats) *state_floats = info->state_floats;
+        st = state_in ? recur_model_state_set(m, 1, state_in) : recur_model_state_reset(m, 1);
+        int32_t slot = 1, len = n;
+        recur_batch_t bt = {.n_seq = 1, .tokens = tokens, .seq_len = &len, .slot = &slot,
+                            .logits = logits_out ? RECUR_LOGITS_ALL : RECUR_LOGITS_NONE};
+        if (st == RECUR_OK && n > 0) st = recur_model_forward(m, &bt, logits_out);
+        if (st == RECUR_OK && state_out) st = recur_model_state_get(m, 1, state_out);
+    }
+    recur_model_free(m);
+    recur_backend_free(b);
+    return st;
+}
+
+void *recur_read_fixture32(const char *rel, size_t *n_values) {
+    char path[1024];
+    void *data = NULL;
+    size_t n = 0;
+    recur_fixture_path(path, sizeof path, rel);
+    if (recur_read_file(path, &data, &n) != 0 || n % 4) {
+        fprintf(stderr, "cannot read fixture %s\n", path);
+        free(data);
+        return NULL;
+    }
+    *n_values = n / 4;
+    return data;
+}

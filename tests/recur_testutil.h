@@ -1,0 +1,55 @@
+/* recur_testutil.h: helpers shared by the C tests (comparisons, fixture files, temp dirs).
+ * A test's exit code is its verdict: 0 pass, 1 fail, 77 skipped (hardware missing). */
+#ifndef RECUR_TESTUTIL_H
+#define RECUR_TESTUTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define RECUR_TEST_SKIP 77
+
+/* Returns 1 if every |got-ref| <= atol + rtol*|ref| (NaN/Inf in got fails); prints the
+ * worst element and the count of bad ones under `what`. *max_abs (if non-NULL) gets the
+ * largest |got-ref|. */
+int recur_allclose(const float *got, const float *ref, size_t n, float atol, float rtol,
+                   const char *what, float *max_abs);
+
+/* "<RECUR_FIXTURES_DIR>/<rel>" into a static-per-call buffer owned by the caller. */
+void recur_fixture_path(char *buf, size_t n, const char *rel);
+
+/* Reads a whole file; *out is malloc'ed (caller frees). Returns 0 on success. */
+int recur_read_file(const char *path, void **out, size_t *n);
+int recur_write_file(const char *path, const void *data, size_t n);
+
+/* Creates a fresh private temp directory; returns 0 on success. recur_rm_rf removes it. */
+int recur_make_temp_dir(char *buf, size_t n);
+void recur_rm_rf(const char *path);
+
+/* Simple check macro: prints the failed condition and counts it in *failures. */
+#define RECUR_CHECK(failures, cond) do { if (!(cond)) { \
+    fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); (*(failures))++; } } while (0)
+
+#endif
+
+/* One tensor for recur_write_safetensors: data is host memory in dtype's encoding. */
+typedef struct recur_test_tensor {
+    const char *name;
+    const char *dtype;     /* "F32", "F16", "BF16" */
+    int n_dims;
+    int64_t shape[4];
+    const void *data;
+    size_t n_bytes;
+} recur_test_tensor_t;
+
+/* Writes a safetensors file (header padded to 8 bytes, tensors in the given order). */
+int recur_write_safetensors(const char *path, const recur_test_tensor_t *t, int n, const char *metadata_json);
+
+/* Loads the model at `path` on the CPU backend and runs `tokens` as one sequence from
+ * `state_in` (NULL = initial state), `chunk` rows per forward piece. logits_out gets
+ * [n][n_vocab] (NULL: not wanted), state_out the final state (NULL: not wanted).
+ * *n_vocab and *state_floats (if non-NULL) get the model's sizes. Returns the status. */
+int recur_test_run_model(const char *path, const int32_t *tokens, int n, int chunk, const float *state_in,
+                         float *logits_out, float *state_out, int *n_vocab, size_t *state_floats);
+
+/* Reads a whole fixture file of little-endian 32-bit values (float or uint32); NULL on failure. */
+void *recur_read_fixture32(const char *rel, size_t *n_values);

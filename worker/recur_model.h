@@ -1,0 +1,87 @@
+/* recur_model.h: a loaded model on one backend: weights, a pool of recurrent-state slots,
+ * and the forward pass over a varlen batch of sequences.
+ *
+ * Slots: the pool holds n_slots states; slot 0 is the padding slot and is never used for
+ * a request. A slot's state is a flat array of info.state_floats floats in the
+ * architecture's documented layout (RWKV-7: per layer ffn_x[C], att_x[C], wkv[H][N][N],
+ * the layout of rwkv.cpp and of the fixtures), so saving, loading and forking a state is
+ * a plain copy. A fresh slot must be reset (recur_model_state_reset) before use.
+ *
+ * Ownership: the model owns its weights, workspace and pool, all on the backend given at
+ * load, which must outlive the model. Nothing is allocated after load: a forward pass
+ * larger than params.max_tokens rows is cut into pieces of at most that many rows.
+ * Thread-safety: one thread at a time per model. */
+#ifndef RECUR_MODEL_H
+#define RECUR_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "recur_backend.h"
+#include "recur_status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum recur_arch {
+    RECUR_ARCH_RWKV7 = 0
+} recur_arch_t;
+
+typedef enum recur_logits_mode {
+    RECUR_LOGITS_NONE = 0,  /* state update only (prefill without output)   */
+    RECUR_LOGITS_LAST = 1,  /* one row per sequence: after its last token    */
+    RECUR_LOGITS_ALL  = 2   /* one row per token, in batch order             */
+} recur_logits_mode_t;
+
+typedef struct recur_model_params {
+    int32_t n_slots;     /* state slots including padding slot 0 (>= 2)       */
+    int32_t max_tokens;  /* rows per internal forward piece (workspace size)  */
+} recur_model_params_t;
+
+typedef struct recur_model_info {
+    recur_arch_t arch;
+    const char  *arch_name;    /* "rwkv7"                                      */
+    int32_t      n_vocab, n_embd, n_layer, n_head, head_size, ffn_dim;
+    size_t       state_floats; /* per slot                                     */
+    int64_t      n_params;     /* weights read from the checkpoint             */
+    recur_dtype_t file_dtype;  /* dtype of the largest tensors in the file     */
+} recur_model_info_t;
+
+typedef struct recur_batch {
+    int32_t        n_seq;
+    const int32_t *tokens;   /* host, [sum of seq_len]: each sequence's tokens in turn */
+    const int32_t *seq_len;  /* host, [n_seq], each >= 1                              */
+    const int32_t *slot;     /* host, [n_seq], distinct, in [1, n_slots)              */
+    recur_logits_mode_t logits;
+} recur_batch_t;
+
+typedef struct recur_model recur_model_t;   /* opaque; defined in recur_model.c */
+
+recur_model_params_t recur_model_default_params(void);
+
+/* path: as recur_model_files_open() (a .bin, a .safetensors, an index json or a directory).
+ * Detects the architecture, validates every tensor's name, dtype and shape, and uploads
+ * the weights. *out = NULL on error (RECUR_E_FORMAT / RECUR_E_UNSUPPORTED with a message). */
+recur_status_t recur_model_load(const char *path, recur_backend_t *b, const recur_model_params_t *p,
+                                recur_model_t **out);
+void recur_model_free(recur_model_t *m);  /* NULL is a no-op */
+
+const recur_model_info_t *recur_model_info(const recur_model_t *m);
+int32_t recur_model_n_slots(const recur_model_t *m);
+
+/* Runs the batch, advancing each sequence's slot state past its tokens. logits (host) gets
+ * [n_seq][n_vocab] (LAST) or [n_tokens][n_vocab] (ALL); NULL only with RECUR_LOGITS_NONE.
+ * RECUR_E_INVAL (with a message) for a token id outside the vocabulary, a bad slot, a
+ * repeated slot or an empty sequence; nothing is changed then. */
+recur_status_t recur_model_forward(recur_model_t *m, const recur_batch_t *batch, float *logits);
+
+recur_status_t recur_model_state_reset(recur_model_t *m, int32_t slot);             /* initial state */
+recur_status_t recur_model_state_get(recur_model_t *m, int32_t slot, float *host);  /* state_floats  */
+recur_status_t recur_model_state_set(recur_model_t *m, int32_t slot, const float *host);
+recur_status_t recur_model_state_copy(recur_model_t *m, int32_t dst_slot, int32_t src_slot);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,32 @@
+/* recur_model_arch.h: what recur_model.c needs from each architecture (private to worker/).
+ *
+ * An architecture loads its weights from the checkpoint files onto the backend, fills in
+ * the model info, sizes its workspace for max_tokens rows, and runs one forward piece of
+ * at most max_tokens rows. recur_model.c does everything around it: argument checks,
+ * cutting batches into pieces, index uploads, logits download, and the state pool. */
+#ifndef RECUR_MODEL_ARCH_H
+#define RECUR_MODEL_ARCH_H
+
+#include "recur_backend.h"
+#include "recur_model.h"
+#include "recur_model_files.h"
+
+typedef struct recur_model_arch {
+    const char *name;
+    /* Does this checkpoint look like this architecture? (cheap: tensor names only) */
+    int (*detect)(const recur_model_files_t *f);
+    /* Loads weights and workspace into *ctx and fills *info (state_floats included). */
+    recur_status_t (*load)(recur_backend_t *b, const recur_model_files_t *f, int32_t max_tokens,
+                           recur_model_info_t *info, void **ctx);
+    void (*free)(recur_backend_t *b, void *ctx);
+    /* One piece: rows.n_rows <= max_tokens; tokens and out_rows in backend memory.
+     * Writes logits for the n_out rows listed in out_rows to logits ([n_out][n_vocab],
+     * backend memory; n_out <= rows.n_rows). */
+    recur_status_t (*forward)(recur_backend_t *b, void *ctx, const recur_rows_t *rows, const int32_t *tokens,
+                              float *state_pool, size_t slot_stride, int32_t n_out, const int32_t *out_rows,
+                              float *logits);
+} recur_model_arch_t;
+
+extern const recur_model_arch_t recur_arch_rwkv7;
+
+#endif
