@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# test_cli.sh: the `recur` command line as users and later checks rely on it.
+# Needs: RECUR_BIN (the binary), RECUR_FIXTURES_DIR, python3 (stdlib) for float checks.
+set -u
+BIN=${RECUR_BIN:?RECUR_BIN not set}
+FX=${RECUR_FIXTURES_DIR:?RECUR_FIXTURES_DIR not set}/rwkv7
+TINY=$FX/tiny-rwkv-7v0-834K-FP32.bin
+T=$(mktemp -d "${TMPDIR:-/tmp}/recur-test-cli-XXXXXX")
+trap 'rm -rf "$T"' EXIT
+fails=0
+pass() { echo "ok   $1"; }
+fail() { echo "FAIL $1"; fails=$((fails + 1)); }
+
+# expect_exit CODE DESC CMD...: runs CMD, checks its exit code, keeps stderr in $T/err
+expect_exit() {
+  local want=$1 desc=$2; shift 2
+  "$@" >"$T/out" 2>"$T/err"; local got=$?
+  if [ "$got" = "$want" ]; then pass "$desc (exit $got)"; else fail "$desc: exit $got, want $want"; sed 's/^/     /' "$T/err" | head -5; fi
+}
+expect_err() { # expect_err PATTERN DESC: the last command's stderr mentions PATTERN
+  if grep -q -- "$1" "$T/err"; then pass "$2"; else fail "$2: stderr lacks '$1'"; sed 's/^/     /' "$T/err" | head -5; fi
+}
+
+# ---- usage errors: a message and exit 2, never a crash
+expect_exit 2 "no arguments" "$BIN"
+expect_exit 2 "unknown command" "$BIN" frobnicate
+expect_exit 2 "logits without --out" "$BIN" logits --model "$TINY" --tokens 1,2
+expect_exit 2 "bad token list" "$BIN" logits --model "$TINY" --tokens 1,x,3 --out "$T/l"
+expect_err "comma-separated" "bad token list explained"
+expect_exit 2 "empty token list" "$BIN" logits --model "$TINY" --tokens "" --out "$T/l"
+expect_exit 2 "unknown option" "$BIN" generate --prompt hi --frobnicate 3
+expect_exit 2 "option without value" "$BIN" generate --prompt
+expect_exit 2 "top-p out of range" "$BIN" generate --prompt hi --top-p 2
+expect_exit 2 "negative max-tokens" "$BIN" generate --prompt hi --max-tokens -1
+expect_exit 2 "empty prompt" "$BIN" generate --prompt ""
+expect_exit 0 "help" "$BIN" help
+expect_exit 0 "version" "$BIN" version
+
+# ---- runtime errors: exit 1 with a message naming the problem
+expect_exit 1 "missing model file" "$BIN" logits --model "$T/nope.bin" --tokens 1 --out "$T/l"
+expect_err "nope.bin" "missing model named"
+head -c 100000 "$TINY" >"$T/trunc.bin"
+expect_exit 1 "truncated model file" "$BIN" logits --model "$T/trunc.bin" --tokens 1 --out "$T/l"
+expect_err "trunc.bin" "truncated model named"
+expect_exit 1 "token outside the vocabulary" "$BIN" logits --model "$TINY" --tokens 1,256 --out "$T/l"
+expect_err "outside the vocabulary" "bad token explained"
+expect_exit 1 "state file of the wrong size" "$BIN" logits --model "$TINY" --tokens 1 --out "$T/l" --state-in "$TINY"
+expect_exit 1 "unwritable output" "$BIN" logits --model "$TINY" --tokens 1 --out /nonexistent/dir/l
+
+# ---- recur logits against rwkv.cpp's expected logits, and resume through state files
+expect_exit 0 "logits on the tiny model" "$BIN" logits --model "$TINY" --tokens 34,105,110 --out "$T/l3"
+expect_exit 0 "logits, first two tokens, state out" "$BIN" logits --model "$TINY" --tokens 34,105 --out "$T/l2" --state-out "$T/s2"
+expect_exit 0 "logits, third token from state" "$BIN" logits --model "$TINY" --tokens 110 --out "$T/l1" --state-in "$T/s2"
+expect_exit 0 "logits, chunk 1" "$BIN" logits --model "$TINY" --tokens 34,105,110 --out "$T/l3c" --chunk 1
+python3 - "$T" "$FX/expected-logits-7v0-834K.bin" <<'PY' && pass "logits match rwkv.cpp within 1e-4; resume and chunked agree exactly" || fail "logits values"
+import struct, sys
+t, ref = sys.argv[1], sys.argv[2]
+f = lambda p: struct.unpack('<%df' % (len(open(p, 'rb').read()) // 4), open(p, 'rb').read())
+l3, exp, l1, l3c = f(t + '/l3'), f(ref), f(t + '/l1'), f(t + '/l3c')
+assert len(l3) == 3 * 256 and len(l1) == 256, (len(l3), len(l1))
+d = max(abs(a - b) for a, b in zip(l3[512:], exp))
+print('     max |logits - rwkv.cpp expected| = %.3g' % d)
+assert d <= 1e-4
+assert l3[512:] == l1, 'resume from --state-out/--state-in differs'
+assert l3 == l3c, '--chunk 1 differs'
+PY
+
+# ---- generate: text on stdout, greedy deterministic, seeds reproducible
+expect_exit 0 "generate, bundled model, greedy" "$BIN" generate --prompt "Once upon a time" --max-tokens 40 --temperature 0
+cp "$T/out" "$T/g1"
+if [ "$(wc -c <"$T/g1")" -ge 10 ]; then pass "generate printed text: $(head -c 60 "$T/g1" | tr '\n' ' ')"; else fail "generate printed too little"; fi
+"$BIN" generate --prompt "Once upon a time" --max-tokens 40 --temperature 0 >"$T/g2" 2>/dev/null
+cmp -s "$T/g1" "$T/g2" && pass "greedy is deterministic" || fail "greedy differs between runs"
+"$BIN" generate --prompt "The cat" --max-tokens 60 --temperature 1 --top-p 0.9 --top-k 40 --seed 7 >"$T/s7a" 2>/dev/null
+"$BIN" generate --prompt "The cat" --max-tokens 60 --temperature 1 --top-p 0.9 --top-k 40 --seed 7 >"$T/s7b" 2>/dev/null
+"$BIN" generate --prompt "The cat" --max-tokens 60 --temperature 1 --top-p 0.9 --top-k 40 --seed 8 >"$T/s8" 2>/dev/null
+cmp -s "$T/s7a" "$T/s7b" && pass "same seed, same text" || fail "same seed gave different text"
+cmp -s "$T/s7a" "$T/s8" && fail "seeds 7 and 8 gave the same 60 tokens" || pass "different seeds, different text"
+expect_exit 0 "generate with an explicit model path" "$BIN" generate --model "$TINY" --prompt "In the" --max-tokens 5 --temperature 0
+expect_exit 0 "generate --max-tokens 0" "$BIN" generate --prompt "In the" --max-tokens 0
+
+echo "$fails failed"
+[ "$fails" = 0 ]
