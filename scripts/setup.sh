@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# setup.sh: install the Debian packages recur needs to build and test (Debian 12, as root
+# or with sudo). Idempotent: does nothing when everything is already there.
+#
+# The CUDA toolkit is not a Debian package: when /usr/local/cuda (nvcc 13) is present the
+# build compiles the CUDA backend too (RECUR_CUDA=AUTO); see ../shared/DEVICE.md.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential   # gcc, g++, make
+  cmake             # >= 3.24
+  pkg-config
+  git
+  libcjson-dev      # safetensors headers, config.json, tokenizer vectors
+  python3           # scripts/pth_to_safetensors.py and the script tests (stdlib only)
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup: all packages present"
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then
+  command -v sudo >/dev/null || { echo "setup: need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+  SUDO=sudo
+fi
+echo "setup: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
