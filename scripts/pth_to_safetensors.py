@@ -434,19 +434,19 @@ def f32_to_bf16(b):
     return bytes(out)
 
 
+_INF = float('inf')
+
+
 def _pack_f16(vals):
+    """Round to nearest even (struct 'e'); |v| >= 65520 becomes +/-inf, as a cast does."""
     if len(vals) > 1 << 20:
         return b''.join(_pack_f16(vals[i:i + (1 << 20)]) for i in range(0, len(vals), 1 << 20))
     try:
         return struct.pack('<%de' % len(vals), *vals)
     except (OverflowError, struct.error):
-        out = bytearray()
-        for v in vals:
-            try:
-                out += struct.pack('<e', v)
-            except (OverflowError, struct.error):
-                out += b'\x00\x7c' if v > 0 else b'\x00\xfc'     # +/-inf, as a cast does
-        return bytes(out)
+        vals = [v if not (v >= 65520.0 or v <= -65520.0) else (_INF if v > 0 else -_INF)
+                for v in vals]
+        return struct.pack('<%de' % len(vals), *vals)
 
 
 def f32_to_f16(b):
