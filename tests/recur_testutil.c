@@ -25,8 +25,19 @@ int recur_allclose(const float *got, const float *ref, size_t n, float atol, flo
     return bad == 0;
 }
 
+/* The environment wins over the paths compiled in, so the same test binaries run on
+ * another machine (the GPU machine) where the tree and fixtures live elsewhere. */
+static const char *dir_from_env(const char *var, const char *compiled) {
+    const char *e = getenv(var);
+    return e && *e ? e : compiled;
+}
+
 void recur_fixture_path(char *buf, size_t n, const char *rel) {
-    snprintf(buf, n, "%s/%s", RECUR_FIXTURES_DIR, rel);
+    snprintf(buf, n, "%s/%s", dir_from_env("RECUR_FIXTURES_DIR", RECUR_FIXTURES_DIR), rel);
+}
+
+void recur_source_path(char *buf, size_t n, const char *rel) {
+    snprintf(buf, n, "%s/%s", dir_from_env("RECUR_SOURCE_DIR", RECUR_SOURCE_DIR), rel);
 }
 
 int recur_read_file(const char *path, void **out, size_t *n) {

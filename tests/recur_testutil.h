@@ -14,8 +14,11 @@
 int recur_allclose(const float *got, const float *ref, size_t n, float atol, float rtol,
                    const char *what, float *max_abs);
 
-/* "<RECUR_FIXTURES_DIR>/<rel>" into a static-per-call buffer owned by the caller. */
+/* "<fixtures dir>/<rel>" and "<source dir>/<rel>" into buf. The directories are the
+ * RECUR_FIXTURES_DIR / RECUR_SOURCE_DIR environment variables when set, else the paths
+ * compiled in. */
 void recur_fixture_path(char *buf, size_t n, const char *rel);
+void recur_source_path(char *buf, size_t n, const char *rel);
 
 /* Reads a whole file; *out is malloc'ed (caller frees). Returns 0 on success. */
 int recur_read_file(const char *path, void **out, size_t *n);

@@ -265,9 +265,10 @@ def collect_storages(obj, acc):
     return acc
 
 
-def write_zip(path, pkl, storages, archive='archive', byteorder='little', drop=(), truncate=()):
+def write_zip(path, pkl, storages, archive='archive', byteorder='little', drop=(), truncate=(),
+              compression=zipfile.ZIP_STORED):
     """A torch.save-like zip. storages: {key: bytes}."""
-    with zipfile.ZipFile(path, 'w', zipfile.ZIP_STORED) as z:
+    with zipfile.ZipFile(path, 'w', compression) as z:
         z.writestr(archive + '/data.pkl', pkl)
         if byteorder is not None:
             z.writestr(archive + '/byteorder', byteorder)
@@ -566,11 +567,18 @@ class HandMadeTiny7(Base):
         cases = [('F32', 1e-5, None), ('BF16', 0.5, 'bf16')]
         if HAVE_TORCH_FIXTURES:
             cases += [('torch-F32', 1e-5, PTH_FP32), ('torch-BF16', 0.5, PTH_BF16)]
+        cases += [('sharded-dir', 1e-5, 'shard'), ('sharded-index', 1e-5, 'index')]
         for tag, tol, src in cases:
-            if src is None or src == 'bf16':
-                src = self.make('F32' if src is None else 'BF16', name=tag + '.pth')
             st = self.p(tag + '.safetensors')
-            self.conv(src, st)
+            if src in ('shard', 'index'):
+                st = self.p(tag)
+                self.conv(self.make(name=tag + '.pth'), st, '--shard-size', '1MB')
+                if src == 'index':
+                    st = os.path.join(st, 'model.safetensors.index.json')
+            else:
+                if src is None or src == 'bf16':
+                    src = self.make('F32' if src is None else 'BF16', name=tag + '.pth')
+                self.conv(src, st)
             r, fs = logits(st, tag)
             self.assertEqual(r.returncode, 0, '%s: recur logits failed: %s' % (tag, r.stderr))
             got = f32_floats(readb(fs))
@@ -687,6 +695,32 @@ class HandMadeEdgeCases(Base):
                 self.assertNotEqual(h & 0x3FF, 0)
             else:
                 self.assertEqual(h, want, v)
+
+    def test_deflated_members_and_many_views(self):
+        # torch never compresses, but a re-zipped checkpoint might: the zipfile fallback path
+        vals = [i * 0.5 for i in range(4096)]
+        flat = S('0', 'F32', f32b(vals))
+        sd = collections.OrderedDict(('p%03d' % i, T(flat, (2, 4), (4, 1), offset=16 * i))
+                                     for i in range(256))
+        sd['flat_t'] = T(flat, (64, 64), (1, 64))
+        for comp in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            path = self.p('views-%d.pth' % comp)
+            write_pth(path, sd, compression=comp)
+            out = self.p('views-%d.safetensors' % comp)
+            self.conv(path, out)
+            t = read_safetensors(out)[1]
+            for i in range(256):
+                self.assertEqual(t['p%03d' % i][2], f32b(vals[16 * i:16 * i + 8]))
+            self.assertEqual(t['flat_t'][2], transpose2d(f32b(vals), 64, 64, 4))
+        # many slices of one large storage must not re-read the storage from its start each time
+        import time
+        big = S('0', 'F32', bytes(4 * (1 << 22)))
+        sd = {'s%03d' % i: T(big, (1024,), offset=(i + 1) * 16000) for i in range(200)}
+        path = self.p('slices.pth')
+        write_pth(path, sd)
+        t0 = time.time()
+        self.conv(path, self.p('slices.safetensors'))
+        self.assertLess(time.time() - t0, 20)
 
     def test_big_chunks(self):
         # more than one conversion chunk (4M elements) for the streaming path, and a big transposed view

@@ -19,7 +19,12 @@
 #include "recur_testutil.h"
 #include "recur_tokenizer.h"
 
-#define WORLD_VOCAB RECUR_SOURCE_DIR "/models/rwkv_vocab_v20230424.txt"
+static const char *world_vocab(void) {
+    static char path[1024];
+    recur_source_path(path, sizeof path, "models/rwkv_vocab_v20230424.txt");
+    return path;
+}
+#define WORLD_VOCAB world_vocab()
 
 static double now_s(void) {
     struct timespec ts;

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# bundle.sh [BUILD_DIR] [OUT_DIR]: gather what the built programs need on a machine that
+# lacks our Debian libraries (the GPU machines, a container's runtime stage):
+#   OUT_DIR/bin       the programs and test binaries
+#   OUT_DIR/lib       shared libraries that such machines do not have (see ../shared/DEVICE.md)
+#   OUT_DIR/fixtures  ../shared/fixtures, for the tests
+# Run the programs there with LD_LIBRARY_PATH=OUT_DIR/lib (scripts/gpu_check.sh does).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${1:-build}
+out=${2:-.devbundle}
+# Libraries known to be absent on the GPU machines (DEVICE.md), with their own needs.
+missing_re='^(libcjson|libzmq|libsodium|libpgm|libnorm|libprotobuf-c|libmicrohttpd)\.so'
+rm -rf "$out"
+mkdir -p "$out/bin" "$out/lib"
+cp -a "$build"/bin/. "$out/bin/"
+for exe in "$out"/bin/*; do
+  ldd "$exe" 2>/dev/null | awk '$3 ~ /^\// {print $1, $3}'
+done | sort -u | while read -r name path; do
+  if [[ $name =~ $missing_re ]]; then cp -L "$path" "$out/lib/$name"; fi
+done
+if [ -d ../shared/fixtures ]; then cp -a ../shared/fixtures "$out/fixtures"; fi
+du -sh "$out" | awk '{print "bundle: " $1 " in '"$out"'"}'
+ls "$out/lib"

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# gpu_check.sh [BUNDLE_DIR]: on a GPU machine, from the repository root, run every test
+# binary of a bundle made by scripts/bundle.sh (GPU tests must pass there, not skip), the
+# command-line test and a demo generation; print a compact table. Copies logs to $OUT if set.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bundle=$(cd "${1:-.devbundle}" && pwd)
+export LD_LIBRARY_PATH="$bundle/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export RECUR_FIXTURES_DIR="$bundle/fixtures" RECUR_SOURCE_DIR="$PWD" RECUR_BIN="$bundle/bin/recur"
+export NCCL_NVLS_ENABLE=0
+log=${OUT:-/tmp}/gpu_check.log
+: >"$log"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | sed 's/^/# gpu: /'
+printf '%-28s %-8s %8s\n' test result seconds
+fails=0
+run() { # run NAME CMD...
+  local name=$1; shift
+  local t0=$(date +%s%N)
+  "$@" >>"$log" 2>&1; local rc=$?
+  local ms=$((($(date +%s%N) - t0) / 1000000))
+  local dt=$(printf '%d.%03d' $((ms / 1000)) $((ms % 1000)))
+  local res=pass; [ $rc = 77 ] && res=SKIPPED; [ $rc != 0 ] && [ $rc != 77 ] && res="FAIL($rc)"
+  [ "$res" = pass ] || fails=$((fails + 1))
+  printf '%-28s %-8s %8.2f\n' "$name" "$res" "$dt"
+}
+for t in "$bundle"/bin/test_*; do
+  echo "=== $(basename "$t")" >>"$log"
+  run "$(basename "$t")" "$t"
+done
+echo "=== test_cli.sh" >>"$log"
+run test_cli.sh bash tests/test_cli.sh
+echo "=== generate" >>"$log"
+run "recur generate (demo)" "$RECUR_BIN" generate --prompt "Once upon a time" --max-tokens 60 --temperature 0.7 --top-p 0.5 --seed 1 --log-level info
+tail -3 "$log"
+echo "# $fails not passed (a skipped GPU test counts: on this machine it must run)"
+[ $fails = 0 ]
