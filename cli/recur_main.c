@@ -230,6 +230,16 @@ static double now_s(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* The backend and a model with one request slot (slot 1), pieces of o->chunk tokens. */
+static recur_status_t open_model(const opts_t *o, recur_backend_t **b, recur_model_t **m) {
+    recur_model_params_t mp = recur_model_default_params();
+    mp.n_slots = 2;
+    mp.max_tokens = (int32_t)o->chunk;
+    RECUR_TRY(recur_backend_init("cpu", b));
+    RECUR_TRY(recur_model_load(o->model, *b, &mp, m));
+    return recur_model_state_reset(*m, 1);
+}
+
 /* ---------------------------------------------------------------- commands */
 
 static int cmd_logits(int argc, char **argv) {
@@ -248,13 +258,8 @@ static int cmd_logits(int argc, char **argv) {
     recur_model_t *m = NULL;
     float *logits = NULL, *state = NULL;
     FILE *f = NULL;
-    recur_model_params_t mp = recur_model_default_params();
-    mp.n_slots = 2;
-    mp.max_tokens = (int32_t)o.chunk;
-    if (recur_backend_init("cpu", &b) != RECUR_OK) goto done;
-    if (recur_model_load(o.model, b, &mp, &m) != RECUR_OK) goto done;
+    if (open_model(&o, &b, &m) != RECUR_OK) goto done;
     const recur_model_info_t *info = recur_model_info(m);
-    if (recur_model_state_reset(m, 1) != RECUR_OK) goto done;
     if (o.state_in || o.state_out) {
         state = malloc(info->state_floats * sizeof(float));
         if (!state) goto done;
@@ -338,11 +343,7 @@ static int cmd_generate(int argc, char **argv) {
     int32_t *ids = NULL;
     float *logits = NULL;
     size_t n_ids = 0;
-    recur_model_params_t mp = recur_model_default_params();
-    mp.n_slots = 2;
-    mp.max_tokens = (int32_t)o.chunk;
-    if (recur_backend_init("cpu", &b) != RECUR_OK) goto done;
-    if (recur_model_load(o.model, b, &mp, &m) != RECUR_OK) goto done;
+    if (open_model(&o, &b, &m) != RECUR_OK) goto done;
     const recur_model_info_t *info = recur_model_info(m);
     if (load_tokenizer(&o, info, &tok) != RECUR_OK) goto done;
     if (recur_tokenizer_vocab_size(tok) > info->n_vocab) {
@@ -361,7 +362,7 @@ static int cmd_generate(int argc, char **argv) {
     }
     if (n_ids > INT32_MAX) goto done;
     logits = malloc((size_t)info->n_vocab * sizeof(float));
-    if (!logits || recur_model_state_reset(m, 1) != RECUR_OK) goto done;
+    if (!logits) goto done;
 
     int32_t slot = 1, len = (int32_t)n_ids;
     recur_batch_t bt = {.n_seq = 1, .tokens = ids, .seq_len = &len, .slot = &slot, .logits = RECUR_LOGITS_LAST};
