@@ -97,6 +97,26 @@ typedef struct recur_rwkv7_out_args {
     float *out;                                  /* [M][C] (may alias y) */
 } recur_rwkv7_out_args_t;
 
+/* The mLSTM cell of xLSTM (models/XLSTM.md §4-5) over a varlen batch, per head of
+ * (DQK, DV), state per head C [DQK][DV], n [DQK], m (scalar) at state.offset of each slot
+ * as C[NH][DQK][DV], n[NH][DQK], m[NH]. Gate pre-activations get their bias and the soft
+ * cap here: i = cap*tanh((i_pre + i_bias)/cap), likewise f; then per token
+ *   m' = max(logsigmoid(f) + m, i); C' = e^(logsig(f)+m-m') C + e^(i-m') k v^T; n' alike
+ *   h  = (q/sqrt(DQK))^T C' / (max(|(q/sqrt(DQK)) . n'|, e^(-m')) + eps)
+ * computed chunkwise (`chunk` tokens at a time, the form of §5, which equals the step
+ * recurrence up to rounding; chunk = 1 is the plain step). */
+typedef struct recur_mlstm_args {
+    int32_t n_head, dqk, dv, chunk;
+    float gate_cap, eps;
+    recur_rows_t rows;
+    const float *q, *k;                          /* [M][n_head*dqk] */
+    const float *v;                              /* [M][n_head*dv]  */
+    const float *i_pre, *f_pre;                  /* [M][n_head]     */
+    const float *i_bias, *f_bias;                /* [n_head]        */
+    recur_state_ref_t state;
+    float *h;                                    /* [M][n_head*dv] out */
+} recur_mlstm_args_t;
+
 typedef struct recur_backend_iface {
     const char *(*name)(const recur_backend_t *b);
 
@@ -127,6 +147,13 @@ typedef struct recur_backend_iface {
                              float *y, int accumulate);
     /* y = act(x) elementwise over n floats (y may alias x) */
     recur_status_t (*act)(recur_backend_t *b, recur_act_t kind, const float *x, int64_t n, float *y);
+    /* y = x / sqrt(mean(x^2) + eps) * w over each row of C (y may alias x) */
+    recur_status_t (*rmsnorm)(recur_backend_t *b, const float *x, const float *w, int32_t M, int32_t C, float eps,
+                              float *y);
+    /* y = silu(gate) * up, elementwise over n floats (y may alias either) */
+    recur_status_t (*silu_mul)(recur_backend_t *b, const float *gate, const float *up, int64_t n, float *y);
+    /* y = cap * tanh(x / cap), elementwise (y may alias x) */
+    recur_status_t (*softcap)(recur_backend_t *b, const float *x, int64_t n, float cap, float *y);
     /* dst[i] = src[idx[i]] rows of C floats, i < n (idx: backend memory) */
     recur_status_t (*gather_rows)(recur_backend_t *b, const float *src, const int32_t *idx, int32_t n,
                                   int32_t C, float *dst);
@@ -142,6 +169,13 @@ typedef struct recur_backend_iface {
     recur_status_t (*rwkv7_prep)(recur_backend_t *b, const recur_rwkv7_prep_args_t *a);
     recur_status_t (*rwkv7_wkv)(recur_backend_t *b, const recur_rwkv7_wkv_args_t *a);
     recur_status_t (*rwkv7_out)(recur_backend_t *b, const recur_rwkv7_out_args_t *a);
+
+    /* ---- xLSTM */
+    recur_status_t (*mlstm)(recur_backend_t *b, const recur_mlstm_args_t *a);
+    /* out = LayerNorm_per_head(h; no bias, eps) * w * sigmoid(o_pre): h and o_pre [M][n_head*dv],
+     * w [n_head*dv] (out may alias h) */
+    recur_status_t (*xlstm_head_out)(recur_backend_t *b, const float *h, const float *o_pre, const float *w,
+                                     int32_t M, int32_t n_head, int32_t dv, float eps, float *out);
 
     void (*free)(recur_backend_t *b);
 } recur_backend_iface_t;

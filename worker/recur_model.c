@@ -10,7 +10,7 @@
 
 #define RECUR_MODEL_MAGIC 0x52434d4fu /* "RCMO" */
 
-static const recur_model_arch_t *const recur_archs[] = {&recur_arch_rwkv7};
+static const recur_model_arch_t *const recur_archs[] = {&recur_arch_rwkv7, &recur_arch_xlstm};
 
 struct recur_model {
     uint32_t magic;
@@ -29,7 +29,7 @@ struct recur_model {
 };
 
 recur_model_params_t recur_model_default_params(void) {
-    return (recur_model_params_t){.n_slots = 9, .max_tokens = 128};
+    return (recur_model_params_t){.n_slots = 9, .max_tokens = 128, .prefill_chunk = 0};
 }
 
 const recur_model_info_t *recur_model_info(const recur_model_t *m) { return &m->info; }
@@ -60,9 +60,9 @@ recur_status_t recur_model_load(const char *path, recur_backend_t *b, const recu
                                 recur_model_t **out) {
     *out = NULL;
     recur_model_params_t params = p ? *p : recur_model_default_params();
-    if (params.n_slots < 2 || params.max_tokens < 1) {
-        recur_log_err("model params: n_slots must be >= 2 (slot 0 is padding) and max_tokens >= 1, got %d and %d",
-                      params.n_slots, params.max_tokens);
+    if (params.n_slots < 2 || params.max_tokens < 1 || params.prefill_chunk < 0 || params.prefill_chunk > 4096) {
+        recur_log_err("model params: n_slots must be >= 2 (slot 0 is padding), max_tokens >= 1 and prefill_chunk "
+                      "in [0, 4096], got %d, %d and %d", params.n_slots, params.max_tokens, params.prefill_chunk);
         return RECUR_E_INVAL;
     }
     recur_model_files_t *files = NULL;
@@ -77,11 +77,11 @@ recur_status_t recur_model_load(const char *path, recur_backend_t *b, const recu
     for (size_t i = 0; i < sizeof recur_archs / sizeof recur_archs[0]; i++)
         if (recur_archs[i]->detect(files)) { m->arch = recur_archs[i]; break; }
     if (!m->arch) {
-        recur_log_err("%s: not a checkpoint of a model recur knows (RWKV-7 x070)", path);
+        recur_log_err("%s: not a checkpoint of a model recur knows (RWKV-7 x070, xLSTM)", path);
         st = RECUR_E_UNSUPPORTED;
         goto fail;
     }
-    st = m->arch->load(b, files, params.max_tokens, &m->info, &m->arch_ctx);
+    st = m->arch->load(b, files, &params, &m->info, &m->arch_ctx);
     if (st != RECUR_OK) goto fail;
 
     size_t slot_bytes = m->info.state_floats * sizeof(float);

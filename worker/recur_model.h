@@ -25,7 +25,8 @@ extern "C" {
 #endif
 
 typedef enum recur_arch {
-    RECUR_ARCH_RWKV7 = 0
+    RECUR_ARCH_RWKV7 = 0,
+    RECUR_ARCH_XLSTM = 1
 } recur_arch_t;
 
 typedef enum recur_logits_mode {
@@ -37,15 +38,19 @@ typedef enum recur_logits_mode {
 typedef struct recur_model_params {
     int32_t n_slots;     /* state slots including padding slot 0 (>= 2)       */
     int32_t max_tokens;  /* rows per internal forward piece (workspace size)  */
+    int32_t prefill_chunk; /* tokens per chunk of the chunkwise-parallel recurrence
+                              (xLSTM); 0 = the checkpoint's default (config chunk_size) */
 } recur_model_params_t;
 
 typedef struct recur_model_info {
     recur_arch_t arch;
-    const char  *arch_name;    /* "rwkv7"                                      */
+    const char  *arch_name;    /* "rwkv7", "xlstm"                             */
     int32_t      n_vocab, n_embd, n_layer, n_head, head_size, ffn_dim;
     size_t       state_floats; /* per slot                                     */
     int64_t      n_params;     /* weights read from the checkpoint             */
     recur_dtype_t file_dtype;  /* dtype of the largest tensors in the file     */
+    int32_t      bos_id;       /* token every prompt must start with; -1: none */
+    int32_t      prefill_chunk;/* the chunk in use (0 where the arch has none) */
 } recur_model_info_t;
 
 typedef struct recur_batch {

@@ -15,8 +15,9 @@ typedef struct recur_model_arch {
     const char *name;
     /* Does this checkpoint look like this architecture? (cheap: tensor names only) */
     int (*detect)(const recur_model_files_t *f);
-    /* Loads weights and workspace into *ctx and fills *info (state_floats included). */
-    recur_status_t (*load)(recur_backend_t *b, const recur_model_files_t *f, int32_t max_tokens,
+    /* Loads weights and workspace (for p->max_tokens rows) into *ctx and fills *info
+     * (state_floats included). */
+    recur_status_t (*load)(recur_backend_t *b, const recur_model_files_t *f, const recur_model_params_t *p,
                            recur_model_info_t *info, void **ctx);
     void (*free)(recur_backend_t *b, void *ctx);
     /* One piece: rows.n_rows <= max_tokens; tokens and out_rows in backend memory.
@@ -28,5 +29,6 @@ typedef struct recur_model_arch {
 } recur_model_arch_t;
 
 extern const recur_model_arch_t recur_arch_rwkv7;
+extern const recur_model_arch_t recur_arch_xlstm;
 
 #endif

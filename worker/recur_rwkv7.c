@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "recur_log.h"
+#include "recur_loader.h"
 #include "recur_model_arch.h"
 
 #define RWKV7_HEAD_SIZE 64
@@ -46,89 +47,11 @@ typedef struct rwkv7 {
 
 /* ------------------------------------------------------------------ loading */
 
+/* rwkv7's loader: the shared one plus which layout the checkpoint uses. */
 typedef struct loader {
-    recur_backend_t *b;
-    const recur_model_files_t *f;
-    const char *path;
-    int blinkdl;                    /* 1: BlinkDL names/layout, 0: rwkv.cpp .bin layout */
-    const recur_tensor_info_t **used;
-    int32_t n_used, cap_used;
-    int64_t n_params;
-    float *tmp, *tmp2;              /* host scratch, big enough for the largest tensor */
-    size_t tmp_floats;
+    recur_loader_t base;
+    int blinkdl; /* 1: BlinkDL names/layout, 0: rwkv.cpp .bin layout */
 } loader_t;
-
-static const recur_tensor_info_t *ld_get(loader_t *ld, const char *name, int required) {
-    const recur_tensor_info_t *t = recur_model_files_find(ld->f, name);
-    if (!t) {
-        if (required) recur_log_err("%s: missing tensor '%s' (RWKV-7 x070)", ld->path, name);
-        return NULL;
-    }
-    if (ld->n_used == ld->cap_used) {
-        int32_t cap = ld->cap_used ? 2 * ld->cap_used : 256;
-        const recur_tensor_info_t **u = realloc(ld->used, (size_t)cap * sizeof *u);
-        if (!u) return NULL;
-        ld->used = u;
-        ld->cap_used = cap;
-    }
-    ld->used[ld->n_used++] = t;
-    ld->n_params += t->n_elems;
-    return t;
-}
-
-static void shape_str(const recur_tensor_info_t *t, char *buf, size_t n) {
-    int o = snprintf(buf, n, "[");
-    for (int i = 0; i < t->n_dims && o < (int)n; i++)
-        o += snprintf(buf + o, n - (size_t)o, "%s%lld", i ? "," : "", (long long)t->shape[i]);
-    if (o < (int)n) snprintf(buf + o, n - (size_t)o, "]");
-}
-
-static recur_status_t shape_error(loader_t *ld, const recur_tensor_info_t *t, const char *want) {
-    char got[96];
-    shape_str(t, got, sizeof got);
-    recur_log_err("%s: tensor '%s' has shape %s, expected %s", ld->path, t->name, got, want);
-    return RECUR_E_FORMAT;
-}
-
-/* Uploads the n floats of tensor t (whose shape the caller has checked). */
-static recur_status_t upload_vec(loader_t *ld, const recur_tensor_info_t *t, int64_t n, float **out) {
-    RECUR_TRY(recur_tensor_read_f32(t, 0, n, ld->tmp));
-    *out = ld->b->iface.alloc(ld->b, (size_t)n * sizeof(float));
-    if (!*out) return RECUR_E_NOMEM;
-    return ld->b->iface.upload(ld->b, *out, ld->tmp, (size_t)n * sizeof(float));
-}
-
-/* A vector of n floats: shape [n], [1,n] or [1,1,n] (BlinkDL keeps [1,1,C] parameters). */
-static recur_status_t ld_vec(loader_t *ld, const char *name, int64_t n, float **out) {
-    const recur_tensor_info_t *t = ld_get(ld, name, 1);
-    if (!t) return RECUR_E_FORMAT;
-    int ok = t->n_dims >= 1 && t->shape[t->n_dims - 1] == n && t->n_elems == n;
-    if (!ok) {
-        char want[64];
-        snprintf(want, sizeof want, "[%lld] (or [1,1,%lld])", (long long)n, (long long)n);
-        return shape_error(ld, t, want);
-    }
-    return upload_vec(ld, t, n, out);
-}
-
-/* A matrix stored as [rows][cols] in the file, uploaded as [out][in]; transpose = 1 when
- * the file holds the transpose of nn.Linear layout. */
-static recur_status_t ld_mat(loader_t *ld, const char *name, int64_t rows, int64_t cols, int transpose,
-                             recur_weight_t *w) {
-    const recur_tensor_info_t *t = ld_get(ld, name, 1);
-    if (!t) return RECUR_E_FORMAT;
-    if (t->n_dims != 2 || t->shape[0] != rows || t->shape[1] != cols) {
-        char want[64];
-        snprintf(want, sizeof want, "[%lld,%lld]", (long long)rows, (long long)cols);
-        return shape_error(ld, t, want);
-    }
-    RECUR_ASSERT((size_t)(rows * cols) <= ld->tmp_floats);
-    RECUR_TRY(recur_tensor_read_f32(t, 0, rows * cols, ld->tmp));
-    if (!transpose) return ld->b->iface.weight_upload(ld->b, ld->tmp, rows, cols, w);
-    for (int64_t i = 0; i < rows; i++)
-        for (int64_t j = 0; j < cols; j++) ld->tmp2[j * rows + i] = ld->tmp[i * cols + j];
-    return ld->b->iface.weight_upload(ld->b, ld->tmp2, cols, rows, w);
-}
 
 /* LoRA pair: first maps C -> D (stored [D][C]), second D -> C (stored [C][D]). The file
  * tells D; the .bin already has the Linear layout, BlinkDL has its transpose. */
@@ -137,21 +60,21 @@ static recur_status_t ld_lora(loader_t *ld, int layer, const char *n1, const cha
     char k1[96], k2[96];
     snprintf(k1, sizeof k1, "blocks.%d.att.%s", layer, n1);
     snprintf(k2, sizeof k2, "blocks.%d.att.%s", layer, n2);
-    const recur_tensor_info_t *t = recur_model_files_find(ld->f, k1);
+    const recur_tensor_info_t *t = recur_model_files_find(ld->base.f, k1);
     if (!t) {
-        recur_log_err("%s: missing tensor '%s' (RWKV-7 x070)", ld->path, k1);
+        recur_log_err("%s: missing tensor '%s' (RWKV-7 x070)", ld->base.path, k1);
         return RECUR_E_FORMAT;
     }
-    if (t->n_dims != 2) return shape_error(ld, t, ld->blinkdl ? "[C,D]" : "[D,C]");
+    if (t->n_dims != 2) return recur_loader_shape_error(&ld->base, t, ld->blinkdl ? "[C,D]" : "[D,C]");
     int64_t D = ld->blinkdl ? t->shape[1] : t->shape[0];
-    if (D < 1 || D > 4 * (int64_t)C) return shape_error(ld, t, "a LoRA rank between 1 and 4C");
+    if (D < 1 || D > 4 * (int64_t)C) return recur_loader_shape_error(&ld->base, t, "a LoRA rank between 1 and 4C");
     if (D > *d_max) *d_max = (int32_t)D;
     if (ld->blinkdl) {
-        RECUR_TRY(ld_mat(ld, k1, C, D, 1, w1));
-        RECUR_TRY(ld_mat(ld, k2, D, C, 1, w2));
+        RECUR_TRY(recur_loader_mat(&ld->base, k1, C, D, 1, w1));
+        RECUR_TRY(recur_loader_mat(&ld->base, k2, D, C, 1, w2));
     } else {
-        RECUR_TRY(ld_mat(ld, k1, D, C, 0, w1));
-        RECUR_TRY(ld_mat(ld, k2, C, D, 0, w2));
+        RECUR_TRY(recur_loader_mat(&ld->base, k1, D, C, 0, w1));
+        RECUR_TRY(recur_loader_mat(&ld->base, k2, C, D, 0, w2));
     }
     return RECUR_OK;
 }
@@ -159,7 +82,7 @@ static recur_status_t ld_lora(loader_t *ld, int layer, const char *n1, const cha
 static recur_status_t ld_layer(loader_t *ld, rwkv7_t *m, int i, rwkv7_layer_t *ly) {
     char k[128];
     int32_t C = m->C;
-#define LVEC(field, fmt, n) do { snprintf(k, sizeof k, fmt, i); RECUR_TRY(ld_vec(ld, k, n, &ly->field)); } while (0)
+#define LVEC(field, fmt, n) do { snprintf(k, sizeof k, fmt, i); RECUR_TRY(recur_loader_vec(&ld->base, k, n, &ly->field)); } while (0)
     LVEC(ln1_w, "blocks.%d.ln1.weight", C);
     LVEC(ln1_b, "blocks.%d.ln1.bias", C);
     LVEC(ln2_w, "blocks.%d.ln2.weight", C);
@@ -174,78 +97,78 @@ static recur_status_t ld_layer(loader_t *ld, rwkv7_t *m, int i, rwkv7_layer_t *l
 #undef LVEC
     /* r_k is [H, 64], one bonus weight per key channel of each head. */
     snprintf(k, sizeof k, "blocks.%d.att.r_k", i);
-    const recur_tensor_info_t *rk = ld_get(ld, k, 1);
+    const recur_tensor_info_t *rk = recur_loader_get(&ld->base, k, 1);
     if (!rk) return RECUR_E_FORMAT;
     if (rk->n_dims != 2 || rk->shape[0] != m->H || rk->shape[1] != RWKV7_HEAD_SIZE) {
         char want[64];
         snprintf(want, sizeof want, "[%d,%d]", m->H, RWKV7_HEAD_SIZE);
-        return shape_error(ld, rk, want);
+        return recur_loader_shape_error(&ld->base, rk, want);
     }
-    RECUR_TRY(upload_vec(ld, rk, C, &ly->r_k));
+    RECUR_TRY(recur_loader_upload_vec(&ld->base, rk, C, &ly->r_k));
 
     /* Token-shift mixes: one [6,1,C] tensor in .bin, six [1,1,C] in BlinkDL layout;
-     * gathered into ld->tmp as [6][C] and uploaded once. */
+     * gathered into ld->base.tmp as [6][C] and uploaded once. */
     if (ld->blinkdl) {
         static const char *names[MIX_N] = {"x_r", "x_w", "x_k", "x_v", "x_a", "x_g"};
         for (int j = 0; j < MIX_N; j++) {
             snprintf(k, sizeof k, "blocks.%d.att.%s", i, names[j]);
-            const recur_tensor_info_t *t = ld_get(ld, k, 1);
+            const recur_tensor_info_t *t = recur_loader_get(&ld->base, k, 1);
             if (!t) return RECUR_E_FORMAT;
-            if (t->n_dims < 1 || t->n_elems != C || t->shape[t->n_dims - 1] != C) return shape_error(ld, t, "[1,1,C]");
-            RECUR_TRY(recur_tensor_read_f32(t, 0, C, ld->tmp + (size_t)j * C));
+            if (t->n_dims < 1 || t->n_elems != C || t->shape[t->n_dims - 1] != C) return recur_loader_shape_error(&ld->base, t, "[1,1,C]");
+            RECUR_TRY(recur_tensor_read_f32(t, 0, C, ld->base.tmp + (size_t)j * C));
         }
     } else {
         snprintf(k, sizeof k, "blocks.%d.att.x_rwkvag", i);
-        const recur_tensor_info_t *t = ld_get(ld, k, 1);
+        const recur_tensor_info_t *t = recur_loader_get(&ld->base, k, 1);
         if (!t) return RECUR_E_FORMAT;
         if (t->n_dims < 2 || t->n_elems != (int64_t)MIX_N * C || t->shape[0] != MIX_N || t->shape[t->n_dims - 1] != C) {
             char want[64];
             snprintf(want, sizeof want, "[6,1,%d]", C);
-            return shape_error(ld, t, want);
+            return recur_loader_shape_error(&ld->base, t, want);
         }
-        RECUR_TRY(recur_tensor_read_f32(t, 0, (int64_t)MIX_N * C, ld->tmp));
+        RECUR_TRY(recur_tensor_read_f32(t, 0, (int64_t)MIX_N * C, ld->base.tmp));
     }
-    ly->mix = ld->b->iface.alloc(ld->b, (size_t)MIX_N * C * sizeof(float));
+    ly->mix = ld->base.b->iface.alloc(ld->base.b, (size_t)MIX_N * C * sizeof(float));
     if (!ly->mix) return RECUR_E_NOMEM;
-    RECUR_TRY(ld->b->iface.upload(ld->b, ly->mix, ld->tmp, (size_t)MIX_N * C * sizeof(float)));
+    RECUR_TRY(ld->base.b->iface.upload(ld->base.b, ly->mix, ld->base.tmp, (size_t)MIX_N * C * sizeof(float)));
 
     snprintf(k, sizeof k, "blocks.%d.att.receptance.weight", i);
-    RECUR_TRY(ld_mat(ld, k, C, C, 0, &ly->wr));
+    RECUR_TRY(recur_loader_mat(&ld->base, k, C, C, 0, &ly->wr));
     snprintf(k, sizeof k, "blocks.%d.att.key.weight", i);
-    RECUR_TRY(ld_mat(ld, k, C, C, 0, &ly->wk));
+    RECUR_TRY(recur_loader_mat(&ld->base, k, C, C, 0, &ly->wk));
     snprintf(k, sizeof k, "blocks.%d.att.value.weight", i);
-    RECUR_TRY(ld_mat(ld, k, C, C, 0, &ly->wv));
+    RECUR_TRY(recur_loader_mat(&ld->base, k, C, C, 0, &ly->wv));
     snprintf(k, sizeof k, "blocks.%d.att.output.weight", i);
-    RECUR_TRY(ld_mat(ld, k, C, C, 0, &ly->wo));
+    RECUR_TRY(recur_loader_mat(&ld->base, k, C, C, 0, &ly->wo));
     RECUR_TRY(ld_lora(ld, i, "w1", "w2", C, &ly->w1, &ly->w2, &m->D_max));
     RECUR_TRY(ld_lora(ld, i, "a1", "a2", C, &ly->a1, &ly->a2, &m->D_max));
     RECUR_TRY(ld_lora(ld, i, "g1", "g2", C, &ly->g1, &ly->g2, &m->D_max));
     if (i > 0) {
         RECUR_TRY(ld_lora(ld, i, "v1", "v2", C, &ly->v1, &ly->v2, &m->D_max));
         snprintf(k, sizeof k, "blocks.%d.att.v0", i);
-        RECUR_TRY(ld_vec(ld, k, C, &ly->v0));
+        RECUR_TRY(recur_loader_vec(&ld->base, k, C, &ly->v0));
     } else {
         /* Layer 0's v0/v1/v2, when present, are inert (v_first == v there): accept and skip. */
         static const char *inert[] = {"v0", "v1", "v2"};
         for (int j = 0; j < 3; j++) {
             snprintf(k, sizeof k, "blocks.0.att.%s", inert[j]);
-            (void)ld_get(ld, k, 0);
+            (void)recur_loader_get(&ld->base, k, 0);
         }
     }
     snprintf(k, sizeof k, "blocks.%d.ffn.key.weight", i);
-    const recur_tensor_info_t *fk = recur_model_files_find(ld->f, k);
+    const recur_tensor_info_t *fk = recur_model_files_find(ld->base.f, k);
     if (!fk) {
-        recur_log_err("%s: missing tensor '%s' (RWKV-7 x070)", ld->path, k);
+        recur_log_err("%s: missing tensor '%s' (RWKV-7 x070)", ld->base.path, k);
         return RECUR_E_FORMAT;
     }
     if (i == 0) {
         if (fk->n_dims != 2 || fk->shape[0] < 1 || fk->shape[0] > 16 * (int64_t)C)
-            return shape_error(ld, fk, "[F,C]");
+            return recur_loader_shape_error(&ld->base, fk, "[F,C]");
         m->F = (int32_t)fk->shape[0];
     }
-    RECUR_TRY(ld_mat(ld, k, m->F, C, 0, &ly->ffn_key));
+    RECUR_TRY(recur_loader_mat(&ld->base, k, m->F, C, 0, &ly->ffn_key));
     snprintf(k, sizeof k, "blocks.%d.ffn.value.weight", i);
-    RECUR_TRY(ld_mat(ld, k, C, m->F, 0, &ly->ffn_value));
+    RECUR_TRY(recur_loader_mat(&ld->base, k, C, m->F, 0, &ly->ffn_value));
     return RECUR_OK;
 }
 
@@ -277,28 +200,12 @@ static int rwkv7_detect(const recur_model_files_t *f) {
            recur_model_files_find(f, "emb.weight");
 }
 
-/* Every tensor of the checkpoint must have been consumed: anything else is a variant. */
-static recur_status_t check_all_used(loader_t *ld) {
-    int32_t n = recur_model_files_n_tensors(ld->f);
-    for (int32_t i = 0; i < n; i++) {
-        const recur_tensor_info_t *t = recur_model_files_tensor(ld->f, i);
-        int found = 0;
-        for (int32_t j = 0; j < ld->n_used && !found; j++) found = ld->used[j] == t;
-        if (!found) {
-            const char *hint = strstr(t->name, "s_emb") ? " (an RWKV-7a 'DeepEmbed' checkpoint?)" : "";
-            recur_log_err("%s: unexpected tensor '%s'%s: this is not a plain RWKV-7 x070 checkpoint, or a "
-                          "variant recur does not support", ld->path, t->name, hint);
-            return RECUR_E_UNSUPPORTED;
-        }
-    }
-    return RECUR_OK;
-}
-
-static recur_status_t rwkv7_load(recur_backend_t *b, const recur_model_files_t *f, int32_t max_tokens,
+static recur_status_t rwkv7_load(recur_backend_t *b, const recur_model_files_t *f, const recur_model_params_t *p,
                                  recur_model_info_t *info, void **out) {
     *out = NULL;
-    loader_t ld = {.b = b, .f = f, .path = recur_model_files_path(f, 0)};
-    ld.blinkdl = recur_model_files_find(f, "blocks.0.att.x_rwkvag") == NULL;
+    const int32_t max_tokens = p->max_tokens;
+    loader_t ld = {.blinkdl = recur_model_files_find(f, "blocks.0.att.x_rwkvag") == NULL};
+    const char *path = recur_model_files_path(f, 0);
     recur_status_t st = RECUR_OK;
     rwkv7_t *m = calloc(1, sizeof *m);
     if (!m) return RECUR_E_NOMEM;
@@ -308,8 +215,8 @@ static recur_status_t rwkv7_load(recur_backend_t *b, const recur_model_files_t *
     if (emb->n_dims != 2 || emb->shape[0] < 1 || emb->shape[1] < RWKV7_HEAD_SIZE ||
         emb->shape[1] % RWKV7_HEAD_SIZE != 0 || emb->shape[0] > (1 << 24) || emb->shape[1] > (1 << 16)) {
         char got[96];
-        shape_str(emb, got, sizeof got);
-        recur_log_err("%s: emb.weight has shape %s: expected [vocab, C] with C a multiple of %d", ld.path, got,
+        recur_loader_shape_str(emb, got, sizeof got);
+        recur_log_err("%s: emb.weight has shape %s: expected [vocab, C] with C a multiple of %d", path, got,
                       RWKV7_HEAD_SIZE);
         st = RECUR_E_FORMAT;
         goto fail;
@@ -320,8 +227,8 @@ static recur_status_t rwkv7_load(recur_backend_t *b, const recur_model_files_t *
     const recur_tensor_info_t *rk = recur_model_files_find(f, "blocks.0.att.r_k");
     if (rk->n_dims != 2 || rk->shape[1] != RWKV7_HEAD_SIZE) {
         char got[96];
-        shape_str(rk, got, sizeof got);
-        recur_log_err("%s: blocks.0.att.r_k has shape %s: recur supports RWKV-7 with head size %d only", ld.path,
+        recur_loader_shape_str(rk, got, sizeof got);
+        recur_log_err("%s: blocks.0.att.r_k has shape %s: recur supports RWKV-7 with head size %d only", path,
                       got, RWKV7_HEAD_SIZE);
         st = RECUR_E_UNSUPPORTED;
         goto fail;
@@ -332,7 +239,7 @@ static recur_status_t rwkv7_load(recur_backend_t *b, const recur_model_files_t *
         if (!recur_model_files_find(f, k)) break;
     }
     if (m->L == 0) {
-        recur_log_err("%s: no blocks.N.ln1.weight tensors", ld.path);
+        recur_log_err("%s: no blocks.N.ln1.weight tensors", path);
         st = RECUR_E_FORMAT;
         goto fail;
     }
@@ -340,7 +247,7 @@ static recur_status_t rwkv7_load(recur_backend_t *b, const recur_model_files_t *
         recur_bin_header_t h;
         if ((st = recur_model_files_bin_header(f, &h)) != RECUR_OK) goto fail;
         if (h.n_vocab != m->V || h.n_embd != m->C || h.n_layer != m->L) {
-            recur_log_err("%s: header says vocab %d, C %d, %d layers but the tensors say %d, %d, %d", ld.path,
+            recur_log_err("%s: header says vocab %d, C %d, %d layers but the tensors say %d, %d, %d", path,
                           h.n_vocab, h.n_embd, h.n_layer, m->V, m->C, m->L);
             st = RECUR_E_FORMAT;
             goto fail;
@@ -350,21 +257,19 @@ static recur_status_t rwkv7_load(recur_backend_t *b, const recur_model_files_t *
     /* Host scratch for the largest matrix (emb/head [V][C] or the FFN [F][C], F <= 16C). */
     size_t big = (size_t)m->V * m->C;
     if ((size_t)16 * m->C * m->C > big) big = (size_t)16 * m->C * m->C;
-    ld.tmp_floats = big;
-    ld.tmp = malloc(big * sizeof(float));
-    ld.tmp2 = malloc(big * sizeof(float));
+    if ((st = recur_loader_init(&ld.base, b, f, "RWKV-7 x070", big)) != RECUR_OK) goto fail;
     m->layers = calloc((size_t)m->L, sizeof *m->layers);
-    if (!ld.tmp || !ld.tmp2 || !m->layers) { st = RECUR_E_NOMEM; goto fail; }
+    if (!m->layers) { st = RECUR_E_NOMEM; goto fail; }
 
-    if ((st = ld_mat(&ld, "emb.weight", m->V, m->C, 0, &m->emb)) != RECUR_OK) goto fail;
-    if ((st = ld_vec(&ld, "blocks.0.ln0.weight", m->C, &m->ln0_w)) != RECUR_OK) goto fail;
-    if ((st = ld_vec(&ld, "blocks.0.ln0.bias", m->C, &m->ln0_b)) != RECUR_OK) goto fail;
+    if ((st = recur_loader_mat(&ld.base, "emb.weight", m->V, m->C, 0, &m->emb)) != RECUR_OK) goto fail;
+    if ((st = recur_loader_vec(&ld.base, "blocks.0.ln0.weight", m->C, &m->ln0_w)) != RECUR_OK) goto fail;
+    if ((st = recur_loader_vec(&ld.base, "blocks.0.ln0.bias", m->C, &m->ln0_b)) != RECUR_OK) goto fail;
     for (int32_t i = 0; i < m->L; i++)
         if ((st = ld_layer(&ld, m, i, &m->layers[i])) != RECUR_OK) goto fail;
-    if ((st = ld_vec(&ld, "ln_out.weight", m->C, &m->lnout_w)) != RECUR_OK) goto fail;
-    if ((st = ld_vec(&ld, "ln_out.bias", m->C, &m->lnout_b)) != RECUR_OK) goto fail;
-    if ((st = ld_mat(&ld, "head.weight", m->V, m->C, 0, &m->head)) != RECUR_OK) goto fail;
-    if ((st = check_all_used(&ld)) != RECUR_OK) goto fail;
+    if ((st = recur_loader_vec(&ld.base, "ln_out.weight", m->C, &m->lnout_w)) != RECUR_OK) goto fail;
+    if ((st = recur_loader_vec(&ld.base, "ln_out.bias", m->C, &m->lnout_b)) != RECUR_OK) goto fail;
+    if ((st = recur_loader_mat(&ld.base, "head.weight", m->V, m->C, 0, &m->head)) != RECUR_OK) goto fail;
+    if ((st = recur_loader_check_all_used(&ld.base)) != RECUR_OK) goto fail;
 
     /* Workspace for max_tokens rows. */
     m->max_tokens = max_tokens;
@@ -382,18 +287,16 @@ static recur_status_t rwkv7_load(recur_backend_t *b, const recur_model_files_t *
         .arch = RECUR_ARCH_RWKV7, .arch_name = "rwkv7", .n_vocab = m->V, .n_embd = m->C, .n_layer = m->L,
         .n_head = m->H, .head_size = RWKV7_HEAD_SIZE, .ffn_dim = m->F,
         .state_floats = (size_t)m->L * (2 * (size_t)m->C + (size_t)m->H * RWKV7_HEAD_SIZE * RWKV7_HEAD_SIZE),
-        .n_params = ld.n_params,
+        .n_params = ld.base.n_params,
         .file_dtype = recur_model_files_find(f, "head.weight")->dtype,
+        .bos_id = -1,        /* RWKV World models take the text as it is */
+        .prefill_chunk = 0,  /* the CPU WKV is serial; the GPU's chunked form comes with the CUDA backend */
     };
-    free(ld.tmp);
-    free(ld.tmp2);
-    free(ld.used);
+    recur_loader_free(&ld.base);
     *out = m;
     return RECUR_OK;
 fail:
-    free(ld.tmp);
-    free(ld.tmp2);
-    free(ld.used);
+    recur_loader_free(&ld.base);
     rwkv7_free(b, m);
     return st;
 }

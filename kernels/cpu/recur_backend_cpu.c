@@ -122,6 +122,29 @@ static recur_status_t cpu_act(recur_backend_t *b, recur_act_t kind, const float 
     return RECUR_OK;
 }
 
+static recur_status_t cpu_rmsnorm(recur_backend_t *b, const float *x, const float *w, int32_t M, int32_t C,
+                                  float eps, float *y) {
+    for (int32_t m = 0; m < M; m++) {
+        const float *xr = x + (size_t)m * C;
+        float *yr = y + (size_t)m * C;
+        double ss = 0.0;
+        for (int32_t i = 0; i < C; i++) ss += (double)xr[i] * xr[i];
+        float inv = (float)(1.0 / sqrt(ss / C + (double)eps));
+        for (int32_t i = 0; i < C; i++) yr[i] = xr[i] * inv * w[i];
+    }
+    return RECUR_OK;
+}
+
+static recur_status_t cpu_silu_mul(recur_backend_t *b, const float *gate, const float *up, int64_t n, float *y) {
+    for (int64_t i = 0; i < n; i++) y[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+    return RECUR_OK;
+}
+
+static recur_status_t cpu_softcap(recur_backend_t *b, const float *x, int64_t n, float cap, float *y) {
+    for (int64_t i = 0; i < n; i++) y[i] = cap * tanhf(x[i] / cap);
+    return RECUR_OK;
+}
+
 static recur_status_t cpu_gather_rows(recur_backend_t *b, const float *src, const int32_t *idx, int32_t n,
                                       int32_t C, float *dst) {
     for (int32_t i = 0; i < n; i++)
@@ -238,6 +261,123 @@ static recur_status_t cpu_rwkv7_out(recur_backend_t *b, const recur_rwkv7_out_ar
     return RECUR_OK;
 }
 
+/* log(sigmoid(x)) without overflow for large |x|. */
+static float logsigmoidf_(float x) { return x >= 0.f ? -log1pf(expf(-x)) : x - log1pf(expf(x)); }
+
+/* One chunk of n <= chunk tokens of one head (models/XLSTM.md §5). The running state
+ * (C, n, m) enters as the state before the chunk and leaves as the state after it.
+ * Scratch: bcum[n], lg_i[n], dmat[n*n]. */
+static void mlstm_chunk(const recur_mlstm_args_t *p, int32_t t0, int32_t nt, int32_t h, float *C, float *nv,
+                        float *m, float *bcum, float *ig, float *dmat) {
+    const int32_t NH = p->n_head, DK = p->dqk, DV = p->dv;
+    const size_t qk_stride = (size_t)NH * DK, v_stride = (size_t)NH * DV;
+    const float scale = 1.0f / sqrtf((float)DK), cap = p->gate_cap;
+    float acc = 0.f;
+    for (int32_t t = 0; t < nt; t++) {
+        size_t r = (size_t)(t0 + t) * NH + h;
+        float fi = cap * tanhf((p->f_pre[r] + p->f_bias[h]) / cap);
+        ig[t] = cap * tanhf((p->i_pre[r] + p->i_bias[h]) / cap);
+        acc += logsigmoidf_(fi);
+        bcum[t] = acc; /* b_t: inclusive cumulative log forget gate within the chunk */
+    }
+    const float m_prev = *m;
+    /* ---- outputs h_t, from the state before the chunk plus the chunk's own tokens */
+    for (int32_t t = 0; t < nt; t++) {
+        const float *q = p->q + (size_t)(t0 + t) * qk_stride + (size_t)h * DK;
+        float *out = p->h + (size_t)(t0 + t) * v_stride + (size_t)h * DV;
+        float mt = bcum[t] + m_prev;
+        for (int32_t s = 0; s <= t; s++) {
+            float d = bcum[t] - bcum[s] + ig[s];
+            dmat[t * nt + s] = d;
+            if (d > mt) mt = d;
+        }
+        float w_prev = expf(bcum[t] + m_prev - mt), den = 0.f;
+        for (int32_t j = 0; j < DV; j++) out[j] = 0.f;
+        /* inter-chunk part: (q/sqrt(d))^T C_prev and (q/sqrt(d)) . n_prev */
+        for (int32_t a = 0; a < DK; a++) {
+            float qa = q[a] * scale * w_prev;
+            if (qa == 0.f) continue;
+            const float *Ca = C + (size_t)a * DV;
+            for (int32_t j = 0; j < DV; j++) out[j] += qa * Ca[j];
+            den += qa * nv[a];
+        }
+        /* intra-chunk part */
+        for (int32_t s = 0; s <= t; s++) {
+            const float *ks = p->k + (size_t)(t0 + s) * qk_stride + (size_t)h * DK;
+            const float *vs = p->v + (size_t)(t0 + s) * v_stride + (size_t)h * DV;
+            float qk = 0.f;
+            for (int32_t a = 0; a < DK; a++) qk += q[a] * ks[a];
+            float c = expf(dmat[t * nt + s] - mt) * qk * scale;
+            den += c;
+            for (int32_t j = 0; j < DV; j++) out[j] += c * vs[j];
+        }
+        float div = fmaxf(fabsf(den), expf(-mt)) + p->eps;
+        for (int32_t j = 0; j < DV; j++) out[j] /= div;
+    }
+    /* ---- state after the chunk */
+    const float g = bcum[nt - 1];
+    float m_new = g + m_prev;
+    for (int32_t t = 0; t < nt; t++) {
+        float a = g - bcum[t] + ig[t];
+        if (a > m_new) m_new = a;
+    }
+    const float decay = expf(g + m_prev - m_new);
+    for (size_t e = 0; e < (size_t)DK * DV; e++) C[e] *= decay;
+    for (int32_t a = 0; a < DK; a++) nv[a] *= decay;
+    for (int32_t t = 0; t < nt; t++) {
+        const float *kt = p->k + (size_t)(t0 + t) * qk_stride + (size_t)h * DK;
+        const float *vt = p->v + (size_t)(t0 + t) * v_stride + (size_t)h * DV;
+        float wt = expf(g - bcum[t] + ig[t] - m_new);
+        for (int32_t a = 0; a < DK; a++) {
+            float ka = wt * kt[a];
+            float *Ca = C + (size_t)a * DV;
+            for (int32_t j = 0; j < DV; j++) Ca[j] += ka * vt[j];
+            nv[a] += ka;
+        }
+    }
+    *m = m_new;
+}
+
+static recur_status_t cpu_mlstm(recur_backend_t *b, const recur_mlstm_args_t *p) {
+    const int32_t NH = p->n_head, DK = p->dqk, DV = p->dv, L = p->chunk > 0 ? p->chunk : 1;
+    /* Scratch sized by the chunk; small, so a per-call allocation is cheap next to the
+     * O(L * DK * DV) work it serves. */
+    float *scratch = malloc(((size_t)2 * L + (size_t)L * L) * sizeof(float));
+    if (!scratch) return RECUR_E_NOMEM;
+    for (int32_t s = 0; s < p->rows.n_seq; s++) {
+        float *st = p->state.pool + (size_t)p->rows.slot[s] * p->state.slot_stride + p->state.offset;
+        for (int32_t h = 0; h < NH; h++) {
+            float *C = st + (size_t)h * DK * DV;
+            float *nv = st + (size_t)NH * DK * DV + (size_t)h * DK;
+            float *m = st + (size_t)NH * ((size_t)DK * DV + DK) + h;
+            for (int32_t t0 = p->rows.seq_off[s]; t0 < p->rows.seq_off[s + 1]; t0 += L) {
+                int32_t nt = p->rows.seq_off[s + 1] - t0 < L ? p->rows.seq_off[s + 1] - t0 : L;
+                mlstm_chunk(p, t0, nt, h, C, nv, m, scratch, scratch + L, scratch + 2 * L);
+            }
+        }
+    }
+    free(scratch);
+    return RECUR_OK;
+}
+
+static recur_status_t cpu_xlstm_head_out(recur_backend_t *b, const float *h, const float *o_pre, const float *w,
+                                         int32_t M, int32_t NH, int32_t DV, float eps, float *out) {
+    for (int32_t m = 0; m < M; m++)
+        for (int32_t hh = 0; hh < NH; hh++) {
+            size_t o = (size_t)m * NH * DV + (size_t)hh * DV;
+            const float *x = h + o;
+            double mean = 0.0, var = 0.0;
+            for (int32_t j = 0; j < DV; j++) mean += x[j];
+            mean /= DV;
+            for (int32_t j = 0; j < DV; j++) { double d = x[j] - mean; var += d * d; }
+            var /= DV;
+            float inv = (float)(1.0 / sqrt(var + (double)eps)), fm = (float)mean;
+            for (int32_t j = 0; j < DV; j++)
+                out[o + j] = (x[j] - fm) * inv * w[hh * DV + j] * sigmoidf_(o_pre[o + j]);
+        }
+    return RECUR_OK;
+}
+
 static void cpu_free(recur_backend_t *b) { free(b); }
 
 recur_status_t recur_backend_cpu_init(recur_backend_t **out) {
@@ -259,11 +399,16 @@ recur_status_t recur_backend_cpu_init(recur_backend_t **out) {
         .layernorm = cpu_layernorm,
         .matmul = cpu_matmul,
         .act = cpu_act,
+        .rmsnorm = cpu_rmsnorm,
+        .silu_mul = cpu_silu_mul,
+        .softcap = cpu_softcap,
         .gather_rows = cpu_gather_rows,
         .token_shift_mix = cpu_token_shift_mix,
         .rwkv7_prep = cpu_rwkv7_prep,
         .rwkv7_wkv = cpu_rwkv7_wkv,
         .rwkv7_out = cpu_rwkv7_out,
+        .mlstm = cpu_mlstm,
+        .xlstm_head_out = cpu_xlstm_head_out,
         .free = cpu_free,
     };
     *out = b;
