@@ -285,6 +285,121 @@ int main(int argc, char **argv) {
         b->iface.buf_free(b, dp);
     }
 
+    /* rmsnorm, silu_mul, softcap */
+    b->iface.rmsnorm(b, dx, dw, M, C, 1e-6f, dy);
+    get(b, got, dy, MC * sizeof(float));
+    for (int m = 0; m < M; m++) {
+        double ss = 0;
+        for (int i = 0; i < C; i++) ss += (double)x[m * C + i] * x[m * C + i];
+        for (int i = 0; i < C; i++) want[m * C + i] = x[m * C + i] / sqrt(ss / C + 1e-6) * w[i];
+    }
+    check(got, want, MC, tol, "rmsnorm");
+    b->iface.silu_mul(b, dx, dx + C, MC - C, dy);
+    get(b, got, dy, (MC - C) * sizeof(float));
+    for (size_t i = 0; i < MC - C; i++) want[i] = x[i] / (1 + exp(-(double)x[i])) * x[i + C];
+    check(got, want, MC - C, tol, "silu_mul");
+    b->iface.softcap(b, dx, (int64_t)MC, 15.f, dy);
+    get(b, got, dy, MC * sizeof(float));
+    for (size_t i = 0; i < MC; i++) want[i] = 15.0 * tanh(x[i] / 15.0);
+    check(got, want, MC, tol, "softcap 15");
+
+    /* mLSTM over the varlen batch at several chunk sizes, against the float64 step
+     * recurrence of models/XLSTM.md §4, from a non-zero state (as after earlier tokens). */
+    {
+        enum { NHX = 2, DK = 16, DV = 24 };
+        const size_t qk = (size_t)M * NHX * DK, vv = (size_t)M * NHX * DV, per = (size_t)NHX * (DK * DV + DK + 1);
+        size_t sstride = per + 5, soff = 2;
+        float *q = malloc(qk * sizeof(float)), *kx = malloc(qk * sizeof(float)), *v = malloc(vv * sizeof(float));
+        float *ip = malloc((size_t)M * NHX * sizeof(float)), *fp = malloc((size_t)M * NHX * sizeof(float));
+        float ib[NHX] = {0.5f, -1.f}, fb[NHX] = {2.f, 0.5f};
+        float *st = malloc(NSLOT * sstride * sizeof(float));
+        fill(q, qk, -1.f, 1.f);
+        fill(kx, qk, -1.f, 1.f);
+        fill(v, vv, -1.f, 1.f);
+        fill(ip, (size_t)M * NHX, -30.f, 30.f);  /* beyond the soft cap both ways */
+        fill(fp, (size_t)M * NHX, -6.f, 8.f);
+        fill(st, NSLOT * sstride, -0.3f, 0.3f);
+        for (int sl = 0; sl < NSLOT; sl++)     /* m: a few units, n: small positive */
+            for (int hh = 0; hh < NHX; hh++) st[sl * sstride + soff + (size_t)NHX * (DK * DV + DK) + hh] = frand(-2.f, 3.f);
+        double *S = malloc(NSLOT * sstride * sizeof(double)), *hw = malloc(vv * sizeof(double));
+        for (size_t i = 0; i < NSLOT * sstride; i++) S[i] = st[i];
+        for (int sq = 0; sq < NSEQ; sq++)
+            for (int t = seq_off[sq]; t < seq_off[sq + 1]; t++)
+                for (int hh = 0; hh < NHX; hh++) {
+                    double *Cm = S + slots[sq] * sstride + soff + (size_t)hh * DK * DV;
+                    double *nv = S + slots[sq] * sstride + soff + (size_t)NHX * DK * DV + (size_t)hh * DK;
+                    double *mm = S + slots[sq] * sstride + soff + (size_t)NHX * (DK * DV + DK) + hh;
+                    double ig = 15 * tanh((ip[t * NHX + hh] + ib[hh]) / 15), fg = 15 * tanh((fp[t * NHX + hh] + fb[hh]) / 15);
+                    double lf = -log1p(exp(-fg)), mn = fmax(lf + *mm, ig);
+                    double fa = exp(lf + *mm - mn), ia = exp(ig - mn), den = 0;
+                    const float *qt = q + (size_t)t * NHX * DK + hh * DK, *kt = kx + (size_t)t * NHX * DK + hh * DK;
+                    const float *vt = v + (size_t)t * NHX * DV + hh * DV;
+                    for (int a = 0; a < DK; a++) {
+                        for (int j = 0; j < DV; j++) Cm[a * DV + j] = fa * Cm[a * DV + j] + ia * kt[a] * vt[j];
+                        nv[a] = fa * nv[a] + ia * kt[a];
+                        den += qt[a] / sqrt((double)DK) * nv[a];
+                    }
+                    *mm = mn;
+                    double dv = fmax(fabs(den), exp(-mn)) + 1e-6;
+                    for (int j = 0; j < DV; j++) {
+                        double num = 0;
+                        for (int a = 0; a < DK; a++) num += qt[a] / sqrt((double)DK) * Cm[a * DV + j];
+                        hw[(size_t)t * NHX * DV + hh * DV + j] = num / dv;
+                    }
+                }
+        float *dq = dev(b, q, qk * 4), *dk = dev(b, kx, qk * 4), *dv = dev(b, v, vv * 4);
+        float *dip = dev(b, ip, (size_t)M * NHX * 4), *dfp = dev(b, fp, (size_t)M * NHX * 4);
+        float *dib = dev(b, ib, sizeof ib), *dfb = dev(b, fb, sizeof fb), *dh = dev(b, NULL, vv * 4);
+        float *dst = dev(b, NULL, NSLOT * sstride * 4), *hgot = malloc(vv * 4), *sgot = malloc(NSLOT * sstride * 4);
+        static const int chunks[] = {1, 2, 3, 16};
+        for (int c = 0; c < 4; c++) {
+            b->iface.upload(b, dst, st, NSLOT * sstride * 4);
+            recur_mlstm_args_t ma = {.n_head = NHX, .dqk = DK, .dv = DV, .chunk = chunks[c], .gate_cap = 15.f,
+                                     .eps = 1e-6f, .rows = rows, .q = dq, .k = dk, .v = dv, .i_pre = dip,
+                                     .f_pre = dfp, .i_bias = dib, .f_bias = dfb, .state = {dst, sstride, soff}, .h = dh};
+            b->iface.mlstm(b, &ma);
+            get(b, hgot, dh, vv * 4);
+            get(b, sgot, dst, NSLOT * sstride * 4);
+            char what[64];
+            snprintf(what, sizeof what, "mlstm h, chunk %d", chunks[c]);
+            check(hgot, hw, vv, 1e-4f, what);
+            snprintf(what, sizeof what, "mlstm state, chunk %d", chunks[c]);
+            check(sgot, S, NSLOT * sstride, 1e-4f, what);
+        }
+        void *mb[] = {dq, dk, dv, dip, dfp, dib, dfb, dh, dst};
+        for (size_t i = 0; i < sizeof mb / sizeof mb[0]; i++) b->iface.buf_free(b, mb[i]);
+        free(q); free(kx); free(v); free(ip); free(fp); free(st); free(S); free(hw); free(hgot); free(sgot);
+    }
+
+    /* xlstm_head_out: per-head LayerNorm (no bias) * w * sigmoid(o) */
+    {
+        enum { NHX = 2, DV = 64 };
+        float *hx = malloc(MC * 4), *o = malloc(MC * 4), wv[NHX * DV];
+        fill(hx, MC, -2.f, 2.f);
+        fill(o, MC, -3.f, 3.f);
+        fill(wv, NHX * DV, 0.5f, 1.5f);
+        float *dh = dev(b, hx, MC * 4), *dox = dev(b, o, MC * 4), *dwv = dev(b, wv, sizeof wv);
+        b->iface.xlstm_head_out(b, dh, dox, dwv, M, NHX, DV, 1e-6f, dy);
+        get(b, got, dy, MC * 4);
+        for (int m = 0; m < M; m++)
+            for (int hh = 0; hh < NHX; hh++) {
+                const float *xx = hx + m * C + hh * DV;
+                double mu = 0, var = 0;
+                for (int j = 0; j < DV; j++) mu += xx[j];
+                mu /= DV;
+                for (int j = 0; j < DV; j++) var += (xx[j] - mu) * (xx[j] - mu);
+                var /= DV;
+                for (int j = 0; j < DV; j++)
+                    want[m * C + hh * DV + j] = (xx[j] - mu) / sqrt(var + 1e-6) * wv[hh * DV + j] * sig(o[m * C + hh * DV + j]);
+            }
+        check(got, want, MC, tol, "xlstm_head_out");
+        b->iface.buf_free(b, dh);
+        b->iface.buf_free(b, dox);
+        b->iface.buf_free(b, dwv);
+        free(hx);
+        free(o);
+    }
+
     b->iface.weight_free(b, &wt);
     void *bufs[] = {dx, dy, dw, db, didx, dpool, dmix, doff, dslot};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) b->iface.buf_free(b, bufs[i]);
