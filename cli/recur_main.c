@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "recur_backend.h"
+#include "recur_bench.h"
 #include "recur_log.h"
 #include "recur_model.h"
 #include "recur_sampler.h"
@@ -24,6 +25,7 @@
 
 #define RECUR_BUNDLED_MODEL "tiny-rwkv-7v0-834K-FP32.bin"
 #define RECUR_WORLD_VOCAB "rwkv_vocab_v20230424.txt"
+#define RECUR_NEOX_TOKENIZER "20B_tokenizer.json" /* GPT-NeoX-20B BPE: xLSTM 7B's tokenizer */
 #define RECUR_EXIT_USAGE 2
 
 static void usage(FILE *to) {
@@ -33,6 +35,7 @@ static void usage(FILE *to) {
             "commands:\n"
             "  generate   generate text from a prompt, streamed to stdout\n"
             "  logits     write the logits after each given token to a file\n"
+            "  bench      measure decode and prefill speed against the hardware limits\n"
             "  version    print the version\n"
             "  help       this message\n"
             "\n"
@@ -40,7 +43,10 @@ static void usage(FILE *to) {
             "               [--top-p P] [--top-k K] [--min-p P] [--seed S] [--tokenizer VOCAB]\n"
             "               [--ignore-eos]\n"
             "  PATH is a .bin, a .safetensors, an index json or a model directory; without\n"
-            "  --model the bundled tiny RWKV-7 (834K parameters, byte-level) is used.\n"
+            "  --model the bundled tiny RWKV-7 (834K parameters, byte-level) is used. The\n"
+            "  tokenizer: --tokenizer (a tokenizer.json or a World vocab file), else one in the\n"
+            "  model's directory, else the bundled one for the model's vocabulary. Models with\n"
+            "  a BOS token (xLSTM: 0) get it before the prompt; generation stops at EOS.\n"
             "  Defaults: --max-tokens 200 --temperature 1.0 --top-p 1.0 --top-k 0 (off)\n"
             "  --min-p 0 (off) --seed 0; --temperature 0 is greedy decoding.\n"
             "\n"
@@ -51,13 +57,18 @@ static void usage(FILE *to) {
             "  --state-out writes the final state (float32, the model's state layout); --chunk\n"
             "  sets how many tokens one forward pass takes (default 128).\n"
             "\n"
-            "common options: --log-level debug|info|warn|error (default warn; env RECUR_LOG)\n");
+            "recur bench [options]   (recur bench --help for the list)\n"
+            "\n"
+            "common options: --backend cpu|cuda (default cpu) --weights bf16|f32 (matrix storage on\n"
+            "  cuda; default bf16; the CPU keeps f32) --log-level debug|info|warn|error (default warn;\n"
+            "  env RECUR_LOG)\n");
 }
 
 /* ---------------------------------------------------------------- argument parsing */
 
 typedef struct opts {
-    const char *model, *prompt, *tokens, *out, *tokenizer, *state_in, *state_out;
+    const char *model, *prompt, *tokens, *out, *tokenizer, *state_in, *state_out, *backend;
+    recur_dtype_t weights;
     long max_tokens, top_k, chunk;
     double temperature, top_p, min_p;
     unsigned long long seed;
@@ -121,6 +132,20 @@ static int parse_opts(int argc, char **argv, int first, const char *allowed, opt
         else if (!strcmp(a, "--tokenizer")) o->tokenizer = v;
         else if (!strcmp(a, "--state-in")) o->state_in = v;
         else if (!strcmp(a, "--state-out")) o->state_out = v;
+        else if (!strcmp(a, "--backend")) {
+            if (strcmp(v, "cpu") && strcmp(v, "cuda")) {
+                fprintf(stderr, "recur: --backend expects cpu or cuda, got '%s'\n", v);
+                rc = -1;
+            }
+            o->backend = v;
+        } else if (!strcmp(a, "--weights")) {
+            if (!strcmp(v, "bf16")) o->weights = RECUR_DTYPE_BF16;
+            else if (!strcmp(v, "f32")) o->weights = RECUR_DTYPE_F32;
+            else {
+                fprintf(stderr, "recur: --weights expects bf16 or f32, got '%s'\n", v);
+                rc = -1;
+            }
+        }
         else if (!strcmp(a, "--max-tokens")) rc = parse_long(a, v, 0, 1L << 30, &o->max_tokens);
         else if (!strcmp(a, "--top-k")) rc = parse_long(a, v, 0, INT32_MAX, &o->top_k);
         else if (!strcmp(a, "--chunk")) rc = parse_long(a, v, 1, 1 << 20, &o->chunk);
@@ -210,18 +235,68 @@ static int bundled_path(const char *file, char *out, size_t n) {
     return is_file(out) ? 0 : -1;
 }
 
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+/* A tokenizer file by its kind: a Hugging Face tokenizer.json (BPE) or a World vocab. */
+static recur_status_t load_tokenizer_file(const char *path, recur_tokenizer_t **tok) {
+    return ends_with(path, ".json") ? recur_tokenizer_bpe_load(path, tok) : recur_tokenizer_world_load(path, tok);
+}
+
+/* --tokenizer; else byte-level for a 256-token model (no other tokenizer fits it); else a
+ * tokenizer file in the model's directory; else the bundled World vocab for 65,536-token
+ * RWKV-7 or the bundled GPT-NeoX tokenizer for xLSTM's 50,304-row vocabulary. */
 static recur_status_t load_tokenizer(const opts_t *o, const recur_model_info_t *info, recur_tokenizer_t **tok) {
-    if (o->tokenizer) return recur_tokenizer_world_load(o->tokenizer, tok);
+    if (o->tokenizer) return load_tokenizer_file(o->tokenizer, tok);
     if (info->n_vocab == 256) return recur_tokenizer_bytes_init(256, tok);
-    char path[PATH_MAX + 64];
-    if (o->model && is_dir(o->model)) {
-        snprintf(path, sizeof path, "%s/%s", o->model, RECUR_WORLD_VOCAB);
-        if (is_file(path)) return recur_tokenizer_world_load(path, tok);
+    char dir[PATH_MAX], path[PATH_MAX + 64];
+    snprintf(dir, sizeof dir, "%s", o->model);
+    if (!is_dir(dir)) {
+        char *slash = strrchr(dir, '/');
+        if (slash) *slash = '\0';
+        else snprintf(dir, sizeof dir, ".");
     }
-    if (info->n_vocab == 65536 && bundled_path(RECUR_WORLD_VOCAB, path, sizeof path) == 0)
+    static const char *local[] = {"tokenizer.json", RECUR_WORLD_VOCAB};
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, local[i]);
+        if (is_file(path)) return load_tokenizer_file(path, tok);
+    }
+    if (info->arch == RECUR_ARCH_RWKV7 && info->n_vocab == 65536 &&
+        bundled_path(RECUR_WORLD_VOCAB, path, sizeof path) == 0)
         return recur_tokenizer_world_load(path, tok);
-    recur_log_err("no tokenizer for a vocabulary of %d tokens: pass --tokenizer VOCAB_FILE", info->n_vocab);
+    if (info->arch == RECUR_ARCH_XLSTM && info->n_vocab >= 50277 &&
+        bundled_path(RECUR_NEOX_TOKENIZER, path, sizeof path) == 0)
+        return recur_tokenizer_bpe_load(path, tok);
+    recur_log_err("no tokenizer for a vocabulary of %d tokens: pass --tokenizer (a tokenizer.json or a World "
+                  "vocab file)", info->n_vocab);
     return RECUR_E_INVAL;
+}
+
+/* The prompt's tokens, after the model's BOS when it has one (xLSTM was trained with
+ * BOS = 0 at the start of every document; `recur logits` never adds it). */
+static recur_status_t encode_prompt(const recur_tokenizer_t *tok, const recur_model_info_t *info, const char *text,
+                                    int32_t **ids, size_t *n_ids) {
+    int32_t *raw = NULL;
+    size_t n = 0;
+    RECUR_TRY(recur_tokenizer_encode(tok, text, strlen(text), &raw, &n));
+    if (info->bos_id < 0) {
+        *ids = raw;
+        *n_ids = n;
+        return RECUR_OK;
+    }
+    int32_t *with = malloc((n + 1) * sizeof *with);
+    if (!with) {
+        free(raw);
+        return RECUR_E_NOMEM;
+    }
+    with[0] = info->bos_id;
+    memcpy(with + 1, raw, n * sizeof *raw);
+    free(raw);
+    *ids = with;
+    *n_ids = n + 1;
+    return RECUR_OK;
 }
 
 static double now_s(void) {
@@ -230,12 +305,15 @@ static double now_s(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* The backend and a model with one request slot (slot 1), pieces of o->chunk tokens. */
+/* The backend (--backend, default cpu; --weights, default bf16 on cuda) and a model with
+ * one request slot (slot 1), pieces of o->chunk tokens. */
 static recur_status_t open_model(const opts_t *o, recur_backend_t **b, recur_model_t **m) {
     recur_model_params_t mp = recur_model_default_params();
     mp.n_slots = 2;
     mp.max_tokens = (int32_t)o->chunk;
-    RECUR_TRY(recur_backend_init("cpu", b));
+    recur_backend_params_t bp = recur_backend_default_params();
+    bp.weight_dtype = o->weights;
+    RECUR_TRY(recur_backend_init(o->backend ? o->backend : "cpu", &bp, b));
     RECUR_TRY(recur_model_load(o->model, *b, &mp, m));
     return recur_model_state_reset(*m, 1);
 }
@@ -243,8 +321,9 @@ static recur_status_t open_model(const opts_t *o, recur_backend_t **b, recur_mod
 /* ---------------------------------------------------------------- commands */
 
 static int cmd_logits(int argc, char **argv) {
-    opts_t o = {.chunk = 128};
-    if (parse_opts(argc, argv, 2, "model tokens out state-in state-out chunk log-level", &o)) goto usage;
+    opts_t o = {.chunk = 128, .weights = RECUR_DTYPE_BF16};
+    if (parse_opts(argc, argv, 2, "model tokens out state-in state-out chunk backend weights log-level", &o))
+        goto usage;
     if (!o.model || !o.tokens || !o.out) {
         fprintf(stderr, "recur logits: --model, --tokens and --out are required\n");
         goto usage;
@@ -317,9 +396,10 @@ usage:
 }
 
 static int cmd_generate(int argc, char **argv) {
-    opts_t o = {.max_tokens = 200, .temperature = 1.0, .top_p = 1.0, .chunk = 128};
+    opts_t o = {.max_tokens = 200, .temperature = 1.0, .top_p = 1.0, .chunk = 128, .weights = RECUR_DTYPE_BF16};
     if (parse_opts(argc, argv, 2,
-                   "model prompt max-tokens temperature top-p top-k min-p seed tokenizer ignore-eos log-level", &o))
+                   "model prompt max-tokens temperature top-p top-k min-p seed tokenizer ignore-eos backend weights "
+                   "log-level", &o))
         goto usage;
     if (!o.prompt) {
         fprintf(stderr, "recur generate: --prompt is required\n");
@@ -354,7 +434,7 @@ static int cmd_generate(int argc, char **argv) {
     recur_sampler_params_t sp = {.temperature = (float)o.temperature, .top_k = (int32_t)o.top_k,
                                  .top_p = (float)o.top_p, .min_p = (float)o.min_p, .seed = o.seed};
     if (recur_sampler_init(&sp, info->n_vocab, &smp) != RECUR_OK) goto done;
-    if (recur_tokenizer_encode(tok, o.prompt, strlen(o.prompt), &ids, &n_ids) != RECUR_OK) goto done;
+    if (encode_prompt(tok, info, o.prompt, &ids, &n_ids) != RECUR_OK) goto done;
     if (n_ids == 0) {
         fprintf(stderr, "recur generate: the prompt is empty; give at least one character\n");
         rc = RECUR_EXIT_USAGE;
@@ -415,6 +495,7 @@ int main(int argc, char **argv) {
     const char *cmd = argv[1];
     if (!strcmp(cmd, "generate")) return cmd_generate(argc, argv);
     if (!strcmp(cmd, "logits")) return cmd_logits(argc, argv);
+    if (!strcmp(cmd, "bench")) return recur_bench_main(argc, argv, 2);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("recur %s\n", RECUR_VERSION);
         return 0;

@@ -1,5 +1,6 @@
 /* recur_tokenizer.c: the tokenizer handle, the byte-level kind, and dispatch to the World
- * vocab (recur_tokenizer_world.c). See recur_tokenizer.h for the contract.
+ * vocab (recur_tokenizer_world.c) and the HF byte-level BPE (recur_tokenizer_bpe.c). See
+ * recur_tokenizer.h for the contract.
  *
  * Decoding is kind-independent: every kind exposes "the bytes of id" and decode just
  * concatenates them, so only encode and the byte tables differ per kind. */
@@ -24,6 +25,7 @@ struct recur_tokenizer {
     int32_t                eos;     /* -1 if none */
     uint8_t                byte_tab[256]; /* BYTES: byte_tab[b] == b, so token_bytes can point into it */
     recur_world_vocab_t   *world;         /* WORLD only */
+    recur_bpe_t           *bpe;           /* BPE only */
 };
 
 static recur_status_t tokenizer_check(const recur_tokenizer_t *t) {
@@ -81,9 +83,36 @@ recur_status_t recur_tokenizer_world_load(const char *vocab_path, recur_tokenize
     return RECUR_OK;
 }
 
+recur_status_t recur_tokenizer_bpe_load(const char *tokenizer_json_path, recur_tokenizer_t **out) {
+    if (!out) return RECUR_E_INVAL;
+    *out = NULL;
+    if (!tokenizer_json_path) {
+        recur_log_err("BPE tokenizer: no tokenizer.json path given");
+        return RECUR_E_INVAL;
+    }
+    recur_tokenizer_t *t = calloc(1, sizeof *t);
+    if (!t) {
+        recur_log_err("BPE tokenizer: out of memory");
+        return RECUR_E_NOMEM;
+    }
+    recur_status_t st = recur_bpe_load(tokenizer_json_path, &t->bpe);
+    if (st != RECUR_OK) {
+        free(t);
+        return st;
+    }
+    t->magic = RECUR_TOKENIZER_MAGIC;
+    t->kind = RECUR_TOKENIZER_BPE;
+    t->n_vocab = recur_bpe_size(t->bpe);
+    t->eos = recur_bpe_eos(t->bpe);
+    for (int b = 0; b < 256; b++) t->byte_tab[b] = (uint8_t)b;
+    *out = t;
+    return RECUR_OK;
+}
+
 void recur_tokenizer_free(recur_tokenizer_t *t) {
     if (!t) return;
     recur_world_vocab_free(t->world);
+    recur_bpe_free(t->bpe);
     t->magic = 0; /* a later use of this pointer fails tokenizer_check instead of running */
     free(t);
 }
@@ -96,6 +125,10 @@ int32_t recur_tokenizer_eos(const recur_tokenizer_t *t) { return t->eos; }
 static void tokenizer_token(const recur_tokenizer_t *t, int32_t id, const uint8_t **p, size_t *n) {
     if (t->kind == RECUR_TOKENIZER_WORLD) {
         recur_world_vocab_token(t->world, id, p, n);
+        return;
+    }
+    if (t->kind == RECUR_TOKENIZER_BPE) {
+        recur_bpe_token(t->bpe, id, p, n);
         return;
     }
     /* BYTES: ids >= 256 are model-only (padding) ids with no text. */
@@ -112,6 +145,8 @@ recur_status_t recur_tokenizer_encode(const recur_tokenizer_t *t, const char *te
     }
     *ids = NULL;
     *n_ids = 0;
+    /* BPE sizes its own output: NFC may lengthen the text, so n_bytes ids need not suffice. */
+    if (t->kind == RECUR_TOKENIZER_BPE) return recur_bpe_encode(t->bpe, (const uint8_t *)text, n_bytes, ids, n_ids);
     /* Every token covers at least one byte, so n_bytes ids always suffice. */
     if (n_bytes > SIZE_MAX / sizeof(int32_t)) {
         recur_log_err("tokenizer encode: %zu bytes is too long", n_bytes);

@@ -4,12 +4,26 @@
 #include <string.h>
 
 #include "recur_backend_cpu.h"
+#ifdef RECUR_USE_CUDA
+#include "recur_backend_cuda.h"
+#endif
 #include "recur_log.h"
 
-recur_status_t recur_backend_init(const char *name, recur_backend_t **out) {
+recur_backend_params_t recur_backend_default_params(void) {
+    return (recur_backend_params_t){.device = -1, .weight_dtype = RECUR_DTYPE_BF16};
+}
+
+recur_status_t recur_backend_init(const char *name, const recur_backend_params_t *p, recur_backend_t **out) {
     *out = NULL;
+    recur_backend_params_t params = p ? *p : recur_backend_default_params();
     if (!name || strcmp(name, "cpu") == 0) return recur_backend_cpu_init(out);
-    recur_log_err("unknown backend '%s' (available: cpu)", name);
+#ifdef RECUR_USE_CUDA
+    if (strcmp(name, "cuda") == 0) return recur_backend_cuda_init(&params, out);
+    recur_log_err("unknown backend '%s' (available: cpu, cuda)", name);
+#else
+    (void)params;
+    recur_log_err("unknown backend '%s' (available: cpu; this build has no CUDA backend)", name);
+#endif
     return RECUR_E_UNSUPPORTED;
 }
 

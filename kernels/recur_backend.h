@@ -134,6 +134,13 @@ typedef struct recur_backend_iface {
     recur_status_t (*weight_upload)(recur_backend_t *b, const float *host, int64_t rows, int64_t cols,
                                     recur_weight_t *w);
     void (*weight_free)(recur_backend_t *b, recur_weight_t *w);          /* NULL data is a no-op */
+    /* (optional) w [rows][cols] = recur_virtual_value(seed, r * cols + c, lo, hi)
+     * (recur_model_files.h), generated on the device in the backend's weight format, for
+     * benchmarks at real shapes. NULL: the loader generates on the host and uploads. */
+    recur_status_t (*weight_random)(recur_backend_t *b, int64_t rows, int64_t cols, uint64_t seed, float lo,
+                                    float hi, recur_weight_t *w);
+    /* (optional) device memory in use (by everyone) and in total, in bytes. NULL: unknown. */
+    recur_status_t (*mem_info)(recur_backend_t *b, size_t *used, size_t *total);
 
     /* ---- row-wise ops */
     /* out[m] = W_emb[tokens[m]] (tokens: backend memory, validated by the caller) */
@@ -185,9 +192,19 @@ struct recur_backend {
     void *ctx;   /* backend-private state */
 };
 
-/* Creates the backend named `name` ("cpu"; "cuda" once that backend is built in).
- * RECUR_E_UNSUPPORTED naming the available backends otherwise. */
-recur_status_t recur_backend_init(const char *name, recur_backend_t **out);
+typedef struct recur_backend_params {
+    int32_t       device;        /* CUDA ordinal (cuda backend); -1 = the current/local-rank device */
+    recur_dtype_t weight_dtype;  /* storage of matrices: RECUR_DTYPE_F32 (exact reference path)
+                                    or RECUR_DTYPE_BF16; the CPU backend always keeps F32 */
+} recur_backend_params_t;
+
+/* device -1, weight_dtype BF16 (the cuda default; the CPU backend ignores it). */
+recur_backend_params_t recur_backend_default_params(void);
+
+/* Creates the backend named `name`: "cpu", or "cuda" when built with the CUDA backend.
+ * p may be NULL (defaults). RECUR_E_UNSUPPORTED naming the available backends otherwise;
+ * RECUR_E_CUDA when the CUDA backend finds no usable device. */
+recur_status_t recur_backend_init(const char *name, const recur_backend_params_t *p, recur_backend_t **out);
 void           recur_backend_free(recur_backend_t *b);   /* NULL is a no-op */
 const char    *recur_backend_name(const recur_backend_t *b);
 

@@ -10,7 +10,9 @@ cd "$(dirname "$0")/.."
 build=${1:-build}
 out=${2:-.devbundle}
 # Libraries known to be absent on the GPU machines (DEVICE.md), with their own needs.
-missing_re='^(libcjson|libzmq|libsodium|libpgm|libnorm|libprotobuf-c|libmicrohttpd)\.so'
+# utf8proc: Ubuntu 24.04 there has another soname than Debian 12's libutf8proc.so.2 (PCRE2's
+# libpcre2-8.so.0 is there and compatible, so it is not bundled).
+missing_re='^(libcjson|libzmq|libsodium|libpgm|libnorm|libprotobuf-c|libmicrohttpd|libutf8proc)\.so'
 rm -rf "$out"
 mkdir -p "$out/bin" "$out/lib"
 cp -a "$build"/bin/. "$out/bin/"

@@ -12,6 +12,8 @@ PACKAGES=(
   pkg-config
   git
   libcjson-dev      # safetensors headers, config.json, tokenizer vectors
+  libpcre2-dev      # BPE tokenizer (xLSTM): the GPT-2 split regex (\p{L}, \p{N}, lookahead)
+  libutf8proc-dev   # BPE tokenizer (xLSTM): NFC normalisation
   python3           # scripts/pth_to_safetensors.py and the script tests (stdlib only)
 )
 

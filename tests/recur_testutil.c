@@ -114,7 +114,7 @@ int recur_test_run_model(const char *path, const int32_t *tokens, int n, int chu
     recur_model_params_t p = recur_model_default_params();
     p.n_slots = 2;
     p.max_tokens = chunk;
-    recur_status_t st = recur_backend_init("cpu", &b);
+    recur_status_t st = recur_backend_init("cpu", NULL, &b);
     if (st == RECUR_OK) st = recur_model_load(path, b, &p, &m);
     if (st == RECUR_OK) {
         const recur_model_info_t *info = recur_model_info(m);

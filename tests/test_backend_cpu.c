@@ -50,7 +50,7 @@ static const int32_t slots[NSEQ] = {4, 1, 5, 2};
 int main(int argc, char **argv) {
     const char *name = argc > 1 ? argv[1] : "cpu";
     recur_backend_t *b = NULL;
-    if (recur_backend_init(name, &b) != RECUR_OK) return RECUR_TEST_SKIP;
+    if (recur_backend_init(name, NULL, &b) != RECUR_OK) return RECUR_TEST_SKIP;
     fprintf(stderr, "backend: %s\n", recur_backend_name(b));
     const float tol = 1e-5f;
     size_t MC = (size_t)M * C;

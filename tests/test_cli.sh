@@ -79,5 +79,30 @@ cmp -s "$T/s7a" "$T/s8" && fail "seeds 7 and 8 gave the same 60 tokens" || pass 
 expect_exit 0 "generate with an explicit model path" "$BIN" generate --model "$TINY" --prompt "In the" --max-tokens 5 --temperature 0
 expect_exit 0 "generate --max-tokens 0" "$BIN" generate --prompt "In the" --max-tokens 0
 
+# ---- xLSTM: a Hugging Face model directory (config.json + model.safetensors)
+XL=${RECUR_SOURCE_DIR:?}/tests/fixtures/xlstm-tiny
+toks=$(python3 -c "import struct,sys; d=open(sys.argv[1],'rb').read(); print(','.join(str(x) for x in struct.unpack('<%dI'%(len(d)//4),d)))" "$XL/ref-tokens-long.u32")
+expect_exit 0 "logits on an xLSTM model directory" "$BIN" logits --model "$XL" --tokens "$toks" --out "$T/xl"
+python3 - "$T/xl" "$XL/ref-logits-long-step.f32" <<'PY' && pass "xLSTM logits match transformers within 1e-4 (no BOS added)" || fail "xLSTM logits values"
+import struct, sys
+f = lambda p: struct.unpack('<%df' % (len(open(p, 'rb').read()) // 4), open(p, 'rb').read())
+a, b = f(sys.argv[1]), f(sys.argv[2])
+assert len(a) == len(b), (len(a), len(b))
+d = max(abs(x - y) for x, y in zip(a, b))
+print('     max |logits - transformers| = %.3g' % d)
+assert d <= 1e-4
+PY
+expect_exit 0 "generate on an xLSTM model directory" "$BIN" generate --model "$XL" --prompt "abc" --max-tokens 8 --temperature 0
+expect_exit 0 "generate on xLSTM with an empty prompt (BOS alone)" "$BIN" generate --model "$XL" --prompt "" --max-tokens 4 --temperature 0
+
+# ---- recur bench (CPU, the tiny model): a table with every row, and JSON
+expect_exit 0 "bench on the CPU" "$BIN" bench --model "$TINY" --backend cpu --batch 1,3 --prompt 32 --steps 2 --json "$T/b.json"
+for row in "d2d copy" "gemm (weights)" "decode           batch 1" "decode           batch 3" "prefill          prompt 32"; do
+  grep -q -- "$row" "$T/out" && pass "bench row: $row" || fail "bench row missing: $row"
+done
+python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert len(d['rows'])==3 and all(r['throughput']>0 for r in d['rows'])" "$T/b.json" \
+  && pass "bench JSON has the decode and prefill rows" || fail "bench JSON"
+expect_exit 2 "bench with a bad option" "$BIN" bench --batch 0
+
 echo "$fails failed"
 [ "$fails" = 0 ]

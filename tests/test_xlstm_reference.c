@@ -88,7 +88,7 @@ static int open_run(run_t *r, const fx_t *f, int n_slots, int max_tokens, int pr
     p.n_slots = n_slots;
     p.max_tokens = max_tokens;
     p.prefill_chunk = prefill_chunk;
-    if (recur_backend_init("cpu", &r->b) != RECUR_OK || recur_model_load(f->dir, r->b, &p, &r->m) != RECUR_OK) {
+    if (recur_backend_init("cpu", NULL, &r->b) != RECUR_OK || recur_model_load(f->dir, r->b, &p, &r->m) != RECUR_OK) {
         failures++;
         return -1;
     }
@@ -267,7 +267,7 @@ static void test_bad_configs(void) {
         free(text);
         recur_backend_t *b = NULL;
         recur_model_t *m = NULL;
-        recur_backend_init("cpu", &b);
+        recur_backend_init("cpu", NULL, &b);
         recur_status_t st = recur_model_load(tmp, b, NULL, &m);
         fprintf(stderr, "config %-28s -> %s\n", cases[i].what, recur_status_str(st));
         if (st != cases[i].want || m) failures++;
@@ -277,7 +277,7 @@ static void test_bad_configs(void) {
     unlink(cfg); /* and a checkpoint without its config.json */
     recur_backend_t *b = NULL;
     recur_model_t *m = NULL;
-    recur_backend_init("cpu", &b);
+    recur_backend_init("cpu", NULL, &b);
     recur_status_t st = recur_model_load(tmp, b, NULL, &m);
     fprintf(stderr, "config %-28s -> %s\n", "missing", recur_status_str(st));
     if (st == RECUR_OK) failures++;

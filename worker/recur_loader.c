@@ -88,6 +88,9 @@ recur_status_t recur_loader_mat(recur_loader_t *ld, const char *name, int64_t ro
         snprintf(want, sizeof want, "[%lld,%lld]", (long long)rows, (long long)cols);
         return recur_loader_shape_error(ld, t, want);
     }
+    if (!t->data && ld->b->iface.weight_random) /* virtual: values made where they will live */
+        return ld->b->iface.weight_random(ld->b, transpose ? cols : rows, transpose ? rows : cols, t->virt_seed,
+                                          t->virt_lo, t->virt_hi, w);
     RECUR_ASSERT((size_t)(rows * cols) <= ld->tmp_floats);
     RECUR_TRY(recur_tensor_read_f32(t, 0, rows * cols, ld->tmp));
     if (!transpose) return ld->b->iface.weight_upload(ld->b, ld->tmp, rows, cols, w);

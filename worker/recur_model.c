@@ -59,18 +59,26 @@ void recur_model_free(recur_model_t *m) {
 recur_status_t recur_model_load(const char *path, recur_backend_t *b, const recur_model_params_t *p,
                                 recur_model_t **out) {
     *out = NULL;
+    recur_model_files_t *files = NULL;
+    RECUR_TRY(recur_model_files_open(path, &files));
+    recur_status_t st = recur_model_load_files(files, b, p, out);
+    recur_model_files_free(files);
+    return st;
+}
+
+recur_status_t recur_model_load_files(const recur_model_files_t *files, recur_backend_t *b,
+                                      const recur_model_params_t *p, recur_model_t **out) {
+    *out = NULL;
+    const char *path = recur_model_files_path(files, 0);
     recur_model_params_t params = p ? *p : recur_model_default_params();
     if (params.n_slots < 2 || params.max_tokens < 1 || params.prefill_chunk < 0 || params.prefill_chunk > 4096) {
         recur_log_err("model params: n_slots must be >= 2 (slot 0 is padding), max_tokens >= 1 and prefill_chunk "
                       "in [0, 4096], got %d, %d and %d", params.n_slots, params.max_tokens, params.prefill_chunk);
         return RECUR_E_INVAL;
     }
-    recur_model_files_t *files = NULL;
-    RECUR_TRY(recur_model_files_open(path, &files));
-
     recur_status_t st = RECUR_OK;
     recur_model_t *m = calloc(1, sizeof *m);
-    if (!m) { st = RECUR_E_NOMEM; goto fail; }
+    if (!m) return RECUR_E_NOMEM;
     m->magic = RECUR_MODEL_MAGIC;
     m->b = b;
     m->params = params;
@@ -87,7 +95,7 @@ recur_status_t recur_model_load(const char *path, recur_backend_t *b, const recu
     size_t slot_bytes = m->info.state_floats * sizeof(float);
     size_t T = (size_t)params.max_tokens;
     m->pool = b->iface.alloc(b, slot_bytes * (size_t)params.n_slots);
-    m->init_state = b->iface.alloc(b, slot_bytes); /* RWKV-7's initial state is all zeros */
+    m->init_state = b->iface.alloc(b, slot_bytes); /* both architectures start from all zeros */
     m->h_seq_off = malloc((T + 1) * sizeof(int32_t));
     m->h_slot = malloc(T * sizeof(int32_t));
     m->h_out_rows = malloc(T * sizeof(int32_t));
@@ -109,12 +117,10 @@ recur_status_t recur_model_load(const char *path, recur_backend_t *b, const recu
                    path, m->info.arch_name, m->info.n_layer, m->info.n_embd, m->info.n_head, m->info.n_vocab,
                    (double)m->info.n_params / 1e6, recur_dtype_name(m->info.file_dtype),
                    (double)slot_bytes / (1024.0 * 1024.0), params.n_slots, recur_backend_name(b));
-    recur_model_files_free(files);
     *out = m;
     return RECUR_OK;
 fail:
     recur_model_free(m);
-    recur_model_files_free(files);
     return st;
 }
 

@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "recur_backend.h"
+#include "recur_model_files.h"
 #include "recur_status.h"
 
 #ifdef __cplusplus
@@ -70,6 +71,10 @@ recur_model_params_t recur_model_default_params(void);
  * the weights. *out = NULL on error (RECUR_E_FORMAT / RECUR_E_UNSUPPORTED with a message). */
 recur_status_t recur_model_load(const char *path, recur_backend_t *b, const recur_model_params_t *p,
                                 recur_model_t **out);
+/* The same from an open checkpoint (e.g. a virtual one: recur_model_files_virtual); the
+ * model does not keep f, which the caller still owns and may free after this returns. */
+recur_status_t recur_model_load_files(const recur_model_files_t *f, recur_backend_t *b, const recur_model_params_t *p,
+                                      recur_model_t **out);
 void recur_model_free(recur_model_t *m);  /* NULL is a no-op */
 
 const recur_model_info_t *recur_model_info(const recur_model_t *m);

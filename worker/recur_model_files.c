@@ -1166,12 +1166,65 @@ const char *recur_model_files_metadata(const recur_model_files_t *f, const char 
     return NULL;
 }
 
+static uint64_t mf_name_hash(const char *s) { /* FNV-1a: a stable per-tensor seed */
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (; *s; s++) h = (h ^ (uint8_t)*s) * 0x100000001b3ull;
+    return h;
+}
+
+recur_status_t recur_model_files_virtual(const char *dir, const recur_virtual_tensor_t *vt, int32_t n, uint64_t seed,
+                                         recur_dtype_t dtype, recur_model_files_t **out) {
+    *out = NULL;
+    recur_model_files_t *f = calloc(1, sizeof *f);
+    if (!f) return RECUR_E_NOMEM;
+    recur_status_t st = RECUR_OK;
+    f->format = RECUR_FORMAT_VIRTUAL;
+    f->dir = mf_strdup(dir ? dir : ".");
+    /* One pseudo file so that recur_model_files_path(f, 0) names the checkpoint. */
+    f->files = calloc(1, sizeof *f->files);
+    if (!f->dir || !f->files || !(f->files[0].path = mf_strdup("(virtual checkpoint)"))) {
+        st = RECUR_E_NOMEM;
+        goto fail;
+    }
+    f->files[0].fd = -1;
+    f->n_files = f->cap_files = 1;
+    for (int32_t i = 0; i < n; i++) {
+        recur_tensor_info_t *t = NULL;
+        char *name = mf_strdup(vt[i].name);
+        if (!name) { st = RECUR_E_NOMEM; goto fail; }
+        if ((st = mf_push_tensor(f, "(virtual checkpoint)", name, &t)) != RECUR_OK) goto fail;
+        RECUR_ASSERT(vt[i].n_dims >= 0 && vt[i].n_dims <= RECUR_TENSOR_MAX_DIMS);
+        t->dtype = dtype;
+        t->n_dims = vt[i].n_dims;
+        t->n_elems = 1;
+        for (int32_t d = 0; d < t->n_dims; d++) {
+            t->shape[d] = vt[i].shape[d];
+            t->n_elems *= vt[i].shape[d];
+        }
+        t->n_bytes = (size_t)t->n_elems * recur_dtype_size(dtype);
+        t->virt_seed = seed ^ mf_name_hash(vt[i].name);
+        t->virt_lo = vt[i].lo;
+        t->virt_hi = vt[i].hi;
+    }
+    if ((st = mf_build_name_index(f)) != RECUR_OK) goto fail;
+    *out = f;
+    return RECUR_OK;
+fail:
+    recur_model_files_free(f);
+    return st;
+}
+
 recur_status_t recur_tensor_read_f32(const recur_tensor_info_t *t, int64_t first, int64_t n_elems, float *dst) {
     if (!t || (!dst && n_elems > 0)) return RECUR_E_INVAL;
     if (first < 0 || n_elems < 0 || first > t->n_elems || n_elems > t->n_elems - first) {
         recur_log_err("tensor '%s': elements [%" PRId64 ", %" PRId64 "+%" PRId64 ") are outside its %" PRId64,
                       t->name, first, first, n_elems, t->n_elems);
         return RECUR_E_RANGE;
+    }
+    if (!t->data) { /* virtual */
+        for (int64_t i = 0; i < n_elems; i++)
+            dst[i] = recur_virtual_value(t->virt_seed, (uint64_t)(first + i), t->virt_lo, t->virt_hi);
+        return RECUR_OK;
     }
     /* Data may sit at any byte offset (neither format aligns it): memcpy, never a cast. */
     const uint8_t *src = (const uint8_t *)t->data + (size_t)first * recur_dtype_size(t->dtype);

@@ -29,7 +29,8 @@ extern "C" {
 
 typedef enum recur_file_format {
     RECUR_FORMAT_RWKVCPP_BIN = 0, /* rwkv.cpp ".bin" (ggml-era container)      */
-    RECUR_FORMAT_SAFETENSORS = 1  /* one file, or shards with an index json     */
+    RECUR_FORMAT_SAFETENSORS = 1, /* one file, or shards with an index json     */
+    RECUR_FORMAT_VIRTUAL     = 2  /* names and shapes only, values generated    */
 } recur_file_format_t;
 
 typedef struct recur_tensor_info {
@@ -44,7 +45,29 @@ typedef struct recur_tensor_info {
     size_t        n_bytes;                       /* n_elems * recur_dtype_size(dtype)         */
     int32_t       file_index;                    /* which file of the set holds the data      */
     uint64_t      file_offset;                   /* byte offset of the data in that file      */
+    /* Virtual tensors (data == NULL): element i is recur_virtual_value(seed, i, lo, hi). */
+    uint64_t      virt_seed;
+    float         virt_lo, virt_hi;
 } recur_tensor_info_t;
+
+/* One tensor of a virtual checkpoint (benchmarks at real shapes without the files). */
+typedef struct recur_virtual_tensor {
+    const char *name;
+    int32_t     n_dims;
+    int64_t     shape[RECUR_TENSOR_MAX_DIMS];
+    float       lo, hi;   /* values uniform in [lo, hi) */
+} recur_virtual_tensor_t;
+
+/* The generator of virtual tensor values: a counter-based hash (splitmix64 of the seed and
+ * the element index), so any device can produce element i on its own. The CUDA backend's
+ * weight_random kernel computes the same function; keep the two in step. */
+static inline float recur_virtual_value(uint64_t seed, uint64_t i, float lo, float hi) {
+    uint64_t z = seed + (i + 1) * 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return lo + (hi - lo) * (float)((double)(z >> 40) * 0x1.0p-24);
+}
 
 /* Header of a rwkv.cpp .bin file (only meaningful for RECUR_FORMAT_RWKVCPP_BIN). */
 typedef struct recur_bin_header {
@@ -77,6 +100,12 @@ const recur_tensor_info_t *recur_model_files_find(const recur_model_files_t *f, 
 recur_status_t recur_model_files_bin_header(const recur_model_files_t *f, recur_bin_header_t *out);
 /* A string value of the safetensors "__metadata__" object (first file that has it); NULL if absent. */
 const char *recur_model_files_metadata(const recur_model_files_t *f, const char *key);
+
+/* A virtual checkpoint: the tensors `t` (copied), each with its own seed derived from
+ * `seed` and its name; dir is reported by recur_model_files_dir() (where a config.json may
+ * be). dtype is reported as `dtype` (the precision the values stand for). */
+recur_status_t recur_model_files_virtual(const char *dir, const recur_virtual_tensor_t *t, int32_t n, uint64_t seed,
+                                         recur_dtype_t dtype, recur_model_files_t **out);
 
 /* Converts n_elems elements of t, starting at element `first`, to float32 in dst
  * (dst must not alias the mapping). RECUR_E_RANGE if first + n_elems > t->n_elems. */

@@ -1,0 +1,532 @@
+/* recur_bench.c: see recur_bench.h.
+ *
+ * Output: one table (like nccl-tests), every row "what | shape | time | throughput |
+ * floor | % of floor", and with --json the same rows as JSON. Floors:
+ *   decode  = (matrix bytes read once per step + state bytes read and written) / copy bandwidth
+ *   prefill = 2 * matrix params * tokens / measured GEMM rate
+ * so "% of floor" = floor time / measured time (100% = at the hardware limit). */
+#include "recur_bench.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "recur_backend.h"
+#include "recur_log.h"
+#include "recur_model.h"
+#include "recur_model_files.h"
+
+#define BENCH_MAX_LIST 32
+
+typedef struct bench_opts {
+    const char *model, *backend, *json;
+    recur_dtype_t weights;
+    int32_t batches[BENCH_MAX_LIST], n_batches, want_max_batch;
+    int32_t prompts[BENCH_MAX_LIST], n_prompts;
+    int32_t steps, layers, piece;
+} bench_opts_t;
+
+typedef struct bench_row {
+    char what[32], shape[48];
+    double ms, throughput, floor_ms;
+    const char *unit;
+    double mem_gib;
+} bench_row_t;
+
+typedef struct bench {
+    bench_opts_t o;
+    recur_backend_t *b;
+    double copy_gbs, gemm_tflops, gemv_gbs;
+    bench_row_t rows[128];
+    int n_rows;
+    char device[160], model_desc[256];
+} bench_t;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int parse_list(const char *opt, const char *s, int32_t *out, int32_t *n, int allow_max, int32_t *want_max) {
+    *n = 0;
+    const char *p = s;
+    while (*p) {
+        if (allow_max && strncmp(p, "max", 3) == 0 && (p[3] == ',' || p[3] == '\0')) {
+            *want_max = 1;
+            p += 3;
+        } else {
+            char *end;
+            errno = 0;
+            long v = strtol(p, &end, 10);
+            if (errno || end == p || v < 1 || v > (1L << 24) || *n >= BENCH_MAX_LIST) {
+                fprintf(stderr, "recur bench: %s expects a list of positive integers%s, got '%s'\n", opt,
+                        allow_max ? " (or 'max')" : "", s);
+                return -1;
+            }
+            out[(*n)++] = (int32_t)v;
+            p = end;
+        }
+        if (*p == ',') p++;
+        else if (*p) {
+            fprintf(stderr, "recur bench: bad list '%s'\n", s);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void usage(void) {
+    fprintf(stderr,
+            "usage: recur bench [--model rwkv7-7b|xlstm-7b|PATH] [--backend cuda|cpu] [--weights bf16|f32]\n"
+            "                   [--batch 1,8,32,128,256,512,max] [--prompt 2048,8192,32768,131072]\n"
+            "                   [--steps N] [--piece N] [--layers N] [--json FILE]\n"
+            "  rwkv7-7b / xlstm-7b: random weights at the real shapes, made on the device.\n"
+            "  --layers N keeps only the first N layers (quick runs); --piece is the number of\n"
+            "  tokens per forward pass in prefill (default 2048); 'max' in --batch adds the largest\n"
+            "  batch whose states fit in free device memory.\n");
+}
+
+static int parse(int argc, char **argv, int first, bench_opts_t *o) {
+    *o = (bench_opts_t){.model = "rwkv7-7b", .backend = NULL, .weights = RECUR_DTYPE_BF16, .steps = 20, .piece = 2048};
+    parse_list("--batch", "1,8,32,128,256,512,max", o->batches, &o->n_batches, 1, &o->want_max_batch);
+    parse_list("--prompt", "2048,8192,32768,131072", o->prompts, &o->n_prompts, 0, NULL);
+    for (int i = first; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v) { fprintf(stderr, "recur bench: '%s' needs a value\n", a); return -1; }
+        i++;
+        if (!strcmp(a, "--model")) o->model = v;
+        else if (!strcmp(a, "--backend")) o->backend = v;
+        else if (!strcmp(a, "--json")) o->json = v;
+        else if (!strcmp(a, "--weights")) {
+            if (!strcmp(v, "bf16")) o->weights = RECUR_DTYPE_BF16;
+            else if (!strcmp(v, "f32")) o->weights = RECUR_DTYPE_F32;
+            else { fprintf(stderr, "recur bench: --weights bf16|f32\n"); return -1; }
+        } else if (!strcmp(a, "--batch")) {
+            o->want_max_batch = 0;
+            if (parse_list(a, v, o->batches, &o->n_batches, 1, &o->want_max_batch)) return -1;
+        } else if (!strcmp(a, "--prompt")) {
+            if (parse_list(a, v, o->prompts, &o->n_prompts, 0, NULL)) return -1;
+        } else if (!strcmp(a, "--steps") || !strcmp(a, "--layers") || !strcmp(a, "--piece")) {
+            char *end;
+            long x = strtol(v, &end, 10);
+            if (*end || x < 1 || x > (1L << 20)) { fprintf(stderr, "recur bench: %s expects a positive integer\n", a); return -1; }
+            if (!strcmp(a, "--steps")) o->steps = (int32_t)x;
+            else if (!strcmp(a, "--layers")) o->layers = (int32_t)x;
+            else o->piece = (int32_t)x;
+        } else if (!strcmp(a, "--log-level")) {
+            int lvl = recur_log_level_parse(v);
+            if (lvl < 0) { fprintf(stderr, "recur bench: bad --log-level\n"); return -1; }
+            recur_log_set_level((recur_log_level_t)lvl);
+        } else {
+            fprintf(stderr, "recur bench: unknown option '%s'\n", a);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- virtual 7B checkpoints */
+
+typedef struct vlist {
+    recur_virtual_tensor_t *t;
+    char (*names)[96];
+    int32_t n, cap;
+} vlist_t;
+
+/* name = prefix + layer + "." + suffix, or suffix alone when layer < 0 */
+static void vadd(vlist_t *l, float lo, float hi, int nd, int64_t d0, int64_t d1, const char *prefix, int layer,
+                 const char *suffix) {
+    RECUR_ASSERT(l->n < l->cap);
+    if (layer < 0) snprintf(l->names[l->n], sizeof l->names[0], "%s", suffix);
+    else snprintf(l->names[l->n], sizeof l->names[0], "%s%d.%s", prefix, layer, suffix);
+    l->t[l->n] = (recur_virtual_tensor_t){.name = l->names[l->n], .n_dims = nd, .shape = {d0, d1}, .lo = lo, .hi = hi};
+    l->n++;
+}
+
+/* uniform with std 1/sqrt(fan_in): a sane scale for random linear layers */
+static float u(int64_t fan_in) { return sqrtf(3.0f / (float)fan_in); }
+
+/* RWKV-7 7.2B (models/RWKV7.md §3.3) in rwkv.cpp layout: C 4096, 32 layers, LoRA ranks
+ * 128/128/96/480, FFN 16384, vocabulary 65536. */
+static void rwkv7_7b(vlist_t *l, int32_t L) {
+    const int64_t C = 4096, V = 65536, F = 16384, Dw = 128, Da = 128, Dv = 96, Dg = 480, H = C / 64;
+    vadd(l, -1.f, 1.f, 2, V, C, "", -1, "emb.weight");
+    vadd(l, 0.8f, 1.2f, 1, C, 0, "blocks.", 0, "ln0.weight");
+    vadd(l, -0.1f, 0.1f, 1, C, 0, "blocks.", 0, "ln0.bias");
+    for (int i = 0; i < L; i++) {
+        vadd(l, 0.8f, 1.2f, 1, C, 0, "blocks.", i, "ln1.weight");
+        vadd(l, -0.1f, 0.1f, 1, C, 0, "blocks.", i, "ln1.bias");
+        vadd(l, 0.8f, 1.2f, 1, C, 0, "blocks.", i, "ln2.weight");
+        vadd(l, -0.1f, 0.1f, 1, C, 0, "blocks.", i, "ln2.bias");
+        vadd(l, 0.f, 1.f, 3, 6, 1, "blocks.", i, "att.x_rwkvag");
+        l->t[l->n - 1].shape[2] = C; /* [6,1,C] */
+        vadd(l, -3.f, 0.f, 1, C, 0, "blocks.", i, "att.w0");
+        vadd(l, -1.f, 1.f, 1, C, 0, "blocks.", i, "att.a0");
+        vadd(l, 0.7f, 1.f, 1, C, 0, "blocks.", i, "att.k_k");
+        vadd(l, 0.8f, 1.2f, 1, C, 0, "blocks.", i, "att.k_a");
+        vadd(l, -0.3f, 0.3f, 2, H, 64, "blocks.", i, "att.r_k");
+        vadd(l, -u(C), u(C), 2, Dw, C, "blocks.", i, "att.w1");
+        vadd(l, -0.1f * u(Dw), 0.1f * u(Dw), 2, C, Dw, "blocks.", i, "att.w2");
+        vadd(l, -u(C), u(C), 2, Da, C, "blocks.", i, "att.a1");
+        vadd(l, -u(Da), u(Da), 2, C, Da, "blocks.", i, "att.a2");
+        vadd(l, -u(C), u(C), 2, Dg, C, "blocks.", i, "att.g1");
+        vadd(l, -u(Dg), u(Dg), 2, C, Dg, "blocks.", i, "att.g2");
+        if (i > 0) {
+            vadd(l, -1.f, 1.f, 1, C, 0, "blocks.", i, "att.v0");
+            vadd(l, -u(C), u(C), 2, Dv, C, "blocks.", i, "att.v1");
+            vadd(l, -u(Dv), u(Dv), 2, C, Dv, "blocks.", i, "att.v2");
+        }
+        vadd(l, -u(C), u(C), 2, C, C, "blocks.", i, "att.receptance.weight");
+        vadd(l, -u(C), u(C), 2, C, C, "blocks.", i, "att.key.weight");
+        vadd(l, -u(C), u(C), 2, C, C, "blocks.", i, "att.value.weight");
+        vadd(l, -u(C), u(C), 2, C, C, "blocks.", i, "att.output.weight");
+        vadd(l, 0.8f, 1.2f, 1, C, 0, "blocks.", i, "att.ln_x.weight");
+        vadd(l, -0.1f, 0.1f, 1, C, 0, "blocks.", i, "att.ln_x.bias");
+        vadd(l, 0.f, 1.f, 1, C, 0, "blocks.", i, "ffn.x_k");
+        vadd(l, -u(C), u(C), 2, F, C, "blocks.", i, "ffn.key.weight");
+        vadd(l, -u(F), u(F), 2, C, F, "blocks.", i, "ffn.value.weight");
+    }
+    vadd(l, 0.8f, 1.2f, 1, C, 0, "", -1, "ln_out.weight");
+    vadd(l, -0.1f, 0.1f, 1, C, 0, "", -1, "ln_out.bias");
+    vadd(l, -u(C), u(C), 2, V, C, "", -1, "head.weight");
+}
+
+/* xLSTM 7B (models/XLSTM.md §1-2): D 4096, 32 blocks, 8 heads, qk 2048, v 4096, FFN 10944,
+ * vocabulary 50304. Gate ranges as the fixture recipe (§8.2) so the gates depend on x. */
+static void xlstm_7b(vlist_t *l, int32_t L) {
+    const int64_t D = 4096, V = 50304, NH = 8, QK = 2048, VD = 4096, F = 10944;
+    vadd(l, -1.f, 1.f, 2, V, D, "", -1, "backbone.embeddings.weight");
+    for (int i = 0; i < L; i++) {
+        vadd(l, 0.8f, 1.2f, 1, D, 0, "backbone.blocks.", i, "norm_mlstm.weight");
+        vadd(l, 0.8f, 1.2f, 1, D, 0, "backbone.blocks.", i, "norm_ffn.weight");
+        vadd(l, -u(D), u(D), 2, QK, D, "backbone.blocks.", i, "mlstm_layer.q.weight");
+        vadd(l, -u(D), u(D), 2, QK, D, "backbone.blocks.", i, "mlstm_layer.k.weight");
+        vadd(l, -u(D), u(D), 2, VD, D, "backbone.blocks.", i, "mlstm_layer.v.weight");
+        vadd(l, -u(D), u(D), 2, VD, D, "backbone.blocks.", i, "mlstm_layer.ogate_preact.weight");
+        vadd(l, -0.35f, 0.35f, 2, NH, D, "backbone.blocks.", i, "mlstm_layer.igate_preact.weight");
+        vadd(l, -3.f, 3.f, 1, NH, 0, "backbone.blocks.", i, "mlstm_layer.igate_preact.bias");
+        vadd(l, -0.35f, 0.35f, 2, NH, D, "backbone.blocks.", i, "mlstm_layer.fgate_preact.weight");
+        vadd(l, 0.f, 4.f, 1, NH, 0, "backbone.blocks.", i, "mlstm_layer.fgate_preact.bias");
+        vadd(l, 0.8f, 1.2f, 1, VD, 0, "backbone.blocks.", i, "mlstm_layer.multihead_norm.weight");
+        vadd(l, -u(VD), u(VD), 2, D, VD, "backbone.blocks.", i, "mlstm_layer.out_proj.weight");
+        vadd(l, -u(D), u(D), 2, F, D, "backbone.blocks.", i, "ffn.proj_up_gate.weight");
+        vadd(l, -u(D), u(D), 2, F, D, "backbone.blocks.", i, "ffn.proj_up.weight");
+        vadd(l, -u(F), u(F), 2, D, F, "backbone.blocks.", i, "ffn.proj_down.weight");
+    }
+    vadd(l, 0.8f, 1.2f, 1, D, 0, "", -1, "backbone.out_norm.weight");
+    vadd(l, -u(D), u(D), 2, V, D, "", -1, "lm_head.weight");
+}
+
+static const char XLSTM_7B_CONFIG[] =
+    "{\"model_type\":\"xlstm\",\"hidden_size\":4096,\"num_hidden_layers\":%d,\"num_heads\":8,"
+    "\"vocab_size\":50304,\"qk_dim_factor\":0.5,\"v_dim_factor\":1.0,\"ffn_proj_factor\":2.667,"
+    "\"ffn_round_up_to_multiple_of\":64,\"gate_soft_cap\":15.0,\"output_logit_soft_cap\":30.0,"
+    "\"norm_eps\":1e-6,\"eps\":1e-6,\"use_bias\":false,\"weight_mode\":\"single\",\"chunk_size\":64,"
+    "\"tie_word_embeddings\":false,\"bos_token_id\":0}";
+
+/* ---------------------------------------------------------------- measurements */
+
+static void add_row(bench_t *bn, const char *what, const char *shape, double ms, double thr, const char *unit,
+                    double floor_ms, double mem_gib) {
+    if (bn->n_rows >= (int)(sizeof bn->rows / sizeof bn->rows[0])) return;
+    bench_row_t *r = &bn->rows[bn->n_rows++];
+    snprintf(r->what, sizeof r->what, "%s", what);
+    snprintf(r->shape, sizeof r->shape, "%s", shape);
+    r->ms = ms;
+    r->throughput = thr;
+    r->unit = unit;
+    r->floor_ms = floor_ms;
+    r->mem_gib = mem_gib;
+    printf("  %-16s %-22s %11.3f %12.1f %-8s %10.3f %7.1f%% %8s\n", what, shape, ms, thr, unit, floor_ms,
+           floor_ms > 0 ? 100.0 * floor_ms / ms : 0.0, "");
+    if (mem_gib > 0) printf("  %-16s %-22s %40s peak memory %.2f GiB\n", "", "", "", mem_gib);
+    fflush(stdout);
+}
+
+static double mem_used_gib(recur_backend_t *b) {
+    size_t used = 0, total = 0;
+    if (!b->iface.mem_info || b->iface.mem_info(b, &used, &total) != RECUR_OK) return 0.0;
+    return (double)used / (1024.0 * 1024.0 * 1024.0);
+}
+
+/* Device copy bandwidth (read + write counted) and a 12288x4096 GEMM at batch 1 and 256. */
+static recur_status_t measure_limits(bench_t *bn) {
+    recur_backend_t *b = bn->b;
+    int gpu = strcmp(recur_backend_name(b), "cpu") != 0;
+    size_t bytes = gpu ? (size_t)1 << 30 : (size_t)256 << 20;
+    void *src = b->iface.alloc(b, bytes), *dst = b->iface.alloc(b, bytes);
+    recur_status_t st = RECUR_OK;
+    if (!src || !dst) { st = RECUR_E_NOMEM; goto out; }
+    RECUR_TRY(b->iface.copy(b, dst, src, bytes));
+    RECUR_TRY(b->iface.synchronize(b));
+    int reps = gpu ? 20 : 3;
+    double t0 = now_s();
+    for (int i = 0; i < reps; i++) RECUR_TRY(b->iface.copy(b, dst, src, bytes));
+    RECUR_TRY(b->iface.synchronize(b));
+    double dt = now_s() - t0;
+    bn->copy_gbs = 2.0 * (double)bytes * reps / dt / 1e9;
+    printf("  %-16s %-22s %11.3f %12.1f %-8s\n", "d2d copy", gpu ? "1 GiB" : "256 MiB", dt / reps * 1e3,
+           bn->copy_gbs, "GB/s");
+
+    const int64_t N = gpu ? 12288 : 2048, K = 4096, Mb = 256;
+    recur_weight_t w = {0};
+    if (b->iface.weight_random) {
+        st = b->iface.weight_random(b, N, K, 1, -0.01f, 0.01f, &w);
+    } else {
+        float *h = malloc((size_t)N * K * sizeof(float));
+        if (!h) { st = RECUR_E_NOMEM; goto out; }
+        for (int64_t i = 0; i < N * K; i++) h[i] = recur_virtual_value(1, (uint64_t)i, -0.01f, 0.01f);
+        st = b->iface.weight_upload(b, h, N, K, &w);
+        free(h);
+    }
+    if (st != RECUR_OK) goto out;
+    float *x = b->iface.alloc(b, (size_t)Mb * K * sizeof(float)), *y = b->iface.alloc(b, (size_t)Mb * N * sizeof(float));
+    if (!x || !y) { st = RECUR_E_NOMEM; goto gemm_out; }
+    int64_t Ms[2] = {1, Mb};
+    for (int j = 0; j < 2; j++) {
+        for (int i = 0; i < 2; i++) b->iface.matmul(b, x, &w, (int32_t)Ms[j], y, 0);
+        b->iface.synchronize(b);
+        int n = gpu ? 50 : 2;
+        t0 = now_s();
+        for (int i = 0; i < n; i++) st = b->iface.matmul(b, x, &w, (int32_t)Ms[j], y, 0);
+        b->iface.synchronize(b);
+        dt = (now_s() - t0) / n;
+        char shape[48];
+        snprintf(shape, sizeof shape, "%lldx%lld M=%lld %s", (long long)N, (long long)K, (long long)Ms[j],
+                 recur_dtype_name(w.dtype));
+        if (j == 0) {
+            bn->gemv_gbs = (double)N * K * recur_dtype_size(w.dtype) / dt / 1e9;
+            printf("  %-16s %-22s %11.3f %12.1f %-8s %10.3f %7.1f%%\n", "gemm (weights)", shape, dt * 1e3,
+                   bn->gemv_gbs, "GB/s", (double)N * K * recur_dtype_size(w.dtype) / (bn->copy_gbs * 1e9 / 2) * 1e3,
+                   100.0 * ((double)N * K * recur_dtype_size(w.dtype) / (bn->copy_gbs * 1e9 / 2)) / dt);
+        } else {
+            bn->gemm_tflops = 2.0 * (double)N * K * Ms[j] / dt / 1e12;
+            printf("  %-16s %-22s %11.3f %12.1f %-8s\n", "gemm (flops)", shape, dt * 1e3, bn->gemm_tflops * 1e3,
+                   "GFLOP/s");
+        }
+    }
+gemm_out:
+    b->iface.buf_free(b, x);
+    b->iface.buf_free(b, y);
+    b->iface.weight_free(b, &w);
+out:
+    b->iface.buf_free(b, src);
+    b->iface.buf_free(b, dst);
+    return st;
+}
+
+static recur_status_t open_model(bench_t *bn, int32_t n_slots, int32_t max_tokens, recur_model_t **m,
+                                 char *tmpdir, size_t tmpdir_n) {
+    recur_model_params_t p = recur_model_default_params();
+    p.n_slots = n_slots;
+    p.max_tokens = max_tokens;
+    const char *name = bn->o.model;
+    int is_rwkv = !strcmp(name, "rwkv7-7b"), is_xlstm = !strcmp(name, "xlstm-7b");
+    if (!is_rwkv && !is_xlstm) return recur_model_load(name, bn->b, &p, m);
+
+    int32_t L = bn->o.layers > 0 && bn->o.layers < 32 ? bn->o.layers : 32;
+    vlist_t l = {.cap = 40 * L + 16};
+    l.t = calloc((size_t)l.cap, sizeof *l.t);
+    l.names = calloc((size_t)l.cap, sizeof *l.names);
+    recur_status_t st = RECUR_E_NOMEM;
+    recur_model_files_t *f = NULL;
+    if (!l.t || !l.names) goto out;
+    const char *dir = ".";
+    if (is_rwkv) {
+        rwkv7_7b(&l, L);
+    } else {
+        xlstm_7b(&l, L);
+        /* the xLSTM loader reads config.json next to the weights */
+        snprintf(tmpdir, tmpdir_n, "%s/recur-bench-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+        if (!mkdtemp(tmpdir)) { st = RECUR_E_IO; goto out; }
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "%s/config.json", tmpdir);
+        FILE *fp = fopen(path, "w");
+        if (!fp) { st = RECUR_E_IO; goto out; }
+        fprintf(fp, XLSTM_7B_CONFIG, L);
+        fclose(fp);
+        dir = tmpdir;
+    }
+    if ((st = recur_model_files_virtual(dir, l.t, l.n, 2026, bn->o.weights, &f)) != RECUR_OK) goto out;
+    st = recur_model_load_files(f, bn->b, &p, m);
+out:
+    recur_model_files_free(f);
+    free(l.t);
+    free(l.names);
+    return st;
+}
+
+static void close_model(recur_model_t *m, char *tmpdir) {
+    recur_model_free(m);
+    if (tmpdir[0]) {
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "%s/config.json", tmpdir);
+        unlink(path);
+        rmdir(tmpdir);
+        tmpdir[0] = '\0';
+    }
+}
+
+/* bytes of every matrix read once per step (everything but the embedding table) */
+static double step_weight_bytes(const recur_model_info_t *info, recur_dtype_t w) {
+    double params = (double)info->n_params - (double)info->n_vocab * info->n_embd;
+    return params * (double)recur_dtype_size(w);
+}
+
+static recur_status_t bench_decode(bench_t *bn, recur_model_t *m, int32_t B, recur_dtype_t wdt) {
+    const recur_model_info_t *info = recur_model_info(m);
+    int32_t *tok = malloc((size_t)B * sizeof(int32_t)), *len = malloc((size_t)B * sizeof(int32_t));
+    int32_t *slot = malloc((size_t)B * sizeof(int32_t));
+    float *logits = malloc((size_t)B * info->n_vocab * sizeof(float));
+    recur_status_t st = RECUR_E_NOMEM;
+    if (!tok || !len || !slot || !logits) goto out;
+    for (int32_t i = 0; i < B; i++) {
+        tok[i] = (int32_t)((i * 7919 + 13) % info->n_vocab);
+        len[i] = 1;
+        slot[i] = i + 1;
+        if ((st = recur_model_state_reset(m, i + 1)) != RECUR_OK) goto out;
+    }
+    recur_batch_t bt = {.n_seq = B, .tokens = tok, .seq_len = len, .slot = slot, .logits = RECUR_LOGITS_LAST};
+    for (int i = 0; i < 3; i++)
+        if ((st = recur_model_forward(m, &bt, logits)) != RECUR_OK) goto out;
+    double t0 = now_s();
+    for (int i = 0; i < bn->o.steps; i++)
+        if ((st = recur_model_forward(m, &bt, logits)) != RECUR_OK) goto out;
+    double dt = (now_s() - t0) / bn->o.steps;
+    double bytes = step_weight_bytes(info, wdt) + 2.0 * B * (double)info->state_floats * sizeof(float);
+    char shape[48];
+    snprintf(shape, sizeof shape, "batch %d", B);
+    add_row(bn, "decode", shape, dt * 1e3, B / dt, "tok/s", bytes / (bn->copy_gbs * 1e9) * 1e3, 0);
+out:
+    free(tok);
+    free(len);
+    free(slot);
+    free(logits);
+    return st;
+}
+
+static recur_status_t bench_prefill(bench_t *bn, recur_model_t *m, int32_t T, recur_dtype_t wdt) {
+    const recur_model_info_t *info = recur_model_info(m);
+    int32_t *tok = malloc((size_t)T * sizeof(int32_t)), slot = 1;
+    float *logits = malloc((size_t)info->n_vocab * sizeof(float));
+    recur_status_t st = RECUR_E_NOMEM;
+    if (!tok || !logits) goto out;
+    for (int32_t i = 0; i < T; i++) tok[i] = (int32_t)(((int64_t)i * 2654435761u) % (uint32_t)info->n_vocab);
+    if ((st = recur_model_state_reset(m, 1)) != RECUR_OK) goto out;
+    recur_batch_t bt = {.n_seq = 1, .tokens = tok, .seq_len = &T, .slot = &slot, .logits = RECUR_LOGITS_LAST};
+    double t0 = now_s();
+    if ((st = recur_model_forward(m, &bt, logits)) != RECUR_OK) goto out;
+    double dt = now_s() - t0;
+    double flops = 2.0 * (step_weight_bytes(info, wdt) / recur_dtype_size(wdt)) * T;
+    char shape[48];
+    snprintf(shape, sizeof shape, "prompt %d (TTFT)", T);
+    add_row(bn, "prefill", shape, dt * 1e3, T / dt, "tok/s", bn->gemm_tflops > 0 ? flops / (bn->gemm_tflops * 1e12) * 1e3 : 0,
+            mem_used_gib(bn->b));
+out:
+    free(tok);
+    free(logits);
+    return st;
+}
+
+static void write_json(const bench_t *bn) {
+    FILE *f = fopen(bn->o.json, "w");
+    if (!f) {
+        recur_log_err("%s: cannot write: %s", bn->o.json, strerror(errno));
+        return;
+    }
+    fprintf(f, "{\"device\":\"%s\",\"model\":\"%s\",\"copy_gbs\":%.1f,\"gemv_gbs\":%.1f,\"gemm_tflops\":%.1f,\"rows\":[",
+            bn->device, bn->model_desc, bn->copy_gbs, bn->gemv_gbs, bn->gemm_tflops);
+    for (int i = 0; i < bn->n_rows; i++) {
+        const bench_row_t *r = &bn->rows[i];
+        fprintf(f, "%s{\"what\":\"%s\",\"shape\":\"%s\",\"ms\":%.4f,\"throughput\":%.2f,\"unit\":\"%s\","
+                   "\"floor_ms\":%.4f,\"pct_of_floor\":%.2f,\"mem_gib\":%.3f}",
+                i ? "," : "", r->what, r->shape, r->ms, r->throughput, r->unit, r->floor_ms,
+                r->floor_ms > 0 ? 100.0 * r->floor_ms / r->ms : 0.0, r->mem_gib);
+    }
+    fprintf(f, "]}\n");
+    fclose(f);
+}
+
+int recur_bench_main(int argc, char **argv, int first) {
+    bench_t *bn = calloc(1, sizeof *bn);
+    if (!bn) return 1;
+    int rc = 1;
+    recur_model_t *m = NULL;
+    char tmpdir[PATH_MAX] = "";
+    for (int i = first; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage();
+            free(bn);
+            return 0;
+        }
+    if (parse(argc, argv, first, &bn->o)) {
+        usage();
+        free(bn);
+        return 2;
+    }
+    const char *backend = bn->o.backend;
+#ifdef RECUR_USE_CUDA
+    if (!backend) backend = "cuda";
+#else
+    if (!backend) backend = "cpu";
+#endif
+    recur_backend_params_t bp = recur_backend_default_params();
+    bp.weight_dtype = bn->o.weights;
+    if (recur_backend_init(backend, &bp, &bn->b) != RECUR_OK) goto done;
+    recur_dtype_t wdt = strcmp(backend, "cpu") == 0 ? RECUR_DTYPE_F32 : bn->o.weights;
+    snprintf(bn->device, sizeof bn->device, "%s", recur_backend_name(bn->b));
+
+    printf("# recur bench: model %s, backend %s, weights %s\n", bn->o.model, bn->device, recur_dtype_name(wdt));
+    printf("# %-16s %-22s %11s %12s %-8s %10s %8s\n", "what", "shape", "time", "throughput", "", "floor", "of floor");
+    printf("# %-16s %-22s %11s %12s %-8s %10s %8s\n", "", "", "(ms)", "", "", "(ms)", "");
+    if (measure_limits(bn) != RECUR_OK) goto done;
+
+    /* decode: one model with enough slots for the largest batch that fits */
+    int32_t max_b = 0;
+    for (int i = 0; i < bn->o.n_batches; i++) if (bn->o.batches[i] > max_b) max_b = bn->o.batches[i];
+    int32_t piece = bn->o.piece;
+    if (open_model(bn, 2, 1, &m, tmpdir, sizeof tmpdir) != RECUR_OK) goto done; /* to learn the sizes */
+    const recur_model_info_t *info0 = recur_model_info(m);
+    size_t state_bytes = info0->state_floats * sizeof(float);
+    snprintf(bn->model_desc, sizeof bn->model_desc, "%s %s: %d layers, C=%d, vocab %d, %.3gM params, state %.2f MiB",
+             bn->o.model, info0->arch_name, info0->n_layer, info0->n_embd, info0->n_vocab, info0->n_params / 1e6,
+             state_bytes / (1024.0 * 1024.0));
+    printf("# %s\n", bn->model_desc);
+    if (bn->o.want_max_batch && bn->b->iface.mem_info) {
+        size_t used = 0, total = 0;
+        bn->b->iface.mem_info(bn->b, &used, &total);
+        /* leave room for the workspace of a decode piece and the logits of the batch */
+        double free_b = (double)total - (double)used - 4.0 * (1 << 30);
+        int32_t fit = free_b > 0 ? (int32_t)(free_b / (double)state_bytes) - 1 : 0;
+        if (fit > max_b) max_b = fit;
+        if (fit > 0) bn->o.batches[bn->o.n_batches++] = fit;
+        printf("# largest batch that fits: %d slots of %.2f MiB\n", fit, state_bytes / (1024.0 * 1024.0));
+    }
+    close_model(m, tmpdir);
+    m = NULL;
+    if (open_model(bn, max_b + 1, max_b, &m, tmpdir, sizeof tmpdir) != RECUR_OK) goto done;
+    for (int i = 0; i < bn->o.n_batches; i++)
+        if (bench_decode(bn, m, bn->o.batches[i], wdt) != RECUR_OK) goto done;
+    close_model(m, tmpdir);
+    m = NULL;
+
+    /* prefill: a model with a piece-sized workspace and one request slot */
+    if (open_model(bn, 2, piece, &m, tmpdir, sizeof tmpdir) != RECUR_OK) goto done;
+    for (int i = 0; i < bn->o.n_prompts; i++)
+        if (bench_prefill(bn, m, bn->o.prompts[i], wdt) != RECUR_OK) goto done;
+    if (bn->o.json) write_json(bn);
+    rc = 0;
+done:
+    close_model(m, tmpdir);
+    recur_backend_free(bn->b);
+    free(bn);
+    return rc;
+}

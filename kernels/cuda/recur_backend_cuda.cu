@@ -1,0 +1,542 @@
+/* recur_backend_cuda.cu: the CUDA backend's table (see recur_backend_cuda.h): device
+ * choice, stream and handles, memory, weights, and the small row-wise ops. The matrix
+ * product lives in recur_cuda_gemm.cu, RWKV-7 in recur_cuda_rwkv7.cu, xLSTM in
+ * recur_cuda_mlstm.cu.
+ *
+ * Conventions kept by every op here:
+ * - everything is enqueued on the backend's one stream; upload and download return only
+ *   once the host buffer may be reused (they synchronise the stream);
+ * - every CUDA/cuBLAS call is checked and a failure returns RECUR_E_CUDA with the call,
+ *   file:line and device in the log (recur_cuda_internal.h); nothing aborts on a device error;
+ * - an op with nothing to do (0 rows, 0 elements) returns RECUR_OK without a launch;
+ * - ops allocate nothing; the only growable scratch is the bf16 copy of the activations
+ *   for the GEMM (recur_cuda_gemm.cu), and the staging buffer of weight_upload, which is
+ *   not an op of the forward pass.
+ * The thread that calls the ops must have the backend's device current: init makes it
+ * current on the calling thread (one device per worker process). */
+#include "recur_backend_cuda.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "recur_cuda_internal.h"
+#include "recur_dtype.h"
+
+/* cuBLAS workspace: 32 MiB is what NVIDIA recommends for Hopper (cuBLAS docs,
+ * cublasSetWorkspace); with it set, cuBLAS allocates nothing of its own during a call. */
+#define RECUR_CUDA_CUBLAS_WS_BYTES ((size_t)32 << 20)
+/* weight_upload converts fp32 -> bf16 on the device through a staging buffer of this
+ * many floats (64 MiB), so a 1 GiB matrix does not need a 1 GiB temporary. */
+#define RECUR_CUDA_STAGE_FLOATS ((size_t)16 << 20)
+
+static const char *cuda_name(const recur_backend_t *b) { return "cuda"; }
+
+/* ------------------------------------------------------------------------ memory */
+
+static void *cuda_alloc(recur_backend_t *b, size_t n) {
+    recur_cuda_ctx_t *c = recur_cuda_ctx(b);
+    void *p = NULL;
+    cudaError_t e = cudaMalloc(&p, n ? n : 1);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError(); /* an out-of-memory is not sticky; clear it */
+        recur_cuda_fail(c, "CUDA", "cudaMalloc", cudaGetErrorString(e), __FILE__, __LINE__);
+        recur_log_err("cuda: allocation of %zu bytes failed", n);
+        return NULL;
+    }
+    /* The contract says zero-filled. On our stream, so every later op sees the zeros. */
+    e = cudaMemsetAsync(p, 0, n ? n : 1, c->stream);
+    if (e != cudaSuccess) {
+        recur_cuda_fail(c, "CUDA", "cudaMemsetAsync", cudaGetErrorString(e), __FILE__, __LINE__);
+        cudaFree(p);
+        return NULL;
+    }
+    return p;
+}
+
+static void cuda_buf_free(recur_backend_t *b, void *p) {
+    recur_cuda_ctx_t *c = recur_cuda_ctx(b);
+    if (!p) return;
+    /* Work still queued may read p: wait for it (not a hot path). */
+    cudaError_t e = cudaStreamSynchronize(c->stream);
+    if (e != cudaSuccess) recur_cuda_fail(c, "CUDA", "cudaStreamSynchronize", cudaGetErrorString(e), __FILE__, __LINE__);
+    e = cudaFree(p);
+    if (e != cudaSuccess) recur_cuda_fail(c, "CUDA", "cudaFree", cudaGetErrorString(e), __FILE__, __LINE__);
+}
+
+static recur_status_t cuda_upload(recur_backend_t *b, void *dst, const void *host, size_t n) {
+    recur_cuda_ctx_t *c = recur_cuda_ctx(b);
+    if (!n) return RECUR_OK;
+    RCU_CHECK(cudaMemcpyAsync(dst, host, n, cudaMemcpyHostToDevice, c->stream));
+    /* The caller may overwrite `host` as soon as we return. */
+    RCU_CHECK(cudaStreamSynchronize(c->stream));
+    return RECUR_OK;
+}
+
+static recur_status_t cuda_download(recur_backend_t *b, void *host, const void *src, size_t n) {
+    recur_cuda_ctx_t *c = recur_cuda_ctx(b);
+    if (!n) return RECUR_OK;
+    RCU_CHECK(cudaMemcpyAsync(host, src, n, cudaMemcpyDeviceToHost, c->stream));
+    RCU_CHECK(cudaStreamSynchronize(c->stream));
+    return RECUR_OK;
+}
+
+static recur_status_t cuda_copy(recur_backend_t *b, void *dst, const void *src, size_t n) {
+    recur_cuda_ctx_t *c = recur_cuda_ctx(b);
+    if (!n || dst == src) return RECUR_OK;
+    RCU_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, c->stream));
+    return RECUR_OK;
+}
+
+static recur_status_t cuda_memzero(recur_backend_t *b, void *dst, size_t n) {
+    recur_cuda_ctx_t *c = recur_cuda_ctx(b);
+    if (!n) return RECUR_OK;
+    RCU_CHECK(cudaMemsetAsync(dst, 0, n, c->stream));
+    return RECUR_OK;
+}
+
+static recur_status_t cuda_synchronize(recur_backend_t *b) {
+    recur_cuda_ctx_t *c = recur_cuda_ctx(b);
+    RCU_CHECK(cudaStreamSynchronize(c->stream));
+    return RECUR_OK;
+}
+
+static recur_status_t cuda_mem_info(recur_backend_t *b, size_t *used, size_t *total) {
+    recur_cuda_ctx_t *c = recur_cuda_ctx(b);
+    size_t fr = 0, tot = 0;
+    RCU_CHECK(cudaMemGetInfo(&fr, &tot));
+    if (used) *used = tot - fr;
+    if (total) *total = tot;
+    return RECUR_OK;
+}
+
+/* ------------------------------------------------------------------------ weights */
+
+/* fp32 -> bf16 round-to-nearest-even (__float2bfloat16_rn, like recur_f32_to_bf16). */
+static __global__ void f32_to_bf16_kernel(const float *__restrict__ src, __nv_bfloat16 *__restrict__ dst, size_t n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = __float2bfloat16_rn(src[i]);
+}
+
+/* A grid for n independent elements: enough blocks to fill the device, no more (the
+ * kernels loop with a grid stride). */
+static unsigned elem_grid(const recur_cuda_ctx_t *c, size_t n, int threads) {
+    size_t want = (n + (size_t)threads - 1) / (size_t)threads, cap = (size_t)c->sm_count * 16;
+    if (want < 1) want = 1;
+    return (unsigned)(want < cap ? want : cap);
+}
+
+static recur_status_t cuda_weight_upload(recur_backend_t *b, const float *host, int64_t rows, int64_t cols,
+                                         recur_weight_t *w) {
+    recur_cuda_ctx_t *c = recur_cuda_ctx(b);
+    const size_t n = (size_t)rows * (size_t)cols;
+    const recur_dtype_t dt = c->weight_dtype;
+    w->data = NULL;
+    w->dtype = dt;
+    w->rows = rows;
+    w->cols = cols;
+    RCU_CHECK(cudaMalloc(&w->data, (n ? n : 1) * recur_dtype_size(dt)));
+    if (dt == RECUR_DTYPE_F32) {
+        recur_status_t st = cuda_upload(b, w->data, host, n * sizeof(float));
+        if (st != RECUR_OK) { cudaFree(w->data); w->data = NULL; }
+        return st;
+    }
+    /* bf16: stream the fp32 values through a staging buffer and round on the device (a
+     * 7B checkpoint is ~7e9 values; rounding them on one host core would take seconds). */
+    size_t stage_n = n < RECUR_CUDA_STAGE_FLOATS ? n : RECUR_CUDA_STAGE_FLOATS;
+    float *stage = NULL;
+    cudaError_t e = cudaMalloc(&stage, (stage_n ? stage_n : 1) * sizeof(float));
+    if (e != cudaSuccess) {
+        cudaFree(w->data);
+        w->data = NULL;
+        return recur_cuda_fail(c, "CUDA", "cudaMalloc(staging)", cudaGetErrorString(e), __FILE__, __LINE__);
+    }
+    recur_status_t st = RECUR_OK;
+    for (size_t off = 0; off < n && st == RECUR_OK; off += stage_n) {
+        size_t k = n - off < stage_n ? n - off : stage_n;
+        /* Stream order: the next chunk's copy into `stage` waits for this kernel. */
+        e = cudaMemcpyAsync(stage, host + off, k * sizeof(float), cudaMemcpyHostToDevice, c->stream);
+        if (e == cudaSuccess) {
+            f32_to_bf16_kernel<<<elem_grid(c, k, 256), 256, 0, c->stream>>>(stage, (__nv_bfloat16 *)w->data + off, k);
+            e = cudaGetLastError();
+        }
+        if (e != cudaSuccess) st = recur_cuda_fail(c, "CUDA", "weight_upload convert", cudaGetErrorString(e), __FILE__, __LINE__);
+    }
+    e = cudaStreamSynchronize(c->stream);
+    if (e != cudaSuccess && st == RECUR_OK)
+        st = recur_cuda_fail(c, "CUDA", "cudaStreamSynchronize", cudaGetErrorString(e), __FILE__, __LINE__);
+    cudaFree(stage);
+    if (st != RECUR_OK) { cudaFree(w->data); w->data = NULL; }
+    return st;
+}
+
+/* recur_virtual_value (worker/recur_model_files.h), element for element: keep the two in
+ * step. The float arithmetic is written with _rn intrinsics so nvcc cannot contract it
+ * into an FMA, which would round differently from the host's separate multiply and add. */
+static __device__ __forceinline__ float virtual_value(uint64_t seed, uint64_t i, float lo, float hi) {
+    uint64_t z = seed + (i + 1) * 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    float u = (float)((double)(z >> 40) * 0x1.0p-24);
+    return __fadd_rn(lo, __fmul_rn(__fsub_rn(hi, lo), u));
+}
+
+template <typename T>
+static __global__ void weight_random_kernel(T *__restrict__ w, size_t n, uint64_t seed, float lo, float hi) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float v = virtual_value(seed, i, lo, hi);
+        if constexpr (sizeof(T) == 2) w[i] = __float2bfloat16_rn(v);
+        else w[i] = v;
+    }
+}
+
+static recur_status_t cuda_weight_random(recur_backend_t *b, int64_t rows, int64_t cols, uint64_t seed, float lo,
+                                         float hi, recur_weight_t *w) {
+    recur_cuda_ctx_t *c = recur_cuda_ctx(b);
+    const size_t n = (size_t)rows * (size_t)cols;
+    w->data = NULL;
+    w->dtype = c->weight_dtype;
+    w->rows = rows;
+    w->cols = cols;
+    RCU_CHECK(cudaMalloc(&w->data, (n ? n : 1) * recur_dtype_size(w->dtype)));
+    if (n) {
+        if (w->dtype == RECUR_DTYPE_BF16)
+            weight_random_kernel<<<elem_grid(c, n, 256), 256, 0, c->stream>>>((__nv_bfloat16 *)w->data, n, seed, lo, hi);
+        else
+            weight_random_kernel<<<elem_grid(c, n, 256), 256, 0, c->stream>>>((float *)w->data, n, seed, lo, hi);
+        cudaError_t e = cudaGetLastError();
+        if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
+        if (e != cudaSuccess) {
+            cudaFree(w->data);
+            w->data = NULL;
+            return recur_cuda_fail(c, "CUDA", "weight_random_kernel", cudaGetErrorString(e), __FILE__, __LINE__);
+        }
+    }
+    return RECUR_OK;
+}
+
+static void cuda_weight_free(recur_backend_t *b, recur_weight_t *w) {
+    if (!w->data) return;
+    cuda_buf_free(b, w->data);
+    w->data = NULL;
+}
+
+/* ------------------------------------------------------------------------ row-wise ops */
+
+static __device__ __forceinline__ float load_w(const float *p, size_t i) { return p[i]; }
+static __device__ __forceinline__ float load_w(const __nv_bfloat16 *p, size_t i) { return __bfloat162float(p[i]); }
+
+/* One block per output row. An id outside the table writes NaN rather than reading out
+ * of bounds (the caller validates ids; this keeps a caller bug visible and memory-safe). */
+template <typename T>
+static __global__ void embed_kernel(const T *__restrict__ e, int64_t n_rows, int64_t C, const int32_t *__restrict__ tok,
+                                    float *__restrict__ out) {
+    const int64_t m = blockIdx.x;
+    const int32_t t = tok[m];
+    float *o = out + m * C;
+    if (t < 0 || t >= n_rows) {
+        for (int64_t i = threadIdx.x; i < C; i += blockDim.x) o[i] = __int_as_float(0x7fc00000);
+        return;
+    }
+    const T *r = e + (int64_t)t * C;
+    for (int64_t i = threadIdx.x; i < C; i += blockDim.x) o[i] = load_w(r, (size_t)i);
+}
+
+static recur_status_t cuda_embed(recur_backend_t *b, const recur_weight_t *emb, const int32_t *tokens, int32_t M,
+                                 float *out) {
+    recur_cuda_ctx_t *c = recur_cuda_ctx(b);
+    if (M <= 0) return RECUR_OK;
+    if (emb->dtype == RECUR_DTYPE_BF16)
+        embed_kernel<<<M, 256, 0, c->stream>>>((const __nv_bfloat16 *)emb->data, emb->rows, emb->cols, tokens, out);
+    else
+        embed_kernel<<<M, 256, 0, c->stream>>>((const float *)emb->data, emb->rows, emb->cols, tokens, out);
+    RCU_LAUNCHED("embed_kernel");
+    return RECUR_OK;
+}
+
+/* One block per row; two passes over the row (mean, then the centred variance) so a row
+ * with a large mean loses nothing to cancellation, like the CPU's double version. The row
+ * is re-read from L1/L2, not kept in registers, so any C works. y may alias x: each
+ * element is read and written by the same thread, after both reductions. */
+static __global__ void layernorm_kernel(const float *x, const float *__restrict__ w, const float *__restrict__ bias,
+                                        int32_t C, float eps, float *y) {
+    __shared__ float red[32];
+    const float *xr = x + (size_t)blockIdx.x * C;
+    float *yr = y + (size_t)blockIdx.x * C;
+    float s = 0.f;
+    for (int i = threadIdx.x; i < C; i += blockDim.x) s += xr[i];
+    const float mean = recur_block_sum(s, red) / (float)C;
+    float v = 0.f;
+    for (int i = threadIdx.x; i < C; i += blockDim.x) { float d = xr[i] - mean; v += d * d; }
+    const float var = recur_block_sum(v, red) / (float)C;
+    const float inv = 1.0f / sqrtf(var + eps);
+    for (int i = threadIdx.x; i < C; i += blockDim.x) yr[i] = (xr[i] - mean) * inv * w[i] + bias[i];
+}
+
+static recur_status_t cuda_layernorm(recur_backend_t *b, const float *x, const float *w, const float *bias, int32_t M,
+                                     int32_t C, float eps, float *y) {
+    recur_cuda_ctx_t *c = recur_cuda_ctx(b);
+    if (M <= 0 || C <= 0) return RECUR_OK;
+    layernorm_kernel<<<M, C >= 1024 ? 512 : 256, 0, c->stream>>>(x, w, bias, C, eps, y);
+    RCU_LAUNCHED("layernorm_kernel");
+    return RECUR_OK;
+}
+
+static __global__ void rmsnorm_kernel(const float *x, const float *__restrict__ w, int32_t C, float eps, float *y) {
+    __shared__ float red[32];
+    const float *xr = x + (size_t)blockIdx.x * C;
+    float *yr = y + (size_t)blockIdx.x * C;
+    float s = 0.f;
+    for (int i = threadIdx.x; i < C; i += blockDim.x) s += xr[i] * xr[i];
+    const float inv = 1.0f / sqrtf(recur_block_sum(s, red) / (float)C + eps);
+    for (int i = threadIdx.x; i < C; i += blockDim.x) yr[i] = xr[i] * inv * w[i];
+}
+
+static recur_status_t cuda_rmsnorm(recur_backend_t *b, const float *x, const float *w, int32_t M, int32_t C, float eps,
+                                   float *y) {
+    recur_cuda_ctx_t *c = recur_cuda_ctx(b);
+    if (M <= 0 || C <= 0) return RECUR_OK;
+    rmsnorm_kernel<<<M, C >= 1024 ? 512 : 256, 0, c->stream>>>(x, w, C, eps, y);
+    RCU_LAUNCHED("rmsnorm_kernel");
+    return RECUR_OK;
+}
+
+/* Elementwise ops: a grid-stride loop. Precise expf/tanhf (no fast-math), like the CPU. */
+static __global__ void act_kernel(int kind, const float *x, int64_t n, float *y) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        float v = x[i];
+        if (kind == RECUR_ACT_TANH) v = tanhf(v);
+        else if (kind == RECUR_ACT_SIGMOID) v = recur_sigmoidf(v);
+        else { v = v > 0.f ? v : 0.f; v = v * v; }
+        y[i] = v;
+    }
+}
+
+static recur_status_t cuda_act(recur_backend_t *b, recur_act_t kind, const float *x, int64_t n, float *y) {
+    recur_cuda_ctx_t *c = recur_cuda_ctx(b);
+    RECUR_ASSERT(kind == RECUR_ACT_TANH || kind == RECUR_ACT_SIGMOID || kind == RECUR_ACT_RELU_SQ);
+    if (n <= 0) return RECUR_OK;
+    act_kernel<<<elem_grid(c, (size_t)n, 256), 256, 0, c->stream>>>((int)kind, x, n, y);
+    RCU_LAUNCHED("act_kernel");
+    return RECUR_OK;
+}
+
+static __global__ void silu_mul_kernel(const float *g, const float *u, int64_t n, float *y) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        float gv = g[i];
+        y[i] = gv / (1.0f + expf(-gv)) * u[i];
+    }
+}
+
+static recur_status_t cuda_silu_mul(recur_backend_t *b, const float *gate, const float *up, int64_t n, float *y) {
+    recur_cuda_ctx_t *c = recur_cuda_ctx(b);
+    if (n <= 0) return RECUR_OK;
+    silu_mul_kernel<<<elem_grid(c, (size_t)n, 256), 256, 0, c->stream>>>(gate, up, n, y);
+    RCU_LAUNCHED("silu_mul_kernel");
+    return RECUR_OK;
+}
+
+static __global__ void softcap_kernel(const float *x, int64_t n, float cap, float *y) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        y[i] = cap * tanhf(x[i] / cap);
+}
+
+static recur_status_t cuda_softcap(recur_backend_t *b, const float *x, int64_t n, float cap, float *y) {
+    recur_cuda_ctx_t *c = recur_cuda_ctx(b);
+    if (n <= 0) return RECUR_OK;
+    softcap_kernel<<<elem_grid(c, (size_t)n, 256), 256, 0, c->stream>>>(x, n, cap, y);
+    RCU_LAUNCHED("softcap_kernel");
+    return RECUR_OK;
+}
+
+/* One block per destination row. Rows must not overlap across i (dst == src with the
+ * identity index is fine: each element is read then written by one thread). */
+static __global__ void gather_rows_kernel(const float *src, const int32_t *__restrict__ idx, int32_t C, float *dst) {
+    const float *s = src + (size_t)idx[blockIdx.x] * C;
+    float *d = dst + (size_t)blockIdx.x * C;
+    for (int i = threadIdx.x; i < C; i += blockDim.x) d[i] = s[i];
+}
+
+static recur_status_t cuda_gather_rows(recur_backend_t *b, const float *src, const int32_t *idx, int32_t n, int32_t C,
+                                       float *dst) {
+    recur_cuda_ctx_t *c = recur_cuda_ctx(b);
+    if (n <= 0 || C <= 0) return RECUR_OK;
+    gather_rows_kernel<<<n, 256, 0, c->stream>>>(src, idx, C, dst);
+    RCU_LAUNCHED("gather_rows_kernel");
+    return RECUR_OK;
+}
+
+/* Sequence of row t: the s with seq_off[s] <= t < seq_off[s+1] (empty sequences skipped),
+ * by a binary search for the first offset above t. */
+static __device__ __forceinline__ int32_t seq_of_row(const int32_t *seq_off, int32_t n_seq, int32_t t) {
+    int32_t lo = 0, hi = n_seq; /* first u in [0, n_seq] with seq_off[u] > t lies in (lo, hi] */
+    while (lo < hi) {
+        int32_t mid = (lo + hi + 1) >> 1;
+        if (seq_off[mid] > t) hi = mid - 1;
+        else lo = mid;
+    }
+    return lo;
+}
+
+/* grid (M rows, column blocks). The first row of a sequence reads the slot's stored
+ * vector and, in the same thread, then overwrites it with the sequence's last row, so no
+ * other thread ever reads a stored element after it changed. */
+static __global__ void token_shift_mix_kernel(const float *__restrict__ x, int32_t C, int32_t M,
+                                              const int32_t *__restrict__ seq_off, const int32_t *__restrict__ slot,
+                                              int32_t n_seq, float *pool, size_t stride, size_t offset, int32_t n_mix,
+                                              const float *__restrict__ mix, float *__restrict__ out) {
+    __shared__ int32_t s_seq[3];
+    const int32_t t = blockIdx.x;
+    if (threadIdx.x == 0) {
+        int32_t s = seq_of_row(seq_off, n_seq, t);
+        s_seq[0] = seq_off[s];
+        s_seq[1] = seq_off[s + 1];
+        s_seq[2] = slot[s];
+    }
+    __syncthreads();
+    const int32_t r0 = s_seq[0], r1 = s_seq[1];
+    const int i = blockIdx.y * blockDim.x + threadIdx.x;
+    if (i >= C) return;
+    float *shift = pool + (size_t)s_seq[2] * stride + offset;
+    const float xv = x[(size_t)t * C + i];
+    const float pv = t == r0 ? shift[i] : x[(size_t)(t - 1) * C + i];
+    const size_t MC = (size_t)M * C;
+    for (int32_t j = 0; j < n_mix; j++) out[j * MC + (size_t)t * C + i] = xv + (pv - xv) * mix[(size_t)j * C + i];
+    if (t == r0) shift[i] = x[(size_t)(r1 - 1) * C + i];
+}
+
+static recur_status_t cuda_token_shift_mix(recur_backend_t *b, const float *x, int32_t C, const recur_rows_t *rows,
+                                           recur_state_ref_t st, int32_t n_mix, const float *mix, float *out) {
+    recur_cuda_ctx_t *c = recur_cuda_ctx(b);
+    if (rows->n_rows <= 0 || C <= 0) return RECUR_OK;
+    dim3 grid((unsigned)rows->n_rows, (unsigned)recur_cuda_cdiv(C, 256));
+    token_shift_mix_kernel<<<grid, 256, 0, c->stream>>>(x, C, rows->n_rows, rows->seq_off, rows->slot, rows->n_seq,
+                                                        st.pool, st.slot_stride, st.offset, n_mix, mix, out);
+    RCU_LAUNCHED("token_shift_mix_kernel");
+    return RECUR_OK;
+}
+
+/* ------------------------------------------------------------------------ lifetime */
+
+static void cuda_free(recur_backend_t *b) {
+    if (!b) return;
+    recur_cuda_ctx_t *c = recur_cuda_ctx(b);
+    if (c) {
+        /* Errors here can only be logged: the backend is going away either way. */
+        if (c->stream) cudaStreamSynchronize(c->stream);
+        if (c->cublas) cublasDestroy(c->cublas);
+        cudaFree(c->cublas_ws);
+        cudaFree(c->xbf);
+        if (c->stream) cudaStreamDestroy(c->stream);
+        free(c);
+    }
+    free(b);
+}
+
+/* The device to use for `requested` (-1: the local rank's device modulo the count when an
+ * MPI launcher says which rank we are, else the thread's current device). */
+static int pick_device(int requested, int n_dev) {
+    if (requested >= 0) return requested;
+    static const char *vars[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID", "LOCAL_RANK"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && *v) return atoi(v) % n_dev;
+    }
+    int d = 0;
+    if (cudaGetDevice(&d) != cudaSuccess) { (void)cudaGetLastError(); d = 0; }
+    return d;
+}
+
+static recur_status_t cuda_setup(recur_cuda_ctx_t *c, const recur_backend_params_t *p) {
+    int n_dev = 0;
+    cudaError_t e = cudaGetDeviceCount(&n_dev);
+    if (e != cudaSuccess || n_dev == 0) {
+        (void)cudaGetLastError();
+        recur_log_err("cuda backend: no usable CUDA device (%s)",
+                      e != cudaSuccess ? cudaGetErrorString(e) : "device count is 0");
+        return RECUR_E_CUDA;
+    }
+    c->device = pick_device(p->device, n_dev);
+    snprintf(c->desc, sizeof c->desc, "device %d", c->device);
+    if (c->device < 0 || c->device >= n_dev) {
+        recur_log_err("cuda backend: device %d requested, %d present", c->device, n_dev);
+        return RECUR_E_CUDA;
+    }
+    RCU_CHECK(cudaSetDevice(c->device));
+    cudaDeviceProp prop;
+    RCU_CHECK(cudaGetDeviceProperties(&prop, c->device));
+    snprintf(c->desc, sizeof c->desc, "device %d: %s, sm_%d%d", c->device, prop.name, prop.major, prop.minor);
+    c->sm_count = prop.multiProcessorCount;
+    c->smem_optin = prop.sharedMemPerBlockOptin;
+    if (prop.major < 8) {
+        /* bf16 arithmetic and the cp/ld paths used here need sm_80+; we build for sm_90. */
+        recur_log_err("cuda backend: %s is older than sm_80", c->desc);
+        return RECUR_E_CUDA;
+    }
+    RCU_CHECK(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
+    RCU_CUBLAS(cublasCreate(&c->cublas));
+    RCU_CUBLAS(cublasSetStream(c->cublas, c->stream));
+    /* Plain fp32 GEMMs must stay fp32 (no TF32): the F32 weight path is the exact one. */
+    RCU_CUBLAS(cublasSetMathMode(c->cublas, CUBLAS_DEFAULT_MATH));
+    c->cublas_ws_bytes = RECUR_CUDA_CUBLAS_WS_BYTES;
+    RCU_CHECK(cudaMalloc(&c->cublas_ws, c->cublas_ws_bytes));
+    RCU_CUBLAS(cublasSetWorkspace(c->cublas, c->cublas_ws, c->cublas_ws_bytes));
+    return recur_cuda_mlstm_init(c);
+}
+
+extern "C" recur_status_t recur_backend_cuda_init(const recur_backend_params_t *p, recur_backend_t **out) {
+    *out = NULL;
+    recur_backend_params_t params = p ? *p : recur_backend_default_params();
+    if (params.weight_dtype != RECUR_DTYPE_BF16 && params.weight_dtype != RECUR_DTYPE_F32) {
+        recur_log_err("cuda backend: weight dtype %s is not supported (bf16 or f32)",
+                      recur_dtype_name(params.weight_dtype));
+        return RECUR_E_UNSUPPORTED;
+    }
+    recur_backend_t *b = (recur_backend_t *)calloc(1, sizeof *b);
+    recur_cuda_ctx_t *c = (recur_cuda_ctx_t *)calloc(1, sizeof *c);
+    if (!b || !c) {
+        free(b);
+        free(c);
+        return RECUR_E_NOMEM;
+    }
+    b->ctx = c;
+    c->weight_dtype = params.weight_dtype;
+    recur_status_t st = cuda_setup(c, &params);
+    if (st != RECUR_OK) {
+        cuda_free(b);
+        return st;
+    }
+    b->iface = recur_backend_iface_t{};
+    b->iface.name = cuda_name;
+    b->iface.alloc = cuda_alloc;
+    b->iface.buf_free = cuda_buf_free;
+    b->iface.upload = cuda_upload;
+    b->iface.download = cuda_download;
+    b->iface.copy = cuda_copy;
+    b->iface.memzero = cuda_memzero;
+    b->iface.synchronize = cuda_synchronize;
+    b->iface.weight_upload = cuda_weight_upload;
+    b->iface.weight_free = cuda_weight_free;
+    b->iface.weight_random = cuda_weight_random;
+    b->iface.mem_info = cuda_mem_info;
+    b->iface.embed = cuda_embed;
+    b->iface.layernorm = cuda_layernorm;
+    b->iface.matmul = recur_cuda_matmul;
+    b->iface.act = cuda_act;
+    b->iface.rmsnorm = cuda_rmsnorm;
+    b->iface.silu_mul = cuda_silu_mul;
+    b->iface.softcap = cuda_softcap;
+    b->iface.gather_rows = cuda_gather_rows;
+    b->iface.token_shift_mix = cuda_token_shift_mix;
+    b->iface.rwkv7_prep = recur_cuda_rwkv7_prep;
+    b->iface.rwkv7_wkv = recur_cuda_rwkv7_wkv;
+    b->iface.rwkv7_out = recur_cuda_rwkv7_out;
+    b->iface.mlstm = recur_cuda_mlstm;
+    b->iface.xlstm_head_out = recur_cuda_xlstm_head_out;
+    b->iface.free = cuda_free;
+    recur_log_info("cuda backend: %s, %d SMs, weights %s", c->desc, c->sm_count, recur_dtype_name(c->weight_dtype));
+    *out = b;
+    return RECUR_OK;
+}

@@ -1,0 +1,172 @@
+/* recur_cuda_rwkv7.cu: the RWKV-7 ops of the CUDA backend (recur_backend.h):
+ * - rwkv7_prep: one warp per (row, head): decay, in-context rate, L2-normalised key per
+ *   head (warp reduction), k and v updates; all elementwise besides that one norm.
+ * - rwkv7_wkv: the serial recurrence of models/RWKV7.md §8.1 item 1 (BlinkDL's wkv7s):
+ *   one block of N = head_size threads per (sequence, head), thread i holding state row
+ *   S[i][0:N] in registers for the whole sequence; the per-token vectors r, w, k, kk, a
+ *   are staged in shared memory (double-buffered: one barrier per token). The state is
+ *   loaded and stored through shared memory so the global accesses are coalesced.
+ * - rwkv7_out: one warp per (row, head): group norm, the r.k bonus, the gate.
+ * All arithmetic is fp32, in the CPU reference's order where it matters. */
+#include "recur_cuda_internal.h"
+
+/* exp(-0.5): the RWKV-7 decay is exp(-exp(-0.5) * sigmoid(z)), in (0.5453, 1). */
+#define RECUR_RWKV7_DECAY_SCALE 0.6065306597126334f
+#define ROWHEAD_WARPS 8 /* warps per block for the one-warp-per-(row, head) kernels */
+
+static __global__ void __launch_bounds__(ROWHEAD_WARPS * 32)
+rwkv7_prep_kernel(recur_rwkv7_prep_args_t p, int64_t n_items) {
+    const int64_t item = (int64_t)blockIdx.x * ROWHEAD_WARPS + (threadIdx.x >> 5);
+    if (item >= n_items) return;
+    const int lane = threadIdx.x & 31, N = p.head_size, H = p.C / N;
+    const int64_t m = item / H;
+    const int hoff = (int)(item % H) * N;
+    const size_t o = (size_t)m * p.C + hoff;
+    /* kk = normalise(k * k_k) over the head: k is still the input here */
+    float ss = 0.f;
+    for (int j = lane; j < N; j += 32) { float t = p.k[o + j] * p.k_k[hoff + j]; ss += t * t; }
+    ss = recur_warp_sum(ss);
+    const float nrm = sqrtf(ss);
+    const float inv = 1.0f / (nrm > 1e-12f ? nrm : 1e-12f);
+    /* each lane touches only its own elements, so the in-place updates race with nothing */
+    for (int j = lane; j < N; j += 32) {
+        const int i = hoff + j;
+        const size_t e = o + j;
+        p.w[e] = expf(-RECUR_RWKV7_DECAY_SCALE * recur_sigmoidf(p.w0[i] + p.w[e]));
+        const float a = recur_sigmoidf(p.a0[i] + p.a[e]);
+        p.a[e] = a;
+        const float k = p.k[e];
+        p.kk[e] = k * p.k_k[i] * inv;
+        p.k[e] = k * (1.0f + (a - 1.0f) * p.k_a[i]);
+        const float v = p.v[e];
+        if (!p.v_mix) p.v_first[e] = v;
+        else p.v[e] = v + (p.v_first[e] - v) * recur_sigmoidf(p.v0[i] + p.v_mix[e]);
+    }
+}
+
+recur_status_t recur_cuda_rwkv7_prep(recur_backend_t *b, const recur_rwkv7_prep_args_t *a) {
+    recur_cuda_ctx_t *c = recur_cuda_ctx(b);
+    RECUR_ASSERT(a->head_size > 0 && a->C % a->head_size == 0);
+    const int64_t n_items = (int64_t)a->M * (a->C / a->head_size);
+    if (n_items <= 0) return RECUR_OK;
+    rwkv7_prep_kernel<<<(unsigned)recur_cuda_cdiv(n_items, ROWHEAD_WARPS), ROWHEAD_WARPS * 32, 0, c->stream>>>(*a, n_items);
+    RCU_LAUNCHED("rwkv7_prep_kernel");
+    return RECUR_OK;
+}
+
+/* grid (H, n_seq), N threads. sh_vec: [2 buffers][5 vectors r, w, k, kk*a, kk][N]. */
+template <int N>
+static __global__ void __launch_bounds__(N)
+rwkv7_wkv_kernel(int32_t C, const int32_t *__restrict__ seq_off, const int32_t *__restrict__ slot,
+                 const float *__restrict__ r, const float *__restrict__ w, const float *__restrict__ k,
+                 const float *__restrict__ v, const float *__restrict__ kk, const float *__restrict__ a,
+                 float *pool, size_t stride, size_t offset, float *__restrict__ y) {
+    __shared__ float sh_S[N][N + 1]; /* +1: the transposing accesses hit distinct banks */
+    __shared__ __align__(16) float sh_vec[2][5][N];
+    const int i = threadIdx.x, h = blockIdx.x, s = blockIdx.y;
+    const int32_t t0 = seq_off[s], t1 = seq_off[s + 1];
+    if (t0 >= t1) return;
+    float *S = pool + (size_t)slot[s] * stride + offset + (size_t)h * N * N;
+    /* coalesced load: pass q reads row q of S (consecutive threads, consecutive columns) */
+    for (int q = 0; q < N; q++) sh_S[q][i] = S[(size_t)q * N + i];
+    __syncthreads();
+    float st[N];
+#pragma unroll
+    for (int j = 0; j < N; j++) st[j] = sh_S[i][j];
+
+    const size_t hoff = (size_t)h * N + i;
+    int buf = 0;
+    for (int32_t t = t0; t < t1; t++, buf ^= 1) {
+        const size_t e = (size_t)t * C + hoff;
+        const float kkv = kk[e];
+        sh_vec[buf][0][i] = r[e];
+        sh_vec[buf][1][i] = w[e];
+        sh_vec[buf][2][i] = k[e];
+        sh_vec[buf][3][i] = kkv * a[e];
+        sh_vec[buf][4][i] = kkv;
+        const float vi = v[e];
+        /* one barrier per token: the other buffer, written next token, was last read
+         * before this barrier */
+        __syncthreads();
+        const float *rr = sh_vec[buf][0], *ww = sh_vec[buf][1], *kv = sh_vec[buf][2], *ba = sh_vec[buf][3],
+                    *kn = sh_vec[buf][4];
+        float sa = 0.f;
+#pragma unroll
+        for (int j = 0; j < N; j++) sa -= st[j] * kn[j];
+        float yi = 0.f;
+#pragma unroll
+        for (int j = 0; j < N; j++) {
+            st[j] = st[j] * ww[j] + sa * ba[j] + vi * kv[j];
+            yi += st[j] * rr[j];
+        }
+        y[e] = yi;
+    }
+    /* store through shared memory again, coalesced */
+    __syncthreads();
+#pragma unroll
+    for (int j = 0; j < N; j++) sh_S[i][j] = st[j];
+    __syncthreads();
+    for (int q = 0; q < N; q++) S[(size_t)q * N + i] = sh_S[q][i];
+}
+
+recur_status_t recur_cuda_rwkv7_wkv(recur_backend_t *b, const recur_rwkv7_wkv_args_t *a) {
+    recur_cuda_ctx_t *c = recur_cuda_ctx(b);
+    const int N = a->head_size;
+    RECUR_ASSERT(N > 0 && a->C % N == 0);
+    if (a->rows.n_rows <= 0 || a->rows.n_seq <= 0) return RECUR_OK;
+    dim3 grid((unsigned)(a->C / N), (unsigned)a->rows.n_seq);
+    const recur_state_ref_t s = a->state;
+    switch (N) {
+    case 64:
+        rwkv7_wkv_kernel<64><<<grid, 64, 0, c->stream>>>(a->C, a->rows.seq_off, a->rows.slot, a->r, a->w, a->k, a->v,
+                                                         a->kk, a->a, s.pool, s.slot_stride, s.offset, a->y);
+        break;
+    case 32:
+        rwkv7_wkv_kernel<32><<<grid, 32, 0, c->stream>>>(a->C, a->rows.seq_off, a->rows.slot, a->r, a->w, a->k, a->v,
+                                                         a->kk, a->a, s.pool, s.slot_stride, s.offset, a->y);
+        break;
+    default:
+        /* Every RWKV-7 checkpoint uses 64; other sizes would need their own instance. */
+        recur_log_err("cuda rwkv7_wkv: head size %d not supported (64 or 32)", N);
+        return RECUR_E_UNSUPPORTED;
+    }
+    RCU_LAUNCHED("rwkv7_wkv_kernel");
+    return RECUR_OK;
+}
+
+static __global__ void __launch_bounds__(ROWHEAD_WARPS * 32)
+rwkv7_out_kernel(recur_rwkv7_out_args_t p, int64_t n_items) {
+    const int64_t item = (int64_t)blockIdx.x * ROWHEAD_WARPS + (threadIdx.x >> 5);
+    if (item >= n_items) return;
+    const int lane = threadIdx.x & 31, N = p.head_size, H = p.C / N;
+    const int64_t m = item / H;
+    const int hoff = (int)(item % H) * N;
+    const size_t o = (size_t)m * p.C + hoff;
+    float s = 0.f, bonus = 0.f;
+    for (int j = lane; j < N; j += 32) {
+        s += p.y[o + j];
+        bonus += p.r[o + j] * p.k[o + j] * p.r_k[hoff + j];
+    }
+    const float mean = recur_warp_sum(s) / (float)N;
+    bonus = recur_warp_sum(bonus);
+    float var = 0.f;
+    for (int j = lane; j < N; j += 32) { float d = p.y[o + j] - mean; var += d * d; }
+    var = recur_warp_sum(var) / (float)N;
+    const float inv = 1.0f / sqrtf(var + p.eps);
+    /* out may alias y: every lane has finished reading y (the reductions above are warp
+     * collectives) and each lane writes only the elements it reads here */
+    for (int j = lane; j < N; j += 32) {
+        const size_t e = o + j;
+        p.out[e] = ((p.y[e] - mean) * inv * p.ln_w[hoff + j] + p.ln_b[hoff + j] + bonus * p.v[e]) * p.g[e];
+    }
+}
+
+recur_status_t recur_cuda_rwkv7_out(recur_backend_t *b, const recur_rwkv7_out_args_t *a) {
+    recur_cuda_ctx_t *c = recur_cuda_ctx(b);
+    RECUR_ASSERT(a->head_size > 0 && a->C % a->head_size == 0);
+    const int64_t n_items = (int64_t)a->M * (a->C / a->head_size);
+    if (n_items <= 0) return RECUR_OK;
+    rwkv7_out_kernel<<<(unsigned)recur_cuda_cdiv(n_items, ROWHEAD_WARPS), ROWHEAD_WARPS * 32, 0, c->stream>>>(*a, n_items);
+    RCU_LAUNCHED("rwkv7_out_kernel");
+    return RECUR_OK;
+}
