@@ -24,9 +24,17 @@ run() { # run NAME CMD...
   printf '%-28s %-8s %8.2f\n' "$name" "$res" "$dt"
 }
 for t in "$bundle"/bin/test_*; do
-  echo "=== $(basename "$t")" >>"$log"
-  run "$(basename "$t")" "$t"
+  name=$(basename "$t")
+  echo "=== $name" >>"$log"
+  case $name in
+    test_backend_cuda) run "$name" "$t" cuda ;;   # the op test, held to the same definitions on the GPU
+    *) run "$name" "$t" ;;
+  esac
 done
+if [ -n "${RECUR_MEMCHECK:-}" ] && command -v compute-sanitizer >/dev/null; then
+  echo "=== compute-sanitizer" >>"$log"
+  run "memcheck test_backend_cuda" compute-sanitizer --tool memcheck --error-exitcode 1 "$bundle/bin/test_backend_cuda" cuda
+fi
 echo "=== test_cli.sh" >>"$log"
 run test_cli.sh bash tests/test_cli.sh
 echo "=== generate" >>"$log"

@@ -1,14 +1,27 @@
 /* test_backend_cpu.c: every op of the backend table against an independent float64
  * implementation written here from its definition in recur_backend.h, on random inputs
  * with a varlen batch (several sequences of different lengths in shuffled slots).
- * The backend under test is argv[1] ("cpu" by default), so a GPU backend can be held
- * to the same definitions. Tolerances: 1e-5 absolute + 1e-5 relative for fp32 kernels. */
+ * The backend under test is argv[1] ("cpu" by default), so a GPU backend is held to the
+ * same definitions (tests/CMakeLists.txt registers it as test_backend_cuda; it exits 77
+ * when the backend cannot start, e.g. no GPU). Every output buffer is filled with NaN
+ * before its op, so an element an op forgets to write fails.
+ * Tolerances: 1e-5 absolute + 1e-5 relative for fp32 kernels; matmul and the recurrences
+ * 1e-4 (longer fp32 sums). matmul runs for both weight storages: F32 against the float64
+ * product (1e-4), BF16 by ||out-ref||/||ref|| < 1e-2 against the fp32 weights and tightly
+ * (1e-4) against the product of the bf16-rounded weights (and, where the backend feeds
+ * bf16 activations to the tensor cores, bf16-rounded activations).
+ * On a GPU backend it also prints, for information, the time and bandwidth of a
+ * 7B-shaped bf16 GEMV (M = 1); RECUR_TEST_TIMING=0 cuts that to one run (for
+ * compute-sanitizer). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "recur_backend.h"
+#include "recur_dtype.h"
+#include "recur_model_files.h"
 #include "recur_testutil.h"
 
 static int failures;
@@ -34,6 +47,20 @@ static void *dev(recur_backend_t *b, const void *h, size_t n) {
 
 static void get(recur_backend_t *b, void *h, const void *d, size_t n) { b->iface.download(b, h, d, n); }
 
+/* Fill n floats of backend memory with NaN, so that unwritten outputs fail the checks. */
+static void poison(recur_backend_t *b, float *d, size_t n) {
+    float *h = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) h[i] = NAN;
+    b->iface.upload(b, d, h, n * sizeof(float));
+    free(h);
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 static void check(const float *got, const double *want, size_t n, float tol, const char *what) {
     float *w = malloc(n * sizeof(float));
     for (size_t i = 0; i < n; i++) w[i] = (float)want[i];
@@ -47,10 +74,408 @@ enum { C = 128, N = 64, H = C / N, M = 11, NSEQ = 4, NSLOT = 6, F = 3 * C };
 static const int32_t seq_off[NSEQ + 1] = {0, 1, 5, 6, 11}; /* lengths 1, 4, 1, 5 */
 static const int32_t slots[NSEQ] = {4, 1, 5, 2};
 
+static float bf16r(float x) { return recur_bf16_to_f32(recur_f32_to_bf16(x)); }
+
+/* Number of elements with |got-want| > atol + rtol*|want| (NaN counts); *max_abs the worst. */
+static size_t n_bad(const float *got, const double *want, size_t n, double atol, double rtol, double *max_abs) {
+    size_t bad = 0;
+    double wd = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - want[i]);
+        if (!(d <= atol + rtol * fabs(want[i]))) bad++;
+        if (!(d <= wd)) wd = d;
+    }
+    *max_abs = wd;
+    return bad;
+}
+
+/* y (=|+=) x W^T at several M (GEMV and GEMM paths) and shapes that are not multiples of
+ * 16 (K % 8 != 0 and K odd reach the unaligned paths), accumulate 0 and 1; then embed and
+ * weight_random in the same storage. */
+static void test_matmul(recur_backend_t *b) {
+    static const int shapes[][2] = {{384, 128}, {300, 136}, {97, 100}, {50, 77}}; /* Nn, Kk */
+    static const int Ms[] = {1, 3, 8, 17, 64, 200};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const int Nn = shapes[si][0], Kk = shapes[si][1];
+        float *W = malloc((size_t)Nn * Kk * sizeof(float));
+        fill(W, (size_t)Nn * Kk, -0.1f, 0.1f);
+        recur_weight_t wt = {0};
+        if (b->iface.weight_upload(b, W, Nn, Kk, &wt) != RECUR_OK) {
+            fprintf(stderr, "weight_upload %dx%d failed\n", Nn, Kk);
+            failures++;
+            free(W);
+            continue;
+        }
+        const int bf = wt.dtype == RECUR_DTYPE_BF16;
+        const char *dn = recur_dtype_name(wt.dtype);
+        /* worst over M and accumulate, for one summary line per shape */
+        double worst_f32 = 0, worst_rel = 0, worst_w = 0, worst_wx = 0;
+        int shape_fail = 0;
+        for (size_t mi = 0; mi < sizeof Ms / sizeof Ms[0]; mi++) {
+            const int Mr = Ms[mi];
+            const size_t MN = (size_t)Mr * Nn;
+            float *x = malloc((size_t)Mr * Kk * sizeof(float)), *y0 = malloc(MN * sizeof(float));
+            float *out = malloc(MN * sizeof(float));
+            double *r32 = malloc(3 * MN * sizeof(double)), *rb = r32 + MN, *rbx = rb + MN;
+            double *want = malloc(3 * MN * sizeof(double));
+            fill(x, (size_t)Mr * Kk, -3.f, 3.f);
+            fill(y0, MN, -1.f, 1.f);
+            for (int m = 0; m < Mr; m++)
+                for (int n = 0; n < Nn; n++) {
+                    double s32 = 0, sb = 0, sbx = 0;
+                    for (int k = 0; k < Kk; k++) {
+                        double xv = x[(size_t)m * Kk + k], wv = W[(size_t)n * Kk + k], wb = bf16r(W[(size_t)n * Kk + k]);
+                        s32 += xv * wv;
+                        sb += xv * wb;
+                        sbx += (double)bf16r(x[(size_t)m * Kk + k]) * wb;
+                    }
+                    r32[(size_t)m * Nn + n] = s32;
+                    rb[(size_t)m * Nn + n] = sb;
+                    rbx[(size_t)m * Nn + n] = sbx;
+                }
+            float *dx = dev(b, x, (size_t)Mr * Kk * sizeof(float)), *dy = dev(b, NULL, MN * sizeof(float));
+            for (int acc = 0; acc <= 1; acc++) {
+                if (acc) b->iface.upload(b, dy, y0, MN * sizeof(float));
+                else poison(b, dy, MN);
+                if (b->iface.matmul(b, dx, &wt, Mr, dy, acc) != RECUR_OK) {
+                    fprintf(stderr, "matmul %s M=%d N=%d K=%d acc=%d: error status\n", dn, Mr, Nn, Kk, acc);
+                    failures++;
+                    continue;
+                }
+                get(b, out, dy, MN * sizeof(float));
+                for (size_t i = 0; i < 3 * MN; i++) want[i] = r32[i] + (acc ? y0[i % MN] : 0.0);
+                double d32;
+                if (!bf) { /* fp32 weights: the float64 product, fp32 rounding only */
+                    size_t bad = n_bad(out, want, MN, 1e-4, 1e-4, &d32);
+                    if (!(d32 <= worst_f32)) worst_f32 = d32;
+                    if (bad) {
+                        fprintf(stderr, "matmul %s M=%d N=%d K=%d acc=%d: %zu bad, max|d| %.3e  FAIL\n", dn, Mr, Nn,
+                                Kk, acc, bad, d32);
+                        shape_fail = 1;
+                    }
+                    continue;
+                }
+                /* bf16: close to the exact product, and tight to a bf16-rounded one */
+                double num = 0, den = 0, d_w, d_wx;
+                for (size_t i = 0; i < MN; i++) {
+                    double d = (double)out[i] - want[i];
+                    num += d * d;
+                    den += want[i] * want[i];
+                }
+                double rel = sqrt(num / den);
+                for (size_t i = 0; i < MN; i++) {
+                    want[MN + i] = rb[i] + (acc ? y0[i] : 0.0);
+                    want[2 * MN + i] = rbx[i] + (acc ? y0[i] : 0.0);
+                }
+                size_t bad_w = n_bad(out, want + MN, MN, 1e-4, 1e-4, &d_w);
+                size_t bad_wx = n_bad(out, want + 2 * MN, MN, 1e-4, 1e-4, &d_wx);
+                int ok = rel < 1e-2 && (bad_w == 0 || bad_wx == 0);
+                if (!(rel <= worst_rel)) worst_rel = rel;
+                if (bad_w == 0 && !(d_w <= worst_w)) worst_w = d_w;
+                if (bad_w != 0 && !(d_wx <= worst_wx)) worst_wx = d_wx;
+                if (!ok) {
+                    fprintf(stderr, "matmul %s M=%d N=%d K=%d acc=%d: rel %.2e vs f32 weights; max|d| %.2e vs bf16 W, "
+                            "%.2e vs bf16 W and x  FAIL\n", dn, Mr, Nn, Kk, acc, rel, d_w, d_wx);
+                    shape_fail = 1;
+                }
+            }
+            b->iface.buf_free(b, dx);
+            b->iface.buf_free(b, dy);
+            free(x); free(y0); free(out); free(r32); free(want);
+        }
+        char line[64];
+        snprintf(line, sizeof line, "matmul %s N=%d K=%d, M 1..200, acc 0/1", dn, Nn, Kk);
+        if (bf)
+            fprintf(stderr, "%-40s worst: rel %.2e vs f32 W; max|d| %.2e vs bf16 W (GEMV), %.2e vs bf16 W+x (GEMM)  %s\n",
+                    line, worst_rel, worst_w, worst_wx, shape_fail ? "FAIL" : "ok");
+        else
+            fprintf(stderr, "%-40s worst max|d| %.3e vs float64 [atol 1e-4 rtol 1e-4]  %s\n", line, worst_f32,
+                    shape_fail ? "FAIL" : "ok");
+        failures += shape_fail;
+        /* embed: rows in the storage type, as fp32 */
+        int32_t idx[4] = {Nn - 1, 0, Nn / 2, 0};
+        int32_t *didx = dev(b, idx, sizeof idx);
+        float *dy = dev(b, NULL, 4 * (size_t)Kk * sizeof(float)), *out = malloc(4 * (size_t)Kk * sizeof(float));
+        double *want = malloc(4 * (size_t)Kk * sizeof(double));
+        poison(b, dy, 4 * (size_t)Kk);
+        b->iface.embed(b, &wt, didx, 4, dy);
+        get(b, out, dy, 4 * (size_t)Kk * sizeof(float));
+        for (int i = 0; i < 4; i++)
+            for (int k = 0; k < Kk; k++) {
+                float wv = W[(size_t)idx[i] * Kk + k];
+                want[i * Kk + k] = bf ? bf16r(wv) : wv;
+            }
+        char what[64];
+        snprintf(what, sizeof what, "embed %s K=%d", dn, Kk);
+        check(out, want, 4 * (size_t)Kk, 0.f, what);
+        b->iface.buf_free(b, didx);
+        b->iface.buf_free(b, dy);
+        b->iface.weight_free(b, &wt);
+        free(out); free(want); free(W);
+    }
+    /* weight_random (optional): the device generator equals recur_virtual_value */
+    if (b->iface.weight_random) {
+        const int64_t R = 37, Cc = 29;
+        recur_weight_t w = {0};
+        if (b->iface.weight_random(b, R, Cc, 7, -0.5f, 0.25f, &w) != RECUR_OK) {
+            failures++;
+            return;
+        }
+        size_t n = (size_t)(R * Cc), es = recur_dtype_size(w.dtype);
+        unsigned char *raw = malloc(n * es);
+        float *got = malloc(n * sizeof(float));
+        double *want = malloc(n * sizeof(double));
+        get(b, raw, w.data, n * es);
+        for (size_t i = 0; i < n; i++) {
+            float v = recur_virtual_value(7, i, -0.5f, 0.25f);
+            if (w.dtype == RECUR_DTYPE_BF16) {
+                uint16_t u;
+                memcpy(&u, raw + 2 * i, 2);
+                got[i] = recur_bf16_to_f32(u);
+                v = bf16r(v);
+            } else {
+                memcpy(&got[i], raw + 4 * i, 4);
+            }
+            want[i] = v;
+        }
+        char what[64];
+        snprintf(what, sizeof what, "weight_random %s", recur_dtype_name(w.dtype));
+        check(got, want, n, 0.f, what);
+        b->iface.weight_free(b, &w);
+        free(raw); free(got); free(want);
+    }
+}
+
+/* For information on a GPU backend: a 7B-shaped GEMV at M = 1 (bf16 weights made on the
+ * device), its time and the bandwidth of the weight bytes; also a spot check of its rows. */
+static void time_gemv(recur_backend_t *b) {
+    if (!b->iface.weight_random) return;
+    const char *env = getenv("RECUR_TEST_TIMING");
+    const int reps = env && strcmp(env, "0") == 0 ? 1 : 100;
+    static const int64_t shapes[][2] = {{4096, 4096}, {16384, 4096}};
+    for (int si = 0; si < 2; si++) {
+        const int64_t Nn = shapes[si][0], Kk = shapes[si][1];
+        recur_weight_t w = {0};
+        if (b->iface.weight_random(b, Nn, Kk, 3, -0.01f, 0.01f, &w) != RECUR_OK) { failures++; return; }
+        float *x = malloc((size_t)Kk * sizeof(float)), *y = malloc((size_t)Nn * sizeof(float));
+        fill(x, (size_t)Kk, -1.f, 1.f);
+        float *dx = dev(b, x, (size_t)Kk * sizeof(float)), *dy = dev(b, NULL, (size_t)Nn * sizeof(float));
+        /* M = 1 (batch-1 decode), and M = 4, 8 (the GEMV kernel's other end), from the same
+         * x rows: x holds 8 rows of the first row's values, enough for the timing */
+        float *dx8 = dev(b, NULL, 8 * (size_t)Kk * sizeof(float)), *dy8 = dev(b, NULL, 8 * (size_t)Nn * sizeof(float));
+        for (int r = 0; r < 8; r++) b->iface.copy(b, dx8 + (size_t)r * Kk, dx, (size_t)Kk * sizeof(float));
+        static const int Mt[] = {1, 4, 8};
+        for (int mi = 0; mi < 3; mi++) {
+            float *xx = Mt[mi] == 1 ? dx : dx8, *yy = Mt[mi] == 1 ? dy : dy8;
+            for (int i = 0; i < (reps > 1 ? 5 : 1); i++) b->iface.matmul(b, xx, &w, Mt[mi], yy, 0);
+            b->iface.synchronize(b);
+            double t0 = now_s();
+            for (int i = 0; i < reps; i++) b->iface.matmul(b, xx, &w, Mt[mi], yy, 0);
+            b->iface.synchronize(b);
+            double dt = (now_s() - t0) / reps;
+            double bytes = (double)Nn * Kk * recur_dtype_size(w.dtype);
+            fprintf(stderr, "info: gemv %s M=%d %lldx%lld: %.1f us, %.0f GB/s of weights (%d runs)\n",
+                    recur_dtype_name(w.dtype), Mt[mi], (long long)Nn, (long long)Kk, dt * 1e6, bytes / dt / 1e9, reps);
+        }
+        b->iface.buf_free(b, dx8);
+        b->iface.buf_free(b, dy8);
+        get(b, y, dy, (size_t)Nn * sizeof(float));
+        float got[16];
+        double want[16];
+        for (int i = 0; i < 16; i++) {
+            int64_t n = (Nn - 1) * i / 15;
+            double s = 0;
+            for (int64_t k = 0; k < Kk; k++) {
+                float wv = recur_virtual_value(3, (uint64_t)(n * Kk + k), -0.01f, 0.01f);
+                s += (double)x[k] * (w.dtype == RECUR_DTYPE_BF16 ? bf16r(wv) : wv);
+            }
+            got[i] = y[n];
+            want[i] = s;
+        }
+        check(got, want, 16, 1e-4f, Nn == 4096 ? "gemv 4096x4096 rows" : "gemv 16384x4096 rows");
+        b->iface.buf_free(b, dx);
+        b->iface.buf_free(b, dy);
+        b->iface.weight_free(b, &w);
+        free(x);
+        free(y);
+    }
+}
+
+/* For information on a GPU backend: the recurrences at 7B shapes. Decode: one token for
+ * each of B sequences, counted as state bytes read + written per second; prefill: one
+ * sequence, in tokens per second. Random inputs and states (not zeros). */
+static void time_recurrences(recur_backend_t *b) {
+    const char *env = getenv("RECUR_TEST_TIMING");
+    if (env && strcmp(env, "0") == 0) return;
+    enum { B = 32, T = 2048, NH = 8, DK = 256, DV = 512, RC = 4096, RN = 64 };
+    const size_t mst = (size_t)NH * ((size_t)DK * DV + DK + 1); /* mLSTM state floats per slot */
+    const size_t wst = (size_t)RC * RN;                           /* WKV state floats per slot */
+    const size_t rows_max = T, n_in = rows_max * NH * DV + rows_max * NH * DK * 2 + rows_max * NH * 2 + 2 * NH;
+    const size_t TC = (size_t)T * RC; /* one [T][C] activation of RWKV */
+    size_t n_h = n_in > (size_t)B * mst ? n_in : (size_t)B * mst;
+    if (n_h < 6 * TC) n_h = 6 * TC;
+    float *h = malloc(n_h * sizeof(float));
+    fill(h, (size_t)B * mst, -0.3f, 0.3f);
+    float *dst = dev(b, h, (size_t)B * mst * sizeof(float));
+    fill(h, n_in, -1.f, 1.f);
+    float *din = dev(b, h, n_in * sizeof(float));
+    const float *dq = din, *dk = dq + rows_max * NH * DK, *dv = dk + rows_max * NH * DK;
+    const float *dip = dv + rows_max * NH * DV, *dfp = dip + rows_max * NH, *dib = dfp + rows_max * NH, *dfb = dib + NH;
+    float *dh = dev(b, NULL, rows_max * NH * DV * sizeof(float));
+    int32_t off[B + 1], sl[B];
+    for (int i = 0; i <= B; i++) off[i] = i;
+    for (int i = 0; i < B; i++) sl[i] = B - 1 - i;
+    int32_t *doff = dev(b, off, sizeof off), *dsl = dev(b, sl, sizeof sl);
+    int32_t off1[2] = {0, T}, sl1[1] = {0};
+    int32_t *doff1 = dev(b, off1, sizeof off1), *dsl1 = dev(b, sl1, sizeof sl1);
+    recur_mlstm_args_t ma = {.n_head = NH, .dqk = DK, .dv = DV, .chunk = 64, .gate_cap = 15.f, .eps = 1e-6f,
+                             .rows = {B, B, doff, dsl}, .q = dq, .k = dk, .v = dv, .i_pre = dip, .f_pre = dfp,
+                             .i_bias = dib, .f_bias = dfb, .state = {dst, mst, 0}, .h = dh};
+    for (int i = 0; i < 3; i++) b->iface.mlstm(b, &ma);
+    b->iface.synchronize(b);
+    int reps = 50;
+    double t0 = now_s();
+    for (int i = 0; i < reps; i++) b->iface.mlstm(b, &ma);
+    b->iface.synchronize(b);
+    double dt = (now_s() - t0) / reps;
+    fprintf(stderr, "info: mlstm decode B=%d NH=%d DQK=%d DV=%d (chunk 64): %.1f us per layer, %.0f GB/s of C read+written\n", B,
+            NH, DK, DV, dt * 1e6, 2.0 * B * NH * DK * DV * 4 / dt / 1e9);
+    static const int pchunks[] = {16, 64, 128};
+    for (int c = 0; c < 3; c++) {
+        ma.chunk = pchunks[c];
+        ma.rows = (recur_rows_t){T, 1, doff1, dsl1};
+        b->iface.mlstm(b, &ma);
+        b->iface.synchronize(b);
+        reps = 3;
+        t0 = now_s();
+        for (int i = 0; i < reps; i++) b->iface.mlstm(b, &ma);
+        b->iface.synchronize(b);
+        dt = (now_s() - t0) / reps;
+        fprintf(stderr, "info: mlstm prefill 1 x %d tokens, chunk %d: %.2f ms per layer, %.0f tokens/s per layer\n", T,
+                pchunks[c], dt * 1e3, T / dt);
+    }
+    b->iface.buf_free(b, dst);
+    /* RWKV-7 WKV: 64 heads of 64 */
+    fill(h, (size_t)B * wst, -0.3f, 0.3f);
+    dst = dev(b, h, (size_t)B * wst * sizeof(float));
+    float *dy = dev(b, NULL, TC * sizeof(float)), *dwin = dev(b, NULL, 6 * TC * sizeof(float));
+    fill(h, 6 * TC, 0.2f, 0.9f);
+    b->iface.upload(b, dwin, h, 6 * TC * sizeof(float));
+    recur_rwkv7_wkv_args_t wa = {.C = RC, .head_size = RN, .rows = {B, B, doff, dsl}, .r = dwin, .w = dwin + TC,
+                                 .k = dwin + 2 * TC, .v = dwin + 3 * TC, .kk = dwin + 4 * TC, .a = dwin + 5 * TC,
+                                 .state = {dst, wst, 0}, .y = dy};
+    for (int i = 0; i < 3; i++) b->iface.rwkv7_wkv(b, &wa);
+    b->iface.synchronize(b);
+    reps = 50;
+    t0 = now_s();
+    for (int i = 0; i < reps; i++) b->iface.rwkv7_wkv(b, &wa);
+    b->iface.synchronize(b);
+    dt = (now_s() - t0) / reps;
+    fprintf(stderr, "info: rwkv7_wkv decode B=%d C=%d: %.1f us per layer, %.0f GB/s of state read+written\n", B, RC,
+            dt * 1e6, 2.0 * B * wst * 4 / dt / 1e9);
+    wa.rows = (recur_rows_t){T, 1, doff1, dsl1};
+    b->iface.rwkv7_wkv(b, &wa);
+    b->iface.synchronize(b);
+    reps = 3;
+    t0 = now_s();
+    for (int i = 0; i < reps; i++) b->iface.rwkv7_wkv(b, &wa);
+    b->iface.synchronize(b);
+    dt = (now_s() - t0) / reps;
+    fprintf(stderr, "info: rwkv7_wkv prefill 1 x %d tokens: %.2f ms per layer, %.0f tokens/s per layer\n", T, dt * 1e3,
+            T / dt);
+    void *bufs[] = {dst, din, dh, doff, dsl, doff1, dsl1, dy, dwin};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) b->iface.buf_free(b, bufs[i]);
+    free(h);
+}
+
+/* mLSTM over a varlen batch at several chunk sizes, against the float64 step recurrence
+ * of models/XLSTM.md §4, from a non-zero state (as after earlier tokens). q and k are
+ * drawn from [qk_lo, 1]: over long sequences, signed q and k make q.n cancel at some
+ * tokens, and h = num/den is then ill-conditioned (a 1e-7 change of the inputs moves it
+ * by far more than any tolerance); qk_lo = 0 keeps den away from 0 there. */
+static void test_mlstm(recur_backend_t *b, int NHX, int DK, int DV, int nseq, const int32_t *soff_h,
+                       const int32_t *slot_h, int nslot, const int *chunks, int n_chunks, float qk_lo) {
+    const int Mr = soff_h[nseq];
+    const size_t qk = (size_t)Mr * NHX * DK, vv = (size_t)Mr * NHX * DV, per = (size_t)NHX * ((size_t)DK * DV + DK + 1);
+    /* an odd stride and offset catch indexing slips; DV a multiple of 64 gets 16-byte
+     * aligned slots instead, so the GPU's vectorised state paths run too */
+    size_t sstride = DV % 64 ? per + 5 : (per + 3) / 4 * 4 + 8, soff = DV % 64 ? 2 : 4;
+    float *q = malloc(qk * sizeof(float)), *kx = malloc(qk * sizeof(float)), *v = malloc(vv * sizeof(float));
+    float *ip = malloc((size_t)Mr * NHX * sizeof(float)), *fp = malloc((size_t)Mr * NHX * sizeof(float));
+    float *ib = malloc(NHX * sizeof(float)), *fb = malloc(NHX * sizeof(float));
+    float *st = malloc(nslot * sstride * sizeof(float));
+    for (int hh = 0; hh < NHX; hh++) {
+        ib[hh] = hh % 2 ? -1.f : 0.5f;
+        fb[hh] = hh % 2 ? 0.5f : 2.f;
+    }
+    fill(q, qk, qk_lo, 1.f);
+    fill(kx, qk, qk_lo, 1.f);
+    fill(v, vv, -1.f, 1.f);
+    fill(ip, (size_t)Mr * NHX, -30.f, 30.f); /* beyond the soft cap both ways */
+    fill(fp, (size_t)Mr * NHX, -6.f, 8.f);
+    fill(st, nslot * sstride, -0.3f, 0.3f);
+    for (int sl = 0; sl < nslot; sl++) /* m: a few units, n: small positive */
+        for (int hh = 0; hh < NHX; hh++) st[sl * sstride + soff + (size_t)NHX * ((size_t)DK * DV + DK) + hh] = frand(-2.f, 3.f);
+    double *S = malloc(nslot * sstride * sizeof(double)), *hw = malloc(vv * sizeof(double));
+    for (size_t i = 0; i < nslot * sstride; i++) S[i] = st[i];
+    for (int sq = 0; sq < nseq; sq++)
+        for (int t = soff_h[sq]; t < soff_h[sq + 1]; t++)
+            for (int hh = 0; hh < NHX; hh++) {
+                double *Cm = S + slot_h[sq] * sstride + soff + (size_t)hh * DK * DV;
+                double *nv = S + slot_h[sq] * sstride + soff + (size_t)NHX * DK * DV + (size_t)hh * DK;
+                double *mm = S + slot_h[sq] * sstride + soff + (size_t)NHX * ((size_t)DK * DV + DK) + hh;
+                double ig = 15 * tanh((ip[t * NHX + hh] + ib[hh]) / 15), fg = 15 * tanh((fp[t * NHX + hh] + fb[hh]) / 15);
+                double lf = -log1p(exp(-fg)), mn = fmax(lf + *mm, ig);
+                double fa = exp(lf + *mm - mn), ia = exp(ig - mn), den = 0;
+                const float *qt = q + (size_t)t * NHX * DK + hh * DK, *kt = kx + (size_t)t * NHX * DK + hh * DK;
+                const float *vt = v + (size_t)t * NHX * DV + hh * DV;
+                for (int a = 0; a < DK; a++) {
+                    for (int j = 0; j < DV; j++) Cm[a * DV + j] = fa * Cm[a * DV + j] + ia * kt[a] * vt[j];
+                    nv[a] = fa * nv[a] + ia * kt[a];
+                    den += qt[a] / sqrt((double)DK) * nv[a];
+                }
+                *mm = mn;
+                double dv = fmax(fabs(den), exp(-mn)) + 1e-6;
+                for (int j = 0; j < DV; j++) {
+                    double num = 0;
+                    for (int a = 0; a < DK; a++) num += qt[a] / sqrt((double)DK) * Cm[a * DV + j];
+                    hw[(size_t)t * NHX * DV + hh * DV + j] = num / dv;
+                }
+            }
+    float *dq = dev(b, q, qk * 4), *dk = dev(b, kx, qk * 4), *dv = dev(b, v, vv * 4);
+    float *dip = dev(b, ip, (size_t)Mr * NHX * 4), *dfp = dev(b, fp, (size_t)Mr * NHX * 4);
+    float *dib = dev(b, ib, NHX * 4), *dfb = dev(b, fb, NHX * 4), *dh = dev(b, NULL, vv * 4);
+    float *dst = dev(b, NULL, nslot * sstride * 4), *hgot = malloc(vv * 4), *sgot = malloc(nslot * sstride * 4);
+    int32_t *doff = dev(b, soff_h, (nseq + 1) * sizeof(int32_t)), *dslot = dev(b, slot_h, nseq * sizeof(int32_t));
+    recur_rows_t rows = {.n_rows = Mr, .n_seq = nseq, .seq_off = doff, .slot = dslot};
+    for (int c = 0; c < n_chunks; c++) {
+        b->iface.upload(b, dst, st, nslot * sstride * 4);
+        poison(b, dh, vv);
+        recur_mlstm_args_t ma = {.n_head = NHX, .dqk = DK, .dv = DV, .chunk = chunks[c], .gate_cap = 15.f,
+                                 .eps = 1e-6f, .rows = rows, .q = dq, .k = dk, .v = dv, .i_pre = dip,
+                                 .f_pre = dfp, .i_bias = dib, .f_bias = dfb, .state = {dst, sstride, soff}, .h = dh};
+        if (b->iface.mlstm(b, &ma) != RECUR_OK) failures++;
+        get(b, hgot, dh, vv * 4);
+        get(b, sgot, dst, nslot * sstride * 4);
+        char what[96];
+        snprintf(what, sizeof what, "mlstm h, %dx%dx%d, %d rows, chunk %d", NHX, DK, DV, Mr, chunks[c]);
+        check(hgot, hw, vv, 1e-4f, what);
+        snprintf(what, sizeof what, "mlstm state, %dx%dx%d, %d rows, chunk %d", NHX, DK, DV, Mr, chunks[c]);
+        check(sgot, S, nslot * sstride, 1e-4f, what);
+    }
+    void *mb[] = {dq, dk, dv, dip, dfp, dib, dfb, dh, dst, doff, dslot};
+    for (size_t i = 0; i < sizeof mb / sizeof mb[0]; i++) b->iface.buf_free(b, mb[i]);
+    free(q); free(kx); free(v); free(ip); free(fp); free(ib); free(fb); free(st); free(S); free(hw); free(hgot); free(sgot);
+}
+
 int main(int argc, char **argv) {
     const char *name = argc > 1 ? argv[1] : "cpu";
     recur_backend_t *b = NULL;
-    if (recur_backend_init(name, NULL, &b) != RECUR_OK) return RECUR_TEST_SKIP;
+    /* The ops besides matmul run with exact fp32 weights (embed compares bit for bit);
+     * matmul is tested in both storages below. */
+    recur_backend_params_t par = recur_backend_default_params();
+    par.weight_dtype = RECUR_DTYPE_F32;
+    if (recur_backend_init(name, &par, &b) != RECUR_OK) return RECUR_TEST_SKIP;
     fprintf(stderr, "backend: %s\n", recur_backend_name(b));
     const float tol = 1e-5f;
     size_t MC = (size_t)M * C;
@@ -65,6 +490,7 @@ int main(int argc, char **argv) {
     float *dw = dev(b, w, sizeof w), *db = dev(b, bias, sizeof bias);
 
     /* layernorm */
+    poison(b, dy, MC);
     b->iface.layernorm(b, dx, dw, db, M, C, 1e-5f, dy);
     get(b, got, dy, MC * sizeof(float));
     for (int m = 0; m < M; m++) {
@@ -82,6 +508,7 @@ int main(int argc, char **argv) {
     fill(W, (size_t)F * C, -0.1f, 0.1f);
     recur_weight_t wt;
     b->iface.weight_upload(b, W, F, C, &wt);
+    poison(b, dy, (size_t)M * F);
     b->iface.matmul(b, dx, &wt, M, dy, 0);
     b->iface.matmul(b, dx, &wt, M, dy, 1);
     get(b, got, dy, (size_t)M * F * sizeof(float));
@@ -92,10 +519,30 @@ int main(int argc, char **argv) {
             want[(size_t)m * F + n] = 2 * s;
         }
     check(got, want, (size_t)M * F, 1e-4f, "matmul (x2 via accumulate)");
+    test_matmul(b);
+    {
+        /* the bf16 weight storage (the CUDA default; the CPU backend keeps F32 and is then
+         * held to the F32 tolerance) */
+        recur_backend_t *bb = NULL;
+        recur_backend_params_t pb = recur_backend_default_params();
+        pb.weight_dtype = RECUR_DTYPE_BF16;
+        if (recur_backend_init(name, &pb, &bb) != RECUR_OK) {
+            fprintf(stderr, "backend %s with bf16 weights: init failed\n", name);
+            failures++;
+        } else {
+            test_matmul(bb);
+            if (strcmp(name, "cpu") != 0) {
+                time_gemv(bb);
+                time_recurrences(bb);
+            }
+            recur_backend_free(bb);
+        }
+    }
 
     /* activations */
     static const char *act_names[] = {"act tanh", "act sigmoid", "act relu^2"};
     for (int k = 0; k < 3; k++) {
+        poison(b, dy, MC);
         b->iface.act(b, (recur_act_t)k, dx, (int64_t)MC, dy);
         get(b, got, dy, MC * sizeof(float));
         for (size_t i = 0; i < MC; i++) {
@@ -108,11 +555,13 @@ int main(int argc, char **argv) {
     /* embed and gather_rows */
     int32_t idx[5] = {3, 0, 10, 3, 7};
     int32_t *didx = dev(b, idx, sizeof idx);
+    poison(b, dy, 5 * (size_t)C);
     b->iface.embed(b, &wt, didx, 5, dy);
     get(b, got, dy, 5 * (size_t)C * sizeof(float));
     for (int i = 0; i < 5; i++)
         for (int k = 0; k < C; k++) want[i * C + k] = W[(size_t)idx[i] * C + k];
     check(got, want, 5 * (size_t)C, 0.f, "embed");
+    poison(b, dy, 5 * (size_t)C);
     b->iface.gather_rows(b, dx, didx, 5, C, dy);
     get(b, got, dy, 5 * (size_t)C * sizeof(float));
     for (int i = 0; i < 5; i++)
@@ -128,6 +577,7 @@ int main(int argc, char **argv) {
     float *dpool = dev(b, pool, NSLOT * stride * sizeof(float)), *dmix = dev(b, mix, 3 * (size_t)C * sizeof(float));
     int32_t *doff = dev(b, seq_off, sizeof seq_off), *dslot = dev(b, slots, sizeof slots);
     recur_rows_t rows = {.n_rows = M, .n_seq = NSEQ, .seq_off = doff, .slot = dslot};
+    poison(b, dy, 3 * MC);
     b->iface.token_shift_mix(b, dx, C, &rows, (recur_state_ref_t){dpool, stride, off}, 3, dmix, dy);
     get(b, got, dy, 3 * MC * sizeof(float));
     for (int s = 0; s < NSEQ; s++)
@@ -157,6 +607,8 @@ int main(int argc, char **argv) {
         recur_rwkv7_prep_args_t pa = {.M = M, .C = C, .head_size = N, .w = dw_, .a = da, .k = dk, .v = dv, .kk = dkk,
                                       .v_first = dvf, .v_mix = layer0 ? NULL : dvm, .w0 = dp, .a0 = dp + C,
                                       .v0 = dp + 2 * C, .k_k = dp + 3 * C, .k_a = dp + 4 * C};
+        poison(b, dkk, MC);                /* outputs: kk, and v_first in layer 0 */
+        if (layer0) poison(b, dvf, MC);
         b->iface.rwkv7_prep(b, &pa);
         float *out = malloc(7 * MC * sizeof(float));
         get(b, out, d_in, 7 * MC * sizeof(float));
@@ -215,6 +667,7 @@ int main(int argc, char **argv) {
         recur_rwkv7_wkv_args_t wa = {.C = C, .head_size = N, .rows = rows, .r = d_in, .w = d_in + MC,
                                      .k = d_in + 2 * MC, .v = d_in + 3 * MC, .kk = d_in + 4 * MC, .a = d_in + 5 * MC,
                                      .state = {dst, sstride, soff}, .y = dy};
+        poison(b, dy, MC);
         b->iface.rwkv7_wkv(b, &wa);
         get(b, got, dy, MC * sizeof(float));
         float *st_got = malloc(NSLOT * sstride * sizeof(float));
@@ -261,6 +714,7 @@ int main(int argc, char **argv) {
         recur_rwkv7_out_args_t oa = {.M = M, .C = C, .head_size = N, .eps = 64e-5f, .y = d_in, .r = d_in + MC,
                                      .k = d_in + 2 * MC, .v = d_in + 3 * MC, .g = d_in + 4 * MC, .r_k = dp,
                                      .ln_w = dp + C, .ln_b = dp + 2 * C, .out = dy};
+        poison(b, dy, MC);
         b->iface.rwkv7_out(b, &oa);
         get(b, got, dy, MC * sizeof(float));
         for (int m = 0; m < M; m++)
@@ -286,6 +740,7 @@ int main(int argc, char **argv) {
     }
 
     /* rmsnorm, silu_mul, softcap */
+    poison(b, dy, MC);
     b->iface.rmsnorm(b, dx, dw, M, C, 1e-6f, dy);
     get(b, got, dy, MC * sizeof(float));
     for (int m = 0; m < M; m++) {
@@ -294,81 +749,35 @@ int main(int argc, char **argv) {
         for (int i = 0; i < C; i++) want[m * C + i] = x[m * C + i] / sqrt(ss / C + 1e-6) * w[i];
     }
     check(got, want, MC, tol, "rmsnorm");
+    poison(b, dy, MC);
     b->iface.silu_mul(b, dx, dx + C, MC - C, dy);
     get(b, got, dy, (MC - C) * sizeof(float));
     for (size_t i = 0; i < MC - C; i++) want[i] = x[i] / (1 + exp(-(double)x[i])) * x[i + C];
     check(got, want, MC - C, tol, "silu_mul");
+    poison(b, dy, MC);
     b->iface.softcap(b, dx, (int64_t)MC, 15.f, dy);
     get(b, got, dy, MC * sizeof(float));
     for (size_t i = 0; i < MC; i++) want[i] = 15.0 * tanh(x[i] / 15.0);
     check(got, want, MC, tol, "softcap 15");
 
-    /* mLSTM over the varlen batch at several chunk sizes, against the float64 step
-     * recurrence of models/XLSTM.md §4, from a non-zero state (as after earlier tokens). */
+    /* mLSTM: the small shapes over the varlen batch, a 7B-shaped head (DQK 256, DV 512)
+     * and a long sequence crossing many chunk boundaries (chunk sizes up to 128) */
     {
-        enum { NHX = 2, DK = 16, DV = 24 };
-        const size_t qk = (size_t)M * NHX * DK, vv = (size_t)M * NHX * DV, per = (size_t)NHX * (DK * DV + DK + 1);
-        size_t sstride = per + 5, soff = 2;
-        float *q = malloc(qk * sizeof(float)), *kx = malloc(qk * sizeof(float)), *v = malloc(vv * sizeof(float));
-        float *ip = malloc((size_t)M * NHX * sizeof(float)), *fp = malloc((size_t)M * NHX * sizeof(float));
-        float ib[NHX] = {0.5f, -1.f}, fb[NHX] = {2.f, 0.5f};
-        float *st = malloc(NSLOT * sstride * sizeof(float));
-        fill(q, qk, -1.f, 1.f);
-        fill(kx, qk, -1.f, 1.f);
-        fill(v, vv, -1.f, 1.f);
-        fill(ip, (size_t)M * NHX, -30.f, 30.f);  /* beyond the soft cap both ways */
-        fill(fp, (size_t)M * NHX, -6.f, 8.f);
-        fill(st, NSLOT * sstride, -0.3f, 0.3f);
-        for (int sl = 0; sl < NSLOT; sl++)     /* m: a few units, n: small positive */
-            for (int hh = 0; hh < NHX; hh++) st[sl * sstride + soff + (size_t)NHX * (DK * DV + DK) + hh] = frand(-2.f, 3.f);
-        double *S = malloc(NSLOT * sstride * sizeof(double)), *hw = malloc(vv * sizeof(double));
-        for (size_t i = 0; i < NSLOT * sstride; i++) S[i] = st[i];
-        for (int sq = 0; sq < NSEQ; sq++)
-            for (int t = seq_off[sq]; t < seq_off[sq + 1]; t++)
-                for (int hh = 0; hh < NHX; hh++) {
-                    double *Cm = S + slots[sq] * sstride + soff + (size_t)hh * DK * DV;
-                    double *nv = S + slots[sq] * sstride + soff + (size_t)NHX * DK * DV + (size_t)hh * DK;
-                    double *mm = S + slots[sq] * sstride + soff + (size_t)NHX * (DK * DV + DK) + hh;
-                    double ig = 15 * tanh((ip[t * NHX + hh] + ib[hh]) / 15), fg = 15 * tanh((fp[t * NHX + hh] + fb[hh]) / 15);
-                    double lf = -log1p(exp(-fg)), mn = fmax(lf + *mm, ig);
-                    double fa = exp(lf + *mm - mn), ia = exp(ig - mn), den = 0;
-                    const float *qt = q + (size_t)t * NHX * DK + hh * DK, *kt = kx + (size_t)t * NHX * DK + hh * DK;
-                    const float *vt = v + (size_t)t * NHX * DV + hh * DV;
-                    for (int a = 0; a < DK; a++) {
-                        for (int j = 0; j < DV; j++) Cm[a * DV + j] = fa * Cm[a * DV + j] + ia * kt[a] * vt[j];
-                        nv[a] = fa * nv[a] + ia * kt[a];
-                        den += qt[a] / sqrt((double)DK) * nv[a];
-                    }
-                    *mm = mn;
-                    double dv = fmax(fabs(den), exp(-mn)) + 1e-6;
-                    for (int j = 0; j < DV; j++) {
-                        double num = 0;
-                        for (int a = 0; a < DK; a++) num += qt[a] / sqrt((double)DK) * Cm[a * DV + j];
-                        hw[(size_t)t * NHX * DV + hh * DV + j] = num / dv;
-                    }
-                }
-        float *dq = dev(b, q, qk * 4), *dk = dev(b, kx, qk * 4), *dv = dev(b, v, vv * 4);
-        float *dip = dev(b, ip, (size_t)M * NHX * 4), *dfp = dev(b, fp, (size_t)M * NHX * 4);
-        float *dib = dev(b, ib, sizeof ib), *dfb = dev(b, fb, sizeof fb), *dh = dev(b, NULL, vv * 4);
-        float *dst = dev(b, NULL, NSLOT * sstride * 4), *hgot = malloc(vv * 4), *sgot = malloc(NSLOT * sstride * 4);
-        static const int chunks[] = {1, 2, 3, 16};
-        for (int c = 0; c < 4; c++) {
-            b->iface.upload(b, dst, st, NSLOT * sstride * 4);
-            recur_mlstm_args_t ma = {.n_head = NHX, .dqk = DK, .dv = DV, .chunk = chunks[c], .gate_cap = 15.f,
-                                     .eps = 1e-6f, .rows = rows, .q = dq, .k = dk, .v = dv, .i_pre = dip,
-                                     .f_pre = dfp, .i_bias = dib, .f_bias = dfb, .state = {dst, sstride, soff}, .h = dh};
-            b->iface.mlstm(b, &ma);
-            get(b, hgot, dh, vv * 4);
-            get(b, sgot, dst, NSLOT * sstride * 4);
-            char what[64];
-            snprintf(what, sizeof what, "mlstm h, chunk %d", chunks[c]);
-            check(hgot, hw, vv, 1e-4f, what);
-            snprintf(what, sizeof what, "mlstm state, chunk %d", chunks[c]);
-            check(sgot, S, NSLOT * sstride, 1e-4f, what);
-        }
-        void *mb[] = {dq, dk, dv, dip, dfp, dib, dfb, dh, dst};
-        for (size_t i = 0; i < sizeof mb / sizeof mb[0]; i++) b->iface.buf_free(b, mb[i]);
-        free(q); free(kx); free(v); free(ip); free(fp); free(st); free(S); free(hw); free(hgot); free(sgot);
+        static const int chunks_small[] = {1, 2, 3, 16};
+        test_mlstm(b, 2, 16, 24, NSEQ, seq_off, slots, NSLOT, chunks_small, 4, -1.f);
+        test_mlstm(b, 2, 32, 64, NSEQ, seq_off, slots, NSLOT, chunks_small, 4, -1.f);
+        static const int chunks_big[] = {1, 3, 5};
+        test_mlstm(b, 1, 256, 512, NSEQ, seq_off, slots, NSLOT, chunks_big, 3, -1.f);
+        /* a decode batch (one row per sequence) at the configured prefill chunk */
+        static const int32_t dec_off[4] = {0, 1, 2, 3}, dec_slot[3] = {3, 0, 5};
+        static const int chunks_dec[] = {64};
+        test_mlstm(b, 2, 32, 64, 3, dec_off, dec_slot, NSLOT, chunks_dec, 1, -1.f);
+        test_mlstm(b, 1, 256, 512, 3, dec_off, dec_slot, NSLOT, chunks_dec, 1, -1.f);
+        static const int32_t long_off[3] = {0, 3, 153}, long_slot[2] = {2, 0};
+        static const int chunks_long[] = {1, 16, 64, 100, 128};
+        test_mlstm(b, 2, 32, 80, 2, long_off, long_slot, 3, chunks_long, 5, 0.f);
+        static const int chunks_long_big[] = {64};
+        test_mlstm(b, 1, 256, 512, 2, long_off, long_slot, 3, chunks_long_big, 1, 0.f);
     }
 
     /* xlstm_head_out: per-head LayerNorm (no bias) * w * sigmoid(o) */
@@ -379,6 +788,7 @@ int main(int argc, char **argv) {
         fill(o, MC, -3.f, 3.f);
         fill(wv, NHX * DV, 0.5f, 1.5f);
         float *dh = dev(b, hx, MC * 4), *dox = dev(b, o, MC * 4), *dwv = dev(b, wv, sizeof wv);
+        poison(b, dy, MC);
         b->iface.xlstm_head_out(b, dh, dox, dwv, M, NHX, DV, 1e-6f, dy);
         get(b, got, dy, MC * 4);
         for (int m = 0; m < M; m++)

@@ -3,23 +3,28 @@
  * per-head output norm.
  *
  * mlstm runs as two kernels on the stream:
- * 1. mlstm_chunk_kernel, grid (DV tiles of ML_TV columns, heads, sequences), 256 threads.
- *    A block keeps its C tile [DQK][ML_TV] and the head's n [DQK] in shared memory for the
- *    whole sequence (C is read from and written to the state once per call, so a decode
- *    step moves each state byte twice), and walks the sequence chunk by chunk:
- *      gates and cumulative log forget gates (one thread scans, the chunk is <= 128 long),
- *      per-token stabilisers m_t, the intra-chunk scores P = exp(D - m_t) q.k/sqrt(d)
- *      (L x L, recomputed by every DV tile of the head), the inter-chunk q^T C_prev and
- *      q.n_prev, the outputs h for the tile, then C and n updated to the chunk's end.
- *    q, k are staged in slices of ML_KS columns of DQK; v for the tile once per chunk.
- *    n and m are needed by every tile but belong to the head: the blocks only read them
+ * 1. the state and outputs, grid (DV tiles of ML_TV columns, heads, sequences), 256 threads:
+ *    - mlstm_chunk_kernel (chunks of 2..128 tokens). A block keeps its C tile
+ *      [DQK][ML_TV] and the head's n [DQK] in shared memory for the whole sequence (C is
+ *      read from and written to the state once per call), and walks the sequence chunk
+ *      by chunk: gates and cumulative log forget gates (one thread scans, the chunk is
+ *      <= 128 long), per-token stabilisers m_t, the intra-chunk scores
+ *      P = exp(D - m_t) q.k/sqrt(d) (L x L, recomputed by every DV tile of the head), the
+ *      inter-chunk q^T C_prev and q.n_prev, the outputs h for the tile, then C and n
+ *      updated to the chunk's end. q, k are staged in slices of ML_KS columns of DQK
+ *      (whole, for chunks of <= 4 tokens); v for the tile once per chunk.
+ *    - mlstm_step_kernel (chunks of 1 token: every decode batch, whatever the configured
+ *      chunk, see recur_cuda_mlstm): C streamed through registers, one read and one write
+ *      of each state element per token.
+ *    n and m are needed by every tile but belong to the head: these blocks only read them
  *    from the state (n evolves in each block's shared memory, computed redundantly).
  * 2. mlstm_nm_kernel, grid (heads, sequences): replays the same gate and n arithmetic and
  *    writes n and m back. Running it after kernel 1 is what makes the update race-free:
  *    no block of kernel 1 can see a new n or m.
  * fp32 throughout; no tensor cores yet (a later version can use them for the three
- * products per chunk). The effective chunk is min(chunk, 128), lowered further if the
- * shared memory would not fit (any chunk gives the same function up to rounding). */
+ * products per chunk). The effective chunk is min(chunk, 128, the longest sequence of the
+ * batch), lowered further if the shared memory would not fit (any chunk gives the same
+ * function up to rounding; below the longest sequence it splits exactly as the CPU). */
 #include "recur_cuda_internal.h"
 
 #define ML_THREADS 256
@@ -63,9 +68,21 @@ static __device__ void ml_gates(const recur_mlstm_args_t &p, int32_t t0, int nt,
     __syncthreads();
 }
 
+/* Chunks up to this long (decode) stage all of q and k at once instead of ML_KS columns
+ * at a time: a decode block is latency-bound, and each staging round is a global-memory
+ * round trip plus a barrier. It is the TPI = 1 instance of the kernel. */
+#define ML_FULL_STAGE_L 4
+
+/* Row stride (floats) of the staged q/k rows: DK padded to whole slices, +1 so that reads
+ * down a column hit distinct banks. */
+static __host__ __device__ __forceinline__ int ml_qk_stride(int L, int DK) {
+    return L <= ML_FULL_STAGE_L ? (DK + ML_KS - 1) / ML_KS * ML_KS + 1 : ML_KS + 1;
+}
+
 /* Floats of dynamic shared memory kernel 1 needs for chunk L and head dim DK. */
 static size_t ml_smem_floats(int L, int DK) {
-    return (size_t)DK * ML_TV + DK + (size_t)L * L + (size_t)L * ML_TV + 2 * (size_t)L * (ML_KS + 1) + 7 * (size_t)L + 4;
+    return (size_t)DK * ML_TV + DK + (size_t)L * L + (size_t)L * ML_TV + 2 * (size_t)L * ml_qk_stride(L, DK) +
+           7 * (size_t)L + 4;
 }
 
 /* TPI: rows of the output tile per thread (thread = column jx, rows rg + 4*i), so the
@@ -86,14 +103,15 @@ mlstm_chunk_kernel(recur_mlstm_args_t p, int L) {
     const float *mg = st + (size_t)NH * ((size_t)DK * DV + DK) + h;
     const size_t qk_stride = (size_t)NH * DK, v_stride = (size_t)NH * DV;
     const float scale = 1.0f / sqrtf((float)DK);
-    constexpr int QS = ML_KS + 1; /* padded row of the q/k slices: column reads by row hit distinct banks */
+    constexpr bool FULL = TPI == 1; /* L <= ML_FULL_STAGE_L: q, k staged whole (see above) */
+    const int QS = ml_qk_stride(L, DK), dkp = (DK + ML_KS - 1) / ML_KS * ML_KS;
 
     float *Cs = sm;                          /* [DK][ML_TV] */
     float *ns = Cs + (size_t)DK * ML_TV;     /* [DK] */
     float *P = ns + DK;                      /* [L][L] */
     float *Vs = P + (size_t)L * L;           /* [L][ML_TV] */
-    float *Qs = Vs + (size_t)L * ML_TV;      /* [L][QS] */
-    float *Ks = Qs + (size_t)L * QS;         /* [L][QS] */
+    float *Qs = Vs + (size_t)L * ML_TV;      /* [L][QS]: a slice of q, or all of it (FULL) */
+    float *Ks = Qs + (size_t)L * QS;         /* [L][QS]: likewise k, then wt * k */
     float *ig = Ks + (size_t)L * QS, *bcum = ig + L, *mts = bcum + L, *wprev = mts + L, *wt = wprev + L;
     float *divv = wt + L, *qn = divv + L, *misc = qn + L;
 
@@ -138,26 +156,37 @@ mlstm_chunk_kernel(recur_mlstm_args_t p, int L) {
         __syncthreads();
 
         /* ---- q.k (pairs), q.n_prev and q^T C_prev, one DK slice at a time */
+        /* q, k columns [a0, a0 + width) of the chunk's rows into Qs, Ks (zeros past DK) */
+        auto stage_qk = [&](int a0, int width) {
+            for (int e = tid; e < nt * width; e += ML_THREADS) {
+                const int t = e / width, a = e % width;
+                const size_t g = (size_t)(t0 + t) * qk_stride + (size_t)h * DK + a0 + a;
+                Qs[t * QS + a] = a0 + a < DK ? p.q[g] : 0.f;
+                Ks[t * QS + a] = a0 + a < DK ? p.k[g] : 0.f;
+            }
+        };
+        if (FULL) {
+            stage_qk(0, dkp);
+            __syncthreads();
+        }
         for (int a0 = 0; a0 < DK; a0 += ML_KS) {
             const int ka = DK - a0 < ML_KS ? DK - a0 : ML_KS;
-            for (int e = tid; e < nt * ML_KS; e += ML_THREADS) {
-                const int t = e / ML_KS, a = e % ML_KS;
-                const size_t g = (size_t)(t0 + t) * qk_stride + (size_t)h * DK + a0 + a;
-                Qs[t * QS + a] = a < ka ? p.q[g] : 0.f;
-                Ks[t * QS + a] = a < ka ? p.k[g] : 0.f;
+            if (!FULL) {
+                stage_qk(a0, ML_KS);
+                __syncthreads();
             }
-            __syncthreads();
+            const float *Qa = Qs + (FULL ? a0 : 0), *Ka = Ks + (FULL ? a0 : 0); /* this slice's column 0 */
             for (int e = tid; e < nt * nt; e += ML_THREADS) {
                 const int t = e / nt, s = e % nt;
                 if (s > t) continue;
                 float acc = 0.f;
 #pragma unroll 8
-                for (int a = 0; a < ML_KS; a++) acc += Qs[t * QS + a] * Ks[s * QS + a];
+                for (int a = 0; a < ML_KS; a++) acc += Qa[t * QS + a] * Ka[s * QS + a];
                 P[t * L + s] += acc;
             }
             for (int t = tid; t < nt; t += ML_THREADS) {
                 float acc = 0.f;
-                for (int a = 0; a < ka; a++) acc += Qs[t * QS + a] * ns[a0 + a];
+                for (int a = 0; a < ka; a++) acc += Qa[t * QS + a] * ns[a0 + a];
                 qn[t] += acc;
             }
             for (int a = 0; a < ka; a++) {
@@ -165,16 +194,19 @@ mlstm_chunk_kernel(recur_mlstm_args_t p, int L) {
 #pragma unroll
                 for (int i = 0; i < TPI; i++) {
                     const int t = rg + 4 * i;
-                    if (t < nt) hacc[i] += Qs[t * QS + a] * cv;
+                    if (t < nt) hacc[i] += Qa[t * QS + a] * cv;
                 }
             }
-            __syncthreads();
+            if (!FULL) __syncthreads(); /* before the next slice overwrites Qs, Ks */
         }
+        if (FULL) __syncthreads(); /* every read of Ks done before it is rescaled below */
         /* ---- scores with their decay, then the denominators */
         for (int e = tid; e < nt * nt; e += ML_THREADS) {
             const int t = e / nt, s = e % nt;
             if (s <= t) P[t * L + s] = expf(bcum[t] - bcum[s] + ig[s] - mts[t]) * P[t * L + s] * scale;
         }
+        if (FULL) /* k becomes the state-update weights wt * k (the loop below reads them) */
+            for (int e = tid; e < nt * dkp; e += ML_THREADS) Ks[(e / dkp) * QS + e % dkp] *= wt[e / dkp];
         __syncthreads();
         for (int t = tid; t < nt; t += ML_THREADS) {
             float den = wprev[t] * scale * qn[t];
@@ -197,28 +229,33 @@ mlstm_chunk_kernel(recur_mlstm_args_t p, int L) {
          * which ended with one, and the output loop above reads none of them. */
         for (int a0 = 0; a0 < DK; a0 += ML_KS) {
             const int ka = DK - a0 < ML_KS ? DK - a0 : ML_KS;
-            for (int e = tid; e < nt * ML_KS; e += ML_THREADS) {
-                const int t = e / ML_KS, a = e % ML_KS;
-                Ks[t * QS + a] = a < ka ? wt[t] * p.k[(size_t)(t0 + t) * qk_stride + (size_t)h * DK + a0 + a] : 0.f;
+            if (!FULL) {
+                for (int e = tid; e < nt * ML_KS; e += ML_THREADS) {
+                    const int t = e / ML_KS, a = e % ML_KS;
+                    Ks[t * QS + a] = a < ka ? wt[t] * p.k[(size_t)(t0 + t) * qk_stride + (size_t)h * DK + a0 + a] : 0.f;
+                }
+                __syncthreads();
             }
-            __syncthreads();
+            const float *Ka = Ks + (FULL ? a0 : 0);
 #pragma unroll
             for (int ii = 0; ii < ML_KS / 4; ii++) {
                 const int a = rg + 4 * ii;
                 if (a < ka) {
                     float *cp = Cs + (size_t)(a0 + a) * ML_TV + jx;
                     float acc = decay * *cp;
-                    for (int t = 0; t < nt; t++) acc += Ks[t * QS + a] * Vs[t * ML_TV + jx];
+                    for (int t = 0; t < nt; t++) acc += Ka[t * QS + a] * Vs[t * ML_TV + jx];
                     *cp = acc;
                 }
             }
             if (tid < ka) {
                 float acc = decay * ns[a0 + tid];
-                for (int t = 0; t < nt; t++) acc += Ks[t * QS + tid];
+                for (int t = 0; t < nt; t++) acc += Ka[t * QS + tid];
                 ns[a0 + tid] = acc;
             }
-            __syncthreads();
+            /* slices touch disjoint rows of Cs and ns; the barrier only guards Ks */
+            if (!FULL) __syncthreads();
         }
+        if (FULL) __syncthreads(); /* before the next chunk stages over Qs, Ks */
         m_prev = m_new;
     }
 
@@ -233,6 +270,135 @@ mlstm_chunk_kernel(recur_mlstm_args_t p, int L) {
             const int a = e / ML_TV, j = e % ML_TV;
             if (j < tw) Cg[(size_t)a * DV + j] = Cs[e];
         }
+    }
+}
+
+/* The step form (chunks of one token: decode, or chunk = 1), grid (DV tiles, heads,
+ * sequences), 256 threads. Nothing of C is staged: each thread streams its columns of the
+ * tile down every RG-th row, reading C once, adding q[a] C[a][j] to its share of the output
+ * and writing the updated element straight back, so a token costs one read and one write
+ * of the state and the block needs ~7 KB of shared memory (many blocks per SM keep many
+ * loads in flight). V4 (the tile 16-byte aligned in every slot, DV a multiple of 64): a
+ * thread owns 4 adjacent columns and moves float4s, 16 row groups; otherwise one column
+ * and 4 row groups. Per token the arithmetic is mlstm_chunk_kernel's with nt = 1, in the
+ * same order (ml_gates' formulas), so the paths and mlstm_nm_kernel agree. n evolves in
+ * shared memory as in the chunk kernel. */
+#define ML_STEP_UNROLL 8 /* rows of C loaded per thread before they are used */
+template <bool V4>
+static __global__ void __launch_bounds__(ML_THREADS)
+mlstm_step_kernel(recur_mlstm_args_t p) {
+    constexpr int CPT = V4 ? 4 : 1;                /* columns per thread */
+    constexpr int RG = ML_THREADS / (ML_TV / CPT); /* row groups: 16 or 4 */
+    extern __shared__ __align__(16) float sm[];
+    const int NH = p.n_head, DK = p.dqk, DV = p.dv;
+    const int tile = blockIdx.x, h = blockIdx.y, sq = blockIdx.z, tid = threadIdx.x;
+    const int32_t r0 = p.rows.seq_off[sq], r1 = p.rows.seq_off[sq + 1];
+    if (r0 >= r1) return;
+    const int j0 = tile * ML_TV, tw = DV - j0 < ML_TV ? DV - j0 : ML_TV;
+    const int jc = (tid % (ML_TV / CPT)) * CPT, rg = tid / (ML_TV / CPT); /* first column, row group */
+    float *st = p.state.pool + (size_t)p.rows.slot[sq] * p.state.slot_stride + p.state.offset;
+    float *Cg = st + (size_t)h * DK * DV + j0 + jc;  /* this thread's column(s), row a at + a * DV */
+    const float *ng = st + (size_t)NH * DK * DV + (size_t)h * DK;
+    const float *mg = st + (size_t)NH * ((size_t)DK * DV + DK) + h;
+    const size_t qk_stride = (size_t)NH * DK, v_stride = (size_t)NH * DV;
+    const float scale = 1.0f / sqrtf((float)DK), cap = p.gate_cap;
+    float *qs = sm, *kw = qs + DK, *ns = kw + DK; /* [DK] each: q, wt * k, n */
+    float *vs = ns + DK;                          /* [ML_TV] */
+    float *red = vs + ML_TV;                      /* [RG][ML_TV]: the row groups' partial outputs */
+    float *misc = red + 16 * ML_TV;               /* [8], then two [32] reduction buffers */
+    for (int a = tid; a < DK; a += ML_THREADS) ns[a] = ng[a];
+    float m_prev = *mg;
+    const bool col = jc < tw; /* V4 needs tw == ML_TV, so all its threads have columns */
+    for (int32_t t = r0; t < r1; t++) {
+        /* gates of token t (thread 0; the formulas of ml_gates with nt = 1) */
+        if (tid == 0) {
+            const size_t r = (size_t)t * NH + h;
+            const float fi = cap * tanhf((p.f_pre[r] + p.f_bias[h]) / cap);
+            const float ig = cap * tanhf((p.i_pre[r] + p.i_bias[h]) / cap);
+            const float b = 0.f + logsigmoidf_(fi); /* bcum[0], as the chunk kernel's scan */
+            float m_new = b + m_prev;
+            const float aa = b - b + ig;
+            if (aa > m_new) m_new = aa;
+            float mt = b + m_prev; /* the per-token stabiliser: here equal to m_new */
+            const float d = b - b + ig;
+            if (d > mt) mt = d;
+            misc[0] = m_new;
+            misc[1] = expf(b + m_prev - m_new); /* decay of C, n */
+            misc[2] = expf(b - b + ig - m_new); /* wt */
+            misc[3] = mt;
+            misc[4] = expf(b + m_prev - mt);    /* wprev */
+            misc[5] = expf(b - b + ig - mt);    /* the score's decay */
+        }
+        __syncthreads(); /* misc ready */
+        const float decay = misc[1], wt = misc[2];
+        const size_t qo = (size_t)t * qk_stride + (size_t)h * DK;
+        float pq = 0.f, pn = 0.f;
+        for (int a = tid; a < DK; a += ML_THREADS) {
+            const float qa = p.q[qo + a], ka = p.k[qo + a], na = ns[a];
+            qs[a] = qa;
+            kw[a] = wt * ka;
+            pq += qa * ka;
+            pn += qa * na;
+            ns[a] = decay * na + wt * ka; /* as mlstm_nm_kernel: decay n + sum_t wt k */
+        }
+        if (tid < ML_TV) vs[tid] = tid < tw ? p.v[(size_t)t * v_stride + (size_t)h * DV + j0 + tid] : 0.f;
+        const float qk = recur_block_sum(pq, misc + 8); /* barriers inside: qs, kw, vs visible after */
+        const float qn = recur_block_sum(pn, misc + 8 + 32);
+        float hacc[CPT], vj[CPT];
+#pragma unroll
+        for (int e = 0; e < CPT; e++) { hacc[e] = 0.f; vj[e] = vs[jc + e]; }
+        if (col) {
+            int a = rg;
+            for (; a + RG * (ML_STEP_UNROLL - 1) < DK; a += RG * ML_STEP_UNROLL) {
+                float cv[ML_STEP_UNROLL][CPT];
+#pragma unroll
+                for (int u = 0; u < ML_STEP_UNROLL; u++) {
+                    float *cp = Cg + (size_t)(a + RG * u) * DV;
+                    if constexpr (V4) {
+                        const float4 f = *(const float4 *)cp;
+                        cv[u][0] = f.x; cv[u][1] = f.y; cv[u][2] = f.z; cv[u][3] = f.w;
+                    } else {
+                        cv[u][0] = *cp;
+                    }
+                }
+#pragma unroll
+                for (int u = 0; u < ML_STEP_UNROLL; u++) {
+                    const float qa = qs[a + RG * u], ka = kw[a + RG * u];
+                    float nv[CPT];
+#pragma unroll
+                    for (int e = 0; e < CPT; e++) {
+                        hacc[e] += qa * cv[u][e];
+                        nv[e] = decay * cv[u][e] + ka * vj[e];
+                    }
+                    float *cp = Cg + (size_t)(a + RG * u) * DV;
+                    if constexpr (V4) *(float4 *)cp = make_float4(nv[0], nv[1], nv[2], nv[3]);
+                    else *cp = nv[0];
+                }
+            }
+            for (; a < DK; a += RG) {
+                float *cp = Cg + (size_t)a * DV;
+#pragma unroll
+                for (int e = 0; e < CPT; e++) {
+                    const float cv = cp[e];
+                    hacc[e] += qs[a] * cv;
+                    cp[e] = decay * cv + kw[a] * vj[e];
+                }
+            }
+        }
+#pragma unroll
+        for (int e = 0; e < CPT; e++) red[rg * ML_TV + jc + e] = hacc[e];
+        __syncthreads();
+        if (tid < tw) { /* one thread per output column */
+            const float mt = misc[3], wprev = misc[4];
+            const float P = misc[5] * qk * scale;
+            const float den = wprev * scale * qn + P;
+            const float dv = fmaxf(fabsf(den), expf(-mt)) + p.eps;
+            float num = 0.f;
+            for (int g = 0; g < RG; g++) num += red[g * ML_TV + tid];
+            p.h[(size_t)t * v_stride + (size_t)h * DV + j0 + tid] = (num * wprev * scale + P * vs[tid]) / dv;
+        }
+        m_prev = misc[0];
+        __syncthreads(); /* thread 0 rewrites misc for the next token only after every read */
     }
 }
 
@@ -272,6 +438,8 @@ recur_status_t recur_cuda_mlstm_init(recur_cuda_ctx_t *c) {
     RCU_CHECK(cudaFuncSetAttribute(mlstm_chunk_kernel<4>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)c->smem_optin));
     RCU_CHECK(cudaFuncSetAttribute(mlstm_chunk_kernel<16>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)c->smem_optin));
     RCU_CHECK(cudaFuncSetAttribute(mlstm_chunk_kernel<32>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)c->smem_optin));
+    RCU_CHECK(cudaFuncSetAttribute(mlstm_step_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)c->smem_optin));
+    RCU_CHECK(cudaFuncSetAttribute(mlstm_step_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)c->smem_optin));
     return RECUR_OK;
 }
 
@@ -280,6 +448,12 @@ recur_status_t recur_cuda_mlstm(recur_backend_t *b, const recur_mlstm_args_t *a)
     RECUR_ASSERT(a->n_head > 0 && a->dqk > 0 && a->dv > 0);
     if (a->rows.n_rows <= 0 || a->rows.n_seq <= 0) return RECUR_OK;
     int L = a->chunk < 1 ? 1 : a->chunk > ML_LMAX ? ML_LMAX : a->chunk;
+    /* No sequence is longer than n_rows - n_seq + 1 (sequences are not empty in practice;
+     * an empty one only makes this bound loose, never wrong): a decode batch (one row per
+     * sequence) takes the step kernel whatever the configured chunk, and a shorter chunk
+     * that still covers every sequence splits them exactly as the configured one would. */
+    const int32_t longest = a->rows.n_rows - a->rows.n_seq + 1;
+    if (longest >= 1 && longest < L) L = longest;
     while (L > 1 && ml_smem_floats(L, a->dqk) * sizeof(float) > c->smem_optin) L = (L + 1) / 2;
     const size_t smem = ml_smem_floats(L, a->dqk) * sizeof(float);
     if (smem > c->smem_optin) {
@@ -288,11 +462,23 @@ recur_status_t recur_cuda_mlstm(recur_backend_t *b, const recur_mlstm_args_t *a)
         return RECUR_E_UNSUPPORTED;
     }
     const dim3 grid((unsigned)recur_cuda_cdiv(a->dv, ML_TV), (unsigned)a->n_head, (unsigned)a->rows.n_seq);
-    if (L <= 4) mlstm_chunk_kernel<1><<<grid, ML_THREADS, smem, c->stream>>>(*a, L);
+    if (L == 1) {
+        const size_t sm1 = (3 * (size_t)a->dqk + 17 * ML_TV + 8 + 64) * sizeof(float);
+        if (sm1 > c->smem_optin) {
+            recur_log_err("cuda mlstm: dqk %d too large for the step kernel", a->dqk);
+            return RECUR_E_UNSUPPORTED;
+        }
+        /* float4 path: every slot's tile rows 16-byte aligned */
+        const bool v4 = a->dv % ML_TV == 0 && a->state.slot_stride % 4 == 0 && a->state.offset % 4 == 0 &&
+                        ((uintptr_t)a->state.pool & 15u) == 0;
+        if (v4) mlstm_step_kernel<true><<<grid, ML_THREADS, sm1, c->stream>>>(*a);
+        else mlstm_step_kernel<false><<<grid, ML_THREADS, sm1, c->stream>>>(*a);
+        RCU_LAUNCHED("mlstm_step_kernel");
+    } else if (L <= ML_FULL_STAGE_L) mlstm_chunk_kernel<1><<<grid, ML_THREADS, smem, c->stream>>>(*a, L);
     else if (L <= 16) mlstm_chunk_kernel<4><<<grid, ML_THREADS, smem, c->stream>>>(*a, L);
     else if (L <= 64) mlstm_chunk_kernel<16><<<grid, ML_THREADS, smem, c->stream>>>(*a, L);
     else mlstm_chunk_kernel<32><<<grid, ML_THREADS, smem, c->stream>>>(*a, L);
-    RCU_LAUNCHED("mlstm_chunk_kernel");
+    if (L > 1) RCU_LAUNCHED("mlstm_chunk_kernel");
     mlstm_nm_kernel<<<dim3((unsigned)a->n_head, (unsigned)a->rows.n_seq), ML_THREADS, 0, c->stream>>>(*a, L);
     RCU_LAUNCHED("mlstm_nm_kernel");
     return RECUR_OK;
