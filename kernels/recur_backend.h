@@ -117,6 +117,18 @@ typedef struct recur_mlstm_args {
     float *h;                                    /* [M][n_head*dv] out */
 } recur_mlstm_args_t;
 
+/* Sampling parameters of one row (sequence) for the sample op. The random number of a
+ * draw is a counter-based hash of (seed, step), so a sequence's tokens do not depend on
+ * which other sequences share its batch. */
+typedef struct recur_sample_row {
+    float    temperature;  /* <= 0: greedy (exact argmax, lowest id on ties) */
+    int32_t  top_k;        /* <= 0: off                                      */
+    float    top_p;        /* >= 1: off                                      */
+    float    min_p;        /* <= 0: off                                      */
+    uint64_t seed;
+    uint64_t step;         /* the sequence's token counter                   */
+} recur_sample_row_t;
+
 typedef struct recur_backend_iface {
     const char *(*name)(const recur_backend_t *b);
 
@@ -184,8 +196,36 @@ typedef struct recur_backend_iface {
     recur_status_t (*xlstm_head_out)(recur_backend_t *b, const float *h, const float *o_pre, const float *w,
                                      int32_t M, int32_t n_head, int32_t dv, float eps, float *out);
 
+    /* ---- sampling: tokens[i] for each row i < n of logits [n][V] (backend memory),
+     * among ids [0, n_valid); params and tokens in backend memory. Order of operations
+     * as the host sampler (recur_sampler.h): temperature, top-k, softmax, min-p, top-p,
+     * then a draw with u = recur_sample_uniform(seed, step). Non-finite logits count as
+     * -inf. (optional: NULL means the caller downloads logits and samples on the host) */
+    recur_status_t (*sample)(recur_backend_t *b, const float *logits, int32_t n, int32_t V, int32_t n_valid,
+                             const recur_sample_row_t *params, int32_t *tokens);
+
+    /* ---- graphs (optional; NULL: ops always run eagerly). Between graph_begin and
+     * graph_end the ops enqueued are recorded, not run; they must not sync with the host
+     * or allocate (run the same sequence once eagerly first so scratch is sized).
+     * graph_end returns an executable graph owned by the caller (graph_free);
+     * graph_launch replays it with the buffer contents current at launch time. */
+    recur_status_t (*graph_begin)(recur_backend_t *b);
+    recur_status_t (*graph_end)(recur_backend_t *b, void **graph);
+    recur_status_t (*graph_launch)(recur_backend_t *b, void *graph);
+    void (*graph_free)(recur_backend_t *b, void *graph);
+
     void (*free)(recur_backend_t *b);
 } recur_backend_iface_t;
+
+/* The uniform draw in [0, 1) of the sample op for (seed, step): splitmix64 of
+ * seed + (step + 1) * golden-ratio constant, top 24 bits. Every backend uses this. */
+static inline float recur_sample_uniform(uint64_t seed, uint64_t step) {
+    uint64_t z = seed + (step + 1) * 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return (float)((double)(z >> 40) * 0x1.0p-24);
+}
 
 struct recur_backend {
     recur_backend_iface_t iface;
