@@ -43,6 +43,7 @@
 #include <string.h>
 #include <utf8proc.h>
 
+#include "recur_file.h"
 #include "recur_log.h"
 
 /* Ids are int32 and per-id tables are allocated up to the max id, so a garbage id must not be
@@ -292,43 +293,6 @@ static size_t bpe_trie_match(const bpe_trie_t *t, const uint8_t *s, size_t n, in
 
 /* ---------------------------------------------------------------- load */
 
-static recur_status_t bpe_read_file(const char *path, char **buf, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        recur_log_err("%s: cannot open tokenizer.json: %s", path, strerror(errno));
-        return RECUR_E_IO;
-    }
-    long len = -1;
-    if (fseek(f, 0, SEEK_END) == 0) len = ftell(f);
-    if (len < 0 || fseek(f, 0, SEEK_SET) != 0) {
-        recur_log_err("%s: cannot determine the size of tokenizer.json: %s", path, strerror(errno));
-        fclose(f);
-        return RECUR_E_IO;
-    }
-    if ((unsigned long)len > BPE_MAX_FILE_BYTES) {
-        recur_log_err("%s: tokenizer.json is %ld bytes; more than the %zu bytes recur accepts", path, len,
-                      BPE_MAX_FILE_BYTES);
-        fclose(f);
-        return RECUR_E_FORMAT;
-    }
-    char *b = malloc((size_t)len + 1);
-    if (!b) {
-        recur_log_err("%s: out of memory reading %ld bytes", path, len);
-        fclose(f);
-        return RECUR_E_NOMEM;
-    }
-    if (fread(b, 1, (size_t)len, f) != (size_t)len) {
-        recur_log_err("%s: short read of tokenizer.json", path);
-        free(b);
-        fclose(f);
-        return RECUR_E_IO;
-    }
-    fclose(f);
-    b[len] = '\0';
-    *buf = b;
-    *n = (size_t)len;
-    return RECUR_OK;
-}
 
 /* cJSON ends every string at NUL, so a "\u0000" escape would silently cut a token short.
  * No byte-level vocab contains one (byte 0 is U+0100 there); refuse rather than mis-read. */
@@ -821,7 +785,7 @@ recur_status_t recur_bpe_load(const char *path, recur_bpe_t **out) {
     *out = NULL;
     char *text = NULL;
     size_t n = 0;
-    RECUR_TRY(bpe_read_file(path, &text, &n));
+    RECUR_TRY(recur_file_read_small(path, BPE_MAX_FILE_BYTES, "tokenizer.json", &text, &n));
     if (bpe_json_has_nul_escape(text, n)) {
         recur_log_err("%s: tokenizer.json contains a \\u0000 escape, which recur does not support", path);
         free(text);

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "recur_file.h"
 #include "recur_log.h"
 
 /* Ids are stored in int32 and sized tables are allocated up to the max id, so a garbage id
@@ -228,42 +229,6 @@ static int world_parse_uint(const uint8_t *p, size_t n, long max, long *v) {
 
 /* ---------------------------------------------------------------- loading */
 
-static recur_status_t world_read_file(const char *path, uint8_t **buf, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        recur_log_err("%s: cannot open World vocab: %s", path, strerror(errno));
-        return RECUR_E_IO;
-    }
-    long len = -1;
-    if (fseek(f, 0, SEEK_END) == 0) len = ftell(f);
-    if (len < 0 || fseek(f, 0, SEEK_SET) != 0) {
-        recur_log_err("%s: cannot determine the size of the World vocab: %s", path, strerror(errno));
-        fclose(f);
-        return RECUR_E_IO;
-    }
-    if ((size_t)len > WORLD_MAX_FILE_BYTES) {
-        recur_log_err("%s: World vocab is %ld bytes; more than the %zu bytes recur accepts", path, len,
-                      WORLD_MAX_FILE_BYTES);
-        fclose(f);
-        return RECUR_E_FORMAT;
-    }
-    uint8_t *b = malloc((size_t)len + 1);
-    if (!b) {
-        recur_log_err("%s: out of memory reading %ld bytes", path, len);
-        fclose(f);
-        return RECUR_E_NOMEM;
-    }
-    if (fread(b, 1, (size_t)len, f) != (size_t)len) {
-        recur_log_err("%s: short read of the World vocab", path);
-        free(b);
-        fclose(f);
-        return RECUR_E_IO;
-    }
-    fclose(f);
-    *buf = b;
-    *n = (size_t)len;
-    return RECUR_OK;
-}
 
 /* Parses every line into entries[] and their bytes into blob. blob has room for n bytes
  * (decoded tokens are never longer than their literals). */
@@ -437,7 +402,7 @@ recur_status_t recur_world_vocab_load(const char *path, recur_world_vocab_t **ou
     *out = NULL;
     uint8_t *text = NULL;
     size_t n = 0;
-    RECUR_TRY(world_read_file(path, &text, &n));
+    RECUR_TRY(recur_file_read_small(path, WORLD_MAX_FILE_BYTES, "World vocab", (char **)&text, &n));
 
     recur_status_t st = RECUR_E_NOMEM;
     world_entry_t *entries = NULL;

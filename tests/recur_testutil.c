@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 int recur_allclose(const float *got, const float *ref, size_t n, float atol, float rtol,
@@ -130,6 +131,33 @@ int recur_test_run_model(const char *path, const int32_t *tokens, int n, int chu
     recur_model_free(m);
     recur_backend_free(b);
     return st;
+}
+
+double recur_test_now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+uint64_t recur_test_rng_next(uint64_t *s) {
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return *s * 0x2545F4914F6CDD1DULL;
+}
+
+uint32_t recur_test_rng_below(uint64_t *s, uint32_t n) { return (uint32_t)((recur_test_rng_next(s) >> 33) % n); }
+
+void recur_test_hex_dump(const char *what, const uint8_t *s, size_t n) {
+    fprintf(stderr, "  %s (%zu bytes):", what, n);
+    for (size_t i = 0; i < n && i < 64; i++) fprintf(stderr, " %02x", s[i]);
+    fprintf(stderr, "%s\n", n > 64 ? " ..." : "");
+}
+
+void recur_test_ids_dump(const char *what, const int32_t *ids, size_t n) {
+    fprintf(stderr, "  %s (%zu):", what, n);
+    for (size_t i = 0; i < n && i < 40; i++) fprintf(stderr, " %d", ids[i]);
+    fprintf(stderr, "%s\n", n > 40 ? " ..." : "");
 }
 
 void *recur_read_fixture32(const char *rel, size_t *n_values) {

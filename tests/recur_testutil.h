@@ -54,5 +54,14 @@ int recur_write_safetensors(const char *path, const recur_test_tensor_t *t, int 
 int recur_test_run_model(const char *path, const int32_t *tokens, int n, int chunk, const float *state_in,
                          float *logits_out, float *state_out, int *n_vocab, size_t *state_floats);
 
+/* Monotonic seconds, for timing prints. */
+double recur_test_now_s(void);
+/* xorshift64*: a seeded, platform-independent PRNG so failures reproduce. */
+uint64_t recur_test_rng_next(uint64_t *s);
+uint32_t recur_test_rng_below(uint64_t *s, uint32_t n);
+/* Prints up to 64 bytes in hex / up to 40 ids to stderr, labelled `what`. */
+void recur_test_hex_dump(const char *what, const uint8_t *s, size_t n);
+void recur_test_ids_dump(const char *what, const int32_t *ids, size_t n);
+
 /* Reads a whole fixture file of little-endian 32-bit values (float or uint32); NULL on failure. */
 void *recur_read_fixture32(const char *rel, size_t *n_values);

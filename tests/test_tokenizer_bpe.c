@@ -23,31 +23,6 @@
 
 #define NEOX_VOCAB 50277
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* xorshift64*: a seeded, platform-independent PRNG so failures reproduce. */
-static uint64_t rng_next(uint64_t *s) {
-    *s ^= *s >> 12; *s ^= *s << 25; *s ^= *s >> 27;
-    return *s * 0x2545F4914F6CDD1DULL;
-}
-static uint32_t rng_below(uint64_t *s, uint32_t n) { return (uint32_t)((rng_next(s) >> 33) % n); }
-
-static void hex_dump(const char *what, const uint8_t *s, size_t n) {
-    fprintf(stderr, "  %s (%zu bytes):", what, n);
-    for (size_t i = 0; i < n && i < 64; i++) fprintf(stderr, " %02x", s[i]);
-    fprintf(stderr, "%s\n", n > 64 ? " ..." : "");
-}
-
-static void ids_dump(const char *what, const int32_t *ids, size_t n) {
-    fprintf(stderr, "  %s (%zu):", what, n);
-    for (size_t i = 0; i < n && i < 40; i++) fprintf(stderr, " %d", ids[i]);
-    fprintf(stderr, "%s\n", n > 40 ? " ..." : "");
-}
-
 /* Hex string -> malloc'ed bytes (NULL on a malformed string). */
 static uint8_t *from_hex(const char *h, size_t *n) {
     size_t l = strlen(h);
@@ -71,8 +46,8 @@ static int check_decode(const recur_tokenizer_t *t, const int32_t *ids, size_t n
     int ok = st == RECUR_OK && text && nb == n && memcmp(text, want, n) == 0 && text[nb] == '\0';
     if (!ok) {
         fprintf(stderr, "decode mismatch (status %s)\n", recur_status_str(st));
-        hex_dump("want", want, n);
-        if (text) hex_dump("got", (const uint8_t *)text, nb);
+        recur_test_hex_dump("want", want, n);
+        if (text) recur_test_hex_dump("got", (const uint8_t *)text, nb);
     }
     free(text);
     return ok;
@@ -87,9 +62,9 @@ static int check_ids(const recur_tokenizer_t *t, const char *what, const uint8_t
     int ok = st == RECUR_OK && ids && n_ids == n_want && (n_want == 0 || memcmp(ids, want, n_want * sizeof *ids) == 0);
     if (!ok) {
         fprintf(stderr, "%s: encode mismatch (status %s)\n", what, recur_status_str(st));
-        hex_dump("text", s, n);
-        ids_dump("want", want, n_want);
-        if (ids) ids_dump("got", ids, n_ids);
+        recur_test_hex_dump("text", s, n);
+        recur_test_ids_dump("want", want, n_want);
+        if (ids) recur_test_ids_dump("got", ids, n_ids);
     }
     free(ids);
     return ok;
@@ -99,9 +74,9 @@ static recur_tokenizer_t *load_neox(double *secs) {
     char path[1024];
     recur_fixture_path(path, sizeof path, "tokenizers/20B_tokenizer.json");
     recur_tokenizer_t *t = NULL;
-    double t0 = now_s();
+    double t0 = recur_test_now_s();
     recur_status_t st = recur_tokenizer_bpe_load(path, &t);
-    *secs = now_s() - t0;
+    *secs = recur_test_now_s() - t0;
     if (st != RECUR_OK) fprintf(stderr, "cannot load %s: %s\n", path, recur_status_str(st));
     return t;
 }
@@ -311,7 +286,7 @@ static int check_roundtrip(const recur_tokenizer_t *t, const uint8_t *s, size_t 
     size_t ni = 0;
     int ok = want && recur_tokenizer_encode(t, (const char *)s, n, &ids, &ni) == RECUR_OK;
     if (ok) ok = check_decode(t, ids, ni, want, ne);
-    if (!ok) hex_dump("input", s, n);
+    if (!ok) recur_test_hex_dump("input", s, n);
     free(ids);
     free(want);
     return ok;
@@ -331,12 +306,12 @@ static void test_random(const recur_tokenizer_t *t, int *failures) {
         {0x1F300, 0x1F6FF}, {0x1D400, 0x1D4FF}, {0x10000, 0x10FFFD}, {0x00, 0x1F}};
     const uint32_t n_ranges = sizeof ranges / sizeof ranges[0];
     for (int iter = 0; iter < 3000; iter++) {
-        size_t m = 0, len = 1 + rng_below(&rng, 120);
+        size_t m = 0, len = 1 + recur_test_rng_below(&rng, 120);
         for (size_t k = 0; k < len; k++) {
-            uint32_t r = rng_below(&rng, n_ranges + 3);
+            uint32_t r = recur_test_rng_below(&rng, n_ranges + 3);
             uint32_t cp;
             if (r >= n_ranges) cp = r == n_ranges ? ' ' : r == n_ranges + 1 ? 'e' : '\n'; /* runs and words */
-            else cp = ranges[r][0] + rng_below(&rng, ranges[r][1] - ranges[r][0] + 1);
+            else cp = ranges[r][0] + recur_test_rng_below(&rng, ranges[r][1] - ranges[r][0] + 1);
             if (cp >= 0xD800 && cp <= 0xDFFF) cp = 'x';
             put_cp(buf, &m, cp);
         }
@@ -344,10 +319,10 @@ static void test_random(const recur_tokenizer_t *t, int *failures) {
         n_valid++;
     }
     for (int iter = 0; iter < 3000; iter++) {
-        size_t len = 1 + rng_below(&rng, 200);
-        int mode = (int)rng_below(&rng, 3);
+        size_t len = 1 + recur_test_rng_below(&rng, 200);
+        int mode = (int)recur_test_rng_below(&rng, 3);
         for (size_t k = 0; k < len; k++) {
-            uint32_t r = (uint32_t)(rng_next(&rng) >> 56);
+            uint32_t r = (uint32_t)(recur_test_rng_next(&rng) >> 56);
             if (mode == 1 && (r & 1)) r = ' ' + (r >> 1) % 95;      /* ASCII-heavy with stray high bytes */
             if (mode == 2 && (r & 3) == 0) r = 0x80 + (r >> 2) % 64; /* many continuation bytes */
             if (r == '<') r = '>';
@@ -389,20 +364,20 @@ static void test_throughput(const recur_tokenizer_t *t, int *failures) {
     uint64_t rng = 42;
     size_t n = 0;
     while (n < target) {
-        const char *w = words[rng_below(&rng, (uint32_t)n_words)];
+        const char *w = words[recur_test_rng_below(&rng, (uint32_t)n_words)];
         size_t l = strlen(w);
         memcpy(text + n, w, l);
         n += l;
-        uint32_t r = rng_below(&rng, 20);
+        uint32_t r = recur_test_rng_below(&rng, 20);
         text[n++] = r == 0 ? ',' : r == 1 ? '.' : ' ';
         if (r <= 1) text[n++] = ' ';
         if (r == 2) text[n++] = '\n';
     }
     int32_t *ids = NULL;
     size_t ni = 0;
-    double t0 = now_s();
+    double t0 = recur_test_now_s();
     recur_status_t st = recur_tokenizer_encode(t, text, n, &ids, &ni);
-    double dt = now_s() - t0;
+    double dt = recur_test_now_s() - t0;
     RECUR_CHECK(failures, st == RECUR_OK);
     printf("encode throughput: %.1f MB/s (%zu bytes -> %zu tokens, %.2f bytes/token, %.3f s)\n",
            (double)n / dt / 1e6, n, ni, ni ? (double)n / (double)ni : 0.0, dt);

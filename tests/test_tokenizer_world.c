@@ -26,31 +26,6 @@ static const char *world_vocab(void) {
 }
 #define WORLD_VOCAB world_vocab()
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* xorshift64*: a seeded, platform-independent PRNG so failures reproduce. */
-static uint64_t rng_next(uint64_t *s) {
-    *s ^= *s >> 12; *s ^= *s << 25; *s ^= *s >> 27;
-    return *s * 0x2545F4914F6CDD1DULL;
-}
-static uint32_t rng_below(uint64_t *s, uint32_t n) { return (uint32_t)((rng_next(s) >> 33) % n); }
-
-static void hex_dump(const char *what, const uint8_t *s, size_t n) {
-    fprintf(stderr, "  %s (%zu bytes):", what, n);
-    for (size_t i = 0; i < n && i < 64; i++) fprintf(stderr, " %02x", s[i]);
-    fprintf(stderr, "%s\n", n > 64 ? " ..." : "");
-}
-
-static void ids_dump(const char *what, const int32_t *ids, size_t n) {
-    fprintf(stderr, "  %s (%zu):", what, n);
-    for (size_t i = 0; i < n && i < 40; i++) fprintf(stderr, " %d", ids[i]);
-    fprintf(stderr, "%s\n", n > 40 ? " ..." : "");
-}
-
 /* decode(ids) == s exactly (and NUL-terminated). Returns 1 if so. */
 static int check_decode(const recur_tokenizer_t *t, const int32_t *ids, size_t n_ids, const uint8_t *s, size_t n) {
     char *text = NULL;
@@ -59,8 +34,8 @@ static int check_decode(const recur_tokenizer_t *t, const int32_t *ids, size_t n
     int ok = st == RECUR_OK && text && nb == n && memcmp(text, s, n) == 0 && text[nb] == '\0';
     if (!ok) {
         fprintf(stderr, "round trip failed (status %s)\n", recur_status_str(st));
-        hex_dump("want", s, n);
-        if (text) hex_dump("got", (const uint8_t *)text, nb);
+        recur_test_hex_dump("want", s, n);
+        if (text) recur_test_hex_dump("got", (const uint8_t *)text, nb);
     }
     free(text);
     return ok;
@@ -80,9 +55,9 @@ static int check_encode(const recur_tokenizer_t *t, const char *what, const uint
     int ok = 1;
     if (want && (n_ids != n_want || memcmp(ids, want, n_ids * sizeof *ids) != 0)) {
         fprintf(stderr, "%s: ids differ\n", what);
-        hex_dump("text", s, n);
-        ids_dump("want", want, n_want);
-        ids_dump("got", ids, n_ids);
+        recur_test_hex_dump("text", s, n);
+        recur_test_ids_dump("want", want, n_want);
+        recur_test_ids_dump("got", ids, n_ids);
         ok = 0;
     }
     if (!check_decode(t, ids, n_ids, s, n)) {
@@ -306,23 +281,23 @@ static void test_random(const recur_tokenizer_t *t, int *failures) {
     for (int kind = 0; kind < 3; kind++) {
         int bad = 0;
         for (int iter = 0; iter < n_per_kind[kind]; iter++) {
-            size_t n = rng_below(&rng, 201); /* 0..200 bytes */
+            size_t n = recur_test_rng_below(&rng, 201); /* 0..200 bytes */
             if (kind == 0) {
-                for (size_t i = 0; i < n; i++) s[i] = (uint8_t)rng_below(&rng, 256);
+                for (size_t i = 0; i < n; i++) s[i] = (uint8_t)recur_test_rng_below(&rng, 256);
             } else if (kind == 1) {
                 /* Whole tokens end to end, cut at n: the trie must walk deep and back off. */
                 size_t o = 0;
                 while (o < n) {
                     const char *p;
                     size_t pn;
-                    recur_tokenizer_token_bytes(t, 1 + (int32_t)rng_below(&rng, (uint32_t)v - 1), &p, &pn);
+                    recur_tokenizer_token_bytes(t, 1 + (int32_t)recur_test_rng_below(&rng, (uint32_t)v - 1), &p, &pn);
                     for (size_t i = 0; i < pn && o < n; i++) s[o++] = (uint8_t)p[i];
                 }
             } else {
                 size_t o = 0;
                 while (o < n) {
-                    char c = alphabet[rng_below(&rng, sizeof alphabet - 1)];
-                    size_t run = 1 + rng_below(&rng, 140);
+                    char c = alphabet[recur_test_rng_below(&rng, sizeof alphabet - 1)];
+                    size_t run = 1 + recur_test_rng_below(&rng, 140);
                     for (size_t i = 0; i < run && o < n; i++) s[o++] = (uint8_t)c;
                 }
             }
@@ -357,14 +332,14 @@ static void test_throughput(const recur_tokenizer_t *t, int *failures) {
         while (o < n) {
             const char *p = prose;
             size_t pn = sizeof prose - 1;
-            if (kind == 1) recur_tokenizer_token_bytes(t, 1 + (int32_t)rng_below(&rng, (uint32_t)v - 1), &p, &pn);
+            if (kind == 1) recur_tokenizer_token_bytes(t, 1 + (int32_t)recur_test_rng_below(&rng, (uint32_t)v - 1), &p, &pn);
             if (kind == 4) {
                 /* A long token minus its last byte: the walk goes deep, then backs off. */
-                do recur_tokenizer_token_bytes(t, 1 + (int32_t)rng_below(&rng, (uint32_t)v - 1), &p, &pn);
+                do recur_tokenizer_token_bytes(t, 1 + (int32_t)recur_test_rng_below(&rng, (uint32_t)v - 1), &p, &pn);
                 while (pn < 12);
                 pn--;
             }
-            if (kind == 2) { buf[o++] = (uint8_t)rng_below(&rng, 256); continue; }
+            if (kind == 2) { buf[o++] = (uint8_t)recur_test_rng_below(&rng, 256); continue; }
             if (kind == 3) { buf[o++] = ' '; continue; }
             for (size_t i = 0; i < pn && o < n; i++) buf[o++] = (uint8_t)p[i];
         }
@@ -372,9 +347,9 @@ static void test_throughput(const recur_tokenizer_t *t, int *failures) {
         size_t n_ids = 0;
         for (int rep = 0; rep < 3; rep++) {
             int32_t *ids = NULL;
-            double t0 = now_s();
+            double t0 = recur_test_now_s();
             recur_status_t st = recur_tokenizer_encode(t, (const char *)buf, n, &ids, &n_ids);
-            double dt = now_s() - t0;
+            double dt = recur_test_now_s() - t0;
             if (st != RECUR_OK) { (*failures)++; free(buf); return; }
             if (rep == 0 && !check_decode(t, ids, n_ids, buf, n)) (*failures)++;
             free(ids);
@@ -539,8 +514,8 @@ static void test_bytes(int *failures) {
     int32_t want[256];
     int bad = 0;
     for (int iter = 0; iter < 1000; iter++) {
-        size_t n = rng_below(&rng, 257);
-        for (size_t i = 0; i < n; i++) { s[i] = (uint8_t)rng_below(&rng, 256); want[i] = s[i]; }
+        size_t n = recur_test_rng_below(&rng, 257);
+        for (size_t i = 0; i < n; i++) { s[i] = (uint8_t)recur_test_rng_below(&rng, 256); want[i] = s[i]; }
         if (!check_encode(t, "bytes", s, n, want, n)) bad++;
     }
     printf("byte tokenizer: 1000 random strings, %d failures\n", bad);
@@ -569,9 +544,9 @@ int main(void) {
     for (int rep = 0; rep < 3; rep++) { /* best of 3: the first run also pays for the page cache */
         recur_tokenizer_free(t);
         t = NULL;
-        double t0 = now_s();
+        double t0 = recur_test_now_s();
         recur_status_t st = recur_tokenizer_world_load(WORLD_VOCAB, &t);
-        double dt = now_s() - t0;
+        double dt = recur_test_now_s() - t0;
         if (st != RECUR_OK) {
             fprintf(stderr, "cannot load %s: %s\n", WORLD_VOCAB, recur_status_str(st));
             return 1;

@@ -10,6 +10,7 @@
  * that log return a status; recur_model_files_open() does not log again (RECUR_TRY traces are
  * debug level), so a user sees exactly one line naming the real problem. */
 #include "recur_model_files.h"
+#include "recur_file.h"
 
 #include <cjson/cJSON.h>  /* cJSON_ParseWithLengthOpts, cJSON_ArrayForEach */
 #include <dirent.h>       /* opendir/readdir: picking the model file in a directory */
@@ -254,52 +255,6 @@ static recur_status_t mf_file_open(recur_model_files_t *f, const char *path, int
     return RECUR_OK;
 }
 
-/* Reads a whole (small) file into a NUL-terminated buffer: the index json is parsed once and
- * dropped, so it is not worth a mapping. */
-static recur_status_t mf_read_small(const char *path, size_t max, char **out, size_t *n_out) {
-    recur_status_t st = RECUR_E_IO;
-    char *buf = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        recur_log_err("%s: cannot open: %s", path, strerror(errno));
-        goto fail;
-    }
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        recur_log_err("%s: not a readable regular file", path);
-        goto fail;
-    }
-    if (sb.st_size <= 0 || (uint64_t)sb.st_size > max) {
-        recur_log_err("%s: size %lld bytes is outside [1, %zu]", path, (long long)sb.st_size, max);
-        st = RECUR_E_FORMAT;
-        goto fail;
-    }
-    size_t n = (size_t)sb.st_size, got = 0;
-    buf = malloc(n + 1);
-    if (!buf) {
-        st = mf_nomem(path);
-        goto fail;
-    }
-    while (got < n) {
-        ssize_t r = read(fd, buf + got, n - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) {
-            recur_log_err("%s: read failed after %zu of %zu bytes: %s", path, got, n,
-                          r < 0 ? strerror(errno) : "unexpected end of file");
-            goto fail;
-        }
-        got += (size_t)r;
-    }
-    buf[n] = '\0';
-    close(fd);
-    *out = buf;
-    *n_out = n;
-    return RECUR_OK;
-fail:
-    free(buf);
-    if (fd >= 0) close(fd);
-    return st;
-}
 
 /* ------------------------------------------------------------------ rwkv.cpp .bin */
 
@@ -777,7 +732,7 @@ static recur_status_t mf_open_index(recur_model_files_t *f, const char *path) {
     int32_t n_wm = 0, n_shards = 0;
     char esc[256];
 
-    st = mf_read_small(path, RECUR_MF_INDEX_MAX, &json, &len);
+    st = recur_file_read_small(path, RECUR_MF_INDEX_MAX, "index json", &json, &len);
     if (st != RECUR_OK) goto fail;
     st = RECUR_E_FORMAT;
     /* Whole file must be one JSON value: no NUL inside, nothing but whitespace after (cJSON

@@ -18,6 +18,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "recur_file.h"
 #include "recur_loader.h"
 #include "recur_log.h"
 #include "recur_model_arch.h"
@@ -105,23 +106,11 @@ static recur_status_t cfg_cap(const char *path, const cJSON *root, const char *a
 }
 
 static recur_status_t read_config(const char *dir, xlstm_config_t *c) {
-    char path[4200];
+    char path[4200], *text = NULL;
+    size_t n = 0;
     snprintf(path, sizeof path, "%s/config.json", dir);
-    FILE *fp = fopen(path, "rb");
-    if (!fp) {
-        recur_log_err("%s: cannot open (an xLSTM checkpoint needs its config.json next to the weights)", path);
-        return RECUR_E_IO;
-    }
-    char *text = malloc(XLSTM_MAX_CONFIG_BYTES + 1);
-    size_t n = text ? fread(text, 1, XLSTM_MAX_CONFIG_BYTES + 1, fp) : 0;
-    fclose(fp);
-    if (!text) return RECUR_E_NOMEM;
-    if (n > XLSTM_MAX_CONFIG_BYTES) {
-        recur_log_err("%s: larger than %d bytes", path, XLSTM_MAX_CONFIG_BYTES);
-        free(text);
-        return RECUR_E_FORMAT;
-    }
-    text[n] = '\0';
+    /* an xLSTM checkpoint needs its config.json next to the weights */
+    RECUR_TRY(recur_file_read_small(path, XLSTM_MAX_CONFIG_BYTES, "config.json", &text, &n));
     cJSON *root = cJSON_ParseWithLength(text, n);
     free(text);
     if (!root || !cJSON_IsObject(root)) {

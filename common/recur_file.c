@@ -1,0 +1,58 @@
+/* recur_file.c: see recur_file.h. */
+#include "recur_file.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "recur_log.h"
+
+recur_status_t recur_file_read_small(const char *path, size_t max, const char *what, char **out, size_t *n_out) {
+    recur_status_t st = RECUR_E_IO;
+    char *buf = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        recur_log_err("%s: cannot open the %s: %s", path, what, strerror(errno));
+        goto fail;
+    }
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        recur_log_err("%s: the %s is not a readable regular file", path, what);
+        goto fail;
+    }
+    if (sb.st_size <= 0 || (uint64_t)sb.st_size > max) {
+        recur_log_err("%s: the %s has %lld bytes, outside [1, %zu]", path, what, (long long)sb.st_size, max);
+        st = RECUR_E_FORMAT;
+        goto fail;
+    }
+    size_t n = (size_t)sb.st_size, got = 0;
+    buf = malloc(n + 1);
+    if (!buf) {
+        recur_log_err("%s: out of memory reading the %s (%zu bytes)", path, what, n);
+        st = RECUR_E_NOMEM;
+        goto fail;
+    }
+    while (got < n) {
+        ssize_t r = read(fd, buf + got, n - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            recur_log_err("%s: reading the %s failed after %zu of %zu bytes: %s", path, what, got, n,
+                          r < 0 ? strerror(errno) : "unexpected end of file");
+            goto fail;
+        }
+        got += (size_t)r;
+    }
+    buf[n] = '\0';
+    close(fd);
+    *out = buf;
+    *n_out = n;
+    return RECUR_OK;
+fail:
+    free(buf);
+    if (fd >= 0) close(fd);
+    return st;
+}
