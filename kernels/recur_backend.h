@@ -214,6 +214,17 @@ typedef struct recur_backend_iface {
     recur_status_t (*graph_launch)(recur_backend_t *b, void *graph);
     void (*graph_free)(recur_backend_t *b, void *graph);
 
+    /* ---- host staging (optional; NULL: plain malloc'ed memory and the synchronous upload).
+     * host_alloc: zero-filled host memory the device reads directly (page-locked), for
+     * buffers uploaded every step; NULL on failure. host_free: NULL is a no-op.
+     * upload_async: enqueues the copy behind the ops already enqueued and returns at once
+     * (not while a graph is being recorded); host_src must stay unchanged until a later
+     * download or synchronize has returned. From host_alloc memory the copy is a true
+     * asynchronous DMA; from other memory the backend may stage it before returning. */
+    void *(*host_alloc)(recur_backend_t *b, size_t n_bytes);
+    void  (*host_free)(recur_backend_t *b, void *p);
+    recur_status_t (*upload_async)(recur_backend_t *b, void *dst, const void *host_src, size_t n_bytes);
+
     void (*free)(recur_backend_t *b);
 } recur_backend_iface_t;
 

@@ -468,6 +468,68 @@ static void test_mlstm(recur_backend_t *b, int NHX, int DK, int DV, int nseq, co
     free(q); free(kx); free(v); free(ip); free(fp); free(ib); free(fb); free(st); free(S); free(hw); free(hgot); free(sgot);
 }
 
+/* rwkv7_wkv over a varlen batch with long sequences (the GPU's chunked WY path takes
+ * those of 64 tokens or more, the serial kernel the others), against the textbook
+ * recurrence in float64; C = 128 (2 heads of 64), an odd state stride and offset. */
+static void test_wkv_long(recur_backend_t *b, int nseq, const int32_t *soff_h, const int32_t *slot_h) {
+    enum { WC = 128, WN = 64, WH = WC / WN, WSLOT = 6 };
+    const int Mr = soff_h[nseq];
+    const size_t MC = (size_t)Mr * WC, sstride = (size_t)WH * WN * WN + 3, soff = 3;
+    float *st = malloc(WSLOT * sstride * sizeof(float)), *in = malloc(6 * MC * sizeof(float));
+    float *got = malloc(MC * sizeof(float)), *st_got = malloc(WSLOT * sstride * sizeof(float));
+    double *want = malloc(MC * sizeof(double)), *S = malloc(WSLOT * sstride * sizeof(double));
+    fill(st, WSLOT * sstride, -0.5f, 0.5f);
+    fill(in, 6 * MC, -1.f, 1.f);
+    for (size_t i = 0; i < MC; i++) in[MC + i] = frand(0.55f, 1.f); /* decay range */
+    for (int m = 0; m < Mr; m++) /* kk: unit vectors per head */
+        for (int hh = 0; hh < WH; hh++) {
+            double ss = 0;
+            for (int j = 0; j < WN; j++) ss += (double)in[4 * MC + (size_t)m * WC + hh * WN + j] * in[4 * MC + (size_t)m * WC + hh * WN + j];
+            for (int j = 0; j < WN; j++) in[4 * MC + (size_t)m * WC + hh * WN + j] /= (float)sqrt(ss);
+        }
+    for (size_t i = 0; i < MC; i++) in[5 * MC + i] = frand(0.f, 1.f); /* a in (0,1) */
+    float *dst = dev(b, st, WSLOT * sstride * sizeof(float)), *d_in = dev(b, in, 6 * MC * sizeof(float));
+    float *dy = dev(b, NULL, MC * sizeof(float));
+    int32_t *doff = dev(b, soff_h, (nseq + 1) * sizeof(int32_t)), *dslot = dev(b, slot_h, nseq * sizeof(int32_t));
+    recur_rwkv7_wkv_args_t wa = {.C = WC, .head_size = WN, .rows = {Mr, nseq, doff, dslot}, .r = d_in, .w = d_in + MC,
+                                 .k = d_in + 2 * MC, .v = d_in + 3 * MC, .kk = d_in + 4 * MC, .a = d_in + 5 * MC,
+                                 .state = {dst, sstride, soff}, .y = dy};
+    poison(b, dy, MC);
+    if (b->iface.rwkv7_wkv(b, &wa) != RECUR_OK) failures++;
+    get(b, got, dy, MC * sizeof(float));
+    get(b, st_got, dst, WSLOT * sstride * sizeof(float));
+    for (size_t i = 0; i < WSLOT * sstride; i++) S[i] = st[i];
+    for (int sq = 0; sq < nseq; sq++)
+        for (int t = soff_h[sq]; t < soff_h[sq + 1]; t++)
+            for (int hh = 0; hh < WH; hh++) {
+                double *Sh = S + slot_h[sq] * sstride + soff + (size_t)hh * WN * WN;
+                const size_t o = (size_t)t * WC + hh * WN;
+                const float *r = in + o, *wd = in + MC + o, *k = in + 2 * MC + o, *v = in + 3 * MC + o;
+                const float *kk = in + 4 * MC + o, *a = in + 5 * MC + o;
+                double sa[WN];
+                for (int i = 0; i < WN; i++) {
+                    sa[i] = 0;
+                    for (int j = 0; j < WN; j++) sa[i] += Sh[i * WN + j] * -(double)kk[j];
+                }
+                for (int i = 0; i < WN; i++) {
+                    double y = 0;
+                    for (int j = 0; j < WN; j++) {
+                        Sh[i * WN + j] = Sh[i * WN + j] * wd[j] + sa[i] * kk[j] * a[j] + (double)v[i] * k[j];
+                        y += Sh[i * WN + j] * r[j];
+                    }
+                    want[o + i] = y;
+                }
+            }
+    char what[96];
+    snprintf(what, sizeof what, "rwkv7_wkv y, %d sequences, %d rows", nseq, Mr);
+    check(got, want, MC, 1e-4f, what);
+    snprintf(what, sizeof what, "rwkv7_wkv state, %d sequences, %d rows", nseq, Mr);
+    check(st_got, S, WSLOT * sstride, 1e-5f, what);
+    void *bufs[] = {dst, d_in, dy, doff, dslot};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) b->iface.buf_free(b, bufs[i]);
+    free(st); free(in); free(got); free(st_got); free(want); free(S);
+}
+
 int main(int argc, char **argv) {
     const char *name = argc > 1 ? argv[1] : "cpu";
     recur_backend_t *b = NULL;
@@ -778,6 +840,14 @@ int main(int argc, char **argv) {
         test_mlstm(b, 2, 32, 80, 2, long_off, long_slot, 3, chunks_long, 5, 0.f);
         static const int chunks_long_big[] = {64};
         test_mlstm(b, 1, 256, 512, 2, long_off, long_slot, 3, chunks_long_big, 1, 0.f);
+        /* long and short sequences together (the GPU's tensor-core path takes those of 64
+         * tokens or more, across many chunks, and the CUDA-core kernels the others) */
+        static const int32_t mix_off[6] = {0, 600, 601, 731, 795, 802}, mix_slot[5] = {3, 0, 5, 1, 4};
+        static const int chunks_mix[] = {64, 16};
+        test_mlstm(b, 2, 32, 80, 5, mix_off, mix_slot, NSLOT, chunks_mix, 2, 0.f);
+        test_mlstm(b, 1, 256, 512, 5, mix_off, mix_slot, NSLOT, chunks_mix, 1, 0.f);
+        /* rwkv7_wkv likewise: lengths 600, 1, 130, 64, 7 */
+        test_wkv_long(b, 5, mix_off, mix_slot);
     }
 
     /* xlstm_head_out: per-head LayerNorm (no bias) * w * sigmoid(o) */

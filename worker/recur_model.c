@@ -12,6 +12,26 @@
 
 static const recur_model_arch_t *const recur_archs[] = {&recur_arch_rwkv7, &recur_arch_xlstm};
 
+/* The index arrays of a forward piece live in one host staging block and one device
+ * block of the same layout (int32 offsets, T = max_tokens), so a piece costs one upload:
+ *   IDX_TOK  [T]     tokens             \
+ *   IDX_SEQ  [T+1]   seq_off             | an eager piece (any batch shape)
+ *   IDX_SLOT [T]     slots               |
+ *   IDX_OUT  [T]     out_rows           /
+ *   IDX_DEC  [2T]    a padded decode batch of P rows: tokens [P], then slots [P]
+ *   IDX_IOTA [T+1]   0, 1, ..., T (device only, uploaded at load): the seq_off and
+ *                    out_rows of every decode batch, which never change. */
+#define IDX_TOK(T) 0
+#define IDX_SEQ(T) ((size_t)(T))
+#define IDX_SLOT(T) (2 * (size_t)(T) + 1)
+#define IDX_OUT(T) (3 * (size_t)(T) + 1)
+#define IDX_DEC(T) (4 * (size_t)(T) + 1)
+#define IDX_IOTA(T) (6 * (size_t)(T) + 1)
+#define IDX_TOTAL(T) (7 * (size_t)(T) + 2)
+
+/* Logits modes of a decode graph: what the recorded forward ends with. */
+enum { GRAPH_LAST = 0, GRAPH_NONE = 1, GRAPH_MODES = 2 };
+
 struct recur_model {
     uint32_t magic;
     recur_backend_t *b;
@@ -21,39 +41,84 @@ struct recur_model {
     recur_model_params_t params;
     float *pool;          /* backend: n_slots * info.state_floats */
     float *init_state;    /* backend: one slot's initial state    */
-    /* Per-piece index arrays, host staging and backend copies (sized for max_tokens). */
-    int32_t *h_seq_off, *h_slot, *h_out_rows, *h_tokens;
-    int32_t *d_seq_off, *d_slot, *d_out_rows, *d_tokens;
+    int32_t *h_idx;       /* host staging, IDX_TOTAL(max_tokens) (page-locked when the backend has host_alloc) */
+    int32_t *d_idx;       /* backend copy, same layout */
+    int h_idx_pinned;     /* h_idx came from host_alloc */
+    int dec_upload_pending; /* an upload_async of IDX_DEC may still read h_idx: sync before rewriting it */
     float *d_logits;      /* backend: [max_tokens][n_vocab] */
     uint8_t *slot_seen;   /* host: n_slots, for the repeated-slot check */
+    /* Decode graphs: per bucket size and logits mode, a graph (NULL: none yet) and
+     * whether the bucket has run eagerly once (so the backend's scratch is sized). */
+    int graphs_on;        /* params.use_graphs, the backend has graphs, none failed */
+    int32_t n_buckets;
+    int32_t *buckets;     /* ascending; the last is max_tokens */
+    void **graphs;        /* [n_buckets][GRAPH_MODES] */
+    uint8_t *warm;        /* [n_buckets][GRAPH_MODES] */
+    int32_t n_graphs;
 };
 
 recur_model_params_t recur_model_default_params(void) {
-    return (recur_model_params_t){.n_slots = 9, .max_tokens = 128, .prefill_chunk = 0};
+    /* RECUR_GRAPHS=0 turns graphs off by default, so that programs that take the defaults
+     * (recur bench, the server) can be compared with and without them. */
+    const char *g = getenv("RECUR_GRAPHS");
+    int32_t use_graphs = g && strcmp(g, "0") == 0 ? 0 : 1;
+    return (recur_model_params_t){.n_slots = 9, .max_tokens = 128, .prefill_chunk = 0, .use_graphs = use_graphs};
 }
 
 const recur_model_info_t *recur_model_info(const recur_model_t *m) { return &m->info; }
 int32_t recur_model_n_slots(const recur_model_t *m) { return m->params.n_slots; }
+int32_t recur_model_n_graphs(const recur_model_t *m) { return m->n_graphs; }
 
 void recur_model_free(recur_model_t *m) {
     if (!m) return;
     RECUR_ASSERT(m->magic == RECUR_MODEL_MAGIC);
     recur_backend_t *b = m->b;
+    /* Graphs first: they reference the buffers freed below. */
+    if (m->graphs)
+        for (int32_t i = 0; i < m->n_buckets * GRAPH_MODES; i++)
+            if (m->graphs[i]) b->iface.graph_free(b, m->graphs[i]);
     if (m->arch_ctx) m->arch->free(b, m->arch_ctx);
     b->iface.buf_free(b, m->pool);
     b->iface.buf_free(b, m->init_state);
-    b->iface.buf_free(b, m->d_seq_off);
-    b->iface.buf_free(b, m->d_slot);
-    b->iface.buf_free(b, m->d_out_rows);
-    b->iface.buf_free(b, m->d_tokens);
+    b->iface.buf_free(b, m->d_idx);
     b->iface.buf_free(b, m->d_logits);
-    free(m->h_seq_off);
-    free(m->h_slot);
-    free(m->h_out_rows);
-    free(m->h_tokens);
+    if (m->h_idx_pinned) b->iface.host_free(b, m->h_idx);
+    else free(m->h_idx);
     free(m->slot_seen);
+    free(m->buckets);
+    free(m->graphs);
+    free(m->warm);
     m->magic = 0;
     free(m);
+}
+
+/* The bucket sizes of padded decode batches, up to and including max_tokens: 1, 2, 4, 8
+ * (the GEMV path, one kernel per row count anyway), then steps of 1.5x / 2x alternately
+ * (12, 16, 24, 32, ... 384, 512: at most a third of a batch is padding), then multiples
+ * of 256 (where a step is a large GEMM and 256 more rows are cheap relative to it). */
+static int32_t next_bucket(int32_t b) {
+    if (b < 8) return 2 * b;
+    if (b >= 512) return b + 256;
+    return (b & (b - 1)) == 0 ? b + b / 2 : (b / 3) * 4; /* 8 -> 12 -> 16 -> 24 -> 32 ... */
+}
+
+static recur_status_t init_graphs(recur_model_t *m) {
+    const recur_backend_iface_t *k = &m->b->iface;
+    const int32_t T = m->params.max_tokens;
+    m->graphs_on = m->params.use_graphs && k->graph_begin && k->graph_end && k->graph_launch && k->graph_free;
+    if (!m->graphs_on) return RECUR_OK;
+    int32_t n = 0;
+    for (int32_t b = 1; b < T; b = next_bucket(b)) n++;
+    n++; /* T itself */
+    m->buckets = malloc((size_t)n * sizeof *m->buckets);
+    m->graphs = calloc((size_t)n * GRAPH_MODES, sizeof *m->graphs);
+    m->warm = calloc((size_t)n * GRAPH_MODES, 1);
+    if (!m->buckets || !m->graphs || !m->warm) return RECUR_E_NOMEM;
+    n = 0;
+    for (int32_t b = 1; b < T; b = next_bucket(b)) m->buckets[n++] = b;
+    m->buckets[n++] = T;
+    m->n_buckets = n;
+    return RECUR_OK;
 }
 
 recur_status_t recur_model_load(const char *path, recur_backend_t *b, const recur_model_params_t *p,
@@ -96,23 +161,24 @@ recur_status_t recur_model_load_files(const recur_model_files_t *files, recur_ba
     size_t T = (size_t)params.max_tokens;
     m->pool = b->iface.alloc(b, slot_bytes * (size_t)params.n_slots);
     m->init_state = b->iface.alloc(b, slot_bytes); /* both architectures start from all zeros */
-    m->h_seq_off = malloc((T + 1) * sizeof(int32_t));
-    m->h_slot = malloc(T * sizeof(int32_t));
-    m->h_out_rows = malloc(T * sizeof(int32_t));
-    m->h_tokens = malloc(T * sizeof(int32_t));
-    m->d_seq_off = b->iface.alloc(b, (T + 1) * sizeof(int32_t));
-    m->d_slot = b->iface.alloc(b, T * sizeof(int32_t));
-    m->d_out_rows = b->iface.alloc(b, T * sizeof(int32_t));
-    m->d_tokens = b->iface.alloc(b, T * sizeof(int32_t));
+    if (b->iface.host_alloc && b->iface.host_free) {
+        m->h_idx = b->iface.host_alloc(b, IDX_TOTAL(T) * sizeof(int32_t));
+        m->h_idx_pinned = m->h_idx != NULL;
+    }
+    if (!m->h_idx) m->h_idx = malloc(IDX_TOTAL(T) * sizeof(int32_t));
+    m->d_idx = b->iface.alloc(b, IDX_TOTAL(T) * sizeof(int32_t));
     m->d_logits = b->iface.alloc(b, T * (size_t)m->info.n_vocab * sizeof(float));
     m->slot_seen = calloc((size_t)params.n_slots, 1);
-    if (!m->pool || !m->init_state || !m->h_seq_off || !m->h_slot || !m->h_out_rows || !m->h_tokens ||
-        !m->d_seq_off || !m->d_slot || !m->d_out_rows || !m->d_tokens || !m->d_logits || !m->slot_seen) {
+    if (!m->pool || !m->init_state || !m->h_idx || !m->d_idx || !m->d_logits || !m->slot_seen) {
         recur_log_err("out of memory allocating %d state slots of %.2f MiB", params.n_slots,
                       (double)slot_bytes / (1024.0 * 1024.0));
         st = RECUR_E_NOMEM;
         goto fail;
     }
+    for (size_t i = 0; i <= T; i++) m->h_idx[IDX_IOTA(T) + i] = (int32_t)i;
+    if ((st = b->iface.upload(b, m->d_idx + IDX_IOTA(T), m->h_idx + IDX_IOTA(T), (T + 1) * sizeof(int32_t))) != RECUR_OK)
+        goto fail;
+    if ((st = init_graphs(m)) != RECUR_OK) goto fail;
     recur_log_info("loaded %s: %s, %d layers, C=%d, H=%d, vocab %d, %.2fM params (%s), state %.2f MiB/slot x %d slots, backend %s",
                    path, m->info.arch_name, m->info.n_layer, m->info.n_embd, m->info.n_head, m->info.n_vocab,
                    (double)m->info.n_params / 1e6, recur_dtype_name(m->info.file_dtype),
@@ -164,27 +230,133 @@ static recur_status_t check_batch(recur_model_t *m, const recur_batch_t *bt, con
     return st;
 }
 
-/* Runs the rows gathered so far as one piece and copies its logits out. */
+/* Runs the rows gathered so far (in the IDX_TOK..IDX_OUT staging) as one piece and copies
+ * its logits out. */
 static recur_status_t flush_piece(recur_model_t *m, int32_t n_rows, int32_t n_seq, int32_t n_out, float *logits_dst) {
     recur_backend_t *b = m->b;
-    m->h_seq_off[n_seq] = n_rows;
-    RECUR_TRY(b->iface.upload(b, m->d_tokens, m->h_tokens, (size_t)n_rows * sizeof(int32_t)));
-    RECUR_TRY(b->iface.upload(b, m->d_seq_off, m->h_seq_off, (size_t)(n_seq + 1) * sizeof(int32_t)));
-    RECUR_TRY(b->iface.upload(b, m->d_slot, m->h_slot, (size_t)n_seq * sizeof(int32_t)));
-    if (n_out) RECUR_TRY(b->iface.upload(b, m->d_out_rows, m->h_out_rows, (size_t)n_out * sizeof(int32_t)));
-    recur_rows_t rows = {.n_rows = n_rows, .n_seq = n_seq, .seq_off = m->d_seq_off, .slot = m->d_slot};
-    RECUR_TRY(m->arch->forward(b, m->arch_ctx, &rows, m->d_tokens, m->pool, m->info.state_floats, n_out,
-                               m->d_out_rows, m->d_logits));
+    const int32_t T = m->params.max_tokens;
+    m->h_idx[IDX_SEQ(T) + (size_t)n_seq] = n_rows;
+    /* One upload of the staging prefix in use instead of one per array. */
+    size_t used = n_out ? IDX_OUT(T) + (size_t)n_out : IDX_SLOT(T) + (size_t)n_seq;
+    RECUR_TRY(b->iface.upload(b, m->d_idx, m->h_idx, used * sizeof(int32_t)));
+    recur_rows_t rows = {.n_rows = n_rows, .n_seq = n_seq, .seq_off = m->d_idx + IDX_SEQ(T), .slot = m->d_idx + IDX_SLOT(T)};
+    RECUR_TRY(m->arch->forward(b, m->arch_ctx, &rows, m->d_idx + IDX_TOK(T), m->pool, m->info.state_floats, n_out,
+                               m->d_idx + IDX_OUT(T), m->d_logits));
     if (n_out)
         RECUR_TRY(b->iface.download(b, logits_dst, m->d_logits, (size_t)n_out * m->info.n_vocab * sizeof(float)));
     return RECUR_OK;
 }
 
+/* The smallest bucket that holds n rows (n <= max_tokens), by index. */
+static int32_t bucket_of(const recur_model_t *m, int32_t n) {
+    int32_t i = 0;
+    while (m->buckets[i] < n) i++;
+    return i;
+}
+
+/* Records the forward of a padded decode batch as a graph. The caller has run this exact
+ * forward (same bucket, same mode) eagerly before, so every scratch buffer is sized. On a
+ * failure the graph is not recorded and nothing has run: *graph stays NULL. */
+static recur_status_t record_graph(recur_model_t *m, const recur_rows_t *rows, int32_t n_out, void **graph) {
+    recur_backend_t *b = m->b;
+    const int32_t T = m->params.max_tokens;
+    *graph = NULL;
+    RECUR_TRY(b->iface.graph_begin(b));
+    recur_status_t st = m->arch->forward(b, m->arch_ctx, rows, m->d_idx + IDX_DEC(T), m->pool, m->info.state_floats,
+                                         n_out, m->d_idx + IDX_IOTA(T), m->d_logits);
+    void *g = NULL;
+    recur_status_t st_end = b->iface.graph_end(b, &g);
+    if (st == RECUR_OK && st_end != RECUR_OK) st = st_end;
+    if (st != RECUR_OK) {
+        if (g) b->iface.graph_free(b, g);
+        return st;
+    }
+    *graph = g;
+    return RECUR_OK;
+}
+
+/* A decode batch (every sequence one token, n_seq <= max_tokens) through the graph of its
+ * bucket. Rows n_seq..P-1 are padding: token 0 in slot 0. Several padding rows then
+ * share slot 0 in one batch, against the "distinct slots" rule of recur_rows_t; that is
+ * safe because
+ *  - every op writes only the state of the slot of the row's own sequence, so padding
+ *    rows write slot 0 and nothing else (the races among them leave slot 0 holding some
+ *    mix of their results, which no request ever reads: slot 0 is refused by check_slot);
+ *  - every op besides the recurrences is row-wise (norms, GEMMs, elementwise, gather),
+ *    and the recurrences read a row's own sequence only, so whatever a padding row holds,
+ *    NaN or Inf included, never reaches a real row; its logits are not copied out.
+ * One reserved slot per padding row would avoid the races but cost a slot's state per
+ * row (128 MiB for xLSTM 7B), hence the shared slot. */
+static recur_status_t forward_decode(recur_model_t *m, const recur_batch_t *bt, float *logits) {
+    recur_backend_t *b = m->b;
+    const int32_t T = m->params.max_tokens, B = bt->n_seq;
+    const int32_t bi = bucket_of(m, B), P = m->buckets[bi];
+    const int mode = bt->logits == RECUR_LOGITS_NONE ? GRAPH_NONE : GRAPH_LAST;
+    const int32_t n_out = mode == GRAPH_LAST ? P : 0;
+    int32_t *h = m->h_idx + IDX_DEC(T), *d = m->d_idx + IDX_DEC(T);
+
+    if (m->dec_upload_pending) { /* the last step had no download to wait for its upload */
+        RECUR_TRY(b->iface.synchronize(b));
+        m->dec_upload_pending = 0;
+    }
+    memcpy(h, bt->tokens, (size_t)B * sizeof(int32_t));
+    memset(h + B, 0, (size_t)(P - B) * sizeof(int32_t));
+    memcpy(h + P, bt->slot, (size_t)B * sizeof(int32_t));
+    memset(h + P + B, 0, (size_t)(P - B) * sizeof(int32_t));
+    if (b->iface.upload_async) {
+        RECUR_TRY(b->iface.upload_async(b, d, h, 2 * (size_t)P * sizeof(int32_t)));
+        m->dec_upload_pending = 1;
+    } else {
+        RECUR_TRY(b->iface.upload(b, d, h, 2 * (size_t)P * sizeof(int32_t)));
+    }
+    /* seq_off = 0..P and out_rows = 0..P-1: both the iota block. */
+    const recur_rows_t rows = {.n_rows = P, .n_seq = P, .seq_off = m->d_idx + IDX_IOTA(T), .slot = d + P};
+    void **graph = &m->graphs[bi * GRAPH_MODES + mode];
+    uint8_t *warm = &m->warm[bi * GRAPH_MODES + mode];
+    if (!*graph && *warm) {
+        recur_status_t st = record_graph(m, &rows, n_out, graph);
+        if (st == RECUR_OK) {
+            m->n_graphs++;
+            recur_log_debug("model: recorded the decode graph of %d rows (%s)", P, mode == GRAPH_LAST ? "logits" : "no logits");
+        } else {
+            /* Nothing ran; go on eagerly, for good (a backend that cannot record this
+             * forward once will not later). */
+            recur_log_warn("model: recording a decode graph failed (%s); decoding without graphs from now on",
+                           recur_status_str(st));
+            m->graphs_on = 0;
+        }
+    }
+    if (*graph) {
+        RECUR_TRY(b->iface.graph_launch(b, *graph));
+    } else {
+        RECUR_TRY(m->arch->forward(b, m->arch_ctx, &rows, d, m->pool, m->info.state_floats, n_out,
+                                   m->d_idx + IDX_IOTA(T), m->d_logits));
+        *warm = 1;
+    }
+    if (mode == GRAPH_LAST) {
+        /* Only the real rows; the download waits for the step, upload included. */
+        RECUR_TRY(b->iface.download(b, logits, m->d_logits, (size_t)B * m->info.n_vocab * sizeof(float)));
+        m->dec_upload_pending = 0;
+    }
+    return RECUR_OK;
+}
+
+/* A batch the decode graphs serve: every sequence exactly one token, all in one piece. */
+static int is_decode_batch(const recur_model_t *m, const recur_batch_t *bt) {
+    if (!m->graphs_on || bt->n_seq < 1 || bt->n_seq > m->params.max_tokens) return 0;
+    for (int32_t s = 0; s < bt->n_seq; s++)
+        if (bt->seq_len[s] != 1) return 0;
+    return 1; /* LAST and ALL are the same output here: one row per sequence */
+}
+
 recur_status_t recur_model_forward(recur_model_t *m, const recur_batch_t *bt, float *logits) {
     RECUR_ASSERT(m && m->magic == RECUR_MODEL_MAGIC);
     RECUR_TRY(check_batch(m, bt, logits));
+    if (is_decode_batch(m, bt)) return forward_decode(m, bt, logits);
     const int32_t T = m->params.max_tokens;
     const size_t V = (size_t)m->info.n_vocab;
+    int32_t *h_seq_off = m->h_idx + IDX_SEQ(T), *h_slot = m->h_idx + IDX_SLOT(T);
+    int32_t *h_out_rows = m->h_idx + IDX_OUT(T), *h_tokens = m->h_idx + IDX_TOK(T);
     int32_t n_rows = 0, n_seq = 0, n_out = 0;
     int64_t pos = 0;         /* next batch token           */
     int64_t out_written = 0; /* logits rows already copied */
@@ -194,13 +366,13 @@ recur_status_t recur_model_forward(recur_model_t *m, const recur_batch_t *bt, fl
             /* A sequence may be cut across pieces: its state carries over in its slot. */
             int32_t take = bt->seq_len[s] - done;
             if (take > T - n_rows) take = T - n_rows;
-            m->h_seq_off[n_seq] = n_rows;
-            m->h_slot[n_seq] = bt->slot[s];
-            memcpy(m->h_tokens + n_rows, bt->tokens + pos, (size_t)take * sizeof(int32_t));
+            h_seq_off[n_seq] = n_rows;
+            h_slot[n_seq] = bt->slot[s];
+            memcpy(h_tokens + n_rows, bt->tokens + pos, (size_t)take * sizeof(int32_t));
             if (bt->logits == RECUR_LOGITS_ALL)
-                for (int32_t t = 0; t < take; t++) m->h_out_rows[n_out++] = n_rows + t;
+                for (int32_t t = 0; t < take; t++) h_out_rows[n_out++] = n_rows + t;
             else if (bt->logits == RECUR_LOGITS_LAST && done + take == bt->seq_len[s])
-                m->h_out_rows[n_out++] = n_rows + take - 1;
+                h_out_rows[n_out++] = n_rows + take - 1;
             n_rows += take;
             n_seq++;
             done += take;

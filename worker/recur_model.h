@@ -41,6 +41,9 @@ typedef struct recur_model_params {
     int32_t max_tokens;  /* rows per internal forward piece (workspace size)  */
     int32_t prefill_chunk; /* tokens per chunk of the chunkwise-parallel recurrence
                               (xLSTM); 0 = the checkpoint's default (config chunk_size) */
+    int32_t use_graphs;  /* 1: decode batches replay recorded backend graphs (see
+                            recur_model_forward); 0: every op is launched eagerly. Default 1,
+                            or 0 when the environment has RECUR_GRAPHS=0 (A/B runs). */
 } recur_model_params_t;
 
 typedef struct recur_model_info {
@@ -83,8 +86,19 @@ int32_t recur_model_n_slots(const recur_model_t *m);
 /* Runs the batch, advancing each sequence's slot state past its tokens. logits (host) gets
  * [n_seq][n_vocab] (LAST) or [n_tokens][n_vocab] (ALL); NULL only with RECUR_LOGITS_NONE.
  * RECUR_E_INVAL (with a message) for a token id outside the vocabulary, a bad slot, a
- * repeated slot or an empty sequence; nothing is changed then. */
+ * repeated slot or an empty sequence; nothing is changed then.
+ *
+ * Decode batches (every sequence one token, at most max_tokens of them) on a backend with
+ * graphs and params.use_graphs: the batch is padded to a bucket size (1, 2, 4, 8, 12, 16,
+ * 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, then multiples of 256, and max_tokens
+ * itself) with rows of token 0 in padding slot 0, and the step is one upload, one graph
+ * launch and one download. A bucket's first step runs eagerly (it sizes the backend's
+ * scratch), its second records the graph, later ones replay it; graphs live until
+ * recur_model_free. Results equal the eager path's (padding rows touch only slot 0). */
 recur_status_t recur_model_forward(recur_model_t *m, const recur_batch_t *batch, float *logits);
+
+/* Decode graphs recorded so far (for tests and logs; 0 without graph support). */
+int32_t recur_model_n_graphs(const recur_model_t *m);
 
 recur_status_t recur_model_state_reset(recur_model_t *m, int32_t slot);             /* initial state */
 recur_status_t recur_model_state_get(recur_model_t *m, int32_t slot, float *host);  /* state_floats  */

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "recur_log.h"
+#include "recur_sample_op.h"
 
 static const char *cpu_name(const recur_backend_t *b) { return "cpu"; }
 
@@ -378,7 +379,117 @@ static recur_status_t cpu_xlstm_head_out(recur_backend_t *b, const float *h, con
     return RECUR_OK;
 }
 
-static void cpu_free(recur_backend_t *b) { free(b); }
+/* ---- sampling (recur_sample_op.h defines the op; this is its plain reference) */
+
+/* The CPU backend's private state: the sample op's scratch, grown to the largest row
+ * seen and then reused, so steady-state sampling allocates nothing. */
+typedef struct cpu_ctx {
+    uint64_t *keys;  /* rank keys (recur_sample_rank_key) of a row's candidates */
+    uint64_t *mass;  /* their kept masses, in the order of O */
+    size_t    cap;
+} cpu_ctx_t;
+
+static int cmp_u64(const void *a, const void *b) {
+    const uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* One row of the sample op, step for step as recur_sample_op.h words it: sort the
+ * candidates along O (s descending, id ascending), cut top-k, filter min-p, cut top-p,
+ * then walk O (descending probability) with exact integer masses until the running mass
+ * exceeds t. Only candidates with s - s_max >= -RECUR_SAMPLE_CUT are sorted: the others
+ * have mass 0 and rank after all of them, so they could only change the count top-k
+ * compares with, and a cut past the last sorted candidate keeps the same mass. */
+static int32_t cpu_sample_row(cpu_ctx_t *c, const float *l, int32_t nv, const recur_sample_row_t *p) {
+    if (nv <= 0) return 0;
+    uint64_t first = UINT64_MAX;
+    if (!(p->temperature > 0.0f) || p->top_k == 1) { /* greedy: the argmax of the raw logits */
+        for (int32_t i = 0; i < nv; i++)
+            if (isfinite(l[i])) {
+                const uint64_t k = recur_sample_rank_key(l[i] == 0.0f ? 0.0f : l[i], i);
+                if (k < first) first = k;
+            }
+        return first == UINT64_MAX ? 0 : recur_sample_key_id(first);
+    }
+    const float inv_t = recur_sample_inv_t(p->temperature);
+    for (int32_t i = 0; i < nv; i++)
+        if (isfinite(l[i])) {
+            const uint64_t k = recur_sample_rank_key(recur_sample_scale(l[i], inv_t), i);
+            if (k < first) first = k;
+        }
+    if (first == UINT64_MAX) return 0;
+    const float smax = recur_sample_key_s(first);
+    size_t n = 0;
+    for (int32_t i = 0; i < nv; i++)
+        if (isfinite(l[i])) {
+            const float s = recur_sample_scale(l[i], inv_t);
+            if (recur_sample_sub(s, smax) >= -RECUR_SAMPLE_CUT) c->keys[n++] = recur_sample_rank_key(s, i);
+        }
+    qsort(c->keys, n, sizeof *c->keys, cmp_u64); /* keys[0] == first */
+    if (p->top_k > 0 && (size_t)p->top_k < n) n = (size_t)p->top_k;
+    const int min_p_on = p->min_p > 0.0f;
+    uint64_t M = 0;
+    for (size_t j = 0; j < n; j++) {
+        const float w = recur_sample_exp(recur_sample_sub(recur_sample_key_s(c->keys[j]), smax));
+        const int keep = !min_p_on || w >= p->min_p || j == 0;
+        c->mass[j] = keep ? recur_sample_q(w) : 0;
+        M += c->mass[j];
+    }
+    if (p->top_p < 1.0f) { /* the shortest prefix reaching X; M becomes its mass */
+        const uint64_t X = recur_sample_top_p_target(p->top_p, M);
+        uint64_t acc = 0;
+        size_t j = 0;
+        while (j < n) {
+            acc += c->mass[j++];
+            if (acc >= X) break;
+        }
+        M = acc;
+        n = j;
+    }
+    const uint64_t t = recur_sample_draw_target(M, (uint32_t)(recur_sample_uniform(p->seed, p->step) * 16777216.0f));
+    uint64_t acc = 0;
+    for (size_t j = 0; j < n; j++) {
+        acc += c->mass[j];
+        if (acc > t) return recur_sample_key_id(c->keys[j]);
+    }
+    RECUR_ASSERT(!"sample: the draw target lies below the kept mass");
+    return 0;
+}
+
+static recur_status_t cpu_sample(recur_backend_t *b, const float *logits, int32_t n, int32_t V, int32_t n_valid,
+                                 const recur_sample_row_t *params, int32_t *tokens) {
+    RECUR_ASSERT(n >= 0 && V >= 0);
+    const int32_t nv = n_valid < 0 ? 0 : n_valid < V ? n_valid : V;
+    RECUR_ASSERT(nv <= RECUR_SAMPLE_MAX_VOCAB);
+    if (!b->ctx) {
+        b->ctx = calloc(1, sizeof(cpu_ctx_t));
+        if (!b->ctx) return RECUR_E_NOMEM;
+    }
+    cpu_ctx_t *c = b->ctx;
+    if ((size_t)nv > c->cap) {
+        uint64_t *k = realloc(c->keys, (size_t)nv * sizeof *k);
+        if (k) c->keys = k;
+        uint64_t *m = realloc(c->mass, (size_t)nv * sizeof *m);
+        if (m) c->mass = m;
+        if (!k || !m) {
+            recur_log_err("cpu sample: out of memory for %d ids", nv);
+            return RECUR_E_NOMEM;
+        }
+        c->cap = (size_t)nv;
+    }
+    for (int32_t r = 0; r < n; r++) tokens[r] = cpu_sample_row(c, logits + (size_t)r * (size_t)V, nv, &params[r]);
+    return RECUR_OK;
+}
+
+static void cpu_free(recur_backend_t *b) {
+    cpu_ctx_t *c = b->ctx;
+    if (c) {
+        free(c->keys);
+        free(c->mass);
+        free(c);
+    }
+    free(b);
+}
 
 recur_status_t recur_backend_cpu_init(recur_backend_t **out) {
     recur_backend_t *b = calloc(1, sizeof *b);
@@ -409,6 +520,7 @@ recur_status_t recur_backend_cpu_init(recur_backend_t **out) {
         .rwkv7_out = cpu_rwkv7_out,
         .mlstm = cpu_mlstm,
         .xlstm_head_out = cpu_xlstm_head_out,
+        .sample = cpu_sample,
         .free = cpu_free,
     };
     *out = b;

@@ -5,7 +5,12 @@
  *
  * Conventions kept by every op here:
  * - everything is enqueued on the backend's one stream; upload and download return only
- *   once the host buffer may be reused (they synchronise the stream);
+ *   once the host buffer may be reused (they synchronise the stream); upload_async does
+ *   not wait (its source is meant to be host_alloc's page-locked memory);
+ * - graphs: graph_begin..graph_end records the stream (cudaStreamBeginCapture) into a
+ *   graph instantiated once and replayed by graph_launch, so a decode step costs one
+ *   launch instead of ~1000; cuBLAS records fine because its workspace is fixed
+ *   (cublasSetWorkspace at init, so it allocates nothing during a call);
  * - every CUDA/cuBLAS call is checked and a failure returns RECUR_E_CUDA with the call,
  *   file:line and device in the log (recur_cuda_internal.h); nothing aborts on a device error;
  * - an op with nothing to do (0 rows, 0 elements) returns RECUR_OK without a launch;
@@ -87,6 +92,35 @@ static recur_status_t cuda_copy(recur_backend_t *b, void *dst, const void *src, 
     if (!n || dst == src) return RECUR_OK;
     RCU_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, c->stream));
     return RECUR_OK;
+}
+
+static recur_status_t cuda_upload_async(recur_backend_t *b, void *dst, const void *host, size_t n) {
+    recur_cuda_ctx_t *c = recur_cuda_ctx(b);
+    if (!n) return RECUR_OK;
+    /* Stream-ordered: the ops enqueued after this see the data, and nothing waits here. */
+    RCU_CHECK(cudaMemcpyAsync(dst, host, n, cudaMemcpyHostToDevice, c->stream));
+    return RECUR_OK;
+}
+
+static void *cuda_host_alloc(recur_backend_t *b, size_t n) {
+    recur_cuda_ctx_t *c = recur_cuda_ctx(b);
+    void *p = NULL;
+    /* Page-locked, so a copy from it is a DMA the host does not wait for. */
+    cudaError_t e = cudaHostAlloc(&p, n ? n : 1, cudaHostAllocDefault);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        recur_cuda_fail(c, "CUDA", "cudaHostAlloc", cudaGetErrorString(e), __FILE__, __LINE__);
+        return NULL;
+    }
+    memset(p, 0, n ? n : 1);
+    return p;
+}
+
+static void cuda_host_free(recur_backend_t *b, void *p) {
+    recur_cuda_ctx_t *c = recur_cuda_ctx(b);
+    if (!p) return;
+    cudaError_t e = cudaFreeHost(p);
+    if (e != cudaSuccess) recur_cuda_fail(c, "CUDA", "cudaFreeHost", cudaGetErrorString(e), __FILE__, __LINE__);
 }
 
 static recur_status_t cuda_memzero(recur_backend_t *b, void *dst, size_t n) {
@@ -233,6 +267,8 @@ static __device__ __forceinline__ float load_w(const __nv_bfloat16 *p, size_t i)
 template <typename T>
 static __global__ void embed_kernel(const T *__restrict__ e, int64_t n_rows, int64_t C, const int32_t *__restrict__ tok,
                                     float *__restrict__ out) {
+    recur_pdl_wait();
+    recur_pdl_launch_dependents();
     const int64_t m = blockIdx.x;
     const int32_t t = tok[m];
     float *o = out + m * C;
@@ -249,10 +285,11 @@ static recur_status_t cuda_embed(recur_backend_t *b, const recur_weight_t *emb, 
     recur_cuda_ctx_t *c = recur_cuda_ctx(b);
     if (M <= 0) return RECUR_OK;
     if (emb->dtype == RECUR_DTYPE_BF16)
-        embed_kernel<<<M, 256, 0, c->stream>>>((const __nv_bfloat16 *)emb->data, emb->rows, emb->cols, tokens, out);
+        RCU_LAUNCH("embed_kernel", recur_cuda_launch(c, embed_kernel<__nv_bfloat16>, dim3((unsigned)M), dim3(256), 0,
+                                                     (const __nv_bfloat16 *)emb->data, emb->rows, emb->cols, tokens, out));
     else
-        embed_kernel<<<M, 256, 0, c->stream>>>((const float *)emb->data, emb->rows, emb->cols, tokens, out);
-    RCU_LAUNCHED("embed_kernel");
+        RCU_LAUNCH("embed_kernel", recur_cuda_launch(c, embed_kernel<float>, dim3((unsigned)M), dim3(256), 0,
+                                                     (const float *)emb->data, emb->rows, emb->cols, tokens, out));
     return RECUR_OK;
 }
 
@@ -263,6 +300,8 @@ static recur_status_t cuda_embed(recur_backend_t *b, const recur_weight_t *emb, 
 static __global__ void layernorm_kernel(const float *x, const float *__restrict__ w, const float *__restrict__ bias,
                                         int32_t C, float eps, float *y) {
     __shared__ float red[32];
+    recur_pdl_wait();
+    recur_pdl_launch_dependents();
     const float *xr = x + (size_t)blockIdx.x * C;
     float *yr = y + (size_t)blockIdx.x * C;
     float s = 0.f;
@@ -279,13 +318,15 @@ static recur_status_t cuda_layernorm(recur_backend_t *b, const float *x, const f
                                      int32_t C, float eps, float *y) {
     recur_cuda_ctx_t *c = recur_cuda_ctx(b);
     if (M <= 0 || C <= 0) return RECUR_OK;
-    layernorm_kernel<<<M, C >= 1024 ? 512 : 256, 0, c->stream>>>(x, w, bias, C, eps, y);
-    RCU_LAUNCHED("layernorm_kernel");
+    RCU_LAUNCH("layernorm_kernel", recur_cuda_launch(c, layernorm_kernel, dim3((unsigned)M), dim3(C >= 1024 ? 512 : 256),
+                                                     0, x, w, bias, C, eps, y));
     return RECUR_OK;
 }
 
 static __global__ void rmsnorm_kernel(const float *x, const float *__restrict__ w, int32_t C, float eps, float *y) {
     __shared__ float red[32];
+    recur_pdl_wait();
+    recur_pdl_launch_dependents();
     const float *xr = x + (size_t)blockIdx.x * C;
     float *yr = y + (size_t)blockIdx.x * C;
     float s = 0.f;
@@ -298,13 +339,15 @@ static recur_status_t cuda_rmsnorm(recur_backend_t *b, const float *x, const flo
                                    float *y) {
     recur_cuda_ctx_t *c = recur_cuda_ctx(b);
     if (M <= 0 || C <= 0) return RECUR_OK;
-    rmsnorm_kernel<<<M, C >= 1024 ? 512 : 256, 0, c->stream>>>(x, w, C, eps, y);
-    RCU_LAUNCHED("rmsnorm_kernel");
+    RCU_LAUNCH("rmsnorm_kernel", recur_cuda_launch(c, rmsnorm_kernel, dim3((unsigned)M), dim3(C >= 1024 ? 512 : 256), 0,
+                                                   x, w, C, eps, y));
     return RECUR_OK;
 }
 
 /* Elementwise ops: a grid-stride loop. Precise expf/tanhf (no fast-math), like the CPU. */
 static __global__ void act_kernel(int kind, const float *x, int64_t n, float *y) {
+    recur_pdl_wait();
+    recur_pdl_launch_dependents();
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
         float v = x[i];
         if (kind == RECUR_ACT_TANH) v = tanhf(v);
@@ -318,12 +361,14 @@ static recur_status_t cuda_act(recur_backend_t *b, recur_act_t kind, const float
     recur_cuda_ctx_t *c = recur_cuda_ctx(b);
     RECUR_ASSERT(kind == RECUR_ACT_TANH || kind == RECUR_ACT_SIGMOID || kind == RECUR_ACT_RELU_SQ);
     if (n <= 0) return RECUR_OK;
-    act_kernel<<<elem_grid(c, (size_t)n, 256), 256, 0, c->stream>>>((int)kind, x, n, y);
-    RCU_LAUNCHED("act_kernel");
+    RCU_LAUNCH("act_kernel", recur_cuda_launch(c, act_kernel, dim3(elem_grid(c, (size_t)n, 256)), dim3(256), 0, (int)kind,
+                                               x, n, y));
     return RECUR_OK;
 }
 
 static __global__ void silu_mul_kernel(const float *g, const float *u, int64_t n, float *y) {
+    recur_pdl_wait();
+    recur_pdl_launch_dependents();
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
         float gv = g[i];
         y[i] = gv / (1.0f + expf(-gv)) * u[i];
@@ -333,12 +378,14 @@ static __global__ void silu_mul_kernel(const float *g, const float *u, int64_t n
 static recur_status_t cuda_silu_mul(recur_backend_t *b, const float *gate, const float *up, int64_t n, float *y) {
     recur_cuda_ctx_t *c = recur_cuda_ctx(b);
     if (n <= 0) return RECUR_OK;
-    silu_mul_kernel<<<elem_grid(c, (size_t)n, 256), 256, 0, c->stream>>>(gate, up, n, y);
-    RCU_LAUNCHED("silu_mul_kernel");
+    RCU_LAUNCH("silu_mul_kernel", recur_cuda_launch(c, silu_mul_kernel, dim3(elem_grid(c, (size_t)n, 256)), dim3(256), 0,
+                                                    gate, up, n, y));
     return RECUR_OK;
 }
 
 static __global__ void softcap_kernel(const float *x, int64_t n, float cap, float *y) {
+    recur_pdl_wait();
+    recur_pdl_launch_dependents();
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
         y[i] = cap * tanhf(x[i] / cap);
 }
@@ -346,14 +393,16 @@ static __global__ void softcap_kernel(const float *x, int64_t n, float cap, floa
 static recur_status_t cuda_softcap(recur_backend_t *b, const float *x, int64_t n, float cap, float *y) {
     recur_cuda_ctx_t *c = recur_cuda_ctx(b);
     if (n <= 0) return RECUR_OK;
-    softcap_kernel<<<elem_grid(c, (size_t)n, 256), 256, 0, c->stream>>>(x, n, cap, y);
-    RCU_LAUNCHED("softcap_kernel");
+    RCU_LAUNCH("softcap_kernel", recur_cuda_launch(c, softcap_kernel, dim3(elem_grid(c, (size_t)n, 256)), dim3(256), 0, x,
+                                                   n, cap, y));
     return RECUR_OK;
 }
 
 /* One block per destination row. Rows must not overlap across i (dst == src with the
  * identity index is fine: each element is read then written by one thread). */
 static __global__ void gather_rows_kernel(const float *src, const int32_t *__restrict__ idx, int32_t C, float *dst) {
+    recur_pdl_wait();
+    recur_pdl_launch_dependents();
     const float *s = src + (size_t)idx[blockIdx.x] * C;
     float *d = dst + (size_t)blockIdx.x * C;
     for (int i = threadIdx.x; i < C; i += blockDim.x) d[i] = s[i];
@@ -363,8 +412,8 @@ static recur_status_t cuda_gather_rows(recur_backend_t *b, const float *src, con
                                        float *dst) {
     recur_cuda_ctx_t *c = recur_cuda_ctx(b);
     if (n <= 0 || C <= 0) return RECUR_OK;
-    gather_rows_kernel<<<n, 256, 0, c->stream>>>(src, idx, C, dst);
-    RCU_LAUNCHED("gather_rows_kernel");
+    RCU_LAUNCH("gather_rows_kernel", recur_cuda_launch(c, gather_rows_kernel, dim3((unsigned)n), dim3(256), 0, src, idx, C,
+                                                       dst));
     return RECUR_OK;
 }
 
@@ -388,6 +437,8 @@ static __global__ void token_shift_mix_kernel(const float *__restrict__ x, int32
                                               int32_t n_seq, float *pool, size_t stride, size_t offset, int32_t n_mix,
                                               const float *__restrict__ mix, float *__restrict__ out) {
     __shared__ int32_t s_seq[3];
+    recur_pdl_wait();
+    recur_pdl_launch_dependents();
     const int32_t t = blockIdx.x;
     if (threadIdx.x == 0) {
         int32_t s = seq_of_row(seq_off, n_seq, t);
@@ -412,10 +463,68 @@ static recur_status_t cuda_token_shift_mix(recur_backend_t *b, const float *x, i
     recur_cuda_ctx_t *c = recur_cuda_ctx(b);
     if (rows->n_rows <= 0 || C <= 0) return RECUR_OK;
     dim3 grid((unsigned)rows->n_rows, (unsigned)recur_cuda_cdiv(C, 256));
-    token_shift_mix_kernel<<<grid, 256, 0, c->stream>>>(x, C, rows->n_rows, rows->seq_off, rows->slot, rows->n_seq,
-                                                        st.pool, st.slot_stride, st.offset, n_mix, mix, out);
-    RCU_LAUNCHED("token_shift_mix_kernel");
+    RCU_LAUNCH("token_shift_mix_kernel",
+               recur_cuda_launch(c, token_shift_mix_kernel, grid, dim3(256), 0, x, C, rows->n_rows, rows->seq_off,
+                                 rows->slot, rows->n_seq, st.pool, st.slot_stride, st.offset, n_mix, mix, out));
     return RECUR_OK;
+}
+
+/* ------------------------------------------------------------------------ graphs */
+
+static recur_status_t cuda_graph_begin(recur_backend_t *b) {
+    recur_cuda_ctx_t *c = recur_cuda_ctx(b);
+    RECUR_ASSERT(!c->capturing);
+    /* Thread-local mode: a call on this thread that cannot be recorded (a sync, cudaMalloc)
+     * fails and invalidates the capture instead of silently running at record time, while
+     * other threads (other backends of the process) are not restricted. */
+    RCU_CHECK(cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal));
+    c->capturing = 1;
+    return RECUR_OK;
+}
+
+static recur_status_t cuda_graph_end(recur_backend_t *b, void **graph) {
+    recur_cuda_ctx_t *c = recur_cuda_ctx(b);
+    *graph = NULL;
+    RECUR_ASSERT(c->capturing);
+    c->capturing = 0;
+    cudaGraph_t g = NULL;
+    cudaError_t e = cudaStreamEndCapture(c->stream, &g);
+    if (e != cudaSuccess) {
+        /* An op broke the capture (the failure was logged there); the stream is usable again. */
+        (void)cudaGetLastError();
+        if (g) cudaGraphDestroy(g);
+        return recur_cuda_fail(c, "CUDA", "cudaStreamEndCapture", cudaGetErrorString(e), __FILE__, __LINE__);
+    }
+    cudaGraphExec_t x = NULL;
+    e = cudaGraphInstantiate(&x, g, 0);
+    cudaGraphDestroy(g); /* the executable graph keeps what it needs */
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return recur_cuda_fail(c, "CUDA", "cudaGraphInstantiate", cudaGetErrorString(e), __FILE__, __LINE__);
+    }
+    c->n_graphs++;
+    *graph = (void *)x;
+    return RECUR_OK;
+}
+
+static recur_status_t cuda_graph_launch(recur_backend_t *b, void *graph) {
+    recur_cuda_ctx_t *c = recur_cuda_ctx(b);
+    RCU_CHECK(cudaGraphLaunch((cudaGraphExec_t)graph, c->stream));
+    return RECUR_OK;
+}
+
+static void cuda_graph_free(recur_backend_t *b, void *graph) {
+    recur_cuda_ctx_t *c = recur_cuda_ctx(b);
+    if (!graph) return;
+    /* A launched graph still running is freed by CUDA once it completes. */
+    cudaError_t e = cudaGraphExecDestroy((cudaGraphExec_t)graph);
+    if (e != cudaSuccess) recur_cuda_fail(c, "CUDA", "cudaGraphExecDestroy", cudaGetErrorString(e), __FILE__, __LINE__);
+    if (--c->n_graphs == 0 && c->n_retired > 0) {
+        /* The last graph may still be running on the parked scratch buffers. */
+        e = cudaStreamSynchronize(c->stream);
+        if (e != cudaSuccess) recur_cuda_fail(c, "CUDA", "cudaStreamSynchronize", cudaGetErrorString(e), __FILE__, __LINE__);
+        recur_cuda_xbf_release_retired(c);
+    }
 }
 
 /* ------------------------------------------------------------------------ lifetime */
@@ -429,6 +538,8 @@ static void cuda_free(recur_backend_t *b) {
         if (c->cublas) cublasDestroy(c->cublas);
         cudaFree(c->cublas_ws);
         cudaFree(c->xbf);
+        recur_cuda_xbf_release_retired(c);
+        free(c->xbf_retired);
         if (c->stream) cudaStreamDestroy(c->stream);
         free(c);
     }
@@ -469,6 +580,9 @@ static recur_status_t cuda_setup(recur_cuda_ctx_t *c, const recur_backend_params
     RCU_CHECK(cudaGetDeviceProperties(&prop, c->device));
     snprintf(c->desc, sizeof c->desc, "device %d: %s, sm_%d%d", c->device, prop.name, prop.major, prop.minor);
     c->sm_count = prop.multiProcessorCount;
+    /* PDL needs sm_90; RECUR_PDL=0 turns it off (A/B runs, or to rule it out). */
+    const char *pdl_env = getenv("RECUR_PDL");
+    c->pdl = prop.major >= 9 && !(pdl_env && strcmp(pdl_env, "0") == 0);
     c->smem_optin = prop.sharedMemPerBlockOptin;
     if (prop.major < 8) {
         /* bf16 arithmetic and the cp/ld paths used here need sm_80+; we build for sm_90. */
@@ -535,8 +649,17 @@ extern "C" recur_status_t recur_backend_cuda_init(const recur_backend_params_t *
     b->iface.rwkv7_out = recur_cuda_rwkv7_out;
     b->iface.mlstm = recur_cuda_mlstm;
     b->iface.xlstm_head_out = recur_cuda_xlstm_head_out;
+    b->iface.sample = recur_cuda_sample;
+    b->iface.graph_begin = cuda_graph_begin;
+    b->iface.graph_end = cuda_graph_end;
+    b->iface.graph_launch = cuda_graph_launch;
+    b->iface.graph_free = cuda_graph_free;
+    b->iface.host_alloc = cuda_host_alloc;
+    b->iface.host_free = cuda_host_free;
+    b->iface.upload_async = cuda_upload_async;
     b->iface.free = cuda_free;
-    recur_log_info("cuda backend: %s, %d SMs, weights %s", c->desc, c->sm_count, recur_dtype_name(c->weight_dtype));
+    recur_log_info("cuda backend: %s, %d SMs, weights %s%s", c->desc, c->sm_count, recur_dtype_name(c->weight_dtype),
+                   c->pdl ? ", programmatic dependent launch" : "");
     *out = b;
     return RECUR_OK;
 }

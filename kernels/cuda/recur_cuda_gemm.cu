@@ -1,10 +1,18 @@
 /* recur_cuda_gemm.cu: y[M][N] (=|+=) x[M][K] . W^T for the CUDA backend.
  *
- * Two paths, by the number of input rows M:
- * - M <= RECUR_CUDA_GEMV_MAX_M (decode): a GEMV-style kernel that streams W once with
- *   16-byte loads (8 bf16 or 4 fp32 per load) and keeps all M rows' dot products in
- *   registers; x stays fp32 (it is small and L1/L2 resident). Bandwidth-bound on W, so
- *   its figure of merit is bytes of W per second.
+ * Paths, by the number of input rows M and the shape:
+ * - M <= RECUR_CUDA_GEMV_MAX_M (decode): GEMV-style kernels that stream W once with
+ *   16-byte loads (8 bf16 or 4 fp32 per load) and keep x in fp32 (it is small and L1/L2
+ *   resident). Bandwidth-bound on W, so their figure of merit is bytes of W per second:
+ *   - a row-per-warp kernel (the general case; CUDA-core FMAs);
+ *   - split-K for few, long rows (N < 1024: LoRA down-projections, gate projections),
+ *     which would otherwise leave most of the device idle;
+ *   - with bf16 weights at M >= 3, a tensor-core kernel (mma.sync) fed an exact
+ *     three-way bf16 split of x, since M CUDA-core FMAs per weight stop being free;
+ *   all of them launched with PDL (recur_cuda_internal.h), prefetching their first
+ *   weights into L2 while the kernel before them finishes. In each, a row's arithmetic
+ *   depends on the shape only, never on M, so a padded decode batch gives each real row
+ *   the bits it would get alone at the same kernel.
  * - larger M (prefill, big batches): cuBLAS. bf16 weights: x is rounded to bf16 into a
  *   scratch buffer and cublasGemmEx runs bf16 x bf16 with fp32 accumulation and output
  *   (CUBLAS_COMPUTE_32F). fp32 weights: cublasSgemm in CUBLAS_DEFAULT_MATH, which never
@@ -15,6 +23,7 @@
  * Column-major view for cuBLAS: W [N][K] row-major is K x N column-major (lda K), x is
  * K x M (ldb K), y is N x M (ldc N); y = op(W)^T x with op = transpose. */
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "recur_cuda_internal.h"
 #include "recur_dtype.h"
@@ -22,7 +31,10 @@
 /* Decode batches up to this many rows use the GEMV kernel (one pass over W). */
 #define RECUR_CUDA_GEMV_MAX_M 8
 #define GEMV_WARPS 4 /* warps per block */
-#define GEMV_UNROLL 2 /* 16-byte chunks of each row in flight per lane before the FMAs */
+/* Weight bytes a GEMV launched with PDL asks L2 for while the kernel before it still runs
+ * (spread over its rows): enough to keep DRAM busy across the kernel boundary, a small
+ * part of L2 (50 MB on an H100), and bounded because only one kernel waits ahead. */
+#define GEMV_PREFETCH_BYTES ((size_t)8 << 20)
 
 /* 16 bytes of weights -> fp32 */
 static __device__ __forceinline__ void unpack16(const uint4 &u, float *f /* [8] */, const __nv_bfloat16 *) {
@@ -42,40 +54,32 @@ static __device__ __forceinline__ void unpack16(const uint4 &u, float *f /* [4] 
 static __device__ __forceinline__ float w_scalar(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
 static __device__ __forceinline__ float w_scalar(const float *p) { return *p; }
 
-/* Each warp owns R consecutive rows of W (R rows share every load of x, cutting the x
- * traffic from L1 by R); lanes stride over K in 16-byte chunks. Rows past N are clamped
- * to row N-1 for loading and never written. `vec`: W and x rows are 16-byte aligned (K a
- * multiple of 8 for bf16, 4 for fp32, and aligned base pointers); otherwise the scalar
- * loop does all of K. */
-template <typename WT, int MT, int R>
-static __global__ void __launch_bounds__(GEMV_WARPS * 32)
-gemv_kernel(const float *__restrict__ x, const WT *__restrict__ W, float *__restrict__ y, int N, int K, int accumulate,
-            int vec) {
+/* The dot products of rows wr[0..R) of W with the MT rows of x, as this lane's partial
+ * sums: 16-byte chunks ch0, ch0 + chstep, ... of each row (U of them loaded before any
+ * is used), then the scalar elements after the chunks (or all of K when not
+ * `vec`) from nch * EL + k0 in steps of kstep. The order of the FMAs into one row's sum
+ * depends only on (ch0, chstep, k0, kstep), never on MT, R or U, so a row's result does
+ * not change with the number of rows in the batch (graph replays of padded batches rely on it). */
+template <typename WT, int MT, int R, int U>
+static __device__ __forceinline__ void gemv_partial(const float *__restrict__ x, const WT *const *wr, int K, int vec,
+                                                    int ch0, int chstep, int k0, int kstep, float (&acc)[MT][R]) {
     constexpr int EL = 16 / (int)sizeof(WT); /* weights per 16-byte load */
-    const int lane = threadIdx.x & 31;
-    const int n0 = (blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5)) * R;
-    if (n0 >= N) return;
-    const WT *wr[R];
-#pragma unroll
-    for (int r = 0; r < R; r++) wr[r] = W + (size_t)(n0 + r < N ? n0 + r : N - 1) * K;
-    float acc[MT][R];
 #pragma unroll
     for (int m = 0; m < MT; m++)
 #pragma unroll
         for (int r = 0; r < R; r++) acc[m][r] = 0.f;
-
     const int nch = vec ? K / EL : 0; /* 16-byte chunks per row */
-    int ch = lane;
-    /* main loop: GEMV_UNROLL chunks per row loaded before any is used */
-    for (; ch + 32 * (GEMV_UNROLL - 1) < nch; ch += 32 * GEMV_UNROLL) {
-        uint4 wv[GEMV_UNROLL][R];
+    int ch = ch0;
+    /* main loop: U chunks per row loaded before any is used */
+    for (; ch + chstep * (U - 1) < nch; ch += chstep * U) {
+        uint4 wv[U][R];
 #pragma unroll
-        for (int u = 0; u < GEMV_UNROLL; u++)
+        for (int u = 0; u < U; u++)
 #pragma unroll
-            for (int r = 0; r < R; r++) wv[u][r] = __ldcs((const uint4 *)wr[r] + ch + 32 * u);
+            for (int r = 0; r < R; r++) wv[u][r] = __ldcs((const uint4 *)wr[r] + ch + chstep * u);
 #pragma unroll
-        for (int u = 0; u < GEMV_UNROLL; u++) {
-            const int k0 = (ch + 32 * u) * EL;
+        for (int u = 0; u < U; u++) {
+            const int kb = (ch + chstep * u) * EL;
             float wf[R][EL];
 #pragma unroll
             for (int r = 0; r < R; r++) unpack16(wv[u][r], wf[r], (const WT *)nullptr);
@@ -84,7 +88,7 @@ gemv_kernel(const float *__restrict__ x, const WT *__restrict__ W, float *__rest
                 float xf[EL];
 #pragma unroll
                 for (int e = 0; e < EL; e += 4) {
-                    float4 t = __ldg((const float4 *)(x + (size_t)m * K + k0 + e));
+                    float4 t = __ldg((const float4 *)(x + (size_t)m * K + kb + e));
                     xf[e] = t.x; xf[e + 1] = t.y; xf[e + 2] = t.z; xf[e + 3] = t.w;
                 }
 #pragma unroll
@@ -95,8 +99,8 @@ gemv_kernel(const float *__restrict__ x, const WT *__restrict__ W, float *__rest
         }
     }
     /* remaining whole chunks, one at a time */
-    for (; ch < nch; ch += 32) {
-        const int k0 = ch * EL;
+    for (; ch < nch; ch += chstep) {
+        const int kb = ch * EL;
         float wf[R][EL];
 #pragma unroll
         for (int r = 0; r < R; r++) unpack16(__ldcs((const uint4 *)wr[r] + ch), wf[r], (const WT *)nullptr);
@@ -105,7 +109,7 @@ gemv_kernel(const float *__restrict__ x, const WT *__restrict__ W, float *__rest
             float xf[EL];
 #pragma unroll
             for (int e = 0; e < EL; e += 4) {
-                float4 t = __ldg((const float4 *)(x + (size_t)m * K + k0 + e));
+                float4 t = __ldg((const float4 *)(x + (size_t)m * K + kb + e));
                 xf[e] = t.x; xf[e + 1] = t.y; xf[e + 2] = t.z; xf[e + 3] = t.w;
             }
 #pragma unroll
@@ -115,7 +119,7 @@ gemv_kernel(const float *__restrict__ x, const WT *__restrict__ W, float *__rest
         }
     }
     /* scalar part: the tail after the chunks, or all of K when unaligned */
-    for (int k = nch * EL + lane; k < K; k += 32) {
+    for (int k = nch * EL + k0; k < K; k += kstep) {
         float wf[R];
 #pragma unroll
         for (int r = 0; r < R; r++) wf[r] = w_scalar(wr[r] + k);
@@ -126,6 +130,38 @@ gemv_kernel(const float *__restrict__ x, const WT *__restrict__ W, float *__rest
             for (int r = 0; r < R; r++) acc[m][r] = fmaf(xv, wf[r], acc[m][r]);
         }
     }
+}
+
+/* The first `bytes` of row p into L2 (one prefetch per 128-byte line, over `lanes`
+ * threads). Only L2, never registers: L2 is the point of coherence, so this is safe
+ * before recur_pdl_wait() even if a kernel still running were writing W. */
+static __device__ __forceinline__ void prefetch_l2(const void *p, int bytes, int lane, int lanes) {
+    const char *q = (const char *)p;
+    for (int o = lane * 128; o < bytes; o += lanes * 128) asm volatile("prefetch.global.L2 [%0];" ::"l"(q + o));
+}
+
+/* Each warp owns R consecutive rows of W (R rows share every load of x, cutting the x
+ * traffic from L1 by R); lanes stride over K in 16-byte chunks. Rows past N are clamped
+ * to row N-1 for loading and never written. `vec`: W and x rows are 16-byte aligned (K a
+ * multiple of 8 for bf16, 4 for fp32, and aligned base pointers); otherwise the scalar
+ * loop does all of K. pf: bytes of each row to prefetch into L2 before the PDL wait. */
+template <typename WT, int MT, int R, int U>
+static __global__ void __launch_bounds__(GEMV_WARPS * 32)
+gemv_kernel(const float *__restrict__ x, const WT *__restrict__ W, float *__restrict__ y, int N, int K, int accumulate,
+            int vec, int pf) {
+    const int lane = threadIdx.x & 31;
+    const int n0 = (blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5)) * R;
+    const WT *wr[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) wr[r] = W + (size_t)(n0 + r < N ? n0 + r : N - 1) * K;
+    if (n0 < N)
+#pragma unroll
+        for (int r = 0; r < R; r++) prefetch_l2(wr[r], pf, lane, 32);
+    recur_pdl_wait();
+    recur_pdl_launch_dependents();
+    if (n0 >= N) return;
+    float acc[MT][R];
+    gemv_partial<WT, MT, R, U>(x, wr, K, vec, lane, 32, lane, 32, acc);
 #pragma unroll
     for (int m = 0; m < MT; m++)
 #pragma unroll
@@ -142,15 +178,199 @@ gemv_kernel(const float *__restrict__ x, const WT *__restrict__ W, float *__rest
     }
 }
 
+/* Split-K form for matrices of few rows and long rows (the LoRA down-projections of
+ * RWKV-7, N 96..480 x K 4096, and xLSTM's gate projections, N 8): the row-per-warp kernel
+ * gives them a handful of blocks, each warp walking 8-32 KiB of row one load round trip
+ * after another, so they run at latency, not bandwidth. Here one block of GEMV_SK_WARPS
+ * warps owns one row, the warps take interleaved chunks of it, and the warps' sums are
+ * added in warp order through shared memory (no atomics: deterministic). */
+#define GEMV_SK_WARPS 8
+template <typename WT, int MT>
+static __global__ void __launch_bounds__(GEMV_SK_WARPS * 32)
+gemv_splitk_kernel(const float *__restrict__ x, const WT *__restrict__ W, float *__restrict__ y, int N, int K,
+                   int accumulate, int vec, int pf) {
+    __shared__ float red[GEMV_SK_WARPS][MT];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n = blockIdx.x;
+    const WT *wr[1] = {W + (size_t)n * K};
+    prefetch_l2(wr[0], pf, threadIdx.x, GEMV_SK_WARPS * 32);
+    recur_pdl_wait();
+    recur_pdl_launch_dependents();
+    float acc[MT][1];
+    gemv_partial<WT, MT, 1, 2>(x, wr, K, vec, warp * 32 + lane, GEMV_SK_WARPS * 32, warp * 32 + lane,
+                            GEMV_SK_WARPS * 32, acc);
+#pragma unroll
+    for (int m = 0; m < MT; m++) {
+        const float v = recur_warp_sum(acc[m][0]);
+        if (lane == 0) red[warp][m] = v;
+    }
+    __syncthreads();
+    if (threadIdx.x < MT) {
+        const int m = threadIdx.x;
+        float v = 0.f;
+#pragma unroll
+        for (int w = 0; w < GEMV_SK_WARPS; w++) v += red[w][m];
+        float *yp = y + (size_t)m * N + n;
+        *yp = accumulate ? *yp + v : v;
+    }
+}
+
+/* Tensor-core form for 3..8 rows of x and bf16 weights. With M rows the CUDA-core kernel
+ * does M fp32 FMAs per weight, which at M = 8 is ~1e11 FMAs per 7B step: the FMA pipes,
+ * not DRAM, set the pace. Here each weight goes through mma.sync m16n8k16 (bf16 in, fp32
+ * accumulate) with the batch rows as the 8 columns of B, and x is kept exact: each fp32 x
+ * is split as hi + mid + lo, three bf16 that together hold all 24 bits of its significand
+ * (v - bf16(v) is exact by Sterbenz, twice), so W.x = W.hi + W.mid + W.lo with exact
+ * bf16 x bf16 products; hi products accumulate apart from mid + lo. Result: fp32-class
+ * accuracy (not bf16-activation accuracy) at tensor-core issue cost.
+ *
+ * A block of GEMV_MMA_WARPS warps owns 16 rows (one m16 tile); the warps take
+ * interleaved 32-wide chunks of K and add their accumulators in warp order (shared
+ * memory; deterministic, and a column's sums never depend on other columns, so a row's
+ * result is the same for every M the kernel serves). Lane (g = lane/4, c = lane%4) loads
+ * 16 bytes at k = 32j + 8c of rows g and g+8 of each tile and 8 floats of x row g at the
+ * same k: inside the chunk, logical k {2c, 2c+1, 2c+8, 2c+9} of k-tile t (the lane's
+ * fragment slots) are physical k 8c + 4t + {0, 1, 2, 3} for A and B alike, a permutation
+ * of the chunk's k, which a dot product does not see. Rows past N are clamped for loading
+ * and not written; columns m >= M see x = 0 and are not written. */
+#define GEMV_MMA_WARPS 8
+#define GEMV_MMA_U 4 /* 32-wide chunks per warp in flight (W and x both loaded before any MMA) */
+
+static __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
+    __nv_bfloat162 t = __floats2bfloat162_rn(lo, hi); /* .x (first) in the low half */
+    return *reinterpret_cast<uint32_t *>(&t);
+}
+
+static __device__ __forceinline__ void mma_bf16_16816(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                                      uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+/* One 32-wide chunk: wa / wb are the lane's 16 bytes of rows g and g+8, xa / xb its 8 x
+ * values (zeros for a column past M). */
+static __device__ __forceinline__ void gemv_mma_chunk(const uint4 &wa, const uint4 &wb, const float4 &xa,
+                                                      const float4 &xb, float (&acc_h)[4], float (&acc_l)[4]) {
+    const float e[8] = {xa.x, xa.y, xa.z, xa.w, xb.x, xb.y, xb.z, xb.w};
+    float h[8], md[8], lo[8];
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        h[i] = __bfloat162float(__float2bfloat16_rn(e[i]));
+        const float r = e[i] - h[i]; /* exact */
+        md[i] = __bfloat162float(__float2bfloat16_rn(r));
+        lo[i] = r - md[i];           /* exact; rounded to bf16 by the pack (the last ~1 bit) */
+    }
+#pragma unroll
+    for (int kt = 0; kt < 2; kt++) {
+        const int q = 4 * kt;
+        /* k-tile 0: words x, y of the 16 bytes; k-tile 1: words z, w */
+        const uint32_t a0 = kt ? wa.z : wa.x, a1 = kt ? wb.z : wb.x, a2 = kt ? wa.w : wa.y, a3 = kt ? wb.w : wb.y;
+        mma_bf16_16816(acc_h, a0, a1, a2, a3, pack_bf16x2(h[q], h[q + 1]), pack_bf16x2(h[q + 2], h[q + 3]));
+        mma_bf16_16816(acc_l, a0, a1, a2, a3, pack_bf16x2(md[q], md[q + 1]), pack_bf16x2(md[q + 2], md[q + 3]));
+        mma_bf16_16816(acc_l, a0, a1, a2, a3, pack_bf16x2(lo[q], lo[q + 1]), pack_bf16x2(lo[q + 2], lo[q + 3]));
+    }
+}
+
+static __global__ void __launch_bounds__(GEMV_MMA_WARPS * 32)
+gemv_mma_kernel(const float *__restrict__ x, const __nv_bfloat16 *__restrict__ W, float *__restrict__ y, int M, int N,
+                int K, int accumulate, int pf) {
+    __shared__ float red[GEMV_MMA_WARPS][4][32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, cq = lane & 3;
+    const int n0 = blockIdx.x * 16;
+    if (n0 + (int)(threadIdx.x >> 4) < N) /* the block's 16 rows into L2 before the PDL wait */
+        prefetch_l2(W + (size_t)(n0 + (threadIdx.x >> 4)) * K, pf, threadIdx.x & 15, 16);
+    recur_pdl_wait();
+    recur_pdl_launch_dependents();
+    const int ra = n0 + g < N ? n0 + g : N - 1, rb = n0 + g + 8 < N ? n0 + g + 8 : N - 1;
+    const uint4 *wa = (const uint4 *)(W + (size_t)ra * K + 8 * cq), *wb = (const uint4 *)(W + (size_t)rb * K + 8 * cq);
+    const bool col = g < M;
+    const float4 *xg = (const float4 *)(x + (size_t)(col ? g : 0) * K + 8 * cq);
+    float acc_h[4] = {0.f, 0.f, 0.f, 0.f}, acc_l[4] = {0.f, 0.f, 0.f, 0.f};
+    const float4 z4 = make_float4(0.f, 0.f, 0.f, 0.f);
+    const int nch = K / 32; /* a chunk is 32 k: 4 uint4 of a W row, 8 float4 of an x row */
+    int j = warp;
+    for (; j + GEMV_MMA_WARPS * (GEMV_MMA_U - 1) < nch; j += GEMV_MMA_WARPS * GEMV_MMA_U) {
+        uint4 va[GEMV_MMA_U], vb[GEMV_MMA_U];
+        float4 xa[GEMV_MMA_U], xb[GEMV_MMA_U];
+#pragma unroll
+        for (int u = 0; u < GEMV_MMA_U; u++) {
+            const size_t o = (size_t)(j + GEMV_MMA_WARPS * u) * 4;
+            va[u] = __ldcs(wa + o);
+            vb[u] = __ldcs(wb + o);
+        }
+#pragma unroll
+        for (int u = 0; u < GEMV_MMA_U; u++) {
+            const size_t o = (size_t)(j + GEMV_MMA_WARPS * u) * 8;
+            xa[u] = col ? __ldg(xg + o) : z4;
+            xb[u] = col ? __ldg(xg + o + 1) : z4;
+        }
+#pragma unroll
+        for (int u = 0; u < GEMV_MMA_U; u++) gemv_mma_chunk(va[u], vb[u], xa[u], xb[u], acc_h, acc_l);
+    }
+    for (; j < nch; j += GEMV_MMA_WARPS) {
+        const uint4 va = __ldcs(wa + (size_t)j * 4), vb = __ldcs(wb + (size_t)j * 4);
+        const float4 xa = col ? __ldg(xg + (size_t)j * 8) : z4, xb = col ? __ldg(xg + (size_t)j * 8 + 1) : z4;
+        gemv_mma_chunk(va, vb, xa, xb, acc_h, acc_l);
+    }
+#pragma unroll
+    for (int i = 0; i < 4; i++) red[warp][i][lane] = acc_h[i] + acc_l[i];
+    __syncthreads();
+    /* C fragment: element i of lane (g, c) is row g (i < 2) or g + 8, column 2c + (i & 1) */
+    if (threadIdx.x < 128) {
+        const int i = threadIdx.x >> 5, ln = threadIdx.x & 31;
+        const int n = n0 + (ln >> 2) + (i >= 2 ? 8 : 0), m = 2 * (ln & 3) + (i & 1);
+        float v = 0.f;
+#pragma unroll
+        for (int w = 0; w < GEMV_MMA_WARPS; w++) v += red[w][i][ln];
+        if (n < N && m < M) {
+            float *yp = y + (size_t)m * N + n;
+            *yp = accumulate ? *yp + v : v;
+        }
+    }
+}
+
+/* The tensor-core kernel serves bf16 weights at M >= 3 (where the CUDA-core kernel's FMA
+ * count starts to show), for shapes with whole 32-wide chunks, rows long enough for the
+ * warps to share and enough rows for the grid (narrow matrices take split-K, which is
+ * cheap there). M = 1, 2 keep the CUDA-core kernel: one or two FMAs per weight are free. */
+static bool gemv_use_mma(int M, int N, int K, int vec) {
+    return M >= 3 && vec && N >= 1024 && K % 32 == 0 && K >= 1024;
+}
+
+/* Split-K when the row-per-warp grid would leave most of the device idle and the rows are
+ * long enough for every lane of every warp to have 16-byte chunks. Decided on the shape
+ * alone, never on M, so a row's arithmetic is the same at every batch size. */
+static bool gemv_use_splitk(int N, int K, int el) {
+    return N < 1024 && K / el >= 2 * GEMV_SK_WARPS * 32;
+}
+
 template <typename WT, int MT>
 static recur_status_t gemv_launch_m(recur_cuda_ctx_t *c, const float *x, const WT *W, float *y, int N, int K,
                                     int accumulate, int vec) {
+    constexpr int EL = 16 / (int)sizeof(WT);
+    /* Prefetch only when the kernel can start early (PDL): otherwise it would just ask
+     * twice for lines it is about to load. */
+    size_t pf = 0;
+    if (c->pdl) {
+        const size_t row = (size_t)K * sizeof(WT), share = GEMV_PREFETCH_BYTES / (size_t)N;
+        pf = (row < share ? row : share) & ~(size_t)127;
+    }
+    if (vec && gemv_use_splitk(N, K, EL)) {
+        RCU_LAUNCH("gemv_splitk_kernel", recur_cuda_launch(c, gemv_splitk_kernel<WT, MT>, dim3((unsigned)N),
+                                                           dim3(GEMV_SK_WARPS * 32), 0, x, W, y, N, K, accumulate, vec,
+                                                           (int)pf));
+        return RECUR_OK;
+    }
     /* More rows per warp as M grows: each x element loaded from L1 then serves R rows.
-     * M <= 2 keeps R = 2 so that small N still spreads over many warps. */
+     * M <= 2 keeps R = 2 so that small N still spreads over many warps, and keeps 4
+     * chunks per row in flight per lane (the loads of a warp are its only latency
+     * hiding; with M > 2 the registers go to the accumulators instead). */
     constexpr int R = MT <= 2 ? 2 : 4;
+    constexpr int U = MT <= 2 ? 4 : 2;
     const unsigned grid = (unsigned)recur_cuda_cdiv(N, (int64_t)GEMV_WARPS * R);
-    gemv_kernel<WT, MT, R><<<grid, GEMV_WARPS * 32, 0, c->stream>>>(x, W, y, N, K, accumulate, vec);
-    RCU_LAUNCHED("gemv_kernel");
+    RCU_LAUNCH("gemv_kernel", recur_cuda_launch(c, gemv_kernel<WT, MT, R, U>, dim3(grid), dim3(GEMV_WARPS * 32), 0, x, W,
+                                                y, N, K, accumulate, vec, (int)pf));
     return RECUR_OK;
 }
 
@@ -159,6 +379,19 @@ static recur_status_t gemv_launch(recur_cuda_ctx_t *c, const float *x, const WT 
                                   int accumulate) {
     constexpr int EL = 16 / (int)sizeof(WT);
     const int vec = K % EL == 0 && ((uintptr_t)W & 15u) == 0 && ((uintptr_t)x & 15u) == 0;
+    if constexpr (sizeof(WT) == 2) {
+        if (gemv_use_mma(M, N, K, vec)) {
+            size_t pf = 0;
+            if (c->pdl) {
+                const size_t row = (size_t)K * sizeof(WT), share = GEMV_PREFETCH_BYTES / (size_t)N;
+                pf = (row < share ? row : share) & ~(size_t)127;
+            }
+            const unsigned grid = (unsigned)recur_cuda_cdiv(N, 16);
+            RCU_LAUNCH("gemv_mma_kernel", recur_cuda_launch(c, gemv_mma_kernel, dim3(grid), dim3(GEMV_MMA_WARPS * 32), 0,
+                                                            x, (const __nv_bfloat16 *)W, y, M, N, K, accumulate, (int)pf));
+            return RECUR_OK;
+        }
+    }
     switch (M) {
     case 1: return gemv_launch_m<WT, 1>(c, x, W, y, N, K, accumulate, vec);
     case 2: return gemv_launch_m<WT, 2>(c, x, W, y, N, K, accumulate, vec);
@@ -174,19 +407,45 @@ static recur_status_t gemv_launch(recur_cuda_ctx_t *c, const float *x, const WT 
 }
 
 static __global__ void round_bf16_kernel(const float *__restrict__ x, size_t n, __nv_bfloat16 *__restrict__ out) {
+    recur_pdl_wait(); /* the GEMM before may still read `out` (xbf) */
+    recur_pdl_launch_dependents();
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         out[i] = __float2bfloat16_rn(x[i]);
+}
+
+void recur_cuda_xbf_release_retired(recur_cuda_ctx_t *c) {
+    for (int32_t i = 0; i < c->n_retired; i++) cudaFree(c->xbf_retired[i]);
+    c->n_retired = 0;
 }
 
 /* Makes c->xbf hold at least n elements. Grows only past the largest size asked so far
  * (logged), so a server's steady state never allocates here. */
 static recur_status_t xbf_reserve(recur_cuda_ctx_t *c, size_t n) {
     if (n <= c->xbf_elems) return RECUR_OK;
+    if (c->capturing) {
+        /* An allocation cannot be recorded into a graph (and the sync below would end the
+         * capture): the caller must run the same ops eagerly once before capturing them. */
+        recur_log_err("cuda: the GEMM scratch would have to grow to %zu elements while a graph is being recorded "
+                      "(run the same forward eagerly first)", n);
+        return RECUR_E_CUDA;
+    }
     recur_log_info("cuda: growing the bf16 activation scratch of the GEMM to %zu elements (%.1f MiB)", n,
                    (double)n * 2 / (1 << 20));
     /* Queued GEMMs may still read the old buffer. */
     RCU_CHECK(cudaStreamSynchronize(c->stream));
-    RCU_CHECK(cudaFree(c->xbf));
+    if (c->xbf && c->n_graphs > 0) {
+        /* Graphs recorded earlier still point at the old buffer: keep it until they go. */
+        if (c->n_retired == c->cap_retired) {
+            int32_t cap = c->cap_retired ? 2 * c->cap_retired : 4;
+            __nv_bfloat16 **r = (__nv_bfloat16 **)realloc(c->xbf_retired, (size_t)cap * sizeof *r);
+            if (!r) return RECUR_E_NOMEM;
+            c->xbf_retired = r;
+            c->cap_retired = cap;
+        }
+        c->xbf_retired[c->n_retired++] = c->xbf;
+    } else {
+        RCU_CHECK(cudaFree(c->xbf));
+    }
     c->xbf = NULL;
     c->xbf_elems = 0;
     RCU_CHECK(cudaMalloc(&c->xbf, n * sizeof(__nv_bfloat16)));
@@ -221,8 +480,8 @@ recur_status_t recur_cuda_matmul(recur_backend_t *b, const float *x, const recur
     recur_status_t st = xbf_reserve(c, nx);
     if (st != RECUR_OK) return st;
     size_t blocks = (nx + 255) / 256, cap = (size_t)c->sm_count * 16;
-    round_bf16_kernel<<<(unsigned)(blocks < cap ? blocks : cap), 256, 0, c->stream>>>(x, nx, c->xbf);
-    RCU_LAUNCHED("round_bf16_kernel");
+    RCU_LAUNCH("round_bf16_kernel", recur_cuda_launch(c, round_bf16_kernel, dim3((unsigned)(blocks < cap ? blocks : cap)),
+                                                      dim3(256), 0, x, nx, c->xbf));
     RCU_CUBLAS(cublasGemmEx(c->cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, M, (int)K, &alpha, W->data, CUDA_R_16BF,
                             (int)K, c->xbf, CUDA_R_16BF, (int)K, &beta, y, CUDA_R_32F, (int)N, CUBLAS_COMPUTE_32F,
                             CUBLAS_GEMM_DEFAULT));

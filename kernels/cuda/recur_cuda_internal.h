@@ -33,6 +33,14 @@ typedef struct recur_cuda_ctx {
     __nv_bfloat16 *xbf;
     size_t         xbf_elems;
     recur_dtype_t  weight_dtype;  /* storage chosen at init for every weight_upload */
+    /* CUDA graphs (graph_begin/graph_end/...). A graph holds the device pointers it was
+     * recorded with, xbf's included, so while any graph exists a grown xbf does not free
+     * the old buffer but parks it here until the last graph is freed. */
+    int            pdl;           /* launch the small ops and GEMVs with programmatic dependent launch (sm_90+) */
+    int            capturing;     /* between graph_begin and graph_end: nothing may sync or allocate */
+    int32_t        n_graphs;      /* executable graphs alive (graph_end minus graph_free) */
+    __nv_bfloat16 **xbf_retired;
+    int32_t        n_retired, cap_retired;
 } recur_cuda_ctx_t;
 
 static inline recur_cuda_ctx_t *recur_cuda_ctx(recur_backend_t *b) { return (recur_cuda_ctx_t *)b->ctx; }
@@ -55,12 +63,60 @@ static inline recur_status_t recur_cuda_fail(const recur_cuda_ctx_t *c, const ch
 #define RCU_LAUNCHED(what) do { cudaError_t e_ = cudaGetLastError(); if (e_ != cudaSuccess) \
     return recur_cuda_fail(c, "CUDA", "launch of " what, cudaGetErrorString(e_), __FILE__, __LINE__); } while (0)
 
+/* Programmatic dependent launch (PDL, sm_90+). A decode step is ~1000 short kernels, and
+ * between two of them the GPU idles for the next one's launch and ramp-up. Kernels launched
+ * with recur_cuda_launch (the row-wise ops, token shift and the GEMV) may start while the
+ * kernel before them is still running: each such kernel
+ *   - calls recur_pdl_wait() in every block before it reads anything an earlier kernel
+ *     writes or writes anything (it returns once the previous kernel has completed and its
+ *     memory is visible; every block must reach it, even one with no work, so that
+ *     completion stays transitive down the stream), and may only prefetch weights before;
+ *   - calls recur_pdl_launch_dependents() once it has waited, letting the next kernel be
+ *     scheduled early (it then sits waiting, prefetching its own weights into L2).
+ * Kernels launched the plain way (other files, cuBLAS) wait for full completion as ever.
+ * Both calls are no-ops in a kernel launched without the attribute. */
+#ifdef __CUDACC__
+static __device__ __forceinline__ void recur_pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+static __device__ __forceinline__ void recur_pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+/* kernel<<<grid, block, smem, c->stream>>>(args...), with PDL allowed when c->pdl. */
+template <typename... KArgs, typename... Args>
+static inline cudaError_t recur_cuda_launch(const recur_cuda_ctx_t *c, void (*kernel)(KArgs...), dim3 grid, dim3 block,
+                                            size_t smem, Args &&...args) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = c->stream;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = c->pdl ? 1 : 0;
+    return cudaLaunchKernelEx(&cfg, kernel, static_cast<Args &&>(args)...);
+}
+#endif
+
+/* Like RCU_LAUNCHED, for the status a launch call returns. */
+#define RCU_LAUNCH(what, expr) do { cudaError_t e_ = (expr); if (e_ == cudaSuccess) e_ = cudaGetLastError(); \
+    if (e_ != cudaSuccess) return recur_cuda_fail(c, "CUDA", "launch of " what, cudaGetErrorString(e_), __FILE__, __LINE__); \
+    } while (0)
+
 /* ceil(a / b) for positive sizes */
 static inline int64_t recur_cuda_cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 /* ---- the ops each file provides (all enqueue on c->stream) */
 
 /* recur_cuda_gemm.cu */
+void recur_cuda_xbf_release_retired(recur_cuda_ctx_t *c); /* frees the parked xbf buffers (no graph left) */
 recur_status_t recur_cuda_matmul(recur_backend_t *b, const float *x, const recur_weight_t *W, int32_t M, float *y,
                                  int accumulate);
 
@@ -74,6 +130,10 @@ recur_status_t recur_cuda_mlstm_init(recur_cuda_ctx_t *c); /* once, from backend
 recur_status_t recur_cuda_mlstm(recur_backend_t *b, const recur_mlstm_args_t *a);
 recur_status_t recur_cuda_xlstm_head_out(recur_backend_t *b, const float *h, const float *o_pre, const float *w,
                                          int32_t M, int32_t n_head, int32_t dv, float eps, float *out);
+
+/* recur_cuda_sample.cu */
+recur_status_t recur_cuda_sample(recur_backend_t *b, const float *logits, int32_t n, int32_t V, int32_t n_valid,
+                                 const recur_sample_row_t *params, int32_t *tokens);
 
 /* ---- device helpers shared by the kernels (header-inline so every .cu has them) */
 #ifdef __CUDACC__

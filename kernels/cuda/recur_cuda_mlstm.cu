@@ -25,7 +25,7 @@
  * products per chunk). The effective chunk is min(chunk, 128, the longest sequence of the
  * batch), lowered further if the shared memory would not fit (any chunk gives the same
  * function up to rounding; below the longest sequence it splits exactly as the CPU). */
-#include "recur_cuda_internal.h"
+#include "recur_cuda_prefill.h"
 
 #define ML_THREADS 256
 #define ML_TV 64   /* DV columns per block: 256 threads = 4 row groups x 64 columns */
@@ -90,12 +90,12 @@ static size_t ml_smem_floats(int L, int DK) {
  * not carry 32 idle accumulators. */
 template <int TPI>
 static __global__ void __launch_bounds__(ML_THREADS)
-mlstm_chunk_kernel(recur_mlstm_args_t p, int L) {
+mlstm_chunk_kernel(recur_mlstm_args_t p, int L, int32_t skip_from) {
     extern __shared__ __align__(16) float sm[];
     const int NH = p.n_head, DK = p.dqk, DV = p.dv;
     const int tile = blockIdx.x, h = blockIdx.y, sq = blockIdx.z, tid = threadIdx.x;
     const int32_t r0 = p.rows.seq_off[sq], r1 = p.rows.seq_off[sq + 1];
-    if (r0 >= r1) return;
+    if (r0 >= r1 || r1 - r0 >= skip_from) return; /* long ones: the tensor-core path */
     const int j0 = tile * ML_TV, tw = DV - j0 < ML_TV ? DV - j0 : ML_TV;
     float *st = p.state.pool + (size_t)p.rows.slot[sq] * p.state.slot_stride + p.state.offset;
     float *Cg = st + (size_t)h * DK * DV + j0;                   /* row a at Cg + a * DV */
@@ -286,14 +286,14 @@ mlstm_chunk_kernel(recur_mlstm_args_t p, int L) {
 #define ML_STEP_UNROLL 8 /* rows of C loaded per thread before they are used */
 template <bool V4>
 static __global__ void __launch_bounds__(ML_THREADS)
-mlstm_step_kernel(recur_mlstm_args_t p) {
+mlstm_step_kernel(recur_mlstm_args_t p, int32_t skip_from) {
     constexpr int CPT = V4 ? 4 : 1;                /* columns per thread */
     constexpr int RG = ML_THREADS / (ML_TV / CPT); /* row groups: 16 or 4 */
     extern __shared__ __align__(16) float sm[];
     const int NH = p.n_head, DK = p.dqk, DV = p.dv;
     const int tile = blockIdx.x, h = blockIdx.y, sq = blockIdx.z, tid = threadIdx.x;
     const int32_t r0 = p.rows.seq_off[sq], r1 = p.rows.seq_off[sq + 1];
-    if (r0 >= r1) return;
+    if (r0 >= r1 || r1 - r0 >= skip_from) return;
     const int j0 = tile * ML_TV, tw = DV - j0 < ML_TV ? DV - j0 : ML_TV;
     const int jc = (tid % (ML_TV / CPT)) * CPT, rg = tid / (ML_TV / CPT); /* first column, row group */
     float *st = p.state.pool + (size_t)p.rows.slot[sq] * p.state.slot_stride + p.state.offset;
@@ -405,11 +405,11 @@ mlstm_step_kernel(recur_mlstm_args_t p) {
 /* grid (heads, sequences): n and m of each head through the sequence, the same chunks and
  * the same arithmetic as mlstm_chunk_kernel; runs after it on the stream. */
 static __global__ void __launch_bounds__(ML_THREADS)
-mlstm_nm_kernel(recur_mlstm_args_t p, int L) {
+mlstm_nm_kernel(recur_mlstm_args_t p, int L, int32_t skip_from) {
     __shared__ float ig[ML_LMAX], bcum[ML_LMAX], wt[ML_LMAX], misc[4];
     const int NH = p.n_head, DK = p.dqk, h = blockIdx.x, sq = blockIdx.y;
     const int32_t r0 = p.rows.seq_off[sq], r1 = p.rows.seq_off[sq + 1];
-    if (r0 >= r1) return;
+    if (r0 >= r1 || r1 - r0 >= skip_from) return;
     float *st = p.state.pool + (size_t)p.rows.slot[sq] * p.state.slot_stride + p.state.offset;
     float *ng = st + (size_t)NH * p.dv * DK + (size_t)h * DK;
     float *mg = st + (size_t)NH * ((size_t)DK * p.dv + DK) + h;
@@ -440,13 +440,14 @@ recur_status_t recur_cuda_mlstm_init(recur_cuda_ctx_t *c) {
     RCU_CHECK(cudaFuncSetAttribute(mlstm_chunk_kernel<32>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)c->smem_optin));
     RCU_CHECK(cudaFuncSetAttribute(mlstm_step_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)c->smem_optin));
     RCU_CHECK(cudaFuncSetAttribute(mlstm_step_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)c->smem_optin));
-    return RECUR_OK;
+    /* this is the backend's one init hook for the recurrences: the chunked prefill paths
+     * of both models set their shared-memory limits here too */
+    recur_status_t st = recur_cuda_mlstm_tc_init(c);
+    return st == RECUR_OK ? recur_cuda_wkv_wy_init(c) : st;
 }
 
-recur_status_t recur_cuda_mlstm(recur_backend_t *b, const recur_mlstm_args_t *a) {
-    recur_cuda_ctx_t *c = recur_cuda_ctx(b);
-    RECUR_ASSERT(a->n_head > 0 && a->dqk > 0 && a->dv > 0);
-    if (a->rows.n_rows <= 0 || a->rows.n_seq <= 0) return RECUR_OK;
+/* The CUDA-core kernels for every sequence shorter than skip_from (INT32_MAX: all). */
+static recur_status_t mlstm_serial(recur_cuda_ctx_t *c, const recur_mlstm_args_t *a, int32_t skip_from) {
     int L = a->chunk < 1 ? 1 : a->chunk > ML_LMAX ? ML_LMAX : a->chunk;
     /* No sequence is longer than n_rows - n_seq + 1 (sequences are not empty in practice;
      * an empty one only makes this bound loose, never wrong): a decode batch (one row per
@@ -471,17 +472,44 @@ recur_status_t recur_cuda_mlstm(recur_backend_t *b, const recur_mlstm_args_t *a)
         /* float4 path: every slot's tile rows 16-byte aligned */
         const bool v4 = a->dv % ML_TV == 0 && a->state.slot_stride % 4 == 0 && a->state.offset % 4 == 0 &&
                         ((uintptr_t)a->state.pool & 15u) == 0;
-        if (v4) mlstm_step_kernel<true><<<grid, ML_THREADS, sm1, c->stream>>>(*a);
-        else mlstm_step_kernel<false><<<grid, ML_THREADS, sm1, c->stream>>>(*a);
+        if (v4) mlstm_step_kernel<true><<<grid, ML_THREADS, sm1, c->stream>>>(*a, skip_from);
+        else mlstm_step_kernel<false><<<grid, ML_THREADS, sm1, c->stream>>>(*a, skip_from);
         RCU_LAUNCHED("mlstm_step_kernel");
-    } else if (L <= ML_FULL_STAGE_L) mlstm_chunk_kernel<1><<<grid, ML_THREADS, smem, c->stream>>>(*a, L);
-    else if (L <= 16) mlstm_chunk_kernel<4><<<grid, ML_THREADS, smem, c->stream>>>(*a, L);
-    else if (L <= 64) mlstm_chunk_kernel<16><<<grid, ML_THREADS, smem, c->stream>>>(*a, L);
-    else mlstm_chunk_kernel<32><<<grid, ML_THREADS, smem, c->stream>>>(*a, L);
+    } else if (L <= ML_FULL_STAGE_L) mlstm_chunk_kernel<1><<<grid, ML_THREADS, smem, c->stream>>>(*a, L, skip_from);
+    else if (L <= 16) mlstm_chunk_kernel<4><<<grid, ML_THREADS, smem, c->stream>>>(*a, L, skip_from);
+    else if (L <= 64) mlstm_chunk_kernel<16><<<grid, ML_THREADS, smem, c->stream>>>(*a, L, skip_from);
+    else mlstm_chunk_kernel<32><<<grid, ML_THREADS, smem, c->stream>>>(*a, L, skip_from);
     if (L > 1) RCU_LAUNCHED("mlstm_chunk_kernel");
-    mlstm_nm_kernel<<<dim3((unsigned)a->n_head, (unsigned)a->rows.n_seq), ML_THREADS, 0, c->stream>>>(*a, L);
+    mlstm_nm_kernel<<<dim3((unsigned)a->n_head, (unsigned)a->rows.n_seq), ML_THREADS, 0, c->stream>>>(*a, L, skip_from);
     RCU_LAUNCHED("mlstm_nm_kernel");
     return RECUR_OK;
+}
+
+extern "C" recur_status_t recur_cuda_mlstm_path(recur_backend_t *b, const recur_mlstm_args_t *a, recur_cuda_path_t path) {
+    recur_cuda_ctx_t *c = recur_cuda_ctx(b);
+    RECUR_ASSERT(a->n_head > 0 && a->dqk > 0 && a->dv > 0);
+    if (a->rows.n_rows <= 0 || a->rows.n_seq <= 0) return RECUR_OK;
+    /* No sequence is longer than n_rows - n_seq + 1. Sequences from min_len tokens on go
+     * through the tensor-core kernels (unless the configured chunk is 1, the plain step
+     * form, or the shape is one they do not implement); the rest through the CUDA-core
+     * ones, each kernel skipping the other's sequences. */
+    const int32_t longest = a->rows.n_rows - a->rows.n_seq + 1;
+    const int32_t min_len = path == RECUR_CUDA_PATH_CHUNKED ? 1 : RECUR_MLSTM_TC_MIN_LEN;
+    int32_t skip_from = INT32_MAX;
+    if (path != RECUR_CUDA_PATH_SERIAL && (a->chunk > 1 || path == RECUR_CUDA_PATH_CHUNKED) && longest >= min_len) {
+        int supported = 0;
+        recur_status_t st = recur_cuda_mlstm_tc(c, a, min_len, &supported);
+        if (st != RECUR_OK) return st;
+        if (supported) {
+            if (a->rows.n_seq == 1 || min_len <= 1) return RECUR_OK; /* nothing is left over */
+            skip_from = min_len;
+        }
+    }
+    return mlstm_serial(c, a, skip_from);
+}
+
+recur_status_t recur_cuda_mlstm(recur_backend_t *b, const recur_mlstm_args_t *a) {
+    return recur_cuda_mlstm_path(b, a, RECUR_CUDA_PATH_AUTO);
 }
 
 /* One warp per (row, head): LayerNorm without bias over DV (two passes, fp32), times w

@@ -1,14 +1,17 @@
 /* recur_cuda_rwkv7.cu: the RWKV-7 ops of the CUDA backend (recur_backend.h):
  * - rwkv7_prep: one warp per (row, head): decay, in-context rate, L2-normalised key per
  *   head (warp reduction), k and v updates; all elementwise besides that one norm.
- * - rwkv7_wkv: the serial recurrence of models/RWKV7.md §8.1 item 1 (BlinkDL's wkv7s):
+ * - rwkv7_wkv: sequences of RECUR_WKV_WY_MIN_LEN tokens or more (prefill) take the
+ *   chunked WY form on tensor cores (recur_cuda_wkv_wy.cu); the others (decode) the
+ *   serial recurrence of models/RWKV7.md §8.1 item 1 (BlinkDL's wkv7s):
  *   one block of N = head_size threads per (sequence, head), thread i holding state row
  *   S[i][0:N] in registers for the whole sequence; the per-token vectors r, w, k, kk, a
  *   are staged in shared memory (double-buffered: one barrier per token). The state is
  *   loaded and stored through shared memory so the global accesses are coalesced.
  * - rwkv7_out: one warp per (row, head): group norm, the r.k bonus, the gate.
- * All arithmetic is fp32, in the CPU reference's order where it matters. */
-#include "recur_cuda_internal.h"
+ * All arithmetic is fp32 (the WY path: fp32 state, 3xTF32 products), in the CPU
+ * reference's order where it matters. */
+#include "recur_cuda_prefill.h"
 
 /* exp(-0.5): the RWKV-7 decay is exp(-exp(-0.5) * sigmoid(z)), in (0.5453, 1). */
 #define RECUR_RWKV7_DECAY_SCALE 0.6065306597126334f
@@ -60,12 +63,12 @@ static __global__ void __launch_bounds__(N)
 rwkv7_wkv_kernel(int32_t C, const int32_t *__restrict__ seq_off, const int32_t *__restrict__ slot,
                  const float *__restrict__ r, const float *__restrict__ w, const float *__restrict__ k,
                  const float *__restrict__ v, const float *__restrict__ kk, const float *__restrict__ a,
-                 float *pool, size_t stride, size_t offset, float *__restrict__ y) {
+                 float *pool, size_t stride, size_t offset, float *__restrict__ y, int32_t skip_from) {
     __shared__ float sh_S[N][N + 1]; /* +1: the transposing accesses hit distinct banks */
     __shared__ __align__(16) float sh_vec[2][5][N];
     const int i = threadIdx.x, h = blockIdx.x, s = blockIdx.y;
     const int32_t t0 = seq_off[s], t1 = seq_off[s + 1];
-    if (t0 >= t1) return;
+    if (t0 >= t1 || t1 - t0 >= skip_from) return; /* long ones: the WY path */
     float *S = pool + (size_t)slot[s] * stride + offset + (size_t)h * N * N;
     /* coalesced load: pass q reads row q of S (consecutive threads, consecutive columns) */
     for (int q = 0; q < N; q++) sh_S[q][i] = S[(size_t)q * N + i];
@@ -109,21 +112,19 @@ rwkv7_wkv_kernel(int32_t C, const int32_t *__restrict__ seq_off, const int32_t *
     for (int q = 0; q < N; q++) S[(size_t)q * N + i] = sh_S[q][i];
 }
 
-recur_status_t recur_cuda_rwkv7_wkv(recur_backend_t *b, const recur_rwkv7_wkv_args_t *a) {
-    recur_cuda_ctx_t *c = recur_cuda_ctx(b);
+/* The serial kernel for every sequence shorter than skip_from (INT32_MAX: all). */
+static recur_status_t wkv_serial(recur_cuda_ctx_t *c, const recur_rwkv7_wkv_args_t *a, int32_t skip_from) {
     const int N = a->head_size;
-    RECUR_ASSERT(N > 0 && a->C % N == 0);
-    if (a->rows.n_rows <= 0 || a->rows.n_seq <= 0) return RECUR_OK;
     dim3 grid((unsigned)(a->C / N), (unsigned)a->rows.n_seq);
     const recur_state_ref_t s = a->state;
     switch (N) {
     case 64:
         rwkv7_wkv_kernel<64><<<grid, 64, 0, c->stream>>>(a->C, a->rows.seq_off, a->rows.slot, a->r, a->w, a->k, a->v,
-                                                         a->kk, a->a, s.pool, s.slot_stride, s.offset, a->y);
+                                                         a->kk, a->a, s.pool, s.slot_stride, s.offset, a->y, skip_from);
         break;
     case 32:
         rwkv7_wkv_kernel<32><<<grid, 32, 0, c->stream>>>(a->C, a->rows.seq_off, a->rows.slot, a->r, a->w, a->k, a->v,
-                                                         a->kk, a->a, s.pool, s.slot_stride, s.offset, a->y);
+                                                         a->kk, a->a, s.pool, s.slot_stride, s.offset, a->y, skip_from);
         break;
     default:
         /* Every RWKV-7 checkpoint uses 64; other sizes would need their own instance. */
@@ -132,6 +133,33 @@ recur_status_t recur_cuda_rwkv7_wkv(recur_backend_t *b, const recur_rwkv7_wkv_ar
     }
     RCU_LAUNCHED("rwkv7_wkv_kernel");
     return RECUR_OK;
+}
+
+extern "C" recur_status_t recur_cuda_rwkv7_wkv_path(recur_backend_t *b, const recur_rwkv7_wkv_args_t *a,
+                                                   recur_cuda_path_t path) {
+    recur_cuda_ctx_t *c = recur_cuda_ctx(b);
+    const int N = a->head_size;
+    RECUR_ASSERT(N > 0 && a->C % N == 0);
+    if (a->rows.n_rows <= 0 || a->rows.n_seq <= 0) return RECUR_OK;
+    /* No sequence is longer than n_rows - n_seq + 1: a decode batch never launches the WY
+     * kernel. Otherwise each kernel takes its own sequences and skips the others'. */
+    const int32_t longest = a->rows.n_rows - a->rows.n_seq + 1;
+    const int32_t min_len = path == RECUR_CUDA_PATH_CHUNKED ? 1 : RECUR_WKV_WY_MIN_LEN;
+    int32_t skip_from = INT32_MAX;
+    if (path != RECUR_CUDA_PATH_SERIAL && longest >= min_len) {
+        int supported = 0;
+        recur_status_t st = recur_cuda_wkv_wy(c, a, min_len, &supported);
+        if (st != RECUR_OK) return st;
+        if (supported) {
+            if (a->rows.n_seq == 1 || min_len <= 1) return RECUR_OK; /* nothing is left over */
+            skip_from = min_len;
+        }
+    }
+    return wkv_serial(c, a, skip_from);
+}
+
+recur_status_t recur_cuda_rwkv7_wkv(recur_backend_t *b, const recur_rwkv7_wkv_args_t *a) {
+    return recur_cuda_rwkv7_wkv_path(b, a, RECUR_CUDA_PATH_AUTO);
 }
 
 static __global__ void __launch_bounds__(ROWHEAD_WARPS * 32)

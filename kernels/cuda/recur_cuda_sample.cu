@@ -1,0 +1,492 @@
+/* recur_cuda_sample.cu: the sample op (recur_backend.h) on the GPU, one block per row.
+ *
+ * The op is defined in recur_sample_op.h; the CPU backend is its plain reference (sort
+ * the row, walk it). Here nothing is sorted whole. Each row costs a few passes over its
+ * logits (the row is re-read from L2, not kept: 64K floats exceed shared memory):
+ *   P1  the largest finite logit (s_max is its scaled value); greedy rows instead take
+ *       the argmax of the raw logits and stop.
+ *   P2  a histogram over 2048 buckets of d = s - s_max in [-28, 0] (linear in d, so a
+ *       real distribution spreads over many buckets) with, per bucket, the exact integer
+ *       mass (min-p applied) and, when top-k is on, the element count. The bucket never
+ *       increases along O (the order s descending, id ascending), so each bucket is a
+ *       contiguous run of O.
+ *   select: top-k (by count), top-p and the draw (by mass) each pick a bucket from a
+ *       prefix scan of the histogram, then collect that bucket's rank keys into shared
+ *       memory, sort them (bitonic) and walk them in O. The logits of one bucket form one
+ *       interval of floats (recur_sample_bucket_range, found by bisection), so a collect
+ *       pass only compares each logit with two bounds. A bucket with more than kCap
+ *       elements (e.g. thousands of equal logits) is narrowed first by 256-bin histograms
+ *       over ranges of the rank key, which is unique, so this always ends.
+ * Elements with d < -28 have mass 0 (recur_sample_op.h) and are skipped; they rank after
+ * every other element, so top-k only needs to know whether k reaches past them.
+ * Masses are exact uint64 sums and the per-element arithmetic is the header's, so the
+ * token equals the CPU backend's bit for bit, whatever the summation order here.
+ * Nothing is allocated: all scratch is static shared memory (about 43 KiB per block). */
+#include <stdint.h>
+
+#include "recur_cuda_internal.h"
+#include "recur_sample_op.h"
+
+typedef unsigned long long u64;
+
+static constexpr int kThreads = 1024;  /* one block per row: enough loads in flight for batch 1 */
+static constexpr int kWarps = kThreads / 32;
+static constexpr int kBuckets = RECUR_SAMPLE_NBUCKETS; /* P2 histogram over d in [-28, 0] */
+static constexpr int kCap = 2048;      /* rank keys a bucket may have to be sorted directly */
+static constexpr int kBins = 256;      /* refinement histogram over a key range */
+static_assert(kWarps == 32 && kBins <= kThreads && kCap <= 2 * kThreads, "the block helpers assume these");
+
+struct SampleSmem {
+    unsigned cnt[kBuckets];
+    u64 mass[kBuckets];
+    u64 list[kCap];      /* collected rank keys, sorted ascending (= along O) */
+    unsigned bcnt[kBins];
+    u64 bmass[kBins];
+    u64 red[kWarps];
+    float redf[kWarps];
+    u64 res[2];
+    unsigned list_n;
+    int list_bucket;     /* the bucket whose whole content is sorted in list, or -1 */
+};
+
+/* What every thread of the block knows about the row being sampled. */
+struct RowP {
+    float inv_t, min_p;
+    float lmax, smax;    /* the largest finite logit and its scaled value */
+    int min_p_on;
+    u64 cut;             /* top-k: the rank key of the k-th element (~0: no cut) */
+};
+
+/* ------------------------------------------------------------------ block helpers */
+
+static __device__ __forceinline__ u64 warp_min_u64(u64 v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        const u64 y = __shfl_xor_sync(0xffffffffu, v, o);
+        v = y < v ? y : v;
+    }
+    return v;
+}
+
+static __device__ __forceinline__ u64 warp_sum_u64(u64 v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* The leading barrier lets callers reuse `red` at once (as recur_block_sum). */
+static __device__ u64 block_min_u64(u64 v, u64 *red) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    v = warp_min_u64(v);
+    __syncthreads();
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    return warp_min_u64(lane < kWarps ? red[lane] : ~0ull);
+}
+
+static __device__ float block_max_f32(float v, float *red) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    __syncthreads();
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    v = lane < kWarps ? red[lane] : -INFINITY;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+static __device__ u64 block_sum_u64(u64 v, u64 *red) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    v = warp_sum_u64(v);
+    __syncthreads();
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    return warp_sum_u64(lane < kWarps ? red[lane] : 0ull);
+}
+
+/* Exclusive prefix sum over the block in thread order; *total gets the sum of all. */
+static __device__ u64 block_excl_scan_u64(u64 v, u64 *red, u64 *total) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    u64 x = v;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        const u64 y = __shfl_up_sync(0xffffffffu, x, o);
+        if (lane >= o) x += y;
+    }
+    __syncthreads();
+    if (lane == 31) red[warp] = x;
+    __syncthreads();
+    if (warp == 0) {
+        u64 w = red[lane]; /* kWarps == 32 */
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            const u64 y = __shfl_up_sync(0xffffffffu, w, o);
+            if (lane >= o) w += y;
+        }
+        red[lane] = w;
+    }
+    __syncthreads();
+    *total = red[kWarps - 1];
+    return (warp ? red[warp - 1] : 0ull) + x - v;
+}
+
+/* The first index b of h[0..nb) whose inclusive prefix sum reaches X (1 <= X <= sum);
+ * *before gets the prefix sum before b. */
+template <typename T>
+static __device__ int block_find_reach(const T *h, int nb, u64 X, u64 *before, SampleSmem &sm) {
+    const int per = (nb + kThreads - 1) / kThreads, b0 = threadIdx.x * per;
+    u64 loc = 0;
+    for (int j = 0; j < per; j++)
+        if (b0 + j < nb) loc += h[b0 + j];
+    if (threadIdx.x == 0) { sm.res[0] = (u64)(nb - 1); sm.res[1] = 0; } /* only if X > sum: a bug */
+    u64 total;
+    const u64 ex = block_excl_scan_u64(loc, sm.red, &total);
+    if (ex < X && X <= ex + loc) { /* exactly one thread */
+        u64 acc = ex;
+        for (int j = 0; j < per; j++) {
+            const u64 v = h[b0 + j];
+            if (acc + v >= X) { sm.res[0] = (u64)(b0 + j); sm.res[1] = acc; break; }
+            acc += v;
+        }
+    }
+    __syncthreads();
+    const int b = (int)sm.res[0];
+    *before = sm.res[1];
+    __syncthreads(); /* res is reused by the next call */
+    return b;
+}
+
+/* Calls f(i, logit) for every i < nv of the row, with 16-byte loads U deep (batch 1 is
+ * one block per row: it needs many loads in flight to pull the row from memory fast).
+ * U = 4 for the light passes; the heavy P2 uses 2, which keeps it within 64 registers. */
+template <int U = 4, class F>
+static __device__ __forceinline__ void for_each_logit(const float *__restrict__ row, int nv, F &f) {
+    int head = (int)(((16u - ((unsigned)(uintptr_t)row & 15u)) & 15u) >> 2);
+    head = head < nv ? head : nv;
+    for (int i = threadIdx.x; i < head; i += kThreads) f(i, __ldg(row + i));
+    const float4 *v = reinterpret_cast<const float4 *>(row + head);
+    const int nvec = (nv - head) >> 2;
+    int j = threadIdx.x;
+    for (; j + (U - 1) * kThreads < nvec; j += U * kThreads) {
+        float4 a[U];
+#pragma unroll
+        for (int u = 0; u < U; u++) a[u] = __ldg(v + j + u * kThreads);
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int i = head + 4 * (j + u * kThreads);
+            f(i, a[u].x); f(i + 1, a[u].y); f(i + 2, a[u].z); f(i + 3, a[u].w);
+        }
+    }
+    for (; j < nvec; j += kThreads) {
+        const float4 a = __ldg(v + j);
+        const int i = head + 4 * j;
+        f(i, a.x); f(i + 1, a.y); f(i + 2, a.z); f(i + 3, a.w);
+    }
+    for (int i = head + 4 * nvec + threadIdx.x; i < nv; i += kThreads) f(i, __ldg(row + i));
+}
+
+/* A histogram add that merges runs of the same bin in registers first: each thread's
+ * elements are mostly in different bins, but a row of equal logits would otherwise send
+ * every element to one shared-memory address. cnt may be null (counts not wanted). */
+struct RunAdd {
+    unsigned *cnt;
+    u64 *mass;
+    int bin = -1;
+    unsigned c = 0;
+    u64 m = 0;
+    __device__ void flush() {
+        if (c && cnt) atomicAdd(&cnt[bin], c);
+        if (m) atomicAdd(&mass[bin], m);
+    }
+    __device__ __forceinline__ void add(int b, u64 mv) {
+        if (b != bin) {
+            flush();
+            bin = b;
+            c = 0;
+            m = 0;
+        }
+        c++;
+        m += mv;
+    }
+};
+
+/* ------------------------------------------------------------------ per element */
+
+/* A participant: a finite logit with d = s - s_max >= -28 (others have mass 0). */
+static __device__ __forceinline__ bool participant(const RowP &rp, float l, float &s, float &d) {
+    if (!isfinite(l)) return false;
+    s = recur_sample_scale(l, rp.inv_t);
+    d = recur_sample_sub(s, rp.smax);
+    return d >= -RECUR_SAMPLE_CUT;
+}
+
+/* The kept mass of a weight after min-p (top-k aside). min_p > 1 never gets here: such a
+ * row keeps its top element alone and is answered before any selection. */
+static __device__ __forceinline__ u64 mass_w(const RowP &rp, float d) {
+    const float w = recur_sample_exp(d);
+    return rp.min_p_on && !(w >= rp.min_p) ? 0ull : recur_sample_q(w);
+}
+
+/* ... and after top-k (rp.cut). */
+static __device__ __forceinline__ u64 mass_of(const RowP &rp, u64 key, float d) {
+    return key > rp.cut ? 0ull : mass_w(rp, d);
+}
+
+static __device__ __forceinline__ float key_d(const RowP &rp, u64 key) {
+    return recur_sample_sub(recur_sample_key_s(key), rp.smax);
+}
+
+/* ------------------------------------------------------------------ selection */
+
+struct Sel {
+    u64 key;        /* the selected element */
+    u64 mass_incl;  /* kept mass of its bucket's elements up to and including it */
+};
+
+static __device__ void bitonic_sort(u64 *a, int n) {
+    int P = 1;
+    while (P < n) P <<= 1;
+    for (int i = n + threadIdx.x; i < P; i += kThreads) a[i] = ~0ull; /* P <= kCap */
+    __syncthreads();
+    for (int k = 2; k <= P; k <<= 1)
+        for (int j = k >> 1; j > 0; j >>= 1) {
+            for (int i = threadIdx.x; i < P; i += kThreads) {
+                const int ixj = i ^ j;
+                if (ixj > i) {
+                    const u64 x = a[i], y = a[ixj];
+                    if ((x > y) == ((i & k) == 0)) { a[i] = y; a[ixj] = x; }
+                }
+            }
+            __syncthreads();
+        }
+}
+
+/* Out of line: the bisection runs once per selection, and inlined it costs registers. */
+static __device__ __noinline__ void bucket_range(int b, const RowP &rp, float *lo, float *hi) {
+    recur_sample_bucket_range(b, rp.inv_t, rp.smax, rp.lmax, lo, hi);
+}
+
+/* Gathers into sm.list the rank keys in [lo, hi] of the logits in [Llo, Lhi] (one bucket);
+ * returns how many there are (only the first kCap are stored). */
+static __device__ unsigned collect(SampleSmem &sm, const float *row, int nv, const RowP &rp, float Llo, float Lhi,
+                                   u64 lo, u64 hi) {
+    if (threadIdx.x == 0) sm.list_n = 0;
+    __syncthreads();
+    auto f = [&](int i, float x) {
+        if (x >= Llo && x <= Lhi) {
+            const u64 key = recur_sample_rank_key(recur_sample_scale(x, rp.inv_t), i);
+            if (key >= lo && key <= hi) {
+                const unsigned pos = atomicAdd(&sm.list_n, 1u);
+                if (pos < (unsigned)kCap) sm.list[pos] = key;
+            }
+        }
+    };
+    for_each_logit(row, nv, f);
+    __syncthreads();
+    return sm.list_n;
+}
+
+/* In bucket b, the element at count rank `target` (1-based; by_count) or the first whose
+ * running kept mass reaches `target` (>= 1), along O. */
+static __device__ Sel select_in_bucket(SampleSmem &sm, const float *row, int nv, const RowP &rp, int b, bool by_count,
+                                       u64 target) {
+    u64 mass_before = 0;
+    __syncthreads();
+    unsigned n_in;
+    if (sm.list_bucket == b) {
+        n_in = sm.list_n; /* this bucket is already sorted in list (an earlier selection) */
+    } else {
+        float Llo, Lhi;
+        bucket_range(b, rp, &Llo, &Lhi);
+        u64 lo = 0, hi = ~0ull;
+        n_in = collect(sm, row, nv, rp, Llo, Lhi, lo, hi);
+        if (n_in > (unsigned)kCap) {
+            /* Too many to sort: narrow [lo, hi] by 256 bins of the key until few remain. */
+            while (n_in > (unsigned)kCap) {
+                const u64 span = hi - lo;
+                const int bits = 64 - __clzll((long long)span), sh = bits > 8 ? bits - 8 : 0;
+                for (int i = threadIdx.x; i < kBins; i += kThreads) { sm.bcnt[i] = 0; sm.bmass[i] = 0; }
+                __syncthreads();
+                RunAdd acc{sm.bcnt, sm.bmass};
+                auto f = [&](int i, float x) {
+                    if (x >= Llo && x <= Lhi) {
+                        const float s = recur_sample_scale(x, rp.inv_t);
+                        const u64 key = recur_sample_rank_key(s, i);
+                        if (key >= lo && key <= hi)
+                            acc.add((int)((key - lo) >> sh), mass_of(rp, key, recur_sample_sub(s, rp.smax)));
+                    }
+                };
+                for_each_logit(row, nv, f);
+                acc.flush();
+                __syncthreads();
+                u64 before;
+                const int bin = by_count ? block_find_reach(sm.bcnt, kBins, target, &before, sm)
+                                         : block_find_reach(sm.bmass, kBins, target, &before, sm);
+                const u64 mb = block_sum_u64(threadIdx.x < bin ? sm.bmass[threadIdx.x] : 0ull, sm.red);
+                target -= before;
+                mass_before += mb;
+                lo += (u64)bin << sh;
+                const u64 w = (1ull << sh) - 1, top = lo > ~0ull - w ? ~0ull : lo + w; /* saturating */
+                hi = top < hi ? top : hi;
+                n_in = sm.bcnt[bin];
+                __syncthreads(); /* everyone has read bcnt before the next pass clears it */
+            }
+            n_in = collect(sm, row, nv, rp, Llo, Lhi, lo, hi);
+        }
+        n_in = n_in < (unsigned)kCap ? n_in : (unsigned)kCap; /* only short of a bug */
+        bitonic_sort(sm.list, (int)n_in);
+        if (threadIdx.x == 0) sm.list_bucket = (lo == 0 && hi == ~0ull) ? b : -1;
+    }
+    /* Walk the sorted keys: each thread two consecutive ones, masses by a block scan. */
+    const int n = (int)n_in, per = (n + kThreads - 1) / kThreads, j0 = threadIdx.x * per;
+    u64 loc = 0;
+    for (int j = j0; j < j0 + per && j < n; j++) loc += mass_of(rp, sm.list[j], key_d(rp, sm.list[j]));
+    if (threadIdx.x == 0) { sm.res[0] = sm.list[n > 0 ? n - 1 : 0]; sm.res[1] = 0; } /* only on a bug */
+    u64 total;
+    const u64 ex = block_excl_scan_u64(loc, sm.red, &total);
+    if (by_count) {
+        const u64 r = target - 1; /* index of the wanted key */
+        if (r >= (u64)j0 && r < (u64)(j0 + per) && r < (u64)n) {
+            u64 a = ex;
+            for (int j = j0; j <= (int)r; j++) a += mass_of(rp, sm.list[j], key_d(rp, sm.list[j]));
+            sm.res[0] = sm.list[r];
+            sm.res[1] = a;
+        }
+    } else if (ex < target && target <= ex + loc) {
+        u64 a = ex;
+        for (int j = j0; j < j0 + per && j < n; j++) {
+            a += mass_of(rp, sm.list[j], key_d(rp, sm.list[j]));
+            if (a >= target) { sm.res[0] = sm.list[j]; sm.res[1] = a; break; }
+        }
+    }
+    __syncthreads();
+    Sel s{sm.res[0], mass_before + sm.res[1]};
+    __syncthreads();
+    return s;
+}
+
+/* ------------------------------------------------------------------ the kernel */
+
+static __global__ void __launch_bounds__(kThreads) sample_kernel(const float *__restrict__ logits, int V, int nv,
+                                                                 const recur_sample_row_t *__restrict__ params,
+                                                                 int32_t *__restrict__ tokens) {
+    __shared__ SampleSmem sm;
+    const int row = blockIdx.x;
+    const float *l = logits + (size_t)row * (size_t)V;
+    const recur_sample_row_t p = params[row];
+    if (nv <= 0) {
+        if (threadIdx.x == 0) tokens[row] = 0;
+        return;
+    }
+    if (!(p.temperature > 0.0f) || p.top_k == 1) { /* greedy: the argmax of the raw logits */
+        u64 best = ~0ull;
+        auto f = [&](int i, float x) {
+            if (isfinite(x)) {
+                const u64 k = recur_sample_rank_key(x == 0.0f ? 0.0f : x, i);
+                best = k < best ? k : best;
+            }
+        };
+        for_each_logit(l, nv, f);
+        best = block_min_u64(best, sm.red);
+        if (threadIdx.x == 0) tokens[row] = best == ~0ull ? 0 : recur_sample_key_id(best);
+        return;
+    }
+
+    /* P1: the largest finite logit; s_max = its scaled value (scaling is monotone) */
+    RowP rp;
+    rp.inv_t = recur_sample_inv_t(p.temperature);
+    rp.min_p = p.min_p;
+    rp.min_p_on = p.min_p > 0.0f;
+    rp.cut = ~0ull;
+    {
+        float mx = -INFINITY;
+        auto f = [&](int, float x) {
+            if (isfinite(x)) mx = fmaxf(mx, x);
+        };
+        for_each_logit(l, nv, f);
+        rp.lmax = block_max_f32(mx, sm.redf);
+    }
+    if (!(rp.lmax > -INFINITY)) { /* no finite logit */
+        if (threadIdx.x == 0) tokens[row] = 0;
+        return;
+    }
+    rp.smax = recur_sample_scale(rp.lmax, rp.inv_t);
+
+    /* P2: kept mass (and count, for top-k) per bucket of d; the top element of O on the side */
+    const bool top_k_on = p.top_k > 0;
+    for (int i = threadIdx.x; i < kBuckets; i += kThreads) { sm.cnt[i] = 0; sm.mass[i] = 0; }
+    if (threadIdx.x == 0) sm.list_bucket = -1;
+    __syncthreads();
+    u64 first = ~0ull, n_part = 0;
+    {
+        RunAdd acc{top_k_on ? sm.cnt : nullptr, sm.mass};
+        auto f = [&](int i, float x) {
+            float s, d;
+            if (participant(rp, x, s, d)) {
+                n_part++;
+                if (d == 0.0f) { /* s == s_max: a candidate for the top element */
+                    const u64 k = recur_sample_rank_key(s, i);
+                    first = k < first ? k : first;
+                }
+                acc.add(recur_sample_bucket_of_d(d), mass_w(rp, d));
+            }
+        };
+        for_each_logit<2>(l, nv, f);
+        acc.flush();
+    }
+    first = block_min_u64(first, sm.red);
+    n_part = block_sum_u64(n_part, sm.red); /* its barriers also publish the histogram */
+    if (rp.min_p_on && p.min_p > 1.0f) { /* no weight reaches min_p: the top element alone */
+        if (threadIdx.x == 0) tokens[row] = recur_sample_key_id(first);
+        return;
+    }
+
+    /* top-k: find the k-th element along O; the buckets past it lose their mass, its own
+     * bucket keeps the mass up to it. */
+    if (top_k_on && (u64)p.top_k < n_part) {
+        u64 before;
+        const int bk = block_find_reach(sm.cnt, kBuckets, (u64)p.top_k, &before, sm);
+        const Sel s = select_in_bucket(sm, l, nv, rp, bk, true, (u64)p.top_k - before);
+        rp.cut = s.key;
+        for (int i = threadIdx.x; i < kBuckets; i += kThreads)
+            if (i > bk) sm.mass[i] = 0;
+            else if (i == bk) sm.mass[i] = s.mass_incl;
+        __syncthreads();
+    }
+    u64 M = 0;
+    for (int i = threadIdx.x; i < kBuckets; i += kThreads) M += sm.mass[i];
+    M = block_sum_u64(M, sm.red); /* M1: after top-k and min-p */
+
+    /* top-p: the shortest prefix reaching X; M becomes its mass (M2) */
+    if (p.top_p < 1.0f) {
+        const u64 X = recur_sample_top_p_target(p.top_p, M);
+        if (X == 0) {
+            M = RECUR_SAMPLE_ONE; /* top_p <= 0: the top element alone */
+        } else {
+            u64 before;
+            const int bp = block_find_reach(sm.mass, kBuckets, X, &before, sm);
+            M = before + select_in_bucket(sm, l, nv, rp, bp, false, X - before).mass_incl;
+        }
+    }
+
+    /* the draw: the first element whose running mass exceeds t */
+    const u64 t = recur_sample_draw_target(M, recur_sample_u24(p.seed, p.step));
+    u64 before;
+    const int bd = block_find_reach(sm.mass, kBuckets, t + 1, &before, sm);
+    const Sel s = select_in_bucket(sm, l, nv, rp, bd, false, t + 1 - before);
+    if (threadIdx.x == 0) tokens[row] = recur_sample_key_id(s.key);
+}
+
+recur_status_t recur_cuda_sample(recur_backend_t *b, const float *logits, int32_t n, int32_t V, int32_t n_valid,
+                                 const recur_sample_row_t *params, int32_t *tokens) {
+    recur_cuda_ctx_t *c = recur_cuda_ctx(b);
+    RECUR_ASSERT(n >= 0 && V >= 0);
+    const int32_t nv = n_valid < 0 ? 0 : n_valid < V ? n_valid : V;
+    RECUR_ASSERT(nv <= RECUR_SAMPLE_MAX_VOCAB);
+    if (n == 0) return RECUR_OK;
+    sample_kernel<<<(unsigned)n, kThreads, 0, c->stream>>>(logits, V, nv, params, tokens);
+    RCU_LAUNCHED("sample_kernel");
+    return RECUR_OK;
+}

@@ -1,0 +1,543 @@
+/* test_sample_op.c: the backend sample op (recur_backend.h; its exact definition is
+ * kernels/recur_sample_op.h) on the backend named by argv[1] ("cpu" by default).
+ *
+ * Checks: the shared arithmetic (uniform draw, exp, fixed-point masses, rank keys);
+ * greedy == the exact argmax (ties, NaN, +-inf); ids >= n_valid never chosen; top_k = 1
+ * is greedy; tokens depend only on (logits, params), not on the run or the batch position;
+ * frequencies over many (seed, step) draws follow the distribution the parameters define
+ * (temperature, top-k, top-p, min-p; 5 standard errors). For a backend other than cpu,
+ * also: its tokens equal the CPU backend's, token for token, on 200 rows of 65536 ids under
+ * several parameter sets (the op is exact integer arithmetic on bit-identical weights, so
+ * no mismatch is allowed), and the time of 1 x 65536 and 256 x 65536.
+ * argv[2] = "quick": fewer draws and rows and no timing, for runs under compute-sanitizer;
+ * "tiny": no frequencies and one row of each kind (for racecheck, the slowest tool).
+ * Exit 77 when the backend cannot be created (no GPU). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "recur_backend.h"
+#include "recur_sample_op.h"
+#include "recur_testutil.h"
+
+static int failures;
+static int quick; /* argv[2]: 1 = "quick", 2 = "tiny" */
+
+/* ------------------------------------------------------------------ small helpers */
+
+static uint64_t rng_next(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+static double rng_unif(uint64_t *s) { return (double)(rng_next(s) >> 11) * 0x1.0p-53; }
+static float rng_gauss(uint64_t *s) {
+    double u = rng_unif(s), v = rng_unif(s);
+    return (float)(sqrt(-2.0 * log(u + 1e-300)) * cos(6.283185307179586 * v));
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static recur_sample_row_t prm(float T, int32_t top_k, float top_p, float min_p, uint64_t seed, uint64_t step) {
+    return (recur_sample_row_t){.temperature = T, .top_k = top_k, .top_p = top_p, .min_p = min_p, .seed = seed,
+                                .step = step};
+}
+
+/* Runs the op on backend b over host arrays (copies in and out). */
+static void run_op(recur_backend_t *b, const float *logits, int32_t n, int32_t V, int32_t nv,
+                   const recur_sample_row_t *p, int32_t *tokens) {
+    size_t lb = (size_t)n * (size_t)V * sizeof(float);
+    float *dl = b->iface.alloc(b, lb);
+    recur_sample_row_t *dp = b->iface.alloc(b, (size_t)n * sizeof *dp);
+    int32_t *dt = b->iface.alloc(b, (size_t)n * sizeof *dt);
+    if (!dl || !dp || !dt) {
+        fprintf(stderr, "run_op: allocation failed\n");
+        exit(1);
+    }
+    b->iface.upload(b, dl, logits, lb);
+    b->iface.upload(b, dp, p, (size_t)n * sizeof *dp);
+    recur_status_t st = b->iface.sample(b, dl, n, V, nv, dp, dt);
+    RECUR_CHECK(&failures, st == RECUR_OK);
+    b->iface.download(b, tokens, dt, (size_t)n * sizeof *dt);
+    b->iface.buf_free(b, dl);
+    b->iface.buf_free(b, dp);
+    b->iface.buf_free(b, dt);
+}
+
+/* The exact argmax: finite logits only, lowest id on ties, 0 if none. */
+static int32_t ref_argmax(const float *l, int32_t nv) {
+    int32_t best = 0;
+    float bv = -INFINITY;
+    int any = 0;
+    for (int32_t i = 0; i < nv; i++)
+        if (isfinite(l[i]) && (!any || l[i] > bv)) { bv = l[i]; best = i; any = 1; }
+    return best;
+}
+
+typedef struct refc { float s; int32_t id; double w; } refc_t;
+static int refc_cmp(const void *a, const void *b) {
+    const refc_t *x = a, *y = b;
+    if (x->s != y->s) return x->s > y->s ? -1 : 1;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+/* The distribution the parameters define, in double precision, straight from the words of
+ * recur_sample_op.h (valid where no boundary is a near-tie, which the callers arrange). */
+static void ref_dist(const float *l, int32_t nv, recur_sample_row_t p, double *prob) {
+    memset(prob, 0, (size_t)nv * sizeof *prob);
+    if (!(p.temperature > 0.0f) || p.top_k == 1) {
+        prob[ref_argmax(l, nv)] = 1.0;
+        return;
+    }
+    refc_t *c = malloc((size_t)nv * sizeof *c);
+    int32_t n = 0;
+    for (int32_t i = 0; i < nv; i++)
+        if (isfinite(l[i])) c[n++] = (refc_t){l[i] * (1.0f / p.temperature), i, 0.0};
+    qsort(c, (size_t)n, sizeof *c, refc_cmp);
+    if (p.top_k > 0 && p.top_k < n) n = p.top_k;
+    double M = 0;
+    for (int32_t j = 0; j < n; j++) {
+        double w = exp((double)c[j].s - (double)c[0].s);
+        if (p.min_p > 0.0f && w < p.min_p && j > 0) w = 0;
+        c[j].w = w;
+        M += w;
+    }
+    if (p.top_p < 1.0f) {
+        double acc = 0;
+        int32_t j = 0;
+        while (j < n) {
+            acc += c[j++].w;
+            if (acc >= p.top_p * M) break;
+        }
+        n = j;
+        M = acc;
+    }
+    for (int32_t j = 0; j < n; j++) prob[c[j].id] = c[j].w / M;
+    free(c);
+}
+
+/* Draws n_draw tokens from one row of logits with steps 0..n_draw-1 (batches of `chunk`
+ * rows of the same logits) and compares the frequencies of the ids with `prob` (5
+ * standard errors; ids of probability 0 must never appear). ids >= n_cat are pooled
+ * into one category "rest". */
+static void check_freq(recur_backend_t *b, const float *l, int32_t V, int32_t nv, recur_sample_row_t p,
+                       int32_t n_draw, int32_t chunk, int32_t n_cat, const char *what) {
+    double *prob = calloc((size_t)V, sizeof *prob), *want = calloc((size_t)n_cat + 1, sizeof *want);
+    long *cnt = calloc((size_t)n_cat + 1, sizeof *cnt);
+    float *rows = malloc((size_t)chunk * (size_t)V * sizeof *rows);
+    recur_sample_row_t *ps = malloc((size_t)chunk * sizeof *ps);
+    int32_t *tok = malloc((size_t)chunk * sizeof *tok);
+    ref_dist(l, nv, p, prob);
+    for (int32_t v = 0; v < nv; v++) want[v < n_cat ? v : n_cat] += prob[v];
+    for (int32_t r = 0; r < chunk; r++) memcpy(rows + (size_t)r * V, l, (size_t)V * sizeof *l);
+    int bad_id = 0;
+    for (int32_t d0 = 0; d0 < n_draw; d0 += chunk) {
+        int32_t k = n_draw - d0 < chunk ? n_draw - d0 : chunk;
+        for (int32_t r = 0; r < k; r++) {
+            ps[r] = p;
+            ps[r].step = (uint64_t)(d0 + r);
+        }
+        run_op(b, rows, k, V, nv, ps, tok);
+        for (int32_t r = 0; r < k; r++) {
+            if (tok[r] < 0 || tok[r] >= nv || prob[tok[r]] == 0.0) bad_id++;
+            else cnt[tok[r] < n_cat ? tok[r] : n_cat]++;
+        }
+    }
+    if (bad_id) {
+        fprintf(stderr, "%s: %d draws of ids outside the kept set\n", what, bad_id);
+        failures++;
+    }
+    double worst = 0;
+    for (int32_t v = 0; v <= n_cat; v++) {
+        double f = (double)cnt[v] / n_draw, se = sqrt(want[v] * (1 - want[v]) / n_draw) + 1e-12;
+        double z = fabs(f - want[v]) / se;
+        int bad = want[v] == 0.0 ? cnt[v] != 0 : z > 5.0;
+        if (want[v] > 0 && z > worst) worst = z;
+        if (bad) {
+            fprintf(stderr, "%s: %s %d freq %.5f want %.5f (%.1f SE)\n", what, v < n_cat ? "id" : "rest", v, f, want[v], z);
+            failures++;
+        }
+    }
+    fprintf(stderr, "freq %-40s %d draws, worst %.2f SE\n", what, n_draw, worst);
+    free(prob); free(want); free(cnt); free(rows); free(ps); free(tok);
+}
+
+/* ------------------------------------------------------------------ the checks */
+
+static void test_arithmetic(void) {
+    uint64_t r = 1;
+    for (int i = 0; i < 100000; i++) {
+        uint64_t seed = rng_next(&r), step = i < 50000 ? (uint64_t)i : rng_next(&r);
+        float u = recur_sample_uniform(seed, step);
+        RECUR_CHECK(&failures, u == (float)recur_sample_u24(seed, step) * 0x1.0p-24f && u >= 0.0f && u < 1.0f);
+    }
+    RECUR_CHECK(&failures, recur_sample_exp(0.0f) == 1.0f && recur_sample_q(1.0f) == RECUR_SAMPLE_ONE);
+    double worst = 0;
+    for (float d = -86.9f; d <= 0.0f; d += 0.00137f) {
+        double e = exp((double)d), rel = fabs((double)recur_sample_exp(d) - e) / e;
+        if (rel > worst) worst = rel;
+    }
+    fprintf(stderr, "recur_sample_exp: worst relative error %.3g over (-87, 0]\n", worst);
+    RECUR_CHECK(&failures, worst < 2.5e-7); /* ~2 ulp */
+    int nonzero = 0;
+    for (float d = -RECUR_SAMPLE_CUT; d > -90.0f; d = nextafterf(d, -INFINITY) - 1e-4f)
+        nonzero += recur_sample_q(recur_sample_exp(d)) != 0;
+    RECUR_CHECK(&failures, nonzero == 0); /* what lets backends skip d < -28 */
+    RECUR_CHECK(&failures, recur_sample_exp(-87.5f) == 0.0f && recur_sample_exp(-INFINITY) == 0.0f);
+    /* exact floor(u24 * M / 2^24) */
+    for (int i = 0; i < 100000; i++) {
+        uint64_t M = (rng_next(&r) >> (1 + rng_next(&r) % 40)) | RECUR_SAMPLE_ONE;
+        uint32_t u = (uint32_t)(rng_next(&r) >> 40);
+        uint64_t t = recur_sample_draw_target(M, u);
+        /* t <= u*M/2^24 < t + 1  <=>  t*2^24 <= u*M < (t+1)*2^24, split in 32-bit halves
+         * of M so every product fits 64 bits: u*M = u*Mh*2^32 + u*Ml */
+        uint64_t Mh = M >> 32, Ml = M & 0xffffffffu;
+        uint64_t a = (uint64_t)u * Ml, hi = (uint64_t)u * Mh + (a >> 32), lo = a & 0xffffffffu; /* u*M = hi*2^32 + lo */
+        uint64_t th = t >> 40, tl = (t << 24) & 0xffffffffffffffffull; /* t*2^24 = th*2^64 + tl */
+        uint64_t pm_hi = hi >> 32, pm_lo = (hi << 32) | lo;                 /* u*M = pm_hi*2^64 + pm_lo */
+        int le = th < pm_hi || (th == pm_hi && tl <= pm_lo);
+        uint64_t t1 = t + 1, t1h = t1 >> 40, t1l = t1 << 24;
+        int gt = t1h > pm_hi || (t1h == pm_hi && t1l > pm_lo);
+        RECUR_CHECK(&failures, t < M && le && gt);
+    }
+    /* rank keys: ascending key = descending s, then ascending id; s round-trips */
+    const float vals[] = {-FLT_MAX, -3.5f, -1e-30f, 0.0f, 1e-30f, 2.0f, 2.0000002f, FLT_MAX};
+    for (int a = 0; a < 8; a++) {
+        RECUR_CHECK(&failures, recur_sample_key_s(recur_sample_rank_key(vals[a], 7)) == vals[a]);
+        RECUR_CHECK(&failures, recur_sample_key_id(recur_sample_rank_key(vals[a], 7)) == 7);
+        for (int c = 0; c < 8; c++)
+            RECUR_CHECK(&failures, (recur_sample_rank_key(vals[a], 5) < recur_sample_rank_key(vals[c], 9)) == (a >= c));
+    }
+    RECUR_CHECK(&failures, recur_sample_scale(-0.0f, 1.0f) == 0.0f && !signbit(recur_sample_scale(-0.0f, 1.0f)));
+    RECUR_CHECK(&failures, recur_sample_scale(1e30f, recur_sample_inv_t(1e-30f)) == FLT_MAX);
+    RECUR_CHECK(&failures, recur_sample_inv_t(1e-45f) == FLT_MAX && recur_sample_scale(0.0f, FLT_MAX) == 0.0f);
+    RECUR_CHECK(&failures, recur_sample_top_p_target(0.0f, 1000) == 0 && recur_sample_top_p_target(0.5f, 1001) == 501);
+}
+
+/* The CUDA kernel's bucket intervals (recur_sample_bucket_range): for every bucket, the
+ * logits in [lo, hi] are exactly the finite logits of that bucket, and the interval is
+ * tight (its end points are in the bucket, their outer neighbours are not). */
+static void test_bucket_ranges(void) {
+    enum { V = 20000 };
+    static float l[V];
+    static int has[RECUR_SAMPLE_NBUCKETS];
+    uint64_t r = 31;
+    const float temps[] = {1.0f, 0.37f, 3.3f, 1e-3f, 40.0f};
+    int bad = 0, checked = 0;
+    for (int t = 0; t < 10; t++) {
+        const float T = temps[t % 5];
+        for (int v = 0; v < V; v++) {
+            float g = rng_gauss(&r);
+            l[v] = t < 5 ? 6.0f * g : (t < 8 ? roundf(8.0f * g) * 0.125f : 1e3f * g);
+            if (v % 97 == 0) l[v] = -INFINITY;
+            if (v % 89 == 0) l[v] = NAN;
+        }
+        float lmax = -INFINITY;
+        for (int v = 0; v < V; v++)
+            if (isfinite(l[v]) && l[v] > lmax) lmax = l[v];
+        const float inv = recur_sample_inv_t(T), smax = recur_sample_scale(lmax, inv);
+        memset(has, 0, sizeof has);
+        for (int v = 0; v < V; v++)
+            if (isfinite(l[v])) {
+                int bk = recur_sample_bucket(l[v], inv, smax);
+                if (bk < RECUR_SAMPLE_NBUCKETS) has[bk] = 1;
+            }
+        for (int bk = 0; bk < RECUR_SAMPLE_NBUCKETS; bk++) {
+            if (!has[bk] && rng_next(&r) % 16) continue; /* all full buckets, some empty ones */
+            float lo, hi;
+            recur_sample_bucket_range(bk, inv, smax, lmax, &lo, &hi);
+            checked++;
+            for (int v = 0; v < V; v++) {
+                int in = isfinite(l[v]) && recur_sample_bucket(l[v], inv, smax) == bk;
+                bad += in != (l[v] >= lo && l[v] <= hi);
+            }
+            if (lo <= hi) {
+                bad += recur_sample_bucket(lo, inv, smax) != bk || recur_sample_bucket(hi, inv, smax) != bk;
+                if (lo > -FLT_MAX) bad += recur_sample_bucket(nextafterf(lo, -INFINITY), inv, smax) == bk;
+                if (hi < lmax) bad += recur_sample_bucket(nextafterf(hi, INFINITY), inv, smax) == bk;
+            } else {
+                bad += has[bk];
+            }
+        }
+    }
+    fprintf(stderr, "bucket ranges: %d buckets checked, %d errors\n", checked, bad);
+    RECUR_CHECK(&failures, bad == 0);
+}
+
+/* greedy == argmax with ties, NaN and +-inf; top_k = 1 is greedy; n_valid bounds it. */
+static void test_greedy(recur_backend_t *b) {
+    enum { N = 64, V = 1031 };
+    float *l = malloc((size_t)N * V * sizeof *l);
+    recur_sample_row_t p[N];
+    int32_t tok[N];
+    uint64_t r = 11;
+    for (int i = 0; i < N; i++) {
+        float *x = l + (size_t)i * V;
+        for (int v = 0; v < V; v++) {
+            x[v] = (i & 1) ? (float)(rng_next(&r) % 8) : rng_gauss(&r) * 3.0f; /* odd rows: many ties */
+            uint64_t k = rng_next(&r) % 50;
+            if (k == 0) x[v] = NAN;
+            else if (k == 1) x[v] = -INFINITY;
+            else if (k == 2 && (i % 4) == 1) x[v] = INFINITY; /* counts as -inf */
+        }
+        if (i == 5) for (int v = 0; v < V; v++) x[v] = (v % 2) ? NAN : -INFINITY; /* nothing finite: 0 */
+        if (i == 6) for (int v = 0; v < V; v++) x[v] = (v % 3) ? -0.0f : 0.0f;   /* -0 == +0: id 0 */
+        static const float temps[] = {0.0f, -1.0f, NAN, 0.8f};
+        p[i] = prm(temps[i % 4], i % 4 == 3 ? 1 : (int32_t)(i % 7), 0.9f, 0.1f, (uint64_t)i, 3);
+    }
+    run_op(b, l, N, V, V, p, tok);
+    int bad = 0;
+    for (int i = 0; i < N; i++) bad += tok[i] != ref_argmax(l + (size_t)i * V, V);
+    RECUR_CHECK(&failures, tok[5] == 0 && tok[6] == 0);
+    /* n_valid: the largest logits sit at ids >= nv */
+    const int32_t nv = 1000;
+    for (int i = 0; i < N; i++)
+        for (int v = nv; v < V; v++) l[(size_t)i * V + v] = (v % 2) ? 1e30f : 100.0f;
+    run_op(b, l, N, V, nv, p, tok);
+    for (int i = 0; i < N; i++) bad += tok[i] != ref_argmax(l + (size_t)i * V, nv);
+    /* n_valid <= 0: id 0 */
+    run_op(b, l, N, V, 0, p, tok);
+    for (int i = 0; i < N; i++) bad += tok[i] != 0;
+    fprintf(stderr, "greedy: %d of %d rows differ from the argmax\n", bad, 3 * N);
+    RECUR_CHECK(&failures, bad == 0);
+    free(l);
+}
+
+/* Sampling never picks ids >= n_valid, even when they hold the largest logits. */
+static void test_n_valid(recur_backend_t *b) {
+    enum { N = 512, V = 203 };
+    const int32_t nv = 150;
+    float *l = malloc((size_t)N * V * sizeof *l);
+    recur_sample_row_t p[N];
+    int32_t tok[N];
+    uint64_t r = 5;
+    for (int i = 0; i < N; i++) {
+        for (int v = 0; v < V; v++) l[(size_t)i * V + v] = v < nv ? rng_gauss(&r) : (v % 3 ? 50.0f : INFINITY);
+        p[i] = prm(i % 2 ? 5.0f : 1.0f, i % 3 ? 0 : 500, 1.0f, 0.0f, 99, (uint64_t)i);
+    }
+    run_op(b, l, N, V, nv, p, tok);
+    int bad = 0;
+    for (int i = 0; i < N; i++) bad += tok[i] < 0 || tok[i] >= nv;
+    RECUR_CHECK(&failures, bad == 0);
+    free(l);
+}
+
+/* Same (logits, params) -> same token, in another run and at any batch position. */
+static void test_determinism(recur_backend_t *b) {
+    enum { N = 64, BIG = 257, V = 5003 };
+    float *l = malloc((size_t)N * V * sizeof *l), *lb = malloc((size_t)BIG * V * sizeof *lb);
+    recur_sample_row_t p[N], pb[BIG];
+    int32_t t1[N], t2[N], tb[BIG];
+    uint64_t r = 77;
+    for (size_t i = 0; i < (size_t)N * V; i++) l[i] = rng_gauss(&r) * 2.0f;
+    for (int i = 0; i < N; i++)
+        p[i] = prm(0.5f + (float)(i % 5) * 0.3f, (i % 3) ? 0 : 20 + i, (i % 4) ? 0.9f : 1.0f, (i % 5) ? 0.0f : 0.02f,
+                   rng_next(&r), (uint64_t)i * 17);
+    run_op(b, l, N, V, V, p, t1);
+    run_op(b, l, N, V, V, p, t2);
+    int same = 1;
+    for (int i = 0; i < N; i++) same &= t1[i] == t2[i];
+    RECUR_CHECK(&failures, same);
+    /* rows 0..N-1 at positions 4i+3 of a bigger batch, other rows random */
+    for (size_t i = 0; i < (size_t)BIG * V; i++) lb[i] = rng_gauss(&r) * 2.0f;
+    for (int i = 0; i < BIG; i++) pb[i] = prm(1.0f, 0, 1.0f, 0.0f, rng_next(&r), (uint64_t)i);
+    for (int i = 0; i < N; i++) {
+        memcpy(lb + (size_t)(4 * i + 3) * V, l + (size_t)i * V, V * sizeof *l);
+        pb[4 * i + 3] = p[i];
+    }
+    run_op(b, lb, BIG, V, V, pb, tb);
+    int moved = 0;
+    for (int i = 0; i < N; i++) moved += tb[4 * i + 3] != t1[i];
+    RECUR_CHECK(&failures, moved == 0);
+    /* a different step changes some tokens (the stream moves) */
+    for (int i = 0; i < N; i++) p[i].step++;
+    run_op(b, l, N, V, V, p, t2);
+    int changed = 0;
+    for (int i = 0; i < N; i++) changed += t1[i] != t2[i];
+    RECUR_CHECK(&failures, changed > 0);
+    free(l);
+    free(lb);
+}
+
+static void test_frequencies(recur_backend_t *b) {
+    /* V = 5, p = (0.1, 0.4, 0.2, 0.25, 0.05) as the host sampler's test */
+    const float l5[5] = {logf(0.1f), logf(0.4f), logf(0.2f), logf(0.25f), logf(0.05f)};
+    const int32_t N = quick ? 2000 : 60000, C = quick ? 1000 : 20000;
+    check_freq(b, l5, 5, 5, prm(1.0f, 0, 1.0f, 0.0f, 7, 0), N, C, 5, "V=5 T=1");
+    check_freq(b, l5, 5, 5, prm(0.5f, 0, 1.0f, 0.0f, 8, 0), N, C, 5, "V=5 T=0.5");
+    check_freq(b, l5, 5, 5, prm(1.0f, 2, 1.0f, 0.0f, 9, 0), N, C, 5, "V=5 top-k 2");
+    check_freq(b, l5, 5, 5, prm(1.0f, 0, 0.7f, 0.0f, 10, 0), N, C, 5, "V=5 top-p 0.7");
+    check_freq(b, l5, 5, 5, prm(1.0f, 0, 1.0f, 0.55f, 11, 0), N, C, 5, "V=5 min-p 0.55");
+    check_freq(b, l5, 5, 5, prm(2.0f, 4, 0.8f, 0.3f, 12, 0), N, C, 5, "V=5 T=2 top-k 4 top-p .8 min-p .3");
+
+    /* V = 2048: three hot ids over a Gaussian crowd, the crowd pooled into "rest"; the
+     * hot ids sit at 0..2 so they are their own categories. */
+    enum { V = 2048 };
+    float *l = malloc(V * sizeof *l);
+    uint64_t r = 1234;
+    for (int v = 0; v < V; v++) l[v] = rng_gauss(&r);
+    l[0] = 6.0f;
+    l[1] = 5.5f;
+    l[2] = 5.0f;
+    const int32_t N2 = quick ? 200 : 10000, C2 = quick ? 100 : 2000;
+    check_freq(b, l, V, V, prm(1.0f, 0, 1.0f, 0.0f, 21, 0), N2, C2, 3, "V=2048 T=1");
+    check_freq(b, l, V, V, prm(0.7f, 0, 0.95f, 0.0f, 22, 0), N2, C2, 3, "V=2048 T=0.7 top-p .95");
+    check_freq(b, l, V, V, prm(1.5f, 100, 1.0f, 0.0f, 23, 0), N2, C2, 3, "V=2048 T=1.5 top-k 100");
+    check_freq(b, l, V, V, prm(1.0f, 0, 1.0f, 0.01f, 24, 0), N2, C2, 3, "V=2048 min-p .01");
+    check_freq(b, l, V, 1900, prm(1.2f, 1000, 0.9f, 0.005f, 25, 0), N2, C2, 3, "V=2048 nv 1900 all four");
+    free(l);
+}
+
+/* ------------------------------------------------------------------ backend vs CPU */
+
+/* Row kinds for the agreement test, chosen to reach every path of a kernel: spread and
+ * peaked rows, heavy ties (few distinct values: buckets too big to sort directly), all
+ * equal, non-finite entries, few finite entries, huge and tiny logit scales. */
+static void fill_row(float *x, int32_t V, int kind, uint64_t *r) {
+    for (int32_t v = 0; v < V; v++) {
+        float g = rng_gauss(r);
+        switch (kind) {
+        case 0: x[v] = 2.0f * g; break;
+        case 1: x[v] = 4.0f * g + (v % 1000 == 0 ? 15.0f : 0.0f); break;
+        case 2: x[v] = roundf(4.0f * g) * 0.25f; break;                /* many exact ties */
+        case 3: x[v] = 1.5f; break;                                     /* all equal */
+        case 4: x[v] = (rng_next(r) % 7 == 0) ? NAN : (rng_next(r) % 7 == 0 ? -INFINITY : 3.0f * g); break;
+        case 5: x[v] = (rng_next(r) % 500 == 0) ? g : -INFINITY; break; /* few finite */
+        case 6: x[v] = 1e4f * g; break;                                 /* very peaked */
+        case 7: x[v] = 1e-3f * g; break;                                /* nearly flat */
+        default: x[v] = (float)(rng_next(r) % 3); break;                /* three values */
+        }
+    }
+}
+
+static void test_vs_cpu(recur_backend_t *b) {
+    recur_backend_t *cpu = NULL;
+    if (recur_backend_init("cpu", NULL, &cpu) != RECUR_OK) {
+        failures++;
+        return;
+    }
+    enum { NMAX = 200, V = 65536, NSET = 10 };
+    const int N = quick == 2 ? 9 : quick ? 27 : NMAX;
+    float *l = malloc((size_t)NMAX * V * sizeof *l);
+    recur_sample_row_t *p = malloc(NMAX * sizeof *p);
+    int32_t *tg = malloc(NMAX * sizeof *tg), *tc = malloc(NMAX * sizeof *tc);
+    uint64_t r = 2024;
+    for (int i = 0; i < N; i++) fill_row(l + (size_t)i * V, V, i % 9, &r);
+    static const struct { float T; int32_t k; float tp, mp; const char *name; } sets[NSET] = {
+        {0.0f, 0, 1.0f, 0.0f, "greedy"},
+        {1.0f, 0, 1.0f, 0.0f, "T=1"},
+        {0.7f, 40, 1.0f, 0.0f, "T=.7 top-k 40"},
+        {1.0f, 0, 0.9f, 0.0f, "top-p .9"},
+        {1.0f, 0, 1.0f, 0.05f, "min-p .05"},
+        {1.3f, 1000, 0.95f, 0.01f, "T=1.3 k 1000 p .95 min-p .01"},
+        {0.5f, 5000, 0.5f, 0.0f, "T=.5 k 5000 p .5"},
+        {2.0f, 60000, 0.999f, 0.0f, "T=2 k 60000 p .999"},
+        {1.0f, 3, 0.0f, 0.0f, "k 3 p 0 (top alone)"},
+        {0.9f, 0, 1.0f, 2.0f, "min-p 2 (top alone)"},
+    };
+    int total_bad = 0;
+    for (int s = 0; s < NSET; s++) {
+        for (int i = 0; i < N; i++)
+            p[i] = prm(sets[s].T, sets[s].k, sets[s].tp, sets[s].mp, rng_next(&r), rng_next(&r) % 100000);
+        /* odd sets: n_valid not a multiple of 4 (the scalar tail of the row loop) */
+        int32_t nv = (s % 2) ? V - 37 : V;
+        run_op(b, l, N, V, nv, p, tg);
+        run_op(cpu, l, N, V, nv, p, tc);
+        int bad = 0;
+        for (int i = 0; i < N; i++)
+            if (tg[i] != tc[i]) {
+                if (bad < 5) fprintf(stderr, "  set %s row %d (kind %d): %s %d, cpu %d\n", sets[s].name, i, i % 9,
+                                     recur_backend_name(b), tg[i], tc[i]);
+                bad++;
+            }
+        fprintf(stderr, "vs cpu: %-32s %d/%d rows differ\n", sets[s].name, bad, N);
+        total_bad += bad;
+    }
+    /* V not a multiple of 4 (every row misaligned differently) */
+    {
+        const int32_t V2 = 50277, N2 = quick == 2 ? 9 : quick ? 18 : 64;
+        for (int i = 0; i < N2; i++) fill_row(l + (size_t)i * V2, V2, i % 9, &r);
+        for (int i = 0; i < N2; i++) p[i] = prm(1.0f, i % 2 ? 50 : 0, 0.9f, 0.0f, rng_next(&r), (uint64_t)i);
+        run_op(b, l, N2, V2, V2, p, tg);
+        run_op(cpu, l, N2, V2, V2, p, tc);
+        int bad = 0;
+        for (int i = 0; i < N2; i++) bad += tg[i] != tc[i];
+        fprintf(stderr, "vs cpu: %-32s %d/%d rows differ\n", "V=50277, k 50 / p .9", bad, N2);
+        total_bad += bad;
+    }
+    fprintf(stderr, "vs cpu: %d mismatches in total (0 allowed: the op is exact)\n", total_bad);
+    RECUR_CHECK(&failures, total_bad == 0);
+    free(l); free(p); free(tg); free(tc);
+    recur_backend_free(cpu);
+}
+
+/* Time per call (calls enqueued back to back, one synchronize at the end). */
+static void time_op(recur_backend_t *b) {
+    enum { V = 65536, NMAX = 256 };
+    float *l = malloc((size_t)NMAX * V * sizeof *l);
+    recur_sample_row_t p[NMAX];
+    uint64_t r = 9;
+    for (size_t i = 0; i < (size_t)NMAX * V; i++) l[i] = 2.0f * rng_gauss(&r);
+    float *dl = b->iface.alloc(b, (size_t)NMAX * V * sizeof *l);
+    recur_sample_row_t *dp = b->iface.alloc(b, sizeof p);
+    int32_t *dt = b->iface.alloc(b, NMAX * sizeof(int32_t));
+    b->iface.upload(b, dl, l, (size_t)NMAX * V * sizeof *l);
+    static const struct { float T; int32_t k; float tp, mp; const char *name; } sets[] = {
+        {0.0f, 0, 1.0f, 0.0f, "greedy"},
+        {1.0f, 0, 1.0f, 0.0f, "T=1"},
+        {0.8f, 50, 0.9f, 0.02f, "T=.8 k 50 p .9 min-p .02"},
+        {1.0f, 0, 0.95f, 0.0f, "top-p .95"},
+    };
+    fprintf(stderr, "# sample op timing on %s (N(0, 2^2) logits)\n# %-26s %8s %12s\n", recur_backend_name(b), "params",
+            "rows", "us/call");
+    for (size_t s = 0; s < sizeof sets / sizeof sets[0]; s++)
+        for (int n = 1; n <= NMAX; n *= NMAX) {
+            for (int i = 0; i < n; i++) p[i] = prm(sets[s].T, sets[s].k, sets[s].tp, sets[s].mp, 5, (uint64_t)i);
+            b->iface.upload(b, dp, p, (size_t)n * sizeof *p);
+            for (int w = 0; w < 5; w++) b->iface.sample(b, dl, n, V, V, dp, dt);
+            b->iface.synchronize(b);
+            const int iters = 200;
+            double t0 = now_s();
+            for (int it = 0; it < iters; it++) b->iface.sample(b, dl, n, V, V, dp, dt);
+            b->iface.synchronize(b);
+            double us = (now_s() - t0) / iters * 1e6;
+            fprintf(stderr, "  %-26s %8d %12.1f\n", sets[s].name, n, us);
+        }
+    b->iface.buf_free(b, dl);
+    b->iface.buf_free(b, dp);
+    b->iface.buf_free(b, dt);
+    free(l);
+}
+
+int main(int argc, char **argv) {
+    const char *name = argc > 1 ? argv[1] : "cpu";
+    recur_backend_t *b = NULL;
+    quick = argc < 3 ? 0 : strcmp(argv[2], "quick") == 0 ? 1 : strcmp(argv[2], "tiny") == 0 ? 2 : 0;
+    if (recur_backend_init(name, NULL, &b) != RECUR_OK) return RECUR_TEST_SKIP;
+    if (!b->iface.sample) {
+        fprintf(stderr, "backend %s has no sample op\n", recur_backend_name(b));
+        recur_backend_free(b);
+        return 1;
+    }
+    fprintf(stderr, "backend: %s\n", recur_backend_name(b));
+    test_arithmetic();
+    test_bucket_ranges();
+    test_greedy(b);
+    test_n_valid(b);
+    test_determinism(b);
+    if (quick < 2) test_frequencies(b);
+    if (strcmp(name, "cpu") != 0) {
+        test_vs_cpu(b);
+        if (!quick) time_op(b);
+    }
+    recur_backend_free(b);
+    fprintf(stderr, "%s\n", failures ? "FAILED" : "ok");
+    return failures ? 1 : 0;
+}
