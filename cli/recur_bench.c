@@ -387,8 +387,11 @@ static recur_status_t bench_decode(bench_t *bn, recur_model_t *m, int32_t B, rec
     int32_t *tok = malloc((size_t)B * sizeof(int32_t)), *len = malloc((size_t)B * sizeof(int32_t));
     int32_t *slot = malloc((size_t)B * sizeof(int32_t));
     float *logits = malloc((size_t)B * info->n_vocab * sizeof(float));
+    recur_sample_row_t *sp = malloc((size_t)B * sizeof *sp);
+    int32_t *next = malloc((size_t)B * sizeof(int32_t));
+    double t0 = 0.0;
     recur_status_t st = RECUR_E_NOMEM;
-    if (!tok || !len || !slot || !logits) goto out;
+    if (!tok || !len || !slot || !logits || !sp || !next) goto out;
     for (int32_t i = 0; i < B; i++) {
         tok[i] = (int32_t)((i * 7919 + 13) % info->n_vocab);
         len[i] = 1;
@@ -396,17 +399,25 @@ static recur_status_t bench_decode(bench_t *bn, recur_model_t *m, int32_t B, rec
         if ((st = recur_model_state_reset(m, i + 1)) != RECUR_OK) goto out;
     }
     recur_batch_t bt = {.n_seq = B, .tokens = tok, .seq_len = len, .slot = slot, .logits = RECUR_LOGITS_LAST};
-    for (int i = 0; i < 3; i++)
-        if ((st = recur_model_forward(m, &bt, logits)) != RECUR_OK) goto out;
-    double t0 = now_s();
-    for (int i = 0; i < bn->o.steps; i++)
-        if ((st = recur_model_forward(m, &bt, logits)) != RECUR_OK) goto out;
+    /* A server's step: forward, then sampling on the device (temperature 1, top-p 0.9),
+     * only the token ids coming back; backends without a sample op copy the logits. */
+    for (int32_t i = 0; i < B; i++)
+        sp[i] = (recur_sample_row_t){.temperature = 1.f, .top_p = 0.9f, .seed = (uint64_t)i, .step = 0};
+    for (int i = 0; i < 3 + bn->o.steps; i++) {
+        if (i == 3) t0 = now_s();
+        st = bn->b->iface.sample ? recur_model_forward_sample(m, &bt, sp, info->n_vocab, next)
+                                 : recur_model_forward(m, &bt, logits);
+        if (st != RECUR_OK) goto out;
+        for (int32_t j = 0; j < B; j++) sp[j].step++;
+    }
     double dt = (now_s() - t0) / bn->o.steps;
     double bytes = step_weight_bytes(info, wdt) + 2.0 * B * (double)info->state_floats * sizeof(float);
     char shape[48];
     snprintf(shape, sizeof shape, "batch %d", B);
     add_row(bn, "decode", shape, dt * 1e3, B / dt, "tok/s", bytes / (bn->copy_gbs * 1e9) * 1e3, 0);
 out:
+    free(sp);
+    free(next);
     free(tok);
     free(len);
     free(slot);
@@ -423,8 +434,12 @@ static recur_status_t bench_prefill(bench_t *bn, recur_model_t *m, int32_t T, re
     for (int32_t i = 0; i < T; i++) tok[i] = (int32_t)(((int64_t)i * 2654435761u) % (uint32_t)info->n_vocab);
     if ((st = recur_model_state_reset(m, 1)) != RECUR_OK) goto out;
     recur_batch_t bt = {.n_seq = 1, .tokens = tok, .seq_len = &T, .slot = &slot, .logits = RECUR_LOGITS_LAST};
-    double t0 = now_s();
-    if ((st = recur_model_forward(m, &bt, logits)) != RECUR_OK) goto out;
+    recur_sample_row_t sp = {.temperature = 1.f, .top_p = 0.9f};
+    int32_t first = 0;
+    double t0 = now_s(); /* time to first token: the prefill and the first token's sampling */
+    st = bn->b->iface.sample ? recur_model_forward_sample(m, &bt, &sp, info->n_vocab, &first)
+                             : recur_model_forward(m, &bt, logits);
+    if (st != RECUR_OK) goto out;
     double dt = now_s() - t0;
     double flops = 2.0 * (step_weight_bytes(info, wdt) / recur_dtype_size(wdt)) * T;
     char shape[48];

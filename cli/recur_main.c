@@ -20,7 +20,6 @@
 #include "recur_bench.h"
 #include "recur_log.h"
 #include "recur_model.h"
-#include "recur_sampler.h"
 #include "recur_tokenizer.h"
 
 #define RECUR_BUNDLED_MODEL "tiny-rwkv-7v0-834K-FP32.bin"
@@ -419,9 +418,7 @@ static int cmd_generate(int argc, char **argv) {
     recur_backend_t *b = NULL;
     recur_model_t *m = NULL;
     recur_tokenizer_t *tok = NULL;
-    recur_sampler_t *smp = NULL;
     int32_t *ids = NULL;
-    float *logits = NULL;
     size_t n_ids = 0;
     if (open_model(&o, &b, &m) != RECUR_OK) goto done;
     const recur_model_info_t *info = recur_model_info(m);
@@ -431,9 +428,10 @@ static int cmd_generate(int argc, char **argv) {
                       info->n_vocab);
         goto done;
     }
-    recur_sampler_params_t sp = {.temperature = (float)o.temperature, .top_k = (int32_t)o.top_k,
-                                 .top_p = (float)o.top_p, .min_p = (float)o.min_p, .seed = o.seed};
-    if (recur_sampler_init(&sp, info->n_vocab, &smp) != RECUR_OK) goto done;
+    /* Sampling runs on the backend (its sample op); the step counter makes each token's
+     * draw depend only on (seed, position), so a seed reproduces a text. */
+    recur_sample_row_t sp = {.temperature = (float)o.temperature, .top_k = (int32_t)o.top_k, .top_p = (float)o.top_p,
+                             .min_p = (float)o.min_p, .seed = o.seed, .step = 0};
     if (encode_prompt(tok, info, o.prompt, &ids, &n_ids) != RECUR_OK) goto done;
     if (n_ids == 0) {
         fprintf(stderr, "recur generate: the prompt is empty; give at least one character\n");
@@ -441,18 +439,19 @@ static int cmd_generate(int argc, char **argv) {
         goto done;
     }
     if (n_ids > INT32_MAX) goto done;
-    logits = malloc((size_t)info->n_vocab * sizeof(float));
-    if (!logits) goto done;
 
-    int32_t slot = 1, len = (int32_t)n_ids;
+    int32_t slot = 1, len = (int32_t)n_ids, next = 0;
+    /* ids past the tokenizer's (padding rows of a vocabulary) are never sampled */
+    int32_t eos = o.ignore_eos ? -1 : recur_tokenizer_eos(tok), n_vocab_tok = recur_tokenizer_vocab_size(tok);
     recur_batch_t bt = {.n_seq = 1, .tokens = ids, .seq_len = &len, .slot = &slot, .logits = RECUR_LOGITS_LAST};
     double t0 = now_s();
-    if (recur_model_forward(m, &bt, logits) != RECUR_OK) goto done;
+    if (o.max_tokens == 0) bt.logits = RECUR_LOGITS_NONE;
+    if ((o.max_tokens == 0 ? recur_model_forward(m, &bt, NULL)
+                           : recur_model_forward_sample(m, &bt, &sp, n_vocab_tok, &next)) != RECUR_OK)
+        goto done;
     double t1 = now_s();
-    int32_t eos = o.ignore_eos ? -1 : recur_tokenizer_eos(tok), n_vocab_tok = recur_tokenizer_vocab_size(tok);
     long n_gen = 0;
     while (n_gen < o.max_tokens) {
-        int32_t next = recur_sampler_sample(smp, logits, n_vocab_tok);
         n_gen++;
         if (next == eos) break;
         const char *bytes;
@@ -461,9 +460,11 @@ static int cmd_generate(int argc, char **argv) {
         if (nb && fwrite(bytes, 1, nb, stdout) != nb) goto done;
         fflush(stdout);
         if (n_gen == o.max_tokens) break;
+        int32_t cur = next;
         len = 1;
-        bt.tokens = &next;
-        if (recur_model_forward(m, &bt, logits) != RECUR_OK) goto done;
+        bt.tokens = &cur;
+        sp.step++;
+        if (recur_model_forward_sample(m, &bt, &sp, n_vocab_tok, &next) != RECUR_OK) goto done;
     }
     double t2 = now_s();
     fputc('\n', stdout);
@@ -473,8 +474,6 @@ static int cmd_generate(int argc, char **argv) {
     rc = 0;
 done:
     free(ids);
-    free(logits);
-    recur_sampler_free(smp);
     recur_tokenizer_free(tok);
     recur_model_free(m);
     recur_backend_free(b);

@@ -198,7 +198,7 @@ typedef struct recur_backend_iface {
 
     /* ---- sampling: tokens[i] for each row i < n of logits [n][V] (backend memory),
      * among ids [0, n_valid); params and tokens in backend memory. Order of operations
-     * as the host sampler (recur_sampler.h): temperature, top-k, softmax, min-p, top-p,
+     * as llama.cpp and vLLM users expect: temperature, top-k, softmax, min-p, top-p,
      * then a draw with u = recur_sample_uniform(seed, step). Non-finite logits count as
      * -inf. (optional: NULL means the caller downloads logits and samples on the host) */
     recur_status_t (*sample)(recur_backend_t *b, const float *logits, int32_t n, int32_t V, int32_t n_valid,

@@ -46,6 +46,8 @@ struct recur_model {
     int h_idx_pinned;     /* h_idx came from host_alloc */
     int dec_upload_pending; /* an upload_async of IDX_DEC may still read h_idx: sync before rewriting it */
     float *d_logits;      /* backend: [max_tokens][n_vocab] */
+    recur_sample_row_t *d_sample;  /* backend: [max_tokens] sampling parameters of the rows to sample */
+    int32_t *d_sampled;            /* backend: [max_tokens] tokens the sample op chose */
     uint8_t *slot_seen;   /* host: n_slots, for the repeated-slot check */
     /* Decode graphs: per bucket size and logits mode, a graph (NULL: none yet) and
      * whether the bucket has run eagerly once (so the backend's scratch is sized). */
@@ -82,6 +84,8 @@ void recur_model_free(recur_model_t *m) {
     b->iface.buf_free(b, m->init_state);
     b->iface.buf_free(b, m->d_idx);
     b->iface.buf_free(b, m->d_logits);
+    b->iface.buf_free(b, m->d_sample);
+    b->iface.buf_free(b, m->d_sampled);
     if (m->h_idx_pinned) b->iface.host_free(b, m->h_idx);
     else free(m->h_idx);
     free(m->slot_seen);
@@ -168,6 +172,14 @@ recur_status_t recur_model_load_files(const recur_model_files_t *files, recur_ba
     if (!m->h_idx) m->h_idx = malloc(IDX_TOTAL(T) * sizeof(int32_t));
     m->d_idx = b->iface.alloc(b, IDX_TOTAL(T) * sizeof(int32_t));
     m->d_logits = b->iface.alloc(b, T * (size_t)m->info.n_vocab * sizeof(float));
+    if (b->iface.sample) {
+        m->d_sample = b->iface.alloc(b, T * sizeof(recur_sample_row_t));
+        m->d_sampled = b->iface.alloc(b, T * sizeof(int32_t));
+        if (!m->d_sample || !m->d_sampled) {
+            st = RECUR_E_NOMEM;
+            goto fail;
+        }
+    }
     m->slot_seen = calloc((size_t)params.n_slots, 1);
     if (!m->pool || !m->init_state || !m->h_idx || !m->d_idx || !m->d_logits || !m->slot_seen) {
         recur_log_err("out of memory allocating %d state slots of %.2f MiB", params.n_slots,
@@ -232,7 +244,34 @@ static recur_status_t check_batch(recur_model_t *m, const recur_batch_t *bt, con
 
 /* Runs the rows gathered so far (in the IDX_TOK..IDX_OUT staging) as one piece and copies
  * its logits out. */
-static recur_status_t flush_piece(recur_model_t *m, int32_t n_rows, int32_t n_seq, int32_t n_out, float *logits_dst) {
+/* Where a forward's output rows go: logits to the host, or (sample != NULL) one token per
+ * output row chosen on the backend, params[i] for output row i. `done` counts the output
+ * rows already delivered. */
+typedef struct out_sink {
+    float *logits;                      /* host [rows][V], or NULL */
+    const recur_sample_row_t *params;   /* host, one per output row, or NULL */
+    int32_t n_valid;
+    int32_t *tokens;                    /* host, one per output row */
+    int64_t done;
+} out_sink_t;
+
+/* Delivers the n_out rows of d_logits to the sink. */
+static recur_status_t deliver(recur_model_t *m, out_sink_t *o, int32_t n_out) {
+    recur_backend_t *b = m->b;
+    if (n_out == 0) return RECUR_OK;
+    if (o->params) {
+        RECUR_TRY(b->iface.upload(b, m->d_sample, o->params + o->done, (size_t)n_out * sizeof(recur_sample_row_t)));
+        RECUR_TRY(b->iface.sample(b, m->d_logits, n_out, m->info.n_vocab, o->n_valid, m->d_sample, m->d_sampled));
+        RECUR_TRY(b->iface.download(b, o->tokens + o->done, m->d_sampled, (size_t)n_out * sizeof(int32_t)));
+    } else if (o->logits) {
+        RECUR_TRY(b->iface.download(b, o->logits + o->done * m->info.n_vocab, m->d_logits,
+                                    (size_t)n_out * m->info.n_vocab * sizeof(float)));
+    }
+    o->done += n_out;
+    return RECUR_OK;
+}
+
+static recur_status_t flush_piece(recur_model_t *m, int32_t n_rows, int32_t n_seq, int32_t n_out, out_sink_t *o) {
     recur_backend_t *b = m->b;
     const int32_t T = m->params.max_tokens;
     m->h_idx[IDX_SEQ(T) + (size_t)n_seq] = n_rows;
@@ -242,9 +281,7 @@ static recur_status_t flush_piece(recur_model_t *m, int32_t n_rows, int32_t n_se
     recur_rows_t rows = {.n_rows = n_rows, .n_seq = n_seq, .seq_off = m->d_idx + IDX_SEQ(T), .slot = m->d_idx + IDX_SLOT(T)};
     RECUR_TRY(m->arch->forward(b, m->arch_ctx, &rows, m->d_idx + IDX_TOK(T), m->pool, m->info.state_floats, n_out,
                                m->d_idx + IDX_OUT(T), m->d_logits));
-    if (n_out)
-        RECUR_TRY(b->iface.download(b, logits_dst, m->d_logits, (size_t)n_out * m->info.n_vocab * sizeof(float)));
-    return RECUR_OK;
+    return deliver(m, o, n_out);
 }
 
 /* The smallest bucket that holds n rows (n <= max_tokens), by index. */
@@ -287,7 +324,7 @@ static recur_status_t record_graph(recur_model_t *m, const recur_rows_t *rows, i
  *    NaN or Inf included, never reaches a real row; its logits are not copied out.
  * One reserved slot per padding row would avoid the races but cost a slot's state per
  * row (128 MiB for xLSTM 7B), hence the shared slot. */
-static recur_status_t forward_decode(recur_model_t *m, const recur_batch_t *bt, float *logits) {
+static recur_status_t forward_decode(recur_model_t *m, const recur_batch_t *bt, out_sink_t *o) {
     recur_backend_t *b = m->b;
     const int32_t T = m->params.max_tokens, B = bt->n_seq;
     const int32_t bi = bucket_of(m, B), P = m->buckets[bi];
@@ -335,7 +372,7 @@ static recur_status_t forward_decode(recur_model_t *m, const recur_batch_t *bt, 
     }
     if (mode == GRAPH_LAST) {
         /* Only the real rows; the download waits for the step, upload included. */
-        RECUR_TRY(b->iface.download(b, logits, m->d_logits, (size_t)B * m->info.n_vocab * sizeof(float)));
+        RECUR_TRY(deliver(m, o, B));
         m->dec_upload_pending = 0;
     }
     return RECUR_OK;
@@ -349,17 +386,13 @@ static int is_decode_batch(const recur_model_t *m, const recur_batch_t *bt) {
     return 1; /* LAST and ALL are the same output here: one row per sequence */
 }
 
-recur_status_t recur_model_forward(recur_model_t *m, const recur_batch_t *bt, float *logits) {
-    RECUR_ASSERT(m && m->magic == RECUR_MODEL_MAGIC);
-    RECUR_TRY(check_batch(m, bt, logits));
-    if (is_decode_batch(m, bt)) return forward_decode(m, bt, logits);
+static recur_status_t forward(recur_model_t *m, const recur_batch_t *bt, out_sink_t *o) {
+    if (is_decode_batch(m, bt)) return forward_decode(m, bt, o);
     const int32_t T = m->params.max_tokens;
-    const size_t V = (size_t)m->info.n_vocab;
     int32_t *h_seq_off = m->h_idx + IDX_SEQ(T), *h_slot = m->h_idx + IDX_SLOT(T);
     int32_t *h_out_rows = m->h_idx + IDX_OUT(T), *h_tokens = m->h_idx + IDX_TOK(T);
     int32_t n_rows = 0, n_seq = 0, n_out = 0;
-    int64_t pos = 0;         /* next batch token           */
-    int64_t out_written = 0; /* logits rows already copied */
+    int64_t pos = 0; /* next batch token */
     for (int32_t s = 0; s < bt->n_seq; s++) {
         int32_t done = 0;
         while (done < bt->seq_len[s]) {
@@ -378,14 +411,40 @@ recur_status_t recur_model_forward(recur_model_t *m, const recur_batch_t *bt, fl
             done += take;
             pos += take;
             if (n_rows == T) {
-                RECUR_TRY(flush_piece(m, n_rows, n_seq, n_out, logits ? logits + out_written * V : NULL));
-                out_written += n_out;
+                RECUR_TRY(flush_piece(m, n_rows, n_seq, n_out, o));
                 n_rows = n_seq = n_out = 0;
             }
         }
     }
-    if (n_rows > 0) RECUR_TRY(flush_piece(m, n_rows, n_seq, n_out, logits ? logits + out_written * V : NULL));
+    if (n_rows > 0) RECUR_TRY(flush_piece(m, n_rows, n_seq, n_out, o));
     return RECUR_OK;
+}
+
+recur_status_t recur_model_forward(recur_model_t *m, const recur_batch_t *bt, float *logits) {
+    RECUR_ASSERT(m && m->magic == RECUR_MODEL_MAGIC);
+    RECUR_TRY(check_batch(m, bt, logits));
+    out_sink_t o = {.logits = logits};
+    return forward(m, bt, &o);
+}
+
+recur_status_t recur_model_forward_sample(recur_model_t *m, const recur_batch_t *bt, const recur_sample_row_t *params,
+                                          int32_t n_valid, int32_t *tokens) {
+    RECUR_ASSERT(m && m->magic == RECUR_MODEL_MAGIC);
+    if (!m->b->iface.sample) {
+        recur_log_err("forward_sample: the %s backend has no sample op", recur_backend_name(m->b));
+        return RECUR_E_UNSUPPORTED;
+    }
+    if (!params || !tokens || n_valid < 1 || n_valid > m->info.n_vocab) {
+        recur_log_err("forward_sample: needs parameters and an output per sequence, and n_valid in [1, %d] (got %d)",
+                      m->info.n_vocab, n_valid);
+        return RECUR_E_INVAL;
+    }
+    recur_batch_t last = *bt;
+    last.logits = RECUR_LOGITS_LAST;
+    /* check_batch only asks that LAST has somewhere to go: the tokens array here. */
+    RECUR_TRY(check_batch(m, &last, (const float *)tokens));
+    out_sink_t o = {.params = params, .n_valid = n_valid, .tokens = tokens};
+    return forward(m, &last, &o);
 }
 
 static float *slot_ptr(recur_model_t *m, int32_t slot) { return m->pool + (size_t)slot * m->info.state_floats; }

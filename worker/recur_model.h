@@ -94,11 +94,20 @@ int32_t recur_model_n_slots(const recur_model_t *m);
  * itself) with rows of token 0 in padding slot 0, and the step is one upload, one graph
  * launch and one download. A bucket's first step runs eagerly (it sizes the backend's
  * scratch), its second records the graph, later ones replay it; graphs live until
- * recur_model_free. Results equal the eager path's (padding rows touch only slot 0). */
+ * recur_model_free. Padding rows touch only slot 0; real rows get the eager path's bits
+ * where the bucket has at most 8 rows (the GEMV kernels' per-row arithmetic does not depend
+ * on the row count), and agree to fp32 rounding above (cuBLAS may pick another algorithm). */
 recur_status_t recur_model_forward(recur_model_t *m, const recur_batch_t *batch, float *logits);
 
 /* Decode graphs recorded so far (for tests and logs; 0 without graph support). */
 int32_t recur_model_n_graphs(const recur_model_t *m);
+
+/* The batch as recur_model_forward with RECUR_LOGITS_LAST, then each sequence's next token
+ * chosen on the backend (its sample op): params[i] (host) for sequence i, ids in
+ * [0, n_valid); tokens (host) gets n_seq ids. Only the ids leave the backend, which is what
+ * a server's decode loop wants. RECUR_E_UNSUPPORTED if the backend has no sample op. */
+recur_status_t recur_model_forward_sample(recur_model_t *m, const recur_batch_t *batch, const recur_sample_row_t *params,
+                                          int32_t n_valid, int32_t *tokens);
 
 recur_status_t recur_model_state_reset(recur_model_t *m, int32_t slot);             /* initial state */
 recur_status_t recur_model_state_get(recur_model_t *m, int32_t slot, float *host);  /* state_floats  */

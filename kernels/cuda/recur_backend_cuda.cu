@@ -11,6 +11,9 @@
  *   graph instantiated once and replayed by graph_launch, so a decode step costs one
  *   launch instead of ~1000; cuBLAS records fine because its workspace is fixed
  *   (cublasSetWorkspace at init, so it allocates nothing during a call);
+ * - the row-wise ops, token shift and the GEMVs launch with programmatic dependent launch
+ *   (recur_cuda_internal.h): each waits for the kernel before it in every block before
+ *   touching data, and only prefetches (into L2, which is always safe) before that;
  * - every CUDA/cuBLAS call is checked and a failure returns RECUR_E_CUDA with the call,
  *   file:line and device in the log (recur_cuda_internal.h); nothing aborts on a device error;
  * - an op with nothing to do (0 rows, 0 elements) returns RECUR_OK without a launch;
@@ -293,25 +296,64 @@ static recur_status_t cuda_embed(recur_backend_t *b, const recur_weight_t *emb, 
     return RECUR_OK;
 }
 
+/* Asks L2 for n floats at p (one prefetch per 128-byte line, spread over the block) before
+ * the PDL wait: only L2, the point of coherence, so it is safe whatever p is (an op's
+ * inputs may be outputs of the kernel still running), and the loads after the wait hit. */
+static __device__ __forceinline__ void prefetch_l2_floats(const float *p, int64_t n) {
+    for (int64_t o = (int64_t)threadIdx.x * 32; o < n; o += (int64_t)blockDim.x * 32)
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(p + o));
+}
+
 /* One block per row; two passes over the row (mean, then the centred variance) so a row
- * with a large mean loses nothing to cancellation, like the CPU's double version. The row
- * is re-read from L1/L2, not kept in registers, so any C works. y may alias x: each
- * element is read and written by the same thread, after both reductions. */
+ * with a large mean loses nothing to cancellation, like the CPU's double version. w and
+ * bias are prefetched into L2 before the PDL wait. When the row fits (C <= NORM_REGS *
+ * blockDim: every model here), each thread keeps its elements of x in registers (one read
+ * of the row, all loads in flight at once); otherwise the row is re-read from L1/L2. Both
+ * forms sum each thread's elements in the same order, so they agree bit for bit. y may
+ * alias x: each element is read and written by the same thread, after both reductions. */
+#define NORM_REGS 8
 static __global__ void layernorm_kernel(const float *x, const float *__restrict__ w, const float *__restrict__ bias,
                                         int32_t C, float eps, float *y) {
     __shared__ float red[32];
+    const int bd = blockDim.x, tid = threadIdx.x;
+    const bool regs = C <= NORM_REGS * bd;
+    prefetch_l2_floats(w, C);
+    prefetch_l2_floats(bias, C);
     recur_pdl_wait();
     recur_pdl_launch_dependents();
     const float *xr = x + (size_t)blockIdx.x * C;
     float *yr = y + (size_t)blockIdx.x * C;
+    if (regs) {
+        float xv[NORM_REGS];
+        float s = 0.f;
+#pragma unroll
+        for (int k = 0; k < NORM_REGS; k++) {
+            const int i = tid + k * bd;
+            xv[k] = i < C ? xr[i] : 0.f;
+            if (i < C) s += xv[k];
+        }
+        const float mean = recur_block_sum(s, red) / (float)C;
+        float v = 0.f;
+#pragma unroll
+        for (int k = 0; k < NORM_REGS; k++)
+            if (tid + k * bd < C) { float d = xv[k] - mean; v += d * d; }
+        const float var = recur_block_sum(v, red) / (float)C;
+        const float inv = 1.0f / sqrtf(var + eps);
+#pragma unroll
+        for (int k = 0; k < NORM_REGS; k++) {
+            const int i = tid + k * bd;
+            if (i < C) yr[i] = (xv[k] - mean) * inv * w[i] + bias[i];
+        }
+        return;
+    }
     float s = 0.f;
-    for (int i = threadIdx.x; i < C; i += blockDim.x) s += xr[i];
+    for (int i = tid; i < C; i += bd) s += xr[i];
     const float mean = recur_block_sum(s, red) / (float)C;
     float v = 0.f;
-    for (int i = threadIdx.x; i < C; i += blockDim.x) { float d = xr[i] - mean; v += d * d; }
+    for (int i = tid; i < C; i += bd) { float d = xr[i] - mean; v += d * d; }
     const float var = recur_block_sum(v, red) / (float)C;
     const float inv = 1.0f / sqrtf(var + eps);
-    for (int i = threadIdx.x; i < C; i += blockDim.x) yr[i] = (xr[i] - mean) * inv * w[i] + bias[i];
+    for (int i = tid; i < C; i += bd) yr[i] = (xr[i] - mean) * inv * w[i] + bias[i];
 }
 
 static recur_status_t cuda_layernorm(recur_backend_t *b, const float *x, const float *w, const float *bias, int32_t M,
@@ -323,16 +365,35 @@ static recur_status_t cuda_layernorm(recur_backend_t *b, const float *x, const f
     return RECUR_OK;
 }
 
+/* As layernorm_kernel: w prefetched into L2 before the PDL wait, x read once when the row fits. */
 static __global__ void rmsnorm_kernel(const float *x, const float *__restrict__ w, int32_t C, float eps, float *y) {
     __shared__ float red[32];
+    const int bd = blockDim.x, tid = threadIdx.x;
+    const bool regs = C <= NORM_REGS * bd;
+    float xv[NORM_REGS];
+    prefetch_l2_floats(w, C);
     recur_pdl_wait();
     recur_pdl_launch_dependents();
     const float *xr = x + (size_t)blockIdx.x * C;
     float *yr = y + (size_t)blockIdx.x * C;
+    if (regs) {
+        float s = 0.f;
+#pragma unroll
+        for (int k = 0; k < NORM_REGS; k++) {
+            const int i = tid + k * bd;
+            xv[k] = i < C ? xr[i] : 0.f;
+            if (i < C) s += xv[k] * xv[k];
+        }
+        const float inv = 1.0f / sqrtf(recur_block_sum(s, red) / (float)C + eps);
+#pragma unroll
+        for (int k = 0; k < NORM_REGS; k++)
+            if (tid + k * bd < C) yr[tid + k * bd] = xv[k] * inv * w[tid + k * bd];
+        return;
+    }
     float s = 0.f;
-    for (int i = threadIdx.x; i < C; i += blockDim.x) s += xr[i] * xr[i];
+    for (int i = tid; i < C; i += bd) s += xr[i] * xr[i];
     const float inv = 1.0f / sqrtf(recur_block_sum(s, red) / (float)C + eps);
-    for (int i = threadIdx.x; i < C; i += blockDim.x) yr[i] = xr[i] * inv * w[i];
+    for (int i = tid; i < C; i += bd) yr[i] = xr[i] * inv * w[i];
 }
 
 static recur_status_t cuda_rmsnorm(recur_backend_t *b, const float *x, const float *w, int32_t M, int32_t C, float eps,
@@ -437,9 +498,18 @@ static __global__ void token_shift_mix_kernel(const float *__restrict__ x, int32
                                               int32_t n_seq, float *pool, size_t stride, size_t offset, int32_t n_mix,
                                               const float *__restrict__ mix, float *__restrict__ out) {
     __shared__ int32_t s_seq[3];
+    const int32_t t = blockIdx.x;
+    const int i = blockIdx.y * blockDim.x + threadIdx.x;
+    /* Before the PDL wait, L2 prefetches only (safe whoever writes these): this thread's
+     * mix weights and the index arrays. */
+    if (i < C)
+        for (int32_t j = 0; j < n_mix; j++) asm volatile("prefetch.global.L2 [%0];" ::"l"(mix + (size_t)j * C + i));
+    if (threadIdx.x == 0) {
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(seq_off));
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(slot));
+    }
     recur_pdl_wait();
     recur_pdl_launch_dependents();
-    const int32_t t = blockIdx.x;
     if (threadIdx.x == 0) {
         int32_t s = seq_of_row(seq_off, n_seq, t);
         s_seq[0] = seq_off[s];
@@ -448,7 +518,6 @@ static __global__ void token_shift_mix_kernel(const float *__restrict__ x, int32
     }
     __syncthreads();
     const int32_t r0 = s_seq[0], r1 = s_seq[1];
-    const int i = blockIdx.y * blockDim.x + threadIdx.x;
     if (i >= C) return;
     float *shift = pool + (size_t)s_seq[2] * stride + offset;
     const float xv = x[(size_t)t * C + i];

@@ -248,6 +248,19 @@ static __device__ __forceinline__ void mma_bf16_16816(float (&d)[4], uint32_t a0
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
+/* Loads as volatile asm, which the compiler keeps in order with the (volatile) MMAs: all
+ * of an iteration's loads are issued before its first MMA, not each next to its use. */
+static __device__ __forceinline__ uint4 ld_cs_u4(const uint4 *p) {
+    uint4 v;
+    asm volatile("ld.global.cs.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+    return v;
+}
+static __device__ __forceinline__ float4 ld_nc_f4(const float4 *p) {
+    float4 v;
+    asm volatile("ld.global.nc.v4.f32 {%0,%1,%2,%3}, [%4];" : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "l"(p));
+    return v;
+}
+
 /* One 32-wide chunk: wa / wb are the lane's 16 bytes of rows g and g+8, xa / xb its 8 x
  * values (zeros for a column past M). */
 static __device__ __forceinline__ void gemv_mma_chunk(const uint4 &wa, const uint4 &wb, const float4 &xa,
@@ -296,22 +309,23 @@ gemv_mma_kernel(const float *__restrict__ x, const __nv_bfloat16 *__restrict__ W
 #pragma unroll
         for (int u = 0; u < GEMV_MMA_U; u++) {
             const size_t o = (size_t)(j + GEMV_MMA_WARPS * u) * 4;
-            va[u] = __ldcs(wa + o);
-            vb[u] = __ldcs(wb + o);
+            va[u] = ld_cs_u4(wa + o);
+            vb[u] = ld_cs_u4(wb + o);
         }
 #pragma unroll
-        for (int u = 0; u < GEMV_MMA_U; u++) {
+        for (int u = 0; u < GEMV_MMA_U; u++) { /* row 0 stands in for a column past M, then zeroed */
             const size_t o = (size_t)(j + GEMV_MMA_WARPS * u) * 8;
-            xa[u] = col ? __ldg(xg + o) : z4;
-            xb[u] = col ? __ldg(xg + o + 1) : z4;
+            xa[u] = ld_nc_f4(xg + o);
+            xb[u] = ld_nc_f4(xg + o + 1);
         }
 #pragma unroll
-        for (int u = 0; u < GEMV_MMA_U; u++) gemv_mma_chunk(va[u], vb[u], xa[u], xb[u], acc_h, acc_l);
+        for (int u = 0; u < GEMV_MMA_U; u++)
+            gemv_mma_chunk(va[u], vb[u], col ? xa[u] : z4, col ? xb[u] : z4, acc_h, acc_l);
     }
     for (; j < nch; j += GEMV_MMA_WARPS) {
-        const uint4 va = __ldcs(wa + (size_t)j * 4), vb = __ldcs(wb + (size_t)j * 4);
-        const float4 xa = col ? __ldg(xg + (size_t)j * 8) : z4, xb = col ? __ldg(xg + (size_t)j * 8 + 1) : z4;
-        gemv_mma_chunk(va, vb, xa, xb, acc_h, acc_l);
+        const uint4 va = ld_cs_u4(wa + (size_t)j * 4), vb = ld_cs_u4(wb + (size_t)j * 4);
+        const float4 xa = ld_nc_f4(xg + (size_t)j * 8), xb = ld_nc_f4(xg + (size_t)j * 8 + 1);
+        gemv_mma_chunk(va, vb, col ? xa : z4, col ? xb : z4, acc_h, acc_l);
     }
 #pragma unroll
     for (int i = 0; i < 4; i++) red[warp][i][lane] = acc_h[i] + acc_l[i];

@@ -16,7 +16,7 @@
  *                        state before the chunk and of the token in the state after it;
  *                        the intra-chunk scores P = exp(b_t - b_s + i_s - m_t) q.k/sqrt(d)
  *                        (L x L, causal; fp32 CUDA cores) and their row sums;
- *   4. mt_state_kernel   grid (DV tiles of 32, heads, sequences), 4 warps: the state tile
+ *   4. mt_state_kernel   grid (DV tiles of 32, heads, sequences), 8 warps: the state tile
  *                        C^T [32 x DQK] lives in registers (fp32 mma accumulators) for the
  *                        whole sequence; per chunk, on tensor cores:
  *                          H_inter = C^T Q^T (q^T C_prev),  H_intra = V^T P^T,
@@ -35,7 +35,7 @@
 
 #define MT_L 64        /* tokens per chunk */
 #define MT_TV 32       /* DV columns per block of kernel 4 (2 row groups of 16) */
-#define MT_THREADS 128 /* kernel 4: warp w = row group (w & 1) x half of DQK (w >> 1) */
+#define MT_THREADS 256 /* kernel 4: warp w = row group (w & 1) x quarter of DQK (w >> 1) */
 #define MT_VS 40       /* row stride (floats) of the staged v tile: 32 + 8, conflict-free fragment reads */
 #define MT_PS 68       /* row stride of the staged scores: 64 + 4, likewise */
 
@@ -166,15 +166,30 @@ mt_scores_kernel(recur_mlstm_args_t p, int32_t min_len, mt_scratch s) {
     for (int i = 0; i < 4; i++)
 #pragma unroll
         for (int j = 0; j < 4; j++) acc[i][j] = 0.f;
-    for (int a0 = 0; a0 < DK; a0 += MT_KS) {
-        for (int e = tid; e < MT_L * MT_KS; e += 256) {
-            const int t = e / MT_KS, a = e % MT_KS;
+    /* slices of q and k go through registers, the next one loading while this one is
+     * multiplied: thread tid holds elements tid + 256 i (token e / MT_KS, column e % MT_KS) */
+    constexpr int PER = MT_L * MT_KS / 256;
+    float qr[PER], kr[PER];
+    auto gload = [&](int a0) {
+#pragma unroll
+        for (int i = 0; i < PER; i++) {
+            const int e = tid + 256 * i, t = e / MT_KS, a = e % MT_KS;
             const bool in = t < nt && a0 + a < DK;
-            const size_t gi = (size_t)(t0 + t) * qk_stride + (size_t)h * DK + a0 + a;
-            Qt[a][t] = in ? p.q[gi] : 0.f;
-            Kt[a][t] = in ? p.k[gi] : 0.f;
+            const size_t gi = (size_t)(t0 + (in ? t : 0)) * qk_stride + (size_t)h * DK + (in ? a0 + a : 0);
+            qr[i] = in ? p.q[gi] : 0.f;
+            kr[i] = in ? p.k[gi] : 0.f;
+        }
+    };
+    gload(0);
+    for (int a0 = 0; a0 < DK; a0 += MT_KS) {
+#pragma unroll
+        for (int i = 0; i < PER; i++) {
+            const int e = tid + 256 * i;
+            Qt[e % MT_KS][e / MT_KS] = qr[i];
+            Kt[e % MT_KS][e / MT_KS] = kr[i];
         }
         __syncthreads();
+        if (a0 + MT_KS < DK) gload(a0 + MT_KS);
         if (live) {
 #pragma unroll 8
             for (int a = 0; a < MT_KS; a++) {
@@ -213,22 +228,23 @@ mt_scores_kernel(recur_mlstm_args_t p, int32_t min_len, mt_scratch s) {
         }
 }
 
-/* ---- 4. the state tile through the chunks */
+/* ---- 4. the state tile through the chunks. 8 warps: warp w owns tile rows (DV columns)
+ * 16 (w & 1) .. +15 and a quarter of DQK, aq = w >> 1: C^T[16 x DQK/4] in registers. */
 template <int DK>
 struct mt_smem {
     static constexpr int QS = DK + 8; /* row stride of staged q, k: conflict-free fragment reads */
     static constexpr int Q = 0, K = Q + MT_L * QS, P = K + MT_L * QS, V = P + MT_L * MT_PS;
     static constexpr int TK = V + 2 * MT_L * MT_VS; /* 2 x [MT_L] float4 */
-    static constexpr int NS = TK + 2 * MT_L * 4, QN = NS + DK, DIV = QN + 2 * MT_L, WP = DIV + MT_L;
-    static constexpr int XB = WP + MT_L;            /* 4 warps x 16 x 32 exchange */
-    static constexpr int TOTAL = XB + 4 * 16 * 32;
+    static constexpr int NS = TK + 2 * MT_L * 4, QN = NS + DK, DIV = QN + 4 * MT_L, WP = DIV + MT_L;
+    static constexpr int XB = WP + MT_L;            /* 8 warps x 8 token tiles x 4 x 32 partial sums */
+    static constexpr int TOTAL = XB + 8 * 8 * 4 * 32;
 };
 
 template <int DK>
 static __global__ void __launch_bounds__(MT_THREADS, 1)
 mt_state_kernel(recur_mlstm_args_t p, int32_t min_len, mt_scratch s) {
     using SM = mt_smem<DK>;
-    constexpr int QS = SM::QS, NQ = DK / 16; /* 8-wide DQK tiles per warp (half of DQK each) */
+    constexpr int QS = SM::QS, DQ = DK / 4, NQ = DQ / 8; /* this warp's DQK quarter: NQ tiles of 8 */
     extern __shared__ __align__(16) float sm[];
     float *Qs = sm + SM::Q, *Ks = sm + SM::K, *Ps = sm + SM::P, *ns = sm + SM::NS, *qnp = sm + SM::QN;
     float *divs = sm + SM::DIV, *wps = sm + SM::WP, *xb = sm + SM::XB;
@@ -237,8 +253,9 @@ mt_state_kernel(recur_mlstm_args_t p, int32_t min_len, mt_scratch s) {
     if (r1 - r0 < min_len) return;
     const int NH = p.n_head, DV = p.dv, M = p.rows.n_rows;
     const int warp = tid >> 5, lane = tid & 31, g = lane >> 2, qd = lane & 3;
-    const int rg = warp & 1, ah = warp >> 1, abase = ah * (DK / 2);
+    const int rg = warp & 1, aq = warp >> 1, abase = aq * DQ;
     const int j0 = tile * MT_TV, jr = 16 * rg + g; /* this lane's first tile row (DV column) */
+    const int tb = 16 * aq;                        /* the tokens whose outputs this warp finishes */
     const size_t qk_stride = (size_t)NH * DK, v_stride = (size_t)NH * DV, hm = (size_t)h * M;
     const float scale = 1.0f / sqrtf((float)DK), eps = p.eps;
     float *st = p.state.pool + (size_t)p.rows.slot[sq] * p.state.slot_stride + p.state.offset;
@@ -308,27 +325,25 @@ mt_state_kernel(recur_mlstm_args_t p, int32_t min_len, mt_scratch s) {
         __syncthreads();
 
         /* ---- phase 1: outputs of the chunk */
-        {   /* q . n_prev, two halves of DQK per token; rotated start so the 32 lanes (32
-             * tokens) hit 32 banks */
-            const int t = tid & (MT_L - 1), half = tid >> 6, base = half * (DK / 2);
+        {   /* q . n_prev, four quarters of DQK per token; rotated start so the 32 lanes
+             * (32 tokens) hit 32 banks */
+            const int t = tid & (MT_L - 1), quarter = tid >> 6, base = quarter * DQ;
             float acc = 0.f;
 #pragma unroll 8
-            for (int i = 0; i < DK / 2; i++) {
-                const int a = base + (i + t) % (DK / 2);
+            for (int i = 0; i < DQ; i++) {
+                const int a = base + (i + t) % DQ;
                 acc += Qs[t * QS + a] * ns[a];
             }
-            qnp[half * MT_L + t] = acc;
+            qnp[quarter * MT_L + t] = acc;
         }
-        /* H_inter^T = C^T Q^T over this warp's half of DQK (A from the accumulators with
-         * the k permutation of recur_cuda_prefill.h), in two halves of the tokens: first
-         * the partner's half (the warp of the other DQK half, warp ^ 2), handed over
-         * through xb, then this warp's own half, kept. One half at a time keeps 16
-         * accumulators live instead of 32. */
-        float hin[4][4];
-        const int tb = 32 * ah; /* this warp's tokens: tb .. tb + 31 */
+        /* H_inter^T = C^T Q^T over this warp's DQK quarter, all 64 tokens (A from the
+         * accumulators with the k permutation of recur_cuda_prefill.h), four token tiles
+         * at a time; the partial sums go to xb, where the four warps of a row group add
+         * them up for the tokens each finishes. */
+        float *mine = xb + warp * (8 * 4 * 32);
 #pragma unroll
         for (int pass = 0; pass < 2; pass++) {
-            const int tp = pass == 0 ? 32 - tb : tb;
+            float hin[4][4];
 #pragma unroll
             for (int n = 0; n < 4; n++)
 #pragma unroll
@@ -339,33 +354,30 @@ mt_state_kernel(recur_mlstm_args_t p, int32_t min_len, mt_scratch s) {
                 const int a = abase + 8 * q + 2 * qd;
 #pragma unroll
                 for (int n = 0; n < 4; n++) {
-                    const float2 qv = *(const float2 *)&Qs[(tp + 8 * n + g) * QS + a];
+                    const float2 qv = *(const float2 *)&Qs[(32 * pass + 8 * n + g) * QS + a];
                     recur_mma3(hin[n], A, recur_make_b(qv.x, qv.y));
                 }
             }
-            if (pass == 0) {
-                float *mine = xb + warp * 512;
 #pragma unroll
-                for (int n = 0; n < 4; n++)
+            for (int n = 0; n < 4; n++)
 #pragma unroll
-                    for (int r = 0; r < 4; r++) mine[(n * 4 + r) * 32 + lane] = hin[n][r];
-            }
+                for (int r = 0; r < 4; r++) mine[((4 * pass + n) * 4 + r) * 32 + lane] = hin[n][r];
         }
-        /* H_intra^T = V^T P^T for this warp's half of the tokens (P is causal: s <= t) */
-        float hia[4][4];
+        /* H_intra^T = V^T P^T for this warp's 16 tokens (P is causal: s <= t) */
+        float hia[2][4];
 #pragma unroll
-        for (int n = 0; n < 4; n++)
+        for (int n = 0; n < 2; n++)
 #pragma unroll
             for (int r = 0; r < 4; r++) hia[n][r] = 0.f;
 #pragma unroll
         for (int ks = 0; ks < 8; ks++) {
-            if (ks > 4 * ah + 3) break;
+            if (ks > 2 * aq + 1) break;
             const int sr = 8 * ks + qd;
             const recur_fa A = recur_make_a(Vb[sr * MT_VS + jr], Vb[sr * MT_VS + jr + 8], Vb[(sr + 4) * MT_VS + jr],
                                             Vb[(sr + 4) * MT_VS + jr + 8]);
 #pragma unroll
-            for (int n = 0; n < 4; n++) {
-                if (ks > 4 * ah + n) continue;
+            for (int n = 0; n < 2; n++) {
+                if (ks > 2 * aq + n) continue;
                 const int t = tb + 8 * n + g;
                 recur_mma3(hia[n], A, recur_make_b(Ps[t * MT_PS + sr], Ps[t * MT_PS + sr + 4]));
             }
@@ -373,25 +385,29 @@ mt_state_kernel(recur_mlstm_args_t p, int32_t min_len, mt_scratch s) {
         __syncthreads(); /* qnp and xb complete */
         if (tid < MT_L) {
             const float4 tk = Tb[tid]; /* m_t, w_prev, wt, den_intra */
-            const float den = tk.y * scale * (qnp[tid] + qnp[MT_L + tid]) + tk.w;
+            const float qn = (qnp[tid] + qnp[MT_L + tid]) + (qnp[2 * MT_L + tid] + qnp[3 * MT_L + tid]);
+            const float den = tk.y * scale * qn + tk.w;
             divs[tid] = fmaxf(fabsf(den), expf(-tk.x)) + eps;
             wps[tid] = tk.y * scale;
         }
-        {
-            const float *other = xb + (warp ^ 2) * 512;
+        float hsum[2][4];
 #pragma unroll
-            for (int n = 0; n < 4; n++)
+        for (int n = 0; n < 2; n++)
 #pragma unroll
-                for (int r = 0; r < 4; r++) hin[n][r] += other[(n * 4 + r) * 32 + lane];
-        }
+            for (int r = 0; r < 4; r++) {
+                float v = 0.f;
+#pragma unroll
+                for (int w4 = 0; w4 < 4; w4++) v += xb[(rg + 2 * w4) * (8 * 4 * 32) + ((2 * aq + n) * 4 + r) * 32 + lane];
+                hsum[n][r] = v;
+            }
         __syncthreads(); /* divs, wps */
 #pragma unroll
-        for (int n = 0; n < 4; n++)
+        for (int n = 0; n < 2; n++)
 #pragma unroll
             for (int r = 0; r < 4; r++) {
                 const int t = tb + 8 * n + 2 * qd + (r & 1), j = j0 + jr + 8 * (r >> 1);
                 if (t < nt && j < DV)
-                    p.h[(size_t)(t0 + t) * v_stride + (size_t)h * DV + j] = (hin[n][r] * wps[t] + hia[n][r]) / divs[t];
+                    p.h[(size_t)(t0 + t) * v_stride + (size_t)h * DV + j] = (hsum[n][r] * wps[t] + hia[n][r]) / divs[t];
             }
         __syncthreads(); /* Qs, Ps, xb free */
         if (c + 1 < nck) stage_qpv(c + 1, b ^ 1);

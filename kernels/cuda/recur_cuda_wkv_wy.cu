@@ -5,7 +5,7 @@
  * E_t = prod_{tau<=t} w_tau (columnwise, = e^{g_t}), alpha = -kk, beta = kk * a:
  *   A_qk[t,s] = (r_t E_t).(k_s / E_s), A_qb likewise with beta_s  (s <= t)
  *   A_ak[t,s] = (alpha_t E_{t-1}).(k_s / E_s), A_ab with beta_s   (s <  t)
- *   T = (I - A_ab)^-1,  W = T (alpha E_{t-1}),  A~ = T A_ak
+ *   T = (I - A_ab)^-1,  W = T (alpha E_{t-1}),  A~ = T A_ak  (solved, not formed)
  *   U^T = S0 W^T + V^T A~^T                       (u_t = S_{t-1} alpha_t)
  *   Y^T = S0 (r E)^T + U^T A_qb^T + V^T A_qk^T    (y_t = S_t r_t)
  *   S   = S0 diag(E_n) + U^T (beta E_n / E) + V^T (k E_n / E)
@@ -17,8 +17,8 @@
  *   warps 0-3 ("state"): each holds 16 rows of S as fp32 mma accumulators for the whole
  *     sequence and applies chunk c: U, Y, S's update on tensor cores (3xTF32), y out;
  *   warps 4-7 ("prep"):  meanwhile build everything chunk c+1 needs that does not depend
- *     on S (the decay products, the four A matrices on tensor cores, T by repeated
- *     squaring, W, A~) into the other half of a double buffer, with the raw inputs of
+ *     on S (the decay products, the four A matrices on tensor cores, W and A~ by forward
+ *     substitution) into the other half of a double buffer, with the raw inputs of
  *     chunk c+2 streaming in through cp.async.
  * One __syncthreads per chunk hands the buffers over. The serial kernel of
  * recur_cuda_rwkv7.cu keeps short sequences (decode). */
@@ -36,7 +36,6 @@
 #define WY_BS 68
 #define WY_AS 20
 #define WY_QBS 24
-#define WY_TS 17 /* prep-only 16 x 16 temporaries */
 
 /* One buffer of what the state warps read for a chunk (offsets in floats). */
 #define WB_WC 0                          /* W = T (alpha E_{t-1}) [16][WY_RS] */
@@ -53,13 +52,9 @@
 #define WP_AHAT (2 * WB_SIZE)            /* alpha E_{t-1}         [16][WY_RS] */
 #define WP_KN (WP_AHAT + WY_N * WY_RS)   /* k / E                 [16][WY_RS] */
 #define WP_BN (WP_KN + WY_N * WY_RS)     /* beta / E              [16][WY_RS] */
-#define WP_AAK (WP_BN + WY_N * WY_RS)    /* A_ak                  [16][WY_TS] */
-#define WP_AAB (WP_AAK + 272)            /* A_ab = L              [16][WY_TS] */
-#define WP_PA (WP_AAB + 272)             /* powers of L and partial products  */
-#define WP_PB (WP_PA + 272)
-#define WP_XA (WP_PB + 272)
-#define WP_XB (WP_XA + 272)
-#define WP_RAW (WP_XB + 272)             /* 2 x [6 arrays r,w,k,v,kk,a][16][64] */
+#define WP_AAK (WP_BN + WY_N * WY_RS)    /* A_ak                  [16][WY_AS] */
+#define WP_AAB (WP_AAK + WY_N * WY_AS)   /* A_ab = L              [16][WY_AS] */
+#define WP_RAW (WP_AAB + WY_N * WY_AS)   /* 2 x [6 arrays r,w,k,v,kk,a][16][64] */
 #define WY_SMEM_FLOATS (WP_RAW + 2 * 6 * WY_N * WY_HS)
 
 struct wy_args {
@@ -85,20 +80,6 @@ static __device__ __forceinline__ void wy_stage(const wy_args &p, float *rb, int
             recur_cp_async16(rb + (arr * WY_N + t) * WY_HS + 4 * j4,
                              p.in[arr] + (size_t)(t0 + tr) * p.C + (size_t)h * WY_HS + 4 * j4, t < nt ? 16 : 0);
         }
-}
-
-/* 16 x 16 product helper for the prep threads: thread (t = tid1 >> 3, c = tid1 & 7)
- * computes columns c and c + 8 of row t of X * Y (row strides WY_TS). */
-static __device__ __forceinline__ void wy_mm16(const float *X, const float *Y, int t, int c, float &o0, float &o1) {
-    float a0 = 0.f, a1 = 0.f;
-#pragma unroll
-    for (int s = 0; s < 16; s++) {
-        const float x = X[t * WY_TS + s];
-        a0 += x * Y[s * WY_TS + c];
-        a1 += x * Y[s * WY_TS + c + 8];
-    }
-    o0 = a0;
-    o1 = a1;
 }
 
 /* Prep of chunk cc from raw buffer rb into state buffer wb (prep threads only). */
@@ -155,7 +136,7 @@ static __device__ void wy_prep(float *sm, const float *rb, float *wb, int nt, in
         }
         /* w1: 0 A_qk (s <= t), 1 A_qb (s <= t), 2 A_ak (s < t), 3 A_ab (s < t) */
         float *dst = w1 == 0 ? wb + WB_AQK : w1 == 1 ? wb + WB_AQB : w1 == 2 ? sm + WP_AAK : sm + WP_AAB;
-        const int ds = w1 == 0 ? WY_AS : w1 == 1 ? WY_QBS : WY_TS;
+        const int ds = w1 == 1 ? WY_QBS : WY_AS;
         const bool strict = w1 >= 2;
 #pragma unroll
         for (int n = 0; n < 2; n++)
@@ -167,59 +148,28 @@ static __device__ void wy_prep(float *sm, const float *rb, float *wb, int nt, in
             }
     }
     recur_bar_sync(BAR, WY_PREP_THREADS);
-    /* 3. T = (I - L)^-1 = (I + L)(I + L^2)(I + L^4)(I + L^8) for the strictly lower L =
-     *    A_ab (L^16 = 0): three rounds of squaring, each also multiplying in a factor. */
-    {
-        const int t = tid1 >> 3, c = tid1 & 7;
-        const float *L = sm + WP_AAB;
-        float *Pa = sm + WP_PA, *Pb = sm + WP_PB, *Xa = sm + WP_XA, *Xb = sm + WP_XB;
-        float o0, o1, x0, x1;
-        wy_mm16(L, L, t, c, o0, o1); /* L^2 */
-        Pa[t * WY_TS + c] = o0;
-        Pa[t * WY_TS + c + 8] = o1;
-        recur_bar_sync(BAR, WY_PREP_THREADS);
-        /* X1 = I + L; X2 = X1 + X1 L^2 = I + L + L^2 + L L^2; and L^4 */
-        wy_mm16(L, Pa, t, c, x0, x1);
-        wy_mm16(Pa, Pa, t, c, o0, o1);
-        Xa[t * WY_TS + c] = (t == c ? 1.f : 0.f) + L[t * WY_TS + c] + Pa[t * WY_TS + c] + x0;
-        Xa[t * WY_TS + c + 8] = (t == c + 8 ? 1.f : 0.f) + L[t * WY_TS + c + 8] + Pa[t * WY_TS + c + 8] + x1;
-        Pb[t * WY_TS + c] = o0;
-        Pb[t * WY_TS + c + 8] = o1;
-        recur_bar_sync(BAR, WY_PREP_THREADS);
-        /* X3 = X2 + X2 L^4; and L^8 (into Pa: its last reader was the round above) */
-        wy_mm16(Xa, Pb, t, c, x0, x1);
-        wy_mm16(Pb, Pb, t, c, o0, o1);
-        Xb[t * WY_TS + c] = Xa[t * WY_TS + c] + x0;
-        Xb[t * WY_TS + c + 8] = Xa[t * WY_TS + c + 8] + x1;
-        Pa[t * WY_TS + c] = o0;
-        Pa[t * WY_TS + c + 8] = o1;
-        recur_bar_sync(BAR, WY_PREP_THREADS);
-        /* T = X3 + X3 L^8, into Xa */
-        wy_mm16(Xb, Pa, t, c, x0, x1);
-        Xa[t * WY_TS + c] = Xb[t * WY_TS + c] + x0;
-        Xa[t * WY_TS + c + 8] = Xb[t * WY_TS + c + 8] + x1;
-        recur_bar_sync(BAR, WY_PREP_THREADS);
-    }
-    /* 4. W = T ahat [16 x 64], A~ = T A_ak [16 x 16], and v for the state warps */
-    {
-        const int t = tid1 >> 3, c = tid1 & 7;
-        const float *T = sm + WP_XA;
-        float acc[8];
+    /* 3. [W | A~] = (I - L)^-1 [alpha E_{t-1} | A_ak], L = A_ab strictly lower: forward
+     *    substitution down the 16 rows, one thread per column (64 of W, 16 of A~), the
+     *    column in registers, L's rows broadcast from shared memory; no barriers. The
+     *    remaining threads hand v to the state warps meanwhile. */
+    if (tid1 < WY_HS + WY_N) {
+        const bool isw = tid1 < WY_HS;
+        const int col = isw ? tid1 : tid1 - WY_HS, rs = isw ? WY_RS : WY_AS;
+        const float *rhs = isw ? ahat + col : sm + WP_AAK + col, *L = sm + WP_AAB;
+        float x[WY_N];
 #pragma unroll
-        for (int i = 0; i < 8; i++) acc[i] = 0.f;
+        for (int t = 0; t < WY_N; t++) {
+            float acc = rhs[t * rs];
 #pragma unroll
-        for (int s = 0; s < WY_N; s++) {
-            const float ts = T[t * WY_TS + s];
-#pragma unroll
-            for (int i = 0; i < 8; i++) acc[i] += ts * ahat[s * WY_RS + c + 8 * i];
+            for (int u = 0; u < t; u++) acc += L[t * WY_AS + u] * x[u];
+            x[t] = acc;
         }
+        float *dst = isw ? wb + WB_WC + col : wb + WB_AI + col;
+        const int ds = isw ? WY_RS : WY_AS;
 #pragma unroll
-        for (int i = 0; i < 8; i++) wb[WB_WC + t * WY_RS + c + 8 * i] = acc[i];
-        float o0, o1;
-        wy_mm16(T, sm + WP_AAK, t, c, o0, o1);
-        wb[WB_AI + t * WY_AS + c] = o0;
-        wb[WB_AI + t * WY_AS + c + 8] = o1;
-        for (int e = tid1; e < WY_N * WY_HS / 4; e += WY_PREP_THREADS) {
+        for (int t = 0; t < WY_N; t++) dst[t * ds] = x[t];
+    } else {
+        for (int e = tid1 - (WY_HS + WY_N); e < WY_N * WY_HS / 4; e += WY_PREP_THREADS - (WY_HS + WY_N)) {
             const int tt = e / (WY_HS / 4), i4 = e % (WY_HS / 4);
             *(float4 *)&wb[WB_V + tt * WY_RS + 4 * i4] = *(const float4 *)&rv[tt * WY_HS + 4 * i4];
         }
