@@ -2,7 +2,12 @@
  * of models/XLSTM.md §5, exactly the CPU reference's arithmetic per chunk) and the
  * per-head output norm.
  *
- * mlstm runs as two kernels on the stream:
+ * Sequences of RECUR_MLSTM_TC_MIN_LEN tokens or more (prefill) go through the tensor-core
+ * chunkwise kernels of recur_cuda_mlstm_tc.cu (unless the configured chunk is 1, the plain
+ * step form); the others, and every sequence of a decode batch, through the kernels
+ * below, each kernel skipping the other path's sequences (recur_cuda_mlstm_path).
+ *
+ * Here mlstm runs as two kernels on the stream:
  * 1. the state and outputs, grid (DV tiles of ML_TV columns, heads, sequences), 256 threads:
  *    - mlstm_chunk_kernel (chunks of 2..128 tokens). A block keeps its C tile
  *      [DQK][ML_TV] and the head's n [DQK] in shared memory for the whole sequence (C is
@@ -21,8 +26,7 @@
  * 2. mlstm_nm_kernel, grid (heads, sequences): replays the same gate and n arithmetic and
  *    writes n and m back. Running it after kernel 1 is what makes the update race-free:
  *    no block of kernel 1 can see a new n or m.
- * fp32 throughout; no tensor cores yet (a later version can use them for the three
- * products per chunk). The effective chunk is min(chunk, 128, the longest sequence of the
+ * fp32 throughout, on CUDA cores. The effective chunk is min(chunk, 128, the longest sequence of the
  * batch), lowered further if the shared memory would not fit (any chunk gives the same
  * function up to rounding; below the longest sequence it splits exactly as the CPU). */
 #include "recur_cuda_prefill.h"

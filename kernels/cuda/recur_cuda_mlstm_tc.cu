@@ -325,14 +325,15 @@ mt_state_kernel(recur_mlstm_args_t p, int32_t min_len, mt_scratch s) {
         __syncthreads();
 
         /* ---- phase 1: outputs of the chunk */
-        {   /* q . n_prev, four quarters of DQK per token; rotated start so the 32 lanes
-             * (32 tokens) hit 32 banks */
+        {   /* q . n_prev, four quarters of DQK per token, 16-byte reads; each token starts
+             * at its own offset (4t) so the 8 lanes of a quarter-warp hit 8 bank groups */
             const int t = tid & (MT_L - 1), quarter = tid >> 6, base = quarter * DQ;
             float acc = 0.f;
-#pragma unroll 8
-            for (int i = 0; i < DQ; i++) {
-                const int a = base + (i + t) % DQ;
-                acc += Qs[t * QS + a] * ns[a];
+#pragma unroll 4
+            for (int i = 0; i < DQ; i += 4) {
+                const int a = base + (i + 4 * t) % DQ;
+                const float4 qv = *(const float4 *)&Qs[t * QS + a], nv = *(const float4 *)&ns[a];
+                acc += qv.x * nv.x + qv.y * nv.y + qv.z * nv.z + qv.w * nv.w;
             }
             qnp[quarter * MT_L + t] = acc;
         }
@@ -418,26 +419,43 @@ mt_state_kernel(recur_mlstm_args_t p, int32_t min_len, mt_scratch s) {
         /* ---- phase 2: n and C to the end of the chunk */
         const float4 csv = s.cs[hm + t0];
         const float decay = expf(csv.x + csv.z - csv.w); /* exp(g + m_prev - m_new) */
+        const float *Tf = (const float *)Tb; /* wt_t at Tf[4t + 2] */
         for (int a = tid; a < DK; a += MT_THREADS) {
             float acc = decay * ns[a];
-            for (int t = 0; t < MT_L; t++) acc += Tb[t].z * Ks[t * QS + a];
+#pragma unroll 8
+            for (int t = 0; t < MT_L; t++) acc += Tf[4 * t + 2] * Ks[t * QS + a];
             ns[a] = acc;
         }
+        /* C^T = decay C^T + V^T (wt k): the chunk's term into fresh accumulators, then one
+         * fp32 FMA into the carried state. The tensor cores' accumulation truncates, so
+         * adding the products straight into the carried C would bias it a little at every
+         * step of every chunk; this way the carried state is rounded once per chunk, to
+         * nearest. wt goes on the A side (4 values per k step instead of 2 per B fragment).
+         * DQK tiles in two halves, to bound the live accumulators. */
+        constexpr int QH = NQ > 1 ? NQ / 2 : 1;
 #pragma unroll
-        for (int q = 0; q < NQ; q++)
+        for (int q0 = 0; q0 < NQ; q0 += QH) {
+            float dc[QH][4];
 #pragma unroll
-            for (int r = 0; r < 4; r++) cacc[q][r] *= decay;
+            for (int qq = 0; qq < QH; qq++)
 #pragma unroll
-        for (int ks = 0; ks < 8; ks++) {
-            const int sr = 8 * ks + qd;
-            const recur_fa A = recur_make_a(Vb[sr * MT_VS + jr], Vb[sr * MT_VS + jr + 8], Vb[(sr + 4) * MT_VS + jr],
-                                            Vb[(sr + 4) * MT_VS + jr + 8]);
-            const float w0 = Tb[sr].z, w1 = Tb[sr + 4].z;
+                for (int r = 0; r < 4; r++) dc[qq][r] = 0.f;
 #pragma unroll
-            for (int q = 0; q < NQ; q++) {
-                const int a = abase + 8 * q + g;
-                recur_mma3(cacc[q], A, recur_make_b(w0 * Ks[sr * QS + a], w1 * Ks[(sr + 4) * QS + a]));
+            for (int ks = 0; ks < 8; ks++) {
+                const int sr = 8 * ks + qd;
+                const float w0 = Tf[4 * sr + 2], w1 = Tf[4 * (sr + 4) + 2];
+                const recur_fa A = recur_make_a(w0 * Vb[sr * MT_VS + jr], w0 * Vb[sr * MT_VS + jr + 8],
+                                                w1 * Vb[(sr + 4) * MT_VS + jr], w1 * Vb[(sr + 4) * MT_VS + jr + 8]);
+#pragma unroll
+                for (int qq = 0; qq < QH; qq++) {
+                    const int a = abase + 8 * (q0 + qq) + g;
+                    recur_mma3(dc[qq], A, recur_make_b(Ks[sr * QS + a], Ks[(sr + 4) * QS + a]));
+                }
             }
+#pragma unroll
+            for (int qq = 0; qq < QH; qq++)
+#pragma unroll
+                for (int r = 0; r < 4; r++) cacc[q0 + qq][r] = fmaf(decay, cacc[q0 + qq][r], dc[qq][r]);
         }
         __syncthreads(); /* Ks, ns, Vb, Tb reads done before the next chunk's staging */
     }

@@ -7,7 +7,7 @@
  *   tensor cores for the state products.
  * Both keep the state and every accumulation in fp32. The tensor-core operands are fp32
  * values split into two tf32 parts (hi + lo, "3xTF32": hi*hi + hi*lo + lo*hi), which is
- * accurate to about 2^-20 relative per product, i.e. fp32-class: the op tests hold these
+ * accurate to about 2^-21 relative per product, i.e. fp32-class: the op tests hold these
  * paths to the same 1e-4 as the fp32 CUDA-core kernels, with no new tolerance.
  *
  * The ops (recur_cuda_mlstm, recur_cuda_rwkv7_wkv) pick a path per sequence by length;
@@ -43,10 +43,11 @@ recur_status_t recur_cuda_rwkv7_wkv_path(recur_backend_t *b, const recur_rwkv7_w
 
 #include "recur_cuda_internal.h"
 
-/* Sequences at least this long take the chunked paths in AUTO mode (measured on an H100
- * with tests/bench_prefill_cuda.c: below these the serial kernels win or tie). */
-#define RECUR_MLSTM_TC_MIN_LEN 64
-#define RECUR_WKV_WY_MIN_LEN 64
+/* Sequences at least this long take the chunked paths in AUTO mode. Measured on an H100
+ * with tests/bench_prefill_cuda.c (ms per call, 7B shapes, serial vs chunked): mlstm
+ * T=8 0.044 vs 0.045, T=16 0.053 vs 0.046; wkv T=8 0.010 vs 0.010, T=16 0.016 vs 0.010. */
+#define RECUR_MLSTM_TC_MIN_LEN 16
+#define RECUR_WKV_WY_MIN_LEN 16
 
 /* Launchers of the chunked paths (recur_cuda_mlstm_tc.cu, recur_cuda_wkv_wy.cu). They
  * handle exactly the sequences of length >= min_len (min_len >= 1) and leave the others
@@ -75,15 +76,16 @@ static __device__ __forceinline__ void recur_bar_sync(int id, int count) {
     asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
 }
 
-/* fp32 x = hi + lo for the tensor cores: hi = x rounded to tf32 (10 mantissa bits, to
- * nearest, ties away, by integer add and mask: 2 instructions, where cvt.rna.tf32.f32 is
- * a longer sequence), lo = x - hi exactly (Sterbenz). lo is passed as plain fp32 bits:
- * the tensor core reads the top 19 bits of a .tf32 operand (CUTLASS's round_toward_zero
- * tf32 conversion is the same bit copy), so lo loses at most 2^-10 of itself, 2^-21 of x.
- * The three products then carry about 2^-20 relative error, fp32-class for these sums. */
+/* x rounded to tf32 (10 mantissa bits, to nearest, ties away) by integer add and mask:
+ * two integer instructions, fewer than cvt.rna.tf32.f32 takes. */
+static __device__ __forceinline__ uint32_t recur_tf32_rn(float x) { return (__float_as_uint(x) + 0x1000u) & 0xffffe000u; }
+
+/* fp32 x = hi + lo for the tensor cores: hi = tf32(x), lo = tf32(x - hi) (x - hi is exact,
+ * Sterbenz), so |x - hi - lo| <= 2^-22 |x| and the three products carry about 2^-21
+ * relative error (the dropped lo*lo term is 2^-22): fp32-class for these sums. */
 static __device__ __forceinline__ void recur_tf32_split(float x, uint32_t &hi, uint32_t &lo) {
-    hi = (__float_as_uint(x) + 0x1000u) & 0xffffe000u;
-    lo = __float_as_uint(x - __uint_as_float(hi));
+    hi = recur_tf32_rn(x);
+    lo = recur_tf32_rn(x - __uint_as_float(hi));
 }
 
 /* A fragment of m16n8k8 (16 x 8, row-major) split in two, B fragment (8 x 8) likewise.

@@ -100,7 +100,7 @@ static __device__ void wy_prep(float *sm, const float *rb, float *wb, int nt, in
         for (int t = 0; t < WY_N; t++) {
             const float Ep = E;
             E *= t < nt ? rw[t * WY_HS + j] : 1.f;
-            const float inv = 1.0f / E, kk = rkk[t * WY_HS + j], k = rk[t * WY_HS + j];
+            const float inv = __frcp_rn(E), kk = rkk[t * WY_HS + j], k = rk[t * WY_HS + j];
             if (role == 0) {
                 wb[WB_RT + t * WY_RS + j] = rr[t * WY_HS + j] * E;
                 ahat[t * WY_RS + j] = -kk * Ep;
@@ -120,11 +120,11 @@ static __device__ void wy_prep(float *sm, const float *rb, float *wb, int nt, in
         const int w1 = tid1 >> 5, lane = tid1 & 31, g = lane >> 2, qd = lane & 3;
         const float *X = w1 < 2 ? wb + WB_RT : ahat; /* token-t side */
         const float *Y = (w1 & 1) ? bn : kn;         /* token-s side */
-        float acc[2][4];
+        float acc[2][4], acc2[2][4]; /* even / odd k steps: two shorter mma chains */
 #pragma unroll
         for (int n = 0; n < 2; n++)
 #pragma unroll
-            for (int r = 0; r < 4; r++) acc[n][r] = 0.f;
+            for (int r = 0; r < 4; r++) acc[n][r] = acc2[n][r] = 0.f;
 #pragma unroll
         for (int ks = 0; ks < WY_HS / 8; ks++) {
             const int jc = 8 * ks + qd;
@@ -132,8 +132,13 @@ static __device__ void wy_prep(float *sm, const float *rb, float *wb, int nt, in
                                             X[(g + 8) * WY_RS + jc + 4]);
 #pragma unroll
             for (int n = 0; n < 2; n++)
-                recur_mma3(acc[n], A, recur_make_b(Y[(8 * n + g) * WY_RS + jc], Y[(8 * n + g) * WY_RS + jc + 4]));
+                recur_mma3(ks & 1 ? acc2[n] : acc[n], A,
+                           recur_make_b(Y[(8 * n + g) * WY_RS + jc], Y[(8 * n + g) * WY_RS + jc + 4]));
         }
+#pragma unroll
+        for (int n = 0; n < 2; n++)
+#pragma unroll
+            for (int r = 0; r < 4; r++) acc[n][r] += acc2[n][r];
         /* w1: 0 A_qk (s <= t), 1 A_qb (s <= t), 2 A_ak (s < t), 3 A_ab (s < t) */
         float *dst = w1 == 0 ? wb + WB_AQK : w1 == 1 ? wb + WB_AQB : w1 == 2 ? sm + WP_AAK : sm + WP_AAB;
         const int ds = w1 == 1 ? WY_QBS : WY_AS;
@@ -243,25 +248,33 @@ static __device__ __forceinline__ void wy_state(float (&sacc)[8][4], const float
             const int t = 8 * n + 2 * qd + (r & 1), i = i0 + g + 8 * (r >> 1);
             if (t < nt) p.y[(size_t)(t0 + t) * p.C + (size_t)h * WY_HS + i] = ya[n][r] + yb[n][r];
         }
-    /* S = S0 diag(E_n) + U^T Bt + V^T Kt */
+    /* S = S0 diag(E_n) + (U^T Bt + V^T Kt): the chunk's term into fresh accumulators, then
+     * one fp32 FMA into the carried state (the tensor cores' accumulation truncates: fed
+     * the carried S directly, it would bias it slightly at each of the 12 steps of every
+     * chunk; this way S is rounded once per chunk, to nearest) */
+    float ds[8][4];
 #pragma unroll
-    for (int q = 0; q < 8; q++) {
-        const float2 d = *(const float2 *)&wb[WB_DEC + 8 * q + 2 * qd];
-        sacc[q][0] *= d.x;
-        sacc[q][1] *= d.y;
-        sacc[q][2] *= d.x;
-        sacc[q][3] *= d.y;
-    }
+    for (int q = 0; q < 8; q++)
+#pragma unroll
+        for (int r = 0; r < 4; r++) ds[q][r] = 0.f;
 #pragma unroll
     for (int ks = 0; ks < 2; ks++)
 #pragma unroll
         for (int q = 0; q < 8; q++) {
             const int j = 8 * q + g;
-            recur_mma3(sacc[q], Au[ks],
+            recur_mma3(ds[q], Au[ks],
                        recur_make_b(wb[WB_BT + (8 * ks + 2 * qd) * WY_BS + j], wb[WB_BT + (8 * ks + 2 * qd + 1) * WY_BS + j]));
-            recur_mma3(sacc[q], Av[ks],
+            recur_mma3(ds[q], Av[ks],
                        recur_make_b(wb[WB_KT + (8 * ks + qd) * WY_RS + j], wb[WB_KT + (8 * ks + qd + 4) * WY_RS + j]));
         }
+#pragma unroll
+    for (int q = 0; q < 8; q++) {
+        const float2 d = *(const float2 *)&wb[WB_DEC + 8 * q + 2 * qd];
+        sacc[q][0] = fmaf(sacc[q][0], d.x, ds[q][0]);
+        sacc[q][1] = fmaf(sacc[q][1], d.y, ds[q][1]);
+        sacc[q][2] = fmaf(sacc[q][2], d.x, ds[q][2]);
+        sacc[q][3] = fmaf(sacc[q][3], d.y, ds[q][3]);
+    }
 }
 
 /* grid (heads, sequences), WY_THREADS threads */
