@@ -16,6 +16,9 @@ missing_re='^(libcjson|libzmq|libsodium|libpgm|libnorm|libprotobuf-c|libmicrohtt
 rm -rf "$out"
 mkdir -p "$out/bin" "$out/lib"
 cp -a "$build"/bin/. "$out/bin/"
+# Debug info is most of each binary (every test links the CUDA kernels): keep it out of
+# the bundle, whose size a transfer limit bounds.
+for exe in "$out"/bin/*; do strip --strip-debug "$exe" 2>/dev/null || true; done
 for exe in "$out"/bin/*; do
   ldd "$exe" 2>/dev/null | awk '$3 ~ /^\// {print $1, $3}'
 done | sort -u | while read -r name path; do
