@@ -45,6 +45,7 @@
 
 #include "recur_file.h"
 #include "recur_log.h"
+#include "recur_utf8.h"
 
 /* Ids are int32 and per-id tables are allocated up to the max id, so a garbage id must not be
  * able to ask for gigabytes. 2^24 is far above any real vocabulary (NeoX: 50277). */
@@ -131,36 +132,17 @@ struct recur_bpe {
 
 /* ---------------------------------------------------------------- small helpers */
 
-/* Length of the well-formed UTF-8 sequence at s (at most n bytes), or 0 if there is none.
- * Strict (no overlongs, surrogates or > U+10FFFF): exactly what a Python str can encode, and
- * what PCRE2 and utf8proc accept. */
-static size_t bpe_utf8_len(const uint8_t *s, size_t n) {
-    uint32_t c = s[0], cp, min;
-    size_t len;
-    if (c < 0x80) return 1;
-    if (c >= 0xC2 && c <= 0xDF) { len = 2; cp = c & 0x1F; min = 0x80; }
-    else if (c >= 0xE0 && c <= 0xEF) { len = 3; cp = c & 0x0F; min = 0x800; }
-    else if (c >= 0xF0 && c <= 0xF4) { len = 4; cp = c & 0x07; min = 0x10000; }
-    else return 0;
-    if (len > n) return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        cp = (cp << 6) | (s[i] & 0x3Fu);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-    return len;
-}
 
 static int bpe_utf8_valid(const uint8_t *s, size_t n) {
     for (size_t i = 0; i < n;) {
-        size_t l = bpe_utf8_len(s + i, n - i);
+        size_t l = recur_utf8_len(s + i, n - i);
         if (!l) return 0;
         i += l;
     }
     return 1;
 }
 
-/* Decodes the code point of a sequence bpe_utf8_len accepted. */
+/* Decodes the code point of a sequence recur_utf8_len accepted. */
 static uint32_t bpe_utf8_cp(const uint8_t *s, size_t len) {
     if (len == 1) return s[0];
     uint32_t cp = s[0] & (len == 2 ? 0x1Fu : len == 3 ? 0x0Fu : 0x07u);
@@ -609,7 +591,7 @@ static recur_status_t bpe_build_tokens(const char *path, recur_bpe_t *b, const b
         size_t len = b->keys[k].len, o = off;
         int all = 1;
         for (size_t i = 0; i < len;) {
-            size_t l = bpe_utf8_len(s + i, len - i); /* validated at vocab load */
+            size_t l = recur_utf8_len(s + i, len - i); /* validated at vocab load */
             uint32_t cp = bpe_utf8_cp(s + i, l);
             if (cp >= 0x144 || byte_of_cp[cp] < 0) { all = 0; break; }
             b->tok_blob[o++] = (uint8_t)byte_of_cp[cp];
@@ -1045,7 +1027,7 @@ static recur_status_t enc_pretokenize(bpe_enc_t *e, const uint8_t *s, size_t n) 
         const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(e->md);
         if (ov[0] > off) RECUR_TRY(enc_piece(e, s + off, ov[0] - off));
         if (ov[1] <= ov[0]) { /* an empty match cannot happen with this pattern; never loop on one */
-            size_t l = bpe_utf8_len(s + ov[0], n - ov[0]);
+            size_t l = recur_utf8_len(s + ov[0], n - ov[0]);
             RECUR_TRY(enc_piece(e, s + ov[0], l));
             off = ov[0] + l;
             continue;
@@ -1112,7 +1094,7 @@ recur_status_t recur_bpe_encode(const recur_bpe_t *b, const uint8_t *s, size_t n
     recur_status_t st = e.ids && e.md ? RECUR_OK : RECUR_E_NOMEM;
     size_t start = 0;
     for (size_t i = 0; st == RECUR_OK && i < n;) {
-        size_t l = bpe_utf8_len(s + i, n - i);
+        size_t l = recur_utf8_len(s + i, n - i);
         if (l) { i += l; continue; }
         /* An invalid byte: the valid run before it, then the byte on its own. */
         if (i > start) st = enc_valid(&e, s + start, i - start);

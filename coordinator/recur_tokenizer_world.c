@@ -24,6 +24,7 @@
 
 #include "recur_file.h"
 #include "recur_log.h"
+#include "recur_utf8.h"
 
 /* Ids are stored in int32 and sized tables are allocated up to the max id, so a garbage id
  * must not be able to request gigabytes. 2^24 is far above any real vocabulary. */
@@ -88,25 +89,6 @@ static size_t world_put_utf8(uint8_t *o, uint32_t cp) {
     return 4;
 }
 
-/* Length of the well-formed UTF-8 sequence at s (at most n bytes), or 0 if it is not one.
- * Strict (no overlongs, surrogates or > U+10FFFF), as Python's decoder is: the reference
- * opens the file as UTF-8 and would fail on such bytes. */
-static size_t world_utf8_len(const uint8_t *s, size_t n) {
-    uint32_t c = s[0], cp, min;
-    size_t len;
-    if (c < 0x80) return 1;
-    if (c >= 0xC2 && c <= 0xDF) { len = 2; cp = c & 0x1F; min = 0x80; }
-    else if (c >= 0xE0 && c <= 0xEF) { len = 3; cp = c & 0x0F; min = 0x800; }
-    else if (c >= 0xF0 && c <= 0xF4) { len = 4; cp = c & 0x07; min = 0x10000; }
-    else return 0;
-    if (len > n) return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        cp = (cp << 6) | (s[i] & 0x3Fu);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-    return len;
-}
 
 /* Decodes the Python literal lit[0..n) into out (which has room for n bytes: no escape or
  * character decodes to more bytes than its source text). Returns NULL on success or a
@@ -137,7 +119,7 @@ static const char *world_parse_literal(const uint8_t *lit, size_t n, uint8_t *ou
         if (c != '\\') {
             if (c < 0x80) { out[o++] = c; i++; continue; }
             if (is_bytes) return "non-ASCII character in a bytes literal";
-            size_t l = world_utf8_len(s + i, m - i);
+            size_t l = recur_utf8_len(s + i, m - i);
             if (l == 0) return "invalid UTF-8 in the literal";
             memcpy(out + o, s + i, l);
             o += l; i += l;

@@ -106,6 +106,7 @@ int recur_write_safetensors(const char *path, const recur_test_tensor_t *t, int 
 }
 
 #include "recur_backend.h"
+#include "recur_log.h"
 #include "recur_model.h"
 
 int recur_test_run_model(const char *path, const int32_t *tokens, int n, int chunk, const float *state_in,
@@ -131,6 +132,17 @@ int recur_test_run_model(const char *path, const int32_t *tokens, int n, int chu
     recur_model_free(m);
     recur_backend_free(b);
     return st;
+}
+
+int recur_test_no_cuda(void) {
+    recur_backend_t *probe = NULL;
+    recur_log_level_t lvl = recur_log_get_level();
+    recur_log_set_level(RECUR_LOG_NONE);
+    recur_status_t st = recur_backend_init("cuda", NULL, &probe);
+    recur_log_set_level(lvl);
+    recur_backend_free(probe);
+    if (st != RECUR_OK) fprintf(stderr, "no CUDA backend or device: skipped\n");
+    return st != RECUR_OK;
 }
 
 double recur_test_now_s(void) {

@@ -54,6 +54,10 @@ int recur_write_safetensors(const char *path, const recur_test_tensor_t *t, int 
 int recur_test_run_model(const char *path, const int32_t *tokens, int n, int chunk, const float *state_in,
                          float *logits_out, float *state_out, int *n_vocab, size_t *state_floats);
 
+/* 1 (after printing why) when no CUDA backend or device can be opened: GPU tests then
+ * return RECUR_TEST_SKIP. */
+int recur_test_no_cuda(void);
+
 /* Monotonic seconds, for timing prints. */
 double recur_test_now_s(void);
 /* xorshift64*: a seeded, platform-independent PRNG so failures reproduce. */

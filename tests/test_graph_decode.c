@@ -325,14 +325,7 @@ static void test_gemv_paths(recur_dtype_t wdt) {
 }
 
 int main(void) {
-    recur_backend_t *probe = NULL;
-    recur_log_set_level(RECUR_LOG_NONE);
-    if (recur_backend_init("cuda", NULL, &probe) != RECUR_OK) {
-        fprintf(stderr, "no CUDA backend or device: skipped\n");
-        return RECUR_TEST_SKIP;
-    }
-    recur_backend_free(probe);
-    recur_log_set_level(RECUR_LOG_WARN);
+    if (recur_test_no_cuda()) return RECUR_TEST_SKIP;
     test_gemv_paths(RECUR_DTYPE_F32);
     test_gemv_paths(RECUR_DTYPE_BF16);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

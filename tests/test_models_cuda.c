@@ -181,14 +181,7 @@ out:
 }
 
 int main(void) {
-    recur_backend_t *probe = NULL;
-    recur_log_set_level(RECUR_LOG_NONE);
-    if (recur_backend_init("cuda", NULL, &probe) != RECUR_OK) {
-        fprintf(stderr, "no CUDA backend or device: skipped\n");
-        return RECUR_TEST_SKIP;
-    }
-    recur_backend_free(probe);
-    recur_log_set_level(RECUR_LOG_WARN);
+    if (recur_test_no_cuda()) return RECUR_TEST_SKIP;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         run_case(&cases[i], RECUR_DTYPE_F32);
         run_case(&cases[i], RECUR_DTYPE_BF16);
