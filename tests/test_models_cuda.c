@@ -182,6 +182,25 @@ out:
 
 int main(void) {
     if (recur_test_no_cuda()) return RECUR_TEST_SKIP;
+    { /* n_slots 0: the pool is sized from the GPU's free memory at load */
+        char path[1200];
+        recur_fixture_path(path, sizeof path, "rwkv7/tiny-rwkv-7v0-834K-FP32.bin");
+        recur_backend_t *b = NULL;
+        recur_model_t *m = NULL;
+        recur_model_params_t p = recur_model_default_params();
+        size_t used = 0, total = 0;
+        p.n_slots = 0;
+        if (recur_backend_init("cuda", NULL, &b) != RECUR_OK || b->iface.mem_info(b, &used, &total) != RECUR_OK) {
+            failures++;
+        } else {
+            /* keep all but ~512 MiB free, so that other GPU work is not starved: ~2,700 slots of 0.19 MiB */
+            p.reserve_mib = (int32_t)((total - used) / (1024 * 1024)) - 512;
+            if (recur_model_load(path, b, &p, &m) != RECUR_OK || recur_model_n_slots(m) < 1000) failures++;
+        }
+        fprintf(stderr, "n_slots 0 on the GPU: %d slots\n", m ? recur_model_n_slots(m) : -1);
+        recur_model_free(m);
+        recur_backend_free(b);
+    }
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         run_case(&cases[i], RECUR_DTYPE_F32);
         run_case(&cases[i], RECUR_DTYPE_BF16);

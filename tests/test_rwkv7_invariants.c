@@ -210,7 +210,25 @@ static void test_rejects(void) {
     free(lg);
 }
 
+/* n_slots 0 (fit the pool to free memory) needs a backend that reports its memory: the
+ * CPU backend does not, so the load is refused with a status, not guessed. */
+static void test_auto_slots_refused_without_mem_info(void) {
+    char path[1024];
+    recur_fixture_path(path, sizeof path, "rwkv7/tiny-rwkv-7v0-834K-FP32.bin");
+    recur_backend_t *b = NULL;
+    recur_model_t *m = NULL;
+    recur_model_params_t p = recur_model_default_params();
+    p.n_slots = 0;
+    recur_backend_init("cpu", NULL, &b);
+    recur_status_t st = recur_model_load(path, b, &p, &m);
+    fprintf(stderr, "n_slots 0 on the CPU backend -> %s\n", recur_status_str(st));
+    RECUR_CHECK(&failures, st == RECUR_E_INVAL && m == NULL);
+    recur_model_free(m);
+    recur_backend_free(b);
+}
+
 int main(void) {
+    test_auto_slots_refused_without_mem_info();
     test_chunking("rwkv7/tiny-rwkv-7v0-834K-FP32.bin", "rwkv7/tiny7-ref-tokens.u32");
     test_chunking("rwkv7/synth7-C128-H2-L3-FP32.bin", "rwkv7/synth7-ref-tokens.u32");
     test_batch_vs_alone("rwkv7/tiny-rwkv-7v0-834K-FP32.bin", "rwkv7/tiny7-ref-tokens.u32", 128);

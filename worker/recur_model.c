@@ -64,7 +64,8 @@ recur_model_params_t recur_model_default_params(void) {
      * (recur bench, the server) can be compared with and without them. */
     const char *g = getenv("RECUR_GRAPHS");
     int32_t use_graphs = g && strcmp(g, "0") == 0 ? 0 : 1;
-    return (recur_model_params_t){.n_slots = 9, .max_tokens = 128, .prefill_chunk = 0, .use_graphs = use_graphs};
+    return (recur_model_params_t){
+        .n_slots = 9, .reserve_mib = 2048, .max_tokens = 128, .prefill_chunk = 0, .use_graphs = use_graphs};
 }
 
 const recur_model_info_t *recur_model_info(const recur_model_t *m) { return &m->info; }
@@ -140,8 +141,10 @@ recur_status_t recur_model_load_files(const recur_model_files_t *files, recur_ba
     *out = NULL;
     const char *path = recur_model_files_path(files, 0);
     recur_model_params_t params = p ? *p : recur_model_default_params();
-    if (params.n_slots < 2 || params.max_tokens < 1 || params.prefill_chunk < 0 || params.prefill_chunk > 4096) {
-        recur_log_err("model params: n_slots must be >= 2 (slot 0 is padding), max_tokens >= 1 and prefill_chunk "
+    if ((params.n_slots != 0 && params.n_slots < 2) || params.reserve_mib < 0 || params.max_tokens < 1 ||
+        params.prefill_chunk < 0 || params.prefill_chunk > 4096) {
+        recur_log_err("model params: n_slots must be 0 (fit to memory) or >= 2 (slot 0 is padding), max_tokens >= 1 "
+                      "and prefill_chunk "
                       "in [0, 4096], got %d, %d and %d", params.n_slots, params.max_tokens, params.prefill_chunk);
         return RECUR_E_INVAL;
     }
@@ -163,6 +166,28 @@ recur_status_t recur_model_load_files(const recur_model_files_t *files, recur_ba
 
     size_t slot_bytes = m->info.state_floats * sizeof(float);
     size_t T = (size_t)params.max_tokens;
+    if (params.n_slots == 0) { /* the pool takes what the weights and the workspace leave */
+        size_t used = 0, total = 0;
+        double reserve = (double)params.reserve_mib * 1024.0 * 1024.0;
+        /* the logits buffer and index arrays below are not allocated yet: count them */
+        double later = (double)T * m->info.n_vocab * sizeof(float) + 16.0 * (double)T * sizeof(int32_t);
+        if (!b->iface.mem_info || b->iface.mem_info(b, &used, &total) != RECUR_OK) {
+            recur_log_err("model params: n_slots 0 (fit to free memory) needs a backend that reports its memory");
+            st = RECUR_E_INVAL;
+            goto fail;
+        }
+        double fit = ((double)total - (double)used - reserve - later) / (double)slot_bytes;
+        if (fit < 2) {
+            recur_log_err("model: no room for state slots (%.2f MiB each) after the weights and %d MiB kept free",
+                          (double)slot_bytes / (1024.0 * 1024.0), params.reserve_mib);
+            st = RECUR_E_NOMEM;
+            goto fail;
+        }
+        params.n_slots = fit > (double)(1 << 20) ? 1 << 20 : (int32_t)fit;
+        m->params.n_slots = params.n_slots;
+        recur_log_info("model: %d state slots fit in free memory (%.2f MiB each, %d MiB kept free)", params.n_slots,
+                       (double)slot_bytes / (1024.0 * 1024.0), params.reserve_mib);
+    }
     m->pool = b->iface.alloc(b, slot_bytes * (size_t)params.n_slots);
     m->init_state = b->iface.alloc(b, slot_bytes); /* both architectures start from all zeros */
     if (b->iface.host_alloc && b->iface.host_free) {

@@ -37,7 +37,10 @@ typedef enum recur_logits_mode {
 } recur_logits_mode_t;
 
 typedef struct recur_model_params {
-    int32_t n_slots;     /* state slots including padding slot 0 (>= 2)       */
+    int32_t n_slots;     /* state slots including padding slot 0 (>= 2); 0 = as many as
+                            fit in the backend's free memory after the weights and the
+                            workspace, less reserve_mib (needs the backend's mem_info)  */
+    int32_t reserve_mib; /* with n_slots 0: device memory left free, MiB (default 2048) */
     int32_t max_tokens;  /* rows per internal forward piece (workspace size)  */
     int32_t prefill_chunk; /* tokens per chunk of the chunkwise-parallel recurrence
                               (xLSTM); 0 = the checkpoint's default (config chunk_size) */
