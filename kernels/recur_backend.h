@@ -44,7 +44,9 @@ typedef struct recur_rows {
     int32_t        n_rows;   /* M                                        */
     int32_t        n_seq;
     const int32_t *seq_off;  /* backend memory, [n_seq + 1], seq_off[0] = 0, seq_off[n_seq] = M */
-    const int32_t *slot;     /* backend memory, [n_seq], distinct slots  */
+    const int32_t *slot;     /* backend memory, [n_seq]; distinct, except that padding rows
+                                of a padded decode batch all use slot 0 (whose state no
+                                request reads), so ops must write only their own slot */
 } recur_rows_t;
 
 /* Where one per-layer piece of state sits inside the state pool. */
