@@ -166,6 +166,17 @@ typedef struct recur_backend_iface {
     /* y[M][W.rows] (=|+=) x[M][W.cols] . W^T ; accumulate != 0 adds into y */
     recur_status_t (*matmul)(recur_backend_t *b, const float *x, const recur_weight_t *W, int32_t M,
                              float *y, int accumulate);
+    /* (optional) y[M][Wt.cols] (=|+=) x[M][Wt.rows] . Wt, for Wt stored TRANSPOSED: [in][out]
+     * (upload W^T with weight_upload). The same product as matmul with W = Wt^T, equal to it
+     * up to fp32 summation order, but made for inputs with many exact zeros (relu^2
+     * activations): a zero x[m][j] selects nothing, and a nonzero one selects the
+     * contiguous row j of Wt, so at decode sizes only the rows that some x row needs are
+     * read. Zero entries are skipped, not multiplied. Faster than matmul only when x is
+     * sparse; for large M it runs as a plain GEMM on the transposed layout. A row's result
+     * does not depend on M or on the other rows. NULL: the backend has no such path, and
+     * callers keep W in the matmul layout. */
+    recur_status_t (*matmul_sparse_in)(recur_backend_t *b, const float *x, const recur_weight_t *Wt, int32_t M,
+                                       float *y, int accumulate);
     /* y = act(x) elementwise over n floats (y may alias x) */
     recur_status_t (*act)(recur_backend_t *b, recur_act_t kind, const float *x, int64_t n, float *y);
     /* y = x / sqrt(mean(x^2) + eps) * w over each row of C (y may alias x) */

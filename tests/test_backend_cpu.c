@@ -246,6 +246,115 @@ static void test_matmul(recur_backend_t *b) {
     }
 }
 
+
+/* matmul_sparse_in (optional): y (=|+=) x . Wt with Wt stored [in][out], for x with ~50%,
+ * ~95% and no exact zeros, and all-zero x (plus an all-zero row inside the sparse ones),
+ * M 1, 2, 3, 17, accumulate 0/1, outputs poisoned. fp32 weights: against the float64
+ * product (1e-4); bf16: against the product of the bf16-rounded weights (1e-4), or of the
+ * bf16-rounded weights and x (the GEMM path). Also: row 0 at M = 2, 3 bit for bit equal to
+ * row 0 computed alone (a row may not depend on M or on the other rows). */
+static void test_matmul_sparse_in(recur_backend_t *b) {
+    if (!b->iface.matmul_sparse_in) {
+        fprintf(stderr, "matmul_sparse_in: not provided by this backend (skipped)\n");
+        return;
+    }
+    static const int shapes[][2] = {{384, 128}, {300, 136}, {97, 100}, {1000, 77}, {5000, 40}}; /* Kk (in), Nn (out) */
+    static const int Ms[] = {1, 2, 3, 17};
+    static const float zero_frac[] = {0.5f, 0.95f, 0.f, 1.f};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const int Kk = shapes[si][0], Nn = shapes[si][1];
+        float *Wt = malloc((size_t)Kk * Nn * sizeof(float));
+        fill(Wt, (size_t)Kk * Nn, -0.1f, 0.1f);
+        recur_weight_t wt = {0};
+        if (b->iface.weight_upload(b, Wt, Kk, Nn, &wt) != RECUR_OK) {
+            fprintf(stderr, "weight_upload %dx%d failed\n", Kk, Nn);
+            failures++;
+            free(Wt);
+            continue;
+        }
+        const int bf = wt.dtype == RECUR_DTYPE_BF16;
+        const char *dn = recur_dtype_name(wt.dtype);
+        double worst = 0;
+        int shape_fail = 0;
+        for (size_t mi = 0; mi < sizeof Ms / sizeof Ms[0]; mi++)
+            for (size_t zi = 0; zi < sizeof zero_frac / sizeof zero_frac[0]; zi++) {
+                const int Mr = Ms[mi];
+                const size_t MN = (size_t)Mr * Nn;
+                float *x = malloc((size_t)Mr * Kk * sizeof(float)), *y0 = malloc(MN * sizeof(float));
+                float *out = malloc(MN * sizeof(float)), *out1 = malloc((size_t)Nn * sizeof(float));
+                double *rw = malloc(2 * MN * sizeof(double)), *rwx = rw + MN, *want = malloc(MN * sizeof(double));
+                for (size_t i = 0; i < (size_t)Mr * Kk; i++) {
+                    float v = frand(0.f, 3.f);
+                    x[i] = frand(0.f, 1.f) < zero_frac[zi] ? 0.f : v * v; /* relu^2-like: >= 0 */
+                }
+                if (Mr > 1 && zero_frac[zi] > 0.f && zero_frac[zi] < 1.f) /* an all-zero row among the others */
+                    memset(x + (size_t)(Mr / 2) * Kk, 0, (size_t)Kk * sizeof(float));
+                fill(y0, MN, -1.f, 1.f);
+                for (int m = 0; m < Mr; m++)
+                    for (int n = 0; n < Nn; n++) {
+                        double sw = 0, swx = 0;
+                        for (int k = 0; k < Kk; k++) {
+                            const float xv = x[(size_t)m * Kk + k], wv = Wt[(size_t)k * Nn + n];
+                            sw += (double)xv * (bf ? bf16r(wv) : wv);
+                            swx += (double)(bf ? bf16r(xv) : xv) * (bf ? bf16r(wv) : wv);
+                        }
+                        rw[(size_t)m * Nn + n] = sw;
+                        rwx[(size_t)m * Nn + n] = swx;
+                    }
+                float *dx = dev(b, x, (size_t)Mr * Kk * sizeof(float)), *dy = dev(b, NULL, MN * sizeof(float));
+                for (int acc = 0; acc <= 1; acc++) {
+                    if (acc) b->iface.upload(b, dy, y0, MN * sizeof(float));
+                    else poison(b, dy, MN);
+                    if (b->iface.matmul_sparse_in(b, dx, &wt, Mr, dy, acc) != RECUR_OK) {
+                        fprintf(stderr, "matmul_sparse_in %s M=%d K=%d N=%d acc=%d: error status\n", dn, Mr, Kk, Nn,
+                                acc);
+                        shape_fail = 1;
+                        continue;
+                    }
+                    get(b, out, dy, MN * sizeof(float));
+                    double d_w, d_wx;
+                    for (size_t i = 0; i < MN; i++) want[i] = rw[i] + (acc ? y0[i] : 0.0);
+                    size_t bad_w = n_bad(out, want, MN, 1e-4, 1e-4, &d_w), bad_wx = 1;
+                    d_wx = d_w;
+                    if (bad_w && bf) {
+                        for (size_t i = 0; i < MN; i++) want[i] = rwx[i] + (acc ? y0[i] : 0.0);
+                        bad_wx = n_bad(out, want, MN, 1e-4, 1e-4, &d_wx);
+                    }
+                    const double d = bad_w ? d_wx : d_w;
+                    if (!(d <= worst)) worst = d;
+                    if (bad_w && bad_wx) {
+                        fprintf(stderr, "matmul_sparse_in %s M=%d K=%d N=%d zeros %.0f%% acc=%d: %zu bad, max|d| %.3e  "
+                                "FAIL\n", dn, Mr, Kk, Nn, 100.0 * zero_frac[zi], acc, bad_w, d);
+                        shape_fail = 1;
+                    }
+                }
+                if (Mr == 2 || Mr == 3) { /* row 0 alone, bit for bit */
+                    float *dy1 = dev(b, NULL, (size_t)Nn * sizeof(float));
+                    poison(b, dy1, (size_t)Nn);
+                    poison(b, dy, MN);
+                    b->iface.matmul_sparse_in(b, dx, &wt, Mr, dy, 0);
+                    b->iface.matmul_sparse_in(b, dx, &wt, 1, dy1, 0);
+                    get(b, out, dy, MN * sizeof(float));
+                    get(b, out1, dy1, (size_t)Nn * sizeof(float));
+                    if (memcmp(out, out1, (size_t)Nn * sizeof(float)) != 0) {
+                        fprintf(stderr, "matmul_sparse_in %s M=%d K=%d N=%d zeros %.0f%%: row 0 differs from M=1  FAIL\n",
+                                dn, Mr, Kk, Nn, 100.0 * zero_frac[zi]);
+                        shape_fail = 1;
+                    }
+                    b->iface.buf_free(b, dy1);
+                }
+                b->iface.buf_free(b, dx);
+                b->iface.buf_free(b, dy);
+                free(x); free(y0); free(out); free(out1); free(rw); free(want);
+            }
+        fprintf(stderr, "matmul_sparse_in %s K=%d N=%d, M 1..17, zeros 0..100%%, acc 0/1: worst max|d| %.3e  %s\n", dn,
+                Kk, Nn, worst, shape_fail ? "FAIL" : "ok");
+        failures += shape_fail;
+        b->iface.weight_free(b, &wt);
+        free(Wt);
+    }
+}
+
 /* For information on a GPU backend: a 7B-shaped GEMV at M = 1 (bf16 weights made on the
  * device), its time and the bandwidth of the weight bytes; also a spot check of its rows. */
 static void time_gemv(recur_backend_t *b) {
@@ -582,6 +691,7 @@ int main(int argc, char **argv) {
         }
     check(got, want, (size_t)M * F, 1e-4f, "matmul (x2 via accumulate)");
     test_matmul(b);
+    test_matmul_sparse_in(b);
     {
         /* the bf16 weight storage (the CUDA default; the CPU backend keeps F32 and is then
          * held to the F32 tolerance) */
@@ -593,6 +703,7 @@ int main(int argc, char **argv) {
             failures++;
         } else {
             test_matmul(bb);
+            test_matmul_sparse_in(bb);
             if (strcmp(name, "cpu") != 0) {
                 time_gemv(bb);
                 time_recurrences(bb);

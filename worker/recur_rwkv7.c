@@ -33,7 +33,12 @@ typedef struct rwkv7_layer {
     float *ffn_mix;                              /* [C] */
     recur_weight_t wr, wk, wv, wo;               /* [C][C] */
     recur_weight_t w1, w2, a1, a2, v1, v2, g1, g2; /* [D][C], [C][D] */
-    recur_weight_t ffn_key, ffn_value;           /* [F][C], [C][F] */
+    recur_weight_t ffn_key;                      /* [F][C] */
+    /* [C][F], or transposed [F][C] when the backend has matmul_sparse_in: relu^2 leaves
+     * most of the F inputs exactly zero at decode, and in [F][C] each nonzero one selects
+     * a contiguous row, so only those rows are read (models/RWKV7.md §8.1 item 5). Only
+     * one layout is kept, so the sparse path costs no extra memory. */
+    recur_weight_t ffn_value;
 } rwkv7_layer_t;
 
 typedef struct rwkv7 {
@@ -168,7 +173,7 @@ static recur_status_t ld_layer(loader_t *ld, rwkv7_t *m, int i, rwkv7_layer_t *l
     }
     RECUR_TRY(recur_loader_mat(&ld->base, k, m->F, C, 0, &ly->ffn_key));
     snprintf(k, sizeof k, "blocks.%d.ffn.value.weight", i);
-    RECUR_TRY(recur_loader_mat(&ld->base, k, C, m->F, 0, &ly->ffn_value));
+    RECUR_TRY(recur_loader_mat(&ld->base, k, C, m->F, ld->base.b->iface.matmul_sparse_in != NULL, &ly->ffn_value));
     return RECUR_OK;
 }
 
@@ -365,7 +370,10 @@ static recur_status_t rwkv7_forward(recur_backend_t *b, void *ctx, const recur_r
         RECUR_TRY(k->token_shift_mix(b, m->xa, C, rows, ffn_shift, 1, ly->ffn_mix, m->mixes));
         RECUR_TRY(k->matmul(b, m->mixes, &ly->ffn_key, M, m->ffn, 0));
         RECUR_TRY(k->act(b, RECUR_ACT_RELU_SQ, m->ffn, (int64_t)M * m->F, m->ffn));
-        RECUR_TRY(k->matmul(b, m->ffn, &ly->ffn_value, M, m->x, 1));
+        if (k->matmul_sparse_in)
+            RECUR_TRY(k->matmul_sparse_in(b, m->ffn, &ly->ffn_value, M, m->x, 1));
+        else
+            RECUR_TRY(k->matmul(b, m->ffn, &ly->ffn_value, M, m->x, 1));
     }
     if (n_out == 0) return RECUR_OK;
     RECUR_TRY(k->gather_rows(b, m->x, out_rows, n_out, C, m->xo));

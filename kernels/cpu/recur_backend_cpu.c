@@ -106,6 +106,28 @@ static recur_status_t cpu_matmul(recur_backend_t *b, const float *x, const recur
     return RECUR_OK;
 }
 
+/* y (=|+=) x . Wt with Wt [K][N]: per input row, the nonzero x[m][j] in increasing j each
+ * add x[m][j] * Wt[j] into y[m]. A row's arithmetic never depends on M or on the other
+ * rows (the model invariants test compares batch shapes bitwise), and exact zeros, which
+ * would only add 0, are skipped. */
+static recur_status_t cpu_matmul_sparse_in(recur_backend_t *b, const float *x, const recur_weight_t *Wt, int32_t M,
+                                           float *y, int accumulate) {
+    const float *w = (const float *)Wt->data;
+    int64_t K = Wt->rows, N = Wt->cols;
+    for (int32_t m = 0; m < M; m++) {
+        const float *xr = x + (size_t)m * K;
+        float *yr = y + (size_t)m * N;
+        if (!accumulate) memset(yr, 0, (size_t)N * sizeof(float));
+        for (int64_t j = 0; j < K; j++) {
+            const float xv = xr[j];
+            if (xv == 0.0f) continue;
+            const float *wr = w + (size_t)j * N;
+            for (int64_t n = 0; n < N; n++) yr[n] += xv * wr[n];
+        }
+    }
+    return RECUR_OK;
+}
+
 static recur_status_t cpu_act(recur_backend_t *b, recur_act_t kind, const float *x, int64_t n, float *y) {
     switch (kind) {
     case RECUR_ACT_TANH:
@@ -509,6 +531,7 @@ recur_status_t recur_backend_cpu_init(recur_backend_t **out) {
         .embed = cpu_embed,
         .layernorm = cpu_layernorm,
         .matmul = cpu_matmul,
+        .matmul_sparse_in = cpu_matmul_sparse_in,
         .act = cpu_act,
         .rmsnorm = cpu_rmsnorm,
         .silu_mul = cpu_silu_mul,
