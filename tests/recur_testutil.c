@@ -160,6 +160,17 @@ uint64_t recur_test_rng_next(uint64_t *s) {
 
 uint32_t recur_test_rng_below(uint64_t *s, uint32_t n) { return (uint32_t)((recur_test_rng_next(s) >> 33) % n); }
 
+float recur_test_uniform(uint64_t *s, float lo, float hi) {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return lo + (hi - lo) * (float)((*s >> 11) * 0x1.0p-53);
+}
+
+void recur_test_fill(uint64_t *s, float *x, size_t n, float lo, float hi) {
+    for (size_t i = 0; i < n; i++) x[i] = recur_test_uniform(s, lo, hi);
+}
+
 void recur_test_hex_dump(const char *what, const uint8_t *s, size_t n) {
     fprintf(stderr, "  %s (%zu bytes):", what, n);
     for (size_t i = 0; i < n && i < 64; i++) fprintf(stderr, " %02x", s[i]);

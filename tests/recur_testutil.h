@@ -63,6 +63,10 @@ double recur_test_now_s(void);
 /* xorshift64*: a seeded, platform-independent PRNG so failures reproduce. */
 uint64_t recur_test_rng_next(uint64_t *s);
 uint32_t recur_test_rng_below(uint64_t *s, uint32_t n);
+/* xorshift64 uniform float in [lo, hi) from state *s, and a fill of n of them: the
+ * inputs of the op tests (a fixed seed per test keeps its inputs fixed). */
+float recur_test_uniform(uint64_t *s, float lo, float hi);
+void recur_test_fill(uint64_t *s, float *x, size_t n, float lo, float hi);
 /* Prints up to 64 bytes in hex / up to 40 ids to stderr, labelled `what`. */
 void recur_test_hex_dump(const char *what, const uint8_t *s, size_t n);
 void recur_test_ids_dump(const char *what, const int32_t *ids, size_t n);

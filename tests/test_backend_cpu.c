@@ -27,16 +27,8 @@
 static int failures;
 static uint64_t rng = 0x1234567887654321ull;
 
-static float frand(float lo, float hi) {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return lo + (hi - lo) * (float)((rng >> 11) * 0x1.0p-53);
-}
-
-static void fill(float *x, size_t n, float lo, float hi) {
-    for (size_t i = 0; i < n; i++) x[i] = frand(lo, hi);
-}
+static float frand(float lo, float hi) { return recur_test_uniform(&rng, lo, hi); }
+static void fill(float *x, size_t n, float lo, float hi) { recur_test_fill(&rng, x, n, lo, hi); }
 
 /* backend buffer from host data */
 static void *dev(recur_backend_t *b, const void *h, size_t n) {

@@ -54,6 +54,25 @@ static __device__ __forceinline__ void unpack16(const uint4 &u, float *f /* [4] 
 static __device__ __forceinline__ float w_scalar(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
 static __device__ __forceinline__ float w_scalar(const float *p) { return *p; }
 
+/* acc[m][r] += x[m][kb .. kb+EL) . wf[r][0 .. EL) for the MT rows of x, in element order. */
+template <int MT, int R, int EL>
+static __device__ __forceinline__ void fma_chunk(const float *__restrict__ x, int K, int kb, const float (&wf)[R][EL],
+                                                 float (&acc)[MT][R]) {
+#pragma unroll
+    for (int m = 0; m < MT; m++) {
+        float xf[EL];
+#pragma unroll
+        for (int e = 0; e < EL; e += 4) {
+            float4 t = __ldg((const float4 *)(x + (size_t)m * K + kb + e));
+            xf[e] = t.x; xf[e + 1] = t.y; xf[e + 2] = t.z; xf[e + 3] = t.w;
+        }
+#pragma unroll
+        for (int r = 0; r < R; r++)
+#pragma unroll
+            for (int e = 0; e < EL; e++) acc[m][r] = fmaf(xf[e], wf[r][e], acc[m][r]);
+    }
+}
+
 /* The dot products of rows wr[0..R) of W with the MT rows of x, as this lane's partial
  * sums: 16-byte chunks ch0, ch0 + chstep, ... of each row (U of them loaded before any
  * is used), then the scalar elements after the chunks (or all of K when not
@@ -83,19 +102,7 @@ static __device__ __forceinline__ void gemv_partial(const float *__restrict__ x,
             float wf[R][EL];
 #pragma unroll
             for (int r = 0; r < R; r++) unpack16(wv[u][r], wf[r], (const WT *)nullptr);
-#pragma unroll
-            for (int m = 0; m < MT; m++) {
-                float xf[EL];
-#pragma unroll
-                for (int e = 0; e < EL; e += 4) {
-                    float4 t = __ldg((const float4 *)(x + (size_t)m * K + kb + e));
-                    xf[e] = t.x; xf[e + 1] = t.y; xf[e + 2] = t.z; xf[e + 3] = t.w;
-                }
-#pragma unroll
-                for (int r = 0; r < R; r++)
-#pragma unroll
-                    for (int e = 0; e < EL; e++) acc[m][r] = fmaf(xf[e], wf[r][e], acc[m][r]);
-            }
+            fma_chunk<MT, R, EL>(x, K, kb, wf, acc);
         }
     }
     /* remaining whole chunks, one at a time */
@@ -104,19 +111,7 @@ static __device__ __forceinline__ void gemv_partial(const float *__restrict__ x,
         float wf[R][EL];
 #pragma unroll
         for (int r = 0; r < R; r++) unpack16(__ldcs((const uint4 *)wr[r] + ch), wf[r], (const WT *)nullptr);
-#pragma unroll
-        for (int m = 0; m < MT; m++) {
-            float xf[EL];
-#pragma unroll
-            for (int e = 0; e < EL; e += 4) {
-                float4 t = __ldg((const float4 *)(x + (size_t)m * K + kb + e));
-                xf[e] = t.x; xf[e + 1] = t.y; xf[e + 2] = t.z; xf[e + 3] = t.w;
-            }
-#pragma unroll
-            for (int r = 0; r < R; r++)
-#pragma unroll
-                for (int e = 0; e < EL; e++) acc[m][r] = fmaf(xf[e], wf[r][e], acc[m][r]);
-        }
+        fma_chunk<MT, R, EL>(x, K, kb, wf, acc);
     }
     /* scalar part: the tail after the chunks, or all of K when unaligned */
     for (int k = nch * EL + k0; k < K; k += kstep) {

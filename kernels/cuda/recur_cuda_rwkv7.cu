@@ -17,14 +17,24 @@
 #define RECUR_RWKV7_DECAY_SCALE 0.6065306597126334f
 #define ROWHEAD_WARPS 8 /* warps per block for the one-warp-per-(row, head) kernels */
 
+/* The (row, head) item of this warp in the one-warp-per-(row, head) kernels: false past
+ * the last item; else the lane, the head's offset within a row and its offset in [M][C]. */
+static __device__ __forceinline__ bool rowhead_item(int64_t n_items, int C, int N, int *lane, int *hoff, size_t *o) {
+    const int64_t item = (int64_t)blockIdx.x * ROWHEAD_WARPS + (threadIdx.x >> 5);
+    if (item >= n_items) return false;
+    const int H = C / N;
+    *lane = threadIdx.x & 31;
+    *hoff = (int)(item % H) * N;
+    *o = (size_t)(item / H) * C + *hoff;
+    return true;
+}
+
 static __global__ void __launch_bounds__(ROWHEAD_WARPS * 32)
 rwkv7_prep_kernel(recur_rwkv7_prep_args_t p, int64_t n_items) {
-    const int64_t item = (int64_t)blockIdx.x * ROWHEAD_WARPS + (threadIdx.x >> 5);
-    if (item >= n_items) return;
-    const int lane = threadIdx.x & 31, N = p.head_size, H = p.C / N;
-    const int64_t m = item / H;
-    const int hoff = (int)(item % H) * N;
-    const size_t o = (size_t)m * p.C + hoff;
+    int lane, hoff;
+    size_t o;
+    if (!rowhead_item(n_items, p.C, p.head_size, &lane, &hoff, &o)) return;
+    const int N = p.head_size;
     /* kk = normalise(k * k_k) over the head: k is still the input here */
     float ss = 0.f;
     for (int j = lane; j < N; j += 32) { float t = p.k[o + j] * p.k_k[hoff + j]; ss += t * t; }
@@ -164,12 +174,10 @@ recur_status_t recur_cuda_rwkv7_wkv(recur_backend_t *b, const recur_rwkv7_wkv_ar
 
 static __global__ void __launch_bounds__(ROWHEAD_WARPS * 32)
 rwkv7_out_kernel(recur_rwkv7_out_args_t p, int64_t n_items) {
-    const int64_t item = (int64_t)blockIdx.x * ROWHEAD_WARPS + (threadIdx.x >> 5);
-    if (item >= n_items) return;
-    const int lane = threadIdx.x & 31, N = p.head_size, H = p.C / N;
-    const int64_t m = item / H;
-    const int hoff = (int)(item % H) * N;
-    const size_t o = (size_t)m * p.C + hoff;
+    int lane, hoff;
+    size_t o;
+    if (!rowhead_item(n_items, p.C, p.head_size, &lane, &hoff, &o)) return;
+    const int N = p.head_size;
     float s = 0.f, bonus = 0.f;
     for (int j = lane; j < N; j += 32) {
         s += p.y[o + j];
