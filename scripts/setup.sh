@@ -15,6 +15,12 @@ PACKAGES=(
   libpcre2-dev      # BPE tokenizer (xLSTM): the GPT-2 split regex (\p{L}, \p{N}, lookahead)
   libutf8proc-dev   # BPE tokenizer (xLSTM): NFC normalisation
   python3           # scripts/pth_to_safetensors.py and the script tests (stdlib only)
+  libopenmpi-dev    # worker ranks: launch, rank grid, the CPU backend's collectives
+  openmpi-bin       # mpirun (the multi-rank tests run on the CPU backend)
+  libzmq3-dev       # coordinator <-> clients and workers
+  libprotobuf-c-dev # the client API and the internal messages (proto/)
+  protobuf-c-compiler # protoc-c: generates the C code of proto/*.proto at build time
+  libmicrohttpd-dev # the OpenAI-compatible HTTP API
 )
 
 missing=()
