@@ -238,6 +238,11 @@ typedef struct recur_backend_iface {
     void  (*host_free)(recur_backend_t *b, void *p);
     recur_status_t (*upload_async)(recur_backend_t *b, void *dst, const void *host_src, size_t n_bytes);
 
+    /* (optional) the cudaStream_t the backend's ops run on; NULL entry: no device stream.
+     * The communication layer (worker/recur_comm) enqueues NCCL operations on it so that
+     * they order with the backend's kernels. The stream stays owned by the backend. */
+    void *(*native_stream)(recur_backend_t *b);
+
     void (*free)(recur_backend_t *b);
 } recur_backend_iface_t;
 

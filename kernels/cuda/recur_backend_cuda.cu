@@ -598,6 +598,8 @@ static void cuda_graph_free(recur_backend_t *b, void *graph) {
 
 /* ------------------------------------------------------------------------ lifetime */
 
+static void *cuda_native_stream(recur_backend_t *b) { return (void *)recur_cuda_ctx(b)->stream; }
+
 static void cuda_free(recur_backend_t *b) {
     if (!b) return;
     recur_cuda_ctx_t *c = recur_cuda_ctx(b);
@@ -726,6 +728,7 @@ extern "C" recur_status_t recur_backend_cuda_init(const recur_backend_params_t *
     b->iface.host_alloc = cuda_host_alloc;
     b->iface.host_free = cuda_host_free;
     b->iface.upload_async = cuda_upload_async;
+    b->iface.native_stream = cuda_native_stream;
     b->iface.free = cuda_free;
     recur_log_info("cuda backend: %s, %d SMs, weights %s%s", c->desc, c->sm_count, recur_dtype_name(c->weight_dtype),
                    c->pdl ? ", programmatic dependent launch" : "");
