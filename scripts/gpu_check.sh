@@ -31,6 +31,23 @@ for t in "$bundle"/bin/test_*; do
     *) run "$name" "$t" ;;
   esac
 done
+# The communication layer across ranks (the loop above ran test_comm alone: one rank, CPU).
+# Open MPI's mpirun, flags as in tests/CMakeLists.txt; the cuda run puts one rank on each
+# GPU of this machine (NCCL needs a GPU per rank), so on 2 GPUs it is TP 2 and PP 2 over
+# NCCL, on one GPU a single rank. NCCL_NVLS_ENABLE=0 (exported above) reaches every rank.
+mpirun_flags=(--allow-run-as-root --oversubscribe --bind-to none --mca pml ob1 --mca btl self,vader
+              --mca btl_vader_single_copy_mechanism none -x NCCL_NVLS_ENABLE -x LD_LIBRARY_PATH)
+n_gpu=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+[ "${n_gpu:-0}" -ge 1 ] || n_gpu=1
+if command -v mpirun >/dev/null; then
+  echo "=== test_comm cpu, mpirun -np 4" >>"$log"
+  run "test_comm cpu (np 4)" mpirun "${mpirun_flags[@]}" -np 4 "$bundle/bin/test_comm" cpu
+  echo "=== test_comm cuda, mpirun -np $n_gpu" >>"$log"
+  run "test_comm cuda (np $n_gpu)" mpirun "${mpirun_flags[@]}" -np "$n_gpu" "$bundle/bin/test_comm" cuda
+else
+  echo "=== mpirun not found: the multi-rank tests cannot run" >>"$log"
+  run "test_comm (mpirun missing)" false
+fi
 if [ -n "${RECUR_MEMCHECK:-}" ] && command -v compute-sanitizer >/dev/null; then
   echo "=== compute-sanitizer" >>"$log"
   run "memcheck test_backend_cuda" compute-sanitizer --tool memcheck --error-exitcode 1 "$bundle/bin/test_backend_cuda" cuda
