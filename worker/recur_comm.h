@@ -51,7 +51,7 @@ typedef struct recur_grid {
  * (tp, pp, tp_rank and pp_rank are 0); calling again with another layout is allowed (MPI
  * is initialised only once). RECUR_E_MPI when MPI cannot start. Without mpirun this is a
  * world of one rank. If MPI was initialised by someone else, it is used as it is (and
- * world_finalize leaves it alone). */
+ * world_finalize leaves it alone). argc and argv may be NULL (as MPI allows). */
 recur_status_t recur_comm_world_init(int *argc, char ***argv, int32_t tp, int32_t pp, recur_grid_t *grid);
 /* Finalizes MPI (once, at exit, after every recur_comm_free; safe if world_init failed or
  * was never called, and a no-op when MPI was not initialised by world_init). */

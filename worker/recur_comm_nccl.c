@@ -198,7 +198,7 @@ recur_status_t recur_comm_nccl_create(const recur_grid_t *g, recur_backend_t *b,
     }
     if (g->world_rank == 0) {
         int version = 0;
-        (void)ncclGetVersion(&version);
+        if (ncclGetVersion(&version) != ncclSuccess) version = 0;   /* only for the message below */
         const char *nvls = getenv("NCCL_NVLS_ENABLE");
         /* ncclGetVersion: major * 10000 + minor * 100 + patch since NCCL 2.9. */
         recur_log_info("comm: NCCL %d.%d.%d (built with %d.%d.%d), NCCL_NVLS_ENABLE=%s%s", version / 10000,
