@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "recur_backend.h"
+#include "recur_comm.h"
 #include "recur_log.h"
 #include "recur_model.h"
 #include "recur_model_files.h"
@@ -30,7 +31,7 @@ typedef struct bench_opts {
     recur_dtype_t weights;
     int32_t batches[BENCH_MAX_LIST], n_batches, want_max_batch;
     int32_t prompts[BENCH_MAX_LIST], n_prompts;
-    int32_t steps, layers, piece;
+    int32_t steps, layers, piece, tp, pp;
 } bench_opts_t;
 
 typedef struct bench_row {
@@ -47,6 +48,11 @@ typedef struct bench {
     bench_row_t rows[128];
     int n_rows;
     char device[160], model_desc[256];
+    /* under mpirun (--tp/--pp): the grid; only rank 0 prints */
+    int dist;
+    recur_grid_t grid;
+    recur_comm_t *comm;
+    FILE *out;
 } bench_t;
 
 static double now_s(void) {
@@ -87,15 +93,18 @@ static void usage(void) {
     fprintf(stderr,
             "usage: recur bench [--model rwkv7-7b|xlstm-7b|PATH] [--backend cuda|cpu] [--weights bf16|f32]\n"
             "                   [--batch 1,8,32,128,256,512,max] [--prompt 2048,8192,32768,131072]\n"
-            "                   [--steps N] [--piece N] [--layers N] [--json FILE]\n"
+            "                   [--steps N] [--piece N] [--layers N] [--json FILE] [--tp T --pp P]\n"
             "  rwkv7-7b / xlstm-7b: random weights at the real shapes, made on the device.\n"
             "  --layers N keeps only the first N layers (quick runs); --piece is the number of\n"
             "  tokens per forward pass in prefill (default 2048); 'max' in --batch adds the largest\n"
-            "  batch whose states fit in free device memory.\n");
+            "  batch whose states fit in free device memory. Split over ranks: mpirun -np T*P\n"
+            "  recur bench --tp T --pp P ... (one GPU per rank; floors are for T*P GPUs; a 'comm'\n"
+            "  row times the step's all-reduces and stage-to-stage sends alone).\n");
 }
 
 static int parse(int argc, char **argv, int first, bench_opts_t *o) {
-    *o = (bench_opts_t){.model = "rwkv7-7b", .backend = NULL, .weights = RECUR_DTYPE_BF16, .steps = 20, .piece = 2048};
+    *o = (bench_opts_t){.model = "rwkv7-7b", .backend = NULL, .weights = RECUR_DTYPE_BF16, .steps = 20, .piece = 2048,
+                        .tp = 1, .pp = 1};
     parse_list("--batch", "1,8,32,128,256,512,max", o->batches, &o->n_batches, 1, &o->want_max_batch);
     parse_list("--prompt", "2048,8192,32768,131072", o->prompts, &o->n_prompts, 0, NULL);
     for (int i = first; i < argc; i++) {
@@ -114,12 +123,15 @@ static int parse(int argc, char **argv, int first, bench_opts_t *o) {
             if (parse_list(a, v, o->batches, &o->n_batches, 1, &o->want_max_batch)) return -1;
         } else if (!strcmp(a, "--prompt")) {
             if (parse_list(a, v, o->prompts, &o->n_prompts, 0, NULL)) return -1;
-        } else if (!strcmp(a, "--steps") || !strcmp(a, "--layers") || !strcmp(a, "--piece")) {
+        } else if (!strcmp(a, "--steps") || !strcmp(a, "--layers") || !strcmp(a, "--piece") || !strcmp(a, "--tp") ||
+                   !strcmp(a, "--pp")) {
             char *end;
             long x = strtol(v, &end, 10);
             if (*end || x < 1 || x > (1L << 20)) { fprintf(stderr, "recur bench: %s expects a positive integer\n", a); return -1; }
             if (!strcmp(a, "--steps")) o->steps = (int32_t)x;
             else if (!strcmp(a, "--layers")) o->layers = (int32_t)x;
+            else if (!strcmp(a, "--tp")) o->tp = (int32_t)x;
+            else if (!strcmp(a, "--pp")) o->pp = (int32_t)x;
             else o->piece = (int32_t)x;
         } else if (!strcmp(a, "--log-level")) {
             int lvl = recur_log_level_parse(v);
@@ -245,10 +257,11 @@ static void add_row(bench_t *bn, const char *what, const char *shape, double ms,
     r->unit = unit;
     r->floor_ms = floor_ms;
     r->mem_gib = mem_gib;
-    printf("  %-16s %-22s %11.3f %12.1f %-8s %10.3f %7.1f%% %8s\n", what, shape, ms, thr, unit, floor_ms,
-           floor_ms > 0 ? 100.0 * floor_ms / ms : 0.0, "");
-    if (mem_gib > 0) printf("  %-16s %-22s %40s peak memory %.2f GiB\n", "", "", "", mem_gib);
-    fflush(stdout);
+    if (!bn->out) return;
+    fprintf(bn->out, "  %-16s %-22s %11.3f %12.1f %-8s %10.3f %7.1f%% %8s\n", what, shape, ms, thr, unit, floor_ms,
+            floor_ms > 0 ? 100.0 * floor_ms / ms : 0.0, "");
+    if (mem_gib > 0) fprintf(bn->out, "  %-16s %-22s %40s peak memory %.2f GiB\n", "", "", "", mem_gib);
+    fflush(bn->out);
 }
 
 static double mem_used_gib(recur_backend_t *b) {
@@ -273,13 +286,14 @@ static recur_status_t measure_limits(bench_t *bn) {
     RECUR_TRY(b->iface.synchronize(b));
     double dt = now_s() - t0;
     bn->copy_gbs = 2.0 * (double)bytes * reps / dt / 1e9;
-    printf("  %-16s %-22s %11.3f %12.1f %-8s\n", "d2d copy", gpu ? "1 GiB" : "256 MiB", dt / reps * 1e3,
-           bn->copy_gbs, "GB/s");
+    if (bn->out)
+        fprintf(bn->out, "  %-16s %-22s %11.3f %12.1f %-8s\n", "d2d copy", gpu ? "1 GiB" : "256 MiB", dt / reps * 1e3,
+                bn->copy_gbs, "GB/s");
 
     const int64_t N = gpu ? 12288 : 2048, K = 4096, Mb = 256;
     recur_weight_t w = {0};
     if (b->iface.weight_random) {
-        st = b->iface.weight_random(b, N, K, 1, -0.01f, 0.01f, &w);
+        st = b->iface.weight_random(b, N, K, 1, -0.01f, 0.01f, 0, 0, K, &w);
     } else {
         float *h = malloc((size_t)N * K * sizeof(float));
         if (!h) { st = RECUR_E_NOMEM; goto out; }
@@ -306,12 +320,14 @@ static recur_status_t measure_limits(bench_t *bn) {
             bn->gemv_gbs = (double)N * K * recur_dtype_size(w.dtype) / dt / 1e9;
             /* floor: the weight bytes at the copy bandwidth (which counts reads and writes) */
             double floor_s = (double)N * K * recur_dtype_size(w.dtype) / (bn->copy_gbs * 1e9);
-            printf("  %-16s %-22s %11.3f %12.1f %-8s %10.3f %7.1f%%\n", "gemm (weights)", shape, dt * 1e3,
-                   bn->gemv_gbs, "GB/s", floor_s * 1e3, 100.0 * floor_s / dt);
+            if (bn->out)
+                fprintf(bn->out, "  %-16s %-22s %11.3f %12.1f %-8s %10.3f %7.1f%%\n", "gemm (weights)", shape, dt * 1e3,
+                        bn->gemv_gbs, "GB/s", floor_s * 1e3, 100.0 * floor_s / dt);
         } else {
             bn->gemm_tflops = 2.0 * (double)N * K * Ms[j] / dt / 1e12;
-            printf("  %-16s %-22s %11.3f %12.1f %-8s\n", "gemm (flops)", shape, dt * 1e3, bn->gemm_tflops * 1e3,
-                   "GFLOP/s");
+            if (bn->out)
+                fprintf(bn->out, "  %-16s %-22s %11.3f %12.1f %-8s\n", "gemm (flops)", shape, dt * 1e3,
+                        bn->gemm_tflops * 1e3, "GFLOP/s");
         }
     }
 gemm_out:
@@ -329,11 +345,19 @@ static recur_status_t open_model(bench_t *bn, int32_t n_slots, int32_t max_token
     recur_model_params_t p = recur_model_default_params();
     p.n_slots = n_slots;
     p.max_tokens = max_tokens;
-    const char *name = bn->o.model;
-    int is_rwkv = !strcmp(name, "rwkv7-7b"), is_xlstm = !strcmp(name, "xlstm-7b");
-    if (!is_rwkv && !is_xlstm) return recur_model_load(name, bn->b, &p, m);
+    p.comm = bn->comm;
+    if (!recur_bench_is_virtual(bn->o.model)) return recur_model_load(bn->o.model, bn->b, &p, m);
+    return recur_bench_load_virtual(bn->o.model, bn->o.layers, bn->o.weights, bn->b, &p, m, tmpdir, tmpdir_n);
+}
 
-    int32_t L = bn->o.layers > 0 && bn->o.layers < 32 ? bn->o.layers : 32;
+int recur_bench_is_virtual(const char *name) { return !strcmp(name, "rwkv7-7b") || !strcmp(name, "xlstm-7b"); }
+
+recur_status_t recur_bench_load_virtual(const char *name, int32_t layers, recur_dtype_t dtype, recur_backend_t *b,
+                                        const recur_model_params_t *p, recur_model_t **m, char *tmpdir,
+                                        size_t tmpdir_n) {
+    int is_rwkv = !strcmp(name, "rwkv7-7b");
+    *m = NULL;
+    int32_t L = layers > 0 && layers < 32 ? layers : 32;
     vlist_t l = {.cap = 40 * L + 16};
     l.t = calloc((size_t)l.cap, sizeof *l.t);
     l.names = calloc((size_t)l.cap, sizeof *l.names);
@@ -356,8 +380,8 @@ static recur_status_t open_model(bench_t *bn, int32_t n_slots, int32_t max_token
         fclose(fp);
         dir = tmpdir;
     }
-    if ((st = recur_model_files_virtual(dir, l.t, l.n, 2026, bn->o.weights, &f)) != RECUR_OK) goto out;
-    st = recur_model_load_files(f, bn->b, &p, m);
+    if ((st = recur_model_files_virtual(dir, l.t, l.n, 2026, dtype, &f)) != RECUR_OK) goto out;
+    st = recur_model_load_files(f, b, p, m);
 out:
     recur_model_files_free(f);
     free(l.t);
@@ -367,6 +391,10 @@ out:
 
 static void close_model(recur_model_t *m, char *tmpdir) {
     recur_model_free(m);
+    recur_bench_remove_tmpdir(tmpdir);
+}
+
+void recur_bench_remove_tmpdir(char *tmpdir) {
     if (tmpdir[0]) {
         char path[PATH_MAX];
         snprintf(path, sizeof path, "%s/config.json", tmpdir);
@@ -380,6 +408,41 @@ static void close_model(recur_model_t *m, char *tmpdir) {
 static double step_weight_bytes(const recur_model_info_t *info, recur_dtype_t w) {
     double params = (double)info->n_params - (double)info->n_vocab * info->n_embd;
     return params * (double)recur_dtype_size(w);
+}
+
+static double n_gpus(const bench_t *bn) { return bn->dist ? (double)bn->grid.world_size : 1.0; }
+
+/* The communication of one decode step of B rows, alone: the TP group's two all-reduces of
+ * [B][C] per layer of the stage and the stage-to-stage send/recv of [B][C] (the data an
+ * RWKV-7 step also sends for v_first is left out: 1/tp of it). */
+static recur_status_t bench_comm(bench_t *bn, const recur_model_info_t *info, int32_t B) {
+    if (!bn->dist || bn->grid.world_size == 1) return RECUR_OK;
+    const recur_model_shard_t *sh = &info->shard;
+    const size_t n = (size_t)B * info->n_embd;
+    float *buf = bn->b->iface.alloc(bn->b, n * sizeof(float));
+    if (!buf) return RECUR_E_NOMEM;
+    recur_status_t st = RECUR_OK;
+    double t0 = 0.0;
+    for (int i = 0; i < 3 + bn->o.steps && st == RECUR_OK; i++) {
+        if (i == 3) {
+            if ((st = recur_comm_synchronize(bn->comm)) != RECUR_OK) break;
+            if ((st = recur_comm_barrier(bn->comm)) != RECUR_OK) break;
+            t0 = now_s();
+        }
+        if (sh->pp_rank > 0) st = recur_comm_pp_recv_prev(bn->comm, buf, n * sizeof(float));
+        for (int32_t l = sh->layer_begin; l < sh->layer_end && st == RECUR_OK && sh->tp > 1; l++)
+            for (int k = 0; k < 2 && st == RECUR_OK; k++) st = recur_comm_tp_allreduce(bn->comm, buf, n);
+        if (st == RECUR_OK && sh->pp_rank < sh->pp - 1) st = recur_comm_pp_send_next(bn->comm, buf, n * sizeof(float));
+    }
+    if (st == RECUR_OK) st = recur_comm_synchronize(bn->comm);
+    if (st == RECUR_OK) st = recur_comm_barrier(bn->comm);
+    double dt = (now_s() - t0) / bn->o.steps;
+    bn->b->iface.buf_free(bn->b, buf);
+    if (st != RECUR_OK) return st;
+    char shape[48];
+    snprintf(shape, sizeof shape, "batch %d tp%d pp%d", B, sh->tp, sh->pp);
+    add_row(bn, "comm/step", shape, dt * 1e3, 0.0, "", 0.0, 0);
+    return RECUR_OK;
 }
 
 static recur_status_t bench_decode(bench_t *bn, recur_model_t *m, int32_t B, recur_dtype_t wdt) {
@@ -411,10 +474,13 @@ static recur_status_t bench_decode(bench_t *bn, recur_model_t *m, int32_t B, rec
         for (int32_t j = 0; j < B; j++) sp[j].step++;
     }
     double dt = (now_s() - t0) / bn->o.steps;
-    double bytes = step_weight_bytes(info, wdt) + 2.0 * B * (double)info->state_floats * sizeof(float);
+    /* state_floats is this rank's shard: the whole state is n_gpus shards (less the
+     * replicated shift vectors, which are small) */
+    double bytes = step_weight_bytes(info, wdt) + 2.0 * B * (double)info->state_floats * sizeof(float) * n_gpus(bn);
     char shape[48];
     snprintf(shape, sizeof shape, "batch %d", B);
-    add_row(bn, "decode", shape, dt * 1e3, B / dt, "tok/s", bytes / (bn->copy_gbs * 1e9) * 1e3, 0);
+    add_row(bn, "decode", shape, dt * 1e3, B / dt, "tok/s", bytes / (bn->copy_gbs * 1e9 * n_gpus(bn)) * 1e3, 0);
+    st = bench_comm(bn, info, B);
 out:
     free(sp);
     free(next);
@@ -444,7 +510,8 @@ static recur_status_t bench_prefill(bench_t *bn, recur_model_t *m, int32_t T, re
     double flops = 2.0 * (step_weight_bytes(info, wdt) / recur_dtype_size(wdt)) * T;
     char shape[48];
     snprintf(shape, sizeof shape, "prompt %d (TTFT)", T);
-    add_row(bn, "prefill", shape, dt * 1e3, T / dt, "tok/s", bn->gemm_tflops > 0 ? flops / (bn->gemm_tflops * 1e12) * 1e3 : 0,
+    add_row(bn, "prefill", shape, dt * 1e3, T / dt, "tok/s",
+            bn->gemm_tflops > 0 ? flops / (bn->gemm_tflops * 1e12 * n_gpus(bn)) * 1e3 : 0,
             mem_used_gib(bn->b));
 out:
     free(tok);
@@ -496,13 +563,27 @@ int recur_bench_main(int argc, char **argv, int first) {
 #endif
     recur_backend_params_t bp = recur_backend_default_params();
     bp.weight_dtype = bn->o.weights;
+    bn->out = stdout;
+    if (bn->o.tp * bn->o.pp > 1 || getenv("OMPI_COMM_WORLD_SIZE")) {
+        if (recur_comm_world_init(NULL, NULL, bn->o.tp, bn->o.pp, &bn->grid) != RECUR_OK) goto done;
+        bn->dist = 1;
+        bp.device = bn->grid.local_rank;
+        if (bn->grid.world_rank != 0) bn->out = NULL;
+    }
     if (recur_backend_init(backend, &bp, &bn->b) != RECUR_OK) goto done;
+    if (bn->dist && recur_comm_create(&bn->grid, bn->b, &bn->comm) != RECUR_OK) goto done;
     recur_dtype_t wdt = strcmp(backend, "cpu") == 0 ? RECUR_DTYPE_F32 : bn->o.weights;
     snprintf(bn->device, sizeof bn->device, "%s", recur_backend_name(bn->b));
 
-    printf("# recur bench: model %s, backend %s, weights %s\n", bn->o.model, bn->device, recur_dtype_name(wdt));
-    printf("# %-16s %-22s %11s %12s %-8s %10s %8s\n", "what", "shape", "time", "throughput", "", "floor", "of floor");
-    printf("# %-16s %-22s %11s %12s %-8s %10s %8s\n", "", "", "(ms)", "", "", "(ms)", "");
+    FILE *out = bn->out;
+    if (out) {
+        fprintf(out, "# recur bench: model %s, backend %s, weights %s", bn->o.model, bn->device, recur_dtype_name(wdt));
+        if (bn->dist) fprintf(out, ", %d ranks: tp %d x pp %d (%s)", bn->grid.world_size, bn->grid.tp, bn->grid.pp,
+                              recur_comm_transport(bn->comm));
+        fprintf(out, "\n# %-16s %-22s %11s %12s %-8s %10s %8s\n", "what", "shape", "time", "throughput", "", "floor",
+                "of floor");
+        fprintf(out, "# %-16s %-22s %11s %12s %-8s %10s %8s\n", "", "", "(ms)", "", "", "(ms)", "");
+    }
     if (measure_limits(bn) != RECUR_OK) goto done;
 
     /* decode: one model with enough slots for the largest batch that fits */
@@ -515,16 +596,22 @@ int recur_bench_main(int argc, char **argv, int first) {
     snprintf(bn->model_desc, sizeof bn->model_desc, "%s %s: %d layers, C=%d, vocab %d, %.3gM params, state %.2f MiB",
              bn->o.model, info0->arch_name, info0->n_layer, info0->n_embd, info0->n_vocab, info0->n_params / 1e6,
              state_bytes / (1024.0 * 1024.0));
-    printf("# %s\n", bn->model_desc);
+    if (out) fprintf(out, "# %s\n", bn->model_desc);
     if (bn->o.want_max_batch && bn->b->iface.mem_info) {
         size_t used = 0, total = 0;
         bn->b->iface.mem_info(bn->b, &used, &total);
         /* leave room for the workspace of a decode piece and the logits of the batch */
         double free_b = (double)total - (double)used - 4.0 * (1 << 30);
         int32_t fit = free_b > 0 ? (int32_t)(free_b / (double)state_bytes) - 1 : 0;
+        if (bn->dist) { /* every rank's pool: the fewest that fit anywhere */
+            int64_t f64 = fit;
+            if (recur_comm_min_i64(bn->comm, &f64) != RECUR_OK) goto done;
+            fit = (int32_t)f64;
+        }
         if (fit > max_b) max_b = fit;
         if (fit > 0) bn->o.batches[bn->o.n_batches++] = fit;
-        printf("# largest batch that fits: %d slots of %.2f MiB\n", fit, state_bytes / (1024.0 * 1024.0));
+        if (out) fprintf(out, "# largest batch that fits: %d slots of %.2f MiB%s\n", fit, state_bytes / (1024.0 * 1024.0),
+                         bn->dist ? " per rank's shard" : "");
     }
     close_model(m, tmpdir);
     m = NULL;
@@ -538,11 +625,14 @@ int recur_bench_main(int argc, char **argv, int first) {
     if (open_model(bn, 2, piece, &m, tmpdir, sizeof tmpdir) != RECUR_OK) goto done;
     for (int i = 0; i < bn->o.n_prompts; i++)
         if (bench_prefill(bn, m, bn->o.prompts[i], wdt) != RECUR_OK) goto done;
-    if (bn->o.json) write_json(bn);
+    if (bn->o.json && out) write_json(bn);
     rc = 0;
 done:
     close_model(m, tmpdir);
+    if (rc != 0 && bn->dist && bn->comm && bn->grid.world_size > 1) recur_comm_world_abort(1); /* no rank left waiting */
+    recur_comm_free(bn->comm);
     recur_backend_free(bn->b);
+    if (bn->dist) recur_comm_world_finalize();
     free(bn);
     return rc;
 }

@@ -18,6 +18,7 @@
 
 #include "recur_backend.h"
 #include "recur_bench.h"
+#include "recur_comm.h"
 #include "recur_log.h"
 #include "recur_model.h"
 #include "recur_tokenizer.h"
@@ -56,6 +57,12 @@ static void usage(FILE *to) {
             "  --state-out writes the final state (float32, the model's state layout); --chunk\n"
             "  sets how many tokens one forward pass takes (default 128).\n"
             "\n"
+            "  PATH may also be rwkv7-7b or xlstm-7b: random weights at those shapes (as in bench).\n"
+            "  Split across ranks: mpirun -np N recur logits --tp T --pp P ... (T x P = N; one rank\n"
+            "  per GPU with --backend cuda). The last stage's first rank writes --out; with\n"
+            "  --state-out each rank writes its shard to F.shard-<pp rank>-<tp rank> and rank 0 a\n"
+            "  manifest (JSON) to F; --state-in reads the same set back (same T and P).\n"
+            "\n"
             "recur bench [options]   (recur bench --help for the list)\n"
             "\n"
             "common options: --backend cpu|cuda (default cpu) --weights bf16|f32 (matrix storage on\n"
@@ -68,7 +75,7 @@ static void usage(FILE *to) {
 typedef struct opts {
     const char *model, *prompt, *tokens, *out, *tokenizer, *state_in, *state_out, *backend;
     recur_dtype_t weights;
-    long max_tokens, top_k, chunk;
+    long max_tokens, top_k, chunk, tp, pp;
     double temperature, top_p, min_p;
     unsigned long long seed;
     int ignore_eos;
@@ -148,6 +155,8 @@ static int parse_opts(int argc, char **argv, int first, const char *allowed, opt
         else if (!strcmp(a, "--max-tokens")) rc = parse_long(a, v, 0, 1L << 30, &o->max_tokens);
         else if (!strcmp(a, "--top-k")) rc = parse_long(a, v, 0, INT32_MAX, &o->top_k);
         else if (!strcmp(a, "--chunk")) rc = parse_long(a, v, 1, 1 << 20, &o->chunk);
+        else if (!strcmp(a, "--tp")) rc = parse_long(a, v, 1, 1024, &o->tp);
+        else if (!strcmp(a, "--pp")) rc = parse_long(a, v, 1, 1024, &o->pp);
         else if (!strcmp(a, "--temperature")) rc = parse_double(a, v, 0.0, 100.0, &o->temperature);
         else if (!strcmp(a, "--top-p")) rc = parse_double(a, v, 1e-9, 1.0, &o->top_p);
         else if (!strcmp(a, "--min-p")) rc = parse_double(a, v, 0.0, 1.0, &o->min_p);
@@ -304,24 +313,100 @@ static double now_s(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* The backend (--backend, default cpu; --weights, default bf16 on cuda) and a model with
- * one request slot (slot 1), pieces of o->chunk tokens. */
-static recur_status_t open_model(const opts_t *o, recur_backend_t **b, recur_model_t **m) {
+/* A command's view of the rank grid: off for a plain run, else MPI is up and comm joins
+ * this rank to the others. */
+typedef struct dist {
+    int on;
+    recur_grid_t grid;
+    recur_comm_t *comm;
+    char tmpdir[PATH_MAX]; /* a random-weight xLSTM's config.json lives here while loaded */
+} dist_t;
+
+/* Ranks when asked for a split, or when started by mpirun (even with one rank). */
+static int wants_mpi(const opts_t *o) {
+    return o->tp * o->pp > 1 || getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK") || getenv("PMI_RANK");
+}
+
+/* The backend (--backend, default cpu; --weights, default bf16 on cuda; under MPI the GPU of
+ * the rank's local index) and a model with one request slot (slot 1), pieces of o->chunk
+ * tokens: the whole model, or this rank's shard of a --tp x --pp split. */
+static recur_status_t open_model(const opts_t *o, dist_t *d, recur_backend_t **b, recur_model_t **m) {
     recur_model_params_t mp = recur_model_default_params();
     mp.n_slots = 2;
     mp.max_tokens = (int32_t)o->chunk;
     recur_backend_params_t bp = recur_backend_default_params();
     bp.weight_dtype = o->weights;
+    if (wants_mpi(o)) {
+        RECUR_TRY(recur_comm_world_init(NULL, NULL, (int32_t)o->tp, (int32_t)o->pp, &d->grid));
+        d->on = 1;
+        bp.device = d->grid.local_rank;
+    }
     RECUR_TRY(recur_backend_init(o->backend ? o->backend : "cpu", &bp, b));
-    RECUR_TRY(recur_model_load(o->model, *b, &mp, m));
+    if (d->on) {
+        RECUR_TRY(recur_comm_create(&d->grid, *b, &d->comm));
+        mp.comm = d->comm;
+    }
+    if (recur_bench_is_virtual(o->model)) /* random weights at a 7B shape (recur bench --help) */
+        RECUR_TRY(recur_bench_load_virtual(o->model, 0, RECUR_DTYPE_BF16, *b, &mp, m, d->tmpdir, sizeof d->tmpdir));
+    else
+        RECUR_TRY(recur_model_load(o->model, *b, &mp, m));
     return recur_model_state_reset(*m, 1);
+}
+
+static void close_model(dist_t *d, recur_backend_t *b, recur_model_t *m) {
+    recur_model_free(m);
+    recur_bench_remove_tmpdir(d->tmpdir);
+    recur_comm_free(d->comm);
+    recur_backend_free(b);
+    if (d->on) recur_comm_world_finalize();
+}
+
+/* A rank that fails after the ranks started working together may leave the others waiting
+ * for it in a collective: end the whole job. */
+static int dist_fail(const dist_t *d, int rc) {
+    if (rc == 1 && d->on && d->comm && d->grid.world_size > 1) {
+        recur_log_err("rank %d on %s failed: stopping every rank", d->grid.world_rank, d->grid.host);
+        recur_comm_world_abort(rc);
+    }
+    return rc;
+}
+
+/* The file of this rank's state shard under --state-in/--state-out F. */
+static void shard_file(const dist_t *d, const char *base, char *out, size_t n) {
+    if (!d->on || d->grid.world_size == 1) snprintf(out, n, "%s", base);
+    else snprintf(out, n, "%s.shard-%d-%d", base, d->grid.pp_rank, d->grid.tp_rank);
+}
+
+/* The manifest of a split state: the layout and each shard's file and part. Rank 0 writes
+ * it after gathering nothing but what every rank can compute (the shards are planned the
+ * same everywhere), so no extra communication is needed. */
+static recur_status_t write_manifest(const dist_t *d, const recur_model_info_t *info, const char *base) {
+    if (!d->on || d->grid.world_size == 1 || d->grid.world_rank != 0) return RECUR_OK;
+    FILE *f = fopen(base, "w");
+    if (!f) {
+        recur_log_err("%s: cannot write the state manifest: %s", base, strerror(errno));
+        return RECUR_E_IO;
+    }
+    const char *file = strrchr(base, '/');
+    file = file ? file + 1 : base;
+    fprintf(f, "{\"format\": \"recur-state-shards\", \"version\": 1, \"arch\": \"%s\", \"n_layer\": %d, "
+               "\"n_head\": %d, \"n_embd\": %d, \"dtype\": \"f32\", \"tp\": %d, \"pp\": %d, \"shards\": [",
+            info->arch_name, info->n_layer, info->n_head, info->n_embd, d->grid.tp, d->grid.pp);
+    for (int32_t r = 0; r < d->grid.world_size; r++)
+        fprintf(f, "%s\"%s.shard-%d-%d\"", r ? ", " : "", file, r / d->grid.tp, r % d->grid.tp);
+    fprintf(f, "]}\n");
+    if (fclose(f) != 0) {
+        recur_log_err("%s: cannot write the state manifest: %s", base, strerror(errno));
+        return RECUR_E_IO;
+    }
+    return RECUR_OK;
 }
 
 /* ---------------------------------------------------------------- commands */
 
 static int cmd_logits(int argc, char **argv) {
-    opts_t o = {.chunk = 128, .weights = RECUR_DTYPE_BF16};
-    if (parse_opts(argc, argv, 2, "model tokens out state-in state-out chunk backend weights log-level", &o))
+    opts_t o = {.chunk = 128, .weights = RECUR_DTYPE_BF16, .tp = 1, .pp = 1};
+    if (parse_opts(argc, argv, 2, "model tokens out state-in state-out chunk backend weights log-level tp pp", &o))
         goto usage;
     if (!o.model || !o.tokens || !o.out) {
         fprintf(stderr, "recur logits: --model, --tokens and --out are required\n");
@@ -331,54 +416,66 @@ static int cmd_logits(int argc, char **argv) {
     size_t n_ids = 0;
     if (parse_token_list(o.tokens, &ids, &n_ids)) goto usage;
 
-    int rc = 1;
+    int rc = 1, loaded = 0;
+    dist_t d = {0};
     recur_backend_t *b = NULL;
     recur_model_t *m = NULL;
     float *logits = NULL, *state = NULL;
     FILE *f = NULL;
-    if (open_model(&o, &b, &m) != RECUR_OK) goto done;
+    char path[PATH_MAX + 64];
+    if (open_model(&o, &d, &b, &m) != RECUR_OK) goto done;
+    loaded = 1;
     const recur_model_info_t *info = recur_model_info(m);
+    const recur_model_shard_t *sh = &info->shard;
+    const int last_stage = sh->pp_rank == sh->pp - 1;      /* has the logits */
+    const int writer = last_stage && sh->tp_rank == 0;     /* writes them    */
     if (o.state_in || o.state_out) {
         state = malloc(info->state_floats * sizeof(float));
         if (!state) goto done;
     }
     if (o.state_in) {
-        f = fopen(o.state_in, "rb");
+        shard_file(&d, o.state_in, path, sizeof path);
+        f = fopen(path, "rb");
         long want = (long)(info->state_floats * sizeof(float));
         if (!f || fseek(f, 0, SEEK_END) != 0 || ftell(f) != want || fseek(f, 0, SEEK_SET) != 0 ||
             fread(state, sizeof(float), info->state_floats, f) != info->state_floats) {
-            recur_log_err("%s: not a state for this model (expected %ld bytes of float32)", o.state_in, want);
+            recur_log_err("%s: not a state (shard) for this model and layout (expected %ld bytes of float32)", path,
+                          want);
             goto done;
         }
         fclose(f);
         f = NULL;
         if (recur_model_state_set(m, 1, state) != RECUR_OK) goto done;
     }
-    logits = malloc(n_ids * (size_t)info->n_vocab * sizeof(float));
-    if (!logits) {
+    logits = last_stage ? malloc(n_ids * (size_t)info->n_vocab * sizeof(float)) : NULL;
+    if (last_stage && !logits) {
         recur_log_err("out of memory for %zu x %d logits", n_ids, info->n_vocab);
         goto done;
     }
     int32_t len = (int32_t)n_ids, slot = 1;
     recur_batch_t bt = {.n_seq = 1, .tokens = ids, .seq_len = &len, .slot = &slot, .logits = RECUR_LOGITS_ALL};
     if (n_ids > INT32_MAX || recur_model_forward(m, &bt, logits) != RECUR_OK) goto done;
-    f = fopen(o.out, "wb");
-    if (!f || fwrite(logits, sizeof(float), n_ids * (size_t)info->n_vocab, f) != n_ids * (size_t)info->n_vocab ||
-        fclose(f) != 0) {
-        f = NULL;
-        recur_log_err("%s: cannot write the logits: %s", o.out, strerror(errno));
-        goto done;
-    }
-    f = NULL;
-    if (o.state_out) {
-        if (recur_model_state_get(m, 1, state) != RECUR_OK) goto done;
-        f = fopen(o.state_out, "wb");
-        if (!f || fwrite(state, sizeof(float), info->state_floats, f) != info->state_floats || fclose(f) != 0) {
+    if (writer) {
+        f = fopen(o.out, "wb");
+        if (!f || fwrite(logits, sizeof(float), n_ids * (size_t)info->n_vocab, f) != n_ids * (size_t)info->n_vocab ||
+            fclose(f) != 0) {
             f = NULL;
-            recur_log_err("%s: cannot write the state: %s", o.state_out, strerror(errno));
+            recur_log_err("%s: cannot write the logits: %s", o.out, strerror(errno));
             goto done;
         }
         f = NULL;
+    }
+    if (o.state_out) {
+        if (recur_model_state_get(m, 1, state) != RECUR_OK) goto done;
+        shard_file(&d, o.state_out, path, sizeof path);
+        f = fopen(path, "wb");
+        if (!f || fwrite(state, sizeof(float), info->state_floats, f) != info->state_floats || fclose(f) != 0) {
+            f = NULL;
+            recur_log_err("%s: cannot write the state: %s", path, strerror(errno));
+            goto done;
+        }
+        f = NULL;
+        if (write_manifest(&d, info, o.state_out) != RECUR_OK) goto done;
     }
     rc = 0;
 done:
@@ -386,8 +483,8 @@ done:
     free(ids);
     free(logits);
     free(state);
-    recur_model_free(m);
-    recur_backend_free(b);
+    if (loaded) rc = dist_fail(&d, rc);
+    close_model(&d, b, m);
     return rc;
 usage:
     usage(stderr);
@@ -395,10 +492,11 @@ usage:
 }
 
 static int cmd_generate(int argc, char **argv) {
-    opts_t o = {.max_tokens = 200, .temperature = 1.0, .top_p = 1.0, .chunk = 128, .weights = RECUR_DTYPE_BF16};
+    opts_t o = {.max_tokens = 200, .temperature = 1.0, .top_p = 1.0, .chunk = 128, .weights = RECUR_DTYPE_BF16,
+                .tp = 1, .pp = 1};
     if (parse_opts(argc, argv, 2,
                    "model prompt max-tokens temperature top-p top-k min-p seed tokenizer ignore-eos backend weights "
-                   "log-level", &o))
+                   "log-level tp pp", &o))
         goto usage;
     if (!o.prompt) {
         fprintf(stderr, "recur generate: --prompt is required\n");
@@ -414,14 +512,18 @@ static int cmd_generate(int argc, char **argv) {
         o.model = bundled;
     }
 
-    int rc = 1;
+    int rc = 1, loaded = 0;
+    dist_t d = {0};
     recur_backend_t *b = NULL;
     recur_model_t *m = NULL;
     recur_tokenizer_t *tok = NULL;
     int32_t *ids = NULL;
     size_t n_ids = 0;
-    if (open_model(&o, &b, &m) != RECUR_OK) goto done;
+    if (open_model(&o, &d, &b, &m) != RECUR_OK) goto done;
+    loaded = 1;
     const recur_model_info_t *info = recur_model_info(m);
+    /* every rank runs the same steps (they all get the sampled tokens); rank 0 prints */
+    FILE *text_out = d.on && d.grid.world_rank != 0 ? NULL : stdout;
     if (load_tokenizer(&o, info, &tok) != RECUR_OK) goto done;
     if (recur_tokenizer_vocab_size(tok) > info->n_vocab) {
         recur_log_err("the tokenizer has %d tokens but the model only %d", recur_tokenizer_vocab_size(tok),
@@ -457,8 +559,8 @@ static int cmd_generate(int argc, char **argv) {
         const char *bytes;
         size_t nb;
         if (recur_tokenizer_token_bytes(tok, next, &bytes, &nb) != RECUR_OK) goto done;
-        if (nb && fwrite(bytes, 1, nb, stdout) != nb) goto done;
-        fflush(stdout);
+        if (text_out && nb && fwrite(bytes, 1, nb, text_out) != nb) goto done;
+        if (text_out) fflush(text_out);
         if (n_gen == o.max_tokens) break;
         int32_t cur = next;
         len = 1;
@@ -467,7 +569,7 @@ static int cmd_generate(int argc, char **argv) {
         if (recur_model_forward_sample(m, &bt, &sp, n_vocab_tok, &next) != RECUR_OK) goto done;
     }
     double t2 = now_s();
-    fputc('\n', stdout);
+    if (text_out) fputc('\n', text_out);
     recur_log_info("prompt %zu tokens in %.3f s (%.1f tok/s); generated %ld tokens in %.3f s (%.1f tok/s)", n_ids,
                    t1 - t0, (double)n_ids / (t1 - t0 > 0 ? t1 - t0 : 1e-9), n_gen, t2 - t1,
                    (double)n_gen / (t2 - t1 > 0 ? t2 - t1 : 1e-9));
@@ -475,8 +577,8 @@ static int cmd_generate(int argc, char **argv) {
 done:
     free(ids);
     recur_tokenizer_free(tok);
-    recur_model_free(m);
-    recur_backend_free(b);
+    if (loaded) rc = dist_fail(&d, rc);
+    close_model(&d, b, m);
     return rc;
 usage:
     usage(stderr);

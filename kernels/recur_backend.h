@@ -142,17 +142,23 @@ typedef struct recur_backend_iface {
     recur_status_t (*download)(recur_backend_t *b, void *host_dst, const void *src, size_t n_bytes);
     recur_status_t (*copy)(recur_backend_t *b, void *dst, const void *src, size_t n_bytes);
     recur_status_t (*memzero)(recur_backend_t *b, void *dst, size_t n_bytes);
+    /* n_rows rows of row_bytes each from src (rows src_pitch bytes apart) to dst (rows
+     * dst_pitch bytes apart), in backend memory; e.g. a column block of a matrix. */
+    recur_status_t (*copy_2d)(recur_backend_t *b, void *dst, size_t dst_pitch, const void *src, size_t src_pitch,
+                              size_t row_bytes, size_t n_rows);
     recur_status_t (*synchronize)(recur_backend_t *b);
 
     /* ---- weights: host fp32 [rows][cols] -> the backend's format (allocates w->data) */
     recur_status_t (*weight_upload)(recur_backend_t *b, const float *host, int64_t rows, int64_t cols,
                                     recur_weight_t *w);
     void (*weight_free)(recur_backend_t *b, recur_weight_t *w);          /* NULL data is a no-op */
-    /* (optional) w [rows][cols] = recur_virtual_value(seed, r * cols + c, lo, hi)
-     * (recur_model_files.h), generated on the device in the backend's weight format, for
-     * benchmarks at real shapes. NULL: the loader generates on the host and uploads. */
+    /* (optional) w [rows][cols] = recur_virtual_value(seed, (row0 + r) * full_cols + col0 + c,
+     * lo, hi) (recur_model_files.h): the block at (row0, col0) of a virtual matrix with
+     * full_cols columns (a tensor-parallel rank's slice, or the whole matrix with 0, 0,
+     * cols), generated on the device in the backend's weight format, for benchmarks at real
+     * shapes. NULL: the loader generates on the host and uploads. */
     recur_status_t (*weight_random)(recur_backend_t *b, int64_t rows, int64_t cols, uint64_t seed, float lo,
-                                    float hi, recur_weight_t *w);
+                                    float hi, int64_t row0, int64_t col0, int64_t full_cols, recur_weight_t *w);
     /* (optional) device memory in use (by everyone) and in total, in bytes. NULL: unknown. */
     recur_status_t (*mem_info)(recur_backend_t *b, size_t *used, size_t *total);
 

@@ -206,10 +206,11 @@ static void test_matmul(recur_backend_t *b) {
         free(out); free(want); free(W);
     }
     /* weight_random (optional): the device generator equals recur_virtual_value */
-    if (b->iface.weight_random) {
-        const int64_t R = 37, Cc = 29;
+    /* ... and a block of it: rows 3.., columns 11.. of a 40-column matrix (a TP shard) */
+    for (int part = 0; part < 2 && b->iface.weight_random; part++) {
+        const int64_t R = 37, Cc = 29, row0 = part ? 3 : 0, col0 = part ? 11 : 0, full = part ? 40 : Cc;
         recur_weight_t w = {0};
-        if (b->iface.weight_random(b, R, Cc, 7, -0.5f, 0.25f, &w) != RECUR_OK) {
+        if (b->iface.weight_random(b, R, Cc, 7, -0.5f, 0.25f, row0, col0, full, &w) != RECUR_OK) {
             failures++;
             return;
         }
@@ -219,7 +220,7 @@ static void test_matmul(recur_backend_t *b) {
         double *want = malloc(n * sizeof(double));
         get(b, raw, w.data, n * es);
         for (size_t i = 0; i < n; i++) {
-            float v = recur_virtual_value(7, i, -0.5f, 0.25f);
+            float v = recur_virtual_value(7, (row0 + (int64_t)i / Cc) * full + col0 + (int64_t)i % Cc, -0.5f, 0.25f);
             if (w.dtype == RECUR_DTYPE_BF16) {
                 uint16_t u;
                 memcpy(&u, raw + 2 * i, 2);
@@ -231,7 +232,7 @@ static void test_matmul(recur_backend_t *b) {
             want[i] = v;
         }
         char what[64];
-        snprintf(what, sizeof what, "weight_random %s", recur_dtype_name(w.dtype));
+        snprintf(what, sizeof what, "weight_random %s%s", recur_dtype_name(w.dtype), part ? " block" : "");
         check(got, want, n, 0.f, what);
         b->iface.weight_free(b, &w);
         free(raw); free(got); free(want);
@@ -357,7 +358,7 @@ static void time_gemv(recur_backend_t *b) {
     for (int si = 0; si < 2; si++) {
         const int64_t Nn = shapes[si][0], Kk = shapes[si][1];
         recur_weight_t w = {0};
-        if (b->iface.weight_random(b, Nn, Kk, 3, -0.01f, 0.01f, &w) != RECUR_OK) { failures++; return; }
+        if (b->iface.weight_random(b, Nn, Kk, 3, -0.01f, 0.01f, 0, 0, Kk, &w) != RECUR_OK) { failures++; return; }
         float *x = malloc((size_t)Kk * sizeof(float)), *y = malloc((size_t)Nn * sizeof(float));
         fill(x, (size_t)Kk, -1.f, 1.f);
         float *dx = dev(b, x, (size_t)Kk * sizeof(float)), *dy = dev(b, NULL, (size_t)Nn * sizeof(float));

@@ -379,6 +379,10 @@ recur_status_t recur_comm_barrier(recur_comm_t *c) { return RECUR_COMM_MPI(MPI_B
 
 recur_status_t recur_comm_agree(recur_comm_t *c, recur_status_t mine) { return recur_comm_agree_on(c->world, mine); }
 
+recur_status_t recur_comm_min_i64(recur_comm_t *c, int64_t *v) {
+    return RECUR_COMM_MPI(MPI_Allreduce(MPI_IN_PLACE, v, 1, MPI_INT64_T, MPI_MIN, c->world));
+}
+
 recur_status_t recur_comm_synchronize(recur_comm_t *c) {
 #ifdef RECUR_USE_NCCL
     if (c->nccl) return recur_comm_nccl_synchronize(c->nccl);

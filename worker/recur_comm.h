@@ -104,6 +104,9 @@ recur_status_t recur_comm_barrier(recur_comm_t *c);
  * or a load worked, and on the same status). RECUR_E_MPI if the vote itself fails. */
 recur_status_t recur_comm_agree(recur_comm_t *c, recur_status_t mine);
 
+/* *v = the smallest of every rank's *v (e.g. the state slots that fit on every rank). */
+recur_status_t recur_comm_min_i64(recur_comm_t *c, int64_t *v);
+
 /* Waits until the ops enqueued so far have finished (NCCL: the backend's stream, polled
  * so that an asynchronous NCCL error, e.g. a peer gone, returns RECUR_E_NCCL instead of
  * waiting forever; MPI: at once, its ops are blocking). Not while a graph is recorded. */

@@ -60,15 +60,29 @@ recur_status_t recur_loader_shape_error(const recur_loader_t *ld, const recur_te
     return RECUR_E_FORMAT;
 }
 
-recur_status_t recur_loader_upload_vec(recur_loader_t *ld, const recur_tensor_info_t *t, int64_t n, float **out) {
+/* Reads elements [first, first + n) of t as fp32, counting the checkpoint bytes read. */
+static recur_status_t read_f32(recur_loader_t *ld, const recur_tensor_info_t *t, int64_t first, int64_t n, float *dst) {
+    RECUR_TRY(recur_tensor_read_f32(t, first, n, dst));
+    if (t->data) ld->bytes_read += n * (int64_t)recur_dtype_size(t->dtype);
+    return RECUR_OK;
+}
+
+recur_status_t recur_loader_upload_part(recur_loader_t *ld, const recur_tensor_info_t *t, int64_t first, int64_t n,
+                                        float **out) {
     RECUR_ASSERT((size_t)n <= ld->tmp_floats);
-    RECUR_TRY(recur_tensor_read_f32(t, 0, n, ld->tmp));
+    RECUR_TRY(read_f32(ld, t, first, n, ld->tmp));
     *out = ld->b->iface.alloc(ld->b, (size_t)n * sizeof(float));
     if (!*out) return RECUR_E_NOMEM;
     return ld->b->iface.upload(ld->b, *out, ld->tmp, (size_t)n * sizeof(float));
 }
 
-recur_status_t recur_loader_vec(recur_loader_t *ld, const char *name, int64_t n, float **out) {
+recur_status_t recur_loader_upload_vec(recur_loader_t *ld, const recur_tensor_info_t *t, int64_t n, float **out) {
+    return recur_loader_upload_part(ld, t, 0, n, out);
+}
+
+recur_status_t recur_loader_vec_part(recur_loader_t *ld, const char *name, int64_t n, int64_t first, int64_t count,
+                                     float **out) {
+    RECUR_ASSERT(first >= 0 && count >= 1 && first + count <= n);
     const recur_tensor_info_t *t = recur_loader_get(ld, name, 1);
     if (!t) return RECUR_E_FORMAT;
     if (!(t->n_dims >= 1 && t->shape[t->n_dims - 1] == n && t->n_elems == n)) {
@@ -76,11 +90,15 @@ recur_status_t recur_loader_vec(recur_loader_t *ld, const char *name, int64_t n,
         snprintf(want, sizeof want, "[%lld] (or [1,1,%lld])", (long long)n, (long long)n);
         return recur_loader_shape_error(ld, t, want);
     }
-    return recur_loader_upload_vec(ld, t, n, out);
+    return recur_loader_upload_part(ld, t, first, count, out);
 }
 
-recur_status_t recur_loader_mat(recur_loader_t *ld, const char *name, int64_t rows, int64_t cols, int transpose,
-                                recur_weight_t *w) {
+recur_status_t recur_loader_vec(recur_loader_t *ld, const char *name, int64_t n, float **out) {
+    return recur_loader_vec_part(ld, name, n, 0, n, out);
+}
+
+recur_status_t recur_loader_mat_block(recur_loader_t *ld, const char *name, int64_t rows, int64_t cols, int transpose,
+                                      const recur_block_t *blk, recur_weight_t *w) {
     const recur_tensor_info_t *t = recur_loader_get(ld, name, 1);
     if (!t) return RECUR_E_FORMAT;
     if (t->n_dims != 2 || t->shape[0] != rows || t->shape[1] != cols) {
@@ -88,15 +106,42 @@ recur_status_t recur_loader_mat(recur_loader_t *ld, const char *name, int64_t ro
         snprintf(want, sizeof want, "[%lld,%lld]", (long long)rows, (long long)cols);
         return recur_loader_shape_error(ld, t, want);
     }
+    /* the stored matrix is [out][in] = [rows][cols], or [cols][rows] when transposed */
+    const int64_t out_n = transpose ? cols : rows, in_n = transpose ? rows : cols;
+    const int64_t r0 = blk->r0, nr = blk->nr, c0 = blk->c0, nc = blk->nc;
+    RECUR_ASSERT(r0 >= 0 && nr >= 1 && r0 + nr <= out_n && c0 >= 0 && nc >= 1 && c0 + nc <= in_n);
     if (!t->data && ld->b->iface.weight_random) /* virtual: values made where they will live */
-        return ld->b->iface.weight_random(ld->b, transpose ? cols : rows, transpose ? rows : cols, t->virt_seed,
-                                          t->virt_lo, t->virt_hi, w);
-    RECUR_ASSERT((size_t)(rows * cols) <= ld->tmp_floats);
-    RECUR_TRY(recur_tensor_read_f32(t, 0, rows * cols, ld->tmp));
-    if (!transpose) return ld->b->iface.weight_upload(ld->b, ld->tmp, rows, cols, w);
-    for (int64_t i = 0; i < rows; i++)
-        for (int64_t j = 0; j < cols; j++) ld->tmp2[j * rows + i] = ld->tmp[i * cols + j];
-    return ld->b->iface.weight_upload(ld->b, ld->tmp2, cols, rows, w);
+        return ld->b->iface.weight_random(ld->b, nr, nc, t->virt_seed, t->virt_lo, t->virt_hi, r0, c0, in_n, w);
+    RECUR_ASSERT((size_t)(nr * nc) <= ld->tmp_floats);
+    if (!transpose) { /* file row o = stored row o: one read per row of the block (or one in all) */
+        if (nc == cols) {
+            RECUR_TRY(read_f32(ld, t, r0 * cols, nr * cols, ld->tmp));
+        } else {
+            for (int64_t o = 0; o < nr; o++) RECUR_TRY(read_f32(ld, t, (r0 + o) * cols + c0, nc, ld->tmp + o * nc));
+        }
+        return ld->b->iface.weight_upload(ld->b, ld->tmp, nr, nc, w);
+    }
+    /* transposed: file row i holds input i of every output; read the block's inputs
+     * (columns r0.. of those rows), then transpose on the host */
+    for (int64_t i = 0; i < nc; i++) RECUR_TRY(read_f32(ld, t, (c0 + i) * cols + r0, nr, ld->tmp + i * nr));
+    for (int64_t i = 0; i < nc; i++)
+        for (int64_t o = 0; o < nr; o++) ld->tmp2[o * nc + i] = ld->tmp[i * nr + o];
+    return ld->b->iface.weight_upload(ld->b, ld->tmp2, nr, nc, w);
+}
+
+recur_status_t recur_loader_mat(recur_loader_t *ld, const char *name, int64_t rows, int64_t cols, int transpose,
+                                recur_weight_t *w) {
+    const recur_block_t all = {0, transpose ? cols : rows, 0, transpose ? rows : cols};
+    return recur_loader_mat_block(ld, name, rows, cols, transpose, &all, w);
+}
+
+void recur_loader_skip_prefix(recur_loader_t *ld, const char *prefix) {
+    const size_t n = strlen(prefix);
+    const int32_t nt = recur_model_files_n_tensors(ld->f);
+    for (int32_t i = 0; i < nt; i++) {
+        const recur_tensor_info_t *t = recur_model_files_tensor(ld->f, i);
+        if (strncmp(t->name, prefix, n) == 0) (void)recur_loader_get(ld, t->name, 0);
+    }
 }
 
 recur_status_t recur_loader_check_all_used(const recur_loader_t *ld) {

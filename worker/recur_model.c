@@ -59,6 +59,53 @@ struct recur_model {
     int32_t n_graphs;
 };
 
+recur_status_t recur_model_plan_shard(const recur_model_params_t *p, const char *path, int32_t n_layer, int32_t n_head,
+                                      int32_t ffn, int32_t n_vocab, recur_model_shard_t *sh) {
+    *sh = (recur_model_shard_t){.tp = 1, .pp = 1, .layer_end = n_layer, .n_head = n_head, .n_vocab = n_vocab};
+    if (!p->comm) return RECUR_OK;
+    const recur_grid_t *g = recur_comm_grid(p->comm);
+    const int32_t tp = g->tp, pp = g->pp;
+    struct { const char *what; int32_t n; } parts[] = {{"heads", n_head}, {"FFN width", ffn}, {"vocabulary", n_vocab}};
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+        if (parts[i].n % tp != 0) {
+            recur_log_err("%s: tensor parallelism %d does not divide the model's %s (%d): use a tp that divides "
+                          "%d heads", path, tp, parts[i].what, parts[i].n, n_head);
+            return RECUR_E_INVAL;
+        }
+    }
+    if (pp > n_layer) {
+        recur_log_err("%s: pipeline parallelism %d exceeds the model's %d layers", path, pp, n_layer);
+        return RECUR_E_INVAL;
+    }
+    /* even stages, the first n_layer % pp taking one layer more */
+    const int32_t base = n_layer / pp, extra = n_layer % pp, s = g->pp_rank;
+    sh->tp = tp;
+    sh->pp = pp;
+    sh->tp_rank = g->tp_rank;
+    sh->pp_rank = s;
+    sh->layer_begin = s * base + (s < extra ? s : extra);
+    sh->layer_end = sh->layer_begin + base + (s < extra ? 1 : 0);
+    sh->n_head = n_head / tp;
+    sh->head_begin = g->tp_rank * sh->n_head;
+    sh->n_vocab = n_vocab / tp;
+    sh->vocab_begin = g->tp_rank * sh->n_vocab;
+    return RECUR_OK;
+}
+
+recur_status_t recur_model_gather_logits(recur_backend_t *b, recur_comm_t *comm, const recur_model_shard_t *sh,
+                                         const float *local, float *gathered, int32_t n_out, float *logits) {
+    if (sh->tp == 1 || n_out == 0) return RECUR_OK;
+    const size_t vl = (size_t)sh->n_vocab;
+    RECUR_TRY(recur_comm_tp_allgather(comm, local, gathered, (size_t)n_out * vl));
+    /* gathered holds rank r's [n_out][vl] block at r * n_out * vl: it becomes columns
+     * [r * vl, (r + 1) * vl) of every logits row */
+    for (int32_t r = 0; r < sh->tp; r++)
+        RECUR_TRY(b->iface.copy_2d(b, logits + (size_t)r * vl, (size_t)sh->tp * vl * sizeof(float),
+                                   gathered + (size_t)r * n_out * vl, vl * sizeof(float), vl * sizeof(float),
+                                   (size_t)n_out));
+    return RECUR_OK;
+}
+
 recur_model_params_t recur_model_default_params(void) {
     /* RECUR_GRAPHS=0 turns graphs off by default, so that programs that take the defaults
      * (recur bench, the server) can be compared with and without them. */
@@ -162,7 +209,12 @@ recur_status_t recur_model_load_files(const recur_model_files_t *files, recur_ba
         goto fail;
     }
     st = m->arch->load(b, files, &params, &m->info, &m->arch_ctx);
+    /* every rank of a grid must know whether all of them loaded (no one waits on a peer
+     * that gave up) */
+    if (params.comm) st = recur_comm_agree(params.comm, st);
     if (st != RECUR_OK) goto fail;
+    const recur_model_shard_t *sh = &m->info.shard;
+    const int last_stage = sh->pp_rank == sh->pp - 1;
 
     size_t slot_bytes = m->info.state_floats * sizeof(float);
     size_t T = (size_t)params.max_tokens;
@@ -170,13 +222,19 @@ recur_status_t recur_model_load_files(const recur_model_files_t *files, recur_ba
         size_t used = 0, total = 0;
         double reserve = (double)params.reserve_mib * 1024.0 * 1024.0;
         /* the logits buffer and index arrays below are not allocated yet: count them */
-        double later = (double)T * m->info.n_vocab * sizeof(float) + 16.0 * (double)T * sizeof(int32_t);
+        double later = (last_stage ? (double)T * m->info.n_vocab * sizeof(float) : 0.0) +
+                       16.0 * (double)T * sizeof(int32_t);
         if (!b->iface.mem_info || b->iface.mem_info(b, &used, &total) != RECUR_OK) {
             recur_log_err("model params: n_slots 0 (fit to free memory) needs a backend that reports its memory");
             st = RECUR_E_INVAL;
             goto fail;
         }
         double fit = ((double)total - (double)used - reserve - later) / (double)slot_bytes;
+        if (params.comm) { /* every rank's pool has the same slots: the fewest that fit anywhere */
+            int64_t n = fit < 0 ? 0 : fit > (double)(1 << 20) ? 1 << 20 : (int64_t)fit;
+            if ((st = recur_comm_min_i64(params.comm, &n)) != RECUR_OK) goto fail;
+            fit = (double)n;
+        }
         if (fit < 2) {
             recur_log_err("model: no room for state slots (%.2f MiB each) after the weights and %d MiB kept free",
                           (double)slot_bytes / (1024.0 * 1024.0), params.reserve_mib);
@@ -196,13 +254,14 @@ recur_status_t recur_model_load_files(const recur_model_files_t *files, recur_ba
     }
     if (!m->h_idx) m->h_idx = malloc(IDX_TOTAL(T) * sizeof(int32_t));
     m->d_idx = b->iface.alloc(b, IDX_TOTAL(T) * sizeof(int32_t));
-    m->d_logits = b->iface.alloc(b, T * (size_t)m->info.n_vocab * sizeof(float));
-    if (b->iface.sample) {
+    /* logits exist on the last stage only */
+    m->d_logits = b->iface.alloc(b, (last_stage ? T * (size_t)m->info.n_vocab : 1) * sizeof(float));
+    if (b->iface.sample && last_stage) {
         m->d_sample = b->iface.alloc(b, T * sizeof(recur_sample_row_t));
         m->d_sampled = b->iface.alloc(b, T * sizeof(int32_t));
         if (!m->d_sample || !m->d_sampled) {
             st = RECUR_E_NOMEM;
-            goto fail;
+            goto fail_agree;
         }
     }
     m->slot_seen = calloc((size_t)params.n_slots, 1);
@@ -210,18 +269,33 @@ recur_status_t recur_model_load_files(const recur_model_files_t *files, recur_ba
         recur_log_err("out of memory allocating %d state slots of %.2f MiB", params.n_slots,
                       (double)slot_bytes / (1024.0 * 1024.0));
         st = RECUR_E_NOMEM;
-        goto fail;
+        goto fail_agree;
     }
     for (size_t i = 0; i <= T; i++) m->h_idx[IDX_IOTA(T) + i] = (int32_t)i;
     if ((st = b->iface.upload(b, m->d_idx + IDX_IOTA(T), m->h_idx + IDX_IOTA(T), (T + 1) * sizeof(int32_t))) != RECUR_OK)
-        goto fail;
-    if ((st = init_graphs(m)) != RECUR_OK) goto fail;
+        goto fail_agree;
+    if ((st = init_graphs(m)) != RECUR_OK) goto fail_agree;
+    if (params.comm && (st = recur_comm_agree(params.comm, RECUR_OK)) != RECUR_OK) goto fail; /* a peer failed */
+    if (params.comm) {
+        const recur_grid_t *g = recur_comm_grid(params.comm);
+        size_t used = 0, total = 0;
+        int have_mem = b->iface.mem_info && b->iface.mem_info(b, &used, &total) == RECUR_OK;
+        recur_log_info("rank %d (tp %d/%d, pp %d/%d) on %s: layers %d..%d, heads %d..%d, vocabulary %d..%d; read %.1f "
+                       "MiB of the checkpoint; state %.2f MiB/slot; device memory in use %s%.0f MiB",
+                       g->world_rank, sh->tp_rank, sh->tp, sh->pp_rank, sh->pp, g->host, sh->layer_begin,
+                       sh->layer_end - 1, sh->head_begin, sh->head_begin + sh->n_head - 1, sh->vocab_begin,
+                       sh->vocab_begin + sh->n_vocab - 1, (double)sh->bytes_read / (1024.0 * 1024.0),
+                       (double)slot_bytes / (1024.0 * 1024.0), have_mem ? "" : "(unknown) ",
+                       have_mem ? (double)used / (1024.0 * 1024.0) : 0.0);
+    }
     recur_log_info("loaded %s: %s, %d layers, C=%d, H=%d, vocab %d, %.2fM params (%s), state %.2f MiB/slot x %d slots, backend %s",
                    path, m->info.arch_name, m->info.n_layer, m->info.n_embd, m->info.n_head, m->info.n_vocab,
                    (double)m->info.n_params / 1e6, recur_dtype_name(m->info.file_dtype),
                    (double)slot_bytes / (1024.0 * 1024.0), params.n_slots, recur_backend_name(b));
     *out = m;
     return RECUR_OK;
+fail_agree: /* after the first agreement: the peers wait in the last one for this status */
+    if (params.comm) (void)recur_comm_agree(params.comm, st);
 fail:
     recur_model_free(m);
     return st;
@@ -280,11 +354,13 @@ typedef struct out_sink {
     int64_t done;
 } out_sink_t;
 
-/* Delivers the n_out rows of d_logits to the sink. */
+/* Delivers the n_out rows of d_logits to the sink (only the last stage has them). */
 static recur_status_t deliver(recur_model_t *m, out_sink_t *o, int32_t n_out) {
     recur_backend_t *b = m->b;
     if (n_out == 0) return RECUR_OK;
-    if (o->params) {
+    if (m->info.shard.pp_rank != m->info.shard.pp - 1) {
+        /* an earlier stage: its part ended with a send */
+    } else if (o->params) {
         RECUR_TRY(b->iface.upload(b, m->d_sample, o->params + o->done, (size_t)n_out * sizeof(recur_sample_row_t)));
         RECUR_TRY(b->iface.sample(b, m->d_logits, n_out, m->info.n_vocab, o->n_valid, m->d_sample, m->d_sampled));
         RECUR_TRY(b->iface.download(b, o->tokens + o->done, m->d_sampled, (size_t)n_out * sizeof(int32_t)));
@@ -445,11 +521,34 @@ static recur_status_t forward(recur_model_t *m, const recur_batch_t *bt, out_sin
     return RECUR_OK;
 }
 
+/* forward() in up to pp micro-batches of whole sequences (pp > 1): while stage s runs
+ * micro-batch j, stage s - 1 runs j + 1. Output rows keep the batch's order. */
+static recur_status_t forward_micro(recur_model_t *m, const recur_batch_t *bt, out_sink_t *o) {
+    const int32_t pp = m->info.shard.pp;
+    if (pp == 1 || bt->n_seq < 2) return forward(m, bt, o);
+    const int32_t n_mb = pp < bt->n_seq ? pp : bt->n_seq;
+    int64_t pos = 0;
+    for (int32_t j = 0, s0 = 0; j < n_mb; j++) {
+        const int32_t s1 = (int32_t)((int64_t)bt->n_seq * (j + 1) / n_mb);
+        recur_batch_t sub = *bt;
+        sub.n_seq = s1 - s0;
+        sub.tokens = bt->tokens + pos;
+        sub.seq_len = bt->seq_len + s0;
+        sub.slot = bt->slot + s0;
+        RECUR_TRY(forward(m, &sub, o));
+        for (int32_t s = s0; s < s1; s++) pos += bt->seq_len[s];
+        s0 = s1;
+    }
+    return RECUR_OK;
+}
+
 recur_status_t recur_model_forward(recur_model_t *m, const recur_batch_t *bt, float *logits) {
     RECUR_ASSERT(m && m->magic == RECUR_MODEL_MAGIC);
-    RECUR_TRY(check_batch(m, bt, logits));
+    const int last_stage = m->info.shard.pp_rank == m->info.shard.pp - 1;
+    /* the earlier stages have no logits to write: check the batch as if they had */
+    RECUR_TRY(check_batch(m, bt, last_stage ? logits : (const float *)bt));
     out_sink_t o = {.logits = logits};
-    return forward(m, bt, &o);
+    return forward_micro(m, bt, &o);
 }
 
 recur_status_t recur_model_forward_sample(recur_model_t *m, const recur_batch_t *bt, const recur_sample_row_t *params,
@@ -469,7 +568,11 @@ recur_status_t recur_model_forward_sample(recur_model_t *m, const recur_batch_t 
     /* check_batch only asks that LAST has somewhere to go: the tokens array here. */
     RECUR_TRY(check_batch(m, &last, (const float *)tokens));
     out_sink_t o = {.params = params, .n_valid = n_valid, .tokens = tokens};
-    return forward(m, &last, &o);
+    RECUR_TRY(forward_micro(m, &last, &o));
+    if (!m->params.comm) return RECUR_OK;
+    /* the last stage's first rank sampled: everyone gets its tokens */
+    const recur_model_shard_t *sh = &m->info.shard;
+    return recur_comm_bcast_host(m->params.comm, tokens, (size_t)bt->n_seq * sizeof(int32_t), (sh->pp - 1) * sh->tp);
 }
 
 static float *slot_ptr(recur_model_t *m, int32_t slot) { return m->pool + (size_t)slot * m->info.state_floats; }

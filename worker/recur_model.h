@@ -6,6 +6,10 @@
  * architecture's documented layout (RWKV-7: per layer ffn_x[C], att_x[C], wkv[H][N][N],
  * the layout of rwkv.cpp and of the fixtures), so saving, loading and forking a state is
  * a plain copy. A fresh slot must be reset (recur_model_state_reset) before use.
+ * Under tensor/pipeline parallelism (params.comm) each rank's pool holds its shard of
+ * every slot: the same layout restricted to its layers and its heads (RWKV-7: per layer
+ * of its stage ffn_x[C], att_x[C] (replicated across the TP group), wkv[its heads][N][N];
+ * xLSTM: C, n and m of its heads), so the full state is the shards put back in order.
  *
  * Ownership: the model owns its weights, workspace and pool, all on the backend given at
  * load, which must outlive the model. Nothing is allocated after load: a forward pass
@@ -18,6 +22,7 @@
 #include <stdint.h>
 
 #include "recur_backend.h"
+#include "recur_comm.h"
 #include "recur_model_files.h"
 #include "recur_status.h"
 
@@ -47,17 +52,41 @@ typedef struct recur_model_params {
     int32_t use_graphs;  /* 1: decode batches replay recorded backend graphs (see
                             recur_model_forward); 0: every op is launched eagerly. Default 1,
                             or 0 when the environment has RECUR_GRAPHS=0 (A/B runs). */
+    recur_comm_t *comm;  /* NULL: one rank holds the whole model. Else this rank's place in
+                            a tp x pp grid (recur_comm.h): it loads and runs only its shard
+                            (see recur_model_shard_t), and every rank of the grid must call
+                            each function below with the same arguments, in the same order
+                            (they exchange activations and agree on failures). Borrowed: it
+                            must outlive the model. */
 } recur_model_params_t;
+
+/* The part of the model one rank holds. Pipeline stage pp_rank runs layers [layer_begin,
+ * layer_end) (contiguous, as even as possible, earlier stages taking the remainder); stage
+ * 0 also the embedding, the last stage the output norm and the head. Within a stage,
+ * tensor-parallel rank tp_rank holds heads [head_begin, head_begin + n_head): the rows of
+ * the per-head projections (column-parallel) and the matching columns of the output and
+ * FFN-down projections (row-parallel, summed with an all-reduce), likewise a 1/tp slice of
+ * the FFN width, and rows [vocab_begin, vocab_begin + n_vocab) of the head (logits
+ * gathered across the group). Norms over the whole hidden vector and the token-shift
+ * vectors are replicated on every TP rank. */
+typedef struct recur_model_shard {
+    int32_t tp, tp_rank, pp, pp_rank;
+    int32_t layer_begin, layer_end;
+    int32_t head_begin, n_head;
+    int32_t vocab_begin, n_vocab;
+    int64_t bytes_read;          /* checkpoint bytes this rank read at load */
+} recur_model_shard_t;
 
 typedef struct recur_model_info {
     recur_arch_t arch;
     const char  *arch_name;    /* "rwkv7", "xlstm"                             */
     int32_t      n_vocab, n_embd, n_layer, n_head, head_size, ffn_dim;
-    size_t       state_floats; /* per slot                                     */
+    size_t       state_floats; /* per slot, of this rank's shard (see below)     */
     int64_t      n_params;     /* weights read from the checkpoint             */
     recur_dtype_t file_dtype;  /* dtype of the largest tensors in the file     */
     int32_t      bos_id;       /* token every prompt must start with; -1: none */
     int32_t      prefill_chunk;/* the chunk in use (0 where the arch has none) */
+    recur_model_shard_t shard; /* this rank's part (the whole model: tp = pp = 1)   */
 } recur_model_info_t;
 
 typedef struct recur_batch {
@@ -88,6 +117,10 @@ int32_t recur_model_n_slots(const recur_model_t *m);
 
 /* Runs the batch, advancing each sequence's slot state past its tokens. logits (host) gets
  * [n_seq][n_vocab] (LAST) or [n_tokens][n_vocab] (ALL); NULL only with RECUR_LOGITS_NONE.
+ * With params.comm, only the ranks of the last pipeline stage write logits (the others may
+ * pass NULL), and with pp > 1 a batch of several sequences is cut into up to pp
+ * micro-batches that follow each other through the stages, so that all stages work at
+ * once.
  * RECUR_E_INVAL (with a message) for a token id outside the vocabulary, a bad slot, a
  * repeated slot or an empty sequence; nothing is changed then.
  *
@@ -108,7 +141,8 @@ int32_t recur_model_n_graphs(const recur_model_t *m);
 /* The batch as recur_model_forward with RECUR_LOGITS_LAST, then each sequence's next token
  * chosen on the backend (its sample op): params[i] (host) for sequence i, ids in
  * [0, n_valid); tokens (host) gets n_seq ids. Only the ids leave the backend, which is what
- * a server's decode loop wants. RECUR_E_UNSUPPORTED if the backend has no sample op. */
+ * a server's decode loop wants. RECUR_E_UNSUPPORTED if the backend has no sample op.
+ * With params.comm the last stage samples and every rank returns the same tokens. */
 recur_status_t recur_model_forward_sample(recur_model_t *m, const recur_batch_t *batch, const recur_sample_row_t *params,
                                           int32_t n_valid, int32_t *tokens);
 

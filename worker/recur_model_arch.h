@@ -28,6 +28,19 @@ typedef struct recur_model_arch {
                               float *logits);
 } recur_model_arch_t;
 
+/* This rank's shard (recur_model_shard_t) of a model with n_layer layers, n_head heads,
+ * FFN width ffn and vocabulary n_vocab, for p->comm (NULL: the whole model, tp = pp = 1).
+ * RECUR_E_INVAL with a message naming the mismatch when the grid cannot split this model
+ * (heads, FFN width or vocabulary not divisible by tp; fewer layers than stages). */
+recur_status_t recur_model_plan_shard(const recur_model_params_t *p, const char *path, int32_t n_layer, int32_t n_head,
+                                      int32_t ffn, int32_t n_vocab, recur_model_shard_t *sh);
+
+/* The logits of a TP group: each rank computed local [n_out][sh->n_vocab] (its rows of the
+ * head); gathered ([tp][n_out][n_vocab/tp] scratch, backend memory) and laid out as
+ * logits [n_out][n_vocab_full]. With tp == 1 local must already be logits (no-op). */
+recur_status_t recur_model_gather_logits(recur_backend_t *b, recur_comm_t *comm, const recur_model_shard_t *sh,
+                                         const float *local, float *gathered, int32_t n_out, float *logits);
+
 extern const recur_model_arch_t recur_arch_rwkv7;
 extern const recur_model_arch_t recur_arch_xlstm;
 

@@ -43,11 +43,17 @@ typedef struct rwkv7_layer {
 
 typedef struct rwkv7 {
     int32_t C, H, L, V, F, D_max, max_tokens;
+    /* this rank's shard: layers [sh.layer_begin, sh.layer_end), Cl = its heads' channels
+     * starting at c0, Fl = its slice of the FFN width starting at f0 (all of it: tp 1) */
+    recur_model_shard_t sh;
+    recur_comm_t *comm;
+    int32_t Cl, c0, Fl, f0;
     recur_weight_t emb, head;                    /* [V][C] */
     float *ln0_w, *ln0_b, *lnout_w, *lnout_b;    /* [C] */
     rwkv7_layer_t *layers;
     /* workspace, [max_tokens][...] */
     float *x, *xa, *mixes, *r, *k, *v, *w, *a, *g, *kk, *v_first, *v_mix, *y, *lora, *ffn, *xo;
+    float *lg_local, *lg_all;  /* tp > 1, last stage: [max_tokens][V/tp], [tp][max_tokens][V/tp] */
 } rwkv7_t;
 
 /* ------------------------------------------------------------------ loading */
@@ -60,8 +66,9 @@ typedef struct loader {
 
 /* LoRA pair: first maps C -> D (stored [D][C]), second D -> C (stored [C][D]). The file
  * tells D; the .bin already has the Linear layout, BlinkDL has its transpose. */
-static recur_status_t ld_lora(loader_t *ld, int layer, const char *n1, const char *n2, int32_t C,
+static recur_status_t ld_lora(loader_t *ld, const rwkv7_t *m, int layer, const char *n1, const char *n2,
                               recur_weight_t *w1, recur_weight_t *w2, int32_t *d_max) {
+    const int32_t C = m->C;
     char k1[96], k2[96];
     snprintf(k1, sizeof k1, "blocks.%d.att.%s", layer, n1);
     snprintf(k2, sizeof k2, "blocks.%d.att.%s", layer, n2);
@@ -74,12 +81,15 @@ static recur_status_t ld_lora(loader_t *ld, int layer, const char *n1, const cha
     int64_t D = ld->blinkdl ? t->shape[1] : t->shape[0];
     if (D < 1 || D > 4 * (int64_t)C) return recur_loader_shape_error(&ld->base, t, "a LoRA rank between 1 and 4C");
     if (D > *d_max) *d_max = (int32_t)D;
+    /* the first matrix is replicated (its D outputs feed every head), the second gives
+     * this rank's channels only */
+    const recur_block_t mine = {m->c0, m->Cl, 0, D};
     if (ld->blinkdl) {
         RECUR_TRY(recur_loader_mat(&ld->base, k1, C, D, 1, w1));
-        RECUR_TRY(recur_loader_mat(&ld->base, k2, D, C, 1, w2));
+        RECUR_TRY(recur_loader_mat_block(&ld->base, k2, D, C, 1, &mine, w2));
     } else {
         RECUR_TRY(recur_loader_mat(&ld->base, k1, D, C, 0, w1));
-        RECUR_TRY(recur_loader_mat(&ld->base, k2, C, D, 0, w2));
+        RECUR_TRY(recur_loader_mat_block(&ld->base, k2, C, D, 0, &mine, w2));
     }
     return RECUR_OK;
 }
@@ -87,19 +97,21 @@ static recur_status_t ld_lora(loader_t *ld, int layer, const char *n1, const cha
 static recur_status_t ld_layer(loader_t *ld, rwkv7_t *m, int i, rwkv7_layer_t *ly) {
     char k[128];
     int32_t C = m->C;
-#define LVEC(field, fmt, n) do { snprintf(k, sizeof k, fmt, i); RECUR_TRY(recur_loader_vec(&ld->base, k, n, &ly->field)); } while (0)
-    LVEC(ln1_w, "blocks.%d.ln1.weight", C);
-    LVEC(ln1_b, "blocks.%d.ln1.bias", C);
-    LVEC(ln2_w, "blocks.%d.ln2.weight", C);
-    LVEC(ln2_b, "blocks.%d.ln2.bias", C);
-    LVEC(w0, "blocks.%d.att.w0", C);
-    LVEC(a0, "blocks.%d.att.a0", C);
-    LVEC(k_k, "blocks.%d.att.k_k", C);
-    LVEC(k_a, "blocks.%d.att.k_a", C);
-    LVEC(lnx_w, "blocks.%d.att.ln_x.weight", C);
-    LVEC(lnx_b, "blocks.%d.att.ln_x.bias", C);
-    LVEC(ffn_mix, "blocks.%d.ffn.x_k", C);
-#undef LVEC
+    /* vectors over the whole hidden vector (replicated), and per-channel ones of the heads
+     * (this rank's part) */
+#define LVEC(field, fmt) do { snprintf(k, sizeof k, fmt, i); RECUR_TRY(recur_loader_vec(&ld->base, k, C, &ly->field)); } while (0)
+#define LHEADS(field, fmt) do { snprintf(k, sizeof k, fmt, i); RECUR_TRY(recur_loader_vec_part(&ld->base, k, C, m->c0, m->Cl, &ly->field)); } while (0)
+    LVEC(ln1_w, "blocks.%d.ln1.weight");
+    LVEC(ln1_b, "blocks.%d.ln1.bias");
+    LVEC(ln2_w, "blocks.%d.ln2.weight");
+    LVEC(ln2_b, "blocks.%d.ln2.bias");
+    LHEADS(w0, "blocks.%d.att.w0");
+    LHEADS(a0, "blocks.%d.att.a0");
+    LHEADS(k_k, "blocks.%d.att.k_k");
+    LHEADS(k_a, "blocks.%d.att.k_a");
+    LHEADS(lnx_w, "blocks.%d.att.ln_x.weight");
+    LHEADS(lnx_b, "blocks.%d.att.ln_x.bias");
+    LVEC(ffn_mix, "blocks.%d.ffn.x_k");
     /* r_k is [H, 64], one bonus weight per key channel of each head. */
     snprintf(k, sizeof k, "blocks.%d.att.r_k", i);
     const recur_tensor_info_t *rk = recur_loader_get(&ld->base, k, 1);
@@ -109,7 +121,7 @@ static recur_status_t ld_layer(loader_t *ld, rwkv7_t *m, int i, rwkv7_layer_t *l
         snprintf(want, sizeof want, "[%d,%d]", m->H, RWKV7_HEAD_SIZE);
         return recur_loader_shape_error(&ld->base, rk, want);
     }
-    RECUR_TRY(recur_loader_upload_vec(&ld->base, rk, C, &ly->r_k));
+    RECUR_TRY(recur_loader_upload_part(&ld->base, rk, m->c0, m->Cl, &ly->r_k));
 
     /* Token-shift mixes: one [6,1,C] tensor in .bin, six [1,1,C] in BlinkDL layout;
      * gathered into ld->base.tmp as [6][C] and uploaded once. */
@@ -137,21 +149,23 @@ static recur_status_t ld_layer(loader_t *ld, rwkv7_t *m, int i, rwkv7_layer_t *l
     if (!ly->mix) return RECUR_E_NOMEM;
     RECUR_TRY(ld->base.b->iface.upload(ld->base.b, ly->mix, ld->base.tmp, (size_t)MIX_N * C * sizeof(float)));
 
+    /* r, k, v: this rank's heads' rows (column-parallel); output: their columns
+     * (row-parallel, summed over the group) */
+    const recur_block_t heads_out = {m->c0, m->Cl, 0, C}, heads_in = {0, C, m->c0, m->Cl};
     snprintf(k, sizeof k, "blocks.%d.att.receptance.weight", i);
-    RECUR_TRY(recur_loader_mat(&ld->base, k, C, C, 0, &ly->wr));
+    RECUR_TRY(recur_loader_mat_block(&ld->base, k, C, C, 0, &heads_out, &ly->wr));
     snprintf(k, sizeof k, "blocks.%d.att.key.weight", i);
-    RECUR_TRY(recur_loader_mat(&ld->base, k, C, C, 0, &ly->wk));
+    RECUR_TRY(recur_loader_mat_block(&ld->base, k, C, C, 0, &heads_out, &ly->wk));
     snprintf(k, sizeof k, "blocks.%d.att.value.weight", i);
-    RECUR_TRY(recur_loader_mat(&ld->base, k, C, C, 0, &ly->wv));
+    RECUR_TRY(recur_loader_mat_block(&ld->base, k, C, C, 0, &heads_out, &ly->wv));
     snprintf(k, sizeof k, "blocks.%d.att.output.weight", i);
-    RECUR_TRY(recur_loader_mat(&ld->base, k, C, C, 0, &ly->wo));
-    RECUR_TRY(ld_lora(ld, i, "w1", "w2", C, &ly->w1, &ly->w2, &m->D_max));
-    RECUR_TRY(ld_lora(ld, i, "a1", "a2", C, &ly->a1, &ly->a2, &m->D_max));
-    RECUR_TRY(ld_lora(ld, i, "g1", "g2", C, &ly->g1, &ly->g2, &m->D_max));
+    RECUR_TRY(recur_loader_mat_block(&ld->base, k, C, C, 0, &heads_in, &ly->wo));
+    RECUR_TRY(ld_lora(ld, m, i, "w1", "w2", &ly->w1, &ly->w2, &m->D_max));
+    RECUR_TRY(ld_lora(ld, m, i, "a1", "a2", &ly->a1, &ly->a2, &m->D_max));
+    RECUR_TRY(ld_lora(ld, m, i, "g1", "g2", &ly->g1, &ly->g2, &m->D_max));
     if (i > 0) {
-        RECUR_TRY(ld_lora(ld, i, "v1", "v2", C, &ly->v1, &ly->v2, &m->D_max));
-        snprintf(k, sizeof k, "blocks.%d.att.v0", i);
-        RECUR_TRY(recur_loader_vec(&ld->base, k, C, &ly->v0));
+        RECUR_TRY(ld_lora(ld, m, i, "v1", "v2", &ly->v1, &ly->v2, &m->D_max));
+        LHEADS(v0, "blocks.%d.att.v0");
     } else {
         /* Layer 0's v0/v1/v2, when present, are inert (v_first == v there): accept and skip. */
         static const char *inert[] = {"v0", "v1", "v2"};
@@ -160,21 +174,29 @@ static recur_status_t ld_layer(loader_t *ld, rwkv7_t *m, int i, rwkv7_layer_t *l
             (void)recur_loader_get(&ld->base, k, 0);
         }
     }
+#undef LVEC
+#undef LHEADS
+    /* FFN: this rank's slice of the width: rows of key, columns of value (rows of the
+     * transposed layout the sparse path keeps) */
+    const recur_block_t key_part = {m->f0, m->Fl, 0, C};
     snprintf(k, sizeof k, "blocks.%d.ffn.key.weight", i);
-    const recur_tensor_info_t *fk = recur_model_files_find(ld->base.f, k);
-    if (!fk) {
-        recur_log_err("%s: missing tensor '%s' (RWKV-7 x070)", ld->base.path, k);
-        return RECUR_E_FORMAT;
-    }
-    if (i == 0) {
-        if (fk->n_dims != 2 || fk->shape[0] < 1 || fk->shape[0] > 16 * (int64_t)C)
-            return recur_loader_shape_error(&ld->base, fk, "[F,C]");
-        m->F = (int32_t)fk->shape[0];
-    }
-    RECUR_TRY(recur_loader_mat(&ld->base, k, m->F, C, 0, &ly->ffn_key));
+    RECUR_TRY(recur_loader_mat_block(&ld->base, k, m->F, C, 0, &key_part, &ly->ffn_key));
     snprintf(k, sizeof k, "blocks.%d.ffn.value.weight", i);
-    RECUR_TRY(recur_loader_mat(&ld->base, k, C, m->F, ld->base.b->iface.matmul_sparse_in != NULL, &ly->ffn_value));
+    const int sparse = ld->base.b->iface.matmul_sparse_in != NULL;
+    const recur_block_t value_part = sparse ? key_part : (recur_block_t){0, C, m->f0, m->Fl};
+    RECUR_TRY(recur_loader_mat_block(&ld->base, k, C, m->F, sparse, &value_part, &ly->ffn_value));
     return RECUR_OK;
+}
+
+/* State layout per slot, per layer: ffn_x[C], att_x[C], wkv[H][64][64] (rwkv.cpp's); a
+ * rank's shard: its stage's layers, its heads' wkv matrices. */
+static size_t layer_state_floats(const rwkv7_t *m) {
+    return 2 * (size_t)m->C + (size_t)m->sh.n_head * RWKV7_HEAD_SIZE * RWKV7_HEAD_SIZE;
+}
+
+/* l: a layer of this rank's stage */
+static size_t layer_state_off(const rwkv7_t *m, int32_t l) {
+    return (size_t)(l - m->sh.layer_begin) * layer_state_floats(m);
 }
 
 static void rwkv7_free(recur_backend_t *b, void *ctx) {
@@ -183,7 +205,8 @@ static void rwkv7_free(recur_backend_t *b, void *ctx) {
     b->iface.weight_free(b, &m->emb);
     b->iface.weight_free(b, &m->head);
     float *vecs[] = {m->ln0_w, m->ln0_b, m->lnout_w, m->lnout_b, m->x, m->xa, m->mixes, m->r, m->k, m->v,
-                     m->w, m->a, m->g, m->kk, m->v_first, m->v_mix, m->y, m->lora, m->ffn, m->xo};
+                     m->w, m->a, m->g, m->kk, m->v_first, m->v_mix, m->y, m->lora, m->ffn, m->xo,
+                     m->lg_local, m->lg_all};
     for (size_t i = 0; i < sizeof vecs / sizeof vecs[0]; i++) b->iface.buf_free(b, vecs[i]);
     if (m->layers) {
         for (int32_t i = 0; i < m->L; i++) {
@@ -259,6 +282,29 @@ static recur_status_t rwkv7_load(recur_backend_t *b, const recur_model_files_t *
         }
     }
 
+    /* The FFN width, from layer 0 (every stage needs it to plan its shard). */
+    const recur_tensor_info_t *fk = recur_model_files_find(f, "blocks.0.ffn.key.weight");
+    if (!fk) {
+        recur_log_err("%s: missing tensor 'blocks.0.ffn.key.weight' (RWKV-7 x070)", path);
+        st = RECUR_E_FORMAT;
+        goto fail;
+    }
+    if (fk->n_dims != 2 || fk->shape[0] < 1 || fk->shape[0] > 16 * (int64_t)m->C || fk->shape[1] != m->C) {
+        char got[96];
+        recur_loader_shape_str(fk, got, sizeof got);
+        recur_log_err("%s: blocks.0.ffn.key.weight has shape %s, expected [F,%d] with F <= 16 C", path, got, m->C);
+        st = RECUR_E_FORMAT;
+        goto fail;
+    }
+    m->F = (int32_t)fk->shape[0];
+    if ((st = recur_model_plan_shard(p, path, m->L, m->H, m->F, m->V, &m->sh)) != RECUR_OK) goto fail;
+    m->comm = p->comm;
+    m->Cl = m->sh.n_head * RWKV7_HEAD_SIZE;
+    m->c0 = m->sh.head_begin * RWKV7_HEAD_SIZE;
+    m->Fl = m->F / m->sh.tp;
+    m->f0 = m->sh.tp_rank * m->Fl;
+    const int first = m->sh.pp_rank == 0, last = m->sh.pp_rank == m->sh.pp - 1;
+
     /* Host scratch for the largest matrix (emb/head [V][C] or the FFN [F][C], F <= 16C). */
     size_t big = (size_t)m->V * m->C;
     if ((size_t)16 * m->C * m->C > big) big = (size_t)16 * m->C * m->C;
@@ -266,14 +312,33 @@ static recur_status_t rwkv7_load(recur_backend_t *b, const recur_model_files_t *
     m->layers = calloc((size_t)m->L, sizeof *m->layers);
     if (!m->layers) { st = RECUR_E_NOMEM; goto fail; }
 
-    if ((st = recur_loader_mat(&ld.base, "emb.weight", m->V, m->C, 0, &m->emb)) != RECUR_OK) goto fail;
-    if ((st = recur_loader_vec(&ld.base, "blocks.0.ln0.weight", m->C, &m->ln0_w)) != RECUR_OK) goto fail;
-    if ((st = recur_loader_vec(&ld.base, "blocks.0.ln0.bias", m->C, &m->ln0_b)) != RECUR_OK) goto fail;
-    for (int32_t i = 0; i < m->L; i++)
-        if ((st = ld_layer(&ld, m, i, &m->layers[i])) != RECUR_OK) goto fail;
-    if ((st = recur_loader_vec(&ld.base, "ln_out.weight", m->C, &m->lnout_w)) != RECUR_OK) goto fail;
-    if ((st = recur_loader_vec(&ld.base, "ln_out.bias", m->C, &m->lnout_b)) != RECUR_OK) goto fail;
-    if ((st = recur_loader_mat(&ld.base, "head.weight", m->V, m->C, 0, &m->head)) != RECUR_OK) goto fail;
+    /* This rank's tensors; the other stages' are theirs to read and check. */
+    if (first) {
+        if ((st = recur_loader_mat(&ld.base, "emb.weight", m->V, m->C, 0, &m->emb)) != RECUR_OK) goto fail;
+        if ((st = recur_loader_vec(&ld.base, "blocks.0.ln0.weight", m->C, &m->ln0_w)) != RECUR_OK) goto fail;
+        if ((st = recur_loader_vec(&ld.base, "blocks.0.ln0.bias", m->C, &m->ln0_b)) != RECUR_OK) goto fail;
+    } else {
+        (void)recur_loader_get(&ld.base, "emb.weight", 0);
+    }
+    for (int32_t i = 0; i < m->L; i++) {
+        if (i >= m->sh.layer_begin && i < m->sh.layer_end) {
+            if ((st = ld_layer(&ld, m, i, &m->layers[i])) != RECUR_OK) goto fail;
+        } else {
+            char pre[32];
+            snprintf(pre, sizeof pre, "blocks.%d.", i);
+            recur_loader_skip_prefix(&ld.base, pre);
+        }
+    }
+    if (last) {
+        const recur_block_t vocab = {m->sh.vocab_begin, m->sh.n_vocab, 0, m->C};
+        if ((st = recur_loader_vec(&ld.base, "ln_out.weight", m->C, &m->lnout_w)) != RECUR_OK) goto fail;
+        if ((st = recur_loader_vec(&ld.base, "ln_out.bias", m->C, &m->lnout_b)) != RECUR_OK) goto fail;
+        if ((st = recur_loader_mat_block(&ld.base, "head.weight", m->V, m->C, 0, &vocab, &m->head)) != RECUR_OK)
+            goto fail;
+    } else {
+        recur_loader_skip_prefix(&ld.base, "ln_out.");
+        recur_loader_skip_prefix(&ld.base, "head.");
+    }
     if ((st = recur_loader_check_all_used(&ld.base)) != RECUR_OK) goto fail;
 
     /* Workspace for max_tokens rows. */
@@ -287,15 +352,22 @@ static recur_status_t rwkv7_load(recur_backend_t *b, const recur_model_files_t *
     m->lora = b->iface.alloc(b, (size_t)max_tokens * m->D_max * sizeof(float));
     m->ffn = b->iface.alloc(b, (size_t)max_tokens * m->F * sizeof(float));
     if (!m->mixes || !m->lora || !m->ffn) { st = RECUR_E_NOMEM; goto fail; }
+    if (last && m->sh.tp > 1) {
+        m->lg_local = b->iface.alloc(b, (size_t)max_tokens * m->sh.n_vocab * sizeof(float));
+        m->lg_all = b->iface.alloc(b, (size_t)max_tokens * m->V * sizeof(float));
+        if (!m->lg_local || !m->lg_all) { st = RECUR_E_NOMEM; goto fail; }
+    }
+    m->sh.bytes_read = ld.base.bytes_read;
 
     *info = (recur_model_info_t){
         .arch = RECUR_ARCH_RWKV7, .arch_name = "rwkv7", .n_vocab = m->V, .n_embd = m->C, .n_layer = m->L,
         .n_head = m->H, .head_size = RWKV7_HEAD_SIZE, .ffn_dim = m->F,
-        .state_floats = (size_t)m->L * (2 * (size_t)m->C + (size_t)m->H * RWKV7_HEAD_SIZE * RWKV7_HEAD_SIZE),
+        .state_floats = (size_t)(m->sh.layer_end - m->sh.layer_begin) * layer_state_floats(m),
         .n_params = ld.base.n_params,
         .file_dtype = recur_model_files_find(f, "head.weight")->dtype,
         .bos_id = -1,        /* RWKV World models take the text as it is */
         .prefill_chunk = 0,  /* the CPU WKV is serial; the GPU's chunked form comes with the CUDA backend */
+        .shard = m->sh,
     };
     recur_loader_free(&ld.base);
     *out = m;
@@ -308,10 +380,6 @@ fail:
 
 /* ------------------------------------------------------------------ forward */
 
-/* State layout per slot, per layer: ffn_x[C], att_x[C], wkv[H][64][64] (rwkv.cpp's). */
-static size_t layer_state_off(const rwkv7_t *m, int32_t l) {
-    return (size_t)l * (2 * (size_t)m->C + (size_t)m->H * RWKV7_HEAD_SIZE * RWKV7_HEAD_SIZE);
-}
 
 /* y = f2(f1(x)) with an optional activation between the two LoRA matmuls. */
 static recur_status_t lora(recur_backend_t *b, rwkv7_t *m, const float *x, int32_t M, const recur_weight_t *w1,
@@ -325,14 +393,23 @@ static recur_status_t rwkv7_forward(recur_backend_t *b, void *ctx, const recur_r
                                     float *pool, size_t slot_stride, int32_t n_out, const int32_t *out_rows,
                                     float *logits) {
     rwkv7_t *m = ctx;
-    const int32_t M = rows->n_rows, C = m->C;
+    const int32_t M = rows->n_rows, C = m->C, Cl = m->Cl;
     const size_t MC = (size_t)M * C;
     RECUR_ASSERT(M >= 1 && M <= m->max_tokens);
     const recur_backend_iface_t *k = &b->iface;
+    const recur_model_shard_t *sh = &m->sh;
+    /* Row-parallel projections: rank 0 of the TP group adds its part to x, the others
+     * write theirs, and the all-reduce sums them into x on every rank. */
+    const int acc = sh->tp_rank == 0, tp = sh->tp > 1;
 
-    RECUR_TRY(k->embed(b, &m->emb, tokens, M, m->x));
-    RECUR_TRY(k->layernorm(b, m->x, m->ln0_w, m->ln0_b, M, C, RWKV7_LN_EPS, m->x));
-    for (int32_t l = 0; l < m->L; l++) {
+    if (sh->pp_rank == 0) {
+        RECUR_TRY(k->embed(b, &m->emb, tokens, M, m->x));
+        RECUR_TRY(k->layernorm(b, m->x, m->ln0_w, m->ln0_b, M, C, RWKV7_LN_EPS, m->x));
+    } else { /* the hidden vectors and layer 0's values (v_first) from the previous stage */
+        RECUR_TRY(recur_comm_pp_recv_prev(m->comm, m->x, MC * sizeof(float)));
+        RECUR_TRY(recur_comm_pp_recv_prev(m->comm, m->v_first, (size_t)M * Cl * sizeof(float)));
+    }
+    for (int32_t l = sh->layer_begin; l < sh->layer_end; l++) {
         const rwkv7_layer_t *ly = &m->layers[l];
         size_t so = layer_state_off(m, l);
         recur_state_ref_t ffn_shift = {pool, slot_stride, so};
@@ -352,33 +429,40 @@ static recur_status_t rwkv7_forward(recur_backend_t *b, void *ctx, const recur_r
         RECUR_TRY(lora(b, m, xg, M, &ly->g1, &ly->g2, 1, RECUR_ACT_SIGMOID, m->g));
         if (l > 0) RECUR_TRY(lora(b, m, xv, M, &ly->v1, &ly->v2, 0, RECUR_ACT_TANH, m->v_mix));
         recur_rwkv7_prep_args_t prep = {
-            .M = M, .C = C, .head_size = RWKV7_HEAD_SIZE, .w = m->w, .a = m->a, .k = m->k, .v = m->v,
+            .M = M, .C = Cl, .head_size = RWKV7_HEAD_SIZE, .w = m->w, .a = m->a, .k = m->k, .v = m->v,
             .kk = m->kk, .v_first = m->v_first, .v_mix = l > 0 ? m->v_mix : NULL,
             .w0 = ly->w0, .a0 = ly->a0, .v0 = ly->v0, .k_k = ly->k_k, .k_a = ly->k_a};
         RECUR_TRY(k->rwkv7_prep(b, &prep));
-        recur_rwkv7_wkv_args_t wa = {.C = C, .head_size = RWKV7_HEAD_SIZE, .rows = *rows, .r = m->r, .w = m->w,
+        recur_rwkv7_wkv_args_t wa = {.C = Cl, .head_size = RWKV7_HEAD_SIZE, .rows = *rows, .r = m->r, .w = m->w,
                                      .k = m->k, .v = m->v, .kk = m->kk, .a = m->a, .state = wkv, .y = m->y};
         RECUR_TRY(k->rwkv7_wkv(b, &wa));
-        recur_rwkv7_out_args_t oa = {.M = M, .C = C, .head_size = RWKV7_HEAD_SIZE, .eps = RWKV7_GN_EPS,
+        recur_rwkv7_out_args_t oa = {.M = M, .C = Cl, .head_size = RWKV7_HEAD_SIZE, .eps = RWKV7_GN_EPS,
                                      .y = m->y, .r = m->r, .k = m->k, .v = m->v, .g = m->g, .r_k = ly->r_k,
                                      .ln_w = ly->lnx_w, .ln_b = ly->lnx_b, .out = m->y};
         RECUR_TRY(k->rwkv7_out(b, &oa));
-        RECUR_TRY(k->matmul(b, m->y, &ly->wo, M, m->x, 1));
+        RECUR_TRY(k->matmul(b, m->y, &ly->wo, M, m->x, acc));
+        if (tp) RECUR_TRY(recur_comm_tp_allreduce(m->comm, m->x, MC));
 
         /* ---- channel mix */
         RECUR_TRY(k->layernorm(b, m->x, ly->ln2_w, ly->ln2_b, M, C, RWKV7_LN_EPS, m->xa));
         RECUR_TRY(k->token_shift_mix(b, m->xa, C, rows, ffn_shift, 1, ly->ffn_mix, m->mixes));
         RECUR_TRY(k->matmul(b, m->mixes, &ly->ffn_key, M, m->ffn, 0));
-        RECUR_TRY(k->act(b, RECUR_ACT_RELU_SQ, m->ffn, (int64_t)M * m->F, m->ffn));
+        RECUR_TRY(k->act(b, RECUR_ACT_RELU_SQ, m->ffn, (int64_t)M * m->Fl, m->ffn));
         if (k->matmul_sparse_in)
-            RECUR_TRY(k->matmul_sparse_in(b, m->ffn, &ly->ffn_value, M, m->x, 1));
+            RECUR_TRY(k->matmul_sparse_in(b, m->ffn, &ly->ffn_value, M, m->x, acc));
         else
-            RECUR_TRY(k->matmul(b, m->ffn, &ly->ffn_value, M, m->x, 1));
+            RECUR_TRY(k->matmul(b, m->ffn, &ly->ffn_value, M, m->x, acc));
+        if (tp) RECUR_TRY(recur_comm_tp_allreduce(m->comm, m->x, MC));
+    }
+    if (sh->pp_rank < sh->pp - 1) {
+        RECUR_TRY(recur_comm_pp_send_next(m->comm, m->x, MC * sizeof(float)));
+        return recur_comm_pp_send_next(m->comm, m->v_first, (size_t)M * Cl * sizeof(float));
     }
     if (n_out == 0) return RECUR_OK;
     RECUR_TRY(k->gather_rows(b, m->x, out_rows, n_out, C, m->xo));
     RECUR_TRY(k->layernorm(b, m->xo, m->lnout_w, m->lnout_b, n_out, C, RWKV7_LN_EPS, m->xo));
-    return k->matmul(b, m->xo, &m->head, n_out, logits, 0);
+    RECUR_TRY(k->matmul(b, m->xo, &m->head, n_out, tp ? m->lg_local : logits, 0));
+    return recur_model_gather_logits(b, m->comm, sh, m->lg_local, m->lg_all, n_out, logits);
 }
 
 const recur_model_arch_t recur_arch_rwkv7 = {

@@ -44,11 +44,17 @@ typedef struct xlstm_layer {
 typedef struct xlstm {
     xlstm_config_t cfg;
     int32_t DQK, DV, F, max_tokens, chunk;
+    /* this rank's shard: layers [sh.layer_begin, sh.layer_end), heads h0 .. h0 + NHl - 1,
+     * FFN columns f0 .. f0 + Fl - 1 (everything with tp = pp = 1) */
+    recur_model_shard_t sh;
+    recur_comm_t *comm;
+    int32_t NHl, h0, Fl, f0;
     recur_weight_t emb, head;                        /* [V][D] (head == emb when tied) */
     float *out_norm;                                 /* [D] */
     xlstm_layer_t *layers;
     /* workspace, [max_tokens][...] */
     float *x, *xn, *q, *k, *v, *o, *ig, *fg, *h, *ffn_g, *ffn_u, *xo;
+    float *lg_local, *lg_all;  /* tp > 1, last stage: [max_tokens][V/tp], [tp][max_tokens][V/tp] */
 } xlstm_t;
 
 /* ------------------------------------------------------------------ config.json */
@@ -166,9 +172,10 @@ static int xlstm_detect(const recur_model_files_t *f) {
 static void xlstm_free(recur_backend_t *b, void *ctx) {
     xlstm_t *m = ctx;
     if (!m) return;
+    if (m->head.data != m->emb.data) b->iface.weight_free(b, &m->head);
     b->iface.weight_free(b, &m->emb);
-    if (!m->cfg.tied) b->iface.weight_free(b, &m->head);
-    float *vecs[] = {m->out_norm, m->x, m->xn, m->q, m->k, m->v, m->o, m->ig, m->fg, m->h, m->ffn_g, m->ffn_u, m->xo};
+    float *vecs[] = {m->out_norm, m->x, m->xn, m->q, m->k, m->v, m->o, m->ig, m->fg, m->h, m->ffn_g, m->ffn_u, m->xo,
+                     m->lg_local, m->lg_all};
     for (size_t i = 0; i < sizeof vecs / sizeof vecs[0]; i++) b->iface.buf_free(b, vecs[i]);
     if (m->layers) {
         for (int32_t i = 0; i < m->cfg.L; i++) {
@@ -186,23 +193,32 @@ static void xlstm_free(recur_backend_t *b, void *ctx) {
 
 static recur_status_t load_layer(recur_loader_t *ld, const xlstm_t *m, int32_t i, xlstm_layer_t *ly) {
     const int32_t D = m->cfg.D, NH = m->cfg.NH, QK = NH * m->DQK, VD = NH * m->DV, F = m->F;
+    const int32_t h0 = m->h0, nh = m->NHl;
+    /* this rank's heads: rows of the per-head projections and gates (column-parallel),
+     * columns of out_proj (row-parallel); its FFN slice: rows of up/gate, columns of down */
+    const recur_block_t qk_rows = {(int64_t)h0 * m->DQK, (int64_t)nh * m->DQK, 0, D};
+    const recur_block_t v_rows = {(int64_t)h0 * m->DV, (int64_t)nh * m->DV, 0, D};
+    const recur_block_t gate_rows = {h0, nh, 0, D};
+    const recur_block_t out_cols = {0, D, (int64_t)h0 * m->DV, (int64_t)nh * m->DV};
+    const recur_block_t up_rows = {m->f0, m->Fl, 0, D}, down_cols = {0, D, m->f0, m->Fl};
     char k[160];
 #define NAME(fmt) (snprintf(k, sizeof k, "backbone.blocks.%d." fmt, i), k)
     RECUR_TRY(recur_loader_vec(ld, NAME("norm_mlstm.weight"), D, &ly->norm_mlstm));
     RECUR_TRY(recur_loader_vec(ld, NAME("norm_ffn.weight"), D, &ly->norm_ffn));
-    RECUR_TRY(recur_loader_vec(ld, NAME("mlstm_layer.multihead_norm.weight"), VD, &ly->mh_norm));
-    RECUR_TRY(recur_loader_vec(ld, NAME("mlstm_layer.igate_preact.bias"), NH, &ly->i_bias));
-    RECUR_TRY(recur_loader_vec(ld, NAME("mlstm_layer.fgate_preact.bias"), NH, &ly->f_bias));
-    RECUR_TRY(recur_loader_mat(ld, NAME("mlstm_layer.q.weight"), QK, D, 0, &ly->wq));
-    RECUR_TRY(recur_loader_mat(ld, NAME("mlstm_layer.k.weight"), QK, D, 0, &ly->wk));
-    RECUR_TRY(recur_loader_mat(ld, NAME("mlstm_layer.v.weight"), VD, D, 0, &ly->wv));
-    RECUR_TRY(recur_loader_mat(ld, NAME("mlstm_layer.ogate_preact.weight"), VD, D, 0, &ly->wo));
-    RECUR_TRY(recur_loader_mat(ld, NAME("mlstm_layer.igate_preact.weight"), NH, D, 0, &ly->wi));
-    RECUR_TRY(recur_loader_mat(ld, NAME("mlstm_layer.fgate_preact.weight"), NH, D, 0, &ly->wf));
-    RECUR_TRY(recur_loader_mat(ld, NAME("mlstm_layer.out_proj.weight"), D, VD, 0, &ly->wout));
-    RECUR_TRY(recur_loader_mat(ld, NAME("ffn.proj_up_gate.weight"), F, D, 0, &ly->up_gate));
-    RECUR_TRY(recur_loader_mat(ld, NAME("ffn.proj_up.weight"), F, D, 0, &ly->up));
-    RECUR_TRY(recur_loader_mat(ld, NAME("ffn.proj_down.weight"), D, F, 0, &ly->down));
+    RECUR_TRY(recur_loader_vec_part(ld, NAME("mlstm_layer.multihead_norm.weight"), VD, (int64_t)h0 * m->DV,
+                                    (int64_t)nh * m->DV, &ly->mh_norm));
+    RECUR_TRY(recur_loader_vec_part(ld, NAME("mlstm_layer.igate_preact.bias"), NH, h0, nh, &ly->i_bias));
+    RECUR_TRY(recur_loader_vec_part(ld, NAME("mlstm_layer.fgate_preact.bias"), NH, h0, nh, &ly->f_bias));
+    RECUR_TRY(recur_loader_mat_block(ld, NAME("mlstm_layer.q.weight"), QK, D, 0, &qk_rows, &ly->wq));
+    RECUR_TRY(recur_loader_mat_block(ld, NAME("mlstm_layer.k.weight"), QK, D, 0, &qk_rows, &ly->wk));
+    RECUR_TRY(recur_loader_mat_block(ld, NAME("mlstm_layer.v.weight"), VD, D, 0, &v_rows, &ly->wv));
+    RECUR_TRY(recur_loader_mat_block(ld, NAME("mlstm_layer.ogate_preact.weight"), VD, D, 0, &v_rows, &ly->wo));
+    RECUR_TRY(recur_loader_mat_block(ld, NAME("mlstm_layer.igate_preact.weight"), NH, D, 0, &gate_rows, &ly->wi));
+    RECUR_TRY(recur_loader_mat_block(ld, NAME("mlstm_layer.fgate_preact.weight"), NH, D, 0, &gate_rows, &ly->wf));
+    RECUR_TRY(recur_loader_mat_block(ld, NAME("mlstm_layer.out_proj.weight"), D, VD, 0, &out_cols, &ly->wout));
+    RECUR_TRY(recur_loader_mat_block(ld, NAME("ffn.proj_up_gate.weight"), F, D, 0, &up_rows, &ly->up_gate));
+    RECUR_TRY(recur_loader_mat_block(ld, NAME("ffn.proj_up.weight"), F, D, 0, &up_rows, &ly->up));
+    RECUR_TRY(recur_loader_mat_block(ld, NAME("ffn.proj_down.weight"), D, F, 0, &down_cols, &ly->down));
 #undef NAME
     return RECUR_OK;
 }
@@ -211,6 +227,12 @@ static recur_status_t load_layer(recur_loader_t *ld, const xlstm_t *m, int32_t i
 static int32_t ffn_width(const xlstm_config_t *c) {
     double x = (double)c->D * c->ffn_factor;
     return (int32_t)(floor((x + c->ffn_multiple - 1) / c->ffn_multiple) * c->ffn_multiple);
+}
+
+/* State per slot, per layer: C [NH][DQK][DV], n [NH][DQK], m [NH]; a rank's shard: its
+ * stage's layers, its heads. */
+static size_t layer_state_floats(const xlstm_t *m) {
+    return (size_t)m->NHl * ((size_t)m->DQK * m->DV + m->DQK + 1);
 }
 
 static recur_status_t xlstm_load(recur_backend_t *b, const recur_model_files_t *f, const recur_model_params_t *p,
@@ -252,20 +274,46 @@ static recur_status_t xlstm_load(recur_backend_t *b, const recur_model_files_t *
     size_t big = (size_t)c->V * c->D, ffn = (size_t)m->F * c->D, vv = (size_t)vd * c->D;
     if (ffn > big) big = ffn;
     if (vv > big) big = vv;
+    if ((st = recur_model_plan_shard(p, path, c->L, c->NH, m->F, c->V, &m->sh)) != RECUR_OK) goto fail;
+    m->comm = p->comm;
+    m->NHl = m->sh.n_head;
+    m->h0 = m->sh.head_begin;
+    m->Fl = m->F / m->sh.tp;
+    m->f0 = m->sh.tp_rank * m->Fl;
+    const int first = m->sh.pp_rank == 0, last = m->sh.pp_rank == m->sh.pp - 1;
     if ((st = recur_loader_init(&ld, b, f, "xLSTM", big)) != RECUR_OK) goto fail;
     m->layers = calloc((size_t)c->L, sizeof *m->layers);
     if (!m->layers) { st = RECUR_E_NOMEM; goto fail; }
 
-    if ((st = recur_loader_mat(&ld, "backbone.embeddings.weight", c->V, c->D, 0, &m->emb)) != RECUR_OK) goto fail;
-    for (int32_t i = 0; i < c->L; i++)
-        if ((st = load_layer(&ld, m, i, &m->layers[i])) != RECUR_OK) goto fail;
-    if ((st = recur_loader_vec(&ld, "backbone.out_norm.weight", c->D, &m->out_norm)) != RECUR_OK) goto fail;
-    if (c->tied && !recur_model_files_find(f, "lm_head.weight")) {
-        m->head = m->emb;   /* tie_word_embeddings: the head reads the embedding matrix */
-    } else if ((st = recur_loader_mat(&ld, "lm_head.weight", c->V, c->D, 0, &m->head)) != RECUR_OK) {
-        goto fail;
+    /* This rank's tensors; the other stages' are theirs to read and check. */
+    if (first) {
+        if ((st = recur_loader_mat(&ld, "backbone.embeddings.weight", c->V, c->D, 0, &m->emb)) != RECUR_OK) goto fail;
     } else {
-        m->cfg.tied = 0;
+        (void)recur_loader_get(&ld, "backbone.embeddings.weight", 0);
+    }
+    for (int32_t i = 0; i < c->L; i++) {
+        if (i >= m->sh.layer_begin && i < m->sh.layer_end) {
+            if ((st = load_layer(&ld, m, i, &m->layers[i])) != RECUR_OK) goto fail;
+        } else {
+            char pre[48];
+            snprintf(pre, sizeof pre, "backbone.blocks.%d.", i);
+            recur_loader_skip_prefix(&ld, pre);
+        }
+    }
+    if (last) {
+        /* the head: this rank's rows of the vocabulary; tie_word_embeddings without an
+         * lm_head tensor reads the embedding matrix (shared outright on a single rank) */
+        const recur_block_t vocab = {m->sh.vocab_begin, m->sh.n_vocab, 0, c->D};
+        const int reads_emb = c->tied && !recur_model_files_find(f, "lm_head.weight");
+        const char *head = reads_emb ? "backbone.embeddings.weight" : "lm_head.weight";
+        if ((st = recur_loader_vec(&ld, "backbone.out_norm.weight", c->D, &m->out_norm)) != RECUR_OK) goto fail;
+        if (reads_emb && first && m->sh.tp == 1)
+            m->head = m->emb;
+        else if ((st = recur_loader_mat_block(&ld, head, c->V, c->D, 0, &vocab, &m->head)) != RECUR_OK)
+            goto fail;
+    } else {
+        recur_loader_skip_prefix(&ld, "backbone.out_norm.");
+        recur_loader_skip_prefix(&ld, "lm_head.");
     }
     if ((st = recur_loader_check_all_used(&ld)) != RECUR_OK) goto fail;
 
@@ -278,12 +326,19 @@ static recur_status_t xlstm_load(recur_backend_t *b, const recur_model_files_t *
         {&m->xo, T * c->D}};
     for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++)
         if (!(*ws[i].buf = b->iface.alloc(b, ws[i].floats * sizeof(float)))) { st = RECUR_E_NOMEM; goto fail; }
+    if (last && m->sh.tp > 1) {
+        m->lg_local = b->iface.alloc(b, T * m->sh.n_vocab * sizeof(float));
+        m->lg_all = b->iface.alloc(b, T * c->V * sizeof(float));
+        if (!m->lg_local || !m->lg_all) { st = RECUR_E_NOMEM; goto fail; }
+    }
+    m->sh.bytes_read = ld.bytes_read;
 
     *info = (recur_model_info_t){
         .arch = RECUR_ARCH_XLSTM, .arch_name = "xlstm", .n_vocab = c->V, .n_embd = c->D, .n_layer = c->L,
         .n_head = c->NH, .head_size = m->DV, .ffn_dim = m->F,
-        .state_floats = (size_t)c->L * ((size_t)c->NH * ((size_t)m->DQK * m->DV + m->DQK + 1)),
+        .state_floats = (size_t)(m->sh.layer_end - m->sh.layer_begin) * layer_state_floats(m),
         .n_params = ld.n_params, .file_dtype = emb->dtype, .bos_id = c->bos, .prefill_chunk = m->chunk,
+        .shard = m->sh,
     };
     recur_loader_free(&ld);
     *out = m;
@@ -304,11 +359,17 @@ static recur_status_t xlstm_forward(recur_backend_t *b, void *ctx, const recur_r
     const int32_t M = rows->n_rows, D = c->D;
     RECUR_ASSERT(M >= 1 && M <= m->max_tokens);
     const recur_backend_iface_t *k = &b->iface;
-    /* State per slot, per layer: C [NH][DQK][DV], n [NH][DQK], m [NH]. */
-    const size_t layer_state = (size_t)c->NH * ((size_t)m->DQK * m->DV + m->DQK + 1);
+    const size_t layer_state = layer_state_floats(m), MD = (size_t)M * D;
+    const recur_model_shard_t *sh = &m->sh;
+    /* Row-parallel projections: rank 0 of the TP group adds its part to x, the others
+     * write theirs, and the all-reduce sums them into x on every rank. */
+    const int acc = sh->tp_rank == 0, tp = sh->tp > 1;
 
-    RECUR_TRY(k->embed(b, &m->emb, tokens, M, m->x));
-    for (int32_t l = 0; l < c->L; l++) {
+    if (sh->pp_rank == 0)
+        RECUR_TRY(k->embed(b, &m->emb, tokens, M, m->x));
+    else
+        RECUR_TRY(recur_comm_pp_recv_prev(m->comm, m->x, MD * sizeof(float)));
+    for (int32_t l = sh->layer_begin; l < sh->layer_end; l++) {
         const xlstm_layer_t *ly = &m->layers[l];
         RECUR_TRY(k->rmsnorm(b, m->x, ly->norm_mlstm, M, D, c->norm_eps, m->xn));
         RECUR_TRY(k->matmul(b, m->xn, &ly->wq, M, m->q, 0));
@@ -318,25 +379,29 @@ static recur_status_t xlstm_forward(recur_backend_t *b, void *ctx, const recur_r
         RECUR_TRY(k->matmul(b, m->xn, &ly->wi, M, m->ig, 0));
         RECUR_TRY(k->matmul(b, m->xn, &ly->wf, M, m->fg, 0));
         recur_mlstm_args_t a = {
-            .n_head = c->NH, .dqk = m->DQK, .dv = m->DV, .chunk = m->chunk,
+            .n_head = m->NHl, .dqk = m->DQK, .dv = m->DV, .chunk = m->chunk,
             .gate_cap = c->gate_cap > 0.f ? c->gate_cap : INFINITY, .eps = c->eps, .rows = *rows,
             .q = m->q, .k = m->k, .v = m->v, .i_pre = m->ig, .f_pre = m->fg, .i_bias = ly->i_bias, .f_bias = ly->f_bias,
-            .state = {pool, slot_stride, (size_t)l * layer_state}, .h = m->h};
+            .state = {pool, slot_stride, (size_t)(l - sh->layer_begin) * layer_state}, .h = m->h};
         RECUR_TRY(k->mlstm(b, &a));
-        RECUR_TRY(k->xlstm_head_out(b, m->h, m->o, ly->mh_norm, M, c->NH, m->DV, c->norm_eps, m->h));
-        RECUR_TRY(k->matmul(b, m->h, &ly->wout, M, m->x, 1));
+        RECUR_TRY(k->xlstm_head_out(b, m->h, m->o, ly->mh_norm, M, m->NHl, m->DV, c->norm_eps, m->h));
+        RECUR_TRY(k->matmul(b, m->h, &ly->wout, M, m->x, acc));
+        if (tp) RECUR_TRY(recur_comm_tp_allreduce(m->comm, m->x, MD));
         RECUR_TRY(k->rmsnorm(b, m->x, ly->norm_ffn, M, D, c->norm_eps, m->xn));
         RECUR_TRY(k->matmul(b, m->xn, &ly->up_gate, M, m->ffn_g, 0));
         RECUR_TRY(k->matmul(b, m->xn, &ly->up, M, m->ffn_u, 0));
-        RECUR_TRY(k->silu_mul(b, m->ffn_g, m->ffn_u, (int64_t)M * m->F, m->ffn_g));
-        RECUR_TRY(k->matmul(b, m->ffn_g, &ly->down, M, m->x, 1));
+        RECUR_TRY(k->silu_mul(b, m->ffn_g, m->ffn_u, (int64_t)M * m->Fl, m->ffn_g));
+        RECUR_TRY(k->matmul(b, m->ffn_g, &ly->down, M, m->x, acc));
+        if (tp) RECUR_TRY(recur_comm_tp_allreduce(m->comm, m->x, MD));
     }
+    if (sh->pp_rank < sh->pp - 1) return recur_comm_pp_send_next(m->comm, m->x, MD * sizeof(float));
     if (n_out == 0) return RECUR_OK;
     RECUR_TRY(k->gather_rows(b, m->x, out_rows, n_out, D, m->xo));
     RECUR_TRY(k->rmsnorm(b, m->xo, m->out_norm, n_out, D, c->norm_eps, m->xo));
-    RECUR_TRY(k->matmul(b, m->xo, &m->head, n_out, logits, 0));
-    if (c->logit_cap > 0.f) RECUR_TRY(k->softcap(b, logits, (int64_t)n_out * c->V, c->logit_cap, logits));
-    return RECUR_OK;
+    float *lg = tp ? m->lg_local : logits;
+    RECUR_TRY(k->matmul(b, m->xo, &m->head, n_out, lg, 0));
+    if (c->logit_cap > 0.f) RECUR_TRY(k->softcap(b, lg, (int64_t)n_out * sh->n_vocab, c->logit_cap, lg));
+    return recur_model_gather_logits(b, m->comm, sh, m->lg_local, m->lg_all, n_out, logits);
 }
 
 const recur_model_arch_t recur_arch_xlstm = {

@@ -23,6 +23,14 @@ static recur_status_t cpu_memcpy(recur_backend_t *b, void *dst, const void *src,
     return RECUR_OK;
 }
 
+static recur_status_t cpu_copy_2d(recur_backend_t *b, void *dst, size_t dst_pitch, const void *src, size_t src_pitch,
+                                  size_t row_bytes, size_t n_rows) {
+    (void)b;
+    for (size_t r = 0; r < n_rows; r++)
+        memmove((char *)dst + r * dst_pitch, (const char *)src + r * src_pitch, row_bytes);
+    return RECUR_OK;
+}
+
 static recur_status_t cpu_memzero(recur_backend_t *b, void *dst, size_t n) {
     if (n) memset(dst, 0, n);
     return RECUR_OK;
@@ -525,6 +533,7 @@ recur_status_t recur_backend_cpu_init(recur_backend_t **out) {
         .download = cpu_memcpy,
         .copy = cpu_memcpy,
         .memzero = cpu_memzero,
+        .copy_2d = cpu_copy_2d,
         .synchronize = cpu_synchronize,
         .weight_upload = cpu_weight_upload,
         .weight_free = cpu_weight_free,

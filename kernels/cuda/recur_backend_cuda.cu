@@ -97,6 +97,14 @@ static recur_status_t cuda_copy(recur_backend_t *b, void *dst, const void *src, 
     return RECUR_OK;
 }
 
+static recur_status_t cuda_copy_2d(recur_backend_t *b, void *dst, size_t dst_pitch, const void *src, size_t src_pitch,
+                                   size_t row_bytes, size_t n_rows) {
+    recur_cuda_ctx_t *c = recur_cuda_ctx(b);
+    if (!row_bytes || !n_rows) return RECUR_OK;
+    RCU_CHECK(cudaMemcpy2DAsync(dst, dst_pitch, src, src_pitch, row_bytes, n_rows, cudaMemcpyDeviceToDevice, c->stream));
+    return RECUR_OK;
+}
+
 static recur_status_t cuda_upload_async(recur_backend_t *b, void *dst, const void *host, size_t n) {
     recur_cuda_ctx_t *c = recur_cuda_ctx(b);
     if (!n) return RECUR_OK;
@@ -221,16 +229,19 @@ static __device__ __forceinline__ float virtual_value(uint64_t seed, uint64_t i,
 }
 
 template <typename T>
-static __global__ void weight_random_kernel(T *__restrict__ w, size_t n, uint64_t seed, float lo, float hi) {
+static __global__ void weight_random_kernel(T *__restrict__ w, int64_t rows, int64_t cols, uint64_t seed, float lo,
+                                            float hi, int64_t row0, int64_t col0, int64_t full_cols) {
+    const size_t n = (size_t)rows * (size_t)cols;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        float v = virtual_value(seed, i, lo, hi);
+        const size_t r = i / (size_t)cols, col = i % (size_t)cols;
+        float v = virtual_value(seed, ((size_t)row0 + r) * (size_t)full_cols + (size_t)col0 + col, lo, hi);
         if constexpr (sizeof(T) == 2) w[i] = __float2bfloat16_rn(v);
         else w[i] = v;
     }
 }
 
 static recur_status_t cuda_weight_random(recur_backend_t *b, int64_t rows, int64_t cols, uint64_t seed, float lo,
-                                         float hi, recur_weight_t *w) {
+                                         float hi, int64_t row0, int64_t col0, int64_t full_cols, recur_weight_t *w) {
     recur_cuda_ctx_t *c = recur_cuda_ctx(b);
     const size_t n = (size_t)rows * (size_t)cols;
     w->data = NULL;
@@ -240,9 +251,11 @@ static recur_status_t cuda_weight_random(recur_backend_t *b, int64_t rows, int64
     RCU_CHECK(cudaMalloc(&w->data, (n ? n : 1) * recur_dtype_size(w->dtype)));
     if (n) {
         if (w->dtype == RECUR_DTYPE_BF16)
-            weight_random_kernel<<<elem_grid(c, n, 256), 256, 0, c->stream>>>((__nv_bfloat16 *)w->data, n, seed, lo, hi);
+            weight_random_kernel<<<elem_grid(c, n, 256), 256, 0, c->stream>>>((__nv_bfloat16 *)w->data, rows, cols, seed,
+                                                                              lo, hi, row0, col0, full_cols);
         else
-            weight_random_kernel<<<elem_grid(c, n, 256), 256, 0, c->stream>>>((float *)w->data, n, seed, lo, hi);
+            weight_random_kernel<<<elem_grid(c, n, 256), 256, 0, c->stream>>>((float *)w->data, rows, cols, seed, lo, hi,
+                                                                              row0, col0, full_cols);
         cudaError_t e = cudaGetLastError();
         if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
         if (e != cudaSuccess) {
@@ -701,6 +714,7 @@ extern "C" recur_status_t recur_backend_cuda_init(const recur_backend_params_t *
     b->iface.download = cuda_download;
     b->iface.copy = cuda_copy;
     b->iface.memzero = cuda_memzero;
+    b->iface.copy_2d = cuda_copy_2d;
     b->iface.synchronize = cuda_synchronize;
     b->iface.weight_upload = cuda_weight_upload;
     b->iface.weight_free = cuda_weight_free;
