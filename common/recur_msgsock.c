@@ -44,6 +44,7 @@ recur_msgsock_params_t recur_msgsock_default_params(void) {
     p.hwm = 10000;
     p.heartbeat_ms = 0;
     p.routing_id = NULL;
+    p.router_handover = 0;
     return p;
 }
 
@@ -123,8 +124,7 @@ static recur_status_t msgsock_configure_(recur_msgsock_t *s, const char *endpoin
     if (s->router) {
         /* a reply to a peer that left must fail loudly, not be dropped in silence */
         RECUR_TRY(set_int_(s, ZMQ_ROUTER_MANDATORY, 1, "ZMQ_ROUTER_MANDATORY", err));
-        /* a restarted worker reconnecting under its old routing id takes the id over */
-        RECUR_TRY(set_int_(s, ZMQ_ROUTER_HANDOVER, 1, "ZMQ_ROUTER_HANDOVER", err));
+        if (p->router_handover) RECUR_TRY(set_int_(s, ZMQ_ROUTER_HANDOVER, 1, "ZMQ_ROUTER_HANDOVER", err));
     } else if (p->routing_id) {
         if (zmq_setsockopt(s->zs, ZMQ_ROUTING_ID, p->routing_id, strlen(p->routing_id)) != 0)
             return sock_fail_(err, RECUR_E_IO, "zmq_setsockopt(ZMQ_ROUTING_ID): %s", zmq_strerror(zmq_errno()));

@@ -5,8 +5,9 @@
  *   ROUTER (recur_msgsock_bind): the coordinator's end. Many peers (clients, or worker
  *     ranks) connect to it; every message received comes with the sender's identity
  *     (recur_msgsock_peer_t), and a reply is routed to exactly that peer. Replies to a
- *     peer that is gone fail (RECUR_E_IO) instead of vanishing (ZMQ_ROUTER_MANDATORY); a
- *     peer that reconnects with the same routing id takes its id over (ZMQ_ROUTER_HANDOVER).
+ *     peer that is gone fail (RECUR_E_IO) instead of vanishing (ZMQ_ROUTER_MANDATORY).
+ *     With params.router_handover, a peer that connects with a routing id already in use
+ *     takes it over (a restarted worker rank); without, the newcomer is ignored.
  *   DEALER (recur_msgsock_connect): a client's or a worker's end, connected to one ROUTER;
  *     many requests may be in flight. ZeroMQ reconnects by itself after a drop.
  * Frames: a DEALER sends [payload]; the ROUTER sees [identity][payload]. A REQ socket
@@ -52,7 +53,9 @@ typedef struct recur_msgsock_params {
     size_t  max_msg_bytes;   /* largest message sent or received (ZMQ_MAXMSGSIZE too);
                                 0 = RECUR_PROTO_MAX_MSG_BYTES_DEFAULT                      */
     int32_t send_timeout_ms; /* how long a send may wait while the peer's queue is full
-                                (ZMQ_SNDTIMEO); -1 = forever; default 1000                 */
+                                (ZMQ_SNDTIMEO); -1 = forever; default 1000. A loop that
+                                serves many peers wants 0: a slow client then gets
+                                RECUR_E_BUSY instead of stalling everyone else           */
     int32_t hwm;             /* queued messages per peer, each way (ZMQ_SNDHWM/RCVHWM);
                                 0 = unlimited; default 10000                               */
     int32_t heartbeat_ms;    /* ZMTP pings every heartbeat_ms; a connection silent for 3
@@ -61,6 +64,11 @@ typedef struct recur_msgsock_params {
     const char *routing_id;  /* DEALER: the identity the ROUTER sees, e.g. "rank3" (1..255
                                 bytes, not starting with a zero byte); NULL: ZeroMQ picks one.
                                 Ignored for a ROUTER.                                       */
+    int32_t router_handover; /* ROUTER: 1 = a new connection with a routing id in use takes
+                                it over (ZMQ_ROUTER_HANDOVER): right for the worker socket,
+                                where ranks name themselves and may restart; wrong for the
+                                client socket, where it would let one client take another's
+                                replies. Default 0.                                         */
 } recur_msgsock_params_t;
 
 recur_msgsock_params_t recur_msgsock_default_params(void);

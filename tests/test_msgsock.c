@@ -291,6 +291,45 @@ static void test_clients(void *zctx) {
     recur_msgsock_close(router);
 }
 
+/* Two DEALERs claiming one routing id: with router_handover the newcomer takes the id
+ * (a restarted rank), without it the newcomer is ignored (a client cannot steal another's
+ * replies). */
+static void test_handover(void *zctx) {
+    for (int handover = 0; handover < 2; handover++) {
+        recur_proto_error_t err;
+        recur_msgsock_params_t rp = recur_msgsock_default_params(), dp = recur_msgsock_default_params();
+        rp.router_handover = handover;
+        dp.routing_id = "rank0";
+        recur_msgsock_t *router = NULL, *a = NULL, *b = NULL;
+        CHECK(recur_msgsock_bind(zctx, "tcp://127.0.0.1:*", &rp, &router) == RECUR_OK);
+        if (!router) return;
+        CHECK(recur_msgsock_connect(zctx, recur_msgsock_endpoint(router), &dp, &a) == RECUR_OK);
+        recur_msgsock_peer_t from;
+        recur_internal_envelope_t *env = NULL;
+        CHECK(send_hello(a, 0, &err) == RECUR_OK);
+        CHECK(recur_msgsock_recv_internal(router, WAIT_MS, &from, &env, &err) == RECUR_OK);
+        recur_proto_internal_free(env);
+        recur_msgsock_peer_t first = from;
+        CHECK(recur_msgsock_connect(zctx, recur_msgsock_endpoint(router), &dp, &b) == RECUR_OK);
+        CHECK(send_hello(b, 0, &err) == RECUR_OK);
+        recur_status_t s = recur_msgsock_recv_internal(router, handover ? WAIT_MS : 300, &from, &env, &err);
+        CHECK(s == (handover ? RECUR_OK : RECUR_E_TIMEOUT));
+        if (handover) CHECK(recur_msgsock_peer_equal(&from, &first));   /* the same name, now b */
+        recur_proto_internal_free(env);
+        CHECK(send_ready(router, &first, 11, &err) == RECUR_OK);
+        recur_msgsock_t *owner = handover ? b : a, *other = handover ? a : b;
+        CHECK(recur_msgsock_recv_internal(owner, WAIT_MS, NULL, &env, &err) == RECUR_OK && env &&
+              env->ready->epoch == 11);
+        recur_proto_internal_free(env);
+        CHECK(recur_msgsock_recv_internal(other, 100, NULL, &env, &err) == RECUR_E_TIMEOUT);
+        fprintf(stderr, "handover %s: the reply went to the %s connection\n", handover ? "on" : "off",
+                handover ? "new" : "first");
+        recur_msgsock_close(b);
+        recur_msgsock_close(a);
+        recur_msgsock_close(router);
+    }
+}
+
 static void test_timeouts(void *zctx) {
     recur_proto_error_t err;
     recur_msgsock_t *router = NULL;
@@ -442,6 +481,7 @@ int main(void) {
     }
     test_router_two_dealers(zctx);
     test_clients(zctx);
+    test_handover(zctx);
     test_timeouts(zctx);
     test_limits(zctx);
     test_other_transports(zctx);
