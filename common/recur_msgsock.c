@@ -3,7 +3,6 @@
 #include "recur_msgsock.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,22 +18,6 @@ struct recur_msgsock {
     char    endpoint[512];
     zmq_msg_t last;   /* the payload of the last message received (what recv's *data points into) */
 };
-
-#if defined(__GNUC__)
-__attribute__((format(printf, 3, 4)))
-#endif
-static recur_status_t sock_fail_(recur_proto_error_t *err, recur_status_t s, const char *fmt, ...) {
-    char buf[sizeof(err->msg)];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof(buf), fmt, ap);
-    va_end(ap);
-    if (err)
-        memcpy(err->msg, buf, sizeof(buf));
-    else if (s != RECUR_E_TIMEOUT)
-        recur_log_err("%s", buf);
-    return s;
-}
 
 recur_msgsock_params_t recur_msgsock_default_params(void) {
     recur_msgsock_params_t p;
@@ -72,10 +55,10 @@ const char *recur_msgsock_peer_str(const recur_msgsock_peer_t *p, char *buf, siz
 }
 
 recur_status_t recur_msgsock_tcp_endpoint(char *buf, size_t n, const char *iface, int port) {
-    if (!buf || n == 0) return sock_fail_(NULL, RECUR_E_INVAL, "tcp endpoint: no buffer");
+    if (!buf || n == 0) return recur_proto_fail(NULL, RECUR_E_INVAL, "tcp endpoint: no buffer");
     buf[0] = '\0';
     if (port < 0 || port > 65535)
-        return sock_fail_(NULL, RECUR_E_INVAL, "tcp endpoint: port %d is outside [0, 65535]", port);
+        return recur_proto_fail(NULL, RECUR_E_INVAL, "tcp endpoint: port %d is outside [0, 65535]", port);
     if (!iface || !*iface) iface = "127.0.0.1";
     int v6 = strchr(iface, ':') != NULL && iface[0] != '[';
     char portbuf[16];
@@ -86,8 +69,8 @@ recur_status_t recur_msgsock_tcp_endpoint(char *buf, size_t n, const char *iface
     int w = snprintf(buf, n, v6 ? "tcp://[%s]:%s" : "tcp://%s:%s", iface, portbuf);
     if (w < 0 || (size_t)w >= n) {
         buf[0] = '\0';
-        return sock_fail_(NULL, RECUR_E_INVAL, "tcp endpoint for interface '%s': buffer of %zu bytes too small",
-                          iface, n);
+        return recur_proto_fail(NULL, RECUR_E_INVAL, "tcp endpoint for interface '%s': buffer of %zu bytes too small",
+                                iface, n);
     }
     return RECUR_OK;
 }
@@ -103,7 +86,7 @@ static int endpoint_ok_(const char *e) {
 
 static recur_status_t set_int_(recur_msgsock_t *s, int opt, int v, const char *name, recur_proto_error_t *err) {
     if (zmq_setsockopt(s->zs, opt, &v, sizeof(v)) != 0)
-        return sock_fail_(err, RECUR_E_IO, "zmq_setsockopt(%s = %d): %s", name, v, zmq_strerror(zmq_errno()));
+        return recur_proto_fail(err, RECUR_E_IO, "zmq_setsockopt(%s = %d): %s", name, v, zmq_strerror(zmq_errno()));
     return RECUR_OK;
 }
 
@@ -112,7 +95,7 @@ static recur_status_t msgsock_configure_(recur_msgsock_t *s, const char *endpoin
     RECUR_TRY(set_int_(s, ZMQ_LINGER, 0, "ZMQ_LINGER", err));
     int64_t max = (int64_t)s->max_msg_bytes;
     if (zmq_setsockopt(s->zs, ZMQ_MAXMSGSIZE, &max, sizeof(max)) != 0)
-        return sock_fail_(err, RECUR_E_IO, "zmq_setsockopt(ZMQ_MAXMSGSIZE): %s", zmq_strerror(zmq_errno()));
+        return recur_proto_fail(err, RECUR_E_IO, "zmq_setsockopt(ZMQ_MAXMSGSIZE): %s", zmq_strerror(zmq_errno()));
     RECUR_TRY(set_int_(s, ZMQ_SNDHWM, p->hwm, "ZMQ_SNDHWM", err));
     RECUR_TRY(set_int_(s, ZMQ_RCVHWM, p->hwm, "ZMQ_RCVHWM", err));
     RECUR_TRY(set_int_(s, ZMQ_SNDTIMEO, p->send_timeout_ms, "ZMQ_SNDTIMEO", err));
@@ -127,7 +110,7 @@ static recur_status_t msgsock_configure_(recur_msgsock_t *s, const char *endpoin
         if (p->router_handover) RECUR_TRY(set_int_(s, ZMQ_ROUTER_HANDOVER, 1, "ZMQ_ROUTER_HANDOVER", err));
     } else if (p->routing_id) {
         if (zmq_setsockopt(s->zs, ZMQ_ROUTING_ID, p->routing_id, strlen(p->routing_id)) != 0)
-            return sock_fail_(err, RECUR_E_IO, "zmq_setsockopt(ZMQ_ROUTING_ID): %s", zmq_strerror(zmq_errno()));
+            return recur_proto_fail(err, RECUR_E_IO, "zmq_setsockopt(ZMQ_ROUTING_ID): %s", zmq_strerror(zmq_errno()));
     }
     return RECUR_OK;
 }
@@ -135,33 +118,33 @@ static recur_status_t msgsock_configure_(recur_msgsock_t *s, const char *endpoin
 static recur_status_t msgsock_open_(void *zctx, int router, const char *endpoint, const recur_msgsock_params_t *pp,
                                     recur_msgsock_t **out) {
     const char *what = router ? "bind" : "connect";
-    if (!out) return sock_fail_(NULL, RECUR_E_INVAL, "msgsock %s: NULL output", what);
+    if (!out) return recur_proto_fail(NULL, RECUR_E_INVAL, "msgsock %s: NULL output", what);
     *out = NULL;
-    if (!zctx) return sock_fail_(NULL, RECUR_E_INVAL, "msgsock %s: no ZeroMQ context", what);
+    if (!zctx) return recur_proto_fail(NULL, RECUR_E_INVAL, "msgsock %s: no ZeroMQ context", what);
     if (!endpoint || !endpoint_ok_(endpoint))
-        return sock_fail_(NULL, RECUR_E_INVAL, "msgsock %s: endpoint '%s': expected tcp://HOST:PORT, ipc://PATH or "
-                          "inproc://NAME", what, endpoint ? endpoint : "(null)");
+        return recur_proto_fail(NULL, RECUR_E_INVAL, "msgsock %s: endpoint '%s': expected tcp://HOST:PORT, ipc://PATH or "
+                                "inproc://NAME", what, endpoint ? endpoint : "(null)");
     recur_msgsock_params_t p = pp ? *pp : recur_msgsock_default_params();
     if (p.max_msg_bytes == 0) p.max_msg_bytes = RECUR_PROTO_MAX_MSG_BYTES_DEFAULT;
     if (p.max_msg_bytes > (size_t)INT64_MAX || p.send_timeout_ms < -1 || p.hwm < 0 || p.heartbeat_ms < 0 ||
         p.heartbeat_ms > 1000000)
-        return sock_fail_(NULL, RECUR_E_INVAL, "msgsock %s %s: bad parameters (send_timeout_ms %d, hwm %d, "
-                          "heartbeat_ms %d)", what, endpoint, (int)p.send_timeout_ms, (int)p.hwm, (int)p.heartbeat_ms);
+        return recur_proto_fail(NULL, RECUR_E_INVAL, "msgsock %s %s: bad parameters (send_timeout_ms %d, hwm %d, "
+                                "heartbeat_ms %d)", what, endpoint, (int)p.send_timeout_ms, (int)p.hwm, (int)p.heartbeat_ms);
     if (!router && p.routing_id) {
         size_t k = strlen(p.routing_id);
         if (k == 0 || k > RECUR_MSGSOCK_PEER_MAX)
-            return sock_fail_(NULL, RECUR_E_INVAL, "msgsock connect %s: routing_id of %zu bytes (1..%d)", endpoint,
-                              k, RECUR_MSGSOCK_PEER_MAX);
+            return recur_proto_fail(NULL, RECUR_E_INVAL, "msgsock connect %s: routing_id of %zu bytes (1..%d)", endpoint,
+                                    k, RECUR_MSGSOCK_PEER_MAX);
     }
     recur_msgsock_t *s = calloc(1, sizeof(*s));
-    if (!s) return sock_fail_(NULL, RECUR_E_NOMEM, "msgsock %s %s: out of memory", what, endpoint);
+    if (!s) return recur_proto_fail(NULL, RECUR_E_NOMEM, "msgsock %s %s: out of memory", what, endpoint);
     s->router = router;
     s->max_msg_bytes = p.max_msg_bytes;
     zmq_msg_init(&s->last);
     s->zs = zmq_socket(zctx, router ? ZMQ_ROUTER : ZMQ_DEALER);
     if (!s->zs) {
-        recur_status_t st = sock_fail_(NULL, RECUR_E_IO, "msgsock %s %s: zmq_socket: %s", what, endpoint,
-                                       zmq_strerror(zmq_errno()));
+        recur_status_t st = recur_proto_fail(NULL, RECUR_E_IO, "msgsock %s %s: zmq_socket: %s", what, endpoint,
+                                             zmq_strerror(zmq_errno()));
         recur_msgsock_close(s);
         return st;
     }
@@ -177,7 +160,7 @@ static recur_status_t msgsock_open_(void *zctx, int router, const char *endpoint
          * fault; anything else (address in use, ...) is the system's */
         st = (e == EINVAL || e == EPROTONOSUPPORT || e == ENODEV || e == ENOCOMPATPROTO) ? RECUR_E_INVAL
                                                                                         : RECUR_E_IO;
-        sock_fail_(NULL, st, "msgsock: zmq_%s(%s): %s", what, endpoint, zmq_strerror(e));
+        recur_proto_fail(NULL, st, "msgsock: zmq_%s(%s): %s", what, endpoint, zmq_strerror(e));
         recur_msgsock_close(s);
         return st;
     }
@@ -217,11 +200,11 @@ static recur_status_t send_errno_(recur_msgsock_t *s, const recur_msgsock_peer_t
     char peer[2 * RECUR_MSGSOCK_PEER_MAX + 3];
     recur_msgsock_peer_str(to, peer, sizeof(peer));
     if (e == EHOSTUNREACH)
-        return sock_fail_(err, RECUR_E_IO, "msgsock %s: peer %s is not connected", s->endpoint, peer);
+        return recur_proto_fail(err, RECUR_E_IO, "msgsock %s: peer %s is not connected", s->endpoint, peer);
     if (e == EAGAIN)
-        return sock_fail_(err, RECUR_E_BUSY, "msgsock %s: the queue to peer %s stayed full, message not sent",
-                          s->endpoint, s->router ? peer : "(the router)");
-    return sock_fail_(err, RECUR_E_IO, "msgsock %s: send: %s", s->endpoint, zmq_strerror(e));
+        return recur_proto_fail(err, RECUR_E_BUSY, "msgsock %s: the queue to peer %s stayed full, message not sent",
+                                s->endpoint, s->router ? peer : "(the router)");
+    return recur_proto_fail(err, RECUR_E_IO, "msgsock %s: send: %s", s->endpoint, zmq_strerror(e));
 }
 
 /* Sends the routing frames, then *payload (always consumed: closed, whatever happens). */
@@ -230,7 +213,7 @@ static recur_status_t send_msg_(recur_msgsock_t *s, const recur_msgsock_peer_t *
     recur_status_t st = RECUR_OK;
     if (s->router) {
         if (!to || to->len == 0) {
-            st = sock_fail_(err, RECUR_E_INVAL, "msgsock %s: a ROUTER needs the peer to send to", s->endpoint);
+            st = recur_proto_fail(err, RECUR_E_INVAL, "msgsock %s: a ROUTER needs the peer to send to", s->endpoint);
             goto done;
         }
         /* A multipart message is queued whole or not at all: once the identity frame is
@@ -244,8 +227,8 @@ static recur_status_t send_msg_(recur_msgsock_t *s, const recur_msgsock_peer_t *
             goto done;
         }
     } else if (to && to->len) {
-        st = sock_fail_(err, RECUR_E_INVAL, "msgsock %s: a DEALER sends only to its router (peer must be NULL)",
-                        s->endpoint);
+        st = recur_proto_fail(err, RECUR_E_INVAL, "msgsock %s: a DEALER sends only to its router (peer must be NULL)",
+                              s->endpoint);
         goto done;
     }
     if (zmq_msg_send(payload, s->zs, 0) < 0) {
@@ -260,13 +243,13 @@ done:
 
 recur_status_t recur_msgsock_send(recur_msgsock_t *s, const recur_msgsock_peer_t *to, const void *data, size_t n,
                                   recur_proto_error_t *err) {
-    if (!s || (!data && n)) return sock_fail_(err, RECUR_E_INVAL, "msgsock send: NULL socket or data");
+    if (!s || (!data && n)) return recur_proto_fail(err, RECUR_E_INVAL, "msgsock send: NULL socket or data");
     if (n > s->max_msg_bytes)
-        return sock_fail_(err, RECUR_E_RANGE, "msgsock %s: message of %zu bytes exceeds the limit of %zu bytes",
-                          s->endpoint, n, s->max_msg_bytes);
+        return recur_proto_fail(err, RECUR_E_RANGE, "msgsock %s: message of %zu bytes exceeds the limit of %zu bytes",
+                                s->endpoint, n, s->max_msg_bytes);
     zmq_msg_t m;
     if (zmq_msg_init_size(&m, n) != 0)
-        return sock_fail_(err, RECUR_E_NOMEM, "msgsock %s: no memory for a message of %zu bytes", s->endpoint, n);
+        return recur_proto_fail(err, RECUR_E_NOMEM, "msgsock %s: no memory for a message of %zu bytes", s->endpoint, n);
     if (n) memcpy(zmq_msg_data(&m), data, n);
     return send_msg_(s, to, &m, err);
 }
@@ -282,14 +265,14 @@ static recur_status_t send_packed_(recur_msgsock_t *s, const recur_msgsock_peer_
     zmq_msg_t m;
     if (zmq_msg_init_data(&m, buf, n, free_packed_, NULL) != 0) {
         free(buf);
-        return sock_fail_(err, RECUR_E_NOMEM, "msgsock %s: no memory for a message", s->endpoint);
+        return recur_proto_fail(err, RECUR_E_NOMEM, "msgsock %s: no memory for a message", s->endpoint);
     }
     return send_msg_(s, to, &m, err);
 }
 
 recur_status_t recur_msgsock_send_api(recur_msgsock_t *s, const recur_msgsock_peer_t *to,
                                       const recur_api_envelope_t *env, recur_proto_error_t *err) {
-    if (!s) return sock_fail_(err, RECUR_E_INVAL, "msgsock send: NULL socket");
+    if (!s) return recur_proto_fail(err, RECUR_E_INVAL, "msgsock send: NULL socket");
     uint8_t *buf = NULL;
     size_t n = 0;
     RECUR_TRY(recur_proto_api_pack(env, s->max_msg_bytes, &buf, &n, err));
@@ -298,7 +281,7 @@ recur_status_t recur_msgsock_send_api(recur_msgsock_t *s, const recur_msgsock_pe
 
 recur_status_t recur_msgsock_send_internal(recur_msgsock_t *s, const recur_msgsock_peer_t *to,
                                            const recur_internal_envelope_t *env, recur_proto_error_t *err) {
-    if (!s) return sock_fail_(err, RECUR_E_INVAL, "msgsock send: NULL socket");
+    if (!s) return recur_proto_fail(err, RECUR_E_INVAL, "msgsock send: NULL socket");
     uint8_t *buf = NULL;
     size_t n = 0;
     RECUR_TRY(recur_proto_internal_pack(env, s->max_msg_bytes, &buf, &n, err));
@@ -320,23 +303,23 @@ static recur_status_t recv_first_(recur_msgsock_t *s, int32_t timeout_ms, zmq_ms
         if (zmq_msg_recv(part, s->zs, ZMQ_DONTWAIT) >= 0) return RECUR_OK;
         int e = zmq_errno();
         if (e != EAGAIN && e != EINTR)
-            return sock_fail_(err, RECUR_E_IO, "msgsock %s: recv: %s", s->endpoint, zmq_strerror(e));
+            return recur_proto_fail(err, RECUR_E_IO, "msgsock %s: recv: %s", s->endpoint, zmq_strerror(e));
         long wait = -1;
         if (timeout_ms >= 0) {
             int64_t left = deadline - now_ms_();
             if (left <= 0 || e == EINTR)
-                return sock_fail_(err, RECUR_E_TIMEOUT, "msgsock %s: no message within %d ms", s->endpoint,
-                                  (int)timeout_ms);
+                return recur_proto_fail(err, RECUR_E_TIMEOUT, "msgsock %s: no message within %d ms", s->endpoint,
+                                        (int)timeout_ms);
             wait = (long)left;
         } else if (e == EINTR) {
-            return sock_fail_(err, RECUR_E_TIMEOUT, "msgsock %s: wait interrupted by a signal", s->endpoint);
+            return recur_proto_fail(err, RECUR_E_TIMEOUT, "msgsock %s: wait interrupted by a signal", s->endpoint);
         }
         zmq_pollitem_t it = {s->zs, 0, ZMQ_POLLIN, 0};
         if (zmq_poll(&it, 1, wait) < 0) {
             e = zmq_errno();
             if (e == EINTR)
-                return sock_fail_(err, RECUR_E_TIMEOUT, "msgsock %s: wait interrupted by a signal", s->endpoint);
-            return sock_fail_(err, RECUR_E_IO, "msgsock %s: zmq_poll: %s", s->endpoint, zmq_strerror(e));
+                return recur_proto_fail(err, RECUR_E_TIMEOUT, "msgsock %s: wait interrupted by a signal", s->endpoint);
+            return recur_proto_fail(err, RECUR_E_IO, "msgsock %s: zmq_poll: %s", s->endpoint, zmq_strerror(e));
         }
         /* ready (or timed out): the next zmq_msg_recv says which */
     }
@@ -347,7 +330,7 @@ recur_status_t recur_msgsock_recv(recur_msgsock_t *s, int32_t timeout_ms, recur_
     if (from) memset(from, 0, sizeof(*from));
     if (data) *data = NULL;
     if (n) *n = 0;
-    if (!s || !data || !n) return sock_fail_(err, RECUR_E_INVAL, "msgsock recv: NULL argument");
+    if (!s || !data || !n) return recur_proto_fail(err, RECUR_E_INVAL, "msgsock recv: NULL argument");
     zmq_msg_close(&s->last);
     zmq_msg_init(&s->last);
 
@@ -379,7 +362,7 @@ recur_status_t recur_msgsock_recv(recur_msgsock_t *s, int32_t timeout_ms, recur_
             zmq_msg_close(&part);
             zmq_msg_init(&part);
             if (zmq_msg_recv(&part, s->zs, 0) < 0) {
-                st = sock_fail_(err, RECUR_E_IO, "msgsock %s: recv: %s", s->endpoint, zmq_strerror(zmq_errno()));
+                st = recur_proto_fail(err, RECUR_E_IO, "msgsock %s: recv: %s", s->endpoint, zmq_strerror(zmq_errno()));
                 zmq_msg_close(&part);
                 return st;
             }
@@ -402,9 +385,9 @@ recur_status_t recur_msgsock_recv(recur_msgsock_t *s, int32_t timeout_ms, recur_
         char p[2 * RECUR_MSGSOCK_PEER_MAX + 3];
         zmq_msg_close(&s->last);
         zmq_msg_init(&s->last);
-        return sock_fail_(err, RECUR_E_FORMAT, "msgsock %s: message from peer %s has %zu frames after the identity, "
-                          "expected the payload (or an empty delimiter and the payload)", s->endpoint,
-                          recur_msgsock_peer_str(&peer, p, sizeof(p)), n_frames);
+        return recur_proto_fail(err, RECUR_E_FORMAT, "msgsock %s: message from peer %s has %zu frames after the identity, "
+                                "expected the payload (or an empty delimiter and the payload)", s->endpoint,
+                                recur_msgsock_peer_str(&peer, p, sizeof(p)), n_frames);
     }
     *data = zmq_msg_data(&s->last);
     *n = zmq_msg_size(&s->last);
@@ -414,7 +397,7 @@ recur_status_t recur_msgsock_recv(recur_msgsock_t *s, int32_t timeout_ms, recur_
 recur_status_t recur_msgsock_recv_api(recur_msgsock_t *s, int32_t timeout_ms, recur_msgsock_peer_t *from,
                                       recur_api_envelope_t **env, recur_proto_error_t *err) {
     if (env) *env = NULL;
-    if (!env) return sock_fail_(err, RECUR_E_INVAL, "msgsock recv: NULL output");
+    if (!env) return recur_proto_fail(err, RECUR_E_INVAL, "msgsock recv: NULL output");
     const uint8_t *data;
     size_t n;
     recur_status_t st = recur_msgsock_recv(s, timeout_ms, from, &data, &n, err);
@@ -425,7 +408,7 @@ recur_status_t recur_msgsock_recv_api(recur_msgsock_t *s, int32_t timeout_ms, re
 recur_status_t recur_msgsock_recv_internal(recur_msgsock_t *s, int32_t timeout_ms, recur_msgsock_peer_t *from,
                                            recur_internal_envelope_t **env, recur_proto_error_t *err) {
     if (env) *env = NULL;
-    if (!env) return sock_fail_(err, RECUR_E_INVAL, "msgsock recv: NULL output");
+    if (!env) return recur_proto_fail(err, RECUR_E_INVAL, "msgsock recv: NULL output");
     const uint8_t *data;
     size_t n;
     recur_status_t st = recur_msgsock_recv(s, timeout_ms, from, &data, &n, err);

@@ -13,10 +13,7 @@
 
 /* ------------------------------------------------------------------ errors */
 
-#if defined(__GNUC__)
-__attribute__((format(printf, 3, 4)))
-#endif
-static recur_status_t proto_fail_(recur_proto_error_t *err, recur_status_t s, const char *fmt, ...) {
+recur_status_t recur_proto_fail(recur_proto_error_t *err, recur_status_t s, const char *fmt, ...) {
     char buf[sizeof(err->msg)];
     va_list ap;
     va_start(ap, fmt);
@@ -24,7 +21,7 @@ static recur_status_t proto_fail_(recur_proto_error_t *err, recur_status_t s, co
     va_end(ap);
     if (err)
         memcpy(err->msg, buf, sizeof(buf));
-    else
+    else if (s != RECUR_E_TIMEOUT)
         recur_log_err("%s", buf);
     return s;
 }
@@ -34,17 +31,17 @@ static void proto_err_clear_(recur_proto_error_t *err) {
 }
 
 /* The validators below fail with RECUR_E_FORMAT; pack turns that into RECUR_E_INVAL. */
-#define PROTO_BAD(...) return proto_fail_(err, RECUR_E_FORMAT, __VA_ARGS__)
-#define PROTO_CHECK(expr) do { recur_status_t s_ = (expr); if (s_ != RECUR_OK) return s_; } while (0)
-
-/* ------------------------------------------------------------------ field checks */
-
-/* A string field: `required` means it must be present and non-empty. At most max_bytes
- * bytes of strict UTF-8 (what proto2 strings hold in every other language's runtime). */
-static recur_status_t check_str_(recur_proto_error_t *err, const char *what, const char *s, int required,
-                                 size_t max_bytes) {
-    if (!s || !*s) {
-        if (required) PROTO_BAD("%s: missing (must be a non-empty string)", what);
+#define PROTO_BAD(...) return recur_proto_fail(err, RECUR_E_FORMAT, __VA_ARGS__)
+     #define PROTO_CHECK(expr) do { recur_status_t s_ = (expr); if (s_ != RECUR_OK) return s_; } while (0)
+     
+     /* ------------------------------------------------------------------ field checks */
+     
+     /* A string field: `required` means it must be present and non-empty. At most max_bytes
+      * bytes of strict UTF-8 (what proto2 strings hold in every other language's runtime). */
+     static recur_status_t check_str_(recur_proto_error_t *err, const char *what, const char *s, int required,
+                                      size_t max_bytes) {
+         if (!s || !*s) {
+             if (required) PROTO_BAD("%s: missing (must be a non-empty string)", what);
         return RECUR_OK;
     }
     size_t n = strlen(s);
@@ -78,7 +75,7 @@ static recur_status_t check_slots_(recur_proto_error_t *err, const char *what, c
         if (v[i] < 1) PROTO_BAD("%s[%zu] = %d: slots start at 1 (slot 0 is the padding slot)", what, i, (int)v[i]);
     if (n < 2) return RECUR_OK;
     int32_t *c = malloc(n * sizeof(*c));
-    if (!c) return proto_fail_(err, RECUR_E_NOMEM, "%s: out of memory checking %zu slots", what, n);
+    if (!c) return recur_proto_fail(err, RECUR_E_NOMEM, "%s: out of memory checking %zu slots", what, n);
     memcpy(c, v, n * sizeof(*c));
     qsort(c, n, sizeof(*c), cmp_i32_);
     for (size_t i = 1; i < n; i++)
@@ -487,20 +484,20 @@ recur_status_t recur_proto_step_result_matches(const Recur__Internal__StepResult
                                                const Recur__Internal__LogitsMode *plan_logits,
                                                recur_proto_error_t *err) {
     proto_err_clear_(err);
-    if (!res) return proto_fail_(err, RECUR_E_PROTO, "step_result: NULL");
+    if (!res) return recur_proto_fail(err, RECUR_E_PROTO, "step_result: NULL");
     if (res->step != step)
-        return proto_fail_(err, RECUR_E_PROTO, "step_result for step %llu, expected step %llu",
-                           (unsigned long long)res->step, (unsigned long long)step);
+        return recur_proto_fail(err, RECUR_E_PROTO, "step_result for step %llu, expected step %llu",
+                                (unsigned long long)res->step, (unsigned long long)step);
     if (recur_proto_status_code(res->status) != RECUR_OK) return RECUR_OK;   /* a failure answers any plan */
     if (res->n_token != n_seq)
-        return proto_fail_(err, RECUR_E_PROTO, "step_result for step %llu has %zu tokens, the plan had %zu sequences",
-                           (unsigned long long)step, res->n_token, n_seq);
+        return recur_proto_fail(err, RECUR_E_PROTO, "step_result for step %llu has %zu tokens, the plan had %zu sequences",
+                                (unsigned long long)step, res->n_token, n_seq);
     for (size_t i = 0; plan_logits && i < n_seq; i++) {
         int sampled = plan_logits[i] == RECUR__INTERNAL__LOGITS_MODE__LOGITS_MODE_SAMPLE;
         if (sampled != (res->token[i] >= 0))
-            return proto_fail_(err, RECUR_E_PROTO, "step_result for step %llu: sequence %zu %s but got token %d",
-                               (unsigned long long)step, i, sampled ? "was sampled" : "was not sampled",
-                               (int)res->token[i]);
+            return recur_proto_fail(err, RECUR_E_PROTO, "step_result for step %llu: sequence %zu %s but got token %d",
+                                    (unsigned long long)step, i, sampled ? "was sampled" : "was not sampled",
+                                    (int)res->token[i]);
     }
     return RECUR_OK;
 }
@@ -550,18 +547,18 @@ static recur_status_t wire_scan_(const proto_kind_t *k, const uint8_t *p, size_t
         size_t start = pos;
         uint64_t key, v;
         if (!wire_varint_(p, n, &pos, &key))
-            return proto_fail_(err, RECUR_E_FORMAT, "%s message malformed: truncated field key at byte %zu of %zu",
-                               k->name, start, n);
+            return recur_proto_fail(err, RECUR_E_FORMAT, "%s message malformed: truncated field key at byte %zu of %zu",
+                                    k->name, start, n);
         uint64_t field = key >> 3;
         unsigned wt = (unsigned)(key & 7);
         if (field == 0 || field > 0x1fffffff)
-            return proto_fail_(err, RECUR_E_FORMAT, "%s message malformed: field number %llu at byte %zu", k->name,
-                               (unsigned long long)field, start);
+            return recur_proto_fail(err, RECUR_E_FORMAT, "%s message malformed: field number %llu at byte %zu", k->name,
+                                    (unsigned long long)field, start);
         switch (wt) {
         case 0:
             if (!wire_varint_(p, n, &pos, &v))
-                return proto_fail_(err, RECUR_E_FORMAT, "%s message malformed: truncated varint at byte %zu of %zu",
-                                   k->name, start, n);
+                return recur_proto_fail(err, RECUR_E_FORMAT, "%s message malformed: truncated varint at byte %zu of %zu",
+                                        k->name, start, n);
             if (field == 1) {
                 have_version = 1;
                 version = v;   /* the last occurrence wins, as in any protobuf reader */
@@ -571,37 +568,37 @@ static recur_status_t wire_scan_(const proto_kind_t *k, const uint8_t *p, size_t
         case 5: {
             size_t w = wt == 1 ? 8 : 4;
             if (n - pos < w)
-                return proto_fail_(err, RECUR_E_FORMAT, "%s message malformed: truncated fixed field at byte %zu of %zu",
-                                   k->name, start, n);
+                return recur_proto_fail(err, RECUR_E_FORMAT, "%s message malformed: truncated fixed field at byte %zu of %zu",
+                                        k->name, start, n);
             pos += w;
             break;
         }
         case 2:
             if (!wire_varint_(p, n, &pos, &v) || v > n - pos)
-                return proto_fail_(err, RECUR_E_FORMAT,
-                                   "%s message malformed: field %llu at byte %zu runs past the end (%zu bytes)",
-                                   k->name, (unsigned long long)field, start, n);
+                return recur_proto_fail(err, RECUR_E_FORMAT,
+                                        "%s message malformed: field %llu at byte %zu runs past the end (%zu bytes)",
+                                        k->name, (unsigned long long)field, start, n);
             pos += (size_t)v;
             break;
         default:   /* groups (3, 4) are not used by recur; 6 and 7 do not exist */
-            return proto_fail_(err, RECUR_E_FORMAT, "%s message malformed: wire type %u at byte %zu", k->name, wt,
-                               start);
+            return recur_proto_fail(err, RECUR_E_FORMAT, "%s message malformed: wire type %u at byte %zu", k->name, wt,
+                                    start);
         }
         if (field == 1 && wt != 0)
-            return proto_fail_(err, RECUR_E_FORMAT, "%s message malformed: protocol_version has wire type %u",
-                               k->name, wt);
+            return recur_proto_fail(err, RECUR_E_FORMAT, "%s message malformed: protocol_version has wire type %u",
+                                    k->name, wt);
         if (field >= k->body_lo && field <= k->body_hi && !own_body) own_body = (uint32_t)field;
         if (field >= k->other_lo && field <= k->other_hi && !other_body) other_body = (uint32_t)field;
     }
     if (!own_body && other_body)
-        return proto_fail_(err, RECUR_E_PROTO, "%s message expected, got a %s message (body field %u): wrong socket?",
-                           k->name, k->other_name, (unsigned)other_body);
+        return recur_proto_fail(err, RECUR_E_PROTO, "%s message expected, got a %s message (body field %u): wrong socket?",
+                                k->name, k->other_name, (unsigned)other_body);
     if (!have_version)
-        return proto_fail_(err, RECUR_E_PROTO, "%s message carries no protocol_version: not a recur %s envelope",
-                           k->name, k->name);
+        return recur_proto_fail(err, RECUR_E_PROTO, "%s message carries no protocol_version: not a recur %s envelope",
+                                k->name, k->name);
     if (version != k->version)
-        return proto_fail_(err, RECUR_E_PROTO, "%s message: protocol version %llu, expected %u", k->name,
-                           (unsigned long long)version, (unsigned)k->version);
+        return recur_proto_fail(err, RECUR_E_PROTO, "%s message: protocol version %llu, expected %u", k->name,
+                                (unsigned long long)version, (unsigned)k->version);
     return RECUR_OK;
 }
 
@@ -637,21 +634,21 @@ static recur_status_t proto_unpack_(const proto_kind_t *k, const uint8_t *buf, s
     *out = NULL;
     size_t limit = proto_limit_(max_bytes);
     if (n > limit)
-        return proto_fail_(err, RECUR_E_RANGE, "%s message of %zu bytes exceeds the limit of %zu bytes", k->name, n,
-                           limit);
-    if (!buf && n > 0) return proto_fail_(err, RECUR_E_INVAL, "%s message: NULL buffer", k->name);
+        return recur_proto_fail(err, RECUR_E_RANGE, "%s message of %zu bytes exceeds the limit of %zu bytes", k->name, n,
+                                limit);
+    if (!buf && n > 0) return recur_proto_fail(err, RECUR_E_INVAL, "%s message: NULL buffer", k->name);
     PROTO_CHECK(wire_scan_(k, buf, n, err));
     proto_budget_t budget = {0, n * (size_t)RECUR_PROTO_ALLOC_FACTOR + ((size_t)1 << 20), 0};
     ProtobufCAllocator alloc = {budget_alloc_, budget_free_, &budget};
     ProtobufCMessage *m = protobuf_c_message_unpack(k->desc, &alloc, n, buf);
     if (!m) {
         if (budget.exceeded)
-            return proto_fail_(err, RECUR_E_FORMAT,
-                               "%s message of %zu bytes needs more than %zu bytes of memory to decode (the limit is "
-                               "%dx its size)",
-                               k->name, n, budget.limit, RECUR_PROTO_ALLOC_FACTOR);
-        return proto_fail_(err, RECUR_E_FORMAT, "%s message malformed: it does not decode as a recur.%s.Envelope",
-                           k->name, k->name);
+            return recur_proto_fail(err, RECUR_E_FORMAT,
+                                    "%s message of %zu bytes needs more than %zu bytes of memory to decode (the limit is "
+                                    "%dx its size)",
+                                    k->name, n, budget.limit, RECUR_PROTO_ALLOC_FACTOR);
+        return recur_proto_fail(err, RECUR_E_FORMAT, "%s message malformed: it does not decode as a recur.%s.Envelope",
+                                k->name, k->name);
     }
     *out = m;
     return RECUR_OK;
@@ -662,10 +659,10 @@ static recur_status_t proto_pack_(const proto_kind_t *k, const ProtobufCMessage 
     size_t limit = proto_limit_(max_bytes);
     size_t n = protobuf_c_message_get_packed_size(m);
     if (n > limit)
-        return proto_fail_(err, RECUR_E_RANGE, "%s message of %zu bytes exceeds the limit of %zu bytes", k->name, n,
-                           limit);
+        return recur_proto_fail(err, RECUR_E_RANGE, "%s message of %zu bytes exceeds the limit of %zu bytes", k->name, n,
+                                limit);
     uint8_t *buf = malloc(n ? n : 1);
-    if (!buf) return proto_fail_(err, RECUR_E_NOMEM, "%s message: out of memory for %zu bytes", k->name, n);
+    if (!buf) return recur_proto_fail(err, RECUR_E_NOMEM, "%s message: out of memory for %zu bytes", k->name, n);
     size_t got = protobuf_c_message_pack(m, buf);
     RECUR_ASSERT(got == n);
     *out = buf;
@@ -681,8 +678,8 @@ static recur_status_t proto_unknown_body_(const proto_kind_t *k, const ProtobufC
     for (unsigned i = 0; i < m->n_unknown_fields; i++) {
         uint32_t tag = m->unknown_fields[i].tag;
         if (tag >= k->body_lo && tag <= k->body_hi)
-            return proto_fail_(err, RECUR_E_FORMAT, "%s message: unknown body field %u (a newer peer?)", k->name,
-                               (unsigned)tag);
+            return recur_proto_fail(err, RECUR_E_FORMAT, "%s message: unknown body field %u (a newer peer?)", k->name,
+                                    (unsigned)tag);
     }
     return RECUR_OK;
 }
@@ -691,7 +688,7 @@ static recur_status_t proto_unknown_body_(const proto_kind_t *k, const ProtobufC
 
 recur_status_t recur_proto_api_pack(const recur_api_envelope_t *env, size_t max_bytes, uint8_t **out,
                                     size_t *n_out, recur_proto_error_t *err) {
-    if (!out || !n_out) return proto_fail_(err, RECUR_E_INVAL, "api pack: NULL output");
+    if (!out || !n_out) return recur_proto_fail(err, RECUR_E_INVAL, "api pack: NULL output");
     *out = NULL;
     *n_out = 0;
     /* our own message breaking the rules is our caller's bug, not malformed input */
@@ -704,7 +701,7 @@ recur_status_t recur_proto_api_pack(const recur_api_envelope_t *env, size_t max_
 
 recur_status_t recur_proto_api_unpack(const uint8_t *buf, size_t n, size_t max_bytes, recur_api_envelope_t **out,
                                       recur_proto_error_t *err) {
-    if (!out) return proto_fail_(err, RECUR_E_INVAL, "api unpack: NULL output");
+    if (!out) return recur_proto_fail(err, RECUR_E_INVAL, "api unpack: NULL output");
     proto_err_clear_(err);
     ProtobufCMessage *m = NULL;
     PROTO_CHECK(proto_unpack_(&PROTO_API, buf, n, max_bytes, &m, err));
@@ -727,7 +724,7 @@ void recur_proto_api_free(recur_api_envelope_t *env) {
 
 recur_status_t recur_proto_internal_pack(const recur_internal_envelope_t *env, size_t max_bytes, uint8_t **out,
                                          size_t *n_out, recur_proto_error_t *err) {
-    if (!out || !n_out) return proto_fail_(err, RECUR_E_INVAL, "internal pack: NULL output");
+    if (!out || !n_out) return recur_proto_fail(err, RECUR_E_INVAL, "internal pack: NULL output");
     *out = NULL;
     *n_out = 0;
     if (recur_proto_internal_validate(env, err) != RECUR_OK) return RECUR_E_INVAL;
@@ -739,7 +736,7 @@ recur_status_t recur_proto_internal_pack(const recur_internal_envelope_t *env, s
 
 recur_status_t recur_proto_internal_unpack(const uint8_t *buf, size_t n, size_t max_bytes,
                                            recur_internal_envelope_t **out, recur_proto_error_t *err) {
-    if (!out) return proto_fail_(err, RECUR_E_INVAL, "internal unpack: NULL output");
+    if (!out) return recur_proto_fail(err, RECUR_E_INVAL, "internal unpack: NULL output");
     proto_err_clear_(err);
     ProtobufCMessage *m = NULL;
     PROTO_CHECK(proto_unpack_(&PROTO_INTERNAL, buf, n, max_bytes, &m, err));

@@ -75,6 +75,15 @@ typedef struct recur_proto_error {
     char msg[256];   /* NUL-terminated; "" when there was no failure */
 } recur_proto_error_t;
 
+/* Formats a failure's message into err, or logs it at error level when err is NULL
+ * (RECUR_E_TIMEOUT is never logged: waiting with a timeout is how a loop idles); returns s.
+ * Shared with the transport (common/recur_msgsock) so both report failures alike. */
+recur_status_t recur_proto_fail(recur_proto_error_t *err, recur_status_t s, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
 /* ---- client API (recur_api.proto) */
 
 /* Encodes env with protocol_version set to RECUR_PROTO_API_VERSION (whatever env holds
