@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# gpu_dist.sh [BUNDLE_DIR]: on a machine with 2 GPUs (NVLink), from the repository root, the
+# gpu_dist.sh [BUNDLE_DIR] [check|bench|all]: on a machine with 2 GPUs (NVLink), from the repository root, the
 # split-model checks and benchmarks of a bundle made by scripts/bundle.sh:
 #   1. test_dist on the CUDA backend (NCCL): TP2 and PP2 on the fixtures, f32 weights;
 #   2. the 7B shapes (random bf16 weights): `recur logits` on one GPU, TP2 and PP2 over a
@@ -10,6 +10,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bundle=$(cd "${1:-.devbundle}" && pwd)
+what=${2:-all}
 export LD_LIBRARY_PATH="$bundle/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" NCCL_NVLS_ENABLE=0
 export RECUR_FIXTURES_DIR="$bundle/fixtures" RECUR_SOURCE_DIR="$PWD"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -21,6 +22,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | sed 's/^/# gpu:
 nvidia-smi topo -m 2>/dev/null | head -3 | sed 's/^/# topo: /'
 rc=0
 
+if [ "$what" != bench ]; then
 echo "== 1. test_dist (NCCL)"
 for layout in "2 1" "1 2"; do
   "${mpi[@]}" "$bin/test_dist" cuda $layout >"$out/test_dist_${layout// /x}.log" 2>&1
@@ -50,6 +52,8 @@ EOF
   done
 done
 grep -h "rank .* read" "$out/logits.log" | sed 's/^/# /' | head -8
+fi
+[ "$what" = check ] && exit $rc
 
 echo "== 3. bench: one GPU, TP2, PP2"
 for model in rwkv7-7b xlstm-7b; do
