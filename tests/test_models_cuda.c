@@ -95,11 +95,12 @@ static void run_case(const ref_case_t *c, recur_dtype_t wdt) {
     }
     {
         const int V = recur_model_info(m)->n_vocab, T = (int)nt;
-        const size_t S = recur_model_info(m)->state_floats;
+        const size_t S = recur_model_info(m)->state_bytes;
         int32_t *tok = malloc(nt * sizeof(int32_t));
         for (size_t i = 0; i < nt; i++) tok[i] = (int32_t)tok_u[i];
         float *lg = malloc((size_t)T * V * sizeof(float)), *lg_step = malloc((size_t)T * V * sizeof(float));
-        float *st = malloc(S * sizeof(float)), *lg_res = malloc((size_t)T * V * sizeof(float));
+        void *st = malloc(S);
+        float *lg_res = malloc((size_t)T * V * sizeof(float));
         const float tol = wdt == RECUR_DTYPE_F32 ? 1e-4f : c->bf16_tol;
         char what[256];
         /* prefill (pieces of 64 rows) */
