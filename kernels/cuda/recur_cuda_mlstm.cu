@@ -26,13 +26,14 @@
  * 2. mlstm_nm_kernel, grid (heads, sequences): replays the same gate and n arithmetic and
  *    writes n and m back. Running it after kernel 1 is what makes the update race-free:
  *    no block of kernel 1 can see a new n or m.
- * fp32 throughout, on CUDA cores. C may be stored as bf16 (recur_state_ref_t.mat_dtype; the
- * kernels are templates on its element type T): kernel 1 widens it on load and rounds it on
- * store, i.e. once per call in mlstm_chunk_kernel (C stays in shared memory across the
- * call's chunks) and once per token in mlstm_step_kernel (which stores every token), the
- * CPU reference's rounding points; n and m are f32 either way. The effective chunk is min(chunk, 128, the longest sequence of the
+ * fp32 throughout, on CUDA cores. The effective chunk is min(chunk, 128, the longest sequence of the
  * batch), lowered further if the shared memory would not fit (any chunk gives the same
- * function up to rounding; below the longest sequence it splits exactly as the CPU). */
+ * function up to rounding; below the longest sequence it splits exactly as the CPU).
+ * C may be stored as bf16 (recur_state_ref_t.mat_dtype; the kernels are templates on its
+ * element type T): kernel 1 widens it on load and rounds it on store, i.e. once per call in
+ * mlstm_chunk_kernel (C stays in shared memory across the call's chunks) and once per token
+ * in mlstm_step_kernel (which stores every token), the CPU reference's rounding points; n
+ * and m are f32 either way. */
 #include "recur_cuda_prefill.h"
 
 #define ML_THREADS 256
