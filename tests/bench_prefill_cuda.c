@@ -108,7 +108,8 @@ static void bench_mlstm(recur_backend_t *b, int T) {
                             .rows = {T, 1, doff, dsl}, .q = din, .k = din + nq, .v = din + 2 * nq,
                             .i_pre = din + 2 * nq + nv, .f_pre = din + 2 * nq + nv + (size_t)T * NH,
                             .i_bias = din + 2 * nq + nv + 2 * (size_t)T * NH,
-                            .f_bias = din + 2 * nq + nv + 2 * (size_t)T * NH + NH, .state = {dst, per * sizeof(float), 0, RECUR_DTYPE_F32}, .h = dh};
+                            .f_bias = din + 2 * nq + nv + 2 * (size_t)T * NH + NH,
+                            .state = {dst, per * sizeof(float), 0, RECUR_DTYPE_F32}, .h = dh};
     if (recur_cuda_mlstm_path(b, &a, RECUR_CUDA_PATH_SERIAL) != RECUR_OK) failures++;
     b->iface.download(b, hs, dh, nv * sizeof(float));
     b->iface.download(b, ss, dst, per * sizeof(float));

@@ -455,7 +455,8 @@ static void time_recurrences(recur_backend_t *b) {
     int32_t *doff1 = dev(b, off1, sizeof off1), *dsl1 = dev(b, sl1, sizeof sl1);
     recur_mlstm_args_t ma = {.n_head = NH, .dqk = DK, .dv = DV, .chunk = 64, .gate_cap = 15.f, .eps = 1e-6f,
                              .rows = {B, B, doff, dsl}, .q = dq, .k = dk, .v = dv, .i_pre = dip, .f_pre = dfp,
-                             .i_bias = dib, .f_bias = dfb, .state = {dst, mst * sizeof(float), 0, RECUR_DTYPE_F32}, .h = dh};
+                             .i_bias = dib, .f_bias = dfb, .state = {dst, mst * sizeof(float), 0, RECUR_DTYPE_F32},
+                             .h = dh};
     for (int i = 0; i < 3; i++) b->iface.mlstm(b, &ma);
     b->iface.synchronize(b);
     int reps = 50;
@@ -782,7 +783,8 @@ static void test_mlstm(recur_backend_t *b, int NHX, int DK, int DV, int nseq, co
             float *dip = dev(be, ip, (size_t)Mr * NHX * 4), *dfp = dev(be, fp, (size_t)Mr * NHX * 4);
             float *dib = dev(be, ib, NHX * 4), *dfb = dev(be, fb, NHX * 4), *dh = dev(be, NULL, vv * 4);
             void *dst = dev(be, raw, pool_bytes(&pl));
-            int32_t *doff = dev(be, soff_h, (nseq + 1) * sizeof(int32_t)), *dslot = dev(be, slot_h, nseq * sizeof(int32_t));
+            int32_t *doff = dev(be, soff_h, (nseq + 1) * sizeof(int32_t));
+            int32_t *dslot = dev(be, slot_h, nseq * sizeof(int32_t));
             recur_rows_t rows = {.n_rows = Mr, .n_seq = nseq, .seq_off = doff, .slot = dslot};
             poison(be, dh, vv);
             recur_mlstm_args_t ma = {.n_head = NHX, .dqk = DK, .dv = DV, .chunk = chunks[c], .gate_cap = 15.f,
@@ -1006,7 +1008,8 @@ int main(int argc, char **argv) {
     int32_t *doff = dev(b, seq_off, sizeof seq_off), *dslot = dev(b, slots, sizeof slots);
     recur_rows_t rows = {.n_rows = M, .n_seq = NSEQ, .seq_off = doff, .slot = dslot};
     poison(b, dy, 3 * MC);
-    b->iface.token_shift_mix(b, dx, C, &rows, (recur_state_ref_t){dpool, stride * sizeof(float), off * sizeof(float), RECUR_DTYPE_F32}, 3, dmix, dy);
+    const recur_state_ref_t shift_ref = {dpool, stride * sizeof(float), off * sizeof(float), RECUR_DTYPE_F32};
+    b->iface.token_shift_mix(b, dx, C, &rows, shift_ref, 3, dmix, dy);
     get(b, got, dy, 3 * MC * sizeof(float));
     for (int s = 0; s < NSEQ; s++)
         for (int t = seq_off[s]; t < seq_off[s + 1]; t++) {

@@ -211,7 +211,8 @@ int main(void) {
             bytes[k] = m ? recur_model_info(m)->state_bytes : 0;
             recur_model_free(m);
         }
-        const double want = bytes[1] ? (double)bytes[0] / (double)bytes[1] : 0, got = n_slots[0] > 0 ? (double)n_slots[1] / n_slots[0] : 0;
+        const double want = bytes[1] ? (double)bytes[0] / (double)bytes[1] : 0;
+        const double got = n_slots[0] > 0 ? (double)n_slots[1] / n_slots[0] : 0;
         fprintf(stderr, "n_slots 0 on the GPU: %d slots of %zu bytes (f32 state), %d of %zu (bf16): x%.2f, bytes x%.2f\n",
                 n_slots[0], bytes[0], n_slots[1], bytes[1], got, want);
         if (!(got > 0.9 * want)) failures++;

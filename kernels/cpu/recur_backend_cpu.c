@@ -243,6 +243,7 @@ static recur_status_t cpu_rwkv7_wkv(recur_backend_t *b, const recur_rwkv7_wkv_ar
     const recur_rows_t *rows = &p->rows;
     const int bf = p->state.mat_dtype == RECUR_DTYPE_BF16;
     RECUR_ASSERT(bf || p->state.mat_dtype == RECUR_DTYPE_F32);
+    RECUR_ASSERT(p->state.slot_bytes % 4 == 0 && p->state.offset % 4 == 0); /* recur_state_ref_t */
     const size_t es = recur_dtype_size(p->state.mat_dtype);
     /* bf16: one row of S at a time in fp32 (rows are independent, see below) */
     float *row = bf ? malloc((size_t)N * sizeof(float)) : NULL;
@@ -389,6 +390,7 @@ static recur_status_t cpu_mlstm(recur_backend_t *b, const recur_mlstm_args_t *p)
     const int bf = p->state.mat_dtype == RECUR_DTYPE_BF16;
     RECUR_ASSERT(bf || p->state.mat_dtype == RECUR_DTYPE_F32);
     RECUR_ASSERT(!bf || ((size_t)NH * DK * DV) % 2 == 0);
+    RECUR_ASSERT(p->state.slot_bytes % 4 == 0 && p->state.offset % 4 == 0);
     const size_t CE = (size_t)DK * DV, n_off = recur_mlstm_state_n_offset(NH, DK, DV, p->state.mat_dtype);
     /* Scratch sized by the chunk (and a head's C for bf16); small next to the
      * O(L * DK * DV) work it serves, so a per-call allocation is cheap. */

@@ -165,7 +165,9 @@ static __device__ __forceinline__ float recur_st_load(float x) { return x; }
 static __device__ __forceinline__ float recur_st_load(__nv_bfloat16 x) { return __bfloat162float(x); }
 template <typename T> static __device__ __forceinline__ T recur_st_store(float x);
 template <> __device__ __forceinline__ float recur_st_store<float>(float x) { return x; }
-template <> __device__ __forceinline__ __nv_bfloat16 recur_st_store<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+template <> __device__ __forceinline__ __nv_bfloat16 recur_st_store<__nv_bfloat16>(float x) {
+    return __float2bfloat16_rn(x);
+}
 /* x as it reads back after a store as T (the identity for float) */
 template <typename T> static __device__ __forceinline__ float recur_st_round(float x) {
     return recur_st_load(recur_st_store<T>(x));

@@ -474,7 +474,8 @@ mlstm_nm_kernel(recur_mlstm_args_t p, int L, int32_t skip_from) {
 recur_status_t recur_cuda_mlstm_init(recur_cuda_ctx_t *c) {
     /* Allow every instance the device's whole opt-in shared memory once, at init, rather
      * than setting the attribute on each call. */
-#define ML_SMEM_ATTR(kernel) RCU_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)c->smem_optin))
+#define ML_SMEM_ATTR(kernel) \
+    RCU_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)c->smem_optin))
     ML_SMEM_ATTR((mlstm_chunk_kernel<1, float>));
     ML_SMEM_ATTR((mlstm_chunk_kernel<4, float>));
     ML_SMEM_ATTR((mlstm_chunk_kernel<16, float>));

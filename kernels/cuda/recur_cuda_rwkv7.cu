@@ -165,6 +165,7 @@ extern "C" recur_status_t recur_cuda_rwkv7_wkv_path(recur_backend_t *b, const re
     recur_cuda_ctx_t *c = recur_cuda_ctx(b);
     const int N = a->head_size;
     RECUR_ASSERT(N > 0 && a->C % N == 0);
+    RECUR_ASSERT(a->state.slot_bytes % 4 == 0 && a->state.offset % 4 == 0); /* recur_state_ref_t */
     if (a->rows.n_rows <= 0 || a->rows.n_seq <= 0) return RECUR_OK;
     /* No sequence is longer than n_rows - n_seq + 1: a decode batch never launches the WY
      * kernel. Otherwise each kernel takes its own sequences and skips the others'. */
