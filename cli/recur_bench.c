@@ -28,7 +28,7 @@
 
 typedef struct bench_opts {
     const char *model, *backend, *json;
-    recur_dtype_t weights;
+    recur_dtype_t weights, state;
     int32_t batches[BENCH_MAX_LIST], n_batches, want_max_batch;
     int32_t prompts[BENCH_MAX_LIST], n_prompts;
     int32_t steps, layers, piece, tp, pp;
@@ -53,6 +53,8 @@ typedef struct bench {
     recur_grid_t grid;
     recur_comm_t *comm;
     FILE *out;
+    size_t state_bytes;   /* per slot */
+    int32_t max_fit;      /* the largest batch that fits (0: not measured) */
 } bench_t;
 
 static double now_s(void) {
@@ -92,19 +94,22 @@ static int parse_list(const char *opt, const char *s, int32_t *out, int32_t *n, 
 static void usage(void) {
     fprintf(stderr,
             "usage: recur bench [--model rwkv7-7b|xlstm-7b|PATH] [--backend cuda|cpu] [--weights bf16|f32]\n"
-            "                   [--batch 1,8,32,128,256,512,max] [--prompt 2048,8192,32768,131072]\n"
-            "                   [--steps N] [--piece N] [--layers N] [--json FILE] [--tp T --pp P]\n"
+            "                   [--state f32|bf16] [--batch 1,8,32,128,256,512,max]\n"
+            "                   [--prompt 2048,8192,32768,131072] [--steps N] [--piece N] [--layers N]\n"
+            "                   [--json FILE] [--tp T --pp P]\n"
             "  rwkv7-7b / xlstm-7b: random weights at the real shapes, made on the device.\n"
+            "  --state: storage of the recurrent state's matrices (default f32; bf16 halves a slot).\n"
             "  --layers N keeps only the first N layers (quick runs); --piece is the number of\n"
             "  tokens per forward pass in prefill (default 2048); 'max' in --batch adds the largest\n"
-            "  batch whose states fit in free device memory. Split over ranks: mpirun -np T*P\n"
-            "  recur bench --tp T --pp P ... (one GPU per rank; floors are for T*P GPUs; a 'comm'\n"
-            "  row times the step's all-reduces and stage-to-stage sends alone).\n");
+            "  batch whose states (and the decode workspace for that many rows) fit in free device\n"
+            "  memory. Split over ranks: mpirun -np T*P recur bench --tp T --pp P ... (one GPU per\n"
+            "  rank; floors are for T*P GPUs; a 'comm' row times the step's all-reduces and\n"
+            "  stage-to-stage sends alone).\n");
 }
 
 static int parse(int argc, char **argv, int first, bench_opts_t *o) {
-    *o = (bench_opts_t){.model = "rwkv7-7b", .backend = NULL, .weights = RECUR_DTYPE_BF16, .steps = 20, .piece = 2048,
-                        .tp = 1, .pp = 1};
+    *o = (bench_opts_t){.model = "rwkv7-7b", .backend = NULL, .weights = RECUR_DTYPE_BF16, .state = RECUR_DTYPE_F32,
+                        .steps = 20, .piece = 2048, .tp = 1, .pp = 1};
     parse_list("--batch", "1,8,32,128,256,512,max", o->batches, &o->n_batches, 1, &o->want_max_batch);
     parse_list("--prompt", "2048,8192,32768,131072", o->prompts, &o->n_prompts, 0, NULL);
     for (int i = first; i < argc; i++) {
@@ -114,10 +119,11 @@ static int parse(int argc, char **argv, int first, bench_opts_t *o) {
         if (!strcmp(a, "--model")) o->model = v;
         else if (!strcmp(a, "--backend")) o->backend = v;
         else if (!strcmp(a, "--json")) o->json = v;
-        else if (!strcmp(a, "--weights")) {
-            if (!strcmp(v, "bf16")) o->weights = RECUR_DTYPE_BF16;
-            else if (!strcmp(v, "f32")) o->weights = RECUR_DTYPE_F32;
-            else { fprintf(stderr, "recur bench: --weights bf16|f32\n"); return -1; }
+        else if (!strcmp(a, "--weights") || !strcmp(a, "--state")) {
+            recur_dtype_t *dt = !strcmp(a, "--weights") ? &o->weights : &o->state;
+            if (!strcmp(v, "bf16")) *dt = RECUR_DTYPE_BF16;
+            else if (!strcmp(v, "f32")) *dt = RECUR_DTYPE_F32;
+            else { fprintf(stderr, "recur bench: %s bf16|f32\n", a); return -1; }
         } else if (!strcmp(a, "--batch")) {
             o->want_max_batch = 0;
             if (parse_list(a, v, o->batches, &o->n_batches, 1, &o->want_max_batch)) return -1;
@@ -346,6 +352,7 @@ static recur_status_t open_model(bench_t *bn, int32_t n_slots, int32_t max_token
     p.n_slots = n_slots;
     p.max_tokens = max_tokens;
     p.comm = bn->comm;
+    p.state_dtype = bn->o.state;
     if (!recur_bench_is_virtual(bn->o.model)) return recur_model_load(bn->o.model, bn->b, &p, m);
     return recur_bench_load_virtual(bn->o.model, bn->o.layers, bn->o.weights, bn->b, &p, m, tmpdir, tmpdir_n);
 }
@@ -474,9 +481,9 @@ static recur_status_t bench_decode(bench_t *bn, recur_model_t *m, int32_t B, rec
         for (int32_t j = 0; j < B; j++) sp[j].step++;
     }
     double dt = (now_s() - t0) / bn->o.steps;
-    /* state_floats is this rank's shard: the whole state is n_gpus shards (less the
+    /* state_bytes is this rank's shard: the whole state is about n_gpus shards (less the
      * replicated shift vectors, which are small) */
-    double bytes = step_weight_bytes(info, wdt) + 2.0 * B * (double)info->state_floats * sizeof(float) * n_gpus(bn);
+    double bytes = step_weight_bytes(info, wdt) + 2.0 * B * (double)info->state_bytes * n_gpus(bn);
     char shape[48];
     snprintf(shape, sizeof shape, "batch %d", B);
     add_row(bn, "decode", shape, dt * 1e3, B / dt, "tok/s", bytes / (bn->copy_gbs * 1e9 * n_gpus(bn)) * 1e3, 0);
@@ -525,8 +532,10 @@ static void write_json(const bench_t *bn) {
         recur_log_err("%s: cannot write: %s", bn->o.json, strerror(errno));
         return;
     }
-    fprintf(f, "{\"device\":\"%s\",\"model\":\"%s\",\"copy_gbs\":%.1f,\"gemv_gbs\":%.1f,\"gemm_tflops\":%.1f,\"rows\":[",
-            bn->device, bn->model_desc, bn->copy_gbs, bn->gemv_gbs, bn->gemm_tflops);
+    fprintf(f, "{\"device\":\"%s\",\"model\":\"%s\",\"state\":\"%s\",\"state_bytes\":%zu,\"max_batch\":%d,"
+               "\"copy_gbs\":%.1f,\"gemv_gbs\":%.1f,\"gemm_tflops\":%.1f,\"rows\":[",
+            bn->device, bn->model_desc, recur_dtype_name(bn->o.state), bn->state_bytes, bn->max_fit, bn->copy_gbs,
+            bn->gemv_gbs, bn->gemm_tflops);
     for (int i = 0; i < bn->n_rows; i++) {
         const bench_row_t *r = &bn->rows[i];
         fprintf(f, "%s{\"what\":\"%s\",\"shape\":\"%s\",\"ms\":%.4f,\"throughput\":%.2f,\"unit\":\"%s\","
@@ -577,7 +586,8 @@ int recur_bench_main(int argc, char **argv, int first) {
 
     FILE *out = bn->out;
     if (out) {
-        fprintf(out, "# recur bench: model %s, backend %s, weights %s", bn->o.model, bn->device, recur_dtype_name(wdt));
+        fprintf(out, "# recur bench: model %s, backend %s, weights %s, state %s", bn->o.model, bn->device,
+                recur_dtype_name(wdt), recur_dtype_name(bn->o.state));
         if (bn->dist) fprintf(out, ", %d ranks: tp %d x pp %d (%s)", bn->grid.world_size, bn->grid.tp, bn->grid.pp,
                               recur_comm_transport(bn->comm));
         fprintf(out, "\n# %-16s %-22s %11s %12s %-8s %10s %8s\n", "what", "shape", "time", "throughput", "", "floor",
@@ -592,26 +602,41 @@ int recur_bench_main(int argc, char **argv, int first) {
     int32_t piece = bn->o.piece;
     if (open_model(bn, 2, 1, &m, tmpdir, sizeof tmpdir) != RECUR_OK) goto done; /* to learn the sizes */
     const recur_model_info_t *info0 = recur_model_info(m);
-    size_t state_bytes = info0->state_floats * sizeof(float);
-    snprintf(bn->model_desc, sizeof bn->model_desc, "%s %s: %d layers, C=%d, vocab %d, %.3gM params, state %.2f MiB",
-             bn->o.model, info0->arch_name, info0->n_layer, info0->n_embd, info0->n_vocab, info0->n_params / 1e6,
-             state_bytes / (1024.0 * 1024.0));
+    size_t state_bytes = info0->state_bytes;
+    bn->state_bytes = state_bytes;
+    snprintf(bn->model_desc, sizeof bn->model_desc,
+             "%s %s: %d layers, C=%d, vocab %d, %.3gM params, state %.2f MiB (%zu bytes, %s matrices)", bn->o.model,
+             info0->arch_name, info0->n_layer, info0->n_embd, info0->n_vocab, info0->n_params / 1e6,
+             state_bytes / (1024.0 * 1024.0), state_bytes, recur_dtype_name(info0->state_dtype));
     if (out) fprintf(out, "# %s\n", bn->model_desc);
     if (bn->o.want_max_batch && bn->b->iface.mem_info) {
-        size_t used = 0, total = 0;
-        bn->b->iface.mem_info(bn->b, &used, &total);
-        /* leave room for the workspace of a decode piece and the logits of the batch */
-        double free_b = (double)total - (double)used - 4.0 * (1 << 30);
-        int32_t fit = free_b > 0 ? (int32_t)(free_b / (double)state_bytes) - 1 : 0;
+        /* Memory in use with this model of 2 slots and a 1-row workspace, then with a
+         * second one of 129 rows: the difference is 128 rows of workspace and logits, which
+         * a decode batch of B rows also needs (RWKV-7 7B: ~0.6 MiB per row, as much as
+         * 1/30 of a bf16 slot, so it must be counted where thousands of slots fit). */
+        size_t used1 = 0, used2 = 0, total = 0;
+        bn->b->iface.mem_info(bn->b, &used1, &total);
+        close_model(m, tmpdir);
+        m = NULL;
+        if (open_model(bn, 2, 129, &m, tmpdir, sizeof tmpdir) != RECUR_OK) goto done;
+        bn->b->iface.mem_info(bn->b, &used2, &total);
+        /* per row: the measured workspace and logits, plus 64 KiB the backend grows on
+         * first use (bf16 copies of activations for the tensor cores); 2 GiB kept free */
+        double per_row = (used2 > used1 ? (double)(used2 - used1) / 128.0 : 0.0) + 65536.0;
+        double free_b = (double)total - (double)used1 - 2.0 * (1 << 30);
+        int32_t fit = free_b > 0 ? (int32_t)(free_b / ((double)state_bytes + per_row)) - 1 : 0;
         if (bn->dist) { /* every rank's pool: the fewest that fit anywhere */
             int64_t f64 = fit;
             if (recur_comm_min_i64(bn->comm, &f64) != RECUR_OK) goto done;
             fit = (int32_t)f64;
         }
+        bn->max_fit = fit;
         if (fit > max_b) max_b = fit;
         if (fit > 0) bn->o.batches[bn->o.n_batches++] = fit;
-        if (out) fprintf(out, "# largest batch that fits: %d slots of %.2f MiB%s\n", fit, state_bytes / (1024.0 * 1024.0),
-                         bn->dist ? " per rank's shard" : "");
+        if (out)
+            fprintf(out, "# largest batch that fits: %d slots of %.2f MiB (%s state%s) and %.2f MiB of workspace per row\n",
+                    fit, state_bytes / (1024.0 * 1024.0), recur_dtype_name(bn->o.state),
+                    bn->dist ? ", this rank's shard" : "", per_row / (1024.0 * 1024.0));
     }
     close_model(m, tmpdir);
     m = NULL;

@@ -41,7 +41,7 @@ static void usage(FILE *to) {
             "\n"
             "recur generate [--model PATH] --prompt TEXT [--max-tokens N] [--temperature T]\n"
             "               [--top-p P] [--top-k K] [--min-p P] [--seed S] [--tokenizer VOCAB]\n"
-            "               [--ignore-eos]\n"
+            "               [--ignore-eos] [--state f32|bf16]\n"
             "  PATH is a .bin, a .safetensors, an index json or a model directory; without\n"
             "  --model the bundled tiny RWKV-7 (834K parameters, byte-level) is used. The\n"
             "  tokenizer: --tokenizer (a tokenizer.json or a World vocab file), else one in the\n"
@@ -51,11 +51,12 @@ static void usage(FILE *to) {
             "  --min-p 0 (off) --seed 0; --temperature 0 is greedy decoding.\n"
             "\n"
             "recur logits --model PATH --tokens ID,ID,... --out FILE [--state-in F] [--state-out F]\n"
-            "             [--chunk N]\n"
+            "             [--chunk N] [--state f32|bf16]\n"
             "  Writes [n_tokens][n_vocab] little-endian float32: the logits after each token,\n"
             "  starting from the initial state (or --state-in). Token ids are used as given.\n"
-            "  --state-out writes the final state (float32, the model's state layout); --chunk\n"
-            "  sets how many tokens one forward pass takes (default 128).\n"
+            "  --state-out writes the final state (the slot's bytes in the model's state layout,\n"
+            "  its matrices in the --state dtype); --chunk sets how many tokens one forward pass\n"
+            "  takes (default 128).\n"
             "\n"
             "  PATH may also be rwkv7-7b or xlstm-7b: random weights at those shapes (as in bench).\n"
             "  Split across ranks: mpirun -np N recur logits --tp T --pp P ... (T x P = N; one rank\n"
@@ -66,15 +67,16 @@ static void usage(FILE *to) {
             "recur bench [options]   (recur bench --help for the list)\n"
             "\n"
             "common options: --backend cpu|cuda (default cpu) --weights bf16|f32 (matrix storage on\n"
-            "  cuda; default bf16; the CPU keeps f32) --log-level debug|info|warn|error (default warn;\n"
-            "  env RECUR_LOG)\n");
+            "  cuda; default bf16; the CPU keeps f32) --state f32|bf16 (storage of the recurrent state's\n"
+            "  matrices; default f32; bf16 halves a slot) --log-level debug|info|warn|error (default\n"
+            "  warn; env RECUR_LOG)\n");
 }
 
 /* ---------------------------------------------------------------- argument parsing */
 
 typedef struct opts {
     const char *model, *prompt, *tokens, *out, *tokenizer, *state_in, *state_out, *backend;
-    recur_dtype_t weights;
+    recur_dtype_t weights, state;
     long max_tokens, top_k, chunk, tp, pp;
     double temperature, top_p, min_p;
     unsigned long long seed;
@@ -144,11 +146,12 @@ static int parse_opts(int argc, char **argv, int first, const char *allowed, opt
                 rc = -1;
             }
             o->backend = v;
-        } else if (!strcmp(a, "--weights")) {
-            if (!strcmp(v, "bf16")) o->weights = RECUR_DTYPE_BF16;
-            else if (!strcmp(v, "f32")) o->weights = RECUR_DTYPE_F32;
+        } else if (!strcmp(a, "--weights") || !strcmp(a, "--state")) {
+            recur_dtype_t *dt = !strcmp(a, "--weights") ? &o->weights : &o->state;
+            if (!strcmp(v, "bf16")) *dt = RECUR_DTYPE_BF16;
+            else if (!strcmp(v, "f32")) *dt = RECUR_DTYPE_F32;
             else {
-                fprintf(stderr, "recur: --weights expects bf16 or f32, got '%s'\n", v);
+                fprintf(stderr, "recur: %s expects bf16 or f32, got '%s'\n", a, v);
                 rc = -1;
             }
         }
@@ -334,6 +337,7 @@ static recur_status_t open_model(const opts_t *o, dist_t *d, recur_backend_t **b
     recur_model_params_t mp = recur_model_default_params();
     mp.n_slots = 2;
     mp.max_tokens = (int32_t)o->chunk;
+    mp.state_dtype = o->state;
     recur_backend_params_t bp = recur_backend_default_params();
     bp.weight_dtype = o->weights;
     if (wants_mpi(o)) {
@@ -405,8 +409,8 @@ static recur_status_t write_manifest(const dist_t *d, const recur_model_info_t *
 /* ---------------------------------------------------------------- commands */
 
 static int cmd_logits(int argc, char **argv) {
-    opts_t o = {.chunk = 128, .weights = RECUR_DTYPE_BF16, .tp = 1, .pp = 1};
-    if (parse_opts(argc, argv, 2, "model tokens out state-in state-out chunk backend weights log-level tp pp", &o))
+    opts_t o = {.chunk = 128, .weights = RECUR_DTYPE_BF16, .state = RECUR_DTYPE_F32, .tp = 1, .pp = 1};
+    if (parse_opts(argc, argv, 2, "model tokens out state-in state-out chunk backend weights state log-level tp pp", &o))
         goto usage;
     if (!o.model || !o.tokens || !o.out) {
         fprintf(stderr, "recur logits: --model, --tokens and --out are required\n");
@@ -420,7 +424,8 @@ static int cmd_logits(int argc, char **argv) {
     dist_t d = {0};
     recur_backend_t *b = NULL;
     recur_model_t *m = NULL;
-    float *logits = NULL, *state = NULL;
+    float *logits = NULL;
+    void *state = NULL;
     FILE *f = NULL;
     char path[PATH_MAX + 64];
     if (open_model(&o, &d, &b, &m) != RECUR_OK) goto done;
@@ -430,17 +435,19 @@ static int cmd_logits(int argc, char **argv) {
     const int last_stage = sh->pp_rank == sh->pp - 1;      /* has the logits */
     const int writer = last_stage && sh->tp_rank == 0;     /* writes them    */
     if (o.state_in || o.state_out) {
-        state = malloc(info->state_floats * sizeof(float));
+        state = malloc(info->state_bytes);
         if (!state) goto done;
     }
     if (o.state_in) {
+        /* raw slot bytes (this rank's shard): a file saved with the other --state dtype or
+         * another layout has another size */
         shard_file(&d, o.state_in, path, sizeof path);
         f = fopen(path, "rb");
-        long want = (long)(info->state_floats * sizeof(float));
+        long want = (long)info->state_bytes;
         if (!f || fseek(f, 0, SEEK_END) != 0 || ftell(f) != want || fseek(f, 0, SEEK_SET) != 0 ||
-            fread(state, sizeof(float), info->state_floats, f) != info->state_floats) {
-            recur_log_err("%s: not a state (shard) for this model and layout (expected %ld bytes of float32)", path,
-                          want);
+            fread(state, 1, info->state_bytes, f) != info->state_bytes) {
+            recur_log_err("%s: not a state (shard) for this model and layout (expected %ld bytes: the %s state layout)",
+                          path, want, recur_dtype_name(info->state_dtype));
             goto done;
         }
         fclose(f);
@@ -469,7 +476,7 @@ static int cmd_logits(int argc, char **argv) {
         if (recur_model_state_get(m, 1, state) != RECUR_OK) goto done;
         shard_file(&d, o.state_out, path, sizeof path);
         f = fopen(path, "wb");
-        if (!f || fwrite(state, sizeof(float), info->state_floats, f) != info->state_floats || fclose(f) != 0) {
+        if (!f || fwrite(state, 1, info->state_bytes, f) != info->state_bytes || fclose(f) != 0) {
             f = NULL;
             recur_log_err("%s: cannot write the state: %s", path, strerror(errno));
             goto done;
@@ -493,10 +500,10 @@ usage:
 
 static int cmd_generate(int argc, char **argv) {
     opts_t o = {.max_tokens = 200, .temperature = 1.0, .top_p = 1.0, .chunk = 128, .weights = RECUR_DTYPE_BF16,
-                .tp = 1, .pp = 1};
+                .state = RECUR_DTYPE_F32, .tp = 1, .pp = 1};
     if (parse_opts(argc, argv, 2,
                    "model prompt max-tokens temperature top-p top-k min-p seed tokenizer ignore-eos backend weights "
-                   "log-level tp pp", &o))
+                   "state log-level tp pp", &o))
         goto usage;
     if (!o.prompt) {
         fprintf(stderr, "recur generate: --prompt is required\n");

@@ -10,8 +10,8 @@
  *
  * Batches are variable-length ("varlen"): M rows (tokens) belong to n_seq sequences,
  * sequence i owning rows seq_off[i] .. seq_off[i+1]-1 in order and living in state slot
- * slot[i] of a state pool (n_slots * slot_stride floats). Row-wise ops ignore sequences;
- * token-shift and recurrence ops use them. This one shape covers a batched decode step
+ * slot[i] of a state pool (n_slots * slot_bytes bytes, see recur_state_ref_t). Row-wise
+ * ops ignore sequences; token-shift and recurrence ops use them. This one shape covers a batched decode step
  * (every sequence 1 row), a prefill (one sequence, many rows) and a mix of both.
  *
  * Errors: ops return RECUR_OK or a status for failures a caller can see (device errors);
@@ -49,12 +49,31 @@ typedef struct recur_rows {
                                 request reads), so ops must write only their own slot */
 } recur_rows_t;
 
-/* Where one per-layer piece of state sits inside the state pool. */
+/* Where one per-layer piece of state sits inside the state pool. Addressed in bytes,
+ * because a slot mixes element types: the matrix-valued state of a recurrence (RWKV-7's
+ * wkv, xLSTM's C: almost all of a slot's bytes) is stored as mat_dtype, F32 (the default)
+ * or BF16 (half the bytes a decode step reads and writes); everything else (the token-shift
+ * vectors, xLSTM's n and m) is always F32: it is tiny, m is a log-domain stabiliser and n
+ * a normaliser, where bf16 rounding would hurt most.
+ * Arithmetic is fp32 whatever the storage: a BF16 matrix is widened on load and rounded to
+ * nearest even (recur_f32_to_bf16) on store; each op below says when it stores.
+ * slot_bytes and offset are multiples of 4 (the F32 parts are 4-byte aligned). */
 typedef struct recur_state_ref {
-    float  *pool;         /* backend memory: n_slots * slot_stride floats */
-    size_t  slot_stride;  /* floats per slot                              */
-    size_t  offset;       /* floats from the start of a slot              */
+    void         *pool;        /* backend memory: n_slots * slot_bytes bytes           */
+    size_t        slot_bytes;  /* bytes per slot                                       */
+    size_t        offset;      /* bytes from the start of a slot to this piece         */
+    recur_dtype_t mat_dtype;   /* F32 or BF16: the matrix part (token_shift_mix has none) */
 } recur_state_ref_t;
+
+/* The state piece of one mLSTM layer (recur_mlstm_args_t), in bytes: C [nh][dqk][dv] in
+ * mat_dtype, then n [nh][dqk] and m [nh] in F32 from recur_mlstm_state_n_offset on (with
+ * BF16, nh*dqk*dv must be even so that n stays 4-byte aligned). */
+static inline size_t recur_mlstm_state_n_offset(int32_t nh, int32_t dqk, int32_t dv, recur_dtype_t mat) {
+    return (size_t)nh * (size_t)dqk * (size_t)dv * recur_dtype_size(mat);
+}
+static inline size_t recur_mlstm_state_bytes(int32_t nh, int32_t dqk, int32_t dv, recur_dtype_t mat) {
+    return recur_mlstm_state_n_offset(nh, dqk, dv, mat) + (size_t)nh * ((size_t)dqk + 1) * sizeof(float);
+}
 
 typedef enum recur_act {
     RECUR_ACT_TANH = 0,
@@ -80,7 +99,11 @@ typedef struct recur_rwkv7_prep_args {
 
 /* The RWKV-7 recurrence (WKV), serial over each sequence's rows, per head of size N:
  *   S <- S diag(w) + (S (-kk)) (kk*a)^T + v k^T ;  y = S r
- * S is [N(value)][N(key)] per head, at state.offset of each slot (H*N*N floats). */
+ * S is [N(value)][N(key)] per head, at state.offset of each slot (H*N*N elements of
+ * state.mat_dtype). y uses the fp32 S of its token. BF16 state: the reference (CPU) and
+ * the GPU's serial kernel (decode, short sequences) round S after every token; the GPU's
+ * chunked prefill keeps S in fp32 through the call and rounds it once at the end, so the
+ * two agree to bf16 tolerance, not to fp32 rounding. */
 typedef struct recur_rwkv7_wkv_args {
     int32_t C, head_size;
     recur_rows_t rows;
@@ -106,7 +129,11 @@ typedef struct recur_rwkv7_out_args {
  *   m' = max(logsigmoid(f) + m, i); C' = e^(logsig(f)+m-m') C + e^(i-m') k v^T; n' alike
  *   h  = (q/sqrt(DQK))^T C' / (max(|(q/sqrt(DQK)) . n'|, e^(-m')) + eps)
  * computed chunkwise (`chunk` tokens at a time, the form of §5, which equals the step
- * recurrence up to rounding; chunk = 1 is the plain step). */
+ * recurrence up to rounding; chunk = 1 is the plain step). Layout of the state piece:
+ * recur_mlstm_state_bytes. BF16 C: with chunk 1 (the step form, and every decode batch
+ * on the GPU) C is rounded after every token; with longer chunks it is carried in fp32
+ * through all of a call's chunks and rounded once at the call's end (the reference does
+ * the same), so chunked prefill and token-by-token steps agree to bf16 tolerance. */
 typedef struct recur_mlstm_args {
     int32_t n_head, dqk, dv, chunk;
     float gate_cap, eps;
@@ -199,7 +226,8 @@ typedef struct recur_backend_iface {
     /* ---- token shift: for each row t, prev = previous row of the same sequence, or the
      * slot's stored vector for a sequence's first row; then for j < n_mix:
      *   out[j][t] = x[t] + (prev - x[t]) * mix[j]      (out: [n_mix][M][C], mix: [n_mix][C])
-     * and the slot's stored vector becomes the sequence's last row of x. */
+     * and the slot's stored vector (C floats at state.offset, always F32) becomes the
+     * sequence's last row of x. */
     recur_status_t (*token_shift_mix)(recur_backend_t *b, const float *x, int32_t C, const recur_rows_t *rows,
                                       recur_state_ref_t state, int32_t n_mix, const float *mix, float *out);
 

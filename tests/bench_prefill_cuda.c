@@ -108,7 +108,8 @@ static void bench_mlstm(recur_backend_t *b, int T) {
                             .rows = {T, 1, doff, dsl}, .q = din, .k = din + nq, .v = din + 2 * nq,
                             .i_pre = din + 2 * nq + nv, .f_pre = din + 2 * nq + nv + (size_t)T * NH,
                             .i_bias = din + 2 * nq + nv + 2 * (size_t)T * NH,
-                            .f_bias = din + 2 * nq + nv + 2 * (size_t)T * NH + NH, .state = {dst, per, 0}, .h = dh};
+                            .f_bias = din + 2 * nq + nv + 2 * (size_t)T * NH + NH,
+                            .state = {dst, per * sizeof(float), 0, RECUR_DTYPE_F32}, .h = dh};
     if (recur_cuda_mlstm_path(b, &a, RECUR_CUDA_PATH_SERIAL) != RECUR_OK) failures++;
     b->iface.download(b, hs, dh, nv * sizeof(float));
     b->iface.download(b, ss, dst, per * sizeof(float));
@@ -152,7 +153,7 @@ static void bench_wkv(recur_backend_t *b, int T) {
     int32_t *doff = dev(b, off, sizeof off), *dsl = dev(b, sl, sizeof sl);
     recur_rwkv7_wkv_args_t a = {.C = C, .head_size = N, .rows = {T, 1, doff, dsl}, .r = din, .w = din + TC,
                                 .k = din + 2 * TC, .v = din + 3 * TC, .kk = din + 4 * TC, .a = din + 5 * TC,
-                                .state = {dst, per, 0}, .y = dy};
+                                .state = {dst, per * sizeof(float), 0, RECUR_DTYPE_F32}, .y = dy};
     if (recur_cuda_rwkv7_wkv_path(b, &a, RECUR_CUDA_PATH_SERIAL) != RECUR_OK) failures++;
     b->iface.download(b, ys, dy, TC * sizeof(float));
     b->iface.download(b, ss, dst, per * sizeof(float));

@@ -121,7 +121,7 @@ int recur_test_run_model(const char *path, const int32_t *tokens, int n, int chu
     if (st == RECUR_OK) {
         const recur_model_info_t *info = recur_model_info(m);
         if (n_vocab) *n_vocab = info->n_vocab;
-        if (state_floats) *state_floats = info->state_floats;
+        if (state_floats) *state_floats = info->state_bytes / sizeof(float); /* the default f32 state */
         st = state_in ? recur_model_state_set(m, 1, state_in) : recur_model_state_reset(m, 1);
         int32_t slot = 1, len = n;
         recur_batch_t bt = {.n_seq = 1, .tokens = tokens, .seq_len = &len, .slot = &slot,

@@ -6,7 +6,10 @@
  * when the backend cannot start, e.g. no GPU). Every output buffer is filled with NaN
  * before its op, so an element an op forgets to write fails.
  * Tolerances: 1e-5 absolute + 1e-5 relative for fp32 kernels; matmul and the recurrences
- * 1e-4 (longer fp32 sums). matmul runs for both weight storages: F32 against the float64
+ * 1e-4 (longer fp32 sums). The recurrences also run with a bf16 state (matrices stored as
+ * bf16, fp32 arithmetic): outputs and states by ||out-ref||/||ref|| < 1e-2 against the
+ * float64 definition from the same bf16 start values, and on a GPU backend against the CPU
+ * backend's bf16 path as well. matmul runs for both weight storages: F32 against the float64
  * product (1e-4), BF16 by ||out-ref||/||ref|| < 1e-2 against the fp32 weights and tightly
  * (1e-4) against the product of the bf16-rounded weights (and, where the backend feeds
  * bf16 activations to the tensor cores, bf16-rounded activations).
@@ -403,6 +406,27 @@ static void time_gemv(recur_backend_t *b) {
     }
 }
 
+/* n_slots state pieces of slot_bytes on the backend: the first n_mat elements of each
+ * random bf16 values, the rest random f32 (for timings). */
+static void *bf16_state_dev(recur_backend_t *b, int n_slots, size_t slot_bytes, size_t n_mat) {
+    unsigned char *h = malloc((size_t)n_slots * slot_bytes);
+    float f;
+    for (int s = 0; s < n_slots; s++) {
+        unsigned char *q = h + (size_t)s * slot_bytes;
+        for (size_t i = 0; i < n_mat; i++) {
+            uint16_t u = recur_f32_to_bf16(frand(-0.3f, 0.3f));
+            memcpy(q + 2 * i, &u, 2);
+        }
+        for (size_t i = 2 * n_mat; i + 4 <= slot_bytes; i += 4) {
+            f = frand(-0.3f, 0.3f);
+            memcpy(q + i, &f, 4);
+        }
+    }
+    void *d = dev(b, h, (size_t)n_slots * slot_bytes);
+    free(h);
+    return d;
+}
+
 /* For information on a GPU backend: the recurrences at 7B shapes. Decode: one token for
  * each of B sequences, counted as state bytes read + written per second; prefill: one
  * sequence, in tokens per second. Random inputs and states (not zeros). */
@@ -432,7 +456,8 @@ static void time_recurrences(recur_backend_t *b) {
     int32_t *doff1 = dev(b, off1, sizeof off1), *dsl1 = dev(b, sl1, sizeof sl1);
     recur_mlstm_args_t ma = {.n_head = NH, .dqk = DK, .dv = DV, .chunk = 64, .gate_cap = 15.f, .eps = 1e-6f,
                              .rows = {B, B, doff, dsl}, .q = dq, .k = dk, .v = dv, .i_pre = dip, .f_pre = dfp,
-                             .i_bias = dib, .f_bias = dfb, .state = {dst, mst, 0}, .h = dh};
+                             .i_bias = dib, .f_bias = dfb, .state = {dst, mst * sizeof(float), 0, RECUR_DTYPE_F32},
+                             .h = dh};
     for (int i = 0; i < 3; i++) b->iface.mlstm(b, &ma);
     b->iface.synchronize(b);
     int reps = 50;
@@ -442,6 +467,21 @@ static void time_recurrences(recur_backend_t *b) {
     double dt = (now_s() - t0) / reps;
     fprintf(stderr, "info: mlstm decode B=%d NH=%d DQK=%d DV=%d (chunk 64): %.1f us per layer, %.0f GB/s of C read+written\n", B,
             NH, DK, DV, dt * 1e6, 2.0 * B * NH * DK * DV * 4 / dt / 1e9);
+    { /* the same with a bf16 C (random bf16 values; n, m f32) */
+        const size_t per16 = recur_mlstm_state_bytes(NH, DK, DV, RECUR_DTYPE_BF16);
+        void *dst16 = bf16_state_dev(b, B, per16, (size_t)NH * DK * DV);
+        recur_mlstm_args_t m16 = ma;
+        m16.state = (recur_state_ref_t){dst16, per16, 0, RECUR_DTYPE_BF16};
+        for (int i = 0; i < 3; i++) b->iface.mlstm(b, &m16);
+        b->iface.synchronize(b);
+        t0 = now_s();
+        for (int i = 0; i < reps; i++) b->iface.mlstm(b, &m16);
+        b->iface.synchronize(b);
+        dt = (now_s() - t0) / reps;
+        fprintf(stderr, "info: mlstm decode B=%d, bf16 state: %.1f us per layer, %.0f GB/s of C read+written\n", B,
+                dt * 1e6, 2.0 * B * NH * DK * DV * 2 / dt / 1e9);
+        b->iface.buf_free(b, dst16);
+    }
     static const int pchunks[] = {16, 64, 128};
     for (int c = 0; c < 3; c++) {
         ma.chunk = pchunks[c];
@@ -465,7 +505,7 @@ static void time_recurrences(recur_backend_t *b) {
     b->iface.upload(b, dwin, h, 6 * TC * sizeof(float));
     recur_rwkv7_wkv_args_t wa = {.C = RC, .head_size = RN, .rows = {B, B, doff, dsl}, .r = dwin, .w = dwin + TC,
                                  .k = dwin + 2 * TC, .v = dwin + 3 * TC, .kk = dwin + 4 * TC, .a = dwin + 5 * TC,
-                                 .state = {dst, wst, 0}, .y = dy};
+                                 .state = {dst, wst * sizeof(float), 0, RECUR_DTYPE_F32}, .y = dy};
     for (int i = 0; i < 3; i++) b->iface.rwkv7_wkv(b, &wa);
     b->iface.synchronize(b);
     reps = 50;
@@ -475,6 +515,20 @@ static void time_recurrences(recur_backend_t *b) {
     dt = (now_s() - t0) / reps;
     fprintf(stderr, "info: rwkv7_wkv decode B=%d C=%d: %.1f us per layer, %.0f GB/s of state read+written\n", B, RC,
             dt * 1e6, 2.0 * B * wst * 4 / dt / 1e9);
+    {
+        void *dst16 = bf16_state_dev(b, B, wst * 2, wst);
+        recur_rwkv7_wkv_args_t w16 = wa;
+        w16.state = (recur_state_ref_t){dst16, wst * 2, 0, RECUR_DTYPE_BF16};
+        for (int i = 0; i < 3; i++) b->iface.rwkv7_wkv(b, &w16);
+        b->iface.synchronize(b);
+        t0 = now_s();
+        for (int i = 0; i < reps; i++) b->iface.rwkv7_wkv(b, &w16);
+        b->iface.synchronize(b);
+        dt = (now_s() - t0) / reps;
+        fprintf(stderr, "info: rwkv7_wkv decode B=%d, bf16 state: %.1f us per layer, %.0f GB/s of state read+written\n",
+                B, dt * 1e6, 2.0 * B * wst * 2 / dt / 1e9);
+        b->iface.buf_free(b, dst16);
+    }
     wa.rows = (recur_rows_t){T, 1, doff1, dsl1};
     b->iface.rwkv7_wkv(b, &wa);
     b->iface.synchronize(b);
@@ -490,22 +544,193 @@ static void time_recurrences(recur_backend_t *b) {
     free(h);
 }
 
+/* A host image of a state pool for the recurrence op tests: per slot (stride bytes), at
+ * byte offset off, n_mat matrix elements stored as dt, then n_f32 floats: the layout of
+ * recur_mlstm_state_bytes (n_f32 = NH*(DK+1)) and of the WKV state (n_f32 = 0). The
+ * bytes around the pieces hold a pattern, so an op writing outside its piece fails.
+ * "Logical" arrays hold the values as numbers: [nslot][n_mat + n_f32]. */
+typedef struct st_pool {
+    recur_dtype_t dt;
+    int nslot;
+    size_t n_mat, n_f32, stride, off;
+} st_pool_t;
+
+#define POOL_PAD 0xA5
+
+static size_t pool_nlog(const st_pool_t *p) { return p->n_mat + p->n_f32; }
+static size_t pool_bytes(const st_pool_t *p) { return (size_t)p->nslot * p->stride; }
+static size_t piece_bytes(const st_pool_t *p) { return p->n_mat * recur_dtype_size(p->dt) + p->n_f32 * 4; }
+
+/* logical -> bytes (matrix values rounded to dt, to nearest even) */
+static void pool_encode(const st_pool_t *p, const double *lg, unsigned char *raw) {
+    memset(raw, POOL_PAD, pool_bytes(p));
+    const size_t es = recur_dtype_size(p->dt), nl = pool_nlog(p);
+    for (int s = 0; s < p->nslot; s++) {
+        unsigned char *q = raw + (size_t)s * p->stride + p->off;
+        const double *v = lg + (size_t)s * nl;
+        for (size_t i = 0; i < p->n_mat; i++) {
+            float f = (float)v[i];
+            if (p->dt == RECUR_DTYPE_BF16) {
+                uint16_t u = recur_f32_to_bf16(f);
+                memcpy(q + 2 * i, &u, 2);
+            } else {
+                memcpy(q + 4 * i, &f, 4);
+            }
+        }
+        for (size_t i = 0; i < p->n_f32; i++) {
+            float f = (float)v[p->n_mat + i];
+            memcpy(q + p->n_mat * es + 4 * i, &f, 4);
+        }
+    }
+}
+
+static void pool_decode(const st_pool_t *p, const unsigned char *raw, float *lg) {
+    const size_t es = recur_dtype_size(p->dt), nl = pool_nlog(p);
+    for (int s = 0; s < p->nslot; s++) {
+        const unsigned char *q = raw + (size_t)s * p->stride + p->off;
+        float *v = lg + (size_t)s * nl;
+        for (size_t i = 0; i < p->n_mat; i++) {
+            if (p->dt == RECUR_DTYPE_BF16) {
+                uint16_t u;
+                memcpy(&u, q + 2 * i, 2);
+                v[i] = recur_bf16_to_f32(u);
+            } else {
+                memcpy(&v[i], q + 4 * i, 4);
+            }
+        }
+        for (size_t i = 0; i < p->n_f32; i++) memcpy(&v[p->n_mat + i], q + p->n_mat * es + 4 * i, 4);
+    }
+}
+
+/* bytes outside every slot's piece that no longer hold the pattern */
+static size_t pool_pad_damage(const st_pool_t *p, const unsigned char *raw) {
+    size_t bad = 0, pb = piece_bytes(p);
+    for (size_t i = 0; i < pool_bytes(p); i++) {
+        size_t in = i % p->stride;
+        if ((in < p->off || in >= p->off + pb) && raw[i] != POOL_PAD) bad++;
+    }
+    return bad;
+}
+
+/* ||got - want|| / ||want|| (NaN or Inf in got: infinite) */
+static double rel_l2(const float *got, const double *want, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)got[i] - want[i];
+        num += d * d;
+        den += want[i] * want[i];
+    }
+    double r = sqrt(num / (den > 0 ? den : 1.0));
+    return r == r && r < INFINITY ? r : INFINITY;
+}
+
+static void check_rel(const float *got, const double *want, size_t n, double bound, const char *what) {
+    double r = rel_l2(got, want, n);
+    int ok = r < bound;
+    fprintf(stderr, "%-62s rel %.3e [bound %.0e]  %s\n", what, r, bound, ok ? "ok" : "FAIL");
+    if (!ok) failures++;
+}
+
+/* The state after an op, against the float64 reference: F32 element by element (tol),
+ * BF16 by the relative error of the matrix parts (< 1e-2; slots the op does not touch are
+ * compared exactly) and element by element (1e-4) for the f32 parts (xLSTM's n and m do
+ * not depend on C); the bytes around the pieces untouched in both. */
+static void check_pool(const st_pool_t *p, const unsigned char *raw, const double *want, const int32_t *slot_h,
+                       int nseq, float tol, const char *what) {
+    const size_t nl = pool_nlog(p), n = (size_t)p->nslot * nl;
+    float *got = malloc(n * sizeof(float));
+    pool_decode(p, raw, got);
+    char w2[160];
+    if (p->dt == RECUR_DTYPE_F32) {
+        check(got, want, n, tol, what);
+    } else {
+        float *gm = calloc(n, sizeof(float));
+        double *wm = calloc(n, sizeof(double));
+        size_t nm = 0, nf = 0, bad_untouched = 0;
+        for (int s = 0; s < p->nslot; s++) {
+            int touched = 0;
+            for (int q = 0; q < nseq; q++) touched |= slot_h[q] == s;
+            for (size_t i = 0; i < nl; i++) {
+                const size_t e = (size_t)s * nl + i;
+                if (!touched && (double)got[e] != want[e]) bad_untouched++;
+                if (i < p->n_mat) { gm[nm] = got[e]; wm[nm++] = want[e]; }
+            }
+        }
+        snprintf(w2, sizeof w2, "%s, matrices", what);
+        check_rel(gm, wm, nm, 1e-2, w2);
+        if (bad_untouched) {
+            fprintf(stderr, "%s: %zu values of slots outside the batch changed  FAIL\n", what, bad_untouched);
+            failures++;
+        }
+        for (int s = 0; s < p->nslot; s++)
+            for (size_t i = p->n_mat; i < nl; i++) {
+                gm[nf] = got[(size_t)s * nl + i];
+                wm[nf++] = want[(size_t)s * nl + i];
+            }
+        if (nf) {
+            snprintf(w2, sizeof w2, "%s, f32 part", what);
+            check(gm, wm, nf, 1e-4f, w2);
+        }
+        free(gm);
+        free(wm);
+    }
+    size_t dmg = pool_pad_damage(p, raw);
+    if (dmg) {
+        fprintf(stderr, "%s: %zu bytes outside the state pieces changed  FAIL\n", what, dmg);
+        failures++;
+    }
+    free(got);
+}
+
+/* A CPU backend, on a GPU run: the reference the bf16-state kernels are compared with
+ * (besides the float64 definition). NULL when the backend under test is the CPU. */
+static recur_backend_t *cpu_ref;
+
+/* The output of an op and its state on the GPU against the same op on the CPU backend
+ * (bf16 state): relative errors under 1e-2. */
+static void check_vs_cpu(const st_pool_t *p, const float *out, const float *out_cpu, size_t n_out,
+                         const unsigned char *raw, const unsigned char *raw_cpu, const char *what) {
+    const size_t n = (size_t)p->nslot * pool_nlog(p);
+    double *want = malloc((n > n_out ? n : n_out) * sizeof(double));
+    float *got = malloc(n * sizeof(float)), *ref = malloc(n * sizeof(float));
+    char w2[160];
+    for (size_t i = 0; i < n_out; i++) want[i] = out_cpu[i];
+    snprintf(w2, sizeof w2, "%s: output vs cpu", what);
+    check_rel(out, want, n_out, 1e-2, w2);
+    pool_decode(p, raw, got);
+    pool_decode(p, raw_cpu, ref);
+    for (size_t i = 0; i < n; i++) want[i] = ref[i];
+    snprintf(w2, sizeof w2, "%s: state vs cpu", what);
+    check_rel(got, want, n, 1e-2, w2);
+    free(want);
+    free(got);
+    free(ref);
+}
+
 /* mLSTM over a varlen batch at several chunk sizes, against the float64 step recurrence
- * of models/XLSTM.md §4, from a non-zero state (as after earlier tokens). q and k are
- * drawn from [qk_lo, 1]: over long sequences, signed q and k make q.n cancel at some
- * tokens, and h = num/den is then ill-conditioned (a 1e-7 change of the inputs moves it
- * by far more than any tolerance); qk_lo = 0 keeps den away from 0 there. */
+ * of models/XLSTM.md §4, from a non-zero state (as after earlier tokens), with C stored as
+ * sdt. q and k are drawn from [qk_lo, 1]: over long sequences, signed q and k make q.n
+ * cancel at some tokens, and h = num/den is then ill-conditioned (a 1e-7 change of the
+ * inputs moves it by far more than any tolerance); qk_lo = 0 keeps den away from 0 there.
+ * F32: h and state within 1e-4; BF16: relative errors under 1e-2 (the reference starts
+ * from the same bf16 values and does not round), and on a GPU the same against the CPU
+ * backend's bf16 path. */
 static void test_mlstm(recur_backend_t *b, int NHX, int DK, int DV, int nseq, const int32_t *soff_h,
-                       const int32_t *slot_h, int nslot, const int *chunks, int n_chunks, float qk_lo) {
+                       const int32_t *slot_h, int nslot, const int *chunks, int n_chunks, float qk_lo,
+                       recur_dtype_t sdt) {
     const int Mr = soff_h[nseq];
-    const size_t qk = (size_t)Mr * NHX * DK, vv = (size_t)Mr * NHX * DV, per = (size_t)NHX * ((size_t)DK * DV + DK + 1);
-    /* an odd stride and offset catch indexing slips; DV a multiple of 64 gets 16-byte
-     * aligned slots instead, so the GPU's vectorised state paths run too */
-    size_t sstride = DV % 64 ? per + 5 : (per + 3) / 4 * 4 + 8, soff = DV % 64 ? 2 : 4;
+    const size_t qk = (size_t)Mr * NHX * DK, vv = (size_t)Mr * NHX * DV;
+    const size_t per = recur_mlstm_state_bytes(NHX, DK, DV, sdt);
+    /* odd strides and offsets (in 4-byte units) catch indexing slips; DV a multiple of 64
+     * gets 16-byte aligned slots instead, so the GPU's vectorised state paths run too */
+    st_pool_t pl = {.dt = sdt, .nslot = nslot, .n_mat = (size_t)NHX * DK * DV, .n_f32 = (size_t)NHX * (DK + 1),
+                    .stride = DV % 64 ? per + 20 : (per + 15) / 16 * 16 + 32, .off = DV % 64 ? 8 : 16};
+    const size_t nl = pool_nlog(&pl);
     float *q = malloc(qk * sizeof(float)), *kx = malloc(qk * sizeof(float)), *v = malloc(vv * sizeof(float));
     float *ip = malloc((size_t)Mr * NHX * sizeof(float)), *fp = malloc((size_t)Mr * NHX * sizeof(float));
     float *ib = malloc(NHX * sizeof(float)), *fb = malloc(NHX * sizeof(float));
-    float *st = malloc(nslot * sstride * sizeof(float));
+    float *init = malloc(nslot * nl * sizeof(float));
+    unsigned char *raw = malloc(pool_bytes(&pl)), *rgot = malloc(pool_bytes(&pl)), *rcpu = malloc(pool_bytes(&pl));
     for (int hh = 0; hh < NHX; hh++) {
         ib[hh] = hh % 2 ? -1.f : 0.5f;
         fb[hh] = hh % 2 ? 0.5f : 2.f;
@@ -515,17 +740,21 @@ static void test_mlstm(recur_backend_t *b, int NHX, int DK, int DV, int nseq, co
     fill(v, vv, -1.f, 1.f);
     fill(ip, (size_t)Mr * NHX, -30.f, 30.f); /* beyond the soft cap both ways */
     fill(fp, (size_t)Mr * NHX, -6.f, 8.f);
-    fill(st, nslot * sstride, -0.3f, 0.3f);
-    for (int sl = 0; sl < nslot; sl++) /* m: a few units, n: small positive */
-        for (int hh = 0; hh < NHX; hh++) st[sl * sstride + soff + (size_t)NHX * ((size_t)DK * DV + DK) + hh] = frand(-2.f, 3.f);
-    double *S = malloc(nslot * sstride * sizeof(double)), *hw = malloc(vv * sizeof(double));
-    for (size_t i = 0; i < nslot * sstride; i++) S[i] = st[i];
+    fill(init, nslot * nl, -0.3f, 0.3f);
+    for (int sl = 0; sl < nslot; sl++) /* m: a few units, n: small */
+        for (int hh = 0; hh < NHX; hh++) init[sl * nl + (size_t)NHX * ((size_t)DK * DV + DK) + hh] = frand(-2.f, 3.f);
+    /* the reference starts from the values as stored (bf16-rounded matrices) */
+    double *S = malloc(nslot * nl * sizeof(double)), *hw = malloc(vv * sizeof(double));
+    for (size_t i = 0; i < nslot * nl; i++) S[i] = init[i];
+    pool_encode(&pl, S, raw);
+    pool_decode(&pl, raw, init);
+    for (size_t i = 0; i < nslot * nl; i++) S[i] = init[i];
     for (int sq = 0; sq < nseq; sq++)
         for (int t = soff_h[sq]; t < soff_h[sq + 1]; t++)
             for (int hh = 0; hh < NHX; hh++) {
-                double *Cm = S + slot_h[sq] * sstride + soff + (size_t)hh * DK * DV;
-                double *nv = S + slot_h[sq] * sstride + soff + (size_t)NHX * DK * DV + (size_t)hh * DK;
-                double *mm = S + slot_h[sq] * sstride + soff + (size_t)NHX * ((size_t)DK * DV + DK) + hh;
+                double *Cm = S + slot_h[sq] * nl + (size_t)hh * DK * DV;
+                double *nv = S + slot_h[sq] * nl + (size_t)NHX * DK * DV + (size_t)hh * DK;
+                double *mm = S + slot_h[sq] * nl + (size_t)NHX * ((size_t)DK * DV + DK) + hh;
                 double ig = 15 * tanh((ip[t * NHX + hh] + ib[hh]) / 15), fg = 15 * tanh((fp[t * NHX + hh] + fb[hh]) / 15);
                 double lf = -log1p(exp(-fg)), mn = fmax(lf + *mm, ig);
                 double fa = exp(lf + *mm - mn), ia = exp(ig - mn), den = 0;
@@ -544,43 +773,65 @@ static void test_mlstm(recur_backend_t *b, int NHX, int DK, int DV, int nseq, co
                     hw[(size_t)t * NHX * DV + hh * DV + j] = num / dv;
                 }
             }
-    float *dq = dev(b, q, qk * 4), *dk = dev(b, kx, qk * 4), *dv = dev(b, v, vv * 4);
-    float *dip = dev(b, ip, (size_t)Mr * NHX * 4), *dfp = dev(b, fp, (size_t)Mr * NHX * 4);
-    float *dib = dev(b, ib, NHX * 4), *dfb = dev(b, fb, NHX * 4), *dh = dev(b, NULL, vv * 4);
-    float *dst = dev(b, NULL, nslot * sstride * 4), *hgot = malloc(vv * 4), *sgot = malloc(nslot * sstride * 4);
-    int32_t *doff = dev(b, soff_h, (nseq + 1) * sizeof(int32_t)), *dslot = dev(b, slot_h, nseq * sizeof(int32_t));
-    recur_rows_t rows = {.n_rows = Mr, .n_seq = nseq, .seq_off = doff, .slot = dslot};
+    /* the inputs on the backend under test and, for the bf16 comparison, on the CPU */
+    recur_backend_t *bs[2] = {b, sdt == RECUR_DTYPE_BF16 ? cpu_ref : NULL};
+    float *hgot[2] = {malloc(vv * 4), malloc(vv * 4)};
+    unsigned char *rout[2] = {rgot, rcpu};
     for (int c = 0; c < n_chunks; c++) {
-        b->iface.upload(b, dst, st, nslot * sstride * 4);
-        poison(b, dh, vv);
-        recur_mlstm_args_t ma = {.n_head = NHX, .dqk = DK, .dv = DV, .chunk = chunks[c], .gate_cap = 15.f,
-                                 .eps = 1e-6f, .rows = rows, .q = dq, .k = dk, .v = dv, .i_pre = dip,
-                                 .f_pre = dfp, .i_bias = dib, .f_bias = dfb, .state = {dst, sstride, soff}, .h = dh};
-        if (b->iface.mlstm(b, &ma) != RECUR_OK) failures++;
-        get(b, hgot, dh, vv * 4);
-        get(b, sgot, dst, nslot * sstride * 4);
-        char what[96];
-        snprintf(what, sizeof what, "mlstm h, %dx%dx%d, %d rows, chunk %d", NHX, DK, DV, Mr, chunks[c]);
-        check(hgot, hw, vv, 1e-4f, what);
-        snprintf(what, sizeof what, "mlstm state, %dx%dx%d, %d rows, chunk %d", NHX, DK, DV, Mr, chunks[c]);
-        check(sgot, S, nslot * sstride, 1e-4f, what);
+        for (int k = 0; k < 2 && bs[k]; k++) {
+            recur_backend_t *be = bs[k];
+            float *dq = dev(be, q, qk * 4), *dk = dev(be, kx, qk * 4), *dv = dev(be, v, vv * 4);
+            float *dip = dev(be, ip, (size_t)Mr * NHX * 4), *dfp = dev(be, fp, (size_t)Mr * NHX * 4);
+            float *dib = dev(be, ib, NHX * 4), *dfb = dev(be, fb, NHX * 4), *dh = dev(be, NULL, vv * 4);
+            void *dst = dev(be, raw, pool_bytes(&pl));
+            int32_t *doff = dev(be, soff_h, (nseq + 1) * sizeof(int32_t));
+            int32_t *dslot = dev(be, slot_h, nseq * sizeof(int32_t));
+            recur_rows_t rows = {.n_rows = Mr, .n_seq = nseq, .seq_off = doff, .slot = dslot};
+            poison(be, dh, vv);
+            recur_mlstm_args_t ma = {.n_head = NHX, .dqk = DK, .dv = DV, .chunk = chunks[c], .gate_cap = 15.f,
+                                     .eps = 1e-6f, .rows = rows, .q = dq, .k = dk, .v = dv, .i_pre = dip,
+                                     .f_pre = dfp, .i_bias = dib, .f_bias = dfb,
+                                     .state = {dst, pl.stride, pl.off, sdt}, .h = dh};
+            if (be->iface.mlstm(be, &ma) != RECUR_OK) failures++;
+            get(be, hgot[k], dh, vv * 4);
+            get(be, rout[k], dst, pool_bytes(&pl));
+            void *mb[] = {dq, dk, dv, dip, dfp, dib, dfb, dh, dst, doff, dslot};
+            for (size_t i = 0; i < sizeof mb / sizeof mb[0]; i++) be->iface.buf_free(be, mb[i]);
+        }
+        char what[128];
+        snprintf(what, sizeof what, "mlstm h, %dx%dx%d, %d rows, chunk %d%s", NHX, DK, DV, Mr, chunks[c],
+                 sdt == RECUR_DTYPE_BF16 ? ", bf16 state" : "");
+        if (sdt == RECUR_DTYPE_F32) check(hgot[0], hw, vv, 1e-4f, what);
+        else check_rel(hgot[0], hw, vv, 1e-2, what);
+        snprintf(what, sizeof what, "mlstm state, %dx%dx%d, %d rows, chunk %d%s", NHX, DK, DV, Mr, chunks[c],
+                 sdt == RECUR_DTYPE_BF16 ? ", bf16" : "");
+        check_pool(&pl, rgot, S, slot_h, nseq, 1e-4f, what);
+        if (bs[1]) {
+            snprintf(what, sizeof what, "mlstm %dx%dx%d, %d rows, chunk %d, bf16 state", NHX, DK, DV, Mr, chunks[c]);
+            check_vs_cpu(&pl, hgot[0], hgot[1], vv, rgot, rcpu, what);
+        }
     }
-    void *mb[] = {dq, dk, dv, dip, dfp, dib, dfb, dh, dst, doff, dslot};
-    for (size_t i = 0; i < sizeof mb / sizeof mb[0]; i++) b->iface.buf_free(b, mb[i]);
-    free(q); free(kx); free(v); free(ip); free(fp); free(ib); free(fb); free(st); free(S); free(hw); free(hgot); free(sgot);
+    free(hgot[0]); free(hgot[1]);
+    free(q); free(kx); free(v); free(ip); free(fp); free(ib); free(fb); free(init); free(S); free(hw);
+    free(raw); free(rgot); free(rcpu);
 }
 
-/* rwkv7_wkv over a varlen batch with long sequences (the GPU's chunked WY path takes
- * those of 64 tokens or more, the serial kernel the others), against the textbook
- * recurrence in float64; C = 128 (2 heads of 64), an odd state stride and offset. */
-static void test_wkv_long(recur_backend_t *b, int nseq, const int32_t *soff_h, const int32_t *slot_h) {
+/* rwkv7_wkv over a varlen batch (with long sequences: the GPU's chunked WY path takes
+ * those of RECUR_WKV_WY_MIN_LEN tokens or more, the serial kernel the others), against the
+ * textbook recurrence in float64; C = 128 (2 heads of 64), an odd state stride and offset,
+ * the state stored as sdt. F32: y within 1e-4, state 1e-5; BF16: relative errors under
+ * 1e-2, and on a GPU the same against the CPU backend's bf16 path. */
+static void test_wkv(recur_backend_t *b, int nseq, const int32_t *soff_h, const int32_t *slot_h, recur_dtype_t sdt) {
     enum { WC = 128, WN = 64, WH = WC / WN, WSLOT = 6 };
     const int Mr = soff_h[nseq];
-    const size_t MC = (size_t)Mr * WC, sstride = (size_t)WH * WN * WN + 3, soff = 3;
-    float *st = malloc(WSLOT * sstride * sizeof(float)), *in = malloc(6 * MC * sizeof(float));
-    float *got = malloc(MC * sizeof(float)), *st_got = malloc(WSLOT * sstride * sizeof(float));
-    double *want = malloc(MC * sizeof(double)), *S = malloc(WSLOT * sstride * sizeof(double));
-    fill(st, WSLOT * sstride, -0.5f, 0.5f);
+    const size_t MC = (size_t)Mr * WC, nl = (size_t)WH * WN * WN;
+    st_pool_t pl = {.dt = sdt, .nslot = WSLOT, .n_mat = nl, .n_f32 = 0,
+                    .stride = nl * recur_dtype_size(sdt) + 12, .off = 12};
+    float *init = malloc(WSLOT * nl * sizeof(float)), *in = malloc(6 * MC * sizeof(float));
+    float *got[2] = {malloc(MC * sizeof(float)), malloc(MC * sizeof(float))};
+    double *want = malloc(MC * sizeof(double)), *S = malloc(WSLOT * nl * sizeof(double));
+    unsigned char *raw = malloc(pool_bytes(&pl)), *rout[2] = {malloc(pool_bytes(&pl)), malloc(pool_bytes(&pl))};
+    fill(init, WSLOT * nl, -0.5f, 0.5f);
     fill(in, 6 * MC, -1.f, 1.f);
     for (size_t i = 0; i < MC; i++) in[MC + i] = frand(0.55f, 1.f); /* decay range */
     for (int m = 0; m < Mr; m++) /* kk: unit vectors per head */
@@ -590,21 +841,30 @@ static void test_wkv_long(recur_backend_t *b, int nseq, const int32_t *soff_h, c
             for (int j = 0; j < WN; j++) in[4 * MC + (size_t)m * WC + hh * WN + j] /= (float)sqrt(ss);
         }
     for (size_t i = 0; i < MC; i++) in[5 * MC + i] = frand(0.f, 1.f); /* a in (0,1) */
-    float *dst = dev(b, st, WSLOT * sstride * sizeof(float)), *d_in = dev(b, in, 6 * MC * sizeof(float));
-    float *dy = dev(b, NULL, MC * sizeof(float));
-    int32_t *doff = dev(b, soff_h, (nseq + 1) * sizeof(int32_t)), *dslot = dev(b, slot_h, nseq * sizeof(int32_t));
-    recur_rwkv7_wkv_args_t wa = {.C = WC, .head_size = WN, .rows = {Mr, nseq, doff, dslot}, .r = d_in, .w = d_in + MC,
-                                 .k = d_in + 2 * MC, .v = d_in + 3 * MC, .kk = d_in + 4 * MC, .a = d_in + 5 * MC,
-                                 .state = {dst, sstride, soff}, .y = dy};
-    poison(b, dy, MC);
-    if (b->iface.rwkv7_wkv(b, &wa) != RECUR_OK) failures++;
-    get(b, got, dy, MC * sizeof(float));
-    get(b, st_got, dst, WSLOT * sstride * sizeof(float));
-    for (size_t i = 0; i < WSLOT * sstride; i++) S[i] = st[i];
+    for (size_t i = 0; i < WSLOT * nl; i++) S[i] = init[i];
+    pool_encode(&pl, S, raw);
+    pool_decode(&pl, raw, init); /* the values as stored */
+    for (size_t i = 0; i < WSLOT * nl; i++) S[i] = init[i];
+    recur_backend_t *bs[2] = {b, sdt == RECUR_DTYPE_BF16 ? cpu_ref : NULL};
+    for (int k = 0; k < 2 && bs[k]; k++) {
+        recur_backend_t *be = bs[k];
+        void *dst = dev(be, raw, pool_bytes(&pl));
+        float *d_in = dev(be, in, 6 * MC * sizeof(float)), *dy = dev(be, NULL, MC * sizeof(float));
+        int32_t *doff = dev(be, soff_h, (nseq + 1) * sizeof(int32_t)), *dslot = dev(be, slot_h, nseq * sizeof(int32_t));
+        recur_rwkv7_wkv_args_t wa = {.C = WC, .head_size = WN, .rows = {Mr, nseq, doff, dslot}, .r = d_in,
+                                     .w = d_in + MC, .k = d_in + 2 * MC, .v = d_in + 3 * MC, .kk = d_in + 4 * MC,
+                                     .a = d_in + 5 * MC, .state = {dst, pl.stride, pl.off, sdt}, .y = dy};
+        poison(be, dy, MC);
+        if (be->iface.rwkv7_wkv(be, &wa) != RECUR_OK) failures++;
+        get(be, got[k], dy, MC * sizeof(float));
+        get(be, rout[k], dst, pool_bytes(&pl));
+        void *bufs[] = {dst, d_in, dy, doff, dslot};
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->iface.buf_free(be, bufs[i]);
+    }
     for (int sq = 0; sq < nseq; sq++)
         for (int t = soff_h[sq]; t < soff_h[sq + 1]; t++)
             for (int hh = 0; hh < WH; hh++) {
-                double *Sh = S + slot_h[sq] * sstride + soff + (size_t)hh * WN * WN;
+                double *Sh = S + slot_h[sq] * nl + (size_t)hh * WN * WN;
                 const size_t o = (size_t)t * WC + hh * WN;
                 const float *r = in + o, *wd = in + MC + o, *k = in + 2 * MC + o, *v = in + 3 * MC + o;
                 const float *kk = in + 4 * MC + o, *a = in + 5 * MC + o;
@@ -623,13 +883,17 @@ static void test_wkv_long(recur_backend_t *b, int nseq, const int32_t *soff_h, c
                 }
             }
     char what[96];
-    snprintf(what, sizeof what, "rwkv7_wkv y, %d sequences, %d rows", nseq, Mr);
-    check(got, want, MC, 1e-4f, what);
-    snprintf(what, sizeof what, "rwkv7_wkv state, %d sequences, %d rows", nseq, Mr);
-    check(st_got, S, WSLOT * sstride, 1e-5f, what);
-    void *bufs[] = {dst, d_in, dy, doff, dslot};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) b->iface.buf_free(b, bufs[i]);
-    free(st); free(in); free(got); free(st_got); free(want); free(S);
+    const char *sd = sdt == RECUR_DTYPE_BF16 ? ", bf16 state" : "";
+    snprintf(what, sizeof what, "rwkv7_wkv y, %d sequences, %d rows%s", nseq, Mr, sd);
+    if (sdt == RECUR_DTYPE_F32) check(got[0], want, MC, 1e-4f, what);
+    else check_rel(got[0], want, MC, 1e-2, what);
+    snprintf(what, sizeof what, "rwkv7_wkv state, %d sequences, %d rows%s", nseq, Mr, sd);
+    check_pool(&pl, rout[0], S, slot_h, nseq, 1e-5f, what);
+    if (bs[1]) {
+        snprintf(what, sizeof what, "rwkv7_wkv %d sequences, %d rows, bf16 state", nseq, Mr);
+        check_vs_cpu(&pl, got[0], got[1], MC, rout[0], rout[1], what);
+    }
+    free(init); free(in); free(got[0]); free(got[1]); free(want); free(S); free(raw); free(rout[0]); free(rout[1]);
 }
 
 int main(int argc, char **argv) {
@@ -641,6 +905,7 @@ int main(int argc, char **argv) {
     par.weight_dtype = RECUR_DTYPE_F32;
     if (recur_backend_init(name, &par, &b) != RECUR_OK) return RECUR_TEST_SKIP;
     fprintf(stderr, "backend: %s\n", recur_backend_name(b));
+    if (strcmp(name, "cpu") != 0 && recur_backend_init("cpu", NULL, &cpu_ref) != RECUR_OK) return 1;
     const float tol = 1e-5f;
     size_t MC = (size_t)M * C;
     float *x = malloc(MC * sizeof(float)), *got = malloc(4 * MC * sizeof(float) + (size_t)M * F * sizeof(float));
@@ -744,7 +1009,8 @@ int main(int argc, char **argv) {
     int32_t *doff = dev(b, seq_off, sizeof seq_off), *dslot = dev(b, slots, sizeof slots);
     recur_rows_t rows = {.n_rows = M, .n_seq = NSEQ, .seq_off = doff, .slot = dslot};
     poison(b, dy, 3 * MC);
-    b->iface.token_shift_mix(b, dx, C, &rows, (recur_state_ref_t){dpool, stride, off}, 3, dmix, dy);
+    const recur_state_ref_t shift_ref = {dpool, stride * sizeof(float), off * sizeof(float), RECUR_DTYPE_F32};
+    b->iface.token_shift_mix(b, dx, C, &rows, shift_ref, 3, dmix, dy);
     get(b, got, dy, 3 * MC * sizeof(float));
     for (int s = 0; s < NSEQ; s++)
         for (int t = seq_off[s]; t < seq_off[s + 1]; t++) {
@@ -816,60 +1082,8 @@ int main(int argc, char **argv) {
     }
 
     /* rwkv7_wkv over the varlen batch, against the textbook recurrence in float64 */
-    {
-        size_t sstride = (size_t)H * N * N + 3, soff = 3;
-        float *st = malloc(NSLOT * sstride * sizeof(float)), *in = malloc(6 * MC * sizeof(float));
-        fill(st, NSLOT * sstride, -0.5f, 0.5f);
-        fill(in, 6 * MC, -1.f, 1.f);
-        for (size_t i = 0; i < MC; i++) in[MC + i] = frand(0.55f, 1.f); /* decay range */
-        for (int m = 0; m < M; m++) /* kk: unit vectors per head */
-            for (int hh = 0; hh < H; hh++) {
-                double ss = 0;
-                for (int j = 0; j < N; j++) ss += (double)in[4 * MC + m * C + hh * N + j] * in[4 * MC + m * C + hh * N + j];
-                for (int j = 0; j < N; j++) in[4 * MC + m * C + hh * N + j] /= (float)sqrt(ss);
-            }
-        for (size_t i = 0; i < MC; i++) in[5 * MC + i] = frand(0.f, 1.f); /* a in (0,1) */
-        float *dst = dev(b, st, NSLOT * sstride * sizeof(float)), *d_in = dev(b, in, 6 * MC * sizeof(float));
-        recur_rwkv7_wkv_args_t wa = {.C = C, .head_size = N, .rows = rows, .r = d_in, .w = d_in + MC,
-                                     .k = d_in + 2 * MC, .v = d_in + 3 * MC, .kk = d_in + 4 * MC, .a = d_in + 5 * MC,
-                                     .state = {dst, sstride, soff}, .y = dy};
-        poison(b, dy, MC);
-        b->iface.rwkv7_wkv(b, &wa);
-        get(b, got, dy, MC * sizeof(float));
-        float *st_got = malloc(NSLOT * sstride * sizeof(float));
-        get(b, st_got, dst, NSLOT * sstride * sizeof(float));
-        double *S = malloc(NSLOT * sstride * sizeof(double));
-        for (size_t i = 0; i < NSLOT * sstride; i++) S[i] = st[i];
-        for (int s = 0; s < NSEQ; s++)
-            for (int t = seq_off[s]; t < seq_off[s + 1]; t++)
-                for (int hh = 0; hh < H; hh++) {
-                    double *Sh = S + slots[s] * sstride + soff + (size_t)hh * N * N;
-                    const float *r = in + t * C + hh * N, *wd = in + MC + t * C + hh * N, *k = in + 2 * MC + t * C + hh * N;
-                    const float *v = in + 3 * MC + t * C + hh * N, *kk = in + 4 * MC + t * C + hh * N;
-                    const float *a = in + 5 * MC + t * C + hh * N;
-                    double sa[N];
-                    for (int i = 0; i < N; i++) {
-                        sa[i] = 0;
-                        for (int j = 0; j < N; j++) sa[i] += Sh[i * N + j] * -(double)kk[j];
-                    }
-                    for (int i = 0; i < N; i++) {
-                        double y = 0;
-                        for (int j = 0; j < N; j++) {
-                            Sh[i * N + j] = Sh[i * N + j] * wd[j] + sa[i] * kk[j] * a[j] + (double)v[i] * k[j];
-                            y += Sh[i * N + j] * r[j];
-                        }
-                        want[t * C + hh * N + i] = y;
-                    }
-                }
-        check(got, want, MC, 1e-4f, "rwkv7_wkv y");
-        check(st_got, S, NSLOT * sstride, 1e-5f, "rwkv7_wkv state (untouched slots exact)");
-        free(st);
-        free(in);
-        free(st_got);
-        free(S);
-        b->iface.buf_free(b, dst);
-        b->iface.buf_free(b, d_in);
-    }
+    test_wkv(b, NSEQ, seq_off, slots, RECUR_DTYPE_F32);
+    test_wkv(b, NSEQ, seq_off, slots, RECUR_DTYPE_BF16);
 
     /* rwkv7_out */
     {
@@ -930,28 +1144,36 @@ int main(int argc, char **argv) {
      * and a long sequence crossing many chunk boundaries (chunk sizes up to 128) */
     {
         static const int chunks_small[] = {1, 2, 3, 16};
-        test_mlstm(b, 2, 16, 24, NSEQ, seq_off, slots, NSLOT, chunks_small, 4, -1.f);
-        test_mlstm(b, 2, 32, 64, NSEQ, seq_off, slots, NSLOT, chunks_small, 4, -1.f);
-        static const int chunks_big[] = {1, 3, 5};
-        test_mlstm(b, 1, 256, 512, NSEQ, seq_off, slots, NSLOT, chunks_big, 3, -1.f);
-        /* a decode batch (one row per sequence) at the configured prefill chunk */
         static const int32_t dec_off[4] = {0, 1, 2, 3}, dec_slot[3] = {3, 0, 5};
         static const int chunks_dec[] = {64};
-        test_mlstm(b, 2, 32, 64, 3, dec_off, dec_slot, NSLOT, chunks_dec, 1, -1.f);
-        test_mlstm(b, 1, 256, 512, 3, dec_off, dec_slot, NSLOT, chunks_dec, 1, -1.f);
         static const int32_t long_off[3] = {0, 3, 153}, long_slot[2] = {2, 0};
         static const int chunks_long[] = {1, 16, 64, 100, 128};
-        test_mlstm(b, 2, 32, 80, 2, long_off, long_slot, 3, chunks_long, 5, 0.f);
         static const int chunks_long_big[] = {64};
-        test_mlstm(b, 1, 256, 512, 2, long_off, long_slot, 3, chunks_long_big, 1, 0.f);
-        /* long and short sequences together (the GPU's tensor-core path takes those of 64
-         * tokens or more, across many chunks, and the CUDA-core kernels the others) */
         static const int32_t mix_off[6] = {0, 600, 601, 731, 795, 802}, mix_slot[5] = {3, 0, 5, 1, 4};
         static const int chunks_mix[] = {64, 16};
-        test_mlstm(b, 2, 32, 80, 5, mix_off, mix_slot, NSLOT, chunks_mix, 2, 0.f);
-        test_mlstm(b, 1, 256, 512, 5, mix_off, mix_slot, NSLOT, chunks_mix, 1, 0.f);
-        /* rwkv7_wkv likewise: lengths 600, 1, 130, 64, 7 */
-        test_wkv_long(b, 5, mix_off, mix_slot);
+        static const int chunks_mix_step[] = {1};
+        static const int chunks_big[] = {1, 3, 5};
+        /* the f32 state, then the bf16 one: the same shapes and paths (a 2x16x24 head has
+         * an even C, as bf16 needs; 80-column tiles are not 16-byte aligned, 64 and 512 are) */
+        for (int sd = 0; sd < 2; sd++) {
+            const recur_dtype_t sdt = sd ? RECUR_DTYPE_BF16 : RECUR_DTYPE_F32;
+            test_mlstm(b, 2, 16, 24, NSEQ, seq_off, slots, NSLOT, chunks_small, 4, -1.f, sdt);
+            test_mlstm(b, 2, 32, 64, NSEQ, seq_off, slots, NSLOT, chunks_small, 4, -1.f, sdt);
+            test_mlstm(b, 1, 256, 512, NSEQ, seq_off, slots, NSLOT, chunks_big, 3, -1.f, sdt);
+            /* a decode batch (one row per sequence) at the configured prefill chunk */
+            test_mlstm(b, 2, 32, 64, 3, dec_off, dec_slot, NSLOT, chunks_dec, 1, -1.f, sdt);
+            test_mlstm(b, 1, 256, 512, 3, dec_off, dec_slot, NSLOT, chunks_dec, 1, -1.f, sdt);
+            test_mlstm(b, 2, 32, 80, 2, long_off, long_slot, 3, chunks_long, 5, 0.f, sdt);
+            test_mlstm(b, 1, 256, 512, 2, long_off, long_slot, 3, chunks_long_big, 1, 0.f, sdt);
+            /* long and short sequences together (the GPU's tensor-core path takes those of
+             * 16 tokens or more, across many chunks, and the CUDA-core kernels the others) */
+            test_mlstm(b, 2, 32, 80, 5, mix_off, mix_slot, NSLOT, chunks_mix, 2, 0.f, sdt);
+            test_mlstm(b, 1, 256, 512, 5, mix_off, mix_slot, NSLOT, chunks_mix, 1, 0.f, sdt);
+            /* the step form over long sequences (bf16: rounded after each of 600 tokens) */
+            if (sd) test_mlstm(b, 1, 256, 512, 5, mix_off, mix_slot, NSLOT, chunks_mix_step, 1, 0.f, sdt);
+            /* rwkv7_wkv likewise: lengths 600, 1, 130, 64, 7 */
+            test_wkv(b, 5, mix_off, mix_slot, sdt);
+        }
     }
 
     /* xlstm_head_out: per-head LayerNorm (no bias) * w * sigmoid(o) */
@@ -988,6 +1210,7 @@ int main(int argc, char **argv) {
     void *bufs[] = {dx, dy, dw, db, didx, dpool, dmix, doff, dslot};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) b->iface.buf_free(b, bufs[i]);
     recur_backend_free(b);
+    recur_backend_free(cpu_ref);
     free(x);
     free(got);
     free(want);

@@ -79,6 +79,29 @@ cmp -s "$T/s7a" "$T/s8" && fail "seeds 7 and 8 gave the same 60 tokens" || pass 
 expect_exit 0 "generate with an explicit model path" "$BIN" generate --model "$TINY" --prompt "In the" --max-tokens 5 --temperature 0
 expect_exit 0 "generate --max-tokens 0" "$BIN" generate --prompt "In the" --max-tokens 0
 
+# ---- --state bf16: the recurrent state's matrices stored as bf16 (half the slot)
+expect_exit 0 "logits, bf16 state, one pass" "$BIN" logits --model "$TINY" --tokens 34,105,110 --out "$T/b3" --state bf16
+expect_exit 0 "logits, bf16 state, two tokens, state out" "$BIN" logits --model "$TINY" --tokens 34,105 --out "$T/b2" --state-out "$T/bs2" --state bf16
+expect_exit 0 "logits, bf16 state, third token from the bf16 state file" "$BIN" logits --model "$TINY" --tokens 110 --out "$T/b1" --state-in "$T/bs2" --state bf16
+python3 - "$T" "$FX/expected-logits-7v0-834K.bin" <<'PY' && pass "bf16 state: logits within 1e-3 of rwkv.cpp; resume equal; state file about half the f32 one" || fail "bf16 state logits / state file"
+import os, struct, sys
+t, ref = sys.argv[1], sys.argv[2]
+f = lambda p: struct.unpack('<%df' % (len(open(p, 'rb').read()) // 4), open(p, 'rb').read())
+b3, exp, b1 = f(t + '/b3'), f(ref), f(t + '/b1')
+d = max(abs(a - b) for a, b in zip(b3[512:], exp))
+print('     bf16 state: max |logits - rwkv.cpp expected| = %.3g' % d)
+assert d <= 1e-3
+assert b3[512:] == b1, 'resume from a bf16 --state-out/--state-in differs'
+n16, n32 = os.path.getsize(t + '/bs2'), os.path.getsize(t + '/s2')
+print('     state file: %d bytes (bf16) vs %d (f32)' % (n16, n32))
+assert 0.45 * n32 < n16 < 0.6 * n32
+PY
+expect_exit 1 "an f32 state file into a bf16-state model" "$BIN" logits --model "$TINY" --tokens 110 --out "$T/l" --state-in "$T/s2" --state bf16
+expect_err "bf16" "state dtype named in the message"
+expect_exit 2 "bad --state" "$BIN" generate --prompt hi --state f16
+expect_exit 0 "generate, bf16 state, greedy" "$BIN" generate --prompt "Once upon a time" --max-tokens 40 --temperature 0 --state bf16
+cmp -s "$T/out" "$T/g1" && pass "greedy text with a bf16 state equals the f32 state's" || fail "greedy text differs with a bf16 state"
+
 # ---- xLSTM: a Hugging Face model directory (config.json + model.safetensors)
 XL=${RECUR_SOURCE_DIR:?}/tests/fixtures/xlstm-tiny
 toks=$(python3 -c "import struct,sys; d=open(sys.argv[1],'rb').read(); print(','.join(str(x) for x in struct.unpack('<%dI'%(len(d)//4),d)))" "$XL/ref-tokens-long.u32")
@@ -102,6 +125,10 @@ for row in "d2d copy" "gemm (weights)" "decode           batch 1" "decode       
 done
 python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert len(d['rows'])==3 and all(r['throughput']>0 for r in d['rows'])" "$T/b.json" \
   && pass "bench JSON has the decode and prefill rows" || fail "bench JSON"
+expect_exit 0 "bench on the CPU, bf16 state" "$BIN" bench --model "$TINY" --backend cpu --state bf16 --batch 2 --prompt 16 --steps 1 --json "$T/b16.json"
+grep -q "state bf16" "$T/out" && pass "bench prints the state dtype" || fail "bench does not print the state dtype"
+python3 -c "import json,sys; d=json.load(open(sys.argv[1])); e=json.load(open(sys.argv[2])); assert d['state']=='bf16' and e['state']=='f32' and 0 < d['state_bytes'] < e['state_bytes']" "$T/b16.json" "$T/b.json" \
+  && pass "bench JSON: state dtype and bytes per slot" || fail "bench JSON state fields"
 expect_exit 2 "bench with a bad option" "$BIN" bench --batch 0
 
 echo "$fails failed"

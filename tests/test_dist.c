@@ -55,7 +55,7 @@ typedef struct script_out {
     float *prefill_logits;  /* [total prompt tokens][V] */
     float *decode_logits;   /* [N_DECODE][N_SEQ][V]     */
     int32_t sampled[N_SEQ];
-    float *state[N_SEQ];    /* state_floats each        */
+    float *state[N_SEQ];    /* state_bytes each (f32)  */
 } script_out_t;
 
 static const int32_t seq_len[N_SEQ] = {7, 1, 12};
@@ -77,7 +77,7 @@ static recur_status_t run_script(recur_model_t *m, int last_stage, script_out_t 
     memset(o, 0, sizeof *o);
     o->prefill_logits = calloc((size_t)total * V, sizeof(float));
     o->decode_logits = calloc((size_t)N_DECODE * N_SEQ * V, sizeof(float));
-    for (int i = 0; i < N_SEQ; i++) o->state[i] = calloc(info->state_floats, sizeof(float));
+    for (int i = 0; i < N_SEQ; i++) o->state[i] = calloc(1, info->state_bytes);
     int32_t *tokens = malloc((size_t)total * sizeof(int32_t));
     if (!o->prefill_logits || !o->decode_logits || !tokens) return RECUR_E_NOMEM;
     uint64_t rng = 0x5eed;
@@ -110,7 +110,7 @@ static recur_status_t run_script(recur_model_t *m, int last_stage, script_out_t 
 static void expected_shard(const recur_model_info_t *ref, const recur_model_info_t *mine, const float *full,
                            float *shard) {
     const recur_model_shard_t *sh = &mine->shard;
-    const size_t full_layer = ref->state_floats / (size_t)ref->n_layer;
+    const size_t full_layer = ref->state_bytes / sizeof(float) / (size_t)ref->n_layer;
     float *o = shard;
     for (int32_t l = sh->layer_begin; l < sh->layer_end; l++) {
         const float *L = full + (size_t)l * full_layer;
@@ -184,10 +184,10 @@ static void test_model(const char *path, recur_backend_t *b, recur_comm_t *comm,
     for (int i = 0; i < N_SEQ; i++)
         CHECK(got.sampled[i] == want.sampled[i], "%s: sequence %d sampled %d, the reference %d", path, i,
               got.sampled[i], want.sampled[i]);
-    float *exp = malloc(di->state_floats * sizeof(float));
+    float *exp = malloc(di->state_bytes);
     for (int i = 0; i < N_SEQ && exp; i++) {
         expected_shard(ri, di, want.state[i], exp);
-        CHECK(recur_allclose(got.state[i], exp, di->state_floats, 1e-5f, 1e-5f, "state shard", NULL),
+        CHECK(recur_allclose(got.state[i], exp, di->state_bytes / sizeof(float), 1e-5f, 1e-5f, "state shard", NULL),
               "%s: slot %d: the state shard differs from its part of the whole state", path, slots[i]);
     }
     free(exp);

@@ -81,7 +81,7 @@ static uint32_t tok_of(int j, int s, int V) { return (uint32_t)((j * 131 + s * 3
 static void run_schedule(recur_model_t *G, recur_model_t *E, int n, recur_dtype_t wdt, const char *name,
                          double *worst) {
     const int V = recur_model_info(G)->n_vocab;
-    const size_t S = recur_model_info(G)->state_floats;
+    const size_t S = recur_model_info(G)->state_bytes / sizeof(float); /* f32 state */
     const int n_seqs = n == 1 ? 2 : n; /* with one sequence, the joiner replaces the first */
     int32_t slot_of[32];
     for (int j = 0; j < n_seqs; j++) slot_of[j] = 1 + (j * 7 + n) % (N_SLOTS - 1); /* distinct: 7 and 39 coprime */

@@ -34,7 +34,7 @@ static int open_model(ctx_t *c, const char *rel, int n_slots, int max_tokens) {
     p.max_tokens = max_tokens;
     if (recur_backend_init("cpu", NULL, &c->b) != RECUR_OK || recur_model_load(path, c->b, &p, &c->m) != RECUR_OK) return -1;
     c->V = recur_model_info(c->m)->n_vocab;
-    c->S = recur_model_info(c->m)->state_floats;
+    c->S = recur_model_info(c->m)->state_bytes / sizeof(float); /* f32 state */
     return 0;
 }
 

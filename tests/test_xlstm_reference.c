@@ -92,7 +92,7 @@ static int open_run(run_t *r, const fx_t *f, int n_slots, int max_tokens, int pr
         failures++;
         return -1;
     }
-    r->S = recur_model_info(r->m)->state_floats;
+    r->S = recur_model_info(r->m)->state_bytes / sizeof(float); /* f32 state */
     return 0;
 }
 

@@ -39,8 +39,8 @@ struct recur_model {
     void *arch_ctx;
     recur_model_info_t info;
     recur_model_params_t params;
-    float *pool;          /* backend: n_slots * info.state_floats */
-    float *init_state;    /* backend: one slot's initial state    */
+    void *pool;           /* backend: n_slots * info.state_bytes */
+    void *init_state;     /* backend: one slot's initial state   */
     int32_t *h_idx;       /* host staging, IDX_TOTAL(max_tokens) (page-locked when the backend has host_alloc) */
     int32_t *d_idx;       /* backend copy, same layout */
     int h_idx_pinned;     /* h_idx came from host_alloc */
@@ -111,8 +111,8 @@ recur_model_params_t recur_model_default_params(void) {
      * (recur bench, the server) can be compared with and without them. */
     const char *g = getenv("RECUR_GRAPHS");
     int32_t use_graphs = g && strcmp(g, "0") == 0 ? 0 : 1;
-    return (recur_model_params_t){
-        .n_slots = 9, .reserve_mib = 2048, .max_tokens = 128, .prefill_chunk = 0, .use_graphs = use_graphs};
+    return (recur_model_params_t){.n_slots = 9, .reserve_mib = 2048, .max_tokens = 128, .prefill_chunk = 0,
+                                  .use_graphs = use_graphs, .state_dtype = RECUR_DTYPE_F32};
 }
 
 const recur_model_info_t *recur_model_info(const recur_model_t *m) { return &m->info; }
@@ -189,10 +189,11 @@ recur_status_t recur_model_load_files(const recur_model_files_t *files, recur_ba
     const char *path = recur_model_files_path(files, 0);
     recur_model_params_t params = p ? *p : recur_model_default_params();
     if ((params.n_slots != 0 && params.n_slots < 2) || params.reserve_mib < 0 || params.max_tokens < 1 ||
-        params.prefill_chunk < 0 || params.prefill_chunk > 4096) {
-        recur_log_err("model params: n_slots must be 0 (fit to memory) or >= 2 (slot 0 is padding), max_tokens >= 1 "
-                      "and prefill_chunk "
-                      "in [0, 4096], got %d, %d and %d", params.n_slots, params.max_tokens, params.prefill_chunk);
+        params.prefill_chunk < 0 || params.prefill_chunk > 4096 ||
+        (params.state_dtype != RECUR_DTYPE_F32 && params.state_dtype != RECUR_DTYPE_BF16)) {
+        recur_log_err("model params: n_slots must be 0 (fit to memory) or >= 2 (slot 0 is padding), max_tokens >= 1, "
+                      "prefill_chunk in [0, 4096] and state_dtype f32 or bf16, got %d, %d, %d and %s", params.n_slots,
+                      params.max_tokens, params.prefill_chunk, recur_dtype_name(params.state_dtype));
         return RECUR_E_INVAL;
     }
     recur_status_t st = RECUR_OK;
@@ -216,7 +217,8 @@ recur_status_t recur_model_load_files(const recur_model_files_t *files, recur_ba
     const recur_model_shard_t *sh = &m->info.shard;
     const int last_stage = sh->pp_rank == sh->pp - 1;
 
-    size_t slot_bytes = m->info.state_floats * sizeof(float);
+    size_t slot_bytes = m->info.state_bytes; /* bf16 state: smaller slots, so more fit below */
+    RECUR_ASSERT(m->info.state_dtype == params.state_dtype && slot_bytes % 4 == 0);
     size_t T = (size_t)params.max_tokens;
     if (params.n_slots == 0) { /* the pool takes what the weights and the workspace leave */
         size_t used = 0, total = 0;
@@ -243,11 +245,12 @@ recur_status_t recur_model_load_files(const recur_model_files_t *files, recur_ba
         }
         params.n_slots = fit > (double)(1 << 20) ? 1 << 20 : (int32_t)fit;
         m->params.n_slots = params.n_slots;
-        recur_log_info("model: %d state slots fit in free memory (%.2f MiB each, %d MiB kept free)", params.n_slots,
-                       (double)slot_bytes / (1024.0 * 1024.0), params.reserve_mib);
+        recur_log_info("model: %d state slots fit in free memory (%.2f MiB each, %s matrices, %d MiB kept free)",
+                       params.n_slots, (double)slot_bytes / (1024.0 * 1024.0), recur_dtype_name(params.state_dtype),
+                       params.reserve_mib);
     }
     m->pool = b->iface.alloc(b, slot_bytes * (size_t)params.n_slots);
-    m->init_state = b->iface.alloc(b, slot_bytes); /* both architectures start from all zeros */
+    m->init_state = b->iface.alloc(b, slot_bytes); /* both architectures start from all zeros (bf16 0 too) */
     if (b->iface.host_alloc && b->iface.host_free) {
         m->h_idx = b->iface.host_alloc(b, IDX_TOTAL(T) * sizeof(int32_t));
         m->h_idx_pinned = m->h_idx != NULL;
@@ -288,10 +291,11 @@ recur_status_t recur_model_load_files(const recur_model_files_t *files, recur_ba
                        (double)slot_bytes / (1024.0 * 1024.0), have_mem ? "" : "(unknown) ",
                        have_mem ? (double)used / (1024.0 * 1024.0) : 0.0);
     }
-    recur_log_info("loaded %s: %s, %d layers, C=%d, H=%d, vocab %d, %.2fM params (%s), state %.2f MiB/slot x %d slots, backend %s",
-                   path, m->info.arch_name, m->info.n_layer, m->info.n_embd, m->info.n_head, m->info.n_vocab,
-                   (double)m->info.n_params / 1e6, recur_dtype_name(m->info.file_dtype),
-                   (double)slot_bytes / (1024.0 * 1024.0), params.n_slots, recur_backend_name(b));
+    recur_log_info("loaded %s: %s, %d layers, C=%d, H=%d, vocab %d, %.2fM params (%s), state %.2f MiB/slot (%s) x %d "
+                   "slots, backend %s", path, m->info.arch_name, m->info.n_layer, m->info.n_embd, m->info.n_head,
+                   m->info.n_vocab, (double)m->info.n_params / 1e6, recur_dtype_name(m->info.file_dtype),
+                   (double)slot_bytes / (1024.0 * 1024.0), recur_dtype_name(m->info.state_dtype), params.n_slots,
+                   recur_backend_name(b));
     *out = m;
     return RECUR_OK;
 fail_agree: /* after the first agreement: the peers wait in the last one for this status */
@@ -380,7 +384,7 @@ static recur_status_t flush_piece(recur_model_t *m, int32_t n_rows, int32_t n_se
     size_t used = n_out ? IDX_OUT(T) + (size_t)n_out : IDX_SLOT(T) + (size_t)n_seq;
     RECUR_TRY(b->iface.upload(b, m->d_idx, m->h_idx, used * sizeof(int32_t)));
     recur_rows_t rows = {.n_rows = n_rows, .n_seq = n_seq, .seq_off = m->d_idx + IDX_SEQ(T), .slot = m->d_idx + IDX_SLOT(T)};
-    RECUR_TRY(m->arch->forward(b, m->arch_ctx, &rows, m->d_idx + IDX_TOK(T), m->pool, m->info.state_floats, n_out,
+    RECUR_TRY(m->arch->forward(b, m->arch_ctx, &rows, m->d_idx + IDX_TOK(T), m->pool, m->info.state_bytes, n_out,
                                m->d_idx + IDX_OUT(T), m->d_logits));
     return deliver(m, o, n_out);
 }
@@ -400,7 +404,7 @@ static recur_status_t record_graph(recur_model_t *m, const recur_rows_t *rows, i
     const int32_t T = m->params.max_tokens;
     *graph = NULL;
     RECUR_TRY(b->iface.graph_begin(b));
-    recur_status_t st = m->arch->forward(b, m->arch_ctx, rows, m->d_idx + IDX_DEC(T), m->pool, m->info.state_floats,
+    recur_status_t st = m->arch->forward(b, m->arch_ctx, rows, m->d_idx + IDX_DEC(T), m->pool, m->info.state_bytes,
                                          n_out, m->d_idx + IDX_IOTA(T), m->d_logits);
     void *g = NULL;
     recur_status_t st_end = b->iface.graph_end(b, &g);
@@ -467,7 +471,7 @@ static recur_status_t forward_decode(recur_model_t *m, const recur_batch_t *bt, 
     if (*graph) {
         RECUR_TRY(b->iface.graph_launch(b, *graph));
     } else {
-        RECUR_TRY(m->arch->forward(b, m->arch_ctx, &rows, d, m->pool, m->info.state_floats, n_out,
+        RECUR_TRY(m->arch->forward(b, m->arch_ctx, &rows, d, m->pool, m->info.state_bytes, n_out,
                                    m->d_idx + IDX_IOTA(T), m->d_logits));
         *warm = 1;
     }
@@ -575,26 +579,26 @@ recur_status_t recur_model_forward_sample(recur_model_t *m, const recur_batch_t 
     return recur_comm_bcast_host(m->params.comm, tokens, (size_t)bt->n_seq * sizeof(int32_t), (sh->pp - 1) * sh->tp);
 }
 
-static float *slot_ptr(recur_model_t *m, int32_t slot) { return m->pool + (size_t)slot * m->info.state_floats; }
+static void *slot_ptr(recur_model_t *m, int32_t slot) { return (char *)m->pool + (size_t)slot * m->info.state_bytes; }
 
 recur_status_t recur_model_state_reset(recur_model_t *m, int32_t slot) {
     RECUR_TRY(check_slot(m, slot));
-    return m->b->iface.copy(m->b, slot_ptr(m, slot), m->init_state, m->info.state_floats * sizeof(float));
+    return m->b->iface.copy(m->b, slot_ptr(m, slot), m->init_state, m->info.state_bytes);
 }
 
-recur_status_t recur_model_state_get(recur_model_t *m, int32_t slot, float *host) {
+recur_status_t recur_model_state_get(recur_model_t *m, int32_t slot, void *host) {
     RECUR_TRY(check_slot(m, slot));
-    return m->b->iface.download(m->b, host, slot_ptr(m, slot), m->info.state_floats * sizeof(float));
+    return m->b->iface.download(m->b, host, slot_ptr(m, slot), m->info.state_bytes);
 }
 
-recur_status_t recur_model_state_set(recur_model_t *m, int32_t slot, const float *host) {
+recur_status_t recur_model_state_set(recur_model_t *m, int32_t slot, const void *host) {
     RECUR_TRY(check_slot(m, slot));
-    return m->b->iface.upload(m->b, slot_ptr(m, slot), host, m->info.state_floats * sizeof(float));
+    return m->b->iface.upload(m->b, slot_ptr(m, slot), host, m->info.state_bytes);
 }
 
 recur_status_t recur_model_state_copy(recur_model_t *m, int32_t dst_slot, int32_t src_slot) {
     RECUR_TRY(check_slot(m, dst_slot));
     RECUR_TRY(check_slot(m, src_slot));
     if (dst_slot == src_slot) return RECUR_OK;
-    return m->b->iface.copy(m->b, slot_ptr(m, dst_slot), slot_ptr(m, src_slot), m->info.state_floats * sizeof(float));
+    return m->b->iface.copy(m->b, slot_ptr(m, dst_slot), slot_ptr(m, src_slot), m->info.state_bytes);
 }

@@ -2,10 +2,16 @@
  * and the forward pass over a varlen batch of sequences.
  *
  * Slots: the pool holds n_slots states; slot 0 is the padding slot and is never used for
- * a request. A slot's state is a flat array of info.state_floats floats in the
- * architecture's documented layout (RWKV-7: per layer ffn_x[C], att_x[C], wkv[H][N][N],
- * the layout of rwkv.cpp and of the fixtures), so saving, loading and forking a state is
- * a plain copy. A fresh slot must be reset (recur_model_state_reset) before use.
+ * a request. A slot's state is info.state_bytes bytes in the architecture's documented
+ * layout, layer after layer with no padding:
+ *   RWKV-7: ffn_x[C] f32, att_x[C] f32, wkv[H][N][N] (rwkv.cpp's layout and the fixtures')
+ *   xLSTM:  C[NH][DQK][DV], n[NH][DQK] f32, m[NH] f32 (transformers' cache order)
+ * where the matrices (wkv, C) are info.state_dtype: F32 by default, BF16 with
+ * params.state_dtype = BF16 (half the bytes, so about twice the slots in the same memory,
+ * and half the state traffic of a decode step; the recurrences still compute in fp32 and
+ * round the matrices when they store them, see recur_backend.h). Saving, loading and
+ * forking a state is a plain byte copy, bit-identical. A fresh slot must be reset
+ * (recur_model_state_reset) before use.
  * Under tensor/pipeline parallelism (params.comm) each rank's pool holds its shard of
  * every slot: the same layout restricted to its layers and its heads (RWKV-7: per layer
  * of its stage ffn_x[C], att_x[C] (replicated across the TP group), wkv[its heads][N][N];
@@ -52,6 +58,12 @@ typedef struct recur_model_params {
     int32_t use_graphs;  /* 1: decode batches replay recorded backend graphs (see
                             recur_model_forward); 0: every op is launched eagerly. Default 1,
                             or 0 when the environment has RECUR_GRAPHS=0 (A/B runs). */
+    recur_dtype_t state_dtype; /* storage of the matrix-valued state (RWKV-7 wkv, xLSTM C):
+                            RECUR_DTYPE_F32 (default) or RECUR_DTYPE_BF16. The shift vectors
+                            and xLSTM's n and m stay F32. With BF16, logits agree with the
+                            F32 state's to bf16 tolerance (docs/testing.md), and a chunked
+                            prefill agrees with token-by-token steps to that tolerance,
+                            not to fp32 rounding (the rounding points differ). */
     recur_comm_t *comm;  /* NULL: one rank holds the whole model. Else this rank's place in
                             a tp x pp grid (recur_comm.h): it loads and runs only its shard
                             (see recur_model_shard_t), and every rank of the grid must call
@@ -81,7 +93,8 @@ typedef struct recur_model_info {
     recur_arch_t arch;
     const char  *arch_name;    /* "rwkv7", "xlstm"                             */
     int32_t      n_vocab, n_embd, n_layer, n_head, head_size, ffn_dim;
-    size_t       state_floats; /* per slot, of this rank's shard (see below)     */
+    size_t       state_bytes;  /* per slot, of this rank's shard (see above)  */
+    recur_dtype_t state_dtype; /* storage of the state matrices: F32 or BF16   */
     int64_t      n_params;     /* weights read from the checkpoint             */
     recur_dtype_t file_dtype;  /* dtype of the largest tensors in the file     */
     int32_t      bos_id;       /* token every prompt must start with; -1: none */
@@ -146,9 +159,12 @@ int32_t recur_model_n_graphs(const recur_model_t *m);
 recur_status_t recur_model_forward_sample(recur_model_t *m, const recur_batch_t *batch, const recur_sample_row_t *params,
                                           int32_t n_valid, int32_t *tokens);
 
+/* A slot's state as raw bytes (host: info.state_bytes, the layout above), so that a
+ * session saved with get and loaded with set, on this model or another with the same
+ * info (state_dtype included), continues bit-identically. */
 recur_status_t recur_model_state_reset(recur_model_t *m, int32_t slot);             /* initial state */
-recur_status_t recur_model_state_get(recur_model_t *m, int32_t slot, float *host);  /* state_floats  */
-recur_status_t recur_model_state_set(recur_model_t *m, int32_t slot, const float *host);
+recur_status_t recur_model_state_get(recur_model_t *m, int32_t slot, void *host);
+recur_status_t recur_model_state_set(recur_model_t *m, int32_t slot, const void *host);
 recur_status_t recur_model_state_copy(recur_model_t *m, int32_t dst_slot, int32_t src_slot);
 
 #ifdef __cplusplus

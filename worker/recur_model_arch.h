@@ -16,7 +16,7 @@ typedef struct recur_model_arch {
     /* Does this checkpoint look like this architecture? (cheap: tensor names only) */
     int (*detect)(const recur_model_files_t *f);
     /* Loads weights and workspace (for p->max_tokens rows) into *ctx and fills *info
-     * (state_floats included). */
+     * (state_bytes and state_dtype = p->state_dtype included). */
     recur_status_t (*load)(recur_backend_t *b, const recur_model_files_t *f, const recur_model_params_t *p,
                            recur_model_info_t *info, void **ctx);
     void (*free)(recur_backend_t *b, void *ctx);
@@ -24,7 +24,7 @@ typedef struct recur_model_arch {
      * Writes logits for the n_out rows listed in out_rows to logits ([n_out][n_vocab],
      * backend memory; n_out <= rows.n_rows). */
     recur_status_t (*forward)(recur_backend_t *b, void *ctx, const recur_rows_t *rows, const int32_t *tokens,
-                              float *state_pool, size_t slot_stride, int32_t n_out, const int32_t *out_rows,
+                              void *state_pool, size_t slot_bytes, int32_t n_out, const int32_t *out_rows,
                               float *logits);
 } recur_model_arch_t;
 

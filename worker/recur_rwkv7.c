@@ -48,6 +48,7 @@ typedef struct rwkv7 {
     recur_model_shard_t sh;
     recur_comm_t *comm;
     int32_t Cl, c0, Fl, f0;
+    recur_dtype_t state_dtype;                   /* of the wkv matrices */
     recur_weight_t emb, head;                    /* [V][C] */
     float *ln0_w, *ln0_b, *lnout_w, *lnout_b;    /* [C] */
     rwkv7_layer_t *layers;
@@ -188,17 +189,6 @@ static recur_status_t ld_layer(loader_t *ld, rwkv7_t *m, int i, rwkv7_layer_t *l
     return RECUR_OK;
 }
 
-/* State layout per slot, per layer: ffn_x[C], att_x[C], wkv[H][64][64] (rwkv.cpp's); a
- * rank's shard: its stage's layers, its heads' wkv matrices. */
-static size_t layer_state_floats(const rwkv7_t *m) {
-    return 2 * (size_t)m->C + (size_t)m->sh.n_head * RWKV7_HEAD_SIZE * RWKV7_HEAD_SIZE;
-}
-
-/* l: a layer of this rank's stage */
-static size_t layer_state_off(const rwkv7_t *m, int32_t l) {
-    return (size_t)(l - m->sh.layer_begin) * layer_state_floats(m);
-}
-
 static void rwkv7_free(recur_backend_t *b, void *ctx) {
     rwkv7_t *m = ctx;
     if (!m) return;
@@ -228,6 +218,15 @@ static int rwkv7_detect(const recur_model_files_t *f) {
            recur_model_files_find(f, "emb.weight");
 }
 
+/* State layout per slot, per layer: ffn_x[C] f32, att_x[C] f32, wkv[H][64][64] in the
+ * state dtype (rwkv.cpp's layout when that is f32); a rank's shard: its stage's layers,
+ * its heads' wkv matrices (the shift vectors are replicated across the TP group). Bytes
+ * per layer: */
+static size_t layer_state_bytes(const rwkv7_t *m) {
+    return 2 * (size_t)m->C * sizeof(float) +
+           (size_t)m->sh.n_head * RWKV7_HEAD_SIZE * RWKV7_HEAD_SIZE * recur_dtype_size(m->state_dtype);
+}
+
 static recur_status_t rwkv7_load(recur_backend_t *b, const recur_model_files_t *f, const recur_model_params_t *p,
                                  recur_model_info_t *info, void **out) {
     *out = NULL;
@@ -237,6 +236,7 @@ static recur_status_t rwkv7_load(recur_backend_t *b, const recur_model_files_t *
     recur_status_t st = RECUR_OK;
     rwkv7_t *m = calloc(1, sizeof *m);
     if (!m) return RECUR_E_NOMEM;
+    m->state_dtype = p->state_dtype;
 
     /* Dimensions: V, C from emb.weight; L from the ln1 blocks; H from C / 64. */
     const recur_tensor_info_t *emb = recur_model_files_find(f, "emb.weight");
@@ -362,7 +362,8 @@ static recur_status_t rwkv7_load(recur_backend_t *b, const recur_model_files_t *
     *info = (recur_model_info_t){
         .arch = RECUR_ARCH_RWKV7, .arch_name = "rwkv7", .n_vocab = m->V, .n_embd = m->C, .n_layer = m->L,
         .n_head = m->H, .head_size = RWKV7_HEAD_SIZE, .ffn_dim = m->F,
-        .state_floats = (size_t)(m->sh.layer_end - m->sh.layer_begin) * layer_state_floats(m),
+        .state_bytes = (size_t)(m->sh.layer_end - m->sh.layer_begin) * layer_state_bytes(m),
+        .state_dtype = m->state_dtype,
         .n_params = ld.base.n_params,
         .file_dtype = recur_model_files_find(f, "head.weight")->dtype,
         .bos_id = -1,        /* RWKV World models take the text as it is */
@@ -390,7 +391,7 @@ static recur_status_t lora(recur_backend_t *b, rwkv7_t *m, const float *x, int32
 }
 
 static recur_status_t rwkv7_forward(recur_backend_t *b, void *ctx, const recur_rows_t *rows, const int32_t *tokens,
-                                    float *pool, size_t slot_stride, int32_t n_out, const int32_t *out_rows,
+                                    void *pool, size_t slot_bytes, int32_t n_out, const int32_t *out_rows,
                                     float *logits) {
     rwkv7_t *m = ctx;
     const int32_t M = rows->n_rows, C = m->C, Cl = m->Cl;
@@ -411,10 +412,10 @@ static recur_status_t rwkv7_forward(recur_backend_t *b, void *ctx, const recur_r
     }
     for (int32_t l = sh->layer_begin; l < sh->layer_end; l++) {
         const rwkv7_layer_t *ly = &m->layers[l];
-        size_t so = layer_state_off(m, l);
-        recur_state_ref_t ffn_shift = {pool, slot_stride, so};
-        recur_state_ref_t att_shift = {pool, slot_stride, so + (size_t)C};
-        recur_state_ref_t wkv = {pool, slot_stride, so + 2 * (size_t)C};
+        size_t so = (size_t)(l - sh->layer_begin) * layer_state_bytes(m); /* l: a layer of this stage */
+        recur_state_ref_t ffn_shift = {pool, slot_bytes, so, RECUR_DTYPE_F32};
+        recur_state_ref_t att_shift = {pool, slot_bytes, so + (size_t)C * sizeof(float), RECUR_DTYPE_F32};
+        recur_state_ref_t wkv = {pool, slot_bytes, so + 2 * (size_t)C * sizeof(float), m->state_dtype};
 
         /* ---- time mix */
         RECUR_TRY(k->layernorm(b, m->x, ly->ln1_w, ly->ln1_b, M, C, RWKV7_LN_EPS, m->xa));

@@ -49,6 +49,7 @@ typedef struct xlstm {
     recur_model_shard_t sh;
     recur_comm_t *comm;
     int32_t NHl, h0, Fl, f0;
+    recur_dtype_t state_dtype;                       /* of C */
     recur_weight_t emb, head;                        /* [V][D] (head == emb when tied) */
     float *out_norm;                                 /* [D] */
     xlstm_layer_t *layers;
@@ -229,12 +230,6 @@ static int32_t ffn_width(const xlstm_config_t *c) {
     return (int32_t)(floor((x + c->ffn_multiple - 1) / c->ffn_multiple) * c->ffn_multiple);
 }
 
-/* State per slot, per layer: C [NH][DQK][DV], n [NH][DQK], m [NH]; a rank's shard: its
- * stage's layers, its heads. */
-static size_t layer_state_floats(const xlstm_t *m) {
-    return (size_t)m->NHl * ((size_t)m->DQK * m->DV + m->DQK + 1);
-}
-
 static recur_status_t xlstm_load(recur_backend_t *b, const recur_model_files_t *f, const recur_model_params_t *p,
                                  recur_model_info_t *info, void **out) {
     *out = NULL;
@@ -254,6 +249,14 @@ static recur_status_t xlstm_load(recur_backend_t *b, const recur_model_files_t *
     }
     m->DQK = qk / c->NH;
     m->DV = vd / c->NH;
+    m->state_dtype = p->state_dtype;
+    if (m->state_dtype == RECUR_DTYPE_BF16 && ((size_t)c->NH * m->DQK * m->DV) % 2) {
+        /* n follows C in each layer's state and must stay 4-byte aligned */
+        recur_log_err("%s: a bf16 state needs num_heads * qk_dim * v_dim even (got %d x %d x %d)", path, c->NH, m->DQK,
+                      m->DV);
+        st = RECUR_E_UNSUPPORTED;
+        goto fail;
+    }
     /* The config and the tensors must describe the same model. */
     const recur_tensor_info_t *emb = recur_model_files_find(f, "backbone.embeddings.weight");
     if (emb->n_dims != 2 || emb->shape[0] != c->V || emb->shape[1] != c->D) {
@@ -336,7 +339,9 @@ static recur_status_t xlstm_load(recur_backend_t *b, const recur_model_files_t *
     *info = (recur_model_info_t){
         .arch = RECUR_ARCH_XLSTM, .arch_name = "xlstm", .n_vocab = c->V, .n_embd = c->D, .n_layer = c->L,
         .n_head = c->NH, .head_size = m->DV, .ffn_dim = m->F,
-        .state_floats = (size_t)(m->sh.layer_end - m->sh.layer_begin) * layer_state_floats(m),
+        .state_bytes = (size_t)(m->sh.layer_end - m->sh.layer_begin) *
+                       recur_mlstm_state_bytes(m->NHl, m->DQK, m->DV, m->state_dtype),
+        .state_dtype = m->state_dtype,
         .n_params = ld.n_params, .file_dtype = emb->dtype, .bos_id = c->bos, .prefill_chunk = m->chunk,
         .shard = m->sh,
     };
@@ -352,18 +357,21 @@ fail:
 /* ------------------------------------------------------------------ forward */
 
 static recur_status_t xlstm_forward(recur_backend_t *b, void *ctx, const recur_rows_t *rows, const int32_t *tokens,
-                                    float *pool, size_t slot_stride, int32_t n_out, const int32_t *out_rows,
+                                    void *pool, size_t slot_bytes, int32_t n_out, const int32_t *out_rows,
                                     float *logits) {
     xlstm_t *m = ctx;
     const xlstm_config_t *c = &m->cfg;
     const int32_t M = rows->n_rows, D = c->D;
     RECUR_ASSERT(M >= 1 && M <= m->max_tokens);
     const recur_backend_iface_t *k = &b->iface;
-    const size_t layer_state = layer_state_floats(m), MD = (size_t)M * D;
+    const size_t MD = (size_t)M * D;
     const recur_model_shard_t *sh = &m->sh;
     /* Row-parallel projections: rank 0 of the TP group adds its part to x, the others
      * write theirs, and the all-reduce sums them into x on every rank. */
     const int acc = sh->tp_rank == 0, tp = sh->tp > 1;
+    /* State per slot, per layer of this stage: C [NH][DQK][DV] (state dtype), n [NH][DQK],
+     * m [NH] (f32), for this rank's heads. */
+    const size_t layer_state = recur_mlstm_state_bytes(m->NHl, m->DQK, m->DV, m->state_dtype);
 
     if (sh->pp_rank == 0)
         RECUR_TRY(k->embed(b, &m->emb, tokens, M, m->x));
@@ -382,7 +390,7 @@ static recur_status_t xlstm_forward(recur_backend_t *b, void *ctx, const recur_r
             .n_head = m->NHl, .dqk = m->DQK, .dv = m->DV, .chunk = m->chunk,
             .gate_cap = c->gate_cap > 0.f ? c->gate_cap : INFINITY, .eps = c->eps, .rows = *rows,
             .q = m->q, .k = m->k, .v = m->v, .i_pre = m->ig, .f_pre = m->fg, .i_bias = ly->i_bias, .f_bias = ly->f_bias,
-            .state = {pool, slot_stride, (size_t)(l - sh->layer_begin) * layer_state}, .h = m->h};
+            .state = {pool, slot_bytes, (size_t)(l - sh->layer_begin) * layer_state, m->state_dtype}, .h = m->h};
         RECUR_TRY(k->mlstm(b, &a));
         RECUR_TRY(k->xlstm_head_out(b, m->h, m->o, ly->mh_norm, M, m->NHl, m->DV, c->norm_eps, m->h));
         RECUR_TRY(k->matmul(b, m->h, &ly->wout, M, m->x, acc));

@@ -188,7 +188,7 @@ static recur_status_t cpu_token_shift_mix(recur_backend_t *b, const float *x, in
     size_t MC = (size_t)rows->n_rows * C;
     for (int32_t s = 0; s < rows->n_seq; s++) {
         int32_t r0 = rows->seq_off[s], r1 = rows->seq_off[s + 1];
-        float *shift = st.pool + (size_t)rows->slot[s] * st.slot_stride + st.offset;
+        float *shift = (float *)((char *)st.pool + (size_t)rows->slot[s] * st.slot_bytes + st.offset);
         for (int32_t t = r0; t < r1; t++) {
             const float *xt = x + (size_t)t * C;
             const float *prev = t == r0 ? shift : xt - C;
@@ -238,22 +238,38 @@ static recur_status_t cpu_rwkv7_prep(recur_backend_t *b, const recur_rwkv7_prep_
     return RECUR_OK;
 }
 
+/* A bf16 state row into fp32, and back rounded to nearest even. */
+static void bf16_row_load(const uint16_t *src, float *dst, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = recur_bf16_to_f32(src[i]);
+}
+static void bf16_row_store(const float *src, uint16_t *dst, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = recur_f32_to_bf16(src[i]);
+}
+
 static recur_status_t cpu_rwkv7_wkv(recur_backend_t *b, const recur_rwkv7_wkv_args_t *p) {
     int32_t C = p->C, N = p->head_size, H = C / N;
     const recur_rows_t *rows = &p->rows;
+    const int bf = p->state.mat_dtype == RECUR_DTYPE_BF16;
+    RECUR_ASSERT(bf || p->state.mat_dtype == RECUR_DTYPE_F32);
+    RECUR_ASSERT(p->state.slot_bytes % 4 == 0 && p->state.offset % 4 == 0); /* recur_state_ref_t */
+    const size_t es = recur_dtype_size(p->state.mat_dtype);
+    /* bf16: one row of S at a time in fp32 (rows are independent, see below) */
+    float *row = bf ? malloc((size_t)N * sizeof(float)) : NULL;
+    if (bf && !row) return RECUR_E_NOMEM;
     for (int32_t s = 0; s < rows->n_seq; s++) {
-        float *S0 = p->state.pool + (size_t)rows->slot[s] * p->state.slot_stride + p->state.offset;
+        char *S0 = (char *)p->state.pool + (size_t)rows->slot[s] * p->state.slot_bytes + p->state.offset;
         for (int32_t t = rows->seq_off[s]; t < rows->seq_off[s + 1]; t++) {
             size_t o = (size_t)t * C;
             for (int32_t h = 0; h < H; h++) {
                 const float *r = p->r + o + h * N, *w = p->w + o + h * N, *k = p->k + o + h * N;
                 const float *v = p->v + o + h * N, *kk = p->kk + o + h * N, *a = p->a + o + h * N;
                 float *y = p->y + o + h * N;
-                float *S = S0 + (size_t)h * N * N;
+                char *S = S0 + (size_t)h * N * N * es;
                 /* Rows of S (one per value index) are independent: row i only needs
                  * sa = S[i,:] . (-kk) from before its own update. */
                 for (int32_t i = 0; i < N; i++) {
-                    float *Si = S + (size_t)i * N;
+                    float *Si = bf ? row : (float *)S + (size_t)i * N;
+                    if (bf) bf16_row_load((const uint16_t *)S + (size_t)i * N, row, (size_t)N);
                     float sa = 0.f;
                     for (int32_t j = 0; j < N; j++) sa -= Si[j] * kk[j];
                     float yi = 0.f;
@@ -262,10 +278,13 @@ static recur_status_t cpu_rwkv7_wkv(recur_backend_t *b, const recur_rwkv7_wkv_ar
                         yi += Si[j] * r[j];
                     }
                     y[i] = yi;
+                    /* bf16: rounded after every token (y above saw the fp32 row) */
+                    if (bf) bf16_row_store(row, (uint16_t *)S + (size_t)i * N, (size_t)N);
                 }
             }
         }
     }
+    free(row);
     return RECUR_OK;
 }
 
@@ -369,22 +388,38 @@ static void mlstm_chunk(const recur_mlstm_args_t *p, int32_t t0, int32_t nt, int
     *m = m_new;
 }
 
+/* BF16 C: a head's C is widened into fp32 scratch when the call reaches it, carried in
+ * fp32 through every chunk of the call and rounded once at the end (the GPU's chunked
+ * kernels keep C in shared memory or registers the same way); with L = 1, the step form,
+ * it is rounded after every token instead, as a step kernel that stores each token's state
+ * does. F32 C is updated in place. n and m are F32 in either case. */
 static recur_status_t cpu_mlstm(recur_backend_t *b, const recur_mlstm_args_t *p) {
     const int32_t NH = p->n_head, DK = p->dqk, DV = p->dv, L = p->chunk > 0 ? p->chunk : 1;
-    /* Scratch sized by the chunk; small, so a per-call allocation is cheap next to the
-     * O(L * DK * DV) work it serves. */
-    float *scratch = malloc(((size_t)2 * L + (size_t)L * L) * sizeof(float));
+    const int bf = p->state.mat_dtype == RECUR_DTYPE_BF16;
+    RECUR_ASSERT(bf || p->state.mat_dtype == RECUR_DTYPE_F32);
+    RECUR_ASSERT(!bf || ((size_t)NH * DK * DV) % 2 == 0);
+    RECUR_ASSERT(p->state.slot_bytes % 4 == 0 && p->state.offset % 4 == 0);
+    const size_t CE = (size_t)DK * DV, n_off = recur_mlstm_state_n_offset(NH, DK, DV, p->state.mat_dtype);
+    /* Scratch sized by the chunk (and a head's C for bf16); small next to the
+     * O(L * DK * DV) work it serves, so a per-call allocation is cheap. */
+    float *scratch = malloc(((size_t)2 * L + (size_t)L * L + (bf ? CE : 0)) * sizeof(float));
     if (!scratch) return RECUR_E_NOMEM;
+    float *cbuf = scratch + (size_t)2 * L + (size_t)L * L;
     for (int32_t s = 0; s < p->rows.n_seq; s++) {
-        float *st = p->state.pool + (size_t)p->rows.slot[s] * p->state.slot_stride + p->state.offset;
+        char *st = (char *)p->state.pool + (size_t)p->rows.slot[s] * p->state.slot_bytes + p->state.offset;
         for (int32_t h = 0; h < NH; h++) {
-            float *C = st + (size_t)h * DK * DV;
-            float *nv = st + (size_t)NH * DK * DV + (size_t)h * DK;
-            float *m = st + (size_t)NH * ((size_t)DK * DV + DK) + h;
+            uint16_t *Cb = (uint16_t *)st + (size_t)h * CE;
+            float *C = bf ? cbuf : (float *)st + (size_t)h * CE;
+            float *nv = (float *)(st + n_off) + (size_t)h * DK;
+            float *m = (float *)(st + n_off) + (size_t)NH * DK + h;
+            if (bf) bf16_row_load(Cb, C, CE);
             for (int32_t t0 = p->rows.seq_off[s]; t0 < p->rows.seq_off[s + 1]; t0 += L) {
                 int32_t nt = p->rows.seq_off[s + 1] - t0 < L ? p->rows.seq_off[s + 1] - t0 : L;
                 mlstm_chunk(p, t0, nt, h, C, nv, m, scratch, scratch + L, scratch + 2 * L);
+                if (bf && L == 1)
+                    for (size_t e = 0; e < CE; e++) C[e] = recur_bf16_to_f32(recur_f32_to_bf16(C[e]));
             }
+            if (bf) bf16_row_store(C, Cb, CE);
         }
     }
     free(scratch);

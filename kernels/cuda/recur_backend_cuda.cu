@@ -508,7 +508,7 @@ static __device__ __forceinline__ int32_t seq_of_row(const int32_t *seq_off, int
  * other thread ever reads a stored element after it changed. */
 static __global__ void token_shift_mix_kernel(const float *__restrict__ x, int32_t C, int32_t M,
                                               const int32_t *__restrict__ seq_off, const int32_t *__restrict__ slot,
-                                              int32_t n_seq, float *pool, size_t stride, size_t offset, int32_t n_mix,
+                                              int32_t n_seq, char *pool, size_t stride, size_t offset, int32_t n_mix,
                                               const float *__restrict__ mix, float *__restrict__ out) {
     __shared__ int32_t s_seq[3];
     const int32_t t = blockIdx.x;
@@ -532,7 +532,7 @@ static __global__ void token_shift_mix_kernel(const float *__restrict__ x, int32
     __syncthreads();
     const int32_t r0 = s_seq[0], r1 = s_seq[1];
     if (i >= C) return;
-    float *shift = pool + (size_t)s_seq[2] * stride + offset;
+    float *shift = (float *)(pool + (size_t)s_seq[2] * stride + offset); /* byte stride and offset */
     const float xv = x[(size_t)t * C + i];
     const float pv = t == r0 ? shift[i] : x[(size_t)(t - 1) * C + i];
     const size_t MC = (size_t)M * C;
@@ -547,7 +547,7 @@ static recur_status_t cuda_token_shift_mix(recur_backend_t *b, const float *x, i
     dim3 grid((unsigned)rows->n_rows, (unsigned)recur_cuda_cdiv(C, 256));
     RCU_LAUNCH("token_shift_mix_kernel",
                recur_cuda_launch(c, token_shift_mix_kernel, grid, dim3(256), 0, x, C, rows->n_rows, rows->seq_off,
-                                 rows->slot, rows->n_seq, st.pool, st.slot_stride, st.offset, n_mix, mix, out));
+                                 rows->slot, rows->n_seq, (char *)st.pool, st.slot_bytes, st.offset, n_mix, mix, out));
     return RECUR_OK;
 }
 

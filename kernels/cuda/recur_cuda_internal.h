@@ -157,6 +157,42 @@ static __device__ __forceinline__ float recur_block_sum(float v, float *red) {
 }
 
 static __device__ __forceinline__ float recur_sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+/* Matrix state elements (recur_state_ref_t.mat_dtype): the kernels are templates on the
+ * element type T (float or __nv_bfloat16), compute in fp32, and store through
+ * recur_st_store, which rounds to nearest even as recur_f32_to_bf16 does (NaN aside). */
+static __device__ __forceinline__ float recur_st_load(float x) { return x; }
+static __device__ __forceinline__ float recur_st_load(__nv_bfloat16 x) { return __bfloat162float(x); }
+template <typename T> static __device__ __forceinline__ T recur_st_store(float x);
+template <> __device__ __forceinline__ float recur_st_store<float>(float x) { return x; }
+template <> __device__ __forceinline__ __nv_bfloat16 recur_st_store<__nv_bfloat16>(float x) {
+    return __float2bfloat16_rn(x);
+}
+/* x as it reads back after a store as T (the identity for float) */
+template <typename T> static __device__ __forceinline__ float recur_st_round(float x) {
+    return recur_st_load(recur_st_store<T>(x));
+}
+
+/* Eight consecutive bf16 state elements (16 bytes, aligned) <-> fp32: the vector loads of
+ * the bandwidth-bound step kernels. bf16 -> fp32 is a 16-bit shift. */
+static __device__ __forceinline__ void recur_bf16x8_load(const __nv_bfloat16 *p, float (&f)[8]) {
+    const uint4 u = *(const uint4 *)p;
+    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        f[2 * i] = __uint_as_float(w[i] << 16);
+        f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+    }
+}
+static __device__ __forceinline__ void recur_bf16x8_store(__nv_bfloat16 *p, const float (&f)[8]) {
+    uint32_t w[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        w[i] = (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(f[2 * i])) |
+               (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(f[2 * i + 1])) << 16;
+    }
+    *(uint4 *)p = make_uint4(w[0], w[1], w[2], w[3]);
+}
 #endif
 
 #endif

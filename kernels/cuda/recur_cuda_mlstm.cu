@@ -28,7 +28,12 @@
  *    no block of kernel 1 can see a new n or m.
  * fp32 throughout, on CUDA cores. The effective chunk is min(chunk, 128, the longest sequence of the
  * batch), lowered further if the shared memory would not fit (any chunk gives the same
- * function up to rounding; below the longest sequence it splits exactly as the CPU). */
+ * function up to rounding; below the longest sequence it splits exactly as the CPU).
+ * C may be stored as bf16 (recur_state_ref_t.mat_dtype; the kernels are templates on its
+ * element type T): kernel 1 widens it on load and rounds it on store, i.e. once per call in
+ * mlstm_chunk_kernel (C stays in shared memory across the call's chunks) and once per token
+ * in mlstm_step_kernel (which stores every token), the CPU reference's rounding points; n
+ * and m are f32 either way. */
 #include "recur_cuda_prefill.h"
 
 #define ML_THREADS 256
@@ -92,7 +97,7 @@ static size_t ml_smem_floats(int L, int DK) {
 /* TPI: rows of the output tile per thread (thread = column jx, rows rg + 4*i), so the
  * chunk is at most 4 * TPI tokens. Instantiated for 1, 4, 16, 32 so a decode step does
  * not carry 32 idle accumulators. */
-template <int TPI>
+template <int TPI, typename T>
 static __global__ void __launch_bounds__(ML_THREADS)
 mlstm_chunk_kernel(recur_mlstm_args_t p, int L, int32_t skip_from) {
     extern __shared__ __align__(16) float sm[];
@@ -101,12 +106,14 @@ mlstm_chunk_kernel(recur_mlstm_args_t p, int L, int32_t skip_from) {
     const int32_t r0 = p.rows.seq_off[sq], r1 = p.rows.seq_off[sq + 1];
     if (r0 >= r1 || r1 - r0 >= skip_from) return; /* long ones: the tensor-core path */
     const int j0 = tile * ML_TV, tw = DV - j0 < ML_TV ? DV - j0 : ML_TV;
-    float *st = p.state.pool + (size_t)p.rows.slot[sq] * p.state.slot_stride + p.state.offset;
-    float *Cg = st + (size_t)h * DK * DV + j0;                   /* row a at Cg + a * DV */
-    const float *ng = st + (size_t)NH * DK * DV + (size_t)h * DK;
-    const float *mg = st + (size_t)NH * ((size_t)DK * DV + DK) + h;
+    char *st = recur_ml_state(p, sq);
+    T *Cg = (T *)st + (size_t)h * DK * DV + j0;                 /* row a at Cg + a * DV */
+    const float *ng = recur_ml_state_n(p, st) + (size_t)h * DK;
+    const float *mg = recur_ml_state_n(p, st) + (size_t)NH * DK + h;
     const size_t qk_stride = (size_t)NH * DK, v_stride = (size_t)NH * DV;
     const float scale = 1.0f / sqrtf((float)DK);
+    constexpr bool BF = sizeof(T) == 2;
+    constexpr int VW = BF ? 8 : 4; /* elements per 16-byte state access */
     constexpr bool FULL = TPI == 1; /* L <= ML_FULL_STAGE_L: q, k staged whole (see above) */
     const int QS = ml_qk_stride(L, DK), dkp = (DK + ML_KS - 1) / ML_KS * ML_KS;
 
@@ -119,17 +126,25 @@ mlstm_chunk_kernel(recur_mlstm_args_t p, int L, int32_t skip_from) {
     float *ig = Ks + (size_t)L * QS, *bcum = ig + L, *mts = bcum + L, *wprev = mts + L, *wt = wprev + L;
     float *divv = wt + L, *qn = divv + L, *misc = qn + L;
 
-    /* ---- the state before the call */
-    const bool vec = tw == ML_TV && DV % 4 == 0 && ((uintptr_t)Cg & 15u) == 0;
+    /* ---- the state before the call (16-byte accesses where every row of the tile allows) */
+    const bool vec = tw == ML_TV && DV % VW == 0 && ((uintptr_t)Cg & 15u) == 0;
     if (vec) {
-        for (int e = tid; e < DK * (ML_TV / 4); e += ML_THREADS) {
-            const int a = e / (ML_TV / 4), j = (e % (ML_TV / 4)) * 4;
-            *(float4 *)(Cs + (size_t)a * ML_TV + j) = *(const float4 *)(Cg + (size_t)a * DV + j);
+        for (int e = tid; e < DK * (ML_TV / VW); e += ML_THREADS) {
+            const int a = e / (ML_TV / VW), j = (e % (ML_TV / VW)) * VW;
+            float *dst = Cs + (size_t)a * ML_TV + j;
+            if constexpr (BF) {
+                float f[8];
+                recur_bf16x8_load((const __nv_bfloat16 *)(Cg + (size_t)a * DV + j), f);
+                *(float4 *)dst = make_float4(f[0], f[1], f[2], f[3]);
+                *(float4 *)(dst + 4) = make_float4(f[4], f[5], f[6], f[7]);
+            } else {
+                *(float4 *)dst = *(const float4 *)(Cg + (size_t)a * DV + j);
+            }
         }
     } else {
         for (int e = tid; e < DK * ML_TV; e += ML_THREADS) {
             const int a = e / ML_TV, j = e % ML_TV;
-            Cs[e] = j < tw ? Cg[(size_t)a * DV + j] : 0.f;
+            Cs[e] = j < tw ? recur_st_load(Cg[(size_t)a * DV + j]) : 0.f;
         }
     }
     for (int a = tid; a < DK; a += ML_THREADS) ns[a] = ng[a];
@@ -263,16 +278,24 @@ mlstm_chunk_kernel(recur_mlstm_args_t p, int L, int32_t skip_from) {
         m_prev = m_new;
     }
 
-    /* ---- the C tile back to the state (n and m: mlstm_nm_kernel) */
+    /* ---- the C tile back to the state (n and m: mlstm_nm_kernel); bf16: rounded here,
+     * once per call */
     if (vec) {
-        for (int e = tid; e < DK * (ML_TV / 4); e += ML_THREADS) {
-            const int a = e / (ML_TV / 4), j = (e % (ML_TV / 4)) * 4;
-            *(float4 *)(Cg + (size_t)a * DV + j) = *(const float4 *)(Cs + (size_t)a * ML_TV + j);
+        for (int e = tid; e < DK * (ML_TV / VW); e += ML_THREADS) {
+            const int a = e / (ML_TV / VW), j = (e % (ML_TV / VW)) * VW;
+            const float *src = Cs + (size_t)a * ML_TV + j;
+            if constexpr (BF) {
+                const float4 x = *(const float4 *)src, y = *(const float4 *)(src + 4);
+                const float f[8] = {x.x, x.y, x.z, x.w, y.x, y.y, y.z, y.w};
+                recur_bf16x8_store((__nv_bfloat16 *)(Cg + (size_t)a * DV + j), f);
+            } else {
+                *(float4 *)(Cg + (size_t)a * DV + j) = *(const float4 *)src;
+            }
         }
     } else {
         for (int e = tid; e < DK * ML_TV; e += ML_THREADS) {
             const int a = e / ML_TV, j = e % ML_TV;
-            if (j < tw) Cg[(size_t)a * DV + j] = Cs[e];
+            if (j < tw) Cg[(size_t)a * DV + j] = recur_st_store<T>(Cs[e]);
         }
     }
 }
@@ -281,18 +304,29 @@ mlstm_chunk_kernel(recur_mlstm_args_t p, int L, int32_t skip_from) {
  * sequences), 256 threads. Nothing of C is staged: each thread streams its columns of the
  * tile down every RG-th row, reading C once, adding q[a] C[a][j] to its share of the output
  * and writing the updated element straight back, so a token costs one read and one write
- * of the state and the block needs ~7 KB of shared memory (many blocks per SM keep many
- * loads in flight). V4 (the tile 16-byte aligned in every slot, DV a multiple of 64): a
- * thread owns 4 adjacent columns and moves float4s, 16 row groups; otherwise one column
- * and 4 row groups. Per token the arithmetic is mlstm_chunk_kernel's with nt = 1, in the
- * same order (ml_gates' formulas), so the paths and mlstm_nm_kernel agree. n evolves in
- * shared memory as in the chunk kernel. */
+ * of the state and the block needs ~7-12 KB of shared memory (many blocks per SM keep many
+ * loads in flight). VEC (the tile 16-byte aligned in every slot, DV a multiple of 64): a
+ * thread owns 16 bytes of adjacent columns (4 f32 or 8 bf16) and moves them with one
+ * access, 16 or 32 row groups; otherwise one column and 4 row groups. A bf16 C is widened
+ * on load and rounded on store, i.e. after every token. Per token the arithmetic is
+ * mlstm_chunk_kernel's with nt = 1, in the same order (ml_gates' formulas), so the paths
+ * and mlstm_nm_kernel agree. n evolves in shared memory as in the chunk kernel. */
 #define ML_STEP_UNROLL 8 /* rows of C loaded per thread before they are used */
-template <bool V4>
+template <bool VEC, typename T>
+static __host__ __device__ constexpr int ml_step_rg() { /* row groups */
+    return ML_THREADS / (ML_TV / (VEC ? 16 / (int)sizeof(T) : 1));
+}
+/* Dynamic shared memory of mlstm_step_kernel (floats): q, wt k, n [DK] each, v [ML_TV],
+ * the row groups' partial outputs [RG >= 16][ML_TV], misc [8] and two [32] reductions. */
+static size_t ml_step_smem_floats(int DK, int rg) {
+    return 3 * (size_t)DK + ML_TV + (size_t)(rg > 16 ? rg : 16) * ML_TV + 8 + 64;
+}
+template <bool VEC, typename T>
 static __global__ void __launch_bounds__(ML_THREADS)
 mlstm_step_kernel(recur_mlstm_args_t p, int32_t skip_from) {
-    constexpr int CPT = V4 ? 4 : 1;                /* columns per thread */
-    constexpr int RG = ML_THREADS / (ML_TV / CPT); /* row groups: 16 or 4 */
+    constexpr bool BF = sizeof(T) == 2;
+    constexpr int CPT = VEC ? 16 / (int)sizeof(T) : 1; /* columns per thread */
+    constexpr int RG = ml_step_rg<VEC, T>();           /* row groups: 16, 32 or 4 */
     extern __shared__ __align__(16) float sm[];
     const int NH = p.n_head, DK = p.dqk, DV = p.dv;
     const int tile = blockIdx.x, h = blockIdx.y, sq = blockIdx.z, tid = threadIdx.x;
@@ -300,19 +334,19 @@ mlstm_step_kernel(recur_mlstm_args_t p, int32_t skip_from) {
     if (r0 >= r1 || r1 - r0 >= skip_from) return;
     const int j0 = tile * ML_TV, tw = DV - j0 < ML_TV ? DV - j0 : ML_TV;
     const int jc = (tid % (ML_TV / CPT)) * CPT, rg = tid / (ML_TV / CPT); /* first column, row group */
-    float *st = p.state.pool + (size_t)p.rows.slot[sq] * p.state.slot_stride + p.state.offset;
-    float *Cg = st + (size_t)h * DK * DV + j0 + jc;  /* this thread's column(s), row a at + a * DV */
-    const float *ng = st + (size_t)NH * DK * DV + (size_t)h * DK;
-    const float *mg = st + (size_t)NH * ((size_t)DK * DV + DK) + h;
+    char *st = recur_ml_state(p, sq);
+    T *Cg = (T *)st + (size_t)h * DK * DV + j0 + jc;  /* this thread's column(s), row a at + a * DV */
+    const float *ng = recur_ml_state_n(p, st) + (size_t)h * DK;
+    const float *mg = recur_ml_state_n(p, st) + (size_t)NH * DK + h;
     const size_t qk_stride = (size_t)NH * DK, v_stride = (size_t)NH * DV;
     const float scale = 1.0f / sqrtf((float)DK), cap = p.gate_cap;
     float *qs = sm, *kw = qs + DK, *ns = kw + DK; /* [DK] each: q, wt * k, n */
     float *vs = ns + DK;                          /* [ML_TV] */
     float *red = vs + ML_TV;                      /* [RG][ML_TV]: the row groups' partial outputs */
-    float *misc = red + 16 * ML_TV;               /* [8], then two [32] reduction buffers */
+    float *misc = red + (RG > 16 ? RG : 16) * ML_TV; /* [8], then two [32] reduction buffers */
     for (int a = tid; a < DK; a += ML_THREADS) ns[a] = ng[a];
     float m_prev = *mg;
-    const bool col = jc < tw; /* V4 needs tw == ML_TV, so all its threads have columns */
+    const bool col = jc < tw; /* VEC needs tw == ML_TV, so all its threads have columns */
     for (int32_t t = r0; t < r1; t++) {
         /* gates of token t (thread 0; the formulas of ml_gates with nt = 1) */
         if (tid == 0) {
@@ -357,12 +391,14 @@ mlstm_step_kernel(recur_mlstm_args_t p, int32_t skip_from) {
                 float cv[ML_STEP_UNROLL][CPT];
 #pragma unroll
                 for (int u = 0; u < ML_STEP_UNROLL; u++) {
-                    float *cp = Cg + (size_t)(a + RG * u) * DV;
-                    if constexpr (V4) {
+                    const T *cp = Cg + (size_t)(a + RG * u) * DV;
+                    if constexpr (VEC && BF) {
+                        recur_bf16x8_load((const __nv_bfloat16 *)cp, cv[u]);
+                    } else if constexpr (VEC) {
                         const float4 f = *(const float4 *)cp;
                         cv[u][0] = f.x; cv[u][1] = f.y; cv[u][2] = f.z; cv[u][3] = f.w;
                     } else {
-                        cv[u][0] = *cp;
+                        cv[u][0] = recur_st_load(*cp);
                     }
                 }
 #pragma unroll
@@ -374,18 +410,19 @@ mlstm_step_kernel(recur_mlstm_args_t p, int32_t skip_from) {
                         hacc[e] += qa * cv[u][e];
                         nv[e] = decay * cv[u][e] + ka * vj[e];
                     }
-                    float *cp = Cg + (size_t)(a + RG * u) * DV;
-                    if constexpr (V4) *(float4 *)cp = make_float4(nv[0], nv[1], nv[2], nv[3]);
-                    else *cp = nv[0];
+                    T *cp = Cg + (size_t)(a + RG * u) * DV;
+                    if constexpr (VEC && BF) recur_bf16x8_store((__nv_bfloat16 *)cp, nv);
+                    else if constexpr (VEC) *(float4 *)cp = make_float4(nv[0], nv[1], nv[2], nv[3]);
+                    else *cp = recur_st_store<T>(nv[0]);
                 }
             }
             for (; a < DK; a += RG) {
-                float *cp = Cg + (size_t)a * DV;
+                T *cp = Cg + (size_t)a * DV;
 #pragma unroll
                 for (int e = 0; e < CPT; e++) {
-                    const float cv = cp[e];
+                    const float cv = recur_st_load(cp[e]);
                     hacc[e] += qs[a] * cv;
-                    cp[e] = decay * cv + kw[a] * vj[e];
+                    cp[e] = recur_st_store<T>(decay * cv + kw[a] * vj[e]);
                 }
             }
         }
@@ -414,9 +451,8 @@ mlstm_nm_kernel(recur_mlstm_args_t p, int L, int32_t skip_from) {
     const int NH = p.n_head, DK = p.dqk, h = blockIdx.x, sq = blockIdx.y;
     const int32_t r0 = p.rows.seq_off[sq], r1 = p.rows.seq_off[sq + 1];
     if (r0 >= r1 || r1 - r0 >= skip_from) return;
-    float *st = p.state.pool + (size_t)p.rows.slot[sq] * p.state.slot_stride + p.state.offset;
-    float *ng = st + (size_t)NH * p.dv * DK + (size_t)h * DK;
-    float *mg = st + (size_t)NH * ((size_t)DK * p.dv + DK) + h;
+    float *nm = recur_ml_state_n(p, recur_ml_state(p, sq)); /* n [NH][DK], then m [NH] */
+    float *ng = nm + (size_t)h * DK, *mg = nm + (size_t)NH * DK + h;
     const size_t qk_stride = (size_t)NH * DK;
     float m_prev = *mg;
     for (int32_t t0 = r0; t0 < r1; t0 += L) {
@@ -438,19 +474,30 @@ mlstm_nm_kernel(recur_mlstm_args_t p, int L, int32_t skip_from) {
 recur_status_t recur_cuda_mlstm_init(recur_cuda_ctx_t *c) {
     /* Allow every instance the device's whole opt-in shared memory once, at init, rather
      * than setting the attribute on each call. */
-    RCU_CHECK(cudaFuncSetAttribute(mlstm_chunk_kernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)c->smem_optin));
-    RCU_CHECK(cudaFuncSetAttribute(mlstm_chunk_kernel<4>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)c->smem_optin));
-    RCU_CHECK(cudaFuncSetAttribute(mlstm_chunk_kernel<16>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)c->smem_optin));
-    RCU_CHECK(cudaFuncSetAttribute(mlstm_chunk_kernel<32>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)c->smem_optin));
-    RCU_CHECK(cudaFuncSetAttribute(mlstm_step_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)c->smem_optin));
-    RCU_CHECK(cudaFuncSetAttribute(mlstm_step_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)c->smem_optin));
+#define ML_SMEM_ATTR(kernel) \
+    RCU_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)c->smem_optin))
+    ML_SMEM_ATTR((mlstm_chunk_kernel<1, float>));
+    ML_SMEM_ATTR((mlstm_chunk_kernel<4, float>));
+    ML_SMEM_ATTR((mlstm_chunk_kernel<16, float>));
+    ML_SMEM_ATTR((mlstm_chunk_kernel<32, float>));
+    ML_SMEM_ATTR((mlstm_chunk_kernel<1, __nv_bfloat16>));
+    ML_SMEM_ATTR((mlstm_chunk_kernel<4, __nv_bfloat16>));
+    ML_SMEM_ATTR((mlstm_chunk_kernel<16, __nv_bfloat16>));
+    ML_SMEM_ATTR((mlstm_chunk_kernel<32, __nv_bfloat16>));
+    ML_SMEM_ATTR((mlstm_step_kernel<true, float>));
+    ML_SMEM_ATTR((mlstm_step_kernel<false, float>));
+    ML_SMEM_ATTR((mlstm_step_kernel<true, __nv_bfloat16>));
+    ML_SMEM_ATTR((mlstm_step_kernel<false, __nv_bfloat16>));
+#undef ML_SMEM_ATTR
     /* this is the backend's one init hook for the recurrences: the chunked prefill paths
      * of both models set their shared-memory limits here too */
     recur_status_t st = recur_cuda_mlstm_tc_init(c);
     return st == RECUR_OK ? recur_cuda_wkv_wy_init(c) : st;
 }
 
-/* The CUDA-core kernels for every sequence shorter than skip_from (INT32_MAX: all). */
+/* The CUDA-core kernels for every sequence shorter than skip_from (INT32_MAX: all), with
+ * the state's element type T. */
+template <typename T>
 static recur_status_t mlstm_serial(recur_cuda_ctx_t *c, const recur_mlstm_args_t *a, int32_t skip_from) {
     int L = a->chunk < 1 ? 1 : a->chunk > ML_LMAX ? ML_LMAX : a->chunk;
     /* No sequence is longer than n_rows - n_seq + 1 (sequences are not empty in practice;
@@ -468,21 +515,23 @@ static recur_status_t mlstm_serial(recur_cuda_ctx_t *c, const recur_mlstm_args_t
     }
     const dim3 grid((unsigned)recur_cuda_cdiv(a->dv, ML_TV), (unsigned)a->n_head, (unsigned)a->rows.n_seq);
     if (L == 1) {
-        const size_t sm1 = (3 * (size_t)a->dqk + 17 * ML_TV + 8 + 64) * sizeof(float);
+        /* 16-byte path: every slot's tile rows 16-byte aligned (DV a multiple of the tile,
+         * the pool, the slot size and the piece's offset; C starts the piece) */
+        const bool vec = a->dv % ML_TV == 0 && a->state.slot_bytes % 16 == 0 && a->state.offset % 16 == 0 &&
+                         ((uintptr_t)a->state.pool & 15u) == 0;
+        const size_t sm1 = ml_step_smem_floats(a->dqk, vec ? ml_step_rg<true, T>() : ml_step_rg<false, T>()) *
+                           sizeof(float);
         if (sm1 > c->smem_optin) {
             recur_log_err("cuda mlstm: dqk %d too large for the step kernel", a->dqk);
             return RECUR_E_UNSUPPORTED;
         }
-        /* float4 path: every slot's tile rows 16-byte aligned */
-        const bool v4 = a->dv % ML_TV == 0 && a->state.slot_stride % 4 == 0 && a->state.offset % 4 == 0 &&
-                        ((uintptr_t)a->state.pool & 15u) == 0;
-        if (v4) mlstm_step_kernel<true><<<grid, ML_THREADS, sm1, c->stream>>>(*a, skip_from);
-        else mlstm_step_kernel<false><<<grid, ML_THREADS, sm1, c->stream>>>(*a, skip_from);
+        if (vec) mlstm_step_kernel<true, T><<<grid, ML_THREADS, sm1, c->stream>>>(*a, skip_from);
+        else mlstm_step_kernel<false, T><<<grid, ML_THREADS, sm1, c->stream>>>(*a, skip_from);
         RCU_LAUNCHED("mlstm_step_kernel");
-    } else if (L <= ML_FULL_STAGE_L) mlstm_chunk_kernel<1><<<grid, ML_THREADS, smem, c->stream>>>(*a, L, skip_from);
-    else if (L <= 16) mlstm_chunk_kernel<4><<<grid, ML_THREADS, smem, c->stream>>>(*a, L, skip_from);
-    else if (L <= 64) mlstm_chunk_kernel<16><<<grid, ML_THREADS, smem, c->stream>>>(*a, L, skip_from);
-    else mlstm_chunk_kernel<32><<<grid, ML_THREADS, smem, c->stream>>>(*a, L, skip_from);
+    } else if (L <= ML_FULL_STAGE_L) mlstm_chunk_kernel<1, T><<<grid, ML_THREADS, smem, c->stream>>>(*a, L, skip_from);
+    else if (L <= 16) mlstm_chunk_kernel<4, T><<<grid, ML_THREADS, smem, c->stream>>>(*a, L, skip_from);
+    else if (L <= 64) mlstm_chunk_kernel<16, T><<<grid, ML_THREADS, smem, c->stream>>>(*a, L, skip_from);
+    else mlstm_chunk_kernel<32, T><<<grid, ML_THREADS, smem, c->stream>>>(*a, L, skip_from);
     if (L > 1) RCU_LAUNCHED("mlstm_chunk_kernel");
     mlstm_nm_kernel<<<dim3((unsigned)a->n_head, (unsigned)a->rows.n_seq), ML_THREADS, 0, c->stream>>>(*a, L, skip_from);
     RCU_LAUNCHED("mlstm_nm_kernel");
@@ -492,6 +541,9 @@ static recur_status_t mlstm_serial(recur_cuda_ctx_t *c, const recur_mlstm_args_t
 extern "C" recur_status_t recur_cuda_mlstm_path(recur_backend_t *b, const recur_mlstm_args_t *a, recur_cuda_path_t path) {
     recur_cuda_ctx_t *c = recur_cuda_ctx(b);
     RECUR_ASSERT(a->n_head > 0 && a->dqk > 0 && a->dv > 0);
+    RECUR_ASSERT(a->state.mat_dtype == RECUR_DTYPE_F32 ||
+                 (a->state.mat_dtype == RECUR_DTYPE_BF16 && ((size_t)a->n_head * a->dqk * a->dv) % 2 == 0));
+    RECUR_ASSERT(a->state.slot_bytes % 4 == 0 && a->state.offset % 4 == 0);
     if (a->rows.n_rows <= 0 || a->rows.n_seq <= 0) return RECUR_OK;
     /* No sequence is longer than n_rows - n_seq + 1. Sequences from min_len tokens on go
      * through the tensor-core kernels (unless the configured chunk is 1, the plain step
@@ -509,7 +561,8 @@ extern "C" recur_status_t recur_cuda_mlstm_path(recur_backend_t *b, const recur_
             skip_from = min_len;
         }
     }
-    return mlstm_serial(c, a, skip_from);
+    return a->state.mat_dtype == RECUR_DTYPE_BF16 ? mlstm_serial<__nv_bfloat16>(c, a, skip_from)
+                                                  : mlstm_serial<float>(c, a, skip_from);
 }
 
 recur_status_t recur_cuda_mlstm(recur_backend_t *b, const recur_mlstm_args_t *a) {

@@ -28,7 +28,9 @@
  * Kernels 1-3 need a scratch of about (L + 10) floats per (token, head): allocated on the
  * stream (cudaMallocAsync, served from the driver's pool after the first call, graph
  * capturable) and freed behind the kernels. Chunk length 64 (the configured chunk only
- * changes rounding, recur_backend.h). */
+ * changes rounding, recur_backend.h). A bf16 C (kernel 4 is a template on its element
+ * type) is widened into the accumulators at the start and rounded once at the end of the
+ * call; n and m are f32. */
 #include <math.h>
 
 #include "recur_cuda_prefill.h"
@@ -102,9 +104,9 @@ mt_m_kernel(recur_mlstm_args_t p, int32_t min_len, mt_scratch s) {
     const int32_t r0 = p.rows.seq_off[sq], r1 = p.rows.seq_off[sq + 1];
     if (r1 - r0 < min_len) return;
     const int NH = p.n_head, DK = p.dqk, M = p.rows.n_rows;
-    float *st = p.state.pool + (size_t)p.rows.slot[sq] * p.state.slot_stride + p.state.offset;
-    const float *ng = st + (size_t)NH * DK * p.dv + (size_t)h * DK;
-    float *mg = st + (size_t)NH * ((size_t)DK * p.dv + DK) + h;
+    float *nm = recur_ml_state_n(p, recur_ml_state(p, sq)); /* n [NH][DK], then m [NH] */
+    const float *ng = nm + (size_t)h * DK;
+    float *mg = nm + (size_t)NH * DK + h;
     for (int a = tid; a < DK; a += 128) s.n0[((size_t)sq * NH + h) * DK + a] = ng[a];
     if (tid >= 32) return;
     const int nck = (r1 - r0 + MT_L - 1) / MT_L;
@@ -240,7 +242,7 @@ struct mt_smem {
     static constexpr int TOTAL = XB + 8 * 8 * 4 * 32;
 };
 
-template <int DK>
+template <int DK, typename T>
 static __global__ void __launch_bounds__(MT_THREADS, 1)
 mt_state_kernel(recur_mlstm_args_t p, int32_t min_len, mt_scratch s) {
     using SM = mt_smem<DK>;
@@ -258,8 +260,8 @@ mt_state_kernel(recur_mlstm_args_t p, int32_t min_len, mt_scratch s) {
     const int tb = 16 * aq;                        /* the tokens whose outputs this warp finishes */
     const size_t qk_stride = (size_t)NH * DK, v_stride = (size_t)NH * DV, hm = (size_t)h * M;
     const float scale = 1.0f / sqrtf((float)DK), eps = p.eps;
-    float *st = p.state.pool + (size_t)p.rows.slot[sq] * p.state.slot_stride + p.state.offset;
-    float *Cg = st + (size_t)h * DK * DV;
+    char *st = recur_ml_state(p, sq);
+    T *Cg = (T *)st + (size_t)h * DK * DV;
     const int nck = (r1 - r0 + MT_L - 1) / MT_L;
 
     /* C^T tile in registers: cacc[q][r] = C[a][j], a = abase + 8q + 2qd + (r & 1),
@@ -270,7 +272,7 @@ mt_state_kernel(recur_mlstm_args_t p, int32_t min_len, mt_scratch s) {
 #pragma unroll
         for (int r = 0; r < 4; r++) {
             const int a = abase + 8 * q + 2 * qd + (r & 1), j = j0 + jr + 8 * (r >> 1);
-            cacc[q][r] = j < DV ? Cg[(size_t)a * DV + j] : 0.f;
+            cacc[q][r] = j < DV ? recur_st_load(Cg[(size_t)a * DV + j]) : 0.f;
         }
     for (int a = tid; a < DK; a += MT_THREADS) ns[a] = s.n0[((size_t)sq * NH + h) * DK + a];
 
@@ -466,10 +468,12 @@ mt_state_kernel(recur_mlstm_args_t p, int32_t min_len, mt_scratch s) {
 #pragma unroll
         for (int r = 0; r < 4; r++) {
             const int a = abase + 8 * q + 2 * qd + (r & 1), j = j0 + jr + 8 * (r >> 1);
-            if (j < DV) Cg[(size_t)a * DV + j] = cacc[q][r];
+            if (j < DV) Cg[(size_t)a * DV + j] = recur_st_store<T>(cacc[q][r]);
         }
-    if (tile == 0)
-        for (int a = tid; a < DK; a += MT_THREADS) st[(size_t)NH * DK * DV + (size_t)h * DK + a] = ns[a];
+    if (tile == 0) {
+        float *ng = recur_ml_state_n(p, st) + (size_t)h * DK;
+        for (int a = tid; a < DK; a += MT_THREADS) ng[a] = ns[a];
+    }
 }
 
 template <int DK>
@@ -477,12 +481,18 @@ static size_t mt_state_smem() { return (size_t)mt_smem<DK>::TOTAL * sizeof(float
 
 recur_status_t recur_cuda_mlstm_tc_init(recur_cuda_ctx_t *c) {
     /* Only instances that fit the device get the attribute; the launcher checks again. */
-    if (mt_state_smem<256>() <= c->smem_optin)
-        RCU_CHECK(cudaFuncSetAttribute(mt_state_kernel<256>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)mt_state_smem<256>()));
-    if (mt_state_smem<128>() <= c->smem_optin)
-        RCU_CHECK(cudaFuncSetAttribute(mt_state_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)mt_state_smem<128>()));
-    RCU_CHECK(cudaFuncSetAttribute(mt_state_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)mt_state_smem<64>()));
-    RCU_CHECK(cudaFuncSetAttribute(mt_state_kernel<32>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)mt_state_smem<32>()));
+#define MT_SMEM_ATTR(D)                                                                                                \
+    if (mt_state_smem<D>() <= c->smem_optin) {                                                                         \
+        RCU_CHECK(cudaFuncSetAttribute(mt_state_kernel<D, float>, cudaFuncAttributeMaxDynamicSharedMemorySize,         \
+                                       (int)mt_state_smem<D>()));                                                      \
+        RCU_CHECK(cudaFuncSetAttribute(mt_state_kernel<D, __nv_bfloat16>, cudaFuncAttributeMaxDynamicSharedMemorySize, \
+                                       (int)mt_state_smem<D>()));                                                      \
+    }
+    MT_SMEM_ATTR(256)
+    MT_SMEM_ATTR(128)
+    MT_SMEM_ATTR(64)
+    MT_SMEM_ATTR(32)
+#undef MT_SMEM_ATTR
     return RECUR_OK;
 }
 
@@ -531,12 +541,17 @@ recur_status_t recur_cuda_mlstm_tc(recur_cuda_ctx_t *c, const recur_mlstm_args_t
     }
     if (e == cudaSuccess) {
         const dim3 gs((unsigned)recur_cuda_cdiv(DV, MT_TV), (unsigned)NH, (unsigned)n_seq);
+        const bool bf = a->state.mat_dtype == RECUR_DTYPE_BF16;
+#define MT_STATE(D)                                                                                  \
+    if (bf) mt_state_kernel<D, __nv_bfloat16><<<gs, MT_THREADS, smem, c->stream>>>(*a, min_len, s); \
+    else mt_state_kernel<D, float><<<gs, MT_THREADS, smem, c->stream>>>(*a, min_len, s)
         switch (DK) {
-        case 256: mt_state_kernel<256><<<gs, MT_THREADS, smem, c->stream>>>(*a, min_len, s); break;
-        case 128: mt_state_kernel<128><<<gs, MT_THREADS, smem, c->stream>>>(*a, min_len, s); break;
-        case 64: mt_state_kernel<64><<<gs, MT_THREADS, smem, c->stream>>>(*a, min_len, s); break;
-        default: mt_state_kernel<32><<<gs, MT_THREADS, smem, c->stream>>>(*a, min_len, s); break;
+        case 256: MT_STATE(256); break;
+        case 128: MT_STATE(128); break;
+        case 64: MT_STATE(64); break;
+        default: MT_STATE(32); break;
         }
+#undef MT_STATE
         e = cudaGetLastError();
     }
     if (e != cudaSuccess) st = recur_cuda_fail(c, "CUDA", "launch of the mlstm tensor-core kernels", cudaGetErrorString(e), __FILE__, __LINE__);

@@ -5,7 +5,8 @@
  *   per-chunk products on tensor cores, parallel over chunks where the math allows it.
  * - recur_cuda_wkv_wy.cu: the RWKV-7 WKV in the chunked WY form (models/RWKV7.md §2.2),
  *   tensor cores for the state products.
- * Both keep the state and every accumulation in fp32. The tensor-core operands are fp32
+ * Both keep the state and every accumulation in fp32 (a bf16 state is widened on load
+ * and rounded once, when the call stores it). The tensor-core operands are fp32
  * values split into two tf32 parts (hi + lo, "3xTF32": hi*hi + hi*lo + lo*hi), which is
  * accurate to about 2^-21 relative per product, i.e. fp32-class: the op tests hold these
  * paths to the same 1e-4 as the fp32 CUDA-core kernels, with no new tolerance.
@@ -57,6 +58,16 @@ recur_status_t recur_cuda_mlstm_tc(recur_cuda_ctx_t *c, const recur_mlstm_args_t
 recur_status_t recur_cuda_mlstm_tc_init(recur_cuda_ctx_t *c);
 recur_status_t recur_cuda_wkv_wy(recur_cuda_ctx_t *c, const recur_rwkv7_wkv_args_t *a, int32_t min_len, int *supported);
 recur_status_t recur_cuda_wkv_wy_init(recur_cuda_ctx_t *c);
+
+/* ---- the mLSTM state piece of sequence sq (recur_mlstm_state_bytes): its first byte,
+ * and n [NH][DQK] (then m [NH]) in f32 after C, whose element size is the state's dtype */
+static __device__ __forceinline__ char *recur_ml_state(const recur_mlstm_args_t &p, int sq) {
+    return (char *)p.state.pool + (size_t)p.rows.slot[sq] * p.state.slot_bytes + p.state.offset;
+}
+static __device__ __forceinline__ float *recur_ml_state_n(const recur_mlstm_args_t &p, char *st) {
+    const size_t es = p.state.mat_dtype == RECUR_DTYPE_BF16 ? 2 : 4;
+    return (float *)(st + (size_t)p.n_head * p.dqk * p.dv * es);
+}
 
 /* ---- device helpers: cp.async and 3xTF32 mma.sync (m16n8k8, row.col, fp32 accumulate) */
 

@@ -7,7 +7,9 @@
  *   one block of N = head_size threads per (sequence, head), thread i holding state row
  *   S[i][0:N] in registers for the whole sequence; the per-token vectors r, w, k, kk, a
  *   are staged in shared memory (double-buffered: one barrier per token). The state is
- *   loaded and stored through shared memory so the global accesses are coalesced.
+ *   loaded and stored through shared memory so the global accesses are coalesced. A bf16
+ *   state (the kernels are templates on the element type) is widened on load and rounded
+ *   after every token, as the CPU reference does.
  * - rwkv7_out: one warp per (row, head): group norm, the r.k bonus, the gate.
  * All arithmetic is fp32 (the WY path: fp32 state, 3xTF32 products), in the CPU
  * reference's order where it matters. */
@@ -67,21 +69,22 @@ recur_status_t recur_cuda_rwkv7_prep(recur_backend_t *b, const recur_rwkv7_prep_
     return RECUR_OK;
 }
 
-/* grid (H, n_seq), N threads. sh_vec: [2 buffers][5 vectors r, w, k, kk*a, kk][N]. */
-template <int N>
+/* grid (H, n_seq), N threads. sh_vec: [2 buffers][5 vectors r, w, k, kk*a, kk][N].
+ * T: the state's element type; pool, stride and offset in bytes. */
+template <int N, typename T>
 static __global__ void __launch_bounds__(N)
 rwkv7_wkv_kernel(int32_t C, const int32_t *__restrict__ seq_off, const int32_t *__restrict__ slot,
                  const float *__restrict__ r, const float *__restrict__ w, const float *__restrict__ k,
                  const float *__restrict__ v, const float *__restrict__ kk, const float *__restrict__ a,
-                 float *pool, size_t stride, size_t offset, float *__restrict__ y, int32_t skip_from) {
+                 char *pool, size_t stride, size_t offset, float *__restrict__ y, int32_t skip_from) {
     __shared__ float sh_S[N][N + 1]; /* +1: the transposing accesses hit distinct banks */
     __shared__ __align__(16) float sh_vec[2][5][N];
     const int i = threadIdx.x, h = blockIdx.x, s = blockIdx.y;
     const int32_t t0 = seq_off[s], t1 = seq_off[s + 1];
     if (t0 >= t1 || t1 - t0 >= skip_from) return; /* long ones: the WY path */
-    float *S = pool + (size_t)slot[s] * stride + offset + (size_t)h * N * N;
+    T *S = (T *)(pool + (size_t)slot[s] * stride + offset) + (size_t)h * N * N;
     /* coalesced load: pass q reads row q of S (consecutive threads, consecutive columns) */
-    for (int q = 0; q < N; q++) sh_S[q][i] = S[(size_t)q * N + i];
+    for (int q = 0; q < N; q++) sh_S[q][i] = recur_st_load(S[(size_t)q * N + i]);
     __syncthreads();
     float st[N];
 #pragma unroll
@@ -113,13 +116,18 @@ rwkv7_wkv_kernel(int32_t C, const int32_t *__restrict__ seq_off, const int32_t *
             yi += st[j] * rr[j];
         }
         y[e] = yi;
+        /* bf16 state: rounded after every token, as stored (y above used the fp32 values) */
+        if constexpr (sizeof(T) != sizeof(float)) {
+#pragma unroll
+            for (int j = 0; j < N; j++) st[j] = recur_st_round<T>(st[j]);
+        }
     }
     /* store through shared memory again, coalesced */
     __syncthreads();
 #pragma unroll
     for (int j = 0; j < N; j++) sh_S[i][j] = st[j];
     __syncthreads();
-    for (int q = 0; q < N; q++) S[(size_t)q * N + i] = sh_S[q][i];
+    for (int q = 0; q < N; q++) S[(size_t)q * N + i] = recur_st_store<T>(sh_S[q][i]);
 }
 
 /* The serial kernel for every sequence shorter than skip_from (INT32_MAX: all). */
@@ -127,20 +135,27 @@ static recur_status_t wkv_serial(recur_cuda_ctx_t *c, const recur_rwkv7_wkv_args
     const int N = a->head_size;
     dim3 grid((unsigned)(a->C / N), (unsigned)a->rows.n_seq);
     const recur_state_ref_t s = a->state;
+    const bool bf = s.mat_dtype == RECUR_DTYPE_BF16;
+    RECUR_ASSERT(bf || s.mat_dtype == RECUR_DTYPE_F32);
+    char *pool = (char *)s.pool;
+#define WKV_LAUNCH(NN, TT)                                                                                             \
+    rwkv7_wkv_kernel<NN, TT><<<grid, NN, 0, c->stream>>>(a->C, a->rows.seq_off, a->rows.slot, a->r, a->w, a->k, a->v, \
+                                                         a->kk, a->a, pool, s.slot_bytes, s.offset, a->y, skip_from)
     switch (N) {
     case 64:
-        rwkv7_wkv_kernel<64><<<grid, 64, 0, c->stream>>>(a->C, a->rows.seq_off, a->rows.slot, a->r, a->w, a->k, a->v,
-                                                         a->kk, a->a, s.pool, s.slot_stride, s.offset, a->y, skip_from);
+        if (bf) WKV_LAUNCH(64, __nv_bfloat16);
+        else WKV_LAUNCH(64, float);
         break;
     case 32:
-        rwkv7_wkv_kernel<32><<<grid, 32, 0, c->stream>>>(a->C, a->rows.seq_off, a->rows.slot, a->r, a->w, a->k, a->v,
-                                                         a->kk, a->a, s.pool, s.slot_stride, s.offset, a->y, skip_from);
+        if (bf) WKV_LAUNCH(32, __nv_bfloat16);
+        else WKV_LAUNCH(32, float);
         break;
     default:
         /* Every RWKV-7 checkpoint uses 64; other sizes would need their own instance. */
         recur_log_err("cuda rwkv7_wkv: head size %d not supported (64 or 32)", N);
         return RECUR_E_UNSUPPORTED;
     }
+#undef WKV_LAUNCH
     RCU_LAUNCHED("rwkv7_wkv_kernel");
     return RECUR_OK;
 }
@@ -150,6 +165,7 @@ extern "C" recur_status_t recur_cuda_rwkv7_wkv_path(recur_backend_t *b, const re
     recur_cuda_ctx_t *c = recur_cuda_ctx(b);
     const int N = a->head_size;
     RECUR_ASSERT(N > 0 && a->C % N == 0);
+    RECUR_ASSERT(a->state.slot_bytes % 4 == 0 && a->state.offset % 4 == 0); /* recur_state_ref_t */
     if (a->rows.n_rows <= 0 || a->rows.n_seq <= 0) return RECUR_OK;
     /* No sequence is longer than n_rows - n_seq + 1: a decode batch never launches the WY
      * kernel. Otherwise each kernel takes its own sequences and skips the others'. */

@@ -21,7 +21,11 @@
  *     substitution) into the other half of a double buffer, with the raw inputs of
  *     chunk c+2 streaming in through cp.async.
  * One __syncthreads per chunk hands the buffers over. The serial kernel of
- * recur_cuda_rwkv7.cu keeps short sequences (decode). */
+ * recur_cuda_rwkv7.cu keeps short sequences (decode).
+ * A bf16 state (template parameter T) is widened when the state warps load it and rounded
+ * once when they store it at the end of the call: through the chunks it stays in the fp32
+ * accumulators, so this path and the serial one (which rounds per token) agree to bf16
+ * tolerance. */
 #include "recur_cuda_prefill.h"
 
 #define WY_N 16                                  /* tokens per chunk */
@@ -61,7 +65,7 @@ struct wy_args {
     int32_t C;
     const int32_t *seq_off, *slot;
     const float *in[6]; /* r, w, k, v, kk, a: [M][C] */
-    float *pool;
+    char *pool;           /* bytes: slot s at pool + s * stride + offset */
     size_t stride, offset;
     float *y;
     int32_t min_len;
@@ -277,14 +281,15 @@ static __device__ __forceinline__ void wy_state(float (&sacc)[8][4], const float
     }
 }
 
-/* grid (heads, sequences), WY_THREADS threads */
+/* grid (heads, sequences), WY_THREADS threads; T the state's element type */
+template <typename T>
 static __global__ void __launch_bounds__(WY_THREADS, 1) wkv_wy_kernel(wy_args p) {
     extern __shared__ __align__(16) float sm[];
     const int h = blockIdx.x, sq = blockIdx.y, tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int32_t r0 = p.seq_off[sq], r1 = p.seq_off[sq + 1];
     if (r1 - r0 < p.min_len || r1 <= r0) return;
     const int nck = (r1 - r0 + WY_N - 1) / WY_N;
-    float *S = p.pool + (size_t)p.slot[sq] * p.stride + p.offset + (size_t)h * WY_HS * WY_HS;
+    T *S = (T *)(p.pool + (size_t)p.slot[sq] * p.stride + p.offset) + (size_t)h * WY_HS * WY_HS;
     const bool state = warp < WY_STATE_WARPS;
     const int tid1 = tid - WY_PREP_THREADS, i0 = 16 * warp;
     float *raw = sm + WP_RAW;
@@ -296,7 +301,8 @@ static __global__ void __launch_bounds__(WY_THREADS, 1) wkv_wy_kernel(wy_args p)
 #pragma unroll
         for (int q = 0; q < 8; q++)
 #pragma unroll
-            for (int r = 0; r < 4; r++) sacc[q][r] = S[(size_t)(i0 + g + 8 * (r >> 1)) * WY_HS + 8 * q + 2 * qd + (r & 1)];
+            for (int r = 0; r < 4; r++)
+                sacc[q][r] = recur_st_load(S[(size_t)(i0 + g + 8 * (r >> 1)) * WY_HS + 8 * q + 2 * qd + (r & 1)]);
     } else {
         wy_stage(p, raw, r0, r1, 0, h, tid1);
         recur_cp_async_commit();
@@ -327,14 +333,18 @@ static __global__ void __launch_bounds__(WY_THREADS, 1) wkv_wy_kernel(wy_args p)
 #pragma unroll
         for (int q = 0; q < 8; q++)
 #pragma unroll
-            for (int r = 0; r < 4; r++) S[(size_t)(i0 + g + 8 * (r >> 1)) * WY_HS + 8 * q + 2 * qd + (r & 1)] = sacc[q][r];
+            for (int r = 0; r < 4; r++)
+                S[(size_t)(i0 + g + 8 * (r >> 1)) * WY_HS + 8 * q + 2 * qd + (r & 1)] = recur_st_store<T>(sacc[q][r]);
     }
 }
 
 recur_status_t recur_cuda_wkv_wy_init(recur_cuda_ctx_t *c) {
     const size_t smem = (size_t)WY_SMEM_FLOATS * sizeof(float);
-    if (smem <= c->smem_optin) /* else recur_cuda_wkv_wy reports the shape unsupported */
-        RCU_CHECK(cudaFuncSetAttribute(wkv_wy_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    if (smem <= c->smem_optin) { /* else recur_cuda_wkv_wy reports the shape unsupported */
+        RCU_CHECK(cudaFuncSetAttribute(wkv_wy_kernel<float>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        RCU_CHECK(cudaFuncSetAttribute(wkv_wy_kernel<__nv_bfloat16>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       (int)smem));
+    }
     return RECUR_OK;
 }
 
@@ -350,12 +360,14 @@ recur_status_t recur_cuda_wkv_wy(recur_cuda_ctx_t *c, const recur_rwkv7_wkv_args
     p.seq_off = a->rows.seq_off;
     p.slot = a->rows.slot;
     for (int i = 0; i < 6; i++) p.in[i] = (const float *)ins[i];
-    p.pool = a->state.pool;
-    p.stride = a->state.slot_stride;
+    p.pool = (char *)a->state.pool;
+    p.stride = a->state.slot_bytes;
     p.offset = a->state.offset;
     p.y = a->y;
     p.min_len = min_len < 1 ? 1 : min_len;
-    wkv_wy_kernel<<<dim3((unsigned)(a->C / WY_HS), (unsigned)a->rows.n_seq), WY_THREADS, smem, c->stream>>>(p);
+    const dim3 grid((unsigned)(a->C / WY_HS), (unsigned)a->rows.n_seq);
+    if (a->state.mat_dtype == RECUR_DTYPE_BF16) wkv_wy_kernel<__nv_bfloat16><<<grid, WY_THREADS, smem, c->stream>>>(p);
+    else wkv_wy_kernel<float><<<grid, WY_THREADS, smem, c->stream>>>(p);
     RCU_LAUNCHED("wkv_wy_kernel");
     return RECUR_OK;
 }
