@@ -31,6 +31,7 @@ for t in "$bundle"/bin/test_*; do
     # passes ARGS cuda; without it they would test the CPU again): the op test, the sampling
     # op, the bf16-state model test (test_models_cuda ignores the argument)
     *_cuda) run "$name" "$t" cuda ;;
+    test_dist) run "$name" "$t" cuda 1 1 ;;   # one rank on the GPU; the split runs below
     *) run "$name" "$t" ;;
   esac
 done
@@ -47,6 +48,16 @@ if command -v mpirun >/dev/null; then
   run "test_comm cpu (np 4)" mpirun "${mpirun_flags[@]}" -np 4 "$bundle/bin/test_comm" cpu
   echo "=== test_comm cuda, mpirun -np $n_gpu" >>"$log"
   run "test_comm cuda (np $n_gpu)" mpirun "${mpirun_flags[@]}" -np "$n_gpu" "$bundle/bin/test_comm" cuda
+  echo "=== test_dist cpu tp 2 x pp 2, mpirun -np 4" >>"$log"
+  run "test_dist cpu (tp2 pp2)" mpirun "${mpirun_flags[@]}" -x RECUR_FIXTURES_DIR -x RECUR_SOURCE_DIR -np 4 \
+    "$bundle/bin/test_dist" cpu 2 2
+  if [ "$n_gpu" -ge 2 ]; then # the split models over NCCL: TP 2, PP 2
+    for layout in "2 1" "1 2"; do
+      echo "=== test_dist cuda $layout, mpirun -np 2" >>"$log"
+      run "test_dist cuda (tp pp = $layout)" mpirun "${mpirun_flags[@]}" -x RECUR_FIXTURES_DIR -x RECUR_SOURCE_DIR \
+        -np 2 "$bundle/bin/test_dist" cuda $layout
+    done
+  fi
 else
   echo "=== mpirun not found: the multi-rank tests cannot run" >>"$log"
   run "test_comm (mpirun missing)" false
