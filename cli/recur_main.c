@@ -58,7 +58,8 @@ static void usage(FILE *to) {
             "  its matrices in the --state dtype); --chunk sets how many tokens one forward pass\n"
             "  takes (default 128).\n"
             "\n"
-            "  PATH may also be rwkv7-7b or xlstm-7b: random weights at those shapes (as in bench).\n"
+            "  PATH may also be rwkv7-7b or xlstm-7b: random weights at those shapes (as in bench;\n"
+            "  --layers N keeps the first N layers).\n"
             "  Split across ranks: mpirun -np N recur logits --tp T --pp P ... (T x P = N; one rank\n"
             "  per GPU with --backend cuda). The last stage's first rank writes --out; with\n"
             "  --state-out each rank writes its shard to F.shard-<pp rank>-<tp rank> and rank 0 a\n"
@@ -77,7 +78,7 @@ static void usage(FILE *to) {
 typedef struct opts {
     const char *model, *prompt, *tokens, *out, *tokenizer, *state_in, *state_out, *backend;
     recur_dtype_t weights, state;
-    long max_tokens, top_k, chunk, tp, pp;
+    long max_tokens, top_k, chunk, tp, pp, layers;
     double temperature, top_p, min_p;
     unsigned long long seed;
     int ignore_eos;
@@ -160,6 +161,7 @@ static int parse_opts(int argc, char **argv, int first, const char *allowed, opt
         else if (!strcmp(a, "--chunk")) rc = parse_long(a, v, 1, 1 << 20, &o->chunk);
         else if (!strcmp(a, "--tp")) rc = parse_long(a, v, 1, 1024, &o->tp);
         else if (!strcmp(a, "--pp")) rc = parse_long(a, v, 1, 1024, &o->pp);
+        else if (!strcmp(a, "--layers")) rc = parse_long(a, v, 1, 1024, &o->layers);
         else if (!strcmp(a, "--temperature")) rc = parse_double(a, v, 0.0, 100.0, &o->temperature);
         else if (!strcmp(a, "--top-p")) rc = parse_double(a, v, 1e-9, 1.0, &o->top_p);
         else if (!strcmp(a, "--min-p")) rc = parse_double(a, v, 0.0, 1.0, &o->min_p);
@@ -351,7 +353,8 @@ static recur_status_t open_model(const opts_t *o, dist_t *d, recur_backend_t **b
         mp.comm = d->comm;
     }
     if (recur_bench_is_virtual(o->model)) /* random weights at a 7B shape (recur bench --help) */
-        RECUR_TRY(recur_bench_load_virtual(o->model, 0, RECUR_DTYPE_BF16, *b, &mp, m, d->tmpdir, sizeof d->tmpdir));
+        RECUR_TRY(recur_bench_load_virtual(o->model, (int32_t)o->layers, RECUR_DTYPE_BF16, *b, &mp, m, d->tmpdir,
+                                           sizeof d->tmpdir));
     else
         RECUR_TRY(recur_model_load(o->model, *b, &mp, m));
     return recur_model_state_reset(*m, 1);
@@ -410,7 +413,7 @@ static recur_status_t write_manifest(const dist_t *d, const recur_model_info_t *
 
 static int cmd_logits(int argc, char **argv) {
     opts_t o = {.chunk = 128, .weights = RECUR_DTYPE_BF16, .state = RECUR_DTYPE_F32, .tp = 1, .pp = 1};
-    if (parse_opts(argc, argv, 2, "model tokens out state-in state-out chunk backend weights state log-level tp pp", &o))
+    if (parse_opts(argc, argv, 2, "model tokens out state-in state-out chunk backend weights state log-level tp pp layers", &o))
         goto usage;
     if (!o.model || !o.tokens || !o.out) {
         fprintf(stderr, "recur logits: --model, --tokens and --out are required\n");

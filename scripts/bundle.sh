@@ -16,7 +16,7 @@ out=${2:-.devbundle}
 # libopen-pal, hwloc, libevent, PMIx) must be the host's own, matching its mpirun and
 # daemons (Open MPI 4.1.x keeps the libmpi.so.40 ABI); NCCL, the CUDA runtime, cuBLAS and
 # the driver libraries must match the host's driver and GPUs.
-missing_re='^(libcjson|libzmq|libsodium|libpgm|libnorm|libprotobuf-c|libmicrohttpd|libutf8proc)\.so'
+missing_re='^(libcjson|libzmq|libsodium|libpgm|libnorm|libprotobuf-c|libmicrohttpd|libutf8proc)[-0-9.]*\.so'
 never_re='^(libmpi|libopen-rte|libopen-pal|libhwloc|libevent|libpmix|libnccl|libcuda|libcudart|libcublas|libnvidia)'
 rm -rf "$out"
 mkdir -p "$out/bin" "$out/lib"

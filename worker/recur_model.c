@@ -478,7 +478,9 @@ static recur_status_t forward_decode(recur_model_t *m, const recur_batch_t *bt, 
     if (mode == GRAPH_LAST) {
         /* Only the real rows; the download waits for the step, upload included. */
         RECUR_TRY(deliver(m, o, B));
-        m->dec_upload_pending = 0;
+        /* an earlier pipeline stage downloads nothing: its upload may still be queued
+         * behind a send that waits for the next stage, and must not be overwritten */
+        if (m->info.shard.pp_rank == m->info.shard.pp - 1) m->dec_upload_pending = 0;
     }
     return RECUR_OK;
 }
