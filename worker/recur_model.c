@@ -527,12 +527,22 @@ static recur_status_t forward(recur_model_t *m, const recur_batch_t *bt, out_sin
     return RECUR_OK;
 }
 
-/* forward() in up to pp micro-batches of whole sequences (pp > 1): while stage s runs
- * micro-batch j, stage s - 1 runs j + 1. Output rows keep the batch's order. */
+/* Sequences per micro-batch worth cutting a batch for: enough rows to keep a GEMM
+ * efficient. */
+#define MICRO_MIN_SEQS 128
+
+/* forward() in micro-batches of whole sequences (pp > 1): while stage s runs micro-batch
+ * j, stage s - 1 runs j + 1. With n of them a step takes (n + pp - 1) / n of one stage's
+ * time for the whole batch, so more are better (2 stages: 1.33x one GPU with 2, 1.78x with
+ * 8) until they get too small for the GEMMs: pp of them at least, then one per
+ * MICRO_MIN_SEQS sequences, up to 8 pp. Output rows keep the batch's order. */
 static recur_status_t forward_micro(recur_model_t *m, const recur_batch_t *bt, out_sink_t *o) {
     const int32_t pp = m->info.shard.pp;
     if (pp == 1 || bt->n_seq < 2) return forward(m, bt, o);
-    const int32_t n_mb = pp < bt->n_seq ? pp : bt->n_seq;
+    int32_t n_mb = bt->n_seq / MICRO_MIN_SEQS;
+    if (n_mb < pp) n_mb = pp;
+    if (n_mb > 8 * pp) n_mb = 8 * pp;
+    if (n_mb > bt->n_seq) n_mb = bt->n_seq;
     int64_t pos = 0;
     for (int32_t j = 0, s0 = 0; j < n_mb; j++) {
         const int32_t s1 = (int32_t)((int64_t)bt->n_seq * (j + 1) / n_mb);
