@@ -622,6 +622,7 @@ static void cuda_free(recur_backend_t *b) {
         if (c->cublas) cublasDestroy(c->cublas);
         cudaFree(c->cublas_ws);
         cudaFree(c->xbf);
+        if (c->mt_buf) cudaFree(c->mt_buf); /* after the stream sync above: nothing uses it */
         recur_cuda_xbf_release_retired(c);
         free(c->xbf_retired);
         if (c->stream) cudaStreamDestroy(c->stream);

@@ -41,6 +41,12 @@ typedef struct recur_cuda_ctx {
     int32_t        n_graphs;      /* executable graphs alive (graph_end minus graph_free) */
     __nv_bfloat16 **xbf_retired;
     int32_t        n_retired, cap_retired;
+    /* Scratch of the tensor-core mLSTM prefill (recur_cuda_mlstm_tc.cu), grown like xbf
+     * (stream-ordered: the old one is released behind the kernels that use it) and never
+     * shrunk, so after the longest prefill a server has seen, prefill allocates nothing. Only
+     * prefill uses it, and prefill is never recorded in a graph. */
+    void          *mt_buf;
+    size_t         mt_bytes;
 } recur_cuda_ctx_t;
 
 static inline recur_cuda_ctx_t *recur_cuda_ctx(recur_backend_t *b) { return (recur_cuda_ctx_t *)b->ctx; }

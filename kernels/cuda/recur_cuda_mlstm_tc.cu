@@ -25,9 +25,9 @@
  *                        of C, kept redundantly by every tile of a head, as the CPU does).
  *                        q, k, P and the v tile of the next chunk stream in with cp.async
  *                        while the current one is computed.
- * Kernels 1-3 need a scratch of about (L + 10) floats per (token, head): allocated on the
- * stream (cudaMallocAsync, served from the driver's pool after the first call, graph
- * capturable) and freed behind the kernels. Chunk length 64 (the configured chunk only
+ * Kernels 1-3 need a scratch of about (L + 10) floats per (token, head): the backend's
+ * grow-only mt_buf (recur_cuda_internal.h), so a prefill no longer allocates once the
+ * longest one has been seen. Chunk length 64 (the configured chunk only
  * changes rounding, recur_backend.h). A bf16 C (kernel 4 is a template on its element
  * type) is widened into the accumulators at the start and rounded once at the end of the
  * call; n and m are f32. */
@@ -518,8 +518,16 @@ recur_status_t recur_cuda_mlstm_tc(recur_cuda_ctx_t *c, const recur_mlstm_args_t
     const size_t nhm = (size_t)NH * M;
     const size_t bytes = nhm * MT_L * sizeof(float) + nhm * sizeof(float4) * 2 + nhm * sizeof(float2) +
                          (size_t)n_seq * NH * DK * sizeof(float) + 256;
-    void *buf = NULL;
-    RCU_CHECK(cudaMallocAsync(&buf, bytes, c->stream));
+    if (bytes > c->mt_bytes) {
+        RECUR_ASSERT(!c->capturing); /* decode batches, the only ones recorded, never come here */
+        if (c->mt_buf) RCU_CHECK(cudaFreeAsync(c->mt_buf, c->stream));
+        c->mt_buf = NULL;
+        c->mt_bytes = 0;
+        RCU_CHECK(cudaMallocAsync(&c->mt_buf, bytes, c->stream));
+        c->mt_bytes = bytes;
+        recur_log_debug("cuda: mLSTM prefill scratch grown to %.1f MiB", (double)bytes / (1024.0 * 1024.0));
+    }
+    void *buf = c->mt_buf;
     mt_scratch s;
     char *p = (char *)buf;
     s.tok = (float4 *)p; p += nhm * sizeof(float4);
@@ -555,8 +563,5 @@ recur_status_t recur_cuda_mlstm_tc(recur_cuda_ctx_t *c, const recur_mlstm_args_t
         e = cudaGetLastError();
     }
     if (e != cudaSuccess) st = recur_cuda_fail(c, "CUDA", "launch of the mlstm tensor-core kernels", cudaGetErrorString(e), __FILE__, __LINE__);
-    /* freed in stream order: the memory returns to the pool once the kernels are done */
-    const cudaError_t ef = cudaFreeAsync(buf, c->stream);
-    if (st == RECUR_OK && ef != cudaSuccess) st = recur_cuda_fail(c, "CUDA", "cudaFreeAsync", cudaGetErrorString(ef), __FILE__, __LINE__);
     return st;
 }
