@@ -65,6 +65,8 @@ fi
 if [ -n "${RECUR_MEMCHECK:-}" ] && command -v compute-sanitizer >/dev/null; then
   echo "=== compute-sanitizer" >>"$log"
   run "memcheck test_backend_cuda" compute-sanitizer --tool memcheck --error-exitcode 1 "$bundle/bin/test_backend_cuda" cuda
+  run "memcheck test_state_bf16_cuda" compute-sanitizer --tool memcheck --error-exitcode 1 "$bundle/bin/test_state_bf16_cuda" cuda
+  run "memcheck bench_prefill_cuda" compute-sanitizer --tool memcheck --error-exitcode 1 "$bundle/bin/bench_prefill_cuda"
 fi
 echo "=== test_cli.sh" >>"$log"
 run test_cli.sh bash tests/test_cli.sh
