@@ -177,8 +177,13 @@ recur_status_t recur_model_load(const char *path, recur_backend_t *b, const recu
                                 recur_model_t **out) {
     *out = NULL;
     recur_model_files_t *files = NULL;
-    RECUR_TRY(recur_model_files_open(path, &files));
-    recur_status_t st = recur_model_load_files(files, b, p, out);
+    recur_status_t st = recur_model_files_open(path, &files);
+    if (st != RECUR_OK) {
+        /* the other ranks of a grid wait in the load's first vote: vote, then fail */
+        if (p && p->comm) (void)recur_comm_agree(p->comm, st);
+        return st;
+    }
+    st = recur_model_load_files(files, b, p, out);
     recur_model_files_free(files);
     return st;
 }
