@@ -196,3 +196,24 @@ void *recur_read_fixture32(const char *rel, size_t *n_values) {
     *n_values = n / 4;
     return data;
 }
+
+void *recur_test_read_values32(int fixture, const char *rel, size_t *n_values) {
+    char path[1200];
+    if (fixture) recur_fixture_path(path, sizeof path, rel);
+    else recur_source_path(path, sizeof path, rel);
+    void *d = NULL;
+    size_t bytes = 0;
+    if (recur_read_file(path, &d, &bytes) != 0) {
+        fprintf(stderr, "cannot read %s\n", path);
+        return NULL;
+    }
+    *n_values = bytes / 4;
+    return d;
+}
+
+int recur_test_argmax(const float *x, int n) {
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[b]) b = i;
+    return b;
+}

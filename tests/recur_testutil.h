@@ -73,3 +73,8 @@ void recur_test_ids_dump(const char *what, const int32_t *ids, size_t n);
 
 /* Reads a whole fixture file of little-endian 32-bit values (float or uint32); NULL on failure. */
 void *recur_read_fixture32(const char *rel, size_t *n_values);
+/* A file of 4-byte values, from the fixtures (fixture != 0) or the source tree; NULL (with
+ * a message) when it cannot be read. The caller free()s it. */
+void *recur_test_read_values32(int fixture, const char *rel, size_t *n_values);
+/* The index of the largest of x[0..n) (the first on ties). */
+int recur_test_argmax(const float *x, int n);

@@ -48,25 +48,11 @@ static const ref_case_t cases[] = {
      0.5f, 0.6f}, /* measured 0.13 */
 };
 
+/* read_any: a fixture file, counting a failure when it cannot be read */
 static void *read_any(int fixture, const char *rel, size_t *n_values) {
-    char path[1200];
-    if (fixture) recur_fixture_path(path, sizeof path, rel);
-    else recur_source_path(path, sizeof path, rel);
-    void *d = NULL;
-    size_t bytes = 0;
-    if (recur_read_file(path, &d, &bytes) != 0) {
-        fprintf(stderr, "cannot read %s\n", path);
-        failures++;
-        return NULL;
-    }
-    *n_values = bytes / 4;
+    void *d = recur_test_read_values32(fixture, rel, n_values);
+    if (!d) failures++;
     return d;
-}
-
-static int argmax(const float *x, int n) {
-    int b = 0;
-    for (int i = 1; i < n; i++) if (x[i] > x[b]) b = i;
-    return b;
 }
 
 /* top-1 minus top-2 */
@@ -132,7 +118,9 @@ static void run_case(const ref_case_t *c, recur_dtype_t wdt, recur_dtype_t sdt) 
         for (int t = 0; t < T; t++) {
             const float *r = ref + (size_t)t * V;
             if (margin(r, V) <= 2 * tol) { ties++; continue; }
-            if (argmax(lg_step + (size_t)t * V, V) == argmax(r, V) && argmax(lg + (size_t)t * V, V) == argmax(r, V)) agree++;
+            const int want = recur_test_argmax(r, V);
+            if (recur_test_argmax(lg_step + (size_t)t * V, V) == want && recur_test_argmax(lg + (size_t)t * V, V) == want)
+                agree++;
             else bad++;
         }
         fprintf(stderr, "%-60s greedy: %d agree, %d differ, %d ties skipped\n", what, agree, bad, ties);

@@ -52,25 +52,11 @@ static const bcase_t cases[] = {
      "tests/fixtures/xlstm-heads256/ref-logits-long-step.f32", 0.6f, 1.2f}, /* measured 0.33, 0.64 */
 };
 
+/* read_any: a fixture file, counting a failure when it cannot be read */
 static void *read_any(int fixture, const char *rel, size_t *n_values) {
-    char path[1200];
-    if (fixture) recur_fixture_path(path, sizeof path, rel);
-    else recur_source_path(path, sizeof path, rel);
-    void *d = NULL;
-    size_t bytes = 0;
-    if (recur_read_file(path, &d, &bytes) != 0) {
-        fprintf(stderr, "cannot read %s\n", path);
-        failures++;
-        return NULL;
-    }
-    *n_values = bytes / 4;
+    void *d = recur_test_read_values32(fixture, rel, n_values);
+    if (!d) failures++;
     return d;
-}
-
-static int argmax(const float *x, int n) {
-    int b = 0;
-    for (int i = 1; i < n; i++) if (x[i] > x[b]) b = i;
-    return b;
 }
 
 static float margin(const float *x, int n) { /* top-1 minus top-2 */
@@ -158,12 +144,14 @@ static void run_case(const bcase_t *c, recur_backend_t *b, int exact_batch) {
         for (int t = 0; t < T; t++) {
             const float *r = ref + (size_t)t * V;
             if (margin(r, V) <= 2 * c->tol) { ties++; continue; }
-            if (argmax(lg + (size_t)t * V, V) == argmax(r, V) && argmax(lgs + (size_t)t * V, V) == argmax(r, V)) {
+            const int want = recur_test_argmax(r, V), pre = recur_test_argmax(lg + (size_t)t * V, V);
+            const int step = recur_test_argmax(lgs + (size_t)t * V, V);
+            if (pre == want && step == want) {
                 agree++;
             } else {
                 bad++;
-                fprintf(stderr, "  row %d: reference argmax %d (margin %.3g), prefill %d, steps %d\n", t, argmax(r, V),
-                        (double)margin(r, V), argmax(lg + (size_t)t * V, V), argmax(lgs + (size_t)t * V, V));
+                fprintf(stderr, "  row %d: reference argmax %d (margin %.3g), prefill %d, steps %d\n", t, want,
+                        (double)margin(r, V), pre, step);
             }
         }
         fprintf(stderr, "%s bf16 state: greedy %d agree, %d differ, %d ties skipped\n", c->name, agree, bad, ties);
@@ -192,7 +180,7 @@ static void run_case(const bcase_t *c, recur_backend_t *b, int exact_batch) {
                 recur_model_state_reset(mm, 7);
                 fwd(mm, 7, tok, T, RECUR_LOGITS_LAST, one);
                 for (int i = 0; i < G; i++) {
-                    g[i] = argmax(one, V);
+                    g[i] = recur_test_argmax(one, V);
                     if (!k) gm[i] = margin(one, V);
                     fwd(mm, 7, &g[i], 1, RECUR_LOGITS_LAST, one);
                 }
