@@ -2,6 +2,7 @@
  *
  *   recur logits   --model PATH --tokens 1,2,3 --out FILE     logits after each token
  *   recur generate [--model PATH] --prompt TEXT [sampling]     stream generated text
+ *   recur worker   --connect tcp://HOST:PORT --model PATH      serve a coordinator
  *   recur version | help
  *
  * Exit codes: 0 success, 1 runtime failure (bad model file, I/O), 2 bad usage. */
@@ -21,7 +22,10 @@
 #include "recur_comm.h"
 #include "recur_log.h"
 #include "recur_model.h"
+#include "recur_proto.h"
+#include "recur_state_file.h"
 #include "recur_tokenizer.h"
+#include "recur_worker.h"
 
 #define RECUR_BUNDLED_MODEL "tiny-rwkv-7v0-834K-FP32.bin"
 #define RECUR_WORLD_VOCAB "rwkv_vocab_v20230424.txt"
@@ -36,6 +40,7 @@ static void usage(FILE *to) {
             "  generate   generate text from a prompt, streamed to stdout\n"
             "  logits     write the logits after each given token to a file\n"
             "  bench      measure decode and prefill speed against the hardware limits\n"
+            "  worker     serve a coordinator's step plans with a model (one rank, or mpirun for several)\n"
             "  version    print the version\n"
             "  help       this message\n"
             "\n"
@@ -65,6 +70,15 @@ static void usage(FILE *to) {
             "  --state-out each rank writes its shard to F.shard-<pp rank>-<tp rank> and rank 0 a\n"
             "  manifest (JSON) to F; --state-in reads the same set back (same T and P).\n"
             "\n"
+            "recur worker --connect tcp://HOST:PORT --model PATH [--slots N] [--max-tokens N] [--tp T --pp P]\n"
+            "             [--heartbeat-ms MS] [--idle-limit-ms MS]\n"
+            "  Loads the model (this rank's shard under mpirun), says hello to the coordinator's\n"
+            "  worker endpoint and runs the step plans and slot operations it sends until it says\n"
+            "  shutdown. --slots: state slots including padding slot 0 (default: as many as fit on\n"
+            "  cuda, 64 on cpu); --max-tokens: rows per forward piece (default 512). Exits 0 on\n"
+            "  shutdown, 3 when the coordinator was silent for --idle-limit-ms (default 30000),\n"
+            "  1 on a device failure.\n"
+            "\n"
             "recur bench [options]   (recur bench --help for the list)\n"
             "\n"
             "common options: --backend cpu|cuda (default cpu) --weights bf16|f32 (matrix storage on\n"
@@ -76,9 +90,11 @@ static void usage(FILE *to) {
 /* ---------------------------------------------------------------- argument parsing */
 
 typedef struct opts {
-    const char *model, *prompt, *tokens, *out, *tokenizer, *state_in, *state_out, *backend;
+    const char *model, *prompt, *tokens, *out, *tokenizer, *state_in, *state_out, *backend, *connect;
     recur_dtype_t weights, state;
     long max_tokens, top_k, chunk, tp, pp, layers;
+    long slots;                        /* model slots; -1: the command's own choice */
+    long heartbeat_ms, idle_limit_ms;  /* worker */
     double temperature, top_p, min_p;
     unsigned long long seed;
     int ignore_eos;
@@ -141,6 +157,10 @@ static int parse_opts(int argc, char **argv, int first, const char *allowed, opt
         else if (!strcmp(a, "--tokenizer")) o->tokenizer = v;
         else if (!strcmp(a, "--state-in")) o->state_in = v;
         else if (!strcmp(a, "--state-out")) o->state_out = v;
+        else if (!strcmp(a, "--connect")) o->connect = v;
+        else if (!strcmp(a, "--slots")) rc = parse_long(a, v, 0, 1L << 20, &o->slots);
+        else if (!strcmp(a, "--heartbeat-ms")) rc = parse_long(a, v, 1, 3600000, &o->heartbeat_ms);
+        else if (!strcmp(a, "--idle-limit-ms")) rc = parse_long(a, v, 1, 86400000, &o->idle_limit_ms);
         else if (!strcmp(a, "--backend")) {
             if (strcmp(v, "cpu") && strcmp(v, "cuda")) {
                 fprintf(stderr, "recur: --backend expects cpu or cuda, got '%s'\n", v);
@@ -337,7 +357,7 @@ static int wants_mpi(const opts_t *o) {
  * tokens: the whole model, or this rank's shard of a --tp x --pp split. */
 static recur_status_t open_model(const opts_t *o, dist_t *d, recur_backend_t **b, recur_model_t **m) {
     recur_model_params_t mp = recur_model_default_params();
-    mp.n_slots = 2;
+    mp.n_slots = o->slots >= 0 ? (int32_t)o->slots : 2;
     mp.max_tokens = (int32_t)o->chunk;
     mp.state_dtype = o->state;
     recur_backend_params_t bp = recur_backend_default_params();
@@ -378,41 +398,15 @@ static int dist_fail(const dist_t *d, int rc) {
     return rc;
 }
 
-/* The file of this rank's state shard under --state-in/--state-out F. */
-static void shard_file(const dist_t *d, const char *base, char *out, size_t n) {
-    if (!d->on || d->grid.world_size == 1) snprintf(out, n, "%s", base);
-    else snprintf(out, n, "%s.shard-%d-%d", base, d->grid.pp_rank, d->grid.tp_rank);
-}
-
-/* The manifest of a split state: the layout and each shard's file and part. Rank 0 writes
- * it after gathering nothing but what every rank can compute (the shards are planned the
- * same everywhere), so no extra communication is needed. */
-static recur_status_t write_manifest(const dist_t *d, const recur_model_info_t *info, const char *base) {
-    if (!d->on || d->grid.world_size == 1 || d->grid.world_rank != 0) return RECUR_OK;
-    FILE *f = fopen(base, "w");
-    if (!f) {
-        recur_log_err("%s: cannot write the state manifest: %s", base, strerror(errno));
-        return RECUR_E_IO;
-    }
-    const char *file = strrchr(base, '/');
-    file = file ? file + 1 : base;
-    fprintf(f, "{\"format\": \"recur-state-shards\", \"version\": 1, \"arch\": \"%s\", \"n_layer\": %d, "
-               "\"n_head\": %d, \"n_embd\": %d, \"dtype\": \"f32\", \"tp\": %d, \"pp\": %d, \"shards\": [",
-            info->arch_name, info->n_layer, info->n_head, info->n_embd, d->grid.tp, d->grid.pp);
-    for (int32_t r = 0; r < d->grid.world_size; r++)
-        fprintf(f, "%s\"%s.shard-%d-%d\"", r ? ", " : "", file, r / d->grid.tp, r % d->grid.tp);
-    fprintf(f, "]}\n");
-    if (fclose(f) != 0) {
-        recur_log_err("%s: cannot write the state manifest: %s", base, strerror(errno));
-        return RECUR_E_IO;
-    }
-    return RECUR_OK;
+/* The file of this rank's state shard under --state-in/--state-out F (recur_state_file.h). */
+static recur_status_t shard_file(const dist_t *d, const char *base, char *out, size_t n) {
+    return recur_state_shard_path(base, d->on ? d->grid.world_size : 1, d->grid.pp_rank, d->grid.tp_rank, out, n);
 }
 
 /* ---------------------------------------------------------------- commands */
 
 static int cmd_logits(int argc, char **argv) {
-    opts_t o = {.chunk = 128, .weights = RECUR_DTYPE_BF16, .state = RECUR_DTYPE_F32, .tp = 1, .pp = 1};
+    opts_t o = {.chunk = 128, .weights = RECUR_DTYPE_BF16, .state = RECUR_DTYPE_F32, .tp = 1, .pp = 1, .slots = -1};
     if (parse_opts(argc, argv, 2, "model tokens out state-in state-out chunk backend weights state log-level tp pp layers", &o))
         goto usage;
     if (!o.model || !o.tokens || !o.out) {
@@ -444,17 +438,13 @@ static int cmd_logits(int argc, char **argv) {
     if (o.state_in) {
         /* raw slot bytes (this rank's shard): a file saved with the other --state dtype or
          * another layout has another size */
-        shard_file(&d, o.state_in, path, sizeof path);
-        f = fopen(path, "rb");
-        long want = (long)info->state_bytes;
-        if (!f || fseek(f, 0, SEEK_END) != 0 || ftell(f) != want || fseek(f, 0, SEEK_SET) != 0 ||
-            fread(state, 1, info->state_bytes, f) != info->state_bytes) {
-            recur_log_err("%s: not a state (shard) for this model and layout (expected %ld bytes: the %s state layout)",
-                          path, want, recur_dtype_name(info->state_dtype));
+        char why[512];
+        if (shard_file(&d, o.state_in, path, sizeof path) != RECUR_OK) goto done;
+        if (recur_state_file_read(path, state, info->state_bytes, why, sizeof why) != RECUR_OK) {
+            recur_log_err("%s (this model's state uses the %s state layout)", why,
+                          recur_dtype_name(info->state_dtype));
             goto done;
         }
-        fclose(f);
-        f = NULL;
         if (recur_model_state_set(m, 1, state) != RECUR_OK) goto done;
     }
     logits = last_stage ? malloc(n_ids * (size_t)info->n_vocab * sizeof(float)) : NULL;
@@ -477,15 +467,13 @@ static int cmd_logits(int argc, char **argv) {
     }
     if (o.state_out) {
         if (recur_model_state_get(m, 1, state) != RECUR_OK) goto done;
-        shard_file(&d, o.state_out, path, sizeof path);
-        f = fopen(path, "wb");
-        if (!f || fwrite(state, 1, info->state_bytes, f) != info->state_bytes || fclose(f) != 0) {
-            f = NULL;
-            recur_log_err("%s: cannot write the state: %s", path, strerror(errno));
+        if (shard_file(&d, o.state_out, path, sizeof path) != RECUR_OK ||
+            recur_state_file_write(path, state, info->state_bytes, NULL, 0) != RECUR_OK)
             goto done;
-        }
-        f = NULL;
-        if (write_manifest(&d, info, o.state_out) != RECUR_OK) goto done;
+        /* rank 0 of a split also writes the manifest */
+        if (d.on && d.grid.world_size > 1 && d.grid.world_rank == 0 &&
+            recur_state_write_manifest(o.state_out, info, d.grid.tp, d.grid.pp, NULL, 0) != RECUR_OK)
+            goto done;
     }
     rc = 0;
 done:
@@ -503,7 +491,7 @@ usage:
 
 static int cmd_generate(int argc, char **argv) {
     opts_t o = {.max_tokens = 200, .temperature = 1.0, .top_p = 1.0, .chunk = 128, .weights = RECUR_DTYPE_BF16,
-                .state = RECUR_DTYPE_F32, .tp = 1, .pp = 1};
+                .state = RECUR_DTYPE_F32, .tp = 1, .pp = 1, .slots = -1};
     if (parse_opts(argc, argv, 2,
                    "model prompt max-tokens temperature top-p top-k min-p seed tokenizer ignore-eos backend weights "
                    "state log-level tp pp", &o))
@@ -595,6 +583,57 @@ usage:
     return RECUR_EXIT_USAGE;
 }
 
+static int cmd_worker(int argc, char **argv) {
+    opts_t o = {.max_tokens = 512, .weights = RECUR_DTYPE_BF16, .state = RECUR_DTYPE_F32, .tp = 1, .pp = 1,
+                .slots = -1, .heartbeat_ms = 1000, .idle_limit_ms = 30000};
+    if (parse_opts(argc, argv, 2,
+                   "connect model backend weights state slots max-tokens tp pp heartbeat-ms idle-limit-ms log-level",
+                   &o))
+        goto usage;
+    if (!o.connect || !o.model) {
+        fprintf(stderr, "recur worker: --connect and --model are required\n");
+        goto usage;
+    }
+    if (o.max_tokens < 1) {
+        fprintf(stderr, "recur worker: --max-tokens must be >= 1\n");
+        goto usage;
+    }
+    if (o.slots == 1) {
+        fprintf(stderr, "recur worker: --slots must be 0 (fit to memory) or >= 2 (slot 0 is padding)\n");
+        goto usage;
+    }
+    int on_cuda = o.backend && !strcmp(o.backend, "cuda");
+    if (o.slots < 0) o.slots = on_cuda ? 0 : 64;   /* a GPU's memory is the pool; a CPU run stays small */
+    o.chunk = o.max_tokens;
+
+    int rc = 1, loaded = 0, code = RECUR_WORKER_EXIT_FAILED;
+    dist_t d = {0};
+    recur_backend_t *b = NULL;
+    recur_model_t *m = NULL;
+    char ckpt[RECUR_PROTO_MAX_NAME_BYTES];
+    if (recur_bench_is_virtual(o.model)) snprintf(ckpt, sizeof ckpt, "virtual:%s", o.model);
+    else if (recur_worker_checkpoint_id(o.model, ckpt, sizeof ckpt) != RECUR_OK) goto done;
+    if (open_model(&o, &d, &b, &m) != RECUR_OK) goto done;
+    loaded = 1;
+    recur_worker_params_t wp = recur_worker_default_params();
+    wp.connect = o.connect;
+    wp.backend = o.backend ? o.backend : "cpu";
+    wp.checkpoint_id = ckpt;
+    wp.software_version = RECUR_VERSION;
+    wp.heartbeat_ms = (int32_t)o.heartbeat_ms;
+    wp.idle_limit_ms = (int32_t)o.idle_limit_ms;
+    if (recur_worker_run(m, d.comm, &wp, &code) != RECUR_OK) goto done;   /* the ranks may disagree: abort */
+    rc = code;
+    loaded = 0;   /* every rank stopped together: no abort */
+done:
+    if (loaded) rc = dist_fail(&d, rc);
+    close_model(&d, b, m);
+    return rc;
+usage:
+    usage(stderr);
+    return RECUR_EXIT_USAGE;
+}
+
 int main(int argc, char **argv) {
     const char *env = getenv("RECUR_LOG");
     recur_log_set_level(RECUR_LOG_WARN);
@@ -607,6 +646,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "generate")) return cmd_generate(argc, argv);
     if (!strcmp(cmd, "logits")) return cmd_logits(argc, argv);
     if (!strcmp(cmd, "bench")) return recur_bench_main(argc, argv, 2);
+    if (!strcmp(cmd, "worker")) return cmd_worker(argc, argv);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("recur %s\n", RECUR_VERSION);
         return 0;

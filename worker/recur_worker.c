@@ -1,0 +1,623 @@
+/* recur_worker.c: see recur_worker.h for the protocol between the ranks and with the
+ * coordinator. */
+#include "recur_worker.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "recur_log.h"
+#include "recur_msgsock.h"
+#include "recur_proto.h"
+#include "recur_state_file.h"
+
+/* The command header rank 0 broadcasts to the other ranks (recur_worker.h). */
+enum { CMD_RUN = 1, CMD_STOP = 2 };
+typedef struct cmd_hdr {
+    int32_t kind;
+    int32_t exit_code;  /* CMD_STOP */
+    uint64_t n_bytes;   /* CMD_RUN: the envelope's size, broadcast next */
+} cmd_hdr_t;
+
+typedef struct worker {
+    recur_model_t *m;
+    recur_comm_t *comm;        /* NULL: one rank */
+    const recur_model_info_t *info;
+    recur_grid_t grid;
+    int multi;                 /* more than one rank: commands are broadcast */
+    int32_t n_slots;
+    recur_worker_params_t p;
+    /* rank 0 only */
+    void *zctx;
+    recur_msgsock_t *sock;
+    int ready;
+    uint64_t epoch, hb_seq, last_step;
+    double last_recv, last_send; /* monotonic seconds */
+    /* every rank: the envelope bytes of the current command */
+    uint8_t *buf;
+    size_t buf_cap;
+} worker_t;
+
+recur_worker_params_t recur_worker_default_params(void) {
+    return (recur_worker_params_t){.heartbeat_ms = 1000, .idle_limit_ms = 30000};
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static uint64_t unix_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* ------------------------------------------------------------------ checkpoint identity */
+
+recur_status_t recur_worker_checkpoint_id(const char *path, char *buf, size_t n) {
+    struct stat st;
+    if (!path || !buf || n < 64) return RECUR_E_INVAL;
+    if (n > RECUR_PROTO_MAX_NAME_BYTES) n = RECUR_PROTO_MAX_NAME_BYTES;
+    if (stat(path, &st) != 0) {
+        recur_log_err("%s: cannot stat the checkpoint: %s", path, strerror(errno));
+        return RECUR_E_IO;
+    }
+    unsigned long long size = 0;
+    long long mtime = 0;
+    if (S_ISDIR(st.st_mode)) {
+        DIR *d = opendir(path);
+        if (!d) {
+            recur_log_err("%s: cannot list the checkpoint directory: %s", path, strerror(errno));
+            return RECUR_E_IO;
+        }
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            char f[PATH_MAX];
+            struct stat fs;
+            if (snprintf(f, sizeof f, "%s/%s", path, e->d_name) >= (int)sizeof f) continue;
+            if (stat(f, &fs) != 0 || !S_ISREG(fs.st_mode)) continue;
+            size += (unsigned long long)fs.st_size;
+            if ((long long)fs.st_mtime > mtime) mtime = (long long)fs.st_mtime;
+        }
+        closedir(d);
+    } else {
+        size = (unsigned long long)st.st_size;
+        mtime = (long long)st.st_mtime;
+    }
+    char real[PATH_MAX];
+    const char *name = realpath(path, real) ? real : path;
+    char tail[96];
+    snprintf(tail, sizeof tail, "|size=%llu|mtime=%lld", size, mtime);
+    /* keep the end of a long path: the file name says more than the mount point */
+    size_t room = n - strlen(tail) - 1, len = strlen(name);
+    if (len > room) name += len - room;
+    snprintf(buf, n, "%s%s", name, tail);
+    return RECUR_OK;
+}
+
+/* ------------------------------------------------------------------ replies (rank 0) */
+
+static void send_env(worker_t *w, const recur_internal_envelope_t *env) {
+    recur_proto_error_t err;
+    recur_status_t s = recur_msgsock_send_internal(w->sock, NULL, env, &err);
+    if (s != RECUR_OK)   /* a coordinator that is gone: the idle limit ends us */
+        recur_log_warn("worker: cannot send %s to the coordinator: %s", recur_proto_internal_body_name(env->body_case),
+                       err.msg);
+    w->last_send = now_s();
+}
+
+static void send_hello(worker_t *w) {
+    const recur_model_info_t *info = w->info;
+    Recur__Internal__ModelIdentity mi = RECUR__INTERNAL__MODEL_IDENTITY__INIT;
+    mi.arch = (char *)info->arch_name;
+    mi.has_n_vocab = mi.has_n_layer = mi.has_n_embd = mi.has_n_head = mi.has_head_size = 1;
+    mi.n_vocab = (uint32_t)info->n_vocab, mi.n_layer = (uint32_t)info->n_layer;
+    mi.n_embd = (uint32_t)info->n_embd, mi.n_head = (uint32_t)info->n_head;
+    mi.head_size = (uint32_t)info->head_size;
+    mi.checkpoint_id = (char *)w->p.checkpoint_id;
+    Recur__Internal__Hello h = RECUR__INTERNAL__HELLO__INIT;
+    h.has_rank = h.has_world_size = h.has_tp = h.has_pp = h.has_tp_rank = h.has_pp_rank = 1;
+    h.rank = (uint32_t)w->grid.world_rank, h.world_size = (uint32_t)w->grid.world_size;
+    h.tp = (uint32_t)w->grid.tp, h.pp = (uint32_t)w->grid.pp;
+    h.tp_rank = (uint32_t)w->grid.tp_rank, h.pp_rank = (uint32_t)w->grid.pp_rank;
+    h.host = w->grid.host;
+    h.backend = (char *)w->p.backend;
+    h.model = &mi;
+    h.has_n_slots = 1, h.n_slots = (uint32_t)w->n_slots;
+    h.has_state_bytes_per_slot = 1, h.state_bytes_per_slot = (uint64_t)info->state_bytes;
+    h.has_pid = 1, h.pid = (uint32_t)getpid();
+    h.software_version = (char *)w->p.software_version;
+    recur_internal_envelope_t env = RECUR__INTERNAL__ENVELOPE__INIT;
+    env.body_case = RECUR__INTERNAL__ENVELOPE__BODY_HELLO;
+    env.hello = &h;
+    send_env(w, &env);
+}
+
+static void send_heartbeat(worker_t *w) {
+    Recur__Internal__Heartbeat hb = RECUR__INTERNAL__HEARTBEAT__INIT;
+    hb.has_seq = hb.has_rank = hb.has_unix_time_ms = hb.has_last_step = 1;
+    hb.seq = ++w->hb_seq, hb.rank = w->grid.world_rank, hb.unix_time_ms = unix_ms(), hb.last_step = w->last_step;
+    recur_internal_envelope_t env = RECUR__INTERNAL__ENVELOPE__INIT;
+    env.body_case = RECUR__INTERNAL__ENVELOPE__BODY_HEARTBEAT;
+    env.heartbeat = &hb;
+    send_env(w, &env);
+}
+
+/* A failed StepResult: status s with msg, no tokens. */
+static void send_step_error(worker_t *w, uint64_t step, recur_status_t s, const char *msg) {
+    Recur__Internal__Status st = RECUR__INTERNAL__STATUS__INIT;
+    st.has_code = 1, st.code = (int32_t)s, st.message = (char *)(msg && *msg ? msg : recur_status_str(s));
+    Recur__Internal__StepResult r = RECUR__INTERNAL__STEP_RESULT__INIT;
+    r.has_step = r.has_rank = 1, r.step = step, r.rank = (uint32_t)w->grid.world_rank;
+    r.status = &st;
+    recur_internal_envelope_t env = RECUR__INTERNAL__ENVELOPE__INIT;
+    env.body_case = RECUR__INTERNAL__ENVELOPE__BODY_STEP_RESULT;
+    env.step_result = &r;
+    send_env(w, &env);
+}
+
+static void send_slot_result(worker_t *w, uint64_t op_id, recur_status_t s, const char *msg, uint64_t bytes) {
+    Recur__Internal__Status st = RECUR__INTERNAL__STATUS__INIT;
+    st.has_code = 1, st.code = (int32_t)s;
+    if (s != RECUR_OK) st.message = (char *)(msg && *msg ? msg : recur_status_str(s));
+    Recur__Internal__SlotOpResult r = RECUR__INTERNAL__SLOT_OP_RESULT__INIT;
+    r.has_op_id = r.has_rank = 1, r.op_id = op_id, r.rank = (uint32_t)w->grid.world_rank;
+    r.status = &st;
+    if (s == RECUR_OK && bytes) r.has_bytes = 1, r.bytes = bytes;
+    recur_internal_envelope_t env = RECUR__INTERNAL__ENVELOPE__INIT;
+    env.body_case = RECUR__INTERNAL__ENVELOPE__BODY_SLOT_OP_RESULT;
+    env.slot_op_result = &r;
+    send_env(w, &env);
+}
+
+/* A message recur_proto refused (bad fields, another version): answer the plan or slot op
+ * it was meant to be when its step / op_id can still be read with protobuf-c alone, so the
+ * coordinator is not left waiting for a result; anything else is only logged. The size is
+ * already bounded by the socket's max_msg_bytes. */
+static void answer_undecodable(worker_t *w, const uint8_t *data, size_t n, recur_status_t s, const char *why) {
+    Recur__Internal__Envelope *raw = recur__internal__envelope__unpack(NULL, n, data);
+    if (raw && raw->body_case == RECUR__INTERNAL__ENVELOPE__BODY_STEP_PLAN && raw->step_plan->has_step)
+        send_step_error(w, raw->step_plan->step, s, why);
+    else if (raw && raw->body_case == RECUR__INTERNAL__ENVELOPE__BODY_SLOT_OP && raw->slot_op->has_op_id)
+        send_slot_result(w, raw->slot_op->op_id, s, why, 0);
+    else
+        recur_log_warn("worker: dropped a message from the coordinator: %s", why);
+    if (raw) recur__internal__envelope__free_unpacked(raw, NULL);
+}
+
+/* ------------------------------------------------------------------ checks (rank 0) */
+
+static recur_status_t bad_(char *msg, size_t n, recur_status_t s, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
+
+static recur_status_t bad_(char *msg, size_t n, recur_status_t s, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, n, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+/* What recur_proto cannot know: the plan against this model and this worker's features. */
+static recur_status_t check_plan(const worker_t *w, const Recur__Internal__StepPlan *p, char *msg, size_t n) {
+    for (size_t i = 0; i < p->n_slot; i++)
+        if (p->slot[i] >= w->n_slots)
+            return bad_(msg, n, RECUR_E_INVAL, "step_plan.slot[%zu] = %d: the worker has slots [1, %d)", i,
+                        (int)p->slot[i], (int)w->n_slots);
+    for (size_t i = 0; i < p->n_reset_slots; i++)
+        if (p->reset_slots[i] >= w->n_slots)
+            return bad_(msg, n, RECUR_E_INVAL, "step_plan.reset_slots[%zu] = %d: the worker has slots [1, %d)", i,
+                        (int)p->reset_slots[i], (int)w->n_slots);
+    for (size_t i = 0; i < p->n_tokens; i++)
+        if (p->tokens[i] >= w->info->n_vocab)
+            return bad_(msg, n, RECUR_E_INVAL, "step_plan.tokens[%zu] = %d: outside the vocabulary of %d tokens", i,
+                        (int)p->tokens[i], (int)w->info->n_vocab);
+    for (size_t i = 0; i < p->n_sampling; i++) {
+        const Recur__Internal__SamplingRow *r = p->sampling[i];
+        if ((r->has_repetition_penalty && r->repetition_penalty != 1.0f) ||
+            (r->has_presence_penalty && r->presence_penalty != 0.0f) ||
+            (r->has_frequency_penalty && r->frequency_penalty != 0.0f))
+            return bad_(msg, n, RECUR_E_UNSUPPORTED, "step_plan.sampling[%zu]: penalties are not implemented by the "
+                        "worker (send repetition 1, presence 0, frequency 0)", i);
+        if (r->has_logprobs && r->logprobs >= 0)
+            return bad_(msg, n, RECUR_E_UNSUPPORTED, "step_plan.sampling[%zu]: logprobs are not implemented by the "
+                        "worker (send -1)", i);
+    }
+    return RECUR_OK;
+}
+
+static recur_status_t check_slot_op(const worker_t *w, const Recur__Internal__SlotOp *o, char *msg, size_t n) {
+    if (o->slot >= w->n_slots)
+        return bad_(msg, n, RECUR_E_INVAL, "slot_op.slot = %d: the worker has slots [1, %d)", (int)o->slot,
+                    (int)w->n_slots);
+    if (o->has_src_slot && o->src_slot >= w->n_slots)
+        return bad_(msg, n, RECUR_E_INVAL, "slot_op.src_slot = %d: the worker has slots [1, %d)", (int)o->src_slot,
+                    (int)w->n_slots);
+    return RECUR_OK;
+}
+
+/* ------------------------------------------------------------------ running (every rank) */
+
+/* Every rank of the group gets the status of the lowest failing rank. */
+static recur_status_t agree(worker_t *w, recur_status_t s) {
+    return w->comm ? recur_comm_agree(w->comm, s) : s;
+}
+
+/* Runs plan p (checked) on this rank; tokens[n_seq] gets the sampled ids, -1 on prefill-only
+ * rows. Order: resets, the prefill-only batch, the sampling batch (recur_worker.h). */
+static recur_status_t run_plan(worker_t *w, const Recur__Internal__StepPlan *p, int32_t *tokens, uint64_t *fwd_us,
+                               char *msg, size_t msg_n) {
+    recur_status_t s = RECUR_OK;
+    for (size_t i = 0; i < p->n_reset_slots && s == RECUR_OK; i++) s = recur_model_state_reset(w->m, p->reset_slots[i]);
+    s = agree(w, s);
+    if (s != RECUR_OK) return bad_(msg, msg_n, s, "resetting the plan's slots failed: %s", recur_status_str(s));
+
+    size_t n_seq = p->n_slot;
+    int32_t *lens = malloc(2 * n_seq * sizeof *lens), *slots = malloc(2 * n_seq * sizeof *slots);
+    int32_t *ids = malloc((p->n_tokens ? p->n_tokens : 1) * sizeof *ids), *sampled = malloc(n_seq * sizeof *sampled);
+    recur_sample_row_t *rows = malloc(n_seq * sizeof *rows);
+    size_t *seq_of = malloc(n_seq * sizeof *seq_of);
+    s = lens && slots && ids && sampled && rows && seq_of ? RECUR_OK : RECUR_E_NOMEM;
+    s = agree(w, s);
+    if (s != RECUR_OK) {
+        bad_(msg, msg_n, s, "out of memory for a plan of %zu sequences", n_seq);
+        goto out;
+    }
+    /* prefill-only sequences first in lens/slots/ids, then the sampled ones behind them */
+    int32_t n_none = 0, n_samp = 0;
+    size_t tok_none = 0, tok_total = 0;
+    for (size_t i = 0; i < n_seq; i++)
+        if (p->logits[i] != RECUR__INTERNAL__LOGITS_MODE__LOGITS_MODE_SAMPLE) tok_none += (size_t)p->seq_len[i];
+    size_t off = 0, put_none = 0, put_samp = tok_none;
+    for (size_t i = 0; i < n_seq; i++) {
+        size_t len = (size_t)p->seq_len[i];
+        tokens[i] = -1;
+        if (p->logits[i] == RECUR__INTERNAL__LOGITS_MODE__LOGITS_MODE_SAMPLE) {
+            const Recur__Internal__SamplingRow *r = p->sampling[n_samp];
+            rows[n_samp] = (recur_sample_row_t){.temperature = r->temperature, .top_k = r->top_k, .top_p = r->top_p,
+                                                .min_p = r->min_p, .seed = r->seed, .step = r->step};
+            lens[n_seq + (size_t)n_samp] = (int32_t)len, slots[n_seq + (size_t)n_samp] = p->slot[i];
+            seq_of[n_samp++] = i;
+            memcpy(ids + put_samp, p->tokens + off, len * sizeof *ids);
+            put_samp += len;
+        } else {
+            lens[n_none] = (int32_t)len, slots[n_none++] = p->slot[i];
+            memcpy(ids + put_none, p->tokens + off, len * sizeof *ids);
+            put_none += len;
+        }
+        off += len;
+        tok_total += len;
+    }
+    double t0 = now_s();
+    if (n_none) {
+        recur_batch_t b = {.n_seq = n_none, .tokens = ids, .seq_len = lens, .slot = slots, .logits = RECUR_LOGITS_NONE};
+        s = recur_model_forward(w->m, &b, NULL);
+        if (s != RECUR_OK) {
+            bad_(msg, msg_n, s, "the prefill forward failed: %s", recur_status_str(s));
+            goto out;
+        }
+    }
+    if (n_samp) {
+        recur_batch_t b = {.n_seq = n_samp, .tokens = ids + tok_none, .seq_len = lens + n_seq, .slot = slots + n_seq,
+                           .logits = RECUR_LOGITS_LAST};
+        s = recur_model_forward_sample(w->m, &b, rows, w->info->n_vocab, sampled);
+        if (s != RECUR_OK) {
+            bad_(msg, msg_n, s, "the sampling forward failed: %s", recur_status_str(s));
+            goto out;
+        }
+        for (int32_t j = 0; j < n_samp; j++) tokens[seq_of[j]] = sampled[j];
+    }
+    *fwd_us = (uint64_t)((now_s() - t0) * 1e6);
+    (void)tok_total;
+out:
+    free(lens);
+    free(slots);
+    free(ids);
+    free(sampled);
+    free(rows);
+    free(seq_of);
+    return s;
+}
+
+/* Runs slot op o (checked) on this rank, agreeing with the others; *bytes = this rank's
+ * shard bytes for SAVE / LOAD. */
+static recur_status_t run_slot_op(worker_t *w, const Recur__Internal__SlotOp *o, uint64_t *bytes, char *msg,
+                                  size_t msg_n) {
+    recur_status_t s = RECUR_OK;
+    *bytes = 0;
+    switch (o->kind) {
+    case RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_RESET:
+        s = agree(w, recur_model_state_reset(w->m, o->slot));
+        return s == RECUR_OK ? s : bad_(msg, msg_n, s, "resetting slot %d failed", (int)o->slot);
+    case RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_COPY:
+        s = agree(w, recur_model_state_copy(w->m, o->slot, o->src_slot));
+        return s == RECUR_OK ? s : bad_(msg, msg_n, s, "copying slot %d to %d failed", (int)o->src_slot, (int)o->slot);
+    case RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_SAVE:
+    case RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_LOAD: break;
+    default: return bad_(msg, msg_n, RECUR_E_INVAL, "slot_op.kind %d: unknown", (int)o->kind);
+    }
+    int save = o->kind == RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_SAVE;
+    size_t nb = w->info->state_bytes;
+    char path[RECUR_PROTO_MAX_PATH_BYTES + 64];
+    /* Non-zero ranks log their own failures (msg NULL); rank 0's message goes back. */
+    char *m = w->grid.world_rank == 0 ? msg : NULL;
+    void *host = malloc(nb);
+    s = host ? RECUR_OK : RECUR_E_NOMEM;
+    if (s == RECUR_OK) s = recur_state_shard_path(o->path, w->grid.world_size, w->grid.pp_rank, w->grid.tp_rank, path,
+                                                  sizeof path);
+    if (save) {
+        if (s == RECUR_OK) s = recur_model_state_get(w->m, o->slot, host);
+        if (s == RECUR_OK) s = recur_state_file_write(path, host, nb, m, msg_n);
+        if (s == RECUR_OK && w->multi && w->grid.world_rank == 0)
+            s = recur_state_write_manifest(o->path, w->info, w->grid.tp, w->grid.pp, m, msg_n);
+        s = agree(w, s);
+    } else {
+        if (s == RECUR_OK) s = recur_state_file_read(path, host, nb, m, msg_n);
+        s = agree(w, s);   /* set the slot only when every rank has its shard */
+        if (s == RECUR_OK) s = agree(w, recur_model_state_set(w->m, o->slot, host));
+    }
+    free(host);
+    if (s != RECUR_OK && msg[0] == '\0')
+        bad_(msg, msg_n, s, "%s of slot %d failed on another rank (see its log): %s", save ? "save" : "load",
+             (int)o->slot, recur_status_str(s));
+    if (s == RECUR_OK) *bytes = nb;
+    return s;
+}
+
+/* Runs the envelope in w->buf[0..n) (a checked StepPlan or SlotOp) on this rank; rank 0
+ * also replies. Returns RECUR_OK, or the failure that must end the group. */
+static recur_status_t run_command(worker_t *w, const recur_internal_envelope_t *env, double t_recv) {
+    char msg[RECUR_PROTO_MAX_MESSAGE_BYTES / 4];
+    msg[0] = '\0';
+    int rank0 = w->grid.world_rank == 0;
+    if (env->body_case == RECUR__INTERNAL__ENVELOPE__BODY_SLOT_OP) {
+        const Recur__Internal__SlotOp *o = env->slot_op;
+        uint64_t bytes = 0;
+        recur_status_t s = run_slot_op(w, o, &bytes, msg, sizeof msg);
+        if (rank0) send_slot_result(w, o->op_id, s, msg, bytes);
+        /* a file that cannot be read or written is the request's problem, not the group's */
+        return s == RECUR_OK || s == RECUR_E_IO || s == RECUR_E_FORMAT || s == RECUR_E_RANGE || s == RECUR_E_INVAL
+                   ? RECUR_OK
+                   : s;
+    }
+    const Recur__Internal__StepPlan *p = env->step_plan;
+    int32_t *tokens = malloc(p->n_slot * sizeof *tokens);
+    uint64_t fwd_us = 0;
+    recur_status_t s = tokens ? RECUR_OK : RECUR_E_NOMEM;
+    s = agree(w, s);
+    if (s == RECUR_OK) s = run_plan(w, p, tokens, &fwd_us, msg, sizeof msg);
+    if (rank0) {
+        if (s != RECUR_OK) {
+            send_step_error(w, p->step, s, msg);
+        } else {
+            Recur__Internal__StepTiming tm = RECUR__INTERNAL__STEP_TIMING__INIT;
+            tm.has_forward_us = tm.has_total_us = 1;
+            tm.forward_us = fwd_us, tm.total_us = (uint64_t)((now_s() - t_recv) * 1e6);
+            Recur__Internal__Status st = RECUR__INTERNAL__STATUS__INIT;
+            st.has_code = 1, st.code = 0;
+            Recur__Internal__StepResult r = RECUR__INTERNAL__STEP_RESULT__INIT;
+            r.has_step = r.has_rank = 1, r.step = p->step, r.rank = 0;
+            r.n_token = p->n_slot, r.token = tokens;
+            r.timing = &tm;
+            r.status = &st;
+            recur_internal_envelope_t out = RECUR__INTERNAL__ENVELOPE__INIT;
+            out.body_case = RECUR__INTERNAL__ENVELOPE__BODY_STEP_RESULT;
+            out.step_result = &r;
+            send_env(w, &out);
+        }
+    }
+    if (s == RECUR_OK) w->last_step = p->step;
+    free(tokens);
+    /* the model refuses bad input before changing anything (RECUR_E_INVAL): the plan's fault */
+    return s == RECUR_OK || s == RECUR_E_INVAL ? RECUR_OK : s;
+}
+
+/* ------------------------------------------------------------------ the loops */
+
+static recur_status_t buf_reserve(worker_t *w, size_t n) {
+    if (n <= w->buf_cap) return RECUR_OK;
+    uint8_t *b = realloc(w->buf, n);
+    if (!b) return RECUR_E_NOMEM;
+    w->buf = b;
+    w->buf_cap = n;
+    return RECUR_OK;
+}
+
+/* Rank 0: tells every other rank to stop with code. */
+static recur_status_t stop_all(worker_t *w, int code) {
+    if (!w->multi) return RECUR_OK;
+    cmd_hdr_t h = {.kind = CMD_STOP, .exit_code = code, .n_bytes = 0};
+    return recur_comm_bcast_host(w->comm, &h, sizeof h, 0);
+}
+
+/* Rank 0: the message in w->buf[0..n) to every rank, which then all run it. */
+static recur_status_t bcast_run(worker_t *w, size_t n) {
+    if (!w->multi) return RECUR_OK;
+    cmd_hdr_t h = {.kind = CMD_RUN, .exit_code = 0, .n_bytes = n};
+    RECUR_TRY(recur_comm_bcast_host(w->comm, &h, sizeof h, 0));
+    return recur_comm_bcast_host(w->comm, w->buf, n, 0);
+}
+
+static recur_status_t loop_rank0(worker_t *w, int *exit_code) {
+    recur_proto_error_t err;
+    size_t max_bytes = recur_msgsock_max_msg_bytes(w->sock);
+    send_hello(w);
+    w->last_recv = now_s();
+    for (;;) {
+        double now = now_s();
+        double idle_left = w->p.idle_limit_ms / 1e3 - (now - w->last_recv);
+        double hb_left = w->p.heartbeat_ms / 1e3 - (now - w->last_send);
+        if (idle_left <= 0) {
+            recur_log_err("worker: nothing from the coordinator at %s for %d ms: stopping every rank", w->p.connect,
+                          (int)w->p.idle_limit_ms);
+            *exit_code = RECUR_WORKER_EXIT_LOST;
+            return stop_all(w, *exit_code);
+        }
+        if (hb_left <= 0) {
+            if (w->ready) send_heartbeat(w);
+            else send_hello(w);   /* a coordinator that (re)started since we said hello */
+            continue;
+        }
+        double wait = idle_left < hb_left ? idle_left : hb_left;
+        int32_t wait_ms = (int32_t)(wait * 1e3) + 1;
+        const uint8_t *data = NULL;
+        size_t n = 0;
+        recur_status_t s = recur_msgsock_recv(w->sock, wait_ms, NULL, &data, &n, &err);
+        if (s == RECUR_E_TIMEOUT) continue;
+        if (s == RECUR_E_FORMAT) {   /* bad framing, dropped; the coordinator is alive */
+            w->last_recv = now_s();
+            recur_log_warn("worker: %s", err.msg);
+            continue;
+        }
+        if (s != RECUR_OK) {
+            recur_log_err("worker: receiving from the coordinator failed: %s", err.msg);
+            *exit_code = RECUR_WORKER_EXIT_FAILED;
+            return stop_all(w, *exit_code);
+        }
+        double t_recv = w->last_recv = now_s();
+        recur_internal_envelope_t *env = NULL;
+        s = recur_proto_internal_unpack(data, n, max_bytes, &env, &err);
+        if (s != RECUR_OK) {
+            answer_undecodable(w, data, n, s, err.msg);
+            continue;
+        }
+        char msg[512];
+        switch (env->body_case) {
+        case RECUR__INTERNAL__ENVELOPE__BODY_READY:
+            w->ready = 1;
+            w->epoch = env->ready->epoch;
+            if (env->ready->has_heartbeat_interval_ms && env->ready->heartbeat_interval_ms > 0)
+                w->p.heartbeat_ms = (int32_t)(env->ready->heartbeat_interval_ms > 3600000u
+                                                  ? 3600000u : env->ready->heartbeat_interval_ms);
+            recur_log_info("worker: the coordinator accepted us (epoch %llu)", (unsigned long long)w->epoch);
+            break;
+        case RECUR__INTERNAL__ENVELOPE__BODY_HEARTBEAT:
+            send_heartbeat(w);
+            break;
+        case RECUR__INTERNAL__ENVELOPE__BODY_SHUTDOWN: {
+            const Recur__Internal__Shutdown *sd = env->shutdown;
+            *exit_code = sd->has_exit_code ? sd->exit_code : RECUR_WORKER_EXIT_OK;
+            recur_log_info("worker: shutdown (%s), exit code %d", sd->reason ? sd->reason : "no reason", *exit_code);
+            recur_proto_internal_free(env);
+            return stop_all(w, *exit_code);
+        }
+        case RECUR__INTERNAL__ENVELOPE__BODY_STEP_PLAN:
+        case RECUR__INTERNAL__ENVELOPE__BODY_SLOT_OP: {
+            int plan = env->body_case == RECUR__INTERNAL__ENVELOPE__BODY_STEP_PLAN;
+            s = plan ? check_plan(w, env->step_plan, msg, sizeof msg) : check_slot_op(w, env->slot_op, msg, sizeof msg);
+            if (s != RECUR_OK) {
+                if (plan) send_step_error(w, env->step_plan->step, s, msg);
+                else send_slot_result(w, env->slot_op->op_id, s, msg, 0);
+                break;
+            }
+            if ((s = buf_reserve(w, n)) != RECUR_OK) {
+                if (plan) send_step_error(w, env->step_plan->step, s, "out of memory");
+                else send_slot_result(w, env->slot_op->op_id, s, "out of memory", 0);
+                break;
+            }
+            memcpy(w->buf, data, n);
+            if ((s = bcast_run(w, n)) != RECUR_OK) {
+                recur_proto_internal_free(env);
+                return s;   /* the lockstep broke: the caller takes the job down */
+            }
+            s = run_command(w, env, t_recv);
+            if (s != RECUR_OK) {
+                recur_log_err("worker: %s failed on the device: %s; stopping every rank", plan ? "a step" : "a slot op",
+                              recur_status_str(s));
+                recur_proto_internal_free(env);
+                *exit_code = RECUR_WORKER_EXIT_FAILED;
+                return RECUR_OK;   /* every rank saw the same failure and stops by itself */
+            }
+            break;
+        }
+        default:
+            recur_log_warn("worker: unexpected %s from the coordinator, ignored",
+                           recur_proto_internal_body_name(env->body_case));
+            break;
+        }
+        recur_proto_internal_free(env);
+    }
+}
+
+static recur_status_t loop_other(worker_t *w, int *exit_code) {
+    for (;;) {
+        cmd_hdr_t h;
+        RECUR_TRY(recur_comm_bcast_host(w->comm, &h, sizeof h, 0));
+        if (h.kind == CMD_STOP) {
+            *exit_code = h.exit_code;
+            return RECUR_OK;
+        }
+        if (h.kind != CMD_RUN || h.n_bytes == 0 || h.n_bytes > RECUR_PROTO_MAX_MSG_BYTES_DEFAULT * 64) {
+            recur_log_err("worker rank %d: bad command from rank 0 (kind %d, %llu bytes)", w->grid.world_rank,
+                          (int)h.kind, (unsigned long long)h.n_bytes);
+            return RECUR_E_PROTO;
+        }
+        RECUR_TRY(buf_reserve(w, (size_t)h.n_bytes));
+        RECUR_TRY(recur_comm_bcast_host(w->comm, w->buf, (size_t)h.n_bytes, 0));
+        recur_internal_envelope_t *env = NULL;
+        /* the bytes rank 0 decoded and checked: the same decode cannot fail here */
+        RECUR_TRY(recur_proto_internal_unpack(w->buf, (size_t)h.n_bytes, (size_t)h.n_bytes, &env, NULL));
+        recur_status_t s = run_command(w, env, now_s());
+        recur_proto_internal_free(env);
+        if (s != RECUR_OK) {
+            *exit_code = RECUR_WORKER_EXIT_FAILED;
+            return RECUR_OK;
+        }
+    }
+}
+
+recur_status_t recur_worker_run(recur_model_t *m, recur_comm_t *comm, const recur_worker_params_t *p,
+                                int *exit_code) {
+    *exit_code = RECUR_WORKER_EXIT_FAILED;
+    if (!m || !p || p->heartbeat_ms <= 0 || p->idle_limit_ms <= 0) {
+        recur_log_err("worker: bad parameters (heartbeat_ms and idle_limit_ms must be > 0)");
+        return RECUR_E_INVAL;
+    }
+    worker_t w = {.m = m, .comm = comm, .info = recur_model_info(m), .n_slots = recur_model_n_slots(m), .p = *p};
+    if (comm) {
+        w.grid = *recur_comm_grid(comm);
+    } else {
+        w.grid.world_size = w.grid.tp = w.grid.pp = w.grid.local_size = 1;
+        if (gethostname(w.grid.host, sizeof w.grid.host - 1) != 0) snprintf(w.grid.host, sizeof w.grid.host, "?");
+    }
+    w.multi = comm && w.grid.world_size > 1;
+    if (!w.p.backend) w.p.backend = "cpu";
+    if (!w.p.checkpoint_id || !*w.p.checkpoint_id) w.p.checkpoint_id = "unknown";
+
+    /* rank 0 opens the socket; every rank learns whether that worked before anyone waits */
+    recur_status_t s = RECUR_OK;
+    if (w.grid.world_rank == 0) {
+        if (!w.p.connect) {
+            recur_log_err("worker: no coordinator endpoint to connect to");
+            s = RECUR_E_INVAL;
+        } else if (!(w.zctx = zmq_ctx_new())) {
+            recur_log_err("worker: cannot create a ZeroMQ context: %s", zmq_strerror(zmq_errno()));
+            s = RECUR_E_IO;
+        } else {
+            recur_msgsock_params_t mp = recur_msgsock_default_params();
+            mp.routing_id = "rank0";
+            s = recur_msgsock_connect(w.zctx, w.p.connect, &mp, &w.sock);
+        }
+    }
+    if (w.multi) s = recur_comm_agree(comm, s);
+    if (s == RECUR_OK) {
+        s = w.grid.world_rank == 0 ? loop_rank0(&w, exit_code) : loop_other(&w, exit_code);
+    }
+    recur_msgsock_close(w.sock);
+    if (w.zctx) zmq_ctx_term(w.zctx);
+    free(w.buf);
+    return s;
+}
