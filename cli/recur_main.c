@@ -25,11 +25,10 @@
 #include "recur_proto.h"
 #include "recur_state_file.h"
 #include "recur_tokenizer.h"
+#include "recur_tokenizer_pick.h"
 #include "recur_worker.h"
+#include "recur_serve.h"
 
-#define RECUR_BUNDLED_MODEL "tiny-rwkv-7v0-834K-FP32.bin"
-#define RECUR_WORLD_VOCAB "rwkv_vocab_v20230424.txt"
-#define RECUR_NEOX_TOKENIZER "20B_tokenizer.json" /* GPT-NeoX-20B BPE: xLSTM 7B's tokenizer */
 #define RECUR_EXIT_USAGE 2
 
 static void usage(FILE *to) {
@@ -41,6 +40,8 @@ static void usage(FILE *to) {
             "  logits     write the logits after each given token to a file\n"
             "  bench      measure decode and prefill speed against the hardware limits\n"
             "  worker     serve a coordinator's step plans with a model (one rank, or mpirun for several)\n"
+            "  serve      serve a model to clients: coordinator here, worker group as a child (README: Serving)\n"
+            "  client     send one prompt to a recur serve and stream the text (or --health)\n"
             "  version    print the version\n"
             "  help       this message\n"
             "\n"
@@ -235,76 +236,10 @@ static int parse_token_list(const char *s, int32_t **ids, size_t *n) {
 
 /* ---------------------------------------------------------------- model and tokenizer lookup */
 
-static int is_file(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
-}
-
-static int is_dir(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-/* Where the bundled files live: $RECUR_MODELS_DIR, then <exe>/../../models (a build tree),
- * <exe>/../share/recur/models (an install), then the source tree this was built from. */
-static int bundled_path(const char *file, char *out, size_t n) {
-    const char *env = getenv("RECUR_MODELS_DIR");
-    if (env && *env) {
-        snprintf(out, n, "%s/%s", env, file);
-        if (is_file(out)) return 0;
-    }
-    char exe[PATH_MAX];
-    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (len > 0) {
-        exe[len] = '\0';
-        char *slash = strrchr(exe, '/');
-        if (slash) *slash = '\0';
-        snprintf(out, n, "%s/../../models/%s", exe, file);
-        if (is_file(out)) return 0;
-        snprintf(out, n, "%s/../share/recur/models/%s", exe, file);
-        if (is_file(out)) return 0;
-    }
-    snprintf(out, n, "%s/%s", RECUR_DEFAULT_MODEL_DIR, file);
-    return is_file(out) ? 0 : -1;
-}
-
-static int ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && strcmp(s + n - k, suffix) == 0;
-}
-
-/* A tokenizer file by its kind: a Hugging Face tokenizer.json (BPE) or a World vocab. */
-static recur_status_t load_tokenizer_file(const char *path, recur_tokenizer_t **tok) {
-    return ends_with(path, ".json") ? recur_tokenizer_bpe_load(path, tok) : recur_tokenizer_world_load(path, tok);
-}
-
-/* --tokenizer; else byte-level for a 256-token model (no other tokenizer fits it); else a
- * tokenizer file in the model's directory; else the bundled World vocab for 65,536-token
- * RWKV-7 or the bundled GPT-NeoX tokenizer for xLSTM's 50,304-row vocabulary. */
+/* The tokenizer for the loaded model (coordinator/recur_tokenizer_pick.h: the same choice
+ * `recur serve` makes). */
 static recur_status_t load_tokenizer(const opts_t *o, const recur_model_info_t *info, recur_tokenizer_t **tok) {
-    if (o->tokenizer) return load_tokenizer_file(o->tokenizer, tok);
-    if (info->n_vocab == 256) return recur_tokenizer_bytes_init(256, tok);
-    char dir[PATH_MAX], path[PATH_MAX + 64];
-    snprintf(dir, sizeof dir, "%s", o->model);
-    if (!is_dir(dir)) {
-        char *slash = strrchr(dir, '/');
-        if (slash) *slash = '\0';
-        else snprintf(dir, sizeof dir, ".");
-    }
-    static const char *local[] = {"tokenizer.json", RECUR_WORLD_VOCAB};
-    for (int i = 0; i < 2; i++) {
-        snprintf(path, sizeof path, "%s/%s", dir, local[i]);
-        if (is_file(path)) return load_tokenizer_file(path, tok);
-    }
-    if (info->arch == RECUR_ARCH_RWKV7 && info->n_vocab == 65536 &&
-        bundled_path(RECUR_WORLD_VOCAB, path, sizeof path) == 0)
-        return recur_tokenizer_world_load(path, tok);
-    if (info->arch == RECUR_ARCH_XLSTM && info->n_vocab >= 50277 &&
-        bundled_path(RECUR_NEOX_TOKENIZER, path, sizeof path) == 0)
-        return recur_tokenizer_bpe_load(path, tok);
-    recur_log_err("no tokenizer for a vocabulary of %d tokens: pass --tokenizer (a tokenizer.json or a World "
-                  "vocab file)", info->n_vocab);
-    return RECUR_E_INVAL;
+    return recur_tokenizer_pick(o->tokenizer, o->model, info->arch_name, info->n_vocab, tok);
 }
 
 /* The prompt's tokens, after the model's BOS when it has one (xLSTM was trained with
@@ -502,7 +437,7 @@ static int cmd_generate(int argc, char **argv) {
     }
     char bundled[PATH_MAX + 64];
     if (!o.model) {
-        if (bundled_path(RECUR_BUNDLED_MODEL, bundled, sizeof bundled) != 0) {
+        if (recur_bundled_path(RECUR_BUNDLED_MODEL, bundled, sizeof bundled) != 0) {
             fprintf(stderr, "recur: the bundled model %s was not found (set RECUR_MODELS_DIR or pass --model)\n",
                     RECUR_BUNDLED_MODEL);
             return 1;
@@ -647,6 +582,8 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "logits")) return cmd_logits(argc, argv);
     if (!strcmp(cmd, "bench")) return recur_bench_main(argc, argv, 2);
     if (!strcmp(cmd, "worker")) return cmd_worker(argc, argv);
+    if (!strcmp(cmd, "serve")) return recur_serve_main(argc, argv, 2);
+    if (!strcmp(cmd, "client")) return recur_client_main(argc, argv, 2);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("recur %s\n", RECUR_VERSION);
         return 0;

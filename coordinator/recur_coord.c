@@ -1,0 +1,807 @@
+/* recur_coord.c: see recur_coord.h. */
+#include "recur_coord.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "recur_log.h"
+#include "recur_msgsock.h"
+#include "recur_proto.h"
+#include "recur_tokenizer.h"
+#include "recur_tokenizer_pick.h"
+#include "recur_utf8.h"
+
+/* One client request while it lives (from submit to its final message). */
+typedef struct creq {
+    struct creq *next, *prev;
+    recur_msgsock_peer_t peer;
+    char rid[RECUR_PROTO_MAX_ID_BYTES + 1];
+    uint64_t id;                       /* the scheduler's */
+    char *stops[RECUR_PROTO_MAX_STOP];
+    int n_stops;
+    size_t max_stop;                   /* longest stop string, bytes */
+    int32_t *pend_ids;                 /* tokens whose text is not yet sent */
+    size_t n_pend, cap_pend;
+    char *text;                        /* bytes decoded but not yet sent */
+    size_t n_text, cap_text;
+    int stopped;                       /* a stop string matched: later tokens are dropped */
+    char fail[RECUR_PROTO_MAX_MESSAGE_BYTES / 16];   /* non-empty: the final is ERROR with this */
+} creq_t;
+
+struct recur_coord {
+    recur_coord_config_t cfg;
+    char model_id[RECUR_PROTO_MAX_NAME_BYTES];
+    recur_msgsock_t *clients, *workers;
+    recur_sched_t *sched;
+    recur_tokenizer_t *tok;
+    int32_t bos;                        /* prepended to text prompts; -1: none */
+    /* the worker group (its rank 0) */
+    int ready;
+    recur_msgsock_peer_t wpeer;
+    uint32_t wpid;
+    char arch[RECUR_PROTO_MAX_NAME_BYTES], ckpt[RECUR_PROTO_MAX_NAME_BYTES], lost_why[256];
+    int32_t n_vocab, n_slots, n_layer, n_embd, n_head;
+    uint64_t last_from_worker_ms, last_to_worker_ms, hb_seq, epoch;
+    /* the step in flight */
+    int in_flight;
+    uint64_t flight_step;
+    int32_t plan_n_seq;
+    Recur__Internal__LogitsMode *logits;
+    Recur__Internal__SamplingRow *rows, **rowp;
+    size_t cap_seq, cap_rows;
+    /* requests */
+    creq_t *head;
+    uint64_t seed_counter;
+    /* stats */
+    uint64_t steps, seqs, tokens_out, requests, busy_ns;
+    int32_t max_batch_seen;
+    /* scratch for responses */
+    Recur__Api__Token *tokbuf, **tokp;
+    size_t cap_tok;
+    char *sendtext;
+    size_t cap_sendtext;
+};
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+static uint64_t now_ms(void) { return now_ns() / 1000000ull; }
+
+recur_coord_config_t recur_coord_default_config(void) {
+    recur_coord_config_t c;
+    memset(&c, 0, sizeof c);
+    c.client_bind = "tcp://127.0.0.1:0";
+    c.worker_bind = "tcp://127.0.0.1:0";
+    c.tp = c.pp = 1;
+    c.sched = recur_sched_default_config();
+    c.default_max_tokens = 256;
+    c.heartbeat_ms = 1000;
+    c.worker_timeout_ms = 30000;
+    return c;
+}
+
+/* ------------------------------------------------------------------ growable buffers */
+
+static int grow(void **p, size_t *cap, size_t need, size_t elem) {
+    if (need <= *cap) return 0;
+    size_t n = *cap ? *cap : 16;
+    while (n < need) n *= 2;
+    void *q = realloc(*p, n * elem);
+    if (!q) return -1;
+    *p = q;
+    *cap = n;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ sending to clients */
+
+static void send_client(recur_coord_t *c, const recur_msgsock_peer_t *to, recur_api_envelope_t *env) {
+    recur_proto_error_t err;
+    recur_status_t s = recur_msgsock_send_api(c->clients, to, env, &err);
+    if (s != RECUR_OK) {
+        char b[64];
+        recur_log_warn("coordinator: reply to client %s dropped: %s", recur_msgsock_peer_str(to, b, sizeof b), err.msg);
+    }
+}
+
+static void send_error(recur_coord_t *c, const recur_msgsock_peer_t *to, const char *rid, Recur__Api__ErrorCode code,
+                       const char *msg) {
+    Recur__Api__Error e = RECUR__API__ERROR__INIT;
+    e.has_code = 1, e.code = code, e.message = (char *)msg;
+    Recur__Api__ErrorResponse er = RECUR__API__ERROR_RESPONSE__INIT;
+    er.request_id = (char *)(rid && *rid ? rid : NULL);
+    er.error = &e;
+    recur_api_envelope_t env = RECUR__API__ENVELOPE__INIT;
+    env.body_case = RECUR__API__ENVELOPE__BODY_ERROR;
+    env.error = &er;
+    send_client(c, to, &env);
+}
+
+/* Copies bytes [0, n) of src into c->sendtext as valid UTF-8 (invalid bytes -> U+FFFD);
+ * with final = 0 an unfinished character at the end is left out. Returns the bytes of src
+ * consumed; the text is NUL-terminated. */
+static size_t utf8_clean(recur_coord_t *c, const char *src, size_t n, int final) {
+    size_t out = 0, i = 0;
+    if (grow((void **)&c->sendtext, &c->cap_sendtext, 3 * n + 1, 1)) return 0;
+    const uint8_t *p = (const uint8_t *)src;
+    while (i < n) {
+        size_t l = recur_utf8_len(p + i, n - i);
+        if (l) {
+            memcpy(c->sendtext + out, p + i, l);
+            out += l, i += l;
+            continue;
+        }
+        if (!final) {   /* a lead byte whose continuation bytes may still come */
+            size_t need = p[i] >= 0xF0 && p[i] <= 0xF4 ? 4 : p[i] >= 0xE0 && p[i] <= 0xEF ? 3
+                        : p[i] >= 0xC2 && p[i] <= 0xDF ? 2 : 0;
+            int prefix = need > n - i;
+            for (size_t k = i + 1; prefix && k < n; k++) prefix = (p[k] & 0xC0) == 0x80;
+            if (need && prefix) break;
+        }
+        memcpy(c->sendtext + out, "\xEF\xBF\xBD", 3);
+        out += 3, i++;
+    }
+    c->sendtext[out] = '\0';
+    return i;
+}
+
+/* Sends the pending tokens of r with text[0, n_send) (cleaned), and the final when fin. */
+static void send_tokens(recur_coord_t *c, creq_t *r, size_t n_send, int final_text, const Recur__Api__GenerateFinal *fin) {
+    size_t used = utf8_clean(c, r->text, n_send, final_text);
+    if (r->n_pend && grow((void **)&c->tokbuf, &c->cap_tok, r->n_pend, sizeof *c->tokbuf)) return;
+    Recur__Api__Token **tp = malloc((r->n_pend ? r->n_pend : 1) * sizeof *tp);
+    if (!tp) return;
+    for (size_t i = 0; i < r->n_pend; i++) {
+        Recur__Api__Token t = RECUR__API__TOKEN__INIT;
+        t.has_id = 1, t.id = r->pend_ids[i];
+        t.text = i + 1 == r->n_pend ? c->sendtext : (char *)"";
+        c->tokbuf[i] = t;
+        tp[i] = &c->tokbuf[i];
+    }
+    Recur__Api__GenerateResponse gr = RECUR__API__GENERATE_RESPONSE__INIT;
+    gr.request_id = r->rid;
+    gr.n_tokens = r->n_pend, gr.tokens = tp;
+    gr.final = (Recur__Api__GenerateFinal *)fin;
+    recur_api_envelope_t env = RECUR__API__ENVELOPE__INIT;
+    env.body_case = RECUR__API__ENVELOPE__BODY_GENERATE_RESPONSE;
+    env.generate_response = &gr;
+    recur_proto_error_t err;
+    recur_status_t s = recur_msgsock_send_api(c->clients, &r->peer, &env, &err);
+    free(tp);
+    c->tokens_out += r->n_pend;
+    r->n_pend = 0;
+    memmove(r->text, r->text + used, r->n_text - used);
+    r->n_text -= used;
+    if (s != RECUR_OK && !fin && !r->fail[0]) {
+        /* the client is gone (or stuck): stop spending steps on it */
+        recur_log_info("coordinator: request %s: %s; cancelling it", r->rid, err.msg);
+        recur_sched_cancel(c->sched, r->id);
+    }
+}
+
+/* ------------------------------------------------------------------ requests */
+
+static void req_free(recur_coord_t *c, creq_t *r) {
+    if (r->prev) r->prev->next = r->next;
+    else c->head = r->next;
+    if (r->next) r->next->prev = r->prev;
+    for (int i = 0; i < r->n_stops; i++) free(r->stops[i]);
+    free(r->pend_ids);
+    free(r->text);
+    free(r);
+}
+
+static creq_t *req_find(recur_coord_t *c, const recur_msgsock_peer_t *peer, const char *rid) {
+    for (creq_t *r = c->head; r; r = r->next)
+        if (recur_msgsock_peer_equal(&r->peer, peer) && !strcmp(r->rid, rid)) return r;
+    return NULL;
+}
+
+static size_t find_stop(const creq_t *r, size_t *pos) {
+    size_t best = SIZE_MAX;
+    for (int i = 0; i < r->n_stops; i++) {
+        size_t k = strlen(r->stops[i]);
+        for (size_t p = 0; p + k <= r->n_text && p < best; p++)
+            if (!memcmp(r->text + p, r->stops[i], k)) { best = p; break; }
+    }
+    *pos = best;
+    return best != SIZE_MAX;
+}
+
+static void on_token(recur_coord_t *c, creq_t *r, int32_t token) {
+    if (r->stopped || r->fail[0]) return;
+    const char *bytes = NULL;
+    size_t nb = 0;
+    if (recur_tokenizer_token_bytes(c->tok, token, &bytes, &nb) != RECUR_OK) nb = 0;   /* padding rows: no text */
+    if (grow((void **)&r->pend_ids, &r->cap_pend, r->n_pend + 1, sizeof *r->pend_ids) ||
+        grow((void **)&r->text, &r->cap_text, r->n_text + nb + 1, 1)) {
+        snprintf(r->fail, sizeof r->fail, "out of memory");
+        recur_sched_cancel(c->sched, r->id);
+        return;
+    }
+    r->pend_ids[r->n_pend++] = token;
+    memcpy(r->text + r->n_text, bytes, nb);
+    r->n_text += nb;
+    size_t pos;
+    if (r->n_stops && find_stop(r, &pos)) {
+        r->n_text = pos;   /* the stop text and what follows are not output */
+        r->stopped = 1;
+        recur_sched_finish(c->sched, r->id, RECUR_SCHED_STOP);   /* its FINISHED sends the rest */
+        return;
+    }
+    size_t hold = r->max_stop ? r->max_stop - 1 : 0;
+    if (r->n_text <= hold) return;
+    send_tokens(c, r, r->n_text - hold, 0, NULL);
+}
+
+static void on_finished(recur_coord_t *c, creq_t *r, const recur_sched_event_t *ev, const char *err_msg) {
+    static const Recur__Api__FinishReason map[RECUR_SCHED_N_REASONS] = {
+        RECUR__API__FINISH_REASON__FINISH_REASON_STOP, RECUR__API__FINISH_REASON__FINISH_REASON_LENGTH,
+        RECUR__API__FINISH_REASON__FINISH_REASON_CANCELLED, RECUR__API__FINISH_REASON__FINISH_REASON_ERROR,
+        RECUR__API__FINISH_REASON__FINISH_REASON_ERROR};
+    Recur__Api__Usage u = RECUR__API__USAGE__INIT;
+    u.has_prompt_tokens = u.has_completion_tokens = 1;
+    u.prompt_tokens = (uint32_t)ev->prompt_tokens, u.completion_tokens = (uint32_t)ev->completion_tokens;
+    Recur__Api__GenerateFinal fin = RECUR__API__GENERATE_FINAL__INIT;
+    fin.has_finish_reason = 1;
+    fin.finish_reason = map[ev->reason];
+    fin.usage = &u;
+    Recur__Api__Error e = RECUR__API__ERROR__INIT;
+    const char *why = r->fail[0] ? r->fail : err_msg;
+    if (r->fail[0] || ev->reason == RECUR_SCHED_ERROR || ev->reason == RECUR_SCHED_TIMEOUT) {
+        fin.finish_reason = RECUR__API__FINISH_REASON__FINISH_REASON_ERROR;
+        e.has_code = 1;
+        e.code = ev->reason == RECUR_SCHED_TIMEOUT ? RECUR__API__ERROR_CODE__ERROR_CODE_DEADLINE_EXCEEDED
+                                                    : RECUR__API__ERROR_CODE__ERROR_CODE_INTERNAL;
+        if (r->fail[0]) e.code = RECUR__API__ERROR_CODE__ERROR_CODE_UNAVAILABLE;
+        e.message = (char *)(why && *why ? why : "the step failed");
+        fin.error = &e;
+    }
+    send_tokens(c, r, r->n_text, 1, &fin);
+    req_free(c, r);
+}
+
+static void drain_events(recur_coord_t *c) {
+    recur_sched_event_t ev;
+    /* an ERROR event's message goes with the same request's FINISHED, which follows it */
+    char last_err[sizeof ev.message] = "";
+    uint64_t last_err_id = 0;
+    while (recur_sched_next_event(c->sched, &ev)) {
+        creq_t *r = ev.cookie;
+        if (!r) continue;
+        switch (ev.type) {
+        case RECUR_SCHED_EV_TOKEN: on_token(c, r, ev.token); break;
+        case RECUR_SCHED_EV_ERROR:
+            snprintf(last_err, sizeof last_err, "%s", ev.message);
+            last_err_id = ev.id;
+            break;
+        case RECUR_SCHED_EV_FINISHED: on_finished(c, r, &ev, last_err_id == ev.id ? last_err : NULL); break;
+        }
+    }
+}
+
+void recur_coord_fail_all(recur_coord_t *c, const char *why) {
+    c->ready = 0;
+    snprintf(c->lost_why, sizeof c->lost_why, "%s", why);
+    if (!c->sched) return;
+    if (c->in_flight) {   /* the step's requests end through the scheduler as ERROR */
+        recur_sched_result_t res = {.step = c->flight_step, .status = RECUR_E_IO, .message = why};
+        recur_sched_complete(c->sched, &res, now_ms());
+        c->in_flight = 0;
+    }
+    for (creq_t *r = c->head; r; r = r->next) {
+        if (!r->fail[0]) snprintf(r->fail, sizeof r->fail, "%s", why);
+        recur_sched_cancel(c->sched, r->id);   /* fails for those already ended above: fine */
+    }
+    drain_events(c);
+}
+
+/* ------------------------------------------------------------------ client messages */
+
+static void on_generate(recur_coord_t *c, const recur_msgsock_peer_t *from, const Recur__Api__GenerateRequest *g) {
+    const char *rid = g->request_id;
+    if (!c->ready) {
+        char m[320];
+        snprintf(m, sizeof m, "not ready: %s", c->lost_why[0] ? c->lost_why : "the workers are starting");
+        send_error(c, from, rid, RECUR__API__ERROR_CODE__ERROR_CODE_UNAVAILABLE, m);
+        return;
+    }
+    if (g->model && *g->model && strcmp(g->model, c->model_id)) {
+        char m[600];
+        snprintf(m, sizeof m, "model '%.256s' is not served here (ListModels: '%s')", g->model, c->model_id);
+        send_error(c, from, rid, RECUR__API__ERROR_CODE__ERROR_CODE_NOT_FOUND, m);
+        return;
+    }
+    if (g->session_id && *g->session_id) {
+        send_error(c, from, rid, RECUR__API__ERROR_CODE__ERROR_CODE_UNIMPLEMENTED, "sessions are not supported yet");
+        return;
+    }
+    if (req_find(c, from, rid)) {
+        send_error(c, from, rid, RECUR__API__ERROR_CODE__ERROR_CODE_ALREADY_EXISTS,
+                   "a request with this request_id is already in flight");
+        return;
+    }
+    const Recur__Api__SamplingParams *sp = g->sampling;
+    if (sp && (sp->has_logprobs || (sp->has_repetition_penalty && sp->repetition_penalty != 1.0f) ||
+               (sp->has_presence_penalty && sp->presence_penalty != 0.0f) ||
+               (sp->has_frequency_penalty && sp->frequency_penalty != 0.0f))) {
+        send_error(c, from, rid, RECUR__API__ERROR_CODE__ERROR_CODE_UNIMPLEMENTED,
+                   "logprobs and repetition/presence/frequency penalties are not supported yet");
+        return;
+    }
+    int32_t *ids = NULL;
+    size_t n = 0;
+    if (g->prompt_case == RECUR__API__GENERATE_REQUEST__PROMPT_TEXT) {
+        int32_t *raw = NULL;
+        if (recur_tokenizer_encode(c->tok, g->text, strlen(g->text), &raw, &n) != RECUR_OK) {
+            send_error(c, from, rid, RECUR__API__ERROR_CODE__ERROR_CODE_INTERNAL, "the prompt could not be tokenized");
+            return;
+        }
+        ids = malloc((n + 1) * sizeof *ids);
+        if (ids) {
+            size_t k = 0;
+            if (c->bos >= 0) ids[k++] = c->bos;
+            memcpy(ids + k, raw, n * sizeof *raw);
+            n += k;
+        }
+        free(raw);
+    } else {
+        n = g->token_ids->n_ids;
+        ids = malloc((n ? n : 1) * sizeof *ids);
+        if (ids) memcpy(ids, g->token_ids->ids, n * sizeof *ids);
+    }
+    creq_t *r = calloc(1, sizeof *r);
+    if (!ids || !r) {
+        free(ids);
+        free(r);
+        send_error(c, from, rid, RECUR__API__ERROR_CODE__ERROR_CODE_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    r->peer = *from;
+    snprintf(r->rid, sizeof r->rid, "%s", rid);
+    recur_sched_request_t q = {.prompt = ids, .n_prompt = (int32_t)n, .cookie = r};
+    q.max_tokens = sp && sp->has_max_tokens ? (int32_t)(sp->max_tokens > INT32_MAX ? INT32_MAX : sp->max_tokens)
+                                            : c->cfg.default_max_tokens;
+    q.sampling.temperature = sp && sp->has_temperature ? sp->temperature : 1.0f;
+    q.sampling.top_p = sp && sp->has_top_p ? sp->top_p : 1.0f;
+    q.sampling.top_k = sp && sp->has_top_k ? sp->top_k : 0;
+    q.sampling.min_p = sp && sp->has_min_p ? sp->min_p : 0.0f;
+    /* no seed: a different one per request (not reproducible, as asked) */
+    q.sampling.seed = sp && sp->has_seed ? sp->seed : (now_ns() ^ (++c->seed_counter * 0x9E3779B97F4A7C15ull));
+    q.priority = g->has_priority ? g->priority : 0;
+    q.ignore_eos = sp && sp->has_ignore_eos && sp->ignore_eos;
+    if (sp) q.stop_ids = sp->stop_token_ids, q.n_stop = (int32_t)sp->n_stop_token_ids;
+    for (size_t i = 0; sp && i < sp->n_stop && r->n_stops < RECUR_PROTO_MAX_STOP; i++) {
+        size_t k = strlen(sp->stop[i]);
+        if (!k || !(r->stops[r->n_stops] = strdup(sp->stop[i]))) continue;
+        r->n_stops++;
+        if (k > r->max_stop) r->max_stop = k;
+    }
+    r->next = c->head;
+    if (c->head) c->head->prev = r;
+    c->head = r;
+    recur_status_t s = n == 0 ? RECUR_E_INVAL : recur_sched_submit(c->sched, &q, now_ms(), &r->id);
+    free(ids);
+    if (s != RECUR_OK) {
+        char m[320];
+        snprintf(m, sizeof m, "%s", n == 0 ? "the prompt is empty (it has no tokens)" : recur_sched_error(c->sched));
+        req_free(c, r);
+        send_error(c, from, rid,
+                   s == RECUR_E_BUSY ? RECUR__API__ERROR_CODE__ERROR_CODE_RESOURCE_EXHAUSTED
+                   : s == RECUR_E_NOMEM ? RECUR__API__ERROR_CODE__ERROR_CODE_RESOURCE_EXHAUSTED
+                                        : RECUR__API__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT, m);
+        return;
+    }
+    c->requests++;
+}
+
+static void on_cancel(recur_coord_t *c, const recur_msgsock_peer_t *from, const Recur__Api__CancelRequest *q) {
+    creq_t *r = req_find(c, from, q->request_id);
+    Recur__Api__CancelResponse cr = RECUR__API__CANCEL_RESPONSE__INIT;
+    cr.request_id = q->request_id;
+    cr.has_found = 1;
+    cr.found = r && recur_sched_cancel(c->sched, r->id) == RECUR_OK;
+    recur_api_envelope_t env = RECUR__API__ENVELOPE__INIT;
+    env.body_case = RECUR__API__ENVELOPE__BODY_CANCEL_RESPONSE;
+    env.cancel_response = &cr;
+    send_client(c, from, &env);
+    if (cr.found) drain_events(c);   /* the stream's final (CANCELLED) right after */
+}
+
+static void on_health(recur_coord_t *c, const recur_msgsock_peer_t *from, const char *rid) {
+    Recur__Api__HealthResponse h = RECUR__API__HEALTH_RESPONSE__INIT;
+    h.request_id = (char *)rid;
+    h.has_status = 1;
+    h.status = c->ready ? RECUR__API__SERVING_STATUS__SERVING_STATUS_SERVING
+                        : RECUR__API__SERVING_STATUS__SERVING_STATUS_NOT_SERVING;
+    h.detail = c->ready ? NULL : (char *)(c->lost_why[0] ? c->lost_why : "the workers are starting");
+    h.has_workers_ready = h.has_workers_expected = 1;
+    h.workers_ready = c->ready ? (uint32_t)(c->cfg.tp * c->cfg.pp) : 0;
+    h.workers_expected = (uint32_t)(c->cfg.tp * c->cfg.pp);
+    if (c->sched) {
+        recur_sched_stats_t st;
+        recur_sched_get_stats(c->sched, &st);
+        h.has_active_requests = h.has_queued_requests = h.has_free_slots = 1;
+        h.active_requests = (uint32_t)st.running, h.queued_requests = (uint32_t)st.waiting;
+        h.free_slots = (uint32_t)(st.slots_total - st.slots_used);
+    }
+    recur_api_envelope_t env = RECUR__API__ENVELOPE__INIT;
+    env.body_case = RECUR__API__ENVELOPE__BODY_HEALTH_RESPONSE;
+    env.health_response = &h;
+    send_client(c, from, &env);
+}
+
+static void on_list_models(recur_coord_t *c, const recur_msgsock_peer_t *from, const char *rid) {
+    Recur__Api__ModelInfo mi = RECUR__API__MODEL_INFO__INIT;
+    mi.id = c->model_id;
+    Recur__Api__ModelInfo *mp = &mi;
+    Recur__Api__ListModelsResponse lr = RECUR__API__LIST_MODELS_RESPONSE__INIT;
+    lr.request_id = (char *)rid;
+    if (c->ready) {   /* what the model is, the worker told us */
+        mi.arch = c->arch, mi.checkpoint_id = c->ckpt;
+        mi.has_n_vocab = mi.has_n_layer = mi.has_n_embd = mi.has_n_head = mi.has_tp = mi.has_pp = 1;
+        mi.n_vocab = (uint32_t)c->n_vocab, mi.n_layer = (uint32_t)c->n_layer, mi.n_embd = (uint32_t)c->n_embd;
+        mi.n_head = (uint32_t)c->n_head, mi.tp = (uint32_t)c->cfg.tp, mi.pp = (uint32_t)c->cfg.pp;
+        mi.has_max_sequences = 1, mi.max_sequences = (uint32_t)(c->n_slots - 1);
+    }
+    lr.n_models = 1, lr.models = &mp;
+    recur_api_envelope_t env = RECUR__API__ENVELOPE__INIT;
+    env.body_case = RECUR__API__ENVELOPE__BODY_LIST_MODELS_RESPONSE;
+    env.list_models_response = &lr;
+    send_client(c, from, &env);
+}
+
+static recur_status_t poll_clients(recur_coord_t *c) {
+    for (;;) {
+        recur_msgsock_peer_t from;
+        recur_api_envelope_t *env = NULL;
+        recur_proto_error_t err;
+        recur_status_t s = recur_msgsock_recv_api(c->clients, 0, &from, &env, &err);
+        if (s == RECUR_E_TIMEOUT) return RECUR_OK;
+        if (s == RECUR_E_IO) return s;
+        if (s != RECUR_OK) {   /* unreadable: tell that client why */
+            if (from.len)
+                send_error(c, &from, NULL,
+                           s == RECUR_E_PROTO ? RECUR__API__ERROR_CODE__ERROR_CODE_PROTOCOL
+                                              : RECUR__API__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT, err.msg);
+            continue;
+        }
+        switch (env->body_case) {
+        case RECUR__API__ENVELOPE__BODY_GENERATE: on_generate(c, &from, env->generate); break;
+        case RECUR__API__ENVELOPE__BODY_CANCEL: on_cancel(c, &from, env->cancel); break;
+        case RECUR__API__ENVELOPE__BODY_HEALTH: on_health(c, &from, env->health->request_id); break;
+        case RECUR__API__ENVELOPE__BODY_LIST_MODELS: on_list_models(c, &from, env->list_models->request_id); break;
+        case RECUR__API__ENVELOPE__BODY_SESSION:
+            send_error(c, &from, env->session->request_id, RECUR__API__ERROR_CODE__ERROR_CODE_UNIMPLEMENTED,
+                       "sessions are not supported yet");
+            break;
+        default:
+            send_error(c, &from, NULL, RECUR__API__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT,
+                       "not a request (a response body sent to the coordinator)");
+        }
+        recur_proto_api_free(env);
+    }
+}
+
+/* ------------------------------------------------------------------ worker messages */
+
+static void send_worker(recur_coord_t *c, recur_internal_envelope_t *env) {
+    recur_proto_error_t err;
+    recur_status_t s = recur_msgsock_send_internal(c->workers, &c->wpeer, env, &err);
+    c->last_to_worker_ms = now_ms();
+    if (s != RECUR_OK) recur_log_warn("coordinator: send to the worker failed: %s", err.msg);
+}
+
+static void send_ready(recur_coord_t *c) {
+    Recur__Internal__Ready rd = RECUR__INTERNAL__READY__INIT;
+    rd.has_epoch = rd.has_heartbeat_interval_ms = 1;
+    rd.epoch = c->epoch, rd.heartbeat_interval_ms = (uint32_t)c->cfg.heartbeat_ms;
+    recur_internal_envelope_t env = RECUR__INTERNAL__ENVELOPE__INIT;
+    env.body_case = RECUR__INTERNAL__ENVELOPE__BODY_READY;
+    env.ready = &rd;
+    send_worker(c, &env);
+}
+
+static void refuse_worker(recur_coord_t *c, const char *why) {
+    recur_log_err("coordinator: worker refused: %s", why);
+    Recur__Internal__Shutdown sd = RECUR__INTERNAL__SHUTDOWN__INIT;
+    sd.reason = (char *)why, sd.has_exit_code = 1, sd.exit_code = 1;
+    recur_internal_envelope_t env = RECUR__INTERNAL__ENVELOPE__INIT;
+    env.body_case = RECUR__INTERNAL__ENVELOPE__BODY_SHUTDOWN;
+    env.shutdown = &sd;
+    send_worker(c, &env);
+    snprintf(c->lost_why, sizeof c->lost_why, "worker refused: %s", why);
+}
+
+static void on_hello(recur_coord_t *c, const recur_msgsock_peer_t *from, const Recur__Internal__Hello *h) {
+    if (c->ready && recur_msgsock_peer_equal(from, &c->wpeer) && h->pid == c->wpid) {
+        send_ready(c);   /* a Hello re-sent before our Ready arrived */
+        return;
+    }
+    if (c->ready) recur_coord_fail_all(c, "the worker group restarted");
+    c->wpeer = *from;
+    char why[320];
+    const Recur__Internal__ModelIdentity *mi = h->model;
+    if ((int32_t)h->tp != c->cfg.tp || (int32_t)h->pp != c->cfg.pp) {
+        snprintf(why, sizeof why, "grid tp %u x pp %u, expected %d x %d", h->tp, h->pp, c->cfg.tp, c->cfg.pp);
+        refuse_worker(c, why);
+        return;
+    }
+    if (!mi || mi->n_vocab < 1 || h->n_slots < 2 || mi->n_vocab > INT32_MAX || h->n_slots > INT32_MAX) {
+        refuse_worker(c, "hello without a model identity or with fewer than 2 slots");
+        return;
+    }
+    if (c->cfg.sched.n_vocab > 0 && (int32_t)mi->n_vocab != c->cfg.sched.n_vocab) {
+        snprintf(why, sizeof why, "model vocabulary %u, expected %d", mi->n_vocab, c->cfg.sched.n_vocab);
+        refuse_worker(c, why);
+        return;
+    }
+    recur_tokenizer_free(c->tok);
+    c->tok = NULL;
+    if (recur_tokenizer_pick(c->cfg.tokenizer_path, c->cfg.model_path, mi->arch, (int32_t)mi->n_vocab, &c->tok) !=
+        RECUR_OK) {
+        refuse_worker(c, "no tokenizer for this model");
+        return;
+    }
+    /* xLSTM was trained with BOS 0 before every document (as `recur generate` does);
+     * Hello does not carry the BOS id yet, so it is known here by arch. */
+    c->bos = mi->arch && !strcmp(mi->arch, "xlstm") ? 0 : -1;
+    recur_sched_config_t sc = c->cfg.sched;
+    sc.n_slots = c->cfg.sched.n_slots >= 2 && c->cfg.sched.n_slots < (int32_t)h->n_slots ? c->cfg.sched.n_slots
+                                                                                        : (int32_t)h->n_slots;
+    sc.n_vocab = (int32_t)mi->n_vocab;
+    if (sc.max_batch > sc.n_slots - 1) sc.max_batch = sc.n_slots - 1;
+    sc.eos_id = recur_tokenizer_eos(c->tok);
+    recur_sched_free(c->sched);
+    c->sched = NULL;
+    if (recur_sched_create(&sc, &c->sched) != RECUR_OK) {
+        refuse_worker(c, "the scheduler's configuration is invalid (see the log)");
+        return;
+    }
+    snprintf(c->arch, sizeof c->arch, "%s", mi->arch ? mi->arch : "");
+    snprintf(c->ckpt, sizeof c->ckpt, "%s", mi->checkpoint_id ? mi->checkpoint_id : "");
+    c->n_vocab = (int32_t)mi->n_vocab, c->n_slots = sc.n_slots;
+    c->n_layer = (int32_t)mi->n_layer, c->n_embd = (int32_t)mi->n_embd, c->n_head = (int32_t)mi->n_head;
+    c->wpid = h->pid;
+    c->epoch++;
+    c->ready = 1;
+    c->lost_why[0] = '\0';
+    c->in_flight = 0;
+    c->last_from_worker_ms = now_ms();
+    send_ready(c);
+    recur_log_info("coordinator: worker ready (%s, %s, vocab %d, %d slots, tp %d pp %d)", c->arch,
+                   h->backend ? h->backend : "?", c->n_vocab, c->n_slots - 1, c->cfg.tp, c->cfg.pp);
+}
+
+static void on_step_result(recur_coord_t *c, const Recur__Internal__StepResult *res) {
+    if (!c->in_flight || res->step != c->flight_step) {
+        recur_log_warn("coordinator: a result for step %llu, none in flight: ignored", (unsigned long long)res->step);
+        return;
+    }
+    recur_sched_result_t sr = {.step = res->step, .status = recur_proto_status_code(res->status),
+                               .message = res->status->message};
+    recur_proto_error_t err;
+    if (sr.status == RECUR_OK &&
+        recur_proto_step_result_matches(res, c->flight_step, (size_t)c->plan_n_seq, c->logits, &err) !=
+            RECUR_OK) {
+        sr.status = RECUR_E_PROTO, sr.message = err.msg;
+    }
+    if (sr.status == RECUR_OK) sr.n_token = (int32_t)res->n_token, sr.token = res->token;
+    uint64_t t = now_ms();
+    if (recur_sched_complete(c->sched, &sr, t) != RECUR_OK) {
+        recur_sched_result_t bad = {.step = res->step, .status = RECUR_E_PROTO, .message = recur_sched_error(c->sched)};
+        recur_sched_complete(c->sched, &bad, t);
+    }
+    c->in_flight = 0;
+    drain_events(c);
+}
+
+static recur_status_t poll_workers(recur_coord_t *c) {
+    for (;;) {
+        recur_msgsock_peer_t from;
+        recur_internal_envelope_t *env = NULL;
+        recur_proto_error_t err;
+        recur_status_t s = recur_msgsock_recv_internal(c->workers, 0, &from, &env, &err);
+        if (s == RECUR_E_TIMEOUT) return RECUR_OK;
+        if (s == RECUR_E_IO) return s;
+        if (s != RECUR_OK) {
+            recur_log_warn("coordinator: unreadable message from the worker: %s", err.msg);
+            continue;
+        }
+        if (env->body_case == RECUR__INTERNAL__ENVELOPE__BODY_HELLO) {
+            on_hello(c, &from, env->hello);
+        } else if (!c->ready || !recur_msgsock_peer_equal(&from, &c->wpeer)) {
+            char b[64];
+            recur_log_warn("coordinator: %s from %s, not the ready worker: ignored",
+                           recur_proto_internal_body_name(env->body_case), recur_msgsock_peer_str(&from, b, sizeof b));
+        } else {
+            c->last_from_worker_ms = now_ms();
+            if (env->body_case == RECUR__INTERNAL__ENVELOPE__BODY_STEP_RESULT) on_step_result(c, env->step_result);
+            /* Heartbeat: its arrival is the point; SlotOpResult: no slot ops are sent yet */
+        }
+        recur_proto_internal_free(env);
+    }
+}
+
+/* Sends the scheduler's next plan when no step is in flight. */
+static void maybe_step(recur_coord_t *c) {
+    if (!c->ready || c->in_flight || !c->sched) return;
+    recur_sched_plan_t p;
+    if (recur_sched_plan(c->sched, now_ms(), &p) != RECUR_OK) return;
+    drain_events(c);   /* queue timeouts found by plan */
+    if (p.n_seq == 0) return;
+    if (grow((void **)&c->logits, &c->cap_seq, (size_t)p.n_seq, sizeof *c->logits) ||
+        grow((void **)&c->rows, &c->cap_rows, (size_t)p.n_sample + 1, sizeof *c->rows) ||
+        !(c->rowp = realloc(c->rowp, c->cap_rows * sizeof *c->rowp))) {
+        recur_sched_result_t bad = {.step = p.step, .status = RECUR_E_NOMEM, .message = "out of memory"};
+        recur_sched_complete(c->sched, &bad, now_ms());
+        drain_events(c);
+        return;
+    }
+    for (int32_t i = 0; i < p.n_seq; i++)
+        c->logits[i] = p.sample[i] ? RECUR__INTERNAL__LOGITS_MODE__LOGITS_MODE_SAMPLE
+                                   : RECUR__INTERNAL__LOGITS_MODE__LOGITS_MODE_NONE;
+    for (int32_t i = 0; i < p.n_sample; i++) {
+        Recur__Internal__SamplingRow r = RECUR__INTERNAL__SAMPLING_ROW__INIT;
+        const recur_sample_row_t *s = &p.sampling[i];
+        r.has_temperature = r.has_top_k = r.has_top_p = r.has_min_p = r.has_seed = r.has_step = 1;
+        r.temperature = s->temperature, r.top_k = s->top_k, r.top_p = s->top_p, r.min_p = s->min_p;
+        r.seed = s->seed, r.step = s->step;
+        r.has_repetition_penalty = r.has_presence_penalty = r.has_frequency_penalty = r.has_logprobs = 1;
+        r.repetition_penalty = 1.0f, r.presence_penalty = 0.0f, r.frequency_penalty = 0.0f, r.logprobs = -1;
+        c->rows[i] = r;
+        c->rowp[i] = &c->rows[i];
+    }
+    Recur__Internal__StepPlan sp = RECUR__INTERNAL__STEP_PLAN__INIT;
+    sp.has_step = 1, sp.step = p.step;
+    sp.n_slot = sp.n_seq_len = sp.n_logits = (size_t)p.n_seq;
+    sp.slot = (int32_t *)p.slot, sp.seq_len = (int32_t *)p.seq_len, sp.logits = c->logits;
+    sp.n_tokens = (size_t)p.n_tokens, sp.tokens = (int32_t *)p.tokens;
+    sp.n_sampling = (size_t)p.n_sample, sp.sampling = c->rowp;
+    sp.n_reset_slots = (size_t)p.n_reset, sp.reset_slots = (int32_t *)p.reset_slots;
+    recur_internal_envelope_t env = RECUR__INTERNAL__ENVELOPE__INIT;
+    env.body_case = RECUR__INTERNAL__ENVELOPE__BODY_STEP_PLAN;
+    env.step_plan = &sp;
+    recur_proto_error_t err;
+    recur_status_t s = recur_msgsock_send_internal(c->workers, &c->wpeer, &env, &err);
+    c->last_to_worker_ms = now_ms();
+    c->in_flight = 1;
+    c->flight_step = p.step;
+    c->plan_n_seq = p.n_seq;
+    c->steps++;
+    c->seqs += (uint64_t)p.n_seq;
+    if (p.n_seq > c->max_batch_seen) c->max_batch_seen = p.n_seq;
+    if (s != RECUR_OK) {   /* the requests of this step end with the reason */
+        recur_sched_result_t bad = {.step = p.step, .status = s, .message = err.msg};
+        recur_sched_complete(c->sched, &bad, now_ms());
+        c->in_flight = 0;
+        drain_events(c);
+    }
+}
+
+static void heartbeat(recur_coord_t *c) {
+    if (!c->ready) return;
+    uint64_t t = now_ms();
+    if (t - c->last_from_worker_ms > (uint64_t)c->cfg.worker_timeout_ms) {
+        char why[160];
+        snprintf(why, sizeof why, "the worker group stopped answering (silent for %d ms)", c->cfg.worker_timeout_ms);
+        recur_log_err("coordinator: %s", why);
+        recur_coord_fail_all(c, why);
+        return;
+    }
+    if (t - c->last_to_worker_ms < (uint64_t)c->cfg.heartbeat_ms) return;
+    Recur__Internal__Heartbeat hb = RECUR__INTERNAL__HEARTBEAT__INIT;
+    hb.has_seq = hb.has_rank = hb.has_unix_time_ms = 1;
+    hb.seq = ++c->hb_seq, hb.rank = -1, hb.unix_time_ms = (uint64_t)time(NULL) * 1000u;
+    recur_internal_envelope_t env = RECUR__INTERNAL__ENVELOPE__INIT;
+    env.body_case = RECUR__INTERNAL__ENVELOPE__BODY_HEARTBEAT;
+    env.heartbeat = &hb;
+    send_worker(c, &env);
+}
+
+recur_status_t recur_coord_run(recur_coord_t *c, int (*tick)(recur_coord_t *c, void *ud), void *ud) {
+    zmq_pollitem_t items[2] = {{recur_msgsock_zmq(c->clients), 0, ZMQ_POLLIN, 0},
+                               {recur_msgsock_zmq(c->workers), 0, ZMQ_POLLIN, 0}};
+    for (;;) {
+        if (tick && tick(c, ud)) return RECUR_OK;
+        long timeout = 100;   /* the tick's period (signals, the child process) */
+        if (c->sched) {
+            uint64_t dl = recur_sched_next_deadline_ms(c->sched), t = now_ms();
+            if (dl != UINT64_MAX) timeout = dl <= t ? 0 : (long)(dl - t) < timeout ? (long)(dl - t) : timeout;
+        }
+        int rc = zmq_poll(items, 2, timeout);
+        uint64_t t0 = now_ns();
+        if (rc < 0 && errno != EINTR) {
+            recur_log_err("coordinator: zmq_poll: %s", zmq_strerror(errno));
+            return RECUR_E_IO;
+        }
+        if (poll_workers(c) != RECUR_OK || poll_clients(c) != RECUR_OK) return RECUR_E_IO;
+        heartbeat(c);
+        maybe_step(c);
+        c->busy_ns += now_ns() - t0;
+    }
+}
+
+/* ------------------------------------------------------------------ lifetime */
+
+recur_status_t recur_coord_create(void *zctx, const recur_coord_config_t *cfg, recur_coord_t **out) {
+    *out = NULL;
+    if (!zctx || !cfg || cfg->tp < 1 || cfg->pp < 1 || cfg->heartbeat_ms < 1 || cfg->worker_timeout_ms < 1 ||
+        cfg->default_max_tokens < 1) {
+        recur_log_err("coordinator: bad configuration (tp, pp, heartbeat_ms, worker_timeout_ms, default_max_tokens)");
+        return RECUR_E_INVAL;
+    }
+    recur_coord_t *c = calloc(1, sizeof *c);
+    if (!c) return RECUR_E_NOMEM;
+    c->cfg = *cfg;
+    c->bos = -1;
+    snprintf(c->model_id, sizeof c->model_id, "%s", cfg->model_id ? cfg->model_id : "default");
+    c->cfg.model_id = c->model_id;
+    c->cfg.model_path = c->cfg.tokenizer_path = NULL;   /* kept below, copied */
+    c->cfg.model_path = cfg->model_path ? strdup(cfg->model_path) : NULL;
+    c->cfg.tokenizer_path = cfg->tokenizer_path ? strdup(cfg->tokenizer_path) : NULL;
+    recur_msgsock_params_t cp = recur_msgsock_default_params();
+    cp.send_timeout_ms = 0;   /* a slow client gets BUSY, it does not stall the loop */
+    recur_msgsock_params_t wp = recur_msgsock_default_params();
+    wp.router_handover = 1;   /* a restarted rank 0 takes its identity over */
+    recur_status_t s = recur_msgsock_bind(zctx, cfg->client_bind, &cp, &c->clients);
+    if (s == RECUR_OK) s = recur_msgsock_bind(zctx, cfg->worker_bind, &wp, &c->workers);
+    if (s != RECUR_OK) {
+        recur_coord_free(c);
+        return s;
+    }
+    snprintf(c->lost_why, sizeof c->lost_why, "the workers are starting");
+    *out = c;
+    return RECUR_OK;
+}
+
+void recur_coord_free(recur_coord_t *c) {
+    if (!c) return;
+    while (c->head) req_free(c, c->head);
+    recur_msgsock_close(c->clients);
+    recur_msgsock_close(c->workers);
+    recur_sched_free(c->sched);
+    recur_tokenizer_free(c->tok);
+    free((char *)c->cfg.model_path);
+    free((char *)c->cfg.tokenizer_path);
+    free(c->logits);
+    free(c->rows);
+    free(c->rowp);
+    free(c->tokbuf);
+    free(c->tokp);
+    free(c->sendtext);
+    free(c);
+}
+
+const char *recur_coord_client_endpoint(const recur_coord_t *c) { return recur_msgsock_endpoint(c->clients); }
+const char *recur_coord_worker_endpoint(const recur_coord_t *c) { return recur_msgsock_endpoint(c->workers); }
+int recur_coord_ready(const recur_coord_t *c) { return c->ready; }
+
+void recur_coord_shutdown_workers(recur_coord_t *c, const char *reason) {
+    if (c->sched) {
+        for (creq_t *r = c->head; r; r = r->next) recur_sched_cancel(c->sched, r->id);
+        drain_events(c);
+    }
+    if (!c->wpeer.len) return;
+    Recur__Internal__Shutdown sd = RECUR__INTERNAL__SHUTDOWN__INIT;
+    sd.reason = (char *)reason, sd.has_exit_code = 1, sd.exit_code = 0;
+    recur_internal_envelope_t env = RECUR__INTERNAL__ENVELOPE__INIT;
+    env.body_case = RECUR__INTERNAL__ENVELOPE__BODY_SHUTDOWN;
+    env.shutdown = &sd;
+    send_worker(c, &env);
+    c->ready = 0;
+    snprintf(c->lost_why, sizeof c->lost_why, "shutting down");
+}
+
+void recur_coord_get_stats(const recur_coord_t *c, recur_coord_stats_t *st) {
+    st->steps = c->steps, st->seqs = c->seqs, st->tokens_out = c->tokens_out, st->requests = c->requests;
+    st->max_batch_seen = c->max_batch_seen;
+    st->busy_us_per_step = c->steps ? (double)c->busy_ns / 1e3 / (double)c->steps : 0.0;
+}

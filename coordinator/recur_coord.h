@@ -1,0 +1,99 @@
+/* recur_coord.h: the coordinator of one model on one node: client requests in, step plans
+ * out to the worker group, tokens back to the clients (DESIGN.md "Processes").
+ *
+ * One object owns: a ROUTER for clients (proto/recur_api.proto), a ROUTER for the worker
+ * group (proto/recur_internal.proto: only world rank 0 of the group talks to it), the
+ * scheduler (coordinator/recur_sched.h) and the tokenizer (picked once the worker's Hello
+ * names the model: recur_tokenizer_pick.h). recur_coord_run is the whole loop, on one
+ * thread: it polls both sockets (the timeout from the scheduler's next deadline, the
+ * heartbeat and the caller's tick, whichever comes first) and
+ *   - Hello: checks the protocol and that the model is the one configured (arch and vocab
+ *     when the caller set them), takes n_slots and n_vocab, builds the scheduler and the
+ *     tokenizer, replies Ready. Until then Generate is refused with UNAVAILABLE;
+ *   - Generate: tokenizes (text, or token ids as given), submits; a bad request gets an
+ *     ErrorResponse (code + message: empty / too long prompt, queue full, duplicate id);
+ *   - with no step in flight and work in the scheduler: sends the plan as a StepPlan;
+ *   - StepResult: completes the step, turns every TOKEN event into text (incrementally:
+ *     bytes of an unfinished UTF-8 character, and the last max-stop-length - 1 bytes while
+ *     stop strings are set, are held back with their token ids until decided), finds stop
+ *     strings (the request ends STOP, the stop text trimmed), streams one GenerateResponse
+ *     per released piece to the client's identity and a final one (finish reason, usage,
+ *     error) on FINISHED;
+ *   - Cancel (request id, from the same client identity): cancels and answers
+ *     CancelResponse, then the stream's final message (CANCELLED);
+ *   - ListModels, Health: answered at once;
+ *   - heartbeats to the worker after heartbeat_ms without sending it anything; a worker
+ *     silent for worker_timeout_ms (no result, no heartbeat) is lost: every request ends
+ *     with ERROR, Health says NOT_SERVING and Generate is refused until a Hello comes again.
+ * Invalid UTF-8 in generated text is sent as U+FFFD (the API's text is UTF-8).
+ *
+ * Disconnects: a ROUTER cannot see a client go away; its requests keep running until done
+ * unless a send to it fails (ZeroMQ then knows the peer is gone: the request is cancelled).
+ * The HTTP front end cancels on disconnect itself.
+ *
+ * Ownership: the coordinator owns its sockets, scheduler, tokenizer and requests; the
+ * ZeroMQ context is the caller's and must outlive it. Thread-safety: one thread. */
+#ifndef RECUR_COORD_H
+#define RECUR_COORD_H
+
+#include <stdint.h>
+
+#include "recur_sched.h"
+#include "recur_status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct recur_coord recur_coord_t;   /* opaque; defined in recur_coord.c */
+
+typedef struct recur_coord_config {
+    const char *client_bind;      /* e.g. "tcp://127.0.0.1:0" (0: a free port)          */
+    const char *worker_bind;      /* e.g. "tcp://127.0.0.1:0"                           */
+    const char *model_id;         /* the ListModels id; NULL: "default"                 */
+    const char *model_path;       /* for the tokenizer lookup (its directory)            */
+    const char *tokenizer_path;   /* NULL: recur_tokenizer_pick's choice                 */
+    int32_t tp, pp;               /* the grid the worker must report (>= 1)              */
+    recur_sched_config_t sched;   /* n_slots and n_vocab are taken from the Hello; a
+                                     n_slots smaller than the worker's is kept (>= 2)    */
+    int32_t default_max_tokens;   /* a request without max_tokens; default 256           */
+    int32_t heartbeat_ms;         /* idle heartbeat to the worker (and asked of it); 1000 */
+    int32_t worker_timeout_ms;    /* worker silence that counts as lost; 30000           */
+} recur_coord_config_t;
+
+recur_coord_config_t recur_coord_default_config(void);
+
+/* Binds both sockets on the caller's ZeroMQ context. RECUR_E_INVAL / RECUR_E_IO (logged). */
+recur_status_t recur_coord_create(void *zctx, const recur_coord_config_t *cfg, recur_coord_t **out);
+void recur_coord_free(recur_coord_t *c);   /* NULL is a no-op; sends nothing */
+
+/* The endpoints actually bound (port 0 resolved). Owned by c. */
+const char *recur_coord_client_endpoint(const recur_coord_t *c);
+const char *recur_coord_worker_endpoint(const recur_coord_t *c);
+int recur_coord_ready(const recur_coord_t *c);   /* 1: a worker said Hello and is not lost */
+
+/* Runs the loop until tick returns nonzero (called at least every 100 ms and after each
+ * batch of messages; NULL: never) and returns RECUR_OK, or RECUR_E_IO when a socket fails. */
+recur_status_t recur_coord_run(recur_coord_t *c, int (*tick)(recur_coord_t *c, void *ud), void *ud);
+
+/* Ends every live request with an ERROR final (reason: why), e.g. when the worker
+ * process died; the coordinator is then not ready. */
+void recur_coord_fail_all(recur_coord_t *c, const char *why);
+
+/* Sends Shutdown (reason, exit_code 0) to the worker, if one said Hello; ends every live
+ * request as CANCELLED first. */
+void recur_coord_shutdown_workers(recur_coord_t *c, const char *reason);
+
+/* Loop cost: steps run, sequences over all steps, and the time spent handling messages
+ * and building plans (everything but waiting in poll), per step, in microseconds. */
+typedef struct recur_coord_stats {
+    uint64_t steps, seqs, tokens_out, requests;
+    int32_t  max_batch_seen;
+    double   busy_us_per_step;
+} recur_coord_stats_t;
+void recur_coord_get_stats(const recur_coord_t *c, recur_coord_stats_t *st);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
