@@ -718,6 +718,9 @@ recur_status_t recur_coord_run(recur_coord_t *c, int (*tick)(recur_coord_t *c, v
         }
         int rc = zmq_poll(items, 2, timeout);
         uint64_t t0 = now_ns();
+        /* the iteration that takes the worker's Hello loads the tokenizer and builds the
+         * scheduler (tens of ms for a 65,536-token vocabulary): a one-time cost, not a step's */
+        const int was_ready = c->ready;
         if (rc < 0 && errno != EINTR) {
             recur_log_err("coordinator: zmq_poll: %s", zmq_strerror(errno));
             return RECUR_E_IO;
@@ -725,7 +728,7 @@ recur_status_t recur_coord_run(recur_coord_t *c, int (*tick)(recur_coord_t *c, v
         if (poll_workers(c) != RECUR_OK || poll_clients(c) != RECUR_OK) return RECUR_E_IO;
         heartbeat(c);
         maybe_step(c);
-        c->busy_ns += now_ns() - t0;
+        if (was_ready) c->busy_ns += now_ns() - t0;
     }
 }
 
