@@ -68,8 +68,9 @@ recur_status_t recur_model_plan_shard(const recur_model_params_t *p, const char 
     struct { const char *what; int32_t n; } parts[] = {{"heads", n_head}, {"FFN width", ffn}, {"vocabulary", n_vocab}};
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
         if (parts[i].n % tp != 0) {
-            recur_log_err("%s: tensor parallelism %d does not divide the model's %s (%d): use a tp that divides "
-                          "%d heads", path, tp, parts[i].what, parts[i].n, n_head);
+            recur_log_err("%s: tensor parallelism %d does not divide the model's %s (%d): tp must divide its %d "
+                          "heads, FFN width %d and vocabulary %d", path, tp, parts[i].what, parts[i].n, n_head, ffn,
+                          n_vocab);
             return RECUR_E_INVAL;
         }
     }
