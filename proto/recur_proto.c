@@ -134,6 +134,19 @@ static recur_status_t check_sampling_params_(recur_proto_error_t *err, const Rec
     if (p->has_logprobs && p->logprobs > RECUR_PROTO_MAX_LOGPROBS)
         PROTO_BAD("generate.sampling.logprobs = %u: more than the limit of %d", (unsigned)p->logprobs,
                   RECUR_PROTO_MAX_LOGPROBS);
+    if (p->n_logit_bias > RECUR_PROTO_MAX_LOGIT_BIAS)
+        PROTO_BAD("generate.sampling.logit_bias: %zu entries, more than the limit of %d", p->n_logit_bias,
+                  RECUR_PROTO_MAX_LOGIT_BIAS);
+    for (size_t i = 0; i < p->n_logit_bias; i++) {
+        const Recur__Api__LogitBias *b = p->logit_bias[i];
+        if (!b->has_token_id || b->token_id < 0)
+            PROTO_BAD("generate.sampling.logit_bias[%zu].token_id: missing or negative", i);
+        if (!b->has_bias || !(b->bias >= -100.0f && b->bias <= 100.0f))
+            PROTO_BAD("generate.sampling.logit_bias[%zu].bias: missing or outside [-100, 100]", i);
+        for (size_t j = 0; j < i; j++)
+            if (p->logit_bias[j]->token_id == b->token_id)
+                PROTO_BAD("generate.sampling.logit_bias: token %d appears twice", (int)b->token_id);
+    }
     return RECUR_OK;
 }
 
@@ -348,6 +361,12 @@ static recur_status_t check_sampling_row_(recur_proto_error_t *err, size_t i, co
     PROTO_NEED(!r->has_logprobs || (r->logprobs >= -1 && r->logprobs <= RECUR_PROTO_MAX_LOGPROBS),
                "step_plan.sampling[%zu].logprobs = %d: must be in [-1, %d]", i, (int)r->logprobs,
                RECUR_PROTO_MAX_LOGPROBS);
+    PROTO_NEED(r->n_bias_token == r->n_bias_value && r->n_bias_token <= RECUR_PROTO_MAX_LOGIT_BIAS,
+               "step_plan.sampling[%zu]: %zu bias tokens and %zu bias values (equal, <= %d)", i, r->n_bias_token,
+               r->n_bias_value, RECUR_PROTO_MAX_LOGIT_BIAS);
+    for (size_t j = 0; j < r->n_bias_token; j++)
+        PROTO_NEED(r->bias_token[j] >= 0 && isfinite(r->bias_value[j]),
+                   "step_plan.sampling[%zu].bias[%zu]: token must be >= 0 and the bias finite", i, j);
     return RECUR_OK;
 }
 

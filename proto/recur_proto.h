@@ -68,6 +68,7 @@ typedef Recur__Internal__Envelope recur_internal_envelope_t;
 #define RECUR_PROTO_MAX_STOP_BYTES   256   /* bytes per stop string                   */
 #define RECUR_PROTO_MAX_STOP_TOKENS  64    /* stop token ids per request              */
 #define RECUR_PROTO_MAX_LOGPROBS     20    /* top alternatives per token              */
+#define RECUR_PROTO_MAX_LOGIT_BIAS   300   /* logit_bias entries per request (OpenAI's) */
 #define RECUR_PROTO_MAX_PATH_BYTES   4096  /* SlotOp.path                             */
 #define RECUR_PROTO_MAX_MESSAGE_BYTES 4096 /* error messages, reasons, details        */
 
