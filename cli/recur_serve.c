@@ -218,10 +218,13 @@ int recur_serve_main(int argc, char **argv, int first) {
     recur_coord_get_stats(c, &cs);
     fprintf(stderr,
             "recur serve: %llu requests, %llu steps (max batch %d, mean %.1f), %llu tokens out; coordinator loop "
-            "%.1f us per step outside waiting\n",
+            "%.1f us per step outside waiting, %.1f us per step on the critical path (result in -> next plan out) "
+            "of a %.1f us step period (%.2f%%); worker: round trip %.1f us, its own time %.1f us (forward %.1f us)\n",
             (unsigned long long)cs.requests, (unsigned long long)cs.steps, (int)cs.max_batch_seen,
             cs.steps ? (double)cs.seqs / (double)cs.steps : 0.0, (unsigned long long)cs.tokens_out,
-            cs.busy_us_per_step);
+            cs.busy_us_per_step, cs.critical_us_per_step, cs.period_us_per_step,
+            cs.period_us_per_step > 0 ? 100.0 * cs.critical_us_per_step / cs.period_us_per_step : 0.0,
+            cs.round_trip_us, cs.worker_total_us, cs.worker_forward_us);
     recur_coord_free(c);
     zmq_ctx_term(zctx);
     return rc;

@@ -60,6 +60,11 @@ struct recur_coord {
     /* stats */
     uint64_t steps, seqs, tokens_out, requests, busy_ns;
     int32_t max_batch_seen;
+    uint64_t result_ns;                 /* when the StepResult being handled arrived        */
+    uint64_t plan_sent_ns;              /* when the step in flight was sent                 */
+    uint64_t crit_ns, crit_n;           /* result arrived -> next plan sent, back to back   */
+    uint64_t period_ns, period_n;       /* plan sent -> next plan sent, back to back        */
+    uint64_t rtt_ns, w_total_us, w_fwd_us, w_sample_us, w_n;   /* plan sent -> result; worker's own times */
     /* scratch for responses */
     Recur__Api__Token *tokbuf, **tokp;
     size_t cap_tok;
@@ -580,6 +585,8 @@ static void on_hello(recur_coord_t *c, const recur_msgsock_peer_t *from, const R
                    h->backend ? h->backend : "?", c->n_vocab, c->n_slots - 1, c->cfg.tp, c->cfg.pp);
 }
 
+static void maybe_step(recur_coord_t *c);
+
 static void on_step_result(recur_coord_t *c, const Recur__Internal__StepResult *res) {
     if (!c->in_flight || res->step != c->flight_step) {
         recur_log_warn("coordinator: a result for step %llu, none in flight: ignored", (unsigned long long)res->step);
@@ -600,6 +607,17 @@ static void on_step_result(recur_coord_t *c, const Recur__Internal__StepResult *
         recur_sched_complete(c->sched, &bad, t);
     }
     c->in_flight = 0;
+    if (sr.status == RECUR_OK && res->timing) {
+        c->rtt_ns += c->result_ns - c->plan_sent_ns;
+        c->w_total_us += res->timing->total_us, c->w_fwd_us += res->timing->forward_us;
+        c->w_sample_us += res->timing->sample_us, c->w_n++;
+    }
+    /* The next plan goes out before this step's tokens are detokenized and streamed (in
+     * maybe_step, after the send): the worker's next step overlaps that work. A stop string
+     * found while streaming then ends its request with one step already planned for it;
+     * the scheduler drops that sequence's token when the step completes. */
+    maybe_step(c);
+    c->result_ns = 0;
     drain_events(c);
 }
 
@@ -622,8 +640,10 @@ static recur_status_t poll_workers(recur_coord_t *c) {
             recur_log_warn("coordinator: %s from %s, not the ready worker: ignored",
                            recur_proto_internal_body_name(env->body_case), recur_msgsock_peer_str(&from, b, sizeof b));
         } else {
-            c->last_from_worker_ms = now_ms();
+            c->result_ns = now_ns();
+            c->last_from_worker_ms = c->result_ns / 1000000ull;
             if (env->body_case == RECUR__INTERNAL__ENVELOPE__BODY_STEP_RESULT) on_step_result(c, env->step_result);
+            c->result_ns = 0;
             /* Heartbeat: its arrival is the point; SlotOpResult: no slot ops are sent yet */
         }
         recur_proto_internal_free(env);
@@ -634,9 +654,16 @@ static recur_status_t poll_workers(recur_coord_t *c) {
 static void maybe_step(recur_coord_t *c) {
     if (!c->ready || c->in_flight || !c->sched) return;
     recur_sched_plan_t p;
-    if (recur_sched_plan(c->sched, now_ms(), &p) != RECUR_OK) return;
-    drain_events(c);   /* queue timeouts found by plan */
-    if (p.n_seq == 0) return;
+    /* Events (queue timeouts found by plan, the previous step's tokens) are drained after
+     * the plan is sent, so the worker computes while we detokenize and stream. */
+    if (recur_sched_plan(c->sched, now_ms(), &p) != RECUR_OK) {
+        drain_events(c);
+        return;
+    }
+    if (p.n_seq == 0) {
+        drain_events(c);
+        return;
+    }
     if (grow((void **)&c->logits, &c->cap_seq, (size_t)p.n_seq, sizeof *c->logits) ||
         grow((void **)&c->rows, &c->cap_rows, (size_t)p.n_sample + 1, sizeof *c->rows) ||
         !(c->rowp = realloc(c->rowp, c->cap_rows * sizeof *c->rowp))) {
@@ -671,7 +698,14 @@ static void maybe_step(recur_coord_t *c) {
     env.step_plan = &sp;
     recur_proto_error_t err;
     recur_status_t s = recur_msgsock_send_internal(c->workers, &c->wpeer, &env, &err);
-    c->last_to_worker_ms = now_ms();
+    const uint64_t sent = now_ns();
+    if (c->result_ns) {   /* sent in answer to a result: the part of the step we add */
+        c->crit_ns += sent - c->result_ns, c->crit_n++;
+        c->period_ns += sent - c->plan_sent_ns, c->period_n++;
+    }
+    c->result_ns = 0;
+    c->plan_sent_ns = sent;
+    c->last_to_worker_ms = sent / 1000000ull;
     c->in_flight = 1;
     c->flight_step = p.step;
     c->plan_n_seq = p.n_seq;
@@ -682,8 +716,8 @@ static void maybe_step(recur_coord_t *c) {
         recur_sched_result_t bad = {.step = p.step, .status = s, .message = err.msg};
         recur_sched_complete(c->sched, &bad, now_ms());
         c->in_flight = 0;
-        drain_events(c);
     }
+    drain_events(c);
 }
 
 static void heartbeat(recur_coord_t *c) {
@@ -807,4 +841,10 @@ void recur_coord_get_stats(const recur_coord_t *c, recur_coord_stats_t *st) {
     st->steps = c->steps, st->seqs = c->seqs, st->tokens_out = c->tokens_out, st->requests = c->requests;
     st->max_batch_seen = c->max_batch_seen;
     st->busy_us_per_step = c->steps ? (double)c->busy_ns / 1e3 / (double)c->steps : 0.0;
+    st->critical_us_per_step = c->crit_n ? (double)c->crit_ns / 1e3 / (double)c->crit_n : 0.0;
+    st->period_us_per_step = c->period_n ? (double)c->period_ns / 1e3 / (double)c->period_n : 0.0;
+    st->round_trip_us = c->w_n ? (double)c->rtt_ns / 1e3 / (double)c->w_n : 0.0;
+    st->worker_total_us = c->w_n ? (double)c->w_total_us / (double)c->w_n : 0.0;
+    st->worker_forward_us = c->w_n ? (double)c->w_fwd_us / (double)c->w_n : 0.0;
+    st->worker_sample_us = c->w_n ? (double)c->w_sample_us / (double)c->w_n : 0.0;
 }

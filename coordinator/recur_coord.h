@@ -84,12 +84,22 @@ void recur_coord_fail_all(recur_coord_t *c, const char *why);
  * request as CANCELLED first. */
 void recur_coord_shutdown_workers(recur_coord_t *c, const char *reason);
 
-/* Loop cost: steps run, sequences over all steps, and the time spent handling messages
- * and building plans (everything but waiting in poll), per step, in microseconds. */
+/* Loop cost: steps run, sequences over all steps, and per step, in microseconds (means):
+ *   busy: handling messages and building plans (everything but waiting in poll); most of
+ *         it (detokenizing, streaming) overlaps the worker's next step;
+ *   critical: from a StepResult's arrival to the next plan's send, for plans sent in
+ *         answer to a result: what the coordinator adds to the step time;
+ *   period: from one such plan to the next (the step time the workers see, all included);
+ *   round_trip: plan sent -> result received; worker_total / forward / sample: the worker's
+ *         own StepTiming (plan received -> result sent; the forward pass; sampling), so
+ *         round_trip - worker_total is the transport and worker_total - forward - sample
+ *         the worker's own bookkeeping (unpack, MPI broadcast, pack). */
 typedef struct recur_coord_stats {
     uint64_t steps, seqs, tokens_out, requests;
     int32_t  max_batch_seen;
     double   busy_us_per_step;
+    double   critical_us_per_step, period_us_per_step;
+    double   round_trip_us, worker_total_us, worker_forward_us, worker_sample_us;
 } recur_coord_stats_t;
 void recur_coord_get_stats(const recur_coord_t *c, recur_coord_stats_t *st);
 
