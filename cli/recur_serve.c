@@ -26,9 +26,15 @@
 #include "recur_log.h"
 #include "recur_msgsock.h"
 #include "recur_proto.h"
+#include "recur_tokenizer_pick.h"
 
-static volatile sig_atomic_t g_stop;   /* set by the signal handler only */
-static void on_signal(int sig) { g_stop = sig; }
+/* Signals seen (SIGINT/SIGTERM): the first starts a graceful drain, the second stops at
+ * once. Written by the handler only. */
+static volatile sig_atomic_t g_stop;
+static void on_signal(int sig) {
+    (void)sig;
+    if (g_stop < 2) g_stop++;
+}
 
 static int arg_long(const char *opt, const char *v, long lo, long hi, long *out) {
     char *end;
@@ -43,16 +49,38 @@ static int arg_long(const char *opt, const char *v, long lo, long hi, long *out)
 }
 
 typedef struct serve_state {
-    pid_t child;
+    pid_t child;        /* -1: external workers (started by the user's mpirun) */
     int child_status;   /* -1 while it runs */
     int announced;
+    long drain_s;       /* the grace period of a drain */
+    double drain_deadline;   /* 0: not draining */
 } serve_state_t;
+
+static double mono_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 static int serve_tick(recur_coord_t *c, void *ud) {
     serve_state_t *st = ud;
-    if (g_stop) return 1;
+    if (g_stop >= 2) return 1;   /* a second signal: stop now */
+    if (g_stop == 1) {
+        if (st->drain_deadline == 0) {
+            st->drain_deadline = mono_s() + (double)st->drain_s;
+            recur_coord_drain(c);
+            fprintf(stderr, "recur serve: draining: %d requests in flight, up to %ld s (a second signal stops now)\n",
+                    recur_coord_live_requests(c), st->drain_s);
+        }
+        if (recur_coord_live_requests(c) == 0) return 1;
+        if (mono_s() >= st->drain_deadline) {
+            fprintf(stderr, "recur serve: drain deadline passed with %d requests in flight: stopping\n",
+                    recur_coord_live_requests(c));
+            return 1;
+        }
+    }
     int status;
-    if (waitpid(st->child, &status, WNOHANG) == st->child) {
+    if (st->child > 0 && waitpid(st->child, &status, WNOHANG) == st->child) {
         st->child_status = status;
         return 1;
     }
@@ -69,16 +97,28 @@ static void serve_usage(void) {
             "usage: recur serve --model PATH [--backend cpu|cuda] [--tp T --pp P] [--bind tcp://127.0.0.1:PORT]\n"
             "                   [--worker-bind tcp://127.0.0.1:PORT] [--slots N] [--max-batch N] [--token-budget N]\n"
             "                   [--max-queue N] [--queue-timeout-ms N] [--max-prompt N] [--max-tokens N]\n"
-            "                   [--tokenizer PATH] [--worker-timeout-ms N] [--log-level L]\n");
+            "                   [--tokenizer PATH] [--worker-timeout-ms N] [--log-level L]\n"
+            "                   [--external-workers] [--drain-timeout-s N]\n"
+            "  Without --model the bundled tiny RWKV-7 is served on the CPU.\n"
+            "  --external-workers: start no worker group; the workers are launched separately (multi-node:\n"
+            "    mpirun --hostfile H -np T*P recur worker --connect <the printed worker endpoint> --model PATH\n"
+            "    --tp T --pp P [--backend cuda]); bind --worker-bind to an address the nodes can reach.\n"
+            "  SIGTERM/SIGINT: drain (no new requests, Health NOT_SERVING; the requests in flight finish)\n"
+            "    for up to --drain-timeout-s (default 30), then stop the workers; a second signal stops at once.\n");
 }
 
 int recur_serve_main(int argc, char **argv, int first) {
     recur_coord_config_t cfg = recur_coord_default_config();
     const char *model = NULL, *backend = "cpu", *slots_s = "64";
     char bind_c[256] = "tcp://127.0.0.1:0", bind_w[256] = "tcp://127.0.0.1:0";
-    long tp = 1, pp = 1, v = 0;
+    long tp = 1, pp = 1, v = 0, drain_s = 30;
+    int external = 0;
     for (int i = first; i < argc; i++) {
         const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--external-workers")) {
+            external = 1;
+            continue;
+        }
         if (!val) {
             fprintf(stderr, "recur serve: '%s' needs a value\n", a);
             serve_usage();
@@ -101,6 +141,7 @@ int recur_serve_main(int argc, char **argv, int first) {
         else if (!strcmp(a, "--max-prompt")) { rc = arg_long(a, val, 0, INT32_MAX, &v); cfg.sched.max_prompt = (int32_t)v; }
         else if (!strcmp(a, "--max-tokens")) { rc = arg_long(a, val, 1, INT32_MAX, &v); cfg.default_max_tokens = (int32_t)v; }
         else if (!strcmp(a, "--worker-timeout-ms")) { rc = arg_long(a, val, 1, INT32_MAX, &v); cfg.worker_timeout_ms = (int32_t)v; }
+        else if (!strcmp(a, "--drain-timeout-s")) rc = arg_long(a, val, 0, 24 * 3600, &drain_s);
         else if (!strcmp(a, "--log-level")) {
             int l = recur_log_level_parse(val);
             if (l < 0) rc = -1, fprintf(stderr, "recur serve: bad --log-level '%s'\n", val);
@@ -114,10 +155,14 @@ int recur_serve_main(int argc, char **argv, int first) {
             return 2;
         }
     }
-    if (!model) {
-        fprintf(stderr, "recur serve: --model is required\n");
-        serve_usage();
-        return 2;
+    char bundled[PATH_MAX + 64];
+    if (!model) {   /* the README's demo: the bundled tiny model */
+        if (recur_bundled_path(RECUR_BUNDLED_MODEL, bundled, sizeof bundled) != 0) {
+            fprintf(stderr, "recur serve: the bundled model %s was not found (set RECUR_MODELS_DIR or pass --model)\n",
+                    RECUR_BUNDLED_MODEL);
+            return 2;
+        }
+        model = bundled;
     }
     if (strcmp(backend, "cpu") && strcmp(backend, "cuda")) {
         fprintf(stderr, "recur serve: --backend expects cpu or cuda, got '%s'\n", backend);
@@ -168,15 +213,23 @@ int recur_serve_main(int argc, char **argv, int first) {
         setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 0);
         setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 0);
     }
-    serve_state_t st = {.child_status = -1};
-    st.child = fork();
-    if (st.child < 0) {
+    serve_state_t st = {.child_status = -1, .drain_s = drain_s};
+    if (external) {
+        st.child = -1;
+        printf("recur serve: workers connect to %s\n", recur_coord_worker_endpoint(c));
+        fflush(stdout);
+        recur_log_info("recur serve: waiting for an external worker group (tp %ld x pp %ld) on %s", tp, pp,
+                       recur_coord_worker_endpoint(c));
+    } else {
+        st.child = fork();
+    }
+    if (!external && st.child < 0) {
         fprintf(stderr, "recur serve: fork: %s\n", strerror(errno));
         recur_coord_free(c);
         zmq_ctx_term(zctx);
         return 1;
     }
-    if (st.child == 0) {
+    if (!external && st.child == 0) {
         setpgid(0, 0);
         signal(SIGINT, SIG_DFL);
         signal(SIGTERM, SIG_DFL);
@@ -184,8 +237,10 @@ int recur_serve_main(int argc, char **argv, int first) {
         fprintf(stderr, "recur serve: cannot run %s: %s\n", args[0], strerror(errno));
         _exit(127);
     }
-    setpgid(st.child, st.child);
-    recur_log_info("recur serve: worker group pid %d: %s ...", (int)st.child, args[0]);
+    if (!external) {
+        setpgid(st.child, st.child);
+        recur_log_info("recur serve: worker group pid %d: %s ...", (int)st.child, args[0]);
+    }
 
     recur_status_t s = recur_coord_run(c, serve_tick, &st);
     int rc = 0;
@@ -198,8 +253,10 @@ int recur_serve_main(int argc, char **argv, int first) {
     } else {
         if (s != RECUR_OK) rc = 1;
         recur_coord_shutdown_workers(c, g_stop ? "recur serve got a signal" : "recur serve is stopping");
-        /* wait for the group, the sockets still open so the Shutdown goes out */
-        int status = 0, done = 0;
+        /* wait for the group, the sockets still open so the Shutdown goes out; external
+         * workers are not ours to wait for: give the Shutdown a moment to leave */
+        int status = 0, done = external;
+        if (external) usleep(300000);
         for (int i = 0; i < 1000 && !done; i++) {
             if (waitpid(st.child, &status, WNOHANG) == st.child) done = 1;
             else usleep(10000);

@@ -42,6 +42,7 @@ struct recur_coord {
     int32_t bos;                        /* prepended to text prompts; -1: none */
     /* the worker group (its rank 0) */
     int ready;
+    int draining;                       /* recur_coord_drain: no new requests */
     recur_msgsock_peer_t wpeer;
     uint32_t wpid;
     char arch[RECUR_PROTO_MAX_NAME_BYTES], ckpt[RECUR_PROTO_MAX_NAME_BYTES], lost_why[256];
@@ -312,6 +313,11 @@ void recur_coord_fail_all(recur_coord_t *c, const char *why) {
 
 static void on_generate(recur_coord_t *c, const recur_msgsock_peer_t *from, const Recur__Api__GenerateRequest *g) {
     const char *rid = g->request_id;
+    if (c->draining) {
+        send_error(c, from, rid, RECUR__API__ERROR_CODE__ERROR_CODE_UNAVAILABLE,
+                   "the server is shutting down (draining): no new requests; retry on another replica");
+        return;
+    }
     if (!c->ready) {
         char m[320];
         snprintf(m, sizeof m, "not ready: %s", c->lost_why[0] ? c->lost_why : "the workers are starting");
@@ -424,9 +430,11 @@ static void on_health(recur_coord_t *c, const recur_msgsock_peer_t *from, const 
     Recur__Api__HealthResponse h = RECUR__API__HEALTH_RESPONSE__INIT;
     h.request_id = (char *)rid;
     h.has_status = 1;
-    h.status = c->ready ? RECUR__API__SERVING_STATUS__SERVING_STATUS_SERVING
-                        : RECUR__API__SERVING_STATUS__SERVING_STATUS_NOT_SERVING;
-    h.detail = c->ready ? NULL : (char *)(c->lost_why[0] ? c->lost_why : "the workers are starting");
+    h.status = c->ready && !c->draining ? RECUR__API__SERVING_STATUS__SERVING_STATUS_SERVING
+                                        : RECUR__API__SERVING_STATUS__SERVING_STATUS_NOT_SERVING;
+    h.detail = c->ready && !c->draining ? NULL
+               : c->draining             ? (char *)"draining: finishing the requests in flight, taking no new ones"
+                                         : (char *)(c->lost_why[0] ? c->lost_why : "the workers are starting");
     h.has_workers_ready = h.has_workers_expected = 1;
     h.workers_ready = c->ready ? (uint32_t)(c->cfg.tp * c->cfg.pp) : 0;
     h.workers_expected = (uint32_t)(c->cfg.tp * c->cfg.pp);
@@ -835,6 +843,17 @@ void recur_coord_shutdown_workers(recur_coord_t *c, const char *reason) {
     send_worker(c, &env);
     c->ready = 0;
     snprintf(c->lost_why, sizeof c->lost_why, "shutting down");
+}
+
+void recur_coord_drain(recur_coord_t *c) {
+    if (!c->draining) recur_log_info("coordinator: draining (%d requests in flight)", recur_coord_live_requests(c));
+    c->draining = 1;
+}
+
+int recur_coord_live_requests(const recur_coord_t *c) {
+    int n = 0;
+    for (const creq_t *r = c->head; r; r = r->next) n++;
+    return n;
 }
 
 void recur_coord_get_stats(const recur_coord_t *c, recur_coord_stats_t *st) {

@@ -84,6 +84,13 @@ void recur_coord_fail_all(recur_coord_t *c, const char *why);
  * request as CANCELLED first. */
 void recur_coord_shutdown_workers(recur_coord_t *c, const char *reason);
 
+/* Graceful drain: from now on Generate is refused (UNAVAILABLE, "shutting down") and
+ * Health says NOT_SERVING, while the requests already accepted (running or queued) go on
+ * to their end. The caller stops the loop once recur_coord_live_requests is 0 or its
+ * deadline passes, then calls recur_coord_shutdown_workers. */
+void recur_coord_drain(recur_coord_t *c);
+int recur_coord_live_requests(const recur_coord_t *c);   /* accepted and not yet finished */
+
 /* Loop cost: steps run, sequences over all steps, and per step, in microseconds (means):
  *   busy: handling messages and building plans (everything but waiting in poll); most of
  *         it (detokenizing, streaming) overlaps the worker's next step;

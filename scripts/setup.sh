@@ -21,6 +21,9 @@ PACKAGES=(
   libprotobuf-c-dev # the client API and the internal messages (proto/)
   protobuf-c-compiler # protoc-c: generates the C code of proto/*.proto at build time
   libmicrohttpd-dev # the OpenAI-compatible HTTP API
+  python3-zmq       # scripts/recur_client.py, the Python client example (and its test)
+  python3-protobuf  #   "
+  protobuf-compiler # protoc --python_out: the client example's recur_api_pb2
 )
 
 missing=()
