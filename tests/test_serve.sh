@@ -4,7 +4,8 @@
 # concurrent clients each get their own complete, correct stream; a too-long prompt and an
 # empty one get a clear error and the server keeps serving; Cancel ends a stream early
 # (finish reason cancelled); SIGTERM shuts serve and its worker down (exit 0, no process
-# left); a --tp 2 server on synth7 gives the same text as --tp 1.
+# left); a --tp 2 server on synth7 gives the same text as --tp 1; so does a coordinator started
+# with --external-workers whose worker group is launched separately by mpirun --hostfile.
 # Needs: RECUR_BIN, RECUR_FIXTURES_DIR; RECUR_MPIRUN (the mpirun command line) for --tp 2.
 set -u
 BIN=${RECUR_BIN:?RECUR_BIN not set}
@@ -101,6 +102,43 @@ if [ -n "${RECUR_MPIRUN:-}" ] && [ -f "$SYNTH" ]; then
   fi
 else
   echo "skip --tp 2 (RECUR_MPIRUN or $SYNTH missing)"
+fi
+
+# multi-node shape on one machine: the coordinator alone (--external-workers), the worker
+# group launched by "the user's" mpirun with a hostfile naming localhost twice
+HOSTS=$(dirname "$0")/data/hostfile-localhost-twice
+if [ -n "${RECUR_MPIRUN:-}" ] && [ -f "$SYNTH" ] && [ -f "$HOSTS" ] && [ -s "$T/t1" ]; then
+  "$BIN" serve --model "$SYNTH" --slots 8 --tp 2 --external-workers >"$T/ext.out" 2>"$T/ext.err" &
+  SPID=$!
+  WEP=
+  for _ in $(seq 100); do
+    WEP=$(sed -n 's/^recur serve: workers connect to //p' "$T/ext.out"); [ -n "$WEP" ] && break; sleep 0.1
+  done
+  # shellcheck disable=SC2086  # RECUR_MPIRUN is a command line
+  $RECUR_MPIRUN --hostfile "$HOSTS" -np 2 "$BIN" worker --connect "$WEP" --model "$SYNTH" --slots 8 --tp 2 \
+    >"$T/extw.out" 2>"$T/extw.err" &
+  MPID=$!
+  EP=
+  for _ in $(seq 300); do
+    EP=$(sed -n 's/^recur serve: listening on //p' "$T/ext.out"); [ -n "$EP" ] && break; sleep 0.1
+  done
+  if [ -n "$EP" ]; then
+    "$BIN" client --connect "$EP" --prompt "Hello there" --max-tokens 24 --temperature 0 >"$T/t3" 2>/dev/null
+    cmp -s "$T/t1" "$T/t3" && pass "--external-workers + mpirun --hostfile (localhost twice) --tp 2: same text" \
+      || { fail "external workers: text differs"; od -c "$T/t3" | head -3; }
+  else
+    fail "external workers: serve never became ready"; tail -5 "$T/ext.err" "$T/extw.err"
+  fi
+  kill -TERM "$SPID"
+  rc=124
+  for _ in $(seq 150); do kill -0 "$SPID" 2>/dev/null || { wait "$SPID"; rc=$?; break; }; sleep 0.1; done
+  wrc=124
+  for _ in $(seq 150); do kill -0 "$MPID" 2>/dev/null || { wait "$MPID"; wrc=$?; break; }; sleep 0.1; done
+  [ "$rc" = 0 ] && [ "$wrc" = 0 ] && pass "external workers: SIGTERM -> serve exit 0, the workers' mpirun exit 0 (Shutdown)" \
+    || { fail "external workers: serve exit $rc, mpirun exit $wrc"; kill -9 "$MPID" 2>/dev/null; tail -3 "$T/extw.err"; }
+  SPID=
+else
+  echo "skip --external-workers (RECUR_MPIRUN, $SYNTH, $HOSTS or the tp1 text missing)"
 fi
 
 [ $fails = 0 ] && echo "all passed" || echo "$fails failed"
