@@ -84,6 +84,10 @@ if [ -n "$EP" ]; then
   "$BIN" client --connect "$EP" --prompt "Once upon a time" --max-tokens 40 --temperature 0 >"$T/c2" 2>/dev/null
   cmp -s "$T/c2" "$T/g1" && pass "still serving correctly after the errors" || fail "serving after errors"
   "$BIN" client --connect "$EP" --health >"$T/h" 2>&1 && pass "health: $(cat "$T/h")" || fail "health: $(cat "$T/h")"
+  # the C client library through recur_loadgen: 48 requests, 16 in flight on one socket
+  "$(dirname "$BIN")/recur_loadgen" --connect "$EP" --concurrency 16 --requests 48 --max-tokens 20 >"$T/lg" 2>&1; rc=$?
+  [ $rc = 0 ] && grep -q "| requests done (errors) | 48 (0) |" "$T/lg" && grep -q "/ 960 |" "$T/lg" \
+    && pass "recur_loadgen (C client library): 48 requests x 20 tokens, no error" || { fail "recur_loadgen: rc $rc"; cat "$T/lg"; }
   stop_serve tiny
 fi
 
