@@ -11,12 +11,14 @@
  * exits 1. If serve itself is killed (SIGKILL), the workers exit by their idle limit. */
 #include "recur_serve.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -50,11 +52,89 @@ static int arg_long(const char *opt, const char *v, long lo, long hi, long *out)
 
 typedef struct serve_state {
     pid_t child;        /* -1: external workers (started by the user's mpirun) */
-    int child_status;   /* -1 while it runs */
+    int child_status;   /* -1 while it runs; the last status when serve gave up on it */
     int announced;
     long drain_s;       /* the grace period of a drain */
     double drain_deadline;   /* 0: not draining */
+    char **args;        /* the worker group's command line */
+    long restarts, max_restarts;
+    uint64_t lost_seen; /* recur_coord_lost_count at the last look */
 } serve_state_t;
+
+/* Starts the worker group in its own process group (so a terminal's Ctrl-C reaches only
+ * serve) with a parent-death signal, so it cannot outlive a serve that is killed. */
+static pid_t launch_group(char **args) {
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid != 0) {
+        if (pid > 0) setpgid(pid, pid);
+        return pid;
+    }
+    setpgid(0, 0);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    /* SIGTERM when serve dies: mpirun forwards it to its ranks, a lone worker exits */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent) _exit(1);   /* serve died before prctl took effect */
+    execvp(args[0], args);
+    fprintf(stderr, "recur serve: cannot run %s: %s\n", args[0], strerror(errno));
+    _exit(127);
+}
+
+/* SIGKILL to pid and every process below it. mpirun may put its ranks in process groups
+ * of their own, so killing mpirun's group can leave a rank behind (stopped or blocked in a
+ * collective forever): walk /proc for the descendants first, then kill them all. */
+static void kill_tree(pid_t root) {
+    enum { MAX_PROCS = 4096 };
+    static pid_t pids[MAX_PROCS], ppids[MAX_PROCS];   /* one caller (the loop thread) */
+    int n = 0;
+    DIR *d = opendir("/proc");
+    for (struct dirent *e; d && (e = readdir(d)) != NULL && n < MAX_PROCS;) {
+        char path[300], buf[512];
+        if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f) continue;
+        size_t k = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[k] = '\0';
+        const char *rp = strrchr(buf, ')');   /* "pid (comm) state ppid ...": comm may hold spaces */
+        char state;
+        int ppid;
+        if (!rp || sscanf(rp + 1, " %c %d", &state, &ppid) != 2) continue;
+        pids[n] = (pid_t)atoi(e->d_name), ppids[n] = (pid_t)ppid, n++;
+    }
+    if (d) closedir(d);
+    pid_t found[MAX_PROCS];
+    int nf = 0;
+    found[nf++] = root;
+    for (int i = 0; i < nf; i++)
+        for (int j = 0; j < n && nf < MAX_PROCS; j++)
+            if (ppids[j] == found[i]) found[nf++] = pids[j];
+    for (int i = nf - 1; i >= 0; i--) kill(found[i], SIGKILL);
+}
+
+/* The worker group ended or was declared lost: fail its requests and start it again (up to
+ * max_restarts times, 1 s apart). Returns 1 when serve should stop instead. */
+static int restart_group(recur_coord_t *c, serve_state_t *st, const char *why) {
+    fprintf(stderr, "recur serve: %s\n", why);
+    recur_coord_fail_all(c, why);
+    if (st->restarts >= st->max_restarts) {
+        fprintf(stderr, "recur serve: %ld restarts used (--max-worker-restarts): stopping\n", st->restarts);
+        return 1;
+    }
+    st->restarts++;
+    usleep(1000000);   /* a crash loop does not spin; mpirun releases its ports */
+    st->child = launch_group(st->args);
+    if (st->child < 0) {
+        fprintf(stderr, "recur serve: cannot restart the worker group: %s\n", strerror(errno));
+        return 1;
+    }
+    st->child_status = -1;
+    fprintf(stderr, "recur serve: worker group restarted (restart %ld of %ld, pid %d)\n", st->restarts,
+            st->max_restarts, (int)st->child);
+    return 0;
+}
 
 static double mono_s(void) {
     struct timespec ts;
@@ -80,9 +160,22 @@ static int serve_tick(recur_coord_t *c, void *ud) {
         }
     }
     int status;
+    if (st->child > 0 && recur_coord_lost_count(c) != st->lost_seen) {
+        /* a rank stopped answering (SIGSTOP, a hang): kill the whole group; its exit is
+         * noticed below and it is started again */
+        st->lost_seen = recur_coord_lost_count(c);
+        fprintf(stderr, "recur serve: the worker group stopped answering: killing it (pid %d)\n", (int)st->child);
+        kill_tree(st->child);
+        kill(-st->child, SIGKILL);
+    }
     if (st->child > 0 && waitpid(st->child, &status, WNOHANG) == st->child) {
+        char why[160];
+        snprintf(why, sizeof why, "the worker group exited (%s %d)", WIFEXITED(status) ? "status" : "signal",
+                 WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+        kill(-st->child, SIGKILL);   /* ranks mpirun left behind, if any */
         st->child_status = status;
-        return 1;
+        st->child = 0;
+        if (g_stop || restart_group(c, st, why)) return 1;
     }
     if (!st->announced && recur_coord_ready(c)) {
         printf("recur serve: listening on %s\n", recur_coord_client_endpoint(c));
@@ -98,20 +191,22 @@ static void serve_usage(void) {
             "                   [--worker-bind tcp://127.0.0.1:PORT] [--slots N] [--max-batch N] [--token-budget N]\n"
             "                   [--max-queue N] [--queue-timeout-ms N] [--max-prompt N] [--max-tokens N]\n"
             "                   [--tokenizer PATH] [--worker-timeout-ms N] [--log-level L]\n"
-            "                   [--external-workers] [--drain-timeout-s N]\n"
+            "                   [--external-workers] [--drain-timeout-s N] [--max-worker-restarts N]\n"
             "  Without --model the bundled tiny RWKV-7 is served on the CPU.\n"
             "  --external-workers: start no worker group; the workers are launched separately (multi-node:\n"
             "    mpirun --hostfile H -np T*P recur worker --connect <the printed worker endpoint> --model PATH\n"
             "    --tp T --pp P [--backend cuda]); bind --worker-bind to an address the nodes can reach.\n"
             "  SIGTERM/SIGINT: drain (no new requests, Health NOT_SERVING; the requests in flight finish)\n"
-            "    for up to --drain-timeout-s (default 30), then stop the workers; a second signal stops at once.\n");
+            "    for up to --drain-timeout-s (default 30), then stop the workers; a second signal stops at once.\n"
+            "  A worker group that exits, or stops answering for --worker-timeout-ms, fails its requests and is\n"
+            "    started again, up to --max-worker-restarts times (default 5); then serve exits 1.\n");
 }
 
 int recur_serve_main(int argc, char **argv, int first) {
     recur_coord_config_t cfg = recur_coord_default_config();
     const char *model = NULL, *backend = "cpu", *slots_s = "64";
     char bind_c[256] = "tcp://127.0.0.1:0", bind_w[256] = "tcp://127.0.0.1:0";
-    long tp = 1, pp = 1, v = 0, drain_s = 30;
+    long tp = 1, pp = 1, v = 0, drain_s = 30, max_restarts = 5;
     int external = 0;
     for (int i = first; i < argc; i++) {
         const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -142,6 +237,7 @@ int recur_serve_main(int argc, char **argv, int first) {
         else if (!strcmp(a, "--max-tokens")) { rc = arg_long(a, val, 1, INT32_MAX, &v); cfg.default_max_tokens = (int32_t)v; }
         else if (!strcmp(a, "--worker-timeout-ms")) { rc = arg_long(a, val, 1, INT32_MAX, &v); cfg.worker_timeout_ms = (int32_t)v; }
         else if (!strcmp(a, "--drain-timeout-s")) rc = arg_long(a, val, 0, 24 * 3600, &drain_s);
+        else if (!strcmp(a, "--max-worker-restarts")) rc = arg_long(a, val, 0, 1000000, &max_restarts);
         else if (!strcmp(a, "--log-level")) {
             int l = recur_log_level_parse(val);
             if (l < 0) rc = -1, fprintf(stderr, "recur serve: bad --log-level '%s'\n", val);
@@ -213,7 +309,7 @@ int recur_serve_main(int argc, char **argv, int first) {
         setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 0);
         setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 0);
     }
-    serve_state_t st = {.child_status = -1, .drain_s = drain_s};
+    serve_state_t st = {.child_status = -1, .drain_s = drain_s, .args = args, .max_restarts = max_restarts};
     if (external) {
         st.child = -1;
         printf("recur serve: workers connect to %s\n", recur_coord_worker_endpoint(c));
@@ -221,35 +317,21 @@ int recur_serve_main(int argc, char **argv, int first) {
         recur_log_info("recur serve: waiting for an external worker group (tp %ld x pp %ld) on %s", tp, pp,
                        recur_coord_worker_endpoint(c));
     } else {
-        st.child = fork();
-    }
-    if (!external && st.child < 0) {
-        fprintf(stderr, "recur serve: fork: %s\n", strerror(errno));
-        recur_coord_free(c);
-        zmq_ctx_term(zctx);
-        return 1;
-    }
-    if (!external && st.child == 0) {
-        setpgid(0, 0);
-        signal(SIGINT, SIG_DFL);
-        signal(SIGTERM, SIG_DFL);
-        execvp(args[0], args);
-        fprintf(stderr, "recur serve: cannot run %s: %s\n", args[0], strerror(errno));
-        _exit(127);
-    }
-    if (!external) {
-        setpgid(st.child, st.child);
+        st.child = launch_group(args);
+        if (st.child < 0) {
+            fprintf(stderr, "recur serve: fork: %s\n", strerror(errno));
+            recur_coord_free(c);
+            zmq_ctx_term(zctx);
+            return 1;
+        }
         recur_log_info("recur serve: worker group pid %d: %s ...", (int)st.child, args[0]);
     }
 
     recur_status_t s = recur_coord_run(c, serve_tick, &st);
     int rc = 0;
-    if (st.child_status >= 0) {
-        int es = st.child_status;
-        fprintf(stderr, "recur serve: the worker group exited (%s %d)\n", WIFEXITED(es) ? "status" : "signal",
-                WIFEXITED(es) ? WEXITSTATUS(es) : WTERMSIG(es));
+    if (st.child == 0) {   /* the group is gone and was not restarted */
         recur_coord_fail_all(c, "the worker group exited");
-        rc = 1;
+        rc = g_stop && st.child_status >= 0 && WIFEXITED(st.child_status) && WEXITSTATUS(st.child_status) == 0 ? 0 : 1;
     } else {
         if (s != RECUR_OK) rc = 1;
         recur_coord_shutdown_workers(c, g_stop ? "recur serve got a signal" : "recur serve is stopping");
@@ -263,6 +345,7 @@ int recur_serve_main(int argc, char **argv, int first) {
         }
         if (!done) {
             fprintf(stderr, "recur serve: the worker group did not stop within 10 s: killing it\n");
+            kill_tree(st.child);
             kill(-st.child, SIGKILL);
             waitpid(st.child, &status, 0);
             rc = 1;

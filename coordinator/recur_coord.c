@@ -43,6 +43,7 @@ struct recur_coord {
     /* the worker group (its rank 0) */
     int ready;
     int draining;                       /* recur_coord_drain: no new requests */
+    uint64_t lost_count;                /* worker groups lost by silence (heartbeat timeout) */
     recur_msgsock_peer_t wpeer;
     uint32_t wpid;
     char arch[RECUR_PROTO_MAX_NAME_BYTES], ckpt[RECUR_PROTO_MAX_NAME_BYTES], lost_why[256];
@@ -736,6 +737,7 @@ static void heartbeat(recur_coord_t *c) {
         snprintf(why, sizeof why, "the worker group stopped answering (silent for %d ms)", c->cfg.worker_timeout_ms);
         recur_log_err("coordinator: %s", why);
         recur_coord_fail_all(c, why);
+        c->lost_count++;
         return;
     }
     if (t - c->last_to_worker_ms < (uint64_t)c->cfg.heartbeat_ms) return;
@@ -849,6 +851,8 @@ void recur_coord_drain(recur_coord_t *c) {
     if (!c->draining) recur_log_info("coordinator: draining (%d requests in flight)", recur_coord_live_requests(c));
     c->draining = 1;
 }
+
+uint64_t recur_coord_lost_count(const recur_coord_t *c) { return c->lost_count; }
 
 int recur_coord_live_requests(const recur_coord_t *c) {
     int n = 0;

@@ -71,6 +71,10 @@ void recur_coord_free(recur_coord_t *c);   /* NULL is a no-op; sends nothing */
 const char *recur_coord_client_endpoint(const recur_coord_t *c);
 const char *recur_coord_worker_endpoint(const recur_coord_t *c);
 int recur_coord_ready(const recur_coord_t *c);   /* 1: a worker said Hello and is not lost */
+/* How many times a worker group was declared lost because it fell silent for
+ * worker_timeout_ms (a stopped or hung rank): the caller, which owns the processes, then
+ * kills and restarts the group. */
+uint64_t recur_coord_lost_count(const recur_coord_t *c);
 
 /* Runs the loop until tick returns nonzero (called at least every 100 ms and after each
  * batch of messages; NULL: never) and returns RECUR_OK, or RECUR_E_IO when a socket fails. */
