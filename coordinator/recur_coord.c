@@ -20,6 +20,7 @@
 typedef struct creq {
     struct creq *next, *prev;
     recur_msgsock_peer_t peer;
+    int fd;                            /* the client's connection (-1: unknown) */
     char rid[RECUR_PROTO_MAX_ID_BYTES + 1];
     uint64_t id;                       /* the scheduler's */
     char *stops[RECUR_PROTO_MAX_STOP];
@@ -37,6 +38,8 @@ struct recur_coord {
     recur_coord_config_t cfg;
     char model_id[RECUR_PROTO_MAX_NAME_BYTES];
     recur_msgsock_t *clients, *workers;
+    void *client_events;               /* disconnections of clients (NULL: not watched) */
+    uint64_t disconnect_cancels;
     recur_sched_t *sched;
     recur_tokenizer_t *tok;
     int32_t bos;                        /* prepended to text prompts; -1: none */
@@ -377,6 +380,7 @@ static void on_generate(recur_coord_t *c, const recur_msgsock_peer_t *from, cons
         return;
     }
     r->peer = *from;
+    r->fd = recur_msgsock_last_fd(c->clients);
     snprintf(r->rid, sizeof r->rid, "%s", rid);
     recur_sched_request_t q = {.prompt = ids, .n_prompt = (int32_t)n, .cookie = r};
     q.max_tokens = sp && sp->has_max_tokens ? (int32_t)(sp->max_tokens > INT32_MAX ? INT32_MAX : sp->max_tokens)
@@ -472,7 +476,23 @@ static void on_list_models(recur_coord_t *c, const recur_msgsock_peer_t *from, c
     send_client(c, from, &env);
 }
 
+/* Cancels the requests of clients whose connection closed, so their slots free at once. */
+static void poll_disconnects(recur_coord_t *c) {
+    for (int fd; (fd = recur_msgsock_next_disconnect(c->clients)) >= 0;) {
+        for (creq_t *r = c->head; r; r = r->next) {
+            if (r->fd != fd || r->stopped || !c->sched) continue;
+            r->fd = -1;
+            if (recur_sched_cancel(c->sched, r->id) == RECUR_OK) {
+                c->disconnect_cancels++;
+                recur_log_info("coordinator: request %s: the client disconnected; cancelled", r->rid);
+            }
+        }
+        if (c->sched) drain_events(c);
+    }
+}
+
 static recur_status_t poll_clients(recur_coord_t *c) {
+    poll_disconnects(c);   /* first: see recur_msgsock_next_disconnect */
     for (;;) {
         recur_msgsock_peer_t from;
         recur_api_envelope_t *env = NULL;
@@ -751,8 +771,10 @@ static void heartbeat(recur_coord_t *c) {
 }
 
 recur_status_t recur_coord_run(recur_coord_t *c, int (*tick)(recur_coord_t *c, void *ud), void *ud) {
-    zmq_pollitem_t items[2] = {{recur_msgsock_zmq(c->clients), 0, ZMQ_POLLIN, 0},
-                               {recur_msgsock_zmq(c->workers), 0, ZMQ_POLLIN, 0}};
+    zmq_pollitem_t items[3] = {{recur_msgsock_zmq(c->clients), 0, ZMQ_POLLIN, 0},
+                               {recur_msgsock_zmq(c->workers), 0, ZMQ_POLLIN, 0},
+                               {c->client_events, 0, ZMQ_POLLIN, 0}};
+    const int n_items = c->client_events ? 3 : 2;
     for (;;) {
         if (tick && tick(c, ud)) return RECUR_OK;
         long timeout = 100;   /* the tick's period (signals, the child process) */
@@ -760,7 +782,7 @@ recur_status_t recur_coord_run(recur_coord_t *c, int (*tick)(recur_coord_t *c, v
             uint64_t dl = recur_sched_next_deadline_ms(c->sched), t = now_ms();
             if (dl != UINT64_MAX) timeout = dl <= t ? 0 : (long)(dl - t) < timeout ? (long)(dl - t) : timeout;
         }
-        int rc = zmq_poll(items, 2, timeout);
+        int rc = zmq_poll(items, n_items, timeout);
         uint64_t t0 = now_ns();
         /* the iteration that takes the worker's Hello loads the tokenizer and builds the
          * scheduler (tens of ms for a 65,536-token vocabulary): a one-time cost, not a step's */
@@ -800,6 +822,9 @@ recur_status_t recur_coord_create(void *zctx, const recur_coord_config_t *cfg, r
     wp.router_handover = 1;   /* a restarted rank 0 takes its identity over */
     recur_status_t s = recur_msgsock_bind(zctx, cfg->client_bind, &cp, &c->clients);
     if (s == RECUR_OK) s = recur_msgsock_bind(zctx, cfg->worker_bind, &wp, &c->workers);
+    if (s == RECUR_OK && recur_msgsock_watch_disconnects(c->clients, zctx, &c->client_events) != RECUR_OK)
+        recur_log_warn("coordinator: cannot watch client disconnections: a client that goes away keeps its "
+                       "request running until a send to it fails");
     if (s != RECUR_OK) {
         recur_coord_free(c);
         return s;

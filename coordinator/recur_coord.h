@@ -27,9 +27,11 @@
  *     with ERROR, Health says NOT_SERVING and Generate is refused until a Hello comes again.
  * Invalid UTF-8 in generated text is sent as U+FFFD (the API's text is UTF-8).
  *
- * Disconnects: a ROUTER cannot see a client go away; its requests keep running until done
- * unless a send to it fails (ZeroMQ then knows the peer is gone: the request is cancelled).
- * The HTTP front end cancels on disconnect itself.
+ * Disconnects: the client ROUTER's TCP/IPC disconnections are watched (a ZeroMQ socket
+ * monitor; each request remembers the connection it came through), so a client that goes
+ * away has its requests cancelled and their slots freed at once. A failed send to a client
+ * cancels its request too. (inproc clients have no connection to watch: the HTTP front end
+ * cancels on disconnect itself.)
  *
  * Ownership: the coordinator owns its sockets, scheduler, tokenizer and requests; the
  * ZeroMQ context is the caller's and must outlive it. Thread-safety: one thread. */

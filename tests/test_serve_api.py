@@ -9,6 +9,7 @@ mpirun) it starts a server and checks:
   - ListModels names the model and the layout; Health is SERVING with every slot free;
   - a token-id prompt is used as given (usage counts its tokens);
   - Cancel mid-stream ends the stream CANCELLED and frees the slot (free slots back to all);
+  - a client that closes its connection mid-stream has its request cancelled (slot freed);
   - invalid parameters get INVALID_ARGUMENT / NOT_FOUND with a message naming the field
     (max_tokens 0, top_p 1.5, temperature -1, top_k -1, unknown model, empty prompt), and the
     server keeps serving the same text afterwards.
@@ -150,6 +151,21 @@ def main_checks(name, ep, model):
               h1.active_requests == 0,
               "%s: cancel mid-stream -> %s after %d tokens; free slots back to %d" % (
                   name, recur_client.FINISH_NAMES.get(fr), n, h1.free_slots))
+
+        gone = RecurClient(ep)
+        rid = gone.start("The client goes away", max_tokens=100000, temperature=0, ignore_eos=True)
+        g = gone.stream(rid)
+        next(g)
+        next(g)
+        gone.close()   # the TCP connection closes with the request still running
+        t0 = time.time()
+        h2 = c.health()
+        while time.time() - t0 < 5 and (h2.active_requests or h2.free_slots != h0.free_slots):
+            time.sleep(0.05)
+            h2 = c.health()
+        check(h2.active_requests == 0 and h2.free_slots == h0.free_slots,
+              "%s: a client that disconnects mid-stream has its request cancelled, slot free after %.2f s" % (
+                  name, time.time() - t0))
 
         bad_cases = [
             ("max_tokens 0", dict(max_tokens=0), api.ERROR_CODE_INVALID_ARGUMENT, "max_tokens"),
