@@ -155,19 +155,25 @@ static size_t utf8_clean(recur_coord_t *c, const char *src, size_t n, int final)
 /* Sends the pending tokens of r with text[0, n_send) (cleaned), and the final when fin. */
 static void send_tokens(recur_coord_t *c, creq_t *r, size_t n_send, int final_text, const Recur__Api__GenerateFinal *fin) {
     size_t used = utf8_clean(c, r->text, n_send, final_text);
-    if (r->n_pend && grow((void **)&c->tokbuf, &c->cap_tok, r->n_pend, sizeof *c->tokbuf)) return;
-    Recur__Api__Token **tp = malloc((r->n_pend ? r->n_pend : 1) * sizeof *tp);
+    /* Text held back (a possible stop string, an unfinished character) can only travel with
+     * a token: keep the last pending token for it, else the final message would have text and
+     * no token to carry it, and that text would be lost. */
+    size_t n_tok = r->n_pend;
+    if (!fin && used < r->n_text && n_tok) n_tok--;
+    if (!fin && !n_tok) return;
+    if (n_tok && grow((void **)&c->tokbuf, &c->cap_tok, n_tok, sizeof *c->tokbuf)) return;
+    Recur__Api__Token **tp = malloc((n_tok ? n_tok : 1) * sizeof *tp);
     if (!tp) return;
-    for (size_t i = 0; i < r->n_pend; i++) {
+    for (size_t i = 0; i < n_tok; i++) {
         Recur__Api__Token t = RECUR__API__TOKEN__INIT;
         t.has_id = 1, t.id = r->pend_ids[i];
-        t.text = i + 1 == r->n_pend ? c->sendtext : (char *)"";
+        t.text = i + 1 == n_tok ? c->sendtext : (char *)"";
         c->tokbuf[i] = t;
         tp[i] = &c->tokbuf[i];
     }
     Recur__Api__GenerateResponse gr = RECUR__API__GENERATE_RESPONSE__INIT;
     gr.request_id = r->rid;
-    gr.n_tokens = r->n_pend, gr.tokens = tp;
+    gr.n_tokens = n_tok, gr.tokens = tp;
     gr.final = (Recur__Api__GenerateFinal *)fin;
     recur_api_envelope_t env = RECUR__API__ENVELOPE__INIT;
     env.body_case = RECUR__API__ENVELOPE__BODY_GENERATE_RESPONSE;
@@ -175,8 +181,9 @@ static void send_tokens(recur_coord_t *c, creq_t *r, size_t n_send, int final_te
     recur_proto_error_t err;
     recur_status_t s = recur_msgsock_send_api(c->clients, &r->peer, &env, &err);
     free(tp);
-    c->tokens_out += r->n_pend;
-    r->n_pend = 0;
+    c->tokens_out += n_tok;
+    if (r->n_pend > n_tok) memmove(r->pend_ids, r->pend_ids + n_tok, (r->n_pend - n_tok) * sizeof *r->pend_ids);
+    r->n_pend -= n_tok;
     memmove(r->text, r->text + used, r->n_text - used);
     r->n_text -= used;
     if (s != RECUR_OK && !fin && !r->fail[0]) {
