@@ -31,6 +31,7 @@ typedef struct creq {
     size_t n_text, cap_text;
     int stopped;                       /* a stop string matched: later tokens are dropped */
     char fail[RECUR_PROTO_MAX_MESSAGE_BYTES / 16];   /* non-empty: the final is ERROR with this */
+    uint64_t t_accept_ns, t_last_ns;   /* metrics: accepted, latest token (monotonic ns) */
 } creq_t;
 
 struct recur_coord {
@@ -49,7 +50,7 @@ struct recur_coord {
     uint64_t last_from_worker_ms, last_to_worker_ms, hb_seq, epoch;
     /* the step in flight */
     int in_flight;
-    uint64_t flight_step;
+    uint64_t flight_step, flight_sent_ns;
     int32_t plan_n_seq;
     Recur__Internal__LogitsMode *logits;
     Recur__Internal__SamplingRow *rows, **rowp;
@@ -224,6 +225,7 @@ static size_t find_stop(const creq_t *r, size_t *pos) {
 
 static void on_token(recur_coord_t *c, creq_t *r, int32_t token) {
     if (r->stopped || r->fail[0]) return;
+    recur_metrics_token(c->cfg.metrics, r->t_accept_ns, &r->t_last_ns, now_ns());
     const char *bytes = NULL;
     size_t nb = 0;
     if (recur_tokenizer_token_bytes(c->tok, token, &bytes, &nb) != RECUR_OK) nb = 0;   /* padding rows: no text */
@@ -272,6 +274,8 @@ static void on_finished(recur_coord_t *c, creq_t *r, const recur_sched_event_t *
         fin.error = &e;
     }
     send_tokens(c, r, r->n_text, 1, &fin);
+    recur_metrics_finished(c->cfg.metrics, (const char *[]){"", "stop", "length", "cancelled", "error"}[fin.finish_reason],
+                           r->t_accept_ns, now_ns());
     req_free(c, r);
 }
 
@@ -407,6 +411,8 @@ static void on_generate(recur_coord_t *c, const recur_msgsock_peer_t *from, cons
         return;
     }
     c->requests++;
+    r->t_accept_ns = now_ns();
+    recur_metrics_request(c->cfg.metrics, (int64_t)n);
 }
 
 static void on_cancel(recur_coord_t *c, const recur_msgsock_peer_t *from, const Recur__Api__CancelRequest *q) {
@@ -601,6 +607,8 @@ static void on_step_result(recur_coord_t *c, const Recur__Internal__StepResult *
         sr.status = RECUR_E_PROTO, sr.message = err.msg;
     }
     if (sr.status == RECUR_OK) sr.n_token = (int32_t)res->n_token, sr.token = res->token;
+    recur_metrics_step(c->cfg.metrics, now_ns() - c->flight_sent_ns, res->rank, res->timing ? res->timing->forward_us : 0,
+                       res->timing ? res->timing->total_us : 0);
     uint64_t t = now_ms();
     if (recur_sched_complete(c->sched, &sr, t) != RECUR_OK) {
         recur_sched_result_t bad = {.step = res->step, .status = RECUR_E_PROTO, .message = recur_sched_error(c->sched)};
@@ -680,7 +688,7 @@ static void maybe_step(recur_coord_t *c) {
     recur_status_t s = recur_msgsock_send_internal(c->workers, &c->wpeer, &env, &err);
     c->last_to_worker_ms = now_ms();
     c->in_flight = 1;
-    c->flight_step = p.step;
+    c->flight_step = p.step, c->flight_sent_ns = now_ns();
     c->plan_n_seq = p.n_seq;
     c->steps++;
     c->seqs += (uint64_t)p.n_seq;
@@ -713,6 +721,15 @@ static void heartbeat(recur_coord_t *c) {
     send_worker(c, &env);
 }
 
+/* The metrics' gauges (recur_metrics.h), after each pass of the loop. */
+static void update_gauges(recur_coord_t *c) {
+    recur_sched_stats_t st = {0};
+    if (!c->cfg.metrics) return;
+    if (c->sched) recur_sched_get_stats(c->sched, &st);
+    recur_metrics_sched(c->cfg.metrics, st.running, st.waiting, st.slots_used, st.slots_total);
+    recur_metrics_ready(c->cfg.metrics, c->ready);
+}
+
 recur_status_t recur_coord_run(recur_coord_t *c, int (*tick)(recur_coord_t *c, void *ud), void *ud) {
     zmq_pollitem_t items[2] = {{recur_msgsock_zmq(c->clients), 0, ZMQ_POLLIN, 0},
                                {recur_msgsock_zmq(c->workers), 0, ZMQ_POLLIN, 0}};
@@ -735,6 +752,7 @@ recur_status_t recur_coord_run(recur_coord_t *c, int (*tick)(recur_coord_t *c, v
         if (poll_workers(c) != RECUR_OK || poll_clients(c) != RECUR_OK) return RECUR_E_IO;
         heartbeat(c);
         maybe_step(c);
+        update_gauges(c);
         if (was_ready) c->busy_ns += now_ns() - t0;
     }
 }
@@ -763,6 +781,10 @@ recur_status_t recur_coord_create(void *zctx, const recur_coord_config_t *cfg, r
     wp.router_handover = 1;   /* a restarted rank 0 takes its identity over */
     recur_status_t s = recur_msgsock_bind(zctx, cfg->client_bind, &cp, &c->clients);
     if (s == RECUR_OK) s = recur_msgsock_bind(zctx, cfg->worker_bind, &wp, &c->workers);
+    if (s == RECUR_OK && cfg->client_bind_extra && zmq_bind(recur_msgsock_zmq(c->clients), cfg->client_bind_extra)) {
+        recur_log_err("coordinator: cannot bind %s: %s", cfg->client_bind_extra, zmq_strerror(errno));
+        s = RECUR_E_IO;
+    }
     if (s != RECUR_OK) {
         recur_coord_free(c);
         return s;
