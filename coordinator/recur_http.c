@@ -31,6 +31,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "recur_log.h"
 #include "recur_msgsock.h"
@@ -51,6 +52,7 @@ struct recur_http {
     struct MHD_Daemon *d;
     int port;
     atomic_int stopping;
+    atomic_int streams;          /* SSE responses not yet freed */
     atomic_uint_least64_t seq;
     pthread_mutex_t mu;          /* guards arch, builtin; serializes cJSON_Parse (its error
                                     pointer is a global in cJSON 1.7) */
@@ -1088,15 +1090,19 @@ static void job_pump(job_t *j, int timeout_ms) {
     }
 }
 
-/* Waits until every sub has had a reply (all = 0) or has ended (all = 1), the request
- * failed, the client went away (returns 1), or the server stops (returns 2). */
+/* Waits until every sub has had a reply (all = 0) or has ended (all = 1), or the request
+ * failed (returns 0), or the client went away (returns 1). When the server stops, the request
+ * fails and ends at once (a stream then still gets its error event and [DONE]). */
 static int job_wait(job_t *j, int all) {
     for (;;) {
         if ((all ? j->n_done : j->n_got) == j->n_subs) return 0;
         if (j->failed && !all) return 0;
         if (atomic_load(&j->h->stopping)) {
             job_fail(j, 503, "not_ready", "the server is stopping");
-            return 2;
+            for (size_t i = 0; i < j->n_subs; i++)   /* no more answers are waited for */
+                if (!j->subs[i].done) j->subs[i].done = 1, j->n_done++;
+            j->n_got = j->n_subs;
+            return 0;
         }
         if (client_gone(j->conn)) return 1;
         job_pump(j, SLICE_MS);
@@ -1229,16 +1235,18 @@ static ssize_t job_read(void *cls, uint64_t pos, char *buf, size_t max) {
             j->done_written = 1;
             continue;
         }
-        int w = job_wait(j, 1);
-        if (w == 1) {   /* the client went away: job_free cancels */
+        if (job_wait(j, 1) == 1) {   /* the client went away: job_free cancels */
             recur_log_info("http: %s: the client went away; cancelling", j->id);
             return MHD_CONTENT_READER_END_WITH_ERROR;
         }
-        if (w == 2) return MHD_CONTENT_READER_END_WITH_ERROR;
     }
 }
 
-static void job_read_free(void *cls) { job_free(cls); }
+static void job_read_free(void *cls) {
+    job_t *j = cls;
+    atomic_fetch_sub(&j->h->streams, 1);
+    job_free(j);
+}
 
 static enum MHD_Result handle_generate(recur_http_t *h, struct MHD_Connection *conn, const char *url, int ep,
                                        const char *body, size_t n) {
@@ -1308,6 +1316,7 @@ static enum MHD_Result handle_generate(recur_http_t *h, struct MHD_Connection *c
         goto done;
     }
     gen_req_clear(&g);
+    atomic_fetch_add(&h->streams, 1);
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
     MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
     ret = MHD_queue_response(conn, MHD_HTTP_OK, r);
@@ -1489,7 +1498,7 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
     vsnprintf(m, sizeof m, fmt, ap);
     size_t n = strlen(m);
     while (n && m[n - 1] == '\n') m[--n] = '\0';
-    recur_log_warn("http: %s", m);
+    recur_log_info("http: %s", m);   /* mostly connections we closed on purpose */
 }
 
 /* ------------------------------------------------------------------ lifetime */
@@ -1524,7 +1533,7 @@ recur_status_t recur_http_start(void *zctx, const recur_http_config_t *cfg, recu
         s = RECUR_E_INVAL;
     }
     if (s == RECUR_OK) {
-        unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO |
+        unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ITC |
                          MHD_USE_ERROR_LOG | (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0);
         /* the server's threads inherit this mask: SIGINT/SIGTERM go to serve's main thread */
         sigset_t block, old;
@@ -1559,7 +1568,14 @@ int recur_http_port(const recur_http_t *h) { return h->port; }
 void recur_http_stop(recur_http_t *h) {
     if (!h) return;
     atomic_store(&h->stopping, 1);   /* waiting threads see it within SLICE_MS */
-    if (h->d) MHD_stop_daemon(h->d);
+    if (h->d) {
+        /* no new connections; open streams write their error event and [DONE] (up to 2 s),
+         * then libmicrohttpd closes what is left and joins the threads */
+        MHD_socket ls = MHD_quiesce_daemon(h->d);
+        if (ls != MHD_INVALID_SOCKET) close(ls);
+        for (int i = 0; i < 200 && atomic_load(&h->streams) > 0; i++) usleep(10000);
+        MHD_stop_daemon(h->d);
+    }
     for (size_t i = 0; i < h->n_keys; i++) free(h->keys[i]);
     free(h->keys);
     recur_chat_template_free(h->builtin);
