@@ -32,10 +32,12 @@ typedef struct bench_opts {
     int32_t batches[BENCH_MAX_LIST], n_batches, want_max_batch;
     int32_t prompts[BENCH_MAX_LIST], n_prompts;
     int32_t steps, layers, piece, tp, pp;
+    int32_t decode_after;   /* > 0: that many batch-1 decode steps after each prefill */
 } bench_opts_t;
 
 typedef struct bench_row {
     char what[32], shape[48];
+    int64_t n;              /* the batch or the prompt length, for readers of the JSON */
     double ms, throughput, floor_ms;
     const char *unit;
     double mem_gib;
@@ -96,13 +98,14 @@ static void usage(void) {
             "usage: recur bench [--model rwkv7-7b|xlstm-7b|PATH] [--backend cuda|cpu] [--weights bf16|f32]\n"
             "                   [--state f32|bf16] [--batch 1,8,32,128,256,512,max]\n"
             "                   [--prompt 2048,8192,32768,131072] [--steps N] [--piece N] [--layers N]\n"
-            "                   [--json FILE] [--tp T --pp P]\n"
+            "                   [--json FILE] [--tp T --pp P] [--decode-after N]\n"
             "  rwkv7-7b / xlstm-7b: random weights at the real shapes, made on the device.\n"
             "  --state: storage of the recurrent state's matrices (default f32; bf16 halves a slot).\n"
             "  --layers N keeps only the first N layers (quick runs); --piece is the number of\n"
             "  tokens per forward pass in prefill (default 2048); 'max' in --batch adds the largest\n"
             "  batch whose states (and the decode workspace for that many rows) fit in free device\n"
-            "  memory. Split over ranks: mpirun -np T*P recur bench --tp T --pp P ... (one GPU per\n"
+            "  memory. --decode-after N: after each prefill, N timed batch-1 decode steps of that\n"
+            "  sequence (a 'decode@context' row: decode with the state of a prompt that long). Split over ranks: mpirun -np T*P recur bench --tp T --pp P ... (one GPU per\n"
             "  rank; floors are for T*P GPUs; a 'comm' row times the step's all-reduces and\n"
             "  stage-to-stage sends alone).\n");
 }
@@ -130,7 +133,7 @@ static int parse(int argc, char **argv, int first, bench_opts_t *o) {
         } else if (!strcmp(a, "--prompt")) {
             if (parse_list(a, v, o->prompts, &o->n_prompts, 0, NULL)) return -1;
         } else if (!strcmp(a, "--steps") || !strcmp(a, "--layers") || !strcmp(a, "--piece") || !strcmp(a, "--tp") ||
-                   !strcmp(a, "--pp")) {
+                   !strcmp(a, "--pp") || !strcmp(a, "--decode-after")) {
             char *end;
             long x = strtol(v, &end, 10);
             if (*end || x < 1 || x > (1L << 20)) { fprintf(stderr, "recur bench: %s expects a positive integer\n", a); return -1; }
@@ -138,6 +141,7 @@ static int parse(int argc, char **argv, int first, bench_opts_t *o) {
             else if (!strcmp(a, "--layers")) o->layers = (int32_t)x;
             else if (!strcmp(a, "--tp")) o->tp = (int32_t)x;
             else if (!strcmp(a, "--pp")) o->pp = (int32_t)x;
+            else if (!strcmp(a, "--decode-after")) o->decode_after = (int32_t)x;
             else o->piece = (int32_t)x;
         } else if (!strcmp(a, "--log-level")) {
             int lvl = recur_log_level_parse(v);
@@ -252,10 +256,11 @@ static const char XLSTM_7B_CONFIG[] =
 
 /* ---------------------------------------------------------------- measurements */
 
-static void add_row(bench_t *bn, const char *what, const char *shape, double ms, double thr, const char *unit,
-                    double floor_ms, double mem_gib) {
+static void add_row(bench_t *bn, const char *what, const char *shape, int64_t n, double ms, double thr,
+                    const char *unit, double floor_ms, double mem_gib) {
     if (bn->n_rows >= (int)(sizeof bn->rows / sizeof bn->rows[0])) return;
     bench_row_t *r = &bn->rows[bn->n_rows++];
+    r->n = n;
     snprintf(r->what, sizeof r->what, "%s", what);
     snprintf(r->shape, sizeof r->shape, "%s", shape);
     r->ms = ms;
@@ -448,7 +453,7 @@ static recur_status_t bench_comm(bench_t *bn, const recur_model_info_t *info, in
     if (st != RECUR_OK) return st;
     char shape[48];
     snprintf(shape, sizeof shape, "batch %d tp%d pp%d", B, sh->tp, sh->pp);
-    add_row(bn, "comm/step", shape, dt * 1e3, 0.0, "", 0.0, 0);
+    add_row(bn, "comm/step", shape, B, dt * 1e3, 0.0, "", 0.0, 0);
     return RECUR_OK;
 }
 
@@ -486,7 +491,7 @@ static recur_status_t bench_decode(bench_t *bn, recur_model_t *m, int32_t B, rec
     double bytes = step_weight_bytes(info, wdt) + 2.0 * B * (double)info->state_bytes * n_gpus(bn);
     char shape[48];
     snprintf(shape, sizeof shape, "batch %d", B);
-    add_row(bn, "decode", shape, dt * 1e3, B / dt, "tok/s", bytes / (bn->copy_gbs * 1e9 * n_gpus(bn)) * 1e3, 0);
+    add_row(bn, "decode", shape, B, dt * 1e3, B / dt, "tok/s", bytes / (bn->copy_gbs * 1e9 * n_gpus(bn)) * 1e3, 0);
     st = bench_comm(bn, info, B);
 out:
     free(sp);
@@ -517,9 +522,27 @@ static recur_status_t bench_prefill(bench_t *bn, recur_model_t *m, int32_t T, re
     double flops = 2.0 * (step_weight_bytes(info, wdt) / recur_dtype_size(wdt)) * T;
     char shape[48];
     snprintf(shape, sizeof shape, "prompt %d (TTFT)", T);
-    add_row(bn, "prefill", shape, dt * 1e3, T / dt, "tok/s",
+    add_row(bn, "prefill", shape, T, dt * 1e3, T / dt, "tok/s",
             bn->gemm_tflops > 0 ? flops / (bn->gemm_tflops * 1e12 * n_gpus(bn)) * 1e3 : 0,
             mem_used_gib(bn->b));
+    if (bn->o.decode_after > 0) {
+        /* decode on from the state the prompt left (its first token already sampled): a
+         * recurrent model's step costs the same at any context, and this row shows it */
+        int32_t one = 1, tk = first;
+        recur_batch_t db = {.n_seq = 1, .tokens = &tk, .seq_len = &one, .slot = &slot, .logits = RECUR_LOGITS_LAST};
+        for (int i = 0; i < 3 + bn->o.decode_after; i++) {
+            if (i == 3) t0 = now_s();
+            sp.step++;
+            st = bn->b->iface.sample ? recur_model_forward_sample(m, &db, &sp, info->n_vocab, &tk)
+                                     : recur_model_forward(m, &db, logits);
+            if (st != RECUR_OK) goto out;
+        }
+        dt = (now_s() - t0) / bn->o.decode_after;
+        double bytes = step_weight_bytes(info, wdt) + 2.0 * (double)info->state_bytes * n_gpus(bn);
+        snprintf(shape, sizeof shape, "batch 1 after %d", T);
+        add_row(bn, "decode@context", shape, T, dt * 1e3, 1.0 / dt, "tok/s",
+                bytes / (bn->copy_gbs * 1e9 * n_gpus(bn)) * 1e3, mem_used_gib(bn->b));
+    }
 out:
     free(tok);
     free(logits);
@@ -538,9 +561,9 @@ static void write_json(const bench_t *bn) {
             bn->gemv_gbs, bn->gemm_tflops);
     for (int i = 0; i < bn->n_rows; i++) {
         const bench_row_t *r = &bn->rows[i];
-        fprintf(f, "%s{\"what\":\"%s\",\"shape\":\"%s\",\"ms\":%.4f,\"throughput\":%.2f,\"unit\":\"%s\","
+        fprintf(f, "%s{\"what\":\"%s\",\"shape\":\"%s\",\"n\":%lld,\"ms\":%.4f,\"throughput\":%.2f,\"unit\":\"%s\","
                    "\"floor_ms\":%.4f,\"pct_of_floor\":%.2f,\"mem_gib\":%.3f}",
-                i ? "," : "", r->what, r->shape, r->ms, r->throughput, r->unit, r->floor_ms,
+                i ? "," : "", r->what, r->shape, (long long)r->n, r->ms, r->throughput, r->unit, r->floor_ms,
                 r->floor_ms > 0 ? 100.0 * r->floor_ms / r->ms : 0.0, r->mem_gib);
     }
     fprintf(f, "]}\n");

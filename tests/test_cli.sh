@@ -130,6 +130,13 @@ grep -q "state bf16" "$T/out" && pass "bench prints the state dtype" || fail "be
 python3 -c "import json,sys; d=json.load(open(sys.argv[1])); e=json.load(open(sys.argv[2])); assert d['state']=='bf16' and e['state']=='f32' and 0 < d['state_bytes'] < e['state_bytes']" "$T/b16.json" "$T/b.json" \
   && pass "bench JSON: state dtype and bytes per slot" || fail "bench JSON state fields"
 expect_exit 2 "bench with a bad option" "$BIN" bench --batch 0
+# --decode-after: batch-1 decode steps after each prefill, a decode@context row per prompt
+expect_exit 0 "bench --decode-after" "$BIN" bench --model "$TINY" --backend cpu --batch 1 --prompt 16,48 --steps 1 --decode-after 3 --json "$T/bd.json"
+python3 -c "
+import json,sys; d=json.load(open(sys.argv[1])); r=[x for x in d['rows'] if x['what']=='decode@context']
+assert [x['n'] for x in r]==[16,48] and all(x['throughput']>0 and x['shape']=='batch 1 after %d' % x['n'] for x in r)
+assert [x['n'] for x in d['rows'] if x['what']=='prefill']==[16,48]" "$T/bd.json" \
+  && pass "bench --decode-after: decode@context rows for 16 and 48, with n in the JSON" || fail "bench --decode-after rows"
 
 echo "$fails failed"
 [ "$fails" = 0 ]
