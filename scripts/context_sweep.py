@@ -335,6 +335,8 @@ class Recurrent:
             self.soft_cap = modeling_xlstm.soft_cap
 
     def _tiny(self, which):   # the CPU smoke test: transformers' pure-PyTorch xLSTM, small
+        if which != "hf-xlstm-triton":
+            raise SystemExit(f"context_sweep.py: --tiny has no small {which} (it needs Triton on a GPU)")
         from transformers import xLSTMConfig, xLSTMForCausalLM
         cfg = xLSTMConfig(hidden_size=128, num_hidden_layers=2, num_heads=2, vocab_size=512, mode="inference",
                           return_last_states=True, use_cache=True, weight_mode="single", max_inference_chunksize=256,

@@ -26,6 +26,7 @@ PACKAGES=(
   protobuf-compiler # protoc --python_out: the client example's recur_api_pb2
   python3-venv      # .venv-test/ below (the HTTP API's client tests)
   curl              # tests/test_http.sh
+  python3-matplotlib # scripts/plot_benchmarks.py: the serving benchmarks' plots (and its test)
 )
 
 missing=()

@@ -6,7 +6,8 @@
 #     (not a crash) with the KV bytes it needed; the JSON is complete at the end;
 #   - --deadline-s: rows that would run past it are "skipped" with the reason;
 #   - transformers' xLSTM (pure PyTorch at this size): prefill, decode from the prefilled
-#     cache, and the batch-4 decode measured once and repeated for the next context.
+#     cache, and the batch-4 decode measured once and repeated for the next context;
+#   - scripts/plot_benchmarks.py reads the JSON it writes (tables, the OOM point).
 # Needs a Python with torch and transformers 5 (RECUR_TEST_TORCH_PY, default python3):
 # skipped (77) without them, as on CI; the GPU machines run the real thing
 # (scripts/gpu_serving_bench.sh).
@@ -61,5 +62,12 @@ a, b = rows[("decode", 32, 4)], rows[("decode", 96, 4)]
 assert a["status"] == b["status"] == "ok" and a["tok_s"] == b["tok_s"] and "measured once" in b["note"]
 assert rows[("decode", 96, 1)]["status"] == "ok" and rows[("memory", 300, 1)]["status"] == "ok"
 EOF
+# the JSON is what scripts/plot_benchmarks.py reads
+mkdir -p "$T/run"
+cp "$T/l.json" "$T/run/peer-llama3-8b.json"
+cp "$T/x.json" "$T/run/peer-hf-xlstm-triton.json"
+python3 "$SRC/scripts/plot_benchmarks.py" --in "$T/run" --out "$T/rep" --no-plots >"$T/p.log" 2>&1 \
+  && grep -q "^| 256 | " "$T/rep/summary.md" && grep -q "batch 1, memory: out of memory at" "$T/rep/summary.md" \
+  && pass "plot_benchmarks.py reads the sweep's JSON (tables, the OOM point)" || { fail "plot_benchmarks.py on the sweep"; cat "$T/p.log"; }
 [ $fails = 0 ] && echo "all passed" || echo "$fails failed"
 [ $fails = 0 ]
