@@ -426,10 +426,10 @@ def main():
                 cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"), tiny=a.tiny, steps=a.steps,
                 contexts=contexts, mem_only_contexts=mem_only, batches=batches, deadline_s=a.deadline_s)
     if dev.cuda:
-        meta.update(flash_sdp_enabled=torch.backends.cuda.flash_sdp_enabled(),
-                    cudnn_sdp_enabled=torch.backends.cuda.cudnn_sdp_enabled(),
-                    mem_efficient_sdp_enabled=torch.backends.cuda.mem_efficient_sdp_enabled(),
-                    total_gib=dev.total_gib())
+        for k in ("flash_sdp_enabled", "cudnn_sdp_enabled", "mem_efficient_sdp_enabled"):
+            f = getattr(torch.backends.cuda, k, None)
+            meta[k] = f() if f else None
+        meta["total_gib"] = dev.total_gib()
     run = Run(a.json, meta)
     print(f"# {a.which}: torch {torch.__version__}, transformers {transformers.__version__}, {meta['device']}", flush=True)
     t0 = now()

@@ -15,18 +15,18 @@
 #                    Llama-3-8B-shaped transformer, fla's RWKV-7, transformers' xLSTM + Triton
 #                    (wheels from .whl/ installed into /tmp, as scripts/gpu_bench.sh does)
 #   recur-M-tp2/pp2  with 2 GPUs: recur bench under mpirun with --tp 2 / --pp 2
-# With 2 or more GPUs the stages run in two lanes at once (recur and the transformer on GPU
-# 0, the recurrent peers on GPU 1; both are H200s of one host) and the TP2/PP2 stages run
-# after both; with one GPU everything runs in turn, in the order of the list above with the
-# peers after serve-rwkv7-7b (fla's first use autotunes its Triton kernels for minutes: it
-# comes last and gets what is left). LANES=1 forces one lane.
+# With 2 or more GPUs the stages run in two lanes at once: everything on GPU 0 but fla's
+# RWKV-7, whose first use autotunes its Triton kernels for minutes, on GPU 1 (an H200 of the
+# same host); then the TP2/PP2 stages. With one GPU everything runs in turn: recur, serve
+# rwkv7-7b, the transformer, transformers' xLSTM, serve xlstm-7b, and fla last with what is
+# left. LANES=1 forces one lane.
 #
 # Output in $OUT (default /tmp/serving-bench): every stage's JSON and log, stages.tsv, env.txt,
 # and report/ from scripts/plot_benchmarks.py (tables; PNGs where matplotlib is installed).
 # Env: BUDGET_S, PRICE (GPU price per hour for the cost table), CONC, SERVE_MODELS,
 # PEERS, RECUR_1M, LANES, TRITON_CACHE_DIR (default .triton-cache here: Triton's compiled
 # kernels and autotuning results; copied to $OUT/triton-cache.tgz at the end, so a later call
-# can carry it back and skip fla's autotuning).
+# can carry it back as .triton-cache.tgz in the repository root and skip fla's autotuning).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -93,6 +93,10 @@ export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-$REPO/.triton-cache}
 export CONTEXTS=${CONTEXTS:-2048,8192,16384,32768,65536,131072}
 out=${OUT:-/tmp/serving-bench}
 mkdir -p "$out" "$TRITON_CACHE_DIR"
+# an earlier run's Triton cache, carried back as .triton-cache.tgz (see the end)
+if [ -f "$REPO/.triton-cache.tgz" ] && [ -z "$(ls -A "$TRITON_CACHE_DIR")" ]; then
+  tar xzf "$REPO/.triton-cache.tgz" -C "$TRITON_CACHE_DIR" && echo "# Triton cache restored from .triton-cache.tgz"
+fi
 BUDGET_S=${BUDGET_S:-530}
 T0=$(date +%s)
 bin=$bundle/bin
@@ -178,12 +182,12 @@ if [ "$ngpu" -ge 2 ] && [ "${LANES:-auto}" != 1 ]; then
     recur_bench xlstm-7b "$LANE_END" 140
     has rwkv7-7b "$SERVE_MODELS" && serve rwkv7-7b "$LANE_END" 150
     has llama3-8b "$PEERS" && peer llama3-8b 0 "$LANE_END" 150
+    has hf-xlstm-triton "$PEERS" && peer hf-xlstm-triton 0 "$LANE_END" 200
     has xlstm-7b "$SERVE_MODELS" && serve xlstm-7b "$LANE_END" 120
   ) &
   lane_a=$!
   (
-    has hf-xlstm-triton "$PEERS" && peer hf-xlstm-triton 1 "$LANE_END" 200
-    has fla-rwkv7 "$PEERS" && peer fla-rwkv7 1 "$LANE_END" 400
+    has fla-rwkv7 "$PEERS" && peer fla-rwkv7 1 "$LANE_END" 480
   ) &
   lane_b=$!
   wait $lane_a $lane_b
