@@ -420,10 +420,10 @@ static int compute(lg_run_t *r, stats_t *s) {
             s->tpot[s->n_tpot++] = (q->t_last - q->t_first) / (double)(q->completion_tokens - 1);
         s->e2e[s->n_e2e++] = q->t_end - q->t_start;
     }
-    qsort(s->ttft, s->n_ttft, sizeof(double), cmp_double);
-    qsort(s->tpot, s->n_tpot, sizeof(double), cmp_double);
-    qsort(s->e2e, s->n_e2e, sizeof(double), cmp_double);
-    qsort(r->itl, r->n_itl, sizeof(double), cmp_double);
+    if (s->n_ttft) qsort(s->ttft, s->n_ttft, sizeof(double), cmp_double);
+    if (s->n_tpot) qsort(s->tpot, s->n_tpot, sizeof(double), cmp_double);
+    if (s->n_e2e) qsort(s->e2e, s->n_e2e, sizeof(double), cmp_double);
+    if (r->n_itl) qsort(r->itl, r->n_itl, sizeof(double), cmp_double);   /* itl is NULL when empty */
     return 0;
 }
 

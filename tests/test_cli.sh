@@ -119,24 +119,23 @@ expect_exit 0 "generate on an xLSTM model directory" "$BIN" generate --model "$X
 expect_exit 0 "generate on xLSTM with an empty prompt (BOS alone)" "$BIN" generate --model "$XL" --prompt "" --max-tokens 4 --temperature 0
 
 # ---- recur bench (CPU, the tiny model): a table with every row, and JSON
-expect_exit 0 "bench on the CPU" "$BIN" bench --model "$TINY" --backend cpu --batch 1,3 --prompt 32 --steps 2 --json "$T/b.json"
+expect_exit 0 "bench on the CPU" "$BIN" bench --model "$TINY" --backend cpu --batch 1,3 --prompt 16,32 --steps 2 --decode-after 2 --json "$T/b.json"
 for row in "d2d copy" "gemm (weights)" "decode           batch 1" "decode           batch 3" "prefill          prompt 32"; do
   grep -q -- "$row" "$T/out" && pass "bench row: $row" || fail "bench row missing: $row"
 done
-python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert len(d['rows'])==3 and all(r['throughput']>0 for r in d['rows'])" "$T/b.json" \
+python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert len(d['rows'])==6 and all(r['throughput']>0 for r in d['rows'])" "$T/b.json" \
   && pass "bench JSON has the decode and prefill rows" || fail "bench JSON"
 expect_exit 0 "bench on the CPU, bf16 state" "$BIN" bench --model "$TINY" --backend cpu --state bf16 --batch 2 --prompt 16 --steps 1 --json "$T/b16.json"
 grep -q "state bf16" "$T/out" && pass "bench prints the state dtype" || fail "bench does not print the state dtype"
 python3 -c "import json,sys; d=json.load(open(sys.argv[1])); e=json.load(open(sys.argv[2])); assert d['state']=='bf16' and e['state']=='f32' and 0 < d['state_bytes'] < e['state_bytes']" "$T/b16.json" "$T/b.json" \
   && pass "bench JSON: state dtype and bytes per slot" || fail "bench JSON state fields"
 expect_exit 2 "bench with a bad option" "$BIN" bench --batch 0
-# --decode-after: batch-1 decode steps after each prefill, a decode@context row per prompt
-expect_exit 0 "bench --decode-after" "$BIN" bench --model "$TINY" --backend cpu --batch 1 --prompt 16,48 --steps 1 --decode-after 3 --json "$T/bd.json"
+# --decode-after (the first bench above): batch-1 decode steps after each prefill
 python3 -c "
 import json,sys; d=json.load(open(sys.argv[1])); r=[x for x in d['rows'] if x['what']=='decode@context']
-assert [x['n'] for x in r]==[16,48] and all(x['throughput']>0 and x['shape']=='batch 1 after %d' % x['n'] for x in r)
-assert [x['n'] for x in d['rows'] if x['what']=='prefill']==[16,48]" "$T/bd.json" \
-  && pass "bench --decode-after: decode@context rows for 16 and 48, with n in the JSON" || fail "bench --decode-after rows"
+assert [x['n'] for x in r]==[16,32] and all(x['throughput']>0 and x['shape']=='batch 1 after %d' % x['n'] for x in r)
+assert [x['n'] for x in d['rows'] if x['what']=='prefill']==[16,32] and [x['n'] for x in d['rows'] if x['what']=='decode']==[1,3]" "$T/b.json" \
+  && pass "bench --decode-after: decode@context rows for 16 and 32, with n in the JSON" || fail "bench --decode-after rows"
 
 echo "$fails failed"
 [ "$fails" = 0 ]
