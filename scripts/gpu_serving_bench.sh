@@ -90,6 +90,7 @@ bundle=$(cd "${1:-.devbundle}" && pwd)
 export LD_LIBRARY_PATH="$bundle/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" NCCL_NVLS_ENABLE=0
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-$REPO/.triton-cache}
+export RECUR_MODELS_DIR=${RECUR_MODELS_DIR:-$REPO/models}   # the bundled tokenizers
 export CONTEXTS=${CONTEXTS:-2048,8192,16384,32768,65536,131072}
 out=${OUT:-/tmp/serving-bench}
 mkdir -p "$out" "$TRITON_CACHE_DIR"

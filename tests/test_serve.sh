@@ -112,7 +112,7 @@ fi
 # group launched by "the user's" mpirun with a hostfile naming localhost twice
 HOSTS=$(dirname "$0")/data/hostfile-localhost-twice
 if [ -n "${RECUR_MPIRUN:-}" ] && [ -f "$SYNTH" ] && [ -f "$HOSTS" ] && [ -s "$T/t1" ]; then
-  "$BIN" serve --model "$SYNTH" --slots 8 --tp 2 --external-workers >"$T/ext.out" 2>"$T/ext.err" &
+  "$BIN" serve --model "$SYNTH" --port 0 --slots 8 --tp 2 --external-workers >"$T/ext.out" 2>"$T/ext.err" &
   SPID=$!
   WEP=
   for _ in $(seq 100); do

@@ -60,7 +60,7 @@ def check(cond, what):
 class Server:
     def __init__(self, model, extra):
         self.log = tempfile.NamedTemporaryFile(prefix="recur-serve-", suffix=".err", delete=False)
-        self.p = subprocess.Popen([BIN, "serve", "--model", model, "--log-level", "warn"] + extra,
+        self.p = subprocess.Popen([BIN, "serve", "--model", model, "--port", "0", "--log-level", "warn"] + extra,
                                   stdout=subprocess.PIPE, stderr=self.log, text=True)
         self.endpoint = None
         deadline = time.time() + 60

@@ -123,7 +123,7 @@ def main():
             print("skip %s: RECUR_MPIRUN not set" % name)
             continue
         log = open(os.devnull, "w")
-        p = subprocess.Popen([BIN, "serve", "--model", model, "--slots", "8", "--worker-timeout-ms", "2000",
+        p = subprocess.Popen([BIN, "serve", "--model", model, "--port", "0", "--slots", "8", "--worker-timeout-ms", "2000",
                               "--log-level", "warn"] + extra, stdout=subprocess.PIPE, stderr=log, text=True)
         ep = None
         t_end = time.time() + 60
