@@ -9,6 +9,8 @@
 #    top 5); +100 on a token makes every generated token that token (sampling at T = 1);
 #  - frequency penalty 2 (and repetition penalty 1.5) give fewer repeated tokens than none,
 #    greedy; presence 2 as well;
+#  - with a stop string (text held back until decided) every token still has its own
+#    logprobs: as many lines as completion tokens, the greedy prefix, each its own top-1;
 #  - the same seed with penalties, bias and logprobs gives the same tokens and logprobs twice;
 #  - an out-of-range logit_bias id gets INVALID_ARGUMENT naming the vocabulary, and the
 #    server keeps serving (the next greedy answer is unchanged);
@@ -130,6 +132,15 @@ if [ -n "$EP" ]; then
     [ "$r1" -lt "$r0" ] && pass "$pen: $r1 repeated tokens of 40, $r0 without: '$(head -c 40 "$T/r1")'" \
       || fail "$pen: $r1 repeats, $r0 without"
   done
+
+  # a stop string holds text (and its tokens) back: the logprobs stay with their tokens
+  client st --prompt "$P" --max-tokens 40 --temperature 0 --stop "the the" --logprobs 2
+  nst=$(sed -n 's/.*completion \([0-9]*\) tokens.*/\1/p' "$T/st.err")
+  ids_st=$(lp "$T/st.lp" ids); ids_r0=$(lp "$T/r0.lp" ids)
+  grep -q "finished: stop" "$T/st.err" && [ "$(wc -l <"$T/st.lp")" = "$nst" ] && [ "${ids_r0#"$ids_st"}" != "$ids_r0" ] \
+    && lp "$T/st.lp" greedy 2 >/dev/null \
+    && pass "stop string: $nst tokens, each with its own logprobs, the greedy ones" \
+    || { fail "stop string with logprobs: $nst tokens, ids '$ids_st'"; cat "$T/st.err"; }
 
   args=(--prompt "$P" --max-tokens 30 --temperature 0.9 --seed 7 --frequency-penalty 0.5 --presence-penalty 0.3
         --repetition-penalty 1.2 --logit-bias "32:-2,101:1.5" --logprobs 3)
