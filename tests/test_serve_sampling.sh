@@ -12,6 +12,8 @@
 #  - with a stop string (text held back until decided) every token still has its own
 #    logprobs: as many lines as completion tokens, the greedy prefix, each its own top-1;
 #  - the same seed with penalties, bias and logprobs gives the same tokens and logprobs twice;
+#  - 6 concurrent requests, extras mixed with plain ones (one batch): each gets the text and
+#    logprobs it gets alone;
 #  - an out-of-range logit_bias id gets INVALID_ARGUMENT naming the vocabulary, and the
 #    server keeps serving (the next greedy answer is unchanged);
 #  - synth7 with penalties, bias and logprobs (greedy): --tp 2 and --pp 2 (where the token
@@ -148,6 +150,18 @@ if [ -n "$EP" ]; then
   client s2 "${args[@]}"
   [ -s "$T/s1.lp" ] && cmp -s "$T/s1" "$T/s2" && cmp -s "$T/s1.lp" "$T/s2.lp" \
     && pass "same seed with penalties, bias and logprobs: same tokens and logprobs twice" || fail "seeded runs differ"
+
+  # 6 requests at once, extras mixed with plain ones: each as it was alone
+  mix=("--logprobs 3" "" "--frequency-penalty 1.5 --logprobs 2" "--logit-bias 116:-100" "--repetition-penalty 1.4"
+       "--presence-penalty 1 --logit-bias 101:3 --logprobs 1")
+  for i in 0 1 2 3 4 5; do client "m$i" --prompt "Prompt $i:" --max-tokens 25 --temperature 0 ${mix[$i]} & done
+  wait $(jobs -p | grep -v "^$SPID$") 2>/dev/null
+  ok=1
+  for i in 0 1 2 3 4 5; do
+    client "a$i" --prompt "Prompt $i:" --max-tokens 25 --temperature 0 ${mix[$i]}
+    { [ -s "$T/a$i" ] && cmp -s "$T/m$i" "$T/a$i" && cmp -s "$T/m$i.lp" "$T/a$i.lp"; } || { ok=0; echo "     request $i differs"; }
+  done
+  [ $ok = 1 ] && pass "6 concurrent requests with mixed extras: each as alone (text and logprobs)" || fail "concurrent extras"
 
   client e1 --prompt "$P" --max-tokens 5 --logit-bias "256:5"; rc=$?
   [ $rc = 1 ] && grep -q "error 1: .*logit_bias\[0\].token_id = 256: outside the vocabulary of 256" "$T/e1.err" \
