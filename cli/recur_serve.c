@@ -375,7 +375,65 @@ int recur_serve_main(int argc, char **argv, int first) {
 static void client_usage(void) {
     fprintf(stderr,
             "usage: recur client --connect ENDPOINT (--prompt TEXT | --health) [--max-tokens N] [--temperature T]\n"
-            "                    [--seed S] [--stop STR] [--cancel-after N] [--timeout-ms MS]\n");
+            "                    [--seed S] [--stop STR] [--cancel-after N] [--timeout-ms MS]\n"
+            "                    [--repetition-penalty R] [--presence-penalty P] [--frequency-penalty F]\n"
+            "                    [--logit-bias ID:BIAS[,ID:BIAS...]] [--logprobs N]\n");
+}
+
+/* A float option in [lo, hi] (lo_open: > lo). */
+static int arg_float(const char *opt, const char *v, double lo, double hi, int lo_open, float *out) {
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || end == v || *end || !(lo_open ? x > lo : x >= lo) || !(x <= hi)) {
+        fprintf(stderr, "recur client: %s expects a number in %s%g, %g], got '%s'\n", opt, lo_open ? "(" : "[", lo, hi,
+                v);
+        return -1;
+    }
+    *out = (float)x;
+    return 0;
+}
+
+/* --logit-bias "ID:BIAS[,ID:BIAS...]" into e[0..*n) (at most max entries; the server checks
+ * the ids against its vocabulary and that they are distinct). */
+static int arg_logit_bias(const char *v, Recur__Api__LogitBias *e, size_t max, size_t *n) {
+    *n = 0;
+    const char *p = v;
+    while (*p) {
+        char *end;
+        errno = 0;
+        long id = strtol(p, &end, 10);
+        if (errno || end == p || *end != ':' || id < 0 || id > INT32_MAX) break;
+        p = end + 1;
+        double b = strtod(p, &end);
+        if (end == p || (*end && *end != ',') || !(b >= -100 && b <= 100) || *n == max) break;
+        Recur__Api__LogitBias lb = RECUR__API__LOGIT_BIAS__INIT;
+        lb.has_token_id = lb.has_bias = 1, lb.token_id = (int32_t)id, lb.bias = (float)b;
+        e[(*n)++] = lb;
+        p = *end ? end + 1 : end;
+        if (!*end) return 0;
+    }
+    fprintf(stderr, "recur client: --logit-bias expects ID:BIAS[,ID:BIAS...] with ids >= 0, each bias in [-100, 100] "
+            "and at most %zu entries, got '%s'\n", max, v);
+    return -1;
+}
+
+/* One line per token to stderr: its id, logprob and text, then the alternatives. */
+static void print_logprobs(const Recur__Api__Token *t) {
+    if (!t->has_logprob) return;
+    fprintf(stderr, "logprob %.5f id %d", (double)t->logprob, (int)t->id);
+    for (size_t j = 0; j < t->n_top_logprobs; j++) {
+        const Recur__Api__TopLogprob *a = t->top_logprobs[j];
+        fputs(j ? ", " : " | top: ", stderr);
+        fprintf(stderr, "%d ", (int)a->id);
+        fputc('"', stderr);
+        for (const unsigned char *c = (const unsigned char *)(a->text ? a->text : ""); *c; c++)
+            if (*c == '"' || *c == '\\') fprintf(stderr, "\\%c", *c);
+            else if (*c < 0x20) fprintf(stderr, "\\x%02x", *c);
+            else fputc(*c, stderr);
+        fprintf(stderr, "\" %.5f", (double)a->logprob);
+    }
+    fputc('\n', stderr);
 }
 
 static recur_status_t client_send(recur_msgsock_t *s, recur_api_envelope_t *env) {
@@ -391,6 +449,11 @@ int recur_client_main(int argc, char **argv, int first) {
     double temperature = -1;
     unsigned long long seed = 0;
     int has_seed = 0, health = 0;
+    float rep_pen = 1.0f, pres_pen = 0.0f, freq_pen = 0.0f;
+    int has_rep = 0, has_pres = 0, has_freq = 0;
+    long logprobs = -1;
+    Recur__Api__LogitBias bias[RECUR_PROTO_MAX_LOGIT_BIAS];
+    size_t n_bias = 0;
     for (int i = first; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--health")) { health = 1; continue; }
@@ -403,6 +466,11 @@ int recur_client_main(int argc, char **argv, int first) {
         else if (!strcmp(a, "--max-tokens")) rc = arg_long(a, val, 1, INT32_MAX, &max_tokens);
         else if (!strcmp(a, "--cancel-after")) rc = arg_long(a, val, 0, INT32_MAX, &cancel_after);
         else if (!strcmp(a, "--timeout-ms")) rc = arg_long(a, val, 1, INT32_MAX, &timeout_ms);
+        else if (!strcmp(a, "--repetition-penalty")) rc = arg_float(a, val, 0, 100, 1, &rep_pen), has_rep = 1;
+        else if (!strcmp(a, "--presence-penalty")) rc = arg_float(a, val, -2, 2, 0, &pres_pen), has_pres = 1;
+        else if (!strcmp(a, "--frequency-penalty")) rc = arg_float(a, val, -2, 2, 0, &freq_pen), has_freq = 1;
+        else if (!strcmp(a, "--logprobs")) rc = arg_long(a, val, 0, RECUR_PROTO_MAX_LOGPROBS, &logprobs);
+        else if (!strcmp(a, "--logit-bias")) rc = arg_logit_bias(val, bias, RECUR_PROTO_MAX_LOGIT_BIAS, &n_bias);
         else if (!strcmp(a, "--temperature")) {
             char *end;
             temperature = strtod(val, &end);
@@ -440,6 +508,7 @@ int recur_client_main(int argc, char **argv, int first) {
     Recur__Api__GenerateRequest g = RECUR__API__GENERATE_REQUEST__INIT;
     Recur__Api__SamplingParams sp = RECUR__API__SAMPLING_PARAMS__INIT;
     char *stops[1] = {(char *)stop};
+    Recur__Api__LogitBias *biasp[RECUR_PROTO_MAX_LOGIT_BIAS];
     if (health) {
         hr.request_id = rid;
         env.body_case = RECUR__API__ENVELOPE__BODY_HEALTH;
@@ -452,6 +521,12 @@ int recur_client_main(int argc, char **argv, int first) {
         if (temperature >= 0) sp.has_temperature = 1, sp.temperature = (float)temperature;
         if (has_seed) sp.has_seed = 1, sp.seed = seed;
         if (stop) sp.n_stop = 1, sp.stop = stops;
+        if (has_rep) sp.has_repetition_penalty = 1, sp.repetition_penalty = rep_pen;
+        if (has_pres) sp.has_presence_penalty = 1, sp.presence_penalty = pres_pen;
+        if (has_freq) sp.has_frequency_penalty = 1, sp.frequency_penalty = freq_pen;
+        if (logprobs >= 0) sp.has_logprobs = 1, sp.logprobs = (uint32_t)logprobs;
+        for (size_t i = 0; i < n_bias; i++) biasp[i] = &bias[i];
+        sp.n_logit_bias = n_bias, sp.logit_bias = biasp;
         g.sampling = &sp;
         env.body_case = RECUR__API__ENVELOPE__BODY_GENERATE;
         env.generate = &g;
@@ -499,6 +574,7 @@ int recur_client_main(int argc, char **argv, int first) {
         const Recur__Api__GenerateResponse *gr = r->generate_response;
         for (size_t i = 0; i < gr->n_tokens; i++) fputs(gr->tokens[i]->text ? gr->tokens[i]->text : "", stdout);
         fflush(stdout);
+        for (size_t i = 0; i < gr->n_tokens; i++) print_logprobs(gr->tokens[i]);
         n_tokens += (long)gr->n_tokens;
         if (gr->final) {
             const Recur__Api__GenerateFinal *f = gr->final;

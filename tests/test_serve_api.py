@@ -234,17 +234,17 @@ def queue_checks(name, model, extra):
 
 def drain_check(name, s):
     """SIGTERM: the stream in flight finishes, a new request is refused, serve exits 0."""
-    # long enough to be still running when the new request comes (~3 s at this server's
+    # long enough to be still running when the new request comes (~6 s at this server's
     # speed: sanitizer builds are many times slower), short enough to end within the drain
     t0 = time.time()
     greedy(s.endpoint, "Timing", 100)
-    n_drain = int(min(3000, max(100, 3.0 / ((time.time() - t0) / 100))))
+    n_drain = int(min(5000, max(600, 6.0 / ((time.time() - t0) / 100))))
     with RecurClient(s.endpoint) as c, RecurClient(s.endpoint, timeout_ms=10000) as c2:
         rid = c.start("Draining", max_tokens=n_drain, temperature=0, ignore_eos=True)
         gen = c.stream(rid)
         next(gen)
         s.p.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
+        time.sleep(0.1)
         try:
             e = error_of(lambda: list(c2.generate("New", max_tokens=3)))
         except TimeoutError as t:
