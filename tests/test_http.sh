@@ -276,5 +276,6 @@ SPID=
   && pass "SIGTERM: open streams end with an error event and [DONE], serve exits 0" \
   || { fail "SIGTERM: rc $rc"; tail -c 300 "$T/term1"; tail -5 "$T/serve.err"; }
 
+if [ $fails != 0 ]; then echo "     serve's stderr (end):"; tail -40 "$T/serve.err" | sed 's/^/     /'; fi
 [ $fails = 0 ] && echo "all passed" || echo "$fails failed"
 [ $fails = 0 ]
