@@ -6,7 +6,11 @@
  * $RECUR_MPIRUN, default "mpirun --oversubscribe --bind-to none") in its own process group
  * (so a terminal's Ctrl-C reaches only serve, which then shuts the workers down in order),
  * prints "recur serve: listening on ENDPOINT" once the workers are ready, and runs the
- * coordinator loop. SIGINT/SIGTERM: Shutdown to the workers, wait for the child (10 s, then
+ * coordinator loop. The OpenAI-compatible HTTP API (coordinator/recur_http.h) runs in this
+ * process too, on --host/--port, as a client of the coordinator over inproc://; serve prints
+ * "recur serve: http on http://HOST:PORT" next to the protobuf endpoint. Without --model
+ * the bundled tiny model is served. SIGINT/SIGTERM: Shutdown to the workers (open HTTP
+ * streams end with an error event), stop the HTTP server, wait for the child (10 s, then
  * SIGKILL), exit 0. The child exiting on its own: every request ends with an error, serve
  * exits 1. If serve itself is killed (SIGKILL), the workers exit by their idle limit. */
 #include "recur_serve.h"
@@ -24,8 +28,12 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "recur_chat_template.h"
 #include "recur_coord.h"
+#include "recur_http.h"
 #include "recur_log.h"
+#include "recur_metrics.h"
+#include "recur_tokenizer_pick.h"
 #include "recur_msgsock.h"
 #include "recur_proto.h"
 #include "recur_tokenizer_pick.h"
@@ -59,6 +67,8 @@ typedef struct serve_state {
     char **args;        /* the worker group's command line */
     long restarts, max_restarts;
     uint64_t lost_seen; /* recur_coord_lost_count at the last look */
+    const char *http_host;   /* for the announcement */
+    int http_port;
 } serve_state_t;
 
 /* Starts the worker group in its own process group (so a terminal's Ctrl-C reaches only
@@ -179,20 +189,31 @@ static int serve_tick(recur_coord_t *c, void *ud) {
     }
     if (!st->announced && recur_coord_ready(c)) {
         printf("recur serve: listening on %s\n", recur_coord_client_endpoint(c));
+        int v6 = strchr(st->http_host, ':') != NULL;
+        printf("recur serve: http on http://%s%s%s:%d\n", v6 ? "[" : "", st->http_host, v6 ? "]" : "", st->http_port);
         fflush(stdout);
         st->announced = 1;
     }
     return 0;
 }
 
-static void serve_usage(void) {
-    fprintf(stderr,
-            "usage: recur serve --model PATH [--backend cpu|cuda] [--tp T --pp P] [--bind tcp://127.0.0.1:PORT]\n"
+static void serve_usage(FILE *to) {
+    fprintf(to,
+            "usage: recur serve [--model PATH] [--backend cpu|cuda] [--tp T --pp P] [--bind tcp://127.0.0.1:PORT]\n"
             "                   [--worker-bind tcp://127.0.0.1:PORT] [--slots N] [--max-batch N] [--token-budget N]\n"
             "                   [--max-queue N] [--queue-timeout-ms N] [--max-prompt N] [--max-tokens N]\n"
             "                   [--tokenizer PATH] [--worker-timeout-ms N] [--log-level L]\n"
+            "                   [--host H] [--port P] [--api-key KEY]... [--api-key-file PATH] [--max-body-bytes N]\n"
+            "                   [--chat-template PATH] [--served-model-name NAME]\n"
             "                   [--external-workers] [--drain-timeout-s N] [--max-worker-restarts N]\n"
-            "  Without --model the bundled tiny RWKV-7 is served on the CPU.\n"
+            "  Serves one model: ZeroMQ/protobuf clients on --bind, the OpenAI-compatible HTTP API on\n"
+            "  --host (default 127.0.0.1) and --port (default 8000; 0 = a free port, printed).\n"
+            "  Without --model: the bundled tiny RWKV-7. --api-key (repeatable) / --api-key-file (one key\n"
+            "  per line, '#' comments): every route but /health/live and /health/ready then needs\n"
+            "  'Authorization: Bearer KEY'. --max-body-bytes: larger HTTP bodies get 413 (default 4 MiB).\n"
+            "  --chat-template: a template file (docs/chat-templates.md) instead of the built-in one\n"
+            "  (RWKV World for RWKV-7, plain for xLSTM). --served-model-name: the model id clients use\n"
+            "  (default: the model file's name without .bin/.safetensors). README: HTTP API.\n"
             "  --external-workers: start no worker group; the workers are launched separately (multi-node:\n"
             "    mpirun --hostfile H -np T*P recur worker --connect <the printed worker endpoint> --model PATH\n"
             "    --tp T --pp P [--backend cuda]); bind --worker-bind to an address the nodes can reach.\n"
@@ -202,21 +223,56 @@ static void serve_usage(void) {
             "    started again, up to --max-worker-restarts times (default 5); then serve exits 1.\n");
 }
 
+/* The default served model name: the file's (or directory's) name, without a model-file
+ * extension; for a model.safetensors[.index.json] inside a directory, the directory's. */
+static void default_model_name(const char *path, char *out, size_t n) {
+    char tmp[PATH_MAX + 64];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    size_t l = strlen(tmp);
+    while (l > 1 && tmp[l - 1] == '/') tmp[--l] = '\0';
+    char *base = strrchr(tmp, '/');
+    base = base ? base + 1 : tmp;
+    if ((!strcmp(base, "model.safetensors") || !strcmp(base, "model.safetensors.index.json")) && base > tmp + 1) {
+        base[-1] = '\0';
+        char *up = strrchr(tmp, '/');
+        base = up ? up + 1 : tmp;
+    }
+    static const char *const ext[] = {".safetensors", ".bin", ".pth"};
+    size_t bl = strlen(base);
+    for (size_t i = 0; i < sizeof ext / sizeof *ext; i++) {
+        size_t el = strlen(ext[i]);
+        if (bl > el && !strcmp(base + bl - el, ext[i])) {
+            base[bl - el] = '\0';
+            break;
+        }
+    }
+    snprintf(out, n, "%s", *base ? base : "default");
+}
+
 int recur_serve_main(int argc, char **argv, int first) {
     recur_coord_config_t cfg = recur_coord_default_config();
     const char *model = NULL, *backend = "cpu", *slots_s = "64";
     char bind_c[256] = "tcp://127.0.0.1:0", bind_w[256] = "tcp://127.0.0.1:0";
     long tp = 1, pp = 1, v = 0, drain_s = 30, max_restarts = 5;
     int external = 0;
+    recur_http_config_t hc = recur_http_default_config();
+    const char *key_file = NULL, *template_path = NULL, *served = NULL;
+    const char *keys[64];
+    size_t n_keys = 0;
+    hc.port = 8000;
     for (int i = first; i < argc; i++) {
         const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            serve_usage(stdout);
+            return 0;
+        }
         if (!strcmp(a, "--external-workers")) {
             external = 1;
             continue;
         }
         if (!val) {
             fprintf(stderr, "recur serve: '%s' needs a value\n", a);
-            serve_usage();
+            serve_usage(stderr);
             return 2;
         }
         i++;
@@ -238,7 +294,21 @@ int recur_serve_main(int argc, char **argv, int first) {
         else if (!strcmp(a, "--worker-timeout-ms")) { rc = arg_long(a, val, 1, INT32_MAX, &v); cfg.worker_timeout_ms = (int32_t)v; }
         else if (!strcmp(a, "--drain-timeout-s")) rc = arg_long(a, val, 0, 24 * 3600, &drain_s);
         else if (!strcmp(a, "--max-worker-restarts")) rc = arg_long(a, val, 0, 1000000, &max_restarts);
-        else if (!strcmp(a, "--log-level")) {
+        else if (!strcmp(a, "--host")) hc.host = val;
+        else if (!strcmp(a, "--port")) { rc = arg_long(a, val, 0, 65535, &v); hc.port = (int)v; }
+        else if (!strcmp(a, "--api-key")) {
+            if (!*val || n_keys == sizeof keys / sizeof *keys)
+                rc = -1, fprintf(stderr, "recur serve: --api-key: an empty key, or more than 64 keys\n");
+            else keys[n_keys++] = val;
+        } else if (!strcmp(a, "--api-key-file")) key_file = val;
+        else if (!strcmp(a, "--max-body-bytes")) { rc = arg_long(a, val, 1, (long)1 << 30, &v); hc.max_body_bytes = (size_t)v; }
+        else if (!strcmp(a, "--chat-template")) template_path = val;
+        else if (!strcmp(a, "--served-model-name")) {
+            if (!*val || strlen(val) >= RECUR_PROTO_MAX_NAME_BYTES)
+                rc = -1, fprintf(stderr, "recur serve: --served-model-name must have 1 to %d bytes\n",
+                                 RECUR_PROTO_MAX_NAME_BYTES - 1);
+            served = val;
+        } else if (!strcmp(a, "--log-level")) {
             int l = recur_log_level_parse(val);
             if (l < 0) rc = -1, fprintf(stderr, "recur serve: bad --log-level '%s'\n", val);
             else recur_log_set_level((recur_log_level_t)l);
@@ -247,16 +317,16 @@ int recur_serve_main(int argc, char **argv, int first) {
             rc = -1;
         }
         if (rc) {
-            serve_usage();
+            serve_usage(stderr);
             return 2;
         }
     }
     char bundled[PATH_MAX + 64];
-    if (!model) {   /* the README's demo: the bundled tiny model */
+    if (!model) {
         if (recur_bundled_path(RECUR_BUNDLED_MODEL, bundled, sizeof bundled) != 0) {
             fprintf(stderr, "recur serve: the bundled model %s was not found (set RECUR_MODELS_DIR or pass --model)\n",
                     RECUR_BUNDLED_MODEL);
-            return 2;
+            return 1;
         }
         model = bundled;
     }
@@ -268,14 +338,66 @@ int recur_serve_main(int argc, char **argv, int first) {
     cfg.client_bind = bind_c, cfg.worker_bind = bind_w;
     cfg.model_path = model;
     cfg.tp = (int32_t)tp, cfg.pp = (int32_t)pp;
+    char name[RECUR_PROTO_MAX_NAME_BYTES];
+    if (served) snprintf(name, sizeof name, "%s", served);
+    else default_model_name(model, name, sizeof name);
+    cfg.model_id = name;
 
-    void *zctx = zmq_ctx_new();
+    /* the HTTP side's files: refused here, before anything starts */
+    recur_chat_template_t *tmpl = NULL;
+    char **file_keys = NULL;
+    size_t n_file_keys = 0;
+    const char **all_keys = NULL;
+    recur_metrics_t *metrics = NULL;
+    void *zctx = NULL;
     recur_coord_t *c = NULL;
+    recur_http_t *http = NULL;
+    int rc = 1;
+    if (template_path) {
+        char err[512];
+        if (recur_chat_template_load(template_path, &tmpl, err, sizeof err) != RECUR_OK) {
+            fprintf(stderr, "recur serve: --chat-template %s\n", err);
+            rc = 2;
+            goto out;
+        }
+    }
+    if (key_file && recur_http_read_key_file(key_file, &file_keys, &n_file_keys) != RECUR_OK) {
+        fprintf(stderr, "recur serve: --api-key-file %s could not be used (see above)\n", key_file);
+        rc = 2;
+        goto out;
+    }
+    if (key_file && !n_file_keys) {
+        fprintf(stderr, "recur serve: --api-key-file %s holds no key\n", key_file);
+        rc = 2;
+        goto out;
+    }
+    all_keys = malloc((n_keys + n_file_keys + 1) * sizeof *all_keys);
+    if (!all_keys || recur_metrics_create(&metrics) != RECUR_OK) {
+        fprintf(stderr, "recur serve: out of memory\n");
+        goto out;
+    }
+    for (size_t i = 0; i < n_keys; i++) all_keys[i] = keys[i];
+    for (size_t i = 0; i < n_file_keys; i++) all_keys[n_keys + i] = file_keys[i];
+    cfg.client_bind_extra = "inproc://recur-http";
+    cfg.metrics = metrics;
+    zctx = zmq_ctx_new();
+    /* a socket per HTTP request in flight, plus ours */
+    if (zctx) zmq_ctx_set(zctx, ZMQ_MAX_SOCKETS, hc.max_connections + 64);
     if (!zctx || recur_coord_create(zctx, &cfg, &c) != RECUR_OK) {
         fprintf(stderr, "recur serve: cannot bind %s / %s\n", bind_c, bind_w);
-        if (zctx) zmq_ctx_term(zctx);
-        return 1;
+        goto out;
     }
+    hc.coord_endpoint = cfg.client_bind_extra;
+    hc.model_id = name;
+    hc.api_keys = all_keys, hc.n_api_keys = n_keys + n_file_keys;
+    hc.chat_template = tmpl;
+    hc.metrics = metrics;
+    if (recur_http_start(zctx, &hc, &http) != RECUR_OK) {
+        fprintf(stderr, "recur serve: cannot start the HTTP server on %s port %d (see above)\n", hc.host, hc.port);
+        goto out;
+    }
+    recur_log_info("recur serve: model '%s' (%s); http on port %d, %zu API key(s), chat template %s", name, model,
+                   recur_http_port(http), hc.n_api_keys, tmpl ? template_path : "built-in for the model's arch");
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
@@ -309,7 +431,8 @@ int recur_serve_main(int argc, char **argv, int first) {
         setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 0);
         setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 0);
     }
-    serve_state_t st = {.child_status = -1, .drain_s = drain_s, .args = args, .max_restarts = max_restarts};
+    serve_state_t st = {.child_status = -1, .http_host = hc.host, .http_port = recur_http_port(http), .drain_s = drain_s,
+                        .args = args, .max_restarts = max_restarts};
     if (external) {
         st.child = -1;
         printf("recur serve: workers connect to %s\n", recur_coord_worker_endpoint(c));
@@ -320,21 +443,23 @@ int recur_serve_main(int argc, char **argv, int first) {
         st.child = launch_group(args);
         if (st.child < 0) {
             fprintf(stderr, "recur serve: fork: %s\n", strerror(errno));
-            recur_coord_free(c);
-            zmq_ctx_term(zctx);
-            return 1;
+            goto out;
         }
         recur_log_info("recur serve: worker group pid %d: %s ...", (int)st.child, args[0]);
     }
 
     recur_status_t s = recur_coord_run(c, serve_tick, &st);
-    int rc = 0;
+    rc = 0;
     if (st.child == 0) {   /* the group is gone and was not restarted */
         recur_coord_fail_all(c, "the worker group exited");
+        recur_http_stop(http);
+        http = NULL;
         rc = g_stop && st.child_status >= 0 && WIFEXITED(st.child_status) && WEXITSTATUS(st.child_status) == 0 ? 0 : 1;
     } else {
         if (s != RECUR_OK) rc = 1;
         recur_coord_shutdown_workers(c, g_stop ? "recur serve got a signal" : "recur serve is stopping");
+        recur_http_stop(http);   /* its streams got their finals above; nothing new is accepted */
+        http = NULL;
         /* wait for the group, the sockets still open so the Shutdown goes out; external
          * workers are not ours to wait for: give the Shutdown a moment to leave */
         int status = 0, done = external;
@@ -365,8 +490,15 @@ int recur_serve_main(int argc, char **argv, int first) {
             cs.busy_us_per_step, cs.critical_us_per_step, cs.period_us_per_step,
             cs.period_us_per_step > 0 ? 100.0 * cs.critical_us_per_step / cs.period_us_per_step : 0.0,
             cs.round_trip_us, cs.worker_total_us, cs.worker_forward_us);
+out:
+    recur_http_stop(http);
     recur_coord_free(c);
-    zmq_ctx_term(zctx);
+    if (zctx) zmq_ctx_term(zctx);
+    recur_metrics_free(metrics);
+    recur_chat_template_free(tmpl);
+    for (size_t i = 0; i < n_file_keys; i++) free(file_keys[i]);
+    free(file_keys);
+    free(all_keys);
     return rc;
 }
 

@@ -52,6 +52,7 @@ typedef struct creq {
     lp_ent_t *lpq, *pend_lp;
     size_t lpq_head, n_lpq, cap_lpq, cap_pend_lp;
     char fail[RECUR_PROTO_MAX_MESSAGE_BYTES / 16];   /* non-empty: the final is ERROR with this */
+    uint64_t t_accept_ns, t_last_ns;   /* metrics: accepted, latest token (monotonic ns) */
 } creq_t;
 
 struct recur_coord {
@@ -74,7 +75,7 @@ struct recur_coord {
     uint64_t last_from_worker_ms, last_to_worker_ms, hb_seq, epoch;
     /* the step in flight */
     int in_flight;
-    uint64_t flight_step;
+    uint64_t flight_step, flight_sent_ns;
     int32_t plan_n_seq;
     Recur__Internal__LogitsMode *logits;
     Recur__Internal__SamplingRow *rows, **rowp;
@@ -256,15 +257,21 @@ static size_t utf8_clean(recur_coord_t *c, const char *src, size_t n, int final)
 /* Sends the pending tokens of r with text[0, n_send) (cleaned), and the final when fin. */
 static void send_tokens(recur_coord_t *c, creq_t *r, size_t n_send, int final_text, const Recur__Api__GenerateFinal *fin) {
     size_t used = utf8_clean(c, r->text, n_send, final_text);
-    if (r->n_pend && grow((void **)&c->tokbuf, &c->cap_tok, r->n_pend, sizeof *c->tokbuf)) return;
-    Recur__Api__Token **tp = malloc((r->n_pend ? r->n_pend : 1) * sizeof *tp);
+    /* Text held back (a possible stop string, an unfinished character) can only travel with
+     * a token: keep the last pending token for it, else the final message would have text and
+     * no token to carry it, and that text would be lost. */
+    size_t n_tok = r->n_pend;
+    if (!fin && used < r->n_text && n_tok) n_tok--;
+    if (!fin && !n_tok) return;
+    if (n_tok && grow((void **)&c->tokbuf, &c->cap_tok, n_tok, sizeof *c->tokbuf)) return;
+    Recur__Api__Token **tp = malloc((n_tok ? n_tok : 1) * sizeof *tp);
     if (!tp) return;
     /* logprobs: every alternative's text (cleaned: 3 bytes per byte at most) in one block */
     Recur__Api__TopLogprob *alt = NULL, **altp = NULL;
     char *alt_text = NULL;
     if (r->logprobs >= 0 && r->pend_lp) {
         size_t n_alt = 0, n_bytes = 0;
-        for (size_t i = 0; i < r->n_pend; i++)
+        for (size_t i = 0; i < n_tok; i++)
             for (int32_t j = 0; j < r->pend_lp[i].n_top; j++) {
                 const char *b = NULL;
                 size_t nb = 0;
@@ -280,10 +287,10 @@ static void send_tokens(recur_coord_t *c, creq_t *r, size_t n_send, int final_te
         }
     }
     size_t a = 0, at = 0;
-    for (size_t i = 0; i < r->n_pend; i++) {
+    for (size_t i = 0; i < n_tok; i++) {
         Recur__Api__Token t = RECUR__API__TOKEN__INIT;
         t.has_id = 1, t.id = r->pend_ids[i];
-        t.text = i + 1 == r->n_pend ? c->sendtext : (char *)"";
+        t.text = i + 1 == n_tok ? c->sendtext : (char *)"";
         if (alt && r->pend_lp[i].n_top >= 0) {
             const lp_ent_t *e = &r->pend_lp[i];
             t.has_logprob = 1, t.logprob = e->logprob;
@@ -306,7 +313,7 @@ static void send_tokens(recur_coord_t *c, creq_t *r, size_t n_send, int final_te
     }
     Recur__Api__GenerateResponse gr = RECUR__API__GENERATE_RESPONSE__INIT;
     gr.request_id = r->rid;
-    gr.n_tokens = r->n_pend, gr.tokens = tp;
+    gr.n_tokens = n_tok, gr.tokens = tp;
     gr.final = (Recur__Api__GenerateFinal *)fin;
     recur_api_envelope_t env = RECUR__API__ENVELOPE__INIT;
     env.body_case = RECUR__API__ENVELOPE__BODY_GENERATE_RESPONSE;
@@ -315,8 +322,12 @@ static void send_tokens(recur_coord_t *c, creq_t *r, size_t n_send, int final_te
     recur_status_t s = recur_msgsock_send_api(c->clients, &r->peer, &env, &err);
     free(tp);
     free(alt), free(altp), free(alt_text);
-    c->tokens_out += r->n_pend;
-    r->n_pend = 0;
+    c->tokens_out += n_tok;
+    if (r->n_pend > n_tok) {   /* the kept token (and its logprobs) moves to the front */
+        memmove(r->pend_ids, r->pend_ids + n_tok, (r->n_pend - n_tok) * sizeof *r->pend_ids);
+        if (r->pend_lp) memmove(r->pend_lp, r->pend_lp + n_tok, (r->n_pend - n_tok) * sizeof *r->pend_lp);
+    }
+    r->n_pend -= n_tok;
     if (used) memmove(r->text, r->text + used, r->n_text - used);   /* text is NULL before any token */
     r->n_text -= used;
     if (s != RECUR_OK && !fin && !r->fail[0]) {
@@ -370,6 +381,7 @@ static void on_token(recur_coord_t *c, creq_t *r, int32_t token) {
                        (int)e->token, (int)token);
     }
     if (r->stopped || r->fail[0]) return;
+    recur_metrics_token(c->cfg.metrics, r->t_accept_ns, &r->t_last_ns, now_ns());
     const char *bytes = NULL;
     size_t nb = 0;
     if (recur_tokenizer_token_bytes(c->tok, token, &bytes, &nb) != RECUR_OK) nb = 0;   /* padding rows: no text */
@@ -420,6 +432,8 @@ static void on_finished(recur_coord_t *c, creq_t *r, const recur_sched_event_t *
         fin.error = &e;
     }
     send_tokens(c, r, r->n_text, 1, &fin);
+    recur_metrics_finished(c->cfg.metrics, (const char *[]){"", "stop", "length", "cancelled", "error"}[fin.finish_reason],
+                           r->t_accept_ns, now_ns());
     req_free(c, r);
 }
 
@@ -589,6 +603,8 @@ static void on_generate(recur_coord_t *c, const recur_msgsock_peer_t *from, cons
         drain_events(c);
     }
     c->requests++;
+    r->t_accept_ns = now_ns();
+    recur_metrics_request(c->cfg.metrics, (int64_t)n);
 }
 
 static void on_cancel(recur_coord_t *c, const recur_msgsock_peer_t *from, const Recur__Api__CancelRequest *q) {
@@ -804,6 +820,8 @@ static void on_step_result(recur_coord_t *c, const Recur__Internal__StepResult *
     }
     if (sr.status == RECUR_OK) sr.n_token = (int32_t)res->n_token, sr.token = res->token;
     if (sr.status == RECUR_OK) queue_logprobs(c, res);
+    recur_metrics_step(c->cfg.metrics, now_ns() - c->flight_sent_ns, res->rank, res->timing ? res->timing->forward_us : 0,
+                       res->timing ? res->timing->total_us : 0);
     uint64_t t = now_ms();
     if (recur_sched_complete(c->sched, &sr, t) != RECUR_OK) {
         recur_sched_result_t bad = {.step = res->step, .status = RECUR_E_PROTO, .message = recur_sched_error(c->sched)};
@@ -924,7 +942,7 @@ static void maybe_step(recur_coord_t *c) {
     c->plan_sent_ns = sent;
     c->last_to_worker_ms = sent / 1000000ull;
     c->in_flight = 1;
-    c->flight_step = p.step;
+    c->flight_step = p.step, c->flight_sent_ns = now_ns();
     c->plan_n_seq = p.n_seq;
     c->steps++;
     c->seqs += (uint64_t)p.n_seq;
@@ -958,6 +976,15 @@ static void heartbeat(recur_coord_t *c) {
     send_worker(c, &env);
 }
 
+/* The metrics' gauges (recur_metrics.h), after each pass of the loop. */
+static void update_gauges(recur_coord_t *c) {
+    recur_sched_stats_t st = {0};
+    if (!c->cfg.metrics) return;
+    if (c->sched) recur_sched_get_stats(c->sched, &st);
+    recur_metrics_sched(c->cfg.metrics, st.running, st.waiting, st.slots_used, st.slots_total);
+    recur_metrics_ready(c->cfg.metrics, c->ready);
+}
+
 recur_status_t recur_coord_run(recur_coord_t *c, int (*tick)(recur_coord_t *c, void *ud), void *ud) {
     zmq_pollitem_t items[3] = {{recur_msgsock_zmq(c->clients), 0, ZMQ_POLLIN, 0},
                                {recur_msgsock_zmq(c->workers), 0, ZMQ_POLLIN, 0},
@@ -982,6 +1009,7 @@ recur_status_t recur_coord_run(recur_coord_t *c, int (*tick)(recur_coord_t *c, v
         if (poll_workers(c) != RECUR_OK || poll_clients(c) != RECUR_OK) return RECUR_E_IO;
         heartbeat(c);
         maybe_step(c);
+        update_gauges(c);
         if (was_ready) c->busy_ns += now_ns() - t0;
     }
 }
@@ -1010,6 +1038,10 @@ recur_status_t recur_coord_create(void *zctx, const recur_coord_config_t *cfg, r
     wp.router_handover = 1;   /* a restarted rank 0 takes its identity over */
     recur_status_t s = recur_msgsock_bind(zctx, cfg->client_bind, &cp, &c->clients);
     if (s == RECUR_OK) s = recur_msgsock_bind(zctx, cfg->worker_bind, &wp, &c->workers);
+    if (s == RECUR_OK && cfg->client_bind_extra && zmq_bind(recur_msgsock_zmq(c->clients), cfg->client_bind_extra)) {
+        recur_log_err("coordinator: cannot bind %s: %s", cfg->client_bind_extra, zmq_strerror(errno));
+        s = RECUR_E_IO;
+    }
     if (s == RECUR_OK && recur_msgsock_watch_disconnects(c->clients, zctx, &c->client_events) != RECUR_OK)
         recur_log_warn("coordinator: cannot watch client disconnections: a client that goes away keeps its "
                        "request running until a send to it fails");

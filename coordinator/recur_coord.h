@@ -47,6 +47,7 @@
 
 #include <stdint.h>
 
+#include "recur_metrics.h"
 #include "recur_sched.h"
 #include "recur_status.h"
 
@@ -68,6 +69,11 @@ typedef struct recur_coord_config {
     int32_t default_max_tokens;   /* a request without max_tokens; default 256           */
     int32_t heartbeat_ms;         /* idle heartbeat to the worker (and asked of it); 1000 */
     int32_t worker_timeout_ms;    /* worker silence that counts as lost; 30000           */
+    const char *client_bind_extra;/* a second endpoint of the client ROUTER, e.g.
+                                     "inproc://recur-http" for the HTTP front end in this
+                                     process (coordinator/recur_http.h); NULL: none      */
+    recur_metrics_t *metrics;     /* the loop reports here (recur_metrics.h); NULL: none;
+                                     the caller's, must outlive the coordinator          */
 } recur_coord_config_t;
 
 recur_coord_config_t recur_coord_default_config(void);

@@ -24,6 +24,8 @@ PACKAGES=(
   python3-zmq       # scripts/recur_client.py, the Python client example (and its test)
   python3-protobuf  #   "
   protobuf-compiler # protoc --python_out: the client example's recur_api_pb2
+  python3-venv      # .venv-test/ below (the HTTP API's client tests)
+  curl              # tests/test_http.sh
 )
 
 missing=()
@@ -32,15 +34,38 @@ for p in "${PACKAGES[@]}"; do
 done
 if [ ${#missing[@]} -eq 0 ]; then
   echo "setup: all packages present"
-  exit 0
+else
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || { echo "setup: need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+    SUDO=sudo
+  fi
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-SUDO=""
-if [ "$(id -u)" != 0 ]; then
-  command -v sudo >/dev/null || { echo "setup: need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
-  SUDO=sudo
+# Python packages for the HTTP API's client tests (tests/test_http_clients.py): the official
+# openai SDK and LiteLLM from PyPI, pinned (litellm 1.100.5 is the newest whose dependencies
+# all resolve on PyPI as of 2026-11; it brings its own openai pin), in .venv-test/ at the
+# repository root (gitignored). Without PyPI the tests that need them are skipped (exit 77),
+# except on CI (CI=true), where this is an error.
+VENV="$(cd "$(dirname "$0")/.." && pwd)/.venv-test"
+PY_PKGS=(openai==2.54.0 litellm==1.100.5)
+venv_ok() {
+  [ -x "$VENV/bin/python" ] && "$VENV/bin/python" - "${PY_PKGS[@]}" 2>/dev/null <<'EOF'
+import sys
+from importlib.metadata import version
+sys.exit(0 if all(version(p.split("==")[0]) == p.split("==")[1] for p in sys.argv[1:]) else 1)
+EOF
+}
+if venv_ok; then
+  echo "setup: .venv-test has ${PY_PKGS[*]}"
+else
+  echo "setup: installing ${PY_PKGS[*]} into .venv-test"
+  if ! { python3 -m venv "$VENV" && "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${PY_PKGS[@]}"; }; then
+    echo "setup: could not install ${PY_PKGS[*]} from PyPI: the HTTP client tests will be skipped" >&2
+    if [ "${CI:-}" = "true" ]; then exit 1; fi
+  fi
 fi
-echo "setup: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -23,7 +23,7 @@ trap cleanup EXIT
 # start_serve NAME ARGS...: starts serve, sets SPID and EP (empty when it did not come up)
 start_serve() {
   local name=$1; shift
-  "$BIN" serve "$@" >"$T/$name.out" 2>"$T/$name.err" &
+  "$BIN" serve --port 0 "$@" >"$T/$name.out" 2>"$T/$name.err" &
   SPID=$!
   EP=
   for _ in $(seq 300); do
