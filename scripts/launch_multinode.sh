@@ -46,7 +46,9 @@ EOF
 }
 
 die() { echo "launch_multinode: $*" >&2; exit 2; }
-need_int() { [[ $2 =~ ^[0-9]+$ ]] && [ "$2" -ge "${3:-1}" ] || die "$1 expects an integer >= ${3:-1}, got '$2'"; }
+need_int() {
+  if ! [[ $2 =~ ^[0-9]+$ ]] || [ "$2" -lt "${3:-1}" ]; then die "$1 expects an integer >= ${3:-1}, got '$2'"; fi
+}
 
 model="" tp=1 pp=1 hostfile="" lws_slots="" coord_host="" worker_port=5556 ifname=""
 backend=cuda slots=64 recur="" mpirun=mpirun mpi_args="" wait_hosts=0 ssh_port=22
@@ -180,7 +182,7 @@ if [ "$wait_hosts" -gt 0 ]; then
 fi
 
 serve_pid="" mpi_pid=""
-stop_serve() { [ -n "$serve_pid" ] && kill -TERM "$serve_pid" 2>/dev/null || true; }
+stop_serve() { if [ -n "$serve_pid" ]; then kill -TERM "$serve_pid" 2>/dev/null || true; fi; }
 trap stop_serve TERM INT
 echo "launch_multinode: ${serve_cmd[*]@Q}" >&2
 "${serve_cmd[@]}" &

@@ -59,7 +59,7 @@ fi
 cd "$SRC" || exit 1
 mkdir -p "$T/rendered"
 want="lws-1node-1gpu lws-1node-2gpu-tp2 lws-2node-4gpu-tp4pp2 mpijob-1node-1gpu mpijob-1node-2gpu-tp2 mpijob-2node-4gpu-tp4pp2"
-have=$(cd deploy/k8s/overlays && ls -d -- */ | tr -d / | sort | paste -sd ' ')
+have=$(find deploy/k8s/overlays -mindepth 1 -maxdepth 1 -type d -printf '%f\n' | sort | paste -sd ' ')
 missing=""
 for o in $want; do [ -d "deploy/k8s/overlays/$o" ] || missing+=" $o"; done
 if [ -z "$missing" ]; then pass "the six overlays exist ($have)"; else fail "overlays missing:$missing"; fi
