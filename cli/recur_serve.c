@@ -33,6 +33,7 @@
 #include "recur_http.h"
 #include "recur_log.h"
 #include "recur_metrics.h"
+#include "recur_tokenizer_pick.h"
 #include "recur_msgsock.h"
 #include "recur_proto.h"
 #include "recur_tokenizer_pick.h"
@@ -202,9 +203,9 @@ static void serve_usage(FILE *to) {
             "                   [--worker-bind tcp://127.0.0.1:PORT] [--slots N] [--max-batch N] [--token-budget N]\n"
             "                   [--max-queue N] [--queue-timeout-ms N] [--max-prompt N] [--max-tokens N]\n"
             "                   [--tokenizer PATH] [--worker-timeout-ms N] [--log-level L]\n"
-            "                   [--external-workers] [--drain-timeout-s N] [--max-worker-restarts N]\n"
             "                   [--host H] [--port P] [--api-key KEY]... [--api-key-file PATH] [--max-body-bytes N]\n"
             "                   [--chat-template PATH] [--served-model-name NAME]\n"
+            "                   [--external-workers] [--drain-timeout-s N] [--max-worker-restarts N]\n"
             "  Serves one model: ZeroMQ/protobuf clients on --bind, the OpenAI-compatible HTTP API on\n"
             "  --host (default 127.0.0.1) and --port (default 8000; 0 = a free port, printed).\n"
             "  Without --model: the bundled tiny RWKV-7. --api-key (repeatable) / --api-key-file (one key\n"
@@ -321,11 +322,11 @@ int recur_serve_main(int argc, char **argv, int first) {
         }
     }
     char bundled[PATH_MAX + 64];
-    if (!model) {   /* the README's demo: the bundled tiny model */
+    if (!model) {
         if (recur_bundled_path(RECUR_BUNDLED_MODEL, bundled, sizeof bundled) != 0) {
             fprintf(stderr, "recur serve: the bundled model %s was not found (set RECUR_MODELS_DIR or pass --model)\n",
                     RECUR_BUNDLED_MODEL);
-            return 2;
+            return 1;
         }
         model = bundled;
     }
@@ -430,8 +431,8 @@ int recur_serve_main(int argc, char **argv, int first) {
         setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 0);
         setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 0);
     }
-    serve_state_t st = {.child_status = -1, .drain_s = drain_s, .args = args, .max_restarts = max_restarts,
-                          .http_host = hc.host, .http_port = recur_http_port(http)};
+    serve_state_t st = {.child_status = -1, .http_host = hc.host, .http_port = recur_http_port(http), .drain_s = drain_s,
+                        .args = args, .max_restarts = max_restarts};
     if (external) {
         st.child = -1;
         printf("recur serve: workers connect to %s\n", recur_coord_worker_endpoint(c));
@@ -506,7 +507,65 @@ out:
 static void client_usage(void) {
     fprintf(stderr,
             "usage: recur client --connect ENDPOINT (--prompt TEXT | --health) [--max-tokens N] [--temperature T]\n"
-            "                    [--seed S] [--stop STR] [--cancel-after N] [--timeout-ms MS]\n");
+            "                    [--seed S] [--stop STR] [--cancel-after N] [--timeout-ms MS]\n"
+            "                    [--repetition-penalty R] [--presence-penalty P] [--frequency-penalty F]\n"
+            "                    [--logit-bias ID:BIAS[,ID:BIAS...]] [--logprobs N]\n");
+}
+
+/* A float option in [lo, hi] (lo_open: > lo). */
+static int arg_float(const char *opt, const char *v, double lo, double hi, int lo_open, float *out) {
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || end == v || *end || !(lo_open ? x > lo : x >= lo) || !(x <= hi)) {
+        fprintf(stderr, "recur client: %s expects a number in %s%g, %g], got '%s'\n", opt, lo_open ? "(" : "[", lo, hi,
+                v);
+        return -1;
+    }
+    *out = (float)x;
+    return 0;
+}
+
+/* --logit-bias "ID:BIAS[,ID:BIAS...]" into e[0..*n) (at most max entries; the server checks
+ * the ids against its vocabulary and that they are distinct). */
+static int arg_logit_bias(const char *v, Recur__Api__LogitBias *e, size_t max, size_t *n) {
+    *n = 0;
+    const char *p = v;
+    while (*p) {
+        char *end;
+        errno = 0;
+        long id = strtol(p, &end, 10);
+        if (errno || end == p || *end != ':' || id < 0 || id > INT32_MAX) break;
+        p = end + 1;
+        double b = strtod(p, &end);
+        if (end == p || (*end && *end != ',') || !(b >= -100 && b <= 100) || *n == max) break;
+        Recur__Api__LogitBias lb = RECUR__API__LOGIT_BIAS__INIT;
+        lb.has_token_id = lb.has_bias = 1, lb.token_id = (int32_t)id, lb.bias = (float)b;
+        e[(*n)++] = lb;
+        p = *end ? end + 1 : end;
+        if (!*end) return 0;
+    }
+    fprintf(stderr, "recur client: --logit-bias expects ID:BIAS[,ID:BIAS...] with ids >= 0, each bias in [-100, 100] "
+            "and at most %zu entries, got '%s'\n", max, v);
+    return -1;
+}
+
+/* One line per token to stderr: its id, logprob and text, then the alternatives. */
+static void print_logprobs(const Recur__Api__Token *t) {
+    if (!t->has_logprob) return;
+    fprintf(stderr, "logprob %.5f id %d", (double)t->logprob, (int)t->id);
+    for (size_t j = 0; j < t->n_top_logprobs; j++) {
+        const Recur__Api__TopLogprob *a = t->top_logprobs[j];
+        fputs(j ? ", " : " | top: ", stderr);
+        fprintf(stderr, "%d ", (int)a->id);
+        fputc('"', stderr);
+        for (const unsigned char *c = (const unsigned char *)(a->text ? a->text : ""); *c; c++)
+            if (*c == '"' || *c == '\\') fprintf(stderr, "\\%c", *c);
+            else if (*c < 0x20) fprintf(stderr, "\\x%02x", *c);
+            else fputc(*c, stderr);
+        fprintf(stderr, "\" %.5f", (double)a->logprob);
+    }
+    fputc('\n', stderr);
 }
 
 static recur_status_t client_send(recur_msgsock_t *s, recur_api_envelope_t *env) {
@@ -522,6 +581,11 @@ int recur_client_main(int argc, char **argv, int first) {
     double temperature = -1;
     unsigned long long seed = 0;
     int has_seed = 0, health = 0;
+    float rep_pen = 1.0f, pres_pen = 0.0f, freq_pen = 0.0f;
+    int has_rep = 0, has_pres = 0, has_freq = 0;
+    long logprobs = -1;
+    Recur__Api__LogitBias bias[RECUR_PROTO_MAX_LOGIT_BIAS];
+    size_t n_bias = 0;
     for (int i = first; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--health")) { health = 1; continue; }
@@ -534,6 +598,11 @@ int recur_client_main(int argc, char **argv, int first) {
         else if (!strcmp(a, "--max-tokens")) rc = arg_long(a, val, 1, INT32_MAX, &max_tokens);
         else if (!strcmp(a, "--cancel-after")) rc = arg_long(a, val, 0, INT32_MAX, &cancel_after);
         else if (!strcmp(a, "--timeout-ms")) rc = arg_long(a, val, 1, INT32_MAX, &timeout_ms);
+        else if (!strcmp(a, "--repetition-penalty")) rc = arg_float(a, val, 0, 100, 1, &rep_pen), has_rep = 1;
+        else if (!strcmp(a, "--presence-penalty")) rc = arg_float(a, val, -2, 2, 0, &pres_pen), has_pres = 1;
+        else if (!strcmp(a, "--frequency-penalty")) rc = arg_float(a, val, -2, 2, 0, &freq_pen), has_freq = 1;
+        else if (!strcmp(a, "--logprobs")) rc = arg_long(a, val, 0, RECUR_PROTO_MAX_LOGPROBS, &logprobs);
+        else if (!strcmp(a, "--logit-bias")) rc = arg_logit_bias(val, bias, RECUR_PROTO_MAX_LOGIT_BIAS, &n_bias);
         else if (!strcmp(a, "--temperature")) {
             char *end;
             temperature = strtod(val, &end);
@@ -571,6 +640,7 @@ int recur_client_main(int argc, char **argv, int first) {
     Recur__Api__GenerateRequest g = RECUR__API__GENERATE_REQUEST__INIT;
     Recur__Api__SamplingParams sp = RECUR__API__SAMPLING_PARAMS__INIT;
     char *stops[1] = {(char *)stop};
+    Recur__Api__LogitBias *biasp[RECUR_PROTO_MAX_LOGIT_BIAS];
     if (health) {
         hr.request_id = rid;
         env.body_case = RECUR__API__ENVELOPE__BODY_HEALTH;
@@ -583,6 +653,12 @@ int recur_client_main(int argc, char **argv, int first) {
         if (temperature >= 0) sp.has_temperature = 1, sp.temperature = (float)temperature;
         if (has_seed) sp.has_seed = 1, sp.seed = seed;
         if (stop) sp.n_stop = 1, sp.stop = stops;
+        if (has_rep) sp.has_repetition_penalty = 1, sp.repetition_penalty = rep_pen;
+        if (has_pres) sp.has_presence_penalty = 1, sp.presence_penalty = pres_pen;
+        if (has_freq) sp.has_frequency_penalty = 1, sp.frequency_penalty = freq_pen;
+        if (logprobs >= 0) sp.has_logprobs = 1, sp.logprobs = (uint32_t)logprobs;
+        for (size_t i = 0; i < n_bias; i++) biasp[i] = &bias[i];
+        sp.n_logit_bias = n_bias, sp.logit_bias = biasp;
         g.sampling = &sp;
         env.body_case = RECUR__API__ENVELOPE__BODY_GENERATE;
         env.generate = &g;
@@ -630,6 +706,7 @@ int recur_client_main(int argc, char **argv, int first) {
         const Recur__Api__GenerateResponse *gr = r->generate_response;
         for (size_t i = 0; i < gr->n_tokens; i++) fputs(gr->tokens[i]->text ? gr->tokens[i]->text : "", stdout);
         fflush(stdout);
+        for (size_t i = 0; i < gr->n_tokens; i++) print_logprobs(gr->tokens[i]);
         n_tokens += (long)gr->n_tokens;
         if (gr->final) {
             const Recur__Api__GenerateFinal *f = gr->final;

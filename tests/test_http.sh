@@ -15,8 +15,8 @@
 #     request) gets its request cancelled and its slot freed (/metrics slots used back to 0);
 #   - 64 concurrent streaming requests (curl in the background) each give the same text as
 #     the same request alone (greedy and seeded sampling);
-#   - SIGTERM with streams open that outlive the drain (--drain-timeout-s 1): every stream
-#     ends (error event + [DONE]), serve exits 0.
+#   - SIGTERM with streams open: draining (new request 503, ready 503); at the drain deadline every
+#     stream ends (error event + [DONE]), serve exits 0.
 # Needs: RECUR_BIN, RECUR_SOURCE_DIR; curl, python3 (standard library only: SSE parsing).
 set -u
 BIN=${RECUR_BIN:?RECUR_BIN not set}
@@ -33,8 +33,7 @@ KEY=sk-local
 
 # --- start: no --model (the bundled tiny model), ephemeral port, a key file and a key
 printf '# keys\n\n  sk-other  \n' >"$T/keys"
-"$BIN" serve --port 0 --api-key "$KEY" --api-key-file "$T/keys" --max-prompt 200 --max-body-bytes 65536 \
-  --drain-timeout-s 1 \
+"$BIN" serve --port 0 --drain-timeout-s 3 --api-key "$KEY" --api-key-file "$T/keys" --max-prompt 200 --max-body-bytes 65536 \
   >"$T/serve.out" 2>"$T/serve.err" &
 SPID=$!
 URL=
@@ -263,12 +262,20 @@ assert not bad, f"differ: {bad}"
 assert len(set(text(f"{d}/alone{i}") for i in range(64))) > 32
 EOF
 
-# --- SIGTERM with open streams longer than the drain: they end (error event, [DONE]); serve exits 0
+# --- SIGTERM with open streams: a drain (--drain-timeout-s 3); the 1,000,000-token streams
+# outlive it, so at the deadline they end (error event, [DONE]); serve exits 0
 for i in 1 2; do
   curl -sN -H "$AUTH" "$URL/v1/completions" -d '{"prompt":"x","max_tokens":1000000,"ignore_eos":true,"stream":true}' >"$T/term$i" 2>/dev/null &
 done
 sleep 0.5
 kill -TERM "$SPID"
+sleep 0.5
+# draining: a new request gets 503 and readiness turns false, while the open streams go on
+code_new=$(curl -s -o "$T/drain_new" -w '%{http_code}' -H "$AUTH" "$URL/v1/completions" -d '{"prompt":"x","max_tokens":3}')
+code_ready=$(curl -s -o /dev/null -w '%{http_code}' "$URL/health/ready")
+[ "$code_new" = 503 ] && [ "$code_ready" = 503 ] \
+  && pass "draining after SIGTERM: a new request gets 503 ($(head -c 120 "$T/drain_new")), /health/ready 503" \
+  || fail "draining: new request $code_new, ready $code_ready: $(cat "$T/drain_new")"
 rc=124
 for _ in $(seq 150); do kill -0 "$SPID" 2>/dev/null || { wait "$SPID"; rc=$?; break; }; sleep 0.1; done
 wait $(jobs -p) 2>/dev/null
@@ -278,5 +285,6 @@ SPID=
   && pass "SIGTERM: open streams end with an error event and [DONE], serve exits 0" \
   || { fail "SIGTERM: rc $rc"; tail -c 300 "$T/term1"; tail -5 "$T/serve.err"; }
 
+if [ $fails != 0 ]; then echo "     serve's stderr (end):"; tail -40 "$T/serve.err" | sed 's/^/     /'; fi
 [ $fails = 0 ] && echo "all passed" || echo "$fails failed"
 [ $fails = 0 ]

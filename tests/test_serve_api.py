@@ -232,17 +232,19 @@ def queue_checks(name, model, extra):
         s.stop()
 
 
-N_DRAIN = 3000   # long enough to be still running when the new request comes
-
-
 def drain_check(name, s):
     """SIGTERM: the stream in flight finishes, a new request is refused, serve exits 0."""
+    # long enough to be still running when the new request comes (~6 s at this server's
+    # speed: sanitizer builds are many times slower), short enough to end within the drain
+    t0 = time.time()
+    greedy(s.endpoint, "Timing", 100)
+    n_drain = int(min(5000, max(600, 6.0 / ((time.time() - t0) / 100))))
     with RecurClient(s.endpoint) as c, RecurClient(s.endpoint, timeout_ms=10000) as c2:
-        rid = c.start("Draining", max_tokens=N_DRAIN, temperature=0, ignore_eos=True)
+        rid = c.start("Draining", max_tokens=n_drain, temperature=0, ignore_eos=True)
         gen = c.stream(rid)
         next(gen)
         s.p.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
+        time.sleep(0.1)
         try:
             e = error_of(lambda: list(c2.generate("New", max_tokens=3)))
         except TimeoutError as t:
@@ -250,7 +252,7 @@ def drain_check(name, s):
         n = 1 + sum(1 for _ in gen)
         fr = c.last_final.finish_reason
     rc = s.p.wait(30)
-    check(isinstance(e, RecurError) and e.code == api.ERROR_CODE_UNAVAILABLE and fr == api.FINISH_REASON_LENGTH and n == N_DRAIN
+    check(isinstance(e, RecurError) and e.code == api.ERROR_CODE_UNAVAILABLE and fr == api.FINISH_REASON_LENGTH and n == n_drain
           and rc == 0, "%s: SIGTERM drains: the stream in flight finished (%d tokens, %s), a new request got %s, "
           "exit %s" % (name, n, recur_client.FINISH_NAMES.get(fr), e, rc))
 
@@ -262,7 +264,7 @@ def main():
         if extra and not os.environ.get("RECUR_MPIRUN"):
             print("skip %s: RECUR_MPIRUN not set" % name)
             continue
-        s = Server(model, extra + ["--slots", "40"])
+        s = Server(model, extra + ["--slots", "40", "--drain-timeout-s", "120"])
         try:
             main_checks(name, s.endpoint, model)
             drain_check(name, s)
