@@ -665,8 +665,8 @@ static recur_status_t mf_parse_st(recur_model_files_t *f, int32_t fi) {
     /* The spec requires the tensors to tile the data region: no overlap (two tensors aliasing
      * bytes), no gap and no trailing bytes (room for a hidden payload, or a sign of a wrong
      * header length). */
-    recur_tensor_info_t *t = f->tensors + first;
     int32_t n = f->n_tensors - first;
+    recur_tensor_info_t *t = n > 0 ? f->tensors + first : NULL; /* "{}": no tensors, f->tensors may be NULL */
     if (n > 1) qsort(t, (size_t)n, sizeof *t, mf_cmp_offset);
     uint64_t pos = 0;
     for (int32_t i = 0; i < n; i++) {
