@@ -721,6 +721,7 @@ recur_status_t recur_proto_api_pack(const recur_api_envelope_t *env, size_t max_
 recur_status_t recur_proto_api_unpack(const uint8_t *buf, size_t n, size_t max_bytes, recur_api_envelope_t **out,
                                       recur_proto_error_t *err) {
     if (!out) return recur_proto_fail(err, RECUR_E_INVAL, "api unpack: NULL output");
+    *out = NULL;   /* on every failure, as the header promises */
     proto_err_clear_(err);
     ProtobufCMessage *m = NULL;
     PROTO_CHECK(proto_unpack_(&PROTO_API, buf, n, max_bytes, &m, err));
@@ -756,6 +757,7 @@ recur_status_t recur_proto_internal_pack(const recur_internal_envelope_t *env, s
 recur_status_t recur_proto_internal_unpack(const uint8_t *buf, size_t n, size_t max_bytes,
                                            recur_internal_envelope_t **out, recur_proto_error_t *err) {
     if (!out) return recur_proto_fail(err, RECUR_E_INVAL, "internal unpack: NULL output");
+    *out = NULL;   /* on every failure, as the header promises */
     proto_err_clear_(err);
     ProtobufCMessage *m = NULL;
     PROTO_CHECK(proto_unpack_(&PROTO_INTERNAL, buf, n, max_bytes, &m, err));

@@ -540,8 +540,11 @@ static recur_status_t decode(int internal, const uint8_t *buf, size_t n, size_t 
     uint8_t *re = NULL;
     size_t rn = 0;
     recur_proto_error_t err2;
+    /* *out starts non-NULL: unpack must set it to NULL on failure (fuzz_proto_* found it
+     * left untouched) */
+    static char poison;
     if (internal) {
-        recur_internal_envelope_t *e = NULL;
+        recur_internal_envelope_t *e = (recur_internal_envelope_t *)(void *)&poison;
         s = recur_proto_internal_unpack(buf, n, max_bytes, &e, err);
         CHECK((s == RECUR_OK) == (e != NULL));
         if (s != RECUR_OK) return s;
@@ -551,7 +554,7 @@ static recur_status_t decode(int internal, const uint8_t *buf, size_t n, size_t 
         CHECK(ps == RECUR_OK);
         recur_proto_internal_free(e);
     } else {
-        recur_api_envelope_t *e = NULL;
+        recur_api_envelope_t *e = (recur_api_envelope_t *)(void *)&poison;
         s = recur_proto_api_unpack(buf, n, max_bytes, &e, err);
         CHECK((s == RECUR_OK) == (e != NULL));
         if (s != RECUR_OK) return s;
