@@ -24,6 +24,8 @@ PACKAGES=(
   python3-zmq       # scripts/recur_client.py, the Python client example (and its test)
   python3-protobuf  #   "
   protobuf-compiler # protoc --python_out: the client example's recur_api_pb2
+  clang             # the fuzz targets (scripts/fuzz.sh): libFuzzer with ASan + UBSan
+  libclang-rt-dev   #   clang's runtimes (libFuzzer, the sanitizers), only recommended by clang
 )
 
 missing=()

@@ -1182,9 +1182,28 @@ static void test_nested_field_zero(void) {
     CHECK(decode(0, api_msg, sizeof api_msg - 6, 0, 0, &err, 0, -1) == RECUR_OK);
 }
 
-int main(void) {
+/* `test_proto --write-corpus DIR`: the valid encodings above as fuzzing seeds,
+ * DIR/proto_api/<body>-<i> and DIR/proto_internal/<body>-<i> (tests/fuzz/corpus). */
+static int write_corpus(const char *dir) {
+    for (int i = 0; i < n_corpus; i++) {
+        const enc_t *e = &corpus[i];
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s/%s-%02d", dir, e->internal ? "proto_internal" : "proto_api",
+                 e->internal ? recur_proto_internal_body_name((Recur__Internal__Envelope__BodyCase)e->body)
+                             : recur_proto_api_body_name((Recur__Api__Envelope__BodyCase)e->body), i);
+        FILE *f = fopen(path, "wb");
+        if (!f || fwrite(e->buf, 1, e->n, f) != e->n || fclose(f) != 0) {
+            fprintf(stderr, "test_proto: cannot write %s\n", path);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int main(int argc, char **argv) {
     build_api_corpus();
     build_internal_corpus();
+    if (argc == 3 && strcmp(argv[1], "--write-corpus") == 0) return failures ? 1 : write_corpus(argv[2]);
     test_roundtrip();
     test_versions();
     test_truncation();
