@@ -73,6 +73,8 @@ for t in "${targets[@]}"; do
 done
 
 if [ "${FUZZ_PTH:-1}" != 0 ] && [ $# -eq 0 ]; then
-  python3 tests/fuzz/fuzz_pth.py --seconds "$secs" --crash-dir build-fuzz/crashes || status=1
+  rc=0
+  python3 tests/fuzz/fuzz_pth.py --seconds "$secs" --crash-dir build-fuzz/crashes || rc=$?
+  [ $rc = 0 ] || [ $rc = 77 ] || status=1   # 77: the .pth fixtures are missing (it says so)
 fi
 exit $status
