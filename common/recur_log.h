@@ -25,7 +25,11 @@ void recur_log(recur_log_level_t lvl, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;
-void recur_logv(recur_log_level_t lvl, const char *fmt, va_list ap);
+void recur_logv(recur_log_level_t lvl, const char *fmt, va_list ap)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 0)))   /* clang's -Wformat-nonliteral wants it */
+#endif
+    ;
 
 #define recur_log_debug(...) recur_log(RECUR_LOG_DEBUG, __VA_ARGS__)
 #define recur_log_info(...)  recur_log(RECUR_LOG_INFO,  __VA_ARGS__)

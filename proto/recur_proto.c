@@ -554,6 +554,47 @@ static const proto_kind_t PROTO_API = {"api", "internal (coordinator <-> worker)
 static const proto_kind_t PROTO_INTERNAL = {"internal", "client API", RECUR_PROTO_INTERNAL_VERSION,
                                             &recur__internal__envelope__descriptor, 100, 199, 10, 99};
 
+/* The wire structure of a message and, through the descriptor, of every sub-message in it:
+ * field numbers in [1, 2^29), wire types 0, 1, 2, 5, nothing truncated. protobuf-c checks
+ * less inside sub-messages: a key written in two bytes that decodes to field number 0
+ * ("80 00") is kept there as an unknown field, which pack then writes back as a key
+ * ("00") that protobuf-c itself refuses, so we would accept what we cannot send
+ * (fuzz_proto_api found it). NULL when all is well, else what is wrong. */
+static const char *wire_nested_(const ProtobufCMessageDescriptor *d, const uint8_t *p, size_t n, int depth) {
+    if (depth > 32) return "sub-messages nested more than 32 deep";
+    size_t pos = 0;
+    while (pos < n) {
+        uint64_t key, v;
+        if (!wire_varint_(p, n, &pos, &key)) return "a truncated field key";
+        uint64_t field = key >> 3;
+        unsigned wt = (unsigned)(key & 7);
+        if (field == 0 || field > 0x1fffffff) return "a field number 0 or above 2^29 - 1";
+        switch (wt) {
+        case 0:
+            if (!wire_varint_(p, n, &pos, &v)) return "a truncated varint";
+            break;
+        case 1:
+        case 5:
+            if (n - pos < (wt == 1 ? 8u : 4u)) return "a truncated fixed-size field";
+            pos += wt == 1 ? 8 : 4;
+            break;
+        case 2: {
+            if (!wire_varint_(p, n, &pos, &v) || v > n - pos) return "a field that runs past its end";
+            const ProtobufCFieldDescriptor *fd = protobuf_c_message_descriptor_get_field(d, (unsigned)field);
+            if (fd && fd->type == PROTOBUF_C_TYPE_MESSAGE) {
+                const char *why = wire_nested_(fd->descriptor, p + pos, (size_t)v, depth + 1);
+                if (why) return why;
+            }
+            pos += (size_t)v;
+            break;
+        }
+        default:
+            return "a group or an unknown wire type";
+        }
+    }
+    return NULL;
+}
+
 /* Walks the top-level fields (without decoding them) to read protocol_version before
  * anything else: a peer of another version gets "version X, expected Y" even when the
  * rest of its message would not decode under our schema. */
@@ -618,6 +659,8 @@ static recur_status_t wire_scan_(const proto_kind_t *k, const uint8_t *p, size_t
     if (version != k->version)
         return recur_proto_fail(err, RECUR_E_PROTO, "%s message: protocol version %llu, expected %u", k->name,
                                 (unsigned long long)version, (unsigned)k->version);
+    const char *why = wire_nested_(k->desc, p, n, 0);
+    if (why) return recur_proto_fail(err, RECUR_E_FORMAT, "%s message malformed: it holds %s", k->name, why);
     return RECUR_OK;
 }
 
@@ -721,6 +764,7 @@ recur_status_t recur_proto_api_pack(const recur_api_envelope_t *env, size_t max_
 recur_status_t recur_proto_api_unpack(const uint8_t *buf, size_t n, size_t max_bytes, recur_api_envelope_t **out,
                                       recur_proto_error_t *err) {
     if (!out) return recur_proto_fail(err, RECUR_E_INVAL, "api unpack: NULL output");
+    *out = NULL;   /* on every failure, as the header promises */
     proto_err_clear_(err);
     ProtobufCMessage *m = NULL;
     PROTO_CHECK(proto_unpack_(&PROTO_API, buf, n, max_bytes, &m, err));
@@ -756,6 +800,7 @@ recur_status_t recur_proto_internal_pack(const recur_internal_envelope_t *env, s
 recur_status_t recur_proto_internal_unpack(const uint8_t *buf, size_t n, size_t max_bytes,
                                            recur_internal_envelope_t **out, recur_proto_error_t *err) {
     if (!out) return recur_proto_fail(err, RECUR_E_INVAL, "internal unpack: NULL output");
+    *out = NULL;   /* on every failure, as the header promises */
     proto_err_clear_(err);
     ProtobufCMessage *m = NULL;
     PROTO_CHECK(proto_unpack_(&PROTO_INTERNAL, buf, n, max_bytes, &m, err));

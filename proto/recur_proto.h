@@ -12,7 +12,9 @@
  *   2. the top-level wire structure (truncated fields, bad wire types)  -> RECUR_E_FORMAT
  *   3. protocol_version: missing or not ours ("protocol version X, expected Y"), or the
  *      message belongs to the other protocol (sent to the wrong socket) -> RECUR_E_PROTO
- *   4. the protobuf decoding, within a memory budget of RECUR_PROTO_ALLOC_FACTOR times the
+ *   4. the wire structure of every sub-message (field numbers 1 .. 2^29-1, wire types,
+ *      nothing truncated: protobuf-c alone lets a field number 0 through in them), then
+ *      the protobuf decoding, within a memory budget of RECUR_PROTO_ALLOC_FACTOR times the
  *      message size (so a small message cannot make us allocate gigabytes) -> RECUR_E_FORMAT
  *   5. the body is set and known, and every field the body must have is set and within
  *      the protocol's bounds (counts against lengths, slots, enum values, finite floats,

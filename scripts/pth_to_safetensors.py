@@ -34,8 +34,10 @@ import array
 import collections
 import itertools
 import json
+import io
 import os
 import pickle
+import pickletools
 import re
 import shutil
 import struct
@@ -46,6 +48,10 @@ import zlib
 
 CONVERTER = 'recur pth_to_safetensors 1'
 CHUNK_ELEMS = 1 << 22          # elements per conversion chunk
+# What reading a corrupt zip member can raise besides BadZipFile (a bad offset, an unknown
+# compression method, the encryption flag, a broken deflate stream, a short read)
+ZIP_READ_ERRORS = (OSError, EOFError, zlib.error, NotImplementedError, RuntimeError, zipfile.BadZipFile)
+MAX_PICKLE_BYTES = 256 << 20   # data.pkl of a 7B checkpoint is ~100 KB; more is not a state dict
 INDEX_NAME = 'model.safetensors.index.json'
 SHARD_RE = re.compile(r'^model-\d{5}-of-\d{5}\.safetensors$')
 
@@ -269,6 +275,9 @@ class Archive:
     def _data_offset(self, info):
         off = self._base.get(info.filename)
         if off is None:
+            if not 0 <= info.header_offset <= self.size - 30:
+                raise ConvertError('bad zip local header offset %d for %r'
+                                   % (info.header_offset, info.filename))
             self.fh.seek(info.header_offset)
             h = self.fh.read(30)
             if len(h) != 30 or h[:4] != b'PK\x03\x04':
@@ -285,16 +294,16 @@ class Archive:
         checks its CRC-32."""
         info = self.zf.getinfo(member)
         whole = lo == 0 and hi == info.file_size
-        if info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 1:
-            self.fh.seek(self._data_offset(info) + lo)
-            read = self.fh.read
-            f = None
-        else:
-            f = self.zf.open(member)
-            if lo:
-                f.seek(lo)
-            read = f.read
+        f = None
         try:
+            if info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 1:
+                self.fh.seek(self._data_offset(info) + lo)
+                read = self.fh.read
+            else:
+                f = self.zf.open(member)
+                if lo:
+                    f.seek(lo)
+                read = f.read
             crc, pos = 0, lo
             while pos < hi:
                 b = read(min(step, hi - pos))
@@ -306,9 +315,47 @@ class Archive:
                 yield b
             if whole and crc != info.CRC:
                 raise ConvertError('CRC-32 mismatch in %r: the file is corrupt' % member)
+        except ZIP_READ_ERRORS as e:
+            raise ConvertError('cannot read storage member %r (corrupt zip?): %s: %s'
+                               % (member, type(e).__name__, e)) from None
         finally:
             if f is not None:
                 f.close()
+
+
+def read_pickle(zf, name):
+    """data.pkl's bytes, after checking what the unpickler would otherwise trust: CPython's C
+    unpickler allocates a counted argument (BINBYTES, BINUNICODE8, LONG4 ...) at the size the
+    pickle claims before reading it, and a memo slot at the index it claims, so a few corrupt
+    bytes could make it ask for gigabytes (MemoryError, or memory the machine does not have).
+    pickletools reads every argument without trusting its length; on top of that a FRAME must
+    fit in what is left and a memo index must be below the opcode count (torch numbers them
+    from 0). Zip-level corruption (bad offsets, a broken stream) is a ConvertError too."""
+    try:
+        info = zf.getinfo(name)
+        if info.file_size > MAX_PICKLE_BYTES:
+            raise ConvertError('%s is %d bytes; more than %d is not a state dict'
+                               % (name, info.file_size, MAX_PICKLE_BYTES))
+        data = zf.read(name)
+    except ZIP_READ_ERRORS as e:
+        raise ConvertError('cannot read %s from the zip (corrupt?): %s: %s'
+                           % (name, type(e).__name__, e)) from None
+    n_ops = 0
+    try:
+        for op, arg, pos in pickletools.genops(data):
+            n_ops += 1
+            if op.name == 'FRAME' and arg > len(data) - pos:
+                raise ConvertError('%s: FRAME of %d bytes at byte %d runs past the end' % (name, arg, pos))
+            if op.name in ('PUT', 'BINPUT', 'LONG_BINPUT', 'MEMOIZE'):
+                idx = n_ops if op.name == 'MEMOIZE' else int(arg)
+                if idx > len(data):
+                    raise ConvertError('%s: memo index %d at byte %d (the pickle has %d bytes)'
+                                       % (name, idx, pos, len(data)))
+    except ConvertError:
+        raise
+    except (ValueError, TypeError, KeyError, struct.error, OverflowError) as e:
+        raise ConvertError('cannot unpickle %s: malformed: %s: %s' % (name, type(e).__name__, e)) from None
+    return data
 
 
 def open_checkpoint(path):
@@ -321,7 +368,12 @@ def open_checkpoint(path):
                                're-save it with a current torch')
         raise ConvertError('not a zip file, or a corrupt/truncated one (torch.save output '
                            'is a zip archive)')
-    zf = zipfile.ZipFile(path)
+    try:
+        zf = zipfile.ZipFile(path)
+    except (UnicodeDecodeError, ValueError, EOFError, NotImplementedError, struct.error) as e:
+        # zipfile's own checks raise BadZipFile; these come from a central directory it
+        # parsed anyway (a name flagged UTF-8 that is not, an impossible size)
+        raise ConvertError('corrupt zip: %s: %s' % (type(e).__name__, e)) from None
     try:
         pkls = [n for n in zf.namelist() if n.endswith('/data.pkl') and n.count('/') == 1]
         if len(pkls) != 1:
@@ -330,17 +382,20 @@ def open_checkpoint(path):
         prefix = pkls[0][:-len('data.pkl')]
         names = set(zf.namelist())
         if prefix + 'byteorder' in names:
-            bo = zf.read(prefix + 'byteorder').strip()
+            try:
+                bo = zf.read(prefix + 'byteorder').strip()
+            except ZIP_READ_ERRORS as e:
+                raise ConvertError('cannot read byteorder from the zip (corrupt?): %s: %s'
+                                   % (type(e).__name__, e)) from None
             if bo != b'little':
                 raise ConvertError('byteorder is %r; only little-endian checkpoints are supported'
                                    % bo.decode('latin-1'))
-        with zf.open(pkls[0]) as f:
-            obj = RestrictedUnpickler(f, zf, prefix).load()
+        obj = RestrictedUnpickler(io.BytesIO(read_pickle(zf, pkls[0])), zf, prefix).load()
     except ConvertError:
         zf.close()
         raise
     except (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError,
-            IndexError, KeyError, struct.error) as e:
+            IndexError, KeyError, struct.error, OverflowError) as e:
         zf.close()
         raise ConvertError('cannot unpickle data.pkl: %s: %s' % (type(e).__name__, e)) from None
     except BaseException:
@@ -398,10 +453,20 @@ def tensor_chunks(ar, t):
     for idx in itertools.product(*(range(s) for s, _ in dims[:-1])):
         start = sum(i * st for i, (_, st) in zip(idx, dims[:-1]))
         if rs == 0:
-            out += mv[start:start + 1].tobytes() * rn
+            # an expanded dim: one value rn times. rn is not bounded by the file's size (a
+            # 5 KB .pth may expand to gigabytes), so it goes out in chunks like the rest
+            v, left = mv[start:start + 1].tobytes(), rn
+            while left > CHUNK_ELEMS - outn:
+                k = CHUNK_ELEMS - outn
+                out += v * k
+                left -= k
+                yield bytes(out)
+                out, outn = bytearray(), 0
+            out += v * left
+            outn += left
         else:
             out += mv[start:start + (rn - 1) * rs + 1:rs].tobytes()
-        outn += rn
+            outn += rn
         if outn >= CHUNK_ELEMS:
             yield bytes(out)
             out, outn = bytearray(), 0

@@ -27,6 +27,8 @@ PACKAGES=(
   python3-venv      # .venv-test/ below (the HTTP API's client tests)
   curl              # tests/test_http.sh
   python3-matplotlib # scripts/plot_benchmarks.py: the serving benchmarks' plots (and its test)
+  clang             # the fuzz targets (scripts/fuzz.sh): libFuzzer with ASan + UBSan
+  libclang-rt-dev   #   clang's runtimes (libFuzzer, the sanitizers), only recommended by clang
 )
 
 missing=()

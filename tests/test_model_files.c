@@ -1,5 +1,6 @@
 /* test_model_files.c: recur_model_files on the rwkv.cpp .bin fixtures and on safetensors
- * files written here, plus corruption: truncations, bit flips and crafted bad headers.
+ * files written here, plus corruption: truncations, bit flips and crafted bad headers, and
+ * recur_model_files_open_memory against opening the same file from disk.
  *
  * The rule for a corrupted file: opening it must either fail with one error line, or succeed
  * with exactly the directory of the intact file (names, dtypes, shapes, offsets). Documented
@@ -1137,6 +1138,45 @@ static void test_st_index_crafted(int *fails, const char *tmp) {
     recur_model_files_free(mf);
 }
 
+/* recur_model_files_open_memory (the fuzz targets' entry point): the same directory as from
+ * disk, data pointing into the caller's buffer, the format from the magic or the name, and
+ * a truncated buffer refused as a truncated file is. */
+static void test_open_memory(int *fails) {
+    fprintf(stderr, "== open_memory\n");
+    char path[4096];
+    recur_fixture_path(path, sizeof path, TINY16);
+    void *buf = NULL;
+    size_t n = 0;
+    recur_model_files_t *ref = open_fixture(fails, TINY16), *mf = NULL;
+    if (!ref || recur_read_file(path, &buf, &n) != 0) {
+        (*fails)++;
+        recur_model_files_free(ref);
+        return;
+    }
+    RECUR_CHECK(fails, recur_model_files_open_memory(buf, n, "dir/x.safetensors", &mf) == RECUR_OK); /* magic wins */
+    if (mf) {
+        RECUR_CHECK(fails, compare_dirs(ref, mf, NULL) == FLIP_SAME);
+        RECUR_CHECK(fails, strcmp(recur_model_files_dir(mf), "dir") == 0 &&
+                               strcmp(recur_model_files_path(mf, 0), "dir/x.safetensors") == 0);
+        const recur_tensor_info_t *t = recur_model_files_tensor(mf, 0);
+        RECUR_CHECK(fails, (const uint8_t *)t->data == (const uint8_t *)buf + t->file_offset);
+    }
+    recur_model_files_free(mf);
+    mf = (recur_model_files_t *)buf;
+    RECUR_CHECK(fails, recur_model_files_open_memory(buf, n - 1, "x.bin", &mf) == RECUR_E_FORMAT && mf == NULL);
+    RECUR_CHECK(fails, recur_model_files_open_memory(buf, 0, "x.bin", &mf) == RECUR_E_FORMAT && mf == NULL);
+    /* no magic: the name picks the parser (.bin: its header check; else safetensors) */
+    memcpy(buf, "xxxx", 4);
+    RECUR_CHECK(fails, recur_model_files_open_memory(buf, n, "m.bin", &mf) == RECUR_E_FORMAT);
+    static const char st[] = "\x10\0\0\0\0\0\0\0{}              ";
+    RECUR_CHECK(fails, recur_model_files_open_memory(st, sizeof st - 1, "m.safetensors", &mf) == RECUR_OK &&
+                           recur_model_files_n_tensors(mf) == 0 &&
+                           recur_model_files_format(mf) == RECUR_FORMAT_SAFETENSORS);
+    recur_model_files_free(mf);
+    recur_model_files_free(ref);
+    free(buf);
+}
+
 int main(void) {
     int fails = 0;
     char tmp[4096];
@@ -1148,6 +1188,7 @@ int main(void) {
     recur_log_set_level(RECUR_LOG_ERROR);
 
     test_bin_fixtures(&fails);
+    test_open_memory(&fails);
     test_bin_crafted(&fails, tmp);
     test_st_single(&fails, tmp);
     test_st_sharded(&fails, tmp);

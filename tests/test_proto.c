@@ -540,8 +540,11 @@ static recur_status_t decode(int internal, const uint8_t *buf, size_t n, size_t 
     uint8_t *re = NULL;
     size_t rn = 0;
     recur_proto_error_t err2;
+    /* *out starts non-NULL: unpack must set it to NULL on failure (fuzz_proto_* found it
+     * left untouched) */
+    static char poison;
     if (internal) {
-        recur_internal_envelope_t *e = NULL;
+        recur_internal_envelope_t *e = (recur_internal_envelope_t *)(void *)&poison;
         s = recur_proto_internal_unpack(buf, n, max_bytes, &e, err);
         CHECK((s == RECUR_OK) == (e != NULL));
         if (s != RECUR_OK) return s;
@@ -551,7 +554,7 @@ static recur_status_t decode(int internal, const uint8_t *buf, size_t n, size_t 
         CHECK(ps == RECUR_OK);
         recur_proto_internal_free(e);
     } else {
-        recur_api_envelope_t *e = NULL;
+        recur_api_envelope_t *e = (recur_api_envelope_t *)(void *)&poison;
         s = recur_proto_api_unpack(buf, n, max_bytes, &e, err);
         CHECK((s == RECUR_OK) == (e != NULL));
         if (s != RECUR_OK) return s;
@@ -1151,9 +1154,56 @@ static void test_helpers(void) {
     CHECK(recur_proto_api_unpack(NULL, 0, 0, &out, &err) == RECUR_E_PROTO);
 }
 
-int main(void) {
+/* A key written in two bytes ("80 00") that decodes to field number 0, inside a
+ * sub-message: protobuf-c keeps it as an unknown field and packs it back as "00", which it
+ * then refuses itself. Found by fuzz_proto_internal / fuzz_proto_api (the two inputs below);
+ * refused since, naming the problem. */
+static void test_nested_field_zero(void) {
+    static const uint8_t internal_msg[] = {0x08, 0x01, 0xaa, 0x06, 0x0d, 0x08, 0xef, 0x9b, 0x01, 0x80,
+                                           0x00, 0xff, 0xd1, 0x91, 0x01, 0x10, 0xf4, 0x03};
+    /* a Heartbeat (field 101) {seq, <field 0 varint>, rank}; the same without field 0 decodes */
+    static const uint8_t internal_ok[] = {0x08, 0x01, 0xaa, 0x06, 0x07, 0x08, 0xef, 0x9b, 0x01, 0x10, 0xf4, 0x03};
+    recur_proto_error_t err;
+    CHECK(decode(1, internal_ok, sizeof internal_ok, 0, 0, &err, 0, -1) == RECUR_OK);
+    recur_status_t s = decode(1, internal_msg, sizeof internal_msg, 0, 0, &err, 0, -1);
+    CHECK(s == RECUR_E_FORMAT && strstr(err.msg, "field number 0"));
+    fprintf(stderr, "field 0 in a sub-message: %s \"%s\"\n", recur_status_str(s), err.msg);
+    /* the API: a Generate (field 30) with a fixed32 field 0 ("85 00" + 4 bytes) among its own
+     * fields; without those 6 bytes (and the length 0x41 -> 0x3b) it decodes */
+    uint8_t api_msg[] = {0x08, 0x01, 0xf2, 0x01, 0x41, 0x0a, 0x06, 0x72, 0x65, 0x71, 0x2d, 0x34, 0x32, 0x12,
+                         0x22, 0x08, 0x0b, 0x12, 0x01, 0x61, 0x1d, 0x00, 0x00, 0x00, 0xbf, 0x22, 0x0a, 0x08,
+                         0x0b, 0x12, 0x01, 0x00, 0x1d, 0x00, 0x00, 0x61, 0xbf, 0x22, 0x02, 0x08, 0x0c, 0x12,
+                         0x01, 0x62, 0x1d, 0x00, 0x00, 0xc0, 0xbf, 0x12, 0x06, 0x08, 0xe4, 0x88, 0x03, 0x12,
+                         0x00, 0x85, 0x00, 0x00, 0x00, 0x00, 0x01, 0x30, 0xfd, 0xff, 0xff, 0xff, 0xff, 0x03};
+    s = decode(0, api_msg, sizeof api_msg, 0, 0, &err, 0, -1);
+    CHECK(s == RECUR_E_FORMAT && strstr(err.msg, "field number 0"));
+    memmove(api_msg + 57, api_msg + 63, sizeof api_msg - 63);
+    api_msg[4] = 0x3b;
+    CHECK(decode(0, api_msg, sizeof api_msg - 6, 0, 0, &err, 0, -1) == RECUR_OK);
+}
+
+/* `test_proto --write-corpus DIR`: the valid encodings above as fuzzing seeds,
+ * DIR/proto_api/<body>-<i> and DIR/proto_internal/<body>-<i> (tests/fuzz/corpus). */
+static int write_corpus(const char *dir) {
+    for (int i = 0; i < n_corpus; i++) {
+        const enc_t *e = &corpus[i];
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s/%s-%02d", dir, e->internal ? "proto_internal" : "proto_api",
+                 e->internal ? recur_proto_internal_body_name((Recur__Internal__Envelope__BodyCase)e->body)
+                             : recur_proto_api_body_name((Recur__Api__Envelope__BodyCase)e->body), i);
+        FILE *f = fopen(path, "wb");
+        if (!f || fwrite(e->buf, 1, e->n, f) != e->n || fclose(f) != 0) {
+            fprintf(stderr, "test_proto: cannot write %s\n", path);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int main(int argc, char **argv) {
     build_api_corpus();
     build_internal_corpus();
+    if (argc == 3 && strcmp(argv[1], "--write-corpus") == 0) return failures ? 1 : write_corpus(argv[2]);
     test_roundtrip();
     test_versions();
     test_truncation();
@@ -1164,6 +1214,7 @@ int main(void) {
     test_semantics_internal();
     test_semantics_api();
     test_helpers();
+    test_nested_field_zero();
     for (int i = 0; i < n_corpus; i++) free(corpus[i].buf);
     if (failures) fprintf(stderr, "test_proto: %d failure(s)\n", failures);
     else fprintf(stderr, "test_proto: ok\n");

@@ -917,6 +917,72 @@ class Rejections(Base):
         self.assertEqual(len(d), 8 + n + 10)
 
 
+
+# ----------------------------------------------------------------------------- fuzz findings
+
+FUZZ_CASES = os.path.join(SRC, 'tests', 'fuzz', 'corpus', 'pth')
+
+
+def load_converter_module():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('pth_to_safetensors_under_test', CONV)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class FuzzFindings(Base):
+    """What tests/fuzz/fuzz_pth.py found (docs/fuzzing.md): corrupt files that made the
+    converter fail with an exception main() only knew as "something unexpected" (MemoryError
+    from a pickle length, OverflowError from a FRAME, OSError from a zip offset,
+    NotImplementedError from a compression method, UnicodeDecodeError from a member name), and
+    an expanded view emitted as one piece of any size."""
+
+    def test_reproducers_refused_with_a_real_message(self):
+        import re
+        import resource
+
+        def limit():   # the MemoryError case asked for exabytes; 2 GiB is plenty for the rest
+            resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+        cases = sorted(f for f in os.listdir(FUZZ_CASES) if f.endswith('.pth'))
+        self.assertGreaterEqual(len(cases), 5)
+        for f in cases:
+            with open(os.path.join(FUZZ_CASES, f[:-4] + '.json')) as fh:
+                opts = json.load(fh)
+            extra = ['--dtype', opts['dtype']] + (['--allow-variant'] if opts['allow_variant'] else [])
+            out = self.p('o') if opts['shard_size'] else self.p('o.safetensors')
+            if opts['shard_size']:
+                extra += ['--shard-size', str(opts['shard_size'])]
+            r = subprocess.run([sys.executable, CONV, os.path.join(FUZZ_CASES, f), out] + extra,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120,
+                               preexec_fn=limit)
+            self.assertEqual(r.returncode, 1, f)
+            self.assertNotIn('Traceback', r.stderr)
+            last = r.stderr.strip().splitlines()[-1]
+            m = re.match(r'^pth_to_safetensors\.py: error: [^:]*: (.*)$', last)
+            self.assertTrue(m, last)
+            # main()'s catch-all prints "TypeName: message" (or an OSError's "[Errno N] ...")
+            self.assertNotRegex(m.group(1), r'^([A-Z][A-Za-z]*(Error|Exception)|\[Errno)', '%s: %s' % (f, last))
+            self.assertEqual(os.listdir(self.tmp), [], f)
+
+    def test_expanded_view_in_chunks(self):
+        mod = load_converter_module()
+        ce = mod.CHUNK_ELEMS
+
+        class Ar:
+            def chunks(self, member, lo, hi, step):
+                yield bytes(range(hi - lo))
+        for shape, stride, nst in (((3 * ce + 5,), (0,), 1), ((3, ce + 5), (1, 0), 3), ((2, 2, ce), (0, 1, 0), 2)):
+            st = mod._Storage('m', '0', mod.F32, 4 * nst)
+            t = mod._Tensor(st, mod.F32, 0, shape, stride)
+            total, biggest = 0, 0
+            for b in mod.tensor_chunks(Ar(), t):
+                total += len(b)
+                biggest = max(biggest, len(b))
+            self.assertEqual(total, 4 * t.numel(), shape)
+            self.assertLessEqual(biggest, 4 * ce, '%s stride %s: a piece of %d bytes' % (shape, stride, biggest))
+
+
 def main():
     prog = unittest.main(exit=False, verbosity=2 if '-v' in sys.argv else 1)
     res = prog.result

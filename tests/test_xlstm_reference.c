@@ -246,6 +246,12 @@ static void test_bad_configs(void) {
         {"ffn_proj_factor 2", "ffn_proj_factor", "2.0", RECUR_E_FORMAT},
         {"norm_eps -1", "norm_eps", "-1", RECUR_E_FORMAT},
         {"num_heads \"two\"", "num_heads", "\"two\"", RECUR_E_FORMAT},
+        /* numbers whose conversion to int or float was undefined (fuzz_xlstm_config) */
+        {"qk_dim_factor 1e30", "qk_dim_factor", "1e30", RECUR_E_FORMAT},
+        {"ffn_proj_factor 1e300", "ffn_proj_factor", "1e300", RECUR_E_FORMAT},
+        {"norm_eps 1e300", "norm_eps", "1e300", RECUR_E_FORMAT},
+        {"eps 1e-320 (0 as float)", "eps", "1e-320", RECUR_E_FORMAT},
+        {"gate_soft_cap 1e300", "gate_soft_cap", "1e300", RECUR_E_FORMAT},
         {"not JSON", NULL, NULL, RECUR_E_FORMAT},
     };
     char cfg[1200];

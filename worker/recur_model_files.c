@@ -51,6 +51,7 @@ typedef struct recur_mf_file {
     int            fd;    /* kept open for the life of the mapping     */
     const uint8_t *map;   /* PROT_READ, MAP_PRIVATE; NULL until mapped */
     size_t         size;
+    bool           borrowed; /* map is the caller's buffer (open_memory): not unmapped */
 } recur_mf_file_t;
 
 /* One "__metadata__" entry of a safetensors header. */
@@ -219,6 +220,7 @@ static recur_status_t mf_file_open(recur_model_files_t *f, const char *path, int
     file->fd = -1;
     file->map = NULL;
     file->size = 0;
+    file->borrowed = false;
     if (!file->path) return mf_nomem(path);
     f->n_files++; /* from here recur_model_files_free() owns whatever is set */
 
@@ -663,8 +665,8 @@ static recur_status_t mf_parse_st(recur_model_files_t *f, int32_t fi) {
     /* The spec requires the tensors to tile the data region: no overlap (two tensors aliasing
      * bytes), no gap and no trailing bytes (room for a hidden payload, or a sign of a wrong
      * header length). */
-    recur_tensor_info_t *t = f->tensors + first;
     int32_t n = f->n_tensors - first;
+    recur_tensor_info_t *t = n > 0 ? f->tensors + first : NULL; /* "{}": no tensors, f->tensors may be NULL */
     if (n > 1) qsort(t, (size_t)n, sizeof *t, mf_cmp_offset);
     uint64_t pos = 0;
     for (int32_t i = 0; i < n; i++) {
@@ -991,6 +993,16 @@ static recur_status_t mf_build_name_index(recur_model_files_t *f) {
     return RECUR_OK;
 }
 
+/* A single .bin or .safetensors file, mapped as f->files[fi]. Sniffs the magic, then the
+ * suffix: a .bin opened under another name still works, and a corrupt .bin gets the .bin
+ * parser's message instead of a JSON one. */
+static recur_status_t mf_parse_single(recur_model_files_t *f, int32_t fi) {
+    const recur_mf_file_t *m = &f->files[fi];
+    bool bin = (m->size >= 4 && (uint32_t)mf_rd_i32(m->map) == RECUR_BIN_MAGIC) || mf_ends_with(m->path, ".bin");
+    f->format = bin ? RECUR_FORMAT_RWKVCPP_BIN : RECUR_FORMAT_SAFETENSORS;
+    return bin ? mf_parse_bin(f, fi) : mf_parse_st(f, fi);
+}
+
 /* ------------------------------------------------------------------ public API */
 
 recur_status_t recur_model_files_open(const char *path, recur_model_files_t **out) {
@@ -1042,12 +1054,7 @@ recur_status_t recur_model_files_open(const char *path, recur_model_files_t **ou
         int32_t fi;
         st = mf_file_open(f, file, &fi);
         if (st != RECUR_OK) goto fail;
-        /* Sniff the magic, then the suffix: a .bin opened under another name still works, and
-         * a corrupt .bin gets the .bin parser's message instead of a JSON one. */
-        const recur_mf_file_t *m = &f->files[fi];
-        bool bin = (m->size >= 4 && (uint32_t)mf_rd_i32(m->map) == RECUR_BIN_MAGIC) || mf_ends_with(file, ".bin");
-        f->format = bin ? RECUR_FORMAT_RWKVCPP_BIN : RECUR_FORMAT_SAFETENSORS;
-        st = bin ? mf_parse_bin(f, fi) : mf_parse_st(f, fi);
+        st = mf_parse_single(f, fi);
     }
     if (st != RECUR_OK) goto fail;
     st = mf_build_name_index(f);
@@ -1064,11 +1071,40 @@ fail:
     return st;
 }
 
+recur_status_t recur_model_files_open_memory(const void *data, size_t n, const char *name,
+                                            recur_model_files_t **out) {
+    recur_status_t st = RECUR_E_INVAL;
+    recur_model_files_t *f = NULL;
+    if (out) *out = NULL;
+    if (!out || !name || !*name || (!data && n > 0)) {
+        recur_log_err("recur_model_files_open_memory: %s", !out ? "out is NULL" : !data ? "data is NULL" : "empty name");
+        return st;
+    }
+    if (n == 0) {
+        recur_log_err("%s: empty file", name);
+        return RECUR_E_FORMAT;
+    }
+    if (!(f = calloc(1, sizeof *f)) || !(f->files = calloc(1, sizeof *f->files)) ||
+        !(f->files[0].path = mf_strdup(name)) || !(f->dir = mf_dirname(name))) {
+        st = mf_nomem(name);
+        goto fail;
+    }
+    f->n_files = f->cap_files = 1;
+    f->files[0] = (recur_mf_file_t){f->files[0].path, -1, data, n, true};
+    if ((st = mf_parse_single(f, 0)) != RECUR_OK || (st = mf_build_name_index(f)) != RECUR_OK) goto fail;
+    *out = f;
+    return RECUR_OK;
+fail:
+    if (f && f->files && !f->n_files) free(f->files[0].path); /* not yet counted as a file */
+    recur_model_files_free(f);
+    return st;
+}
+
 void recur_model_files_free(recur_model_files_t *f) {
     if (!f) return;
     for (int32_t i = 0; i < f->n_files; i++) {
         recur_mf_file_t *m = &f->files[i];
-        if (m->map) munmap((void *)m->map, m->size);
+        if (m->map && !m->borrowed) munmap((void *)m->map, m->size);
         if (m->fd >= 0) close(m->fd);
         free(m->path);
     }

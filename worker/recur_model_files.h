@@ -84,6 +84,14 @@ typedef struct recur_model_files recur_model_files_t; /* opaque; defined in recu
  * holding model.safetensors.index.json, model.safetensors, exactly one *.safetensors, or
  * exactly one *.bin (searched in that order). *out = NULL on error. */
 recur_status_t recur_model_files_open(const char *path, recur_model_files_t **out);
+/* One .bin or .safetensors file held in memory, parsed and validated exactly as a file on
+ * disk (the fuzz targets use it: ASan then sees a read one byte past the end, which a page
+ * of an mmap'ed file would hide). The format: the .bin magic, else a name ending in ".bin",
+ * else safetensors. `name` stands for the file's path in messages and in
+ * recur_model_files_path()/_dir(). data[0..n) is borrowed: the caller keeps it alive and
+ * unchanged until recur_model_files_free(); tensors point into it. */
+recur_status_t recur_model_files_open_memory(const void *data, size_t n, const char *name,
+                                             recur_model_files_t **out);
 void           recur_model_files_free(recur_model_files_t *f); /* NULL is a no-op */
 
 recur_file_format_t recur_model_files_format(const recur_model_files_t *f);

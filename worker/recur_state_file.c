@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "recur_log.h"
+#include "recur_utf8.h"
 
 static recur_status_t fail_(char *msg, size_t msg_n, recur_status_t s, const char *fmt, ...)
 #if defined(__GNUC__)
@@ -123,25 +124,64 @@ recur_status_t recur_state_file_read(const char *path, void *data, size_t n, cha
     return RECUR_OK;
 }
 
+/* s as the inside of a JSON string: '"', '\\' and control bytes escaped. Writes to out when
+ * non-NULL; returns the length, or (size_t)-1 when s is not valid UTF-8 (JSON text must be). */
+static size_t json_escape_(const char *s, char *out) {
+    static const char hex[] = "0123456789abcdef";
+    const uint8_t *p = (const uint8_t *)s;
+    size_t n = strlen(s), k = 0;
+    for (size_t i = 0; i < n;) {
+        size_t l = recur_utf8_len(p + i, n - i);
+        if (!l) return (size_t)-1;
+        if (p[i] == '"' || p[i] == '\\') {
+            if (out) out[k] = '\\', out[k + 1] = (char)p[i];
+            k += 2;
+        } else if (p[i] < 0x20) {
+            if (out) memcpy(out + k, "\\u00", 4), out[k + 4] = hex[p[i] >> 4], out[k + 5] = hex[p[i] & 15];
+            k += 6;
+        } else {
+            if (out) memcpy(out + k, p + i, l);
+            k += l;
+        }
+        i += l;
+    }
+    return k;
+}
+
 recur_status_t recur_state_write_manifest(const char *base, const recur_model_info_t *info, int32_t tp, int32_t pp,
                                           char *msg, size_t msg_n) {
     const char *file = strrchr(base, '/');
     file = file ? file + 1 : base;
-    size_t cap = 512 + (size_t)tp * (size_t)pp * (strlen(file) + 32);
+    /* names go into JSON strings escaped (a file may be called a"b, or have a newline) */
+    size_t file_n = json_escape_(file, NULL), arch_n = json_escape_(info->arch_name, NULL);
+    if (file_n == (size_t)-1 || arch_n == (size_t)-1)
+        return fail_(msg, msg_n, RECUR_E_INVAL, "%s: the state manifest is JSON, so the %s must be valid UTF-8", base,
+                     file_n == (size_t)-1 ? "file name" : "arch name");
+    char *file_esc = malloc(file_n + 1), *arch_esc = malloc(arch_n + 1);
+    size_t cap = 512 + arch_n + (size_t)tp * (size_t)pp * (file_n + 32);
     char *json = malloc(cap);
-    if (!json) return fail_(msg, msg_n, RECUR_E_NOMEM, "%s: out of memory for the state manifest", base);
+    if (!json || !file_esc || !arch_esc) {
+        free(json);
+        free(file_esc);
+        free(arch_esc);
+        return fail_(msg, msg_n, RECUR_E_NOMEM, "%s: out of memory for the state manifest", base);
+    }
+    file_esc[json_escape_(file, file_esc)] = '\0';
+    arch_esc[json_escape_(info->arch_name, arch_esc)] = '\0';
     size_t k = (size_t)snprintf(json, cap,
                                 "{\"format\": \"recur-state-shards\", \"version\": 1, \"arch\": \"%s\", "
                                 "\"n_layer\": %d, \"n_head\": %d, \"n_embd\": %d, \"dtype\": \"%s\", \"tp\": %d, "
                                 "\"pp\": %d, \"shards\": [",
-                                info->arch_name, info->n_layer, info->n_head, info->n_embd,
+                                arch_esc, info->n_layer, info->n_head, info->n_embd,
                                 recur_dtype_name(info->state_dtype), (int)tp, (int)pp);
     for (int32_t r = 0; r < tp * pp && k < cap; r++)
-        k += (size_t)snprintf(json + k, cap - k, "%s\"%s.shard-%d-%d\"", r ? ", " : "", file, (int)(r / tp),
+        k += (size_t)snprintf(json + k, cap - k, "%s\"%s.shard-%d-%d\"", r ? ", " : "", file_esc, (int)(r / tp),
                               (int)(r % tp));
     if (k < cap) k += (size_t)snprintf(json + k, cap - k, "]}\n");
     recur_status_t s = k < cap ? recur_state_file_write(base, json, k, msg, msg_n)
                                : fail_(msg, msg_n, RECUR_E_RANGE, "%s: state manifest too long", base);
     free(json);
+    free(file_esc);
+    free(arch_esc);
     return s;
 }

@@ -43,7 +43,9 @@ recur_status_t recur_state_file_read(const char *path, void *data, size_t n, cha
 /* The manifest of a state split over tp x pp ranks, written atomically to base: format,
  * version, arch, sizes, the state dtype, tp, pp and the shard file names (relative to
  * base's directory) in world-rank order. Every rank can compute it (the shards are planned
- * the same everywhere), so rank 0 writes it with no communication. */
+ * the same everywhere), so rank 0 writes it with no communication. The names are JSON-escaped
+ * ('"', '\\', control bytes); RECUR_E_INVAL when base's file name or the arch name is not
+ * valid UTF-8 (JSON text must be), and nothing is written then. */
 recur_status_t recur_state_write_manifest(const char *base, const recur_model_info_t *info, int32_t tp, int32_t pp,
                                           char *msg, size_t msg_n);
 

@@ -11,6 +11,7 @@
  * The checkpoint is a Hugging Face directory: config.json (xLSTMConfig) and
  * model.safetensors or shards. Only weight_mode "single" and use_bias false exist in
  * released checkpoints and in HF 5.17; anything else is refused, never guessed at. */
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,6 +76,10 @@ static recur_status_t cfg_num(const char *path, const cJSON *root, const char *a
         recur_log_err("%s: '%s' must be a number", path, x && !cJSON_IsNumber(x) ? a : b);
         return RECUR_E_FORMAT;
     }
+    if ((x && !isfinite(x->valuedouble)) || (y && !isfinite(y->valuedouble))) {   /* 1e999 parses as inf */
+        recur_log_err("%s: '%s' must be a finite number", path, x && !isfinite(x->valuedouble) ? a : b);
+        return RECUR_E_FORMAT;
+    }
     if (x && y && x->valuedouble != y->valuedouble) {
         recur_log_err("%s: '%s' (%g) and '%s' (%g) disagree", path, a, x->valuedouble, b, y->valuedouble);
         return RECUR_E_FORMAT;
@@ -104,8 +109,8 @@ static int cfg_bool(const cJSON *root, const char *a, int def) {
 static recur_status_t cfg_cap(const char *path, const cJSON *root, const char *a, double def, float *out) {
     double v;
     RECUR_TRY(cfg_num(path, root, a, NULL, def, &v));
-    if (!(v >= 0.0)) {
-        recur_log_err("%s: '%s' = %g must be positive (or null for no cap)", path, a, v);
+    if (!(v >= 0.0) || v > FLT_MAX) {   /* (float) of a larger double is undefined */
+        recur_log_err("%s: '%s' = %g must be positive and at most %g (or null for no cap)", path, a, v, (double)FLT_MAX);
         return RECUR_E_FORMAT;
     }
     *out = (float)v;
@@ -126,7 +131,6 @@ static recur_status_t read_config(const char *dir, xlstm_config_t *c) {
         return RECUR_E_FORMAT;
     }
     recur_status_t st = RECUR_OK;
-    double d;
     const cJSON *mt = cfg_item(root, "model_type", NULL), *wm = cfg_item(root, "weight_mode", NULL);
     if (mt && (!cJSON_IsString(mt) || strcmp(mt->valuestring, "xlstm") != 0)) {
         recur_log_err("%s: model_type is '%s', expected 'xlstm'", path, cJSON_IsString(mt) ? mt->valuestring : "?");
@@ -151,11 +155,27 @@ static recur_status_t read_config(const char *dir, xlstm_config_t *c) {
     if (st == RECUR_OK) st = cfg_int(path, root, "chunk_size", NULL, 64, 1, 4096, &c->chunk);
     if (st == RECUR_OK) st = cfg_cap(path, root, "gate_soft_cap", 15.0, &c->gate_cap);
     if (st == RECUR_OK) st = cfg_cap(path, root, "output_logit_soft_cap", 30.0, &c->logit_cap);
-    if (st == RECUR_OK && (st = cfg_num(path, root, "norm_eps", NULL, 1e-6, &d)) == RECUR_OK) c->norm_eps = (float)d;
-    if (st == RECUR_OK && (st = cfg_num(path, root, "eps", NULL, 1e-6, &d)) == RECUR_OK) c->eps = (float)d;
+    double norm_eps = 0, eps = 0;   /* checked against FLT_MAX below, before the casts */
+    if (st == RECUR_OK) st = cfg_num(path, root, "norm_eps", NULL, 1e-6, &norm_eps);
+    if (st == RECUR_OK) st = cfg_num(path, root, "eps", NULL, 1e-6, &eps);
+    if (st == RECUR_OK) {   /* (float) of a double above FLT_MAX would be undefined */
+        c->norm_eps = norm_eps <= FLT_MAX ? (float)norm_eps : 0.f;
+        c->eps = eps <= FLT_MAX ? (float)eps : 0.f;
+    }
     if (st == RECUR_OK && (!(c->norm_eps > 0.f) || !(c->eps > 0.f) || !(c->qk_factor > 0) || !(c->v_factor > 0) ||
                            !(c->ffn_factor > 0))) {
-        recur_log_err("%s: norm_eps, eps and the dimension factors must be positive", path);
+        recur_log_err("%s: norm_eps and eps must be positive float32 values, the dimension factors positive", path);
+        st = RECUR_E_FORMAT;
+    }
+    /* The dimensions are int(D * factor) (the FFN's rounded up to its multiple): keep them
+     * where the conversion to int is defined (fuzz_xlstm_config: qk_dim_factor 1e30 was an
+     * undefined float -> int cast). 2^24 is far above any real width and keeps D * width
+     * products in size_t. */
+    const double dmax = (double)(1 << 24);
+    if (st == RECUR_OK && (c->D * c->qk_factor > dmax || c->D * c->v_factor > dmax ||
+                           c->D * c->ffn_factor + c->ffn_multiple > dmax)) {
+        recur_log_err("%s: hidden_size %d times qk_dim_factor %g, v_dim_factor %g or ffn_proj_factor %g is above 2^24",
+                      path, c->D, c->qk_factor, c->v_factor, c->ffn_factor);
         st = RECUR_E_FORMAT;
     }
     c->tied = cfg_bool(root, "tie_word_embeddings", 0);
