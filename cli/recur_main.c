@@ -26,6 +26,7 @@
 #include "recur_state_file.h"
 #include "recur_tokenizer.h"
 #include "recur_tokenizer_pick.h"
+#include "recur_state_ckpt.h"
 #include "recur_worker.h"
 #include "recur_serve.h"
 
@@ -545,15 +546,21 @@ static int cmd_worker(int argc, char **argv) {
     dist_t d = {0};
     recur_backend_t *b = NULL;
     recur_model_t *m = NULL;
-    char ckpt[RECUR_PROTO_MAX_NAME_BYTES];
-    if (recur_bench_is_virtual(o.model)) snprintf(ckpt, sizeof ckpt, "virtual:%s", o.model);
-    else if (recur_worker_checkpoint_id(o.model, ckpt, sizeof ckpt) != RECUR_OK) goto done;
+    char ckpt[RECUR_PROTO_MAX_NAME_BYTES], chash[96];
+    if (recur_bench_is_virtual(o.model)) {
+        snprintf(ckpt, sizeof ckpt, "virtual:%s", o.model);
+        snprintf(chash, sizeof chash, "%.90s", ckpt);   /* the spec is the content */
+    } else if (recur_worker_checkpoint_id(o.model, ckpt, sizeof ckpt) != RECUR_OK ||
+               recur_ckpt_content_hash(o.model, chash, sizeof chash) != RECUR_OK) {
+        goto done;
+    }
     if (open_model(&o, &d, &b, &m) != RECUR_OK) goto done;
     loaded = 1;
     recur_worker_params_t wp = recur_worker_default_params();
     wp.connect = o.connect;
     wp.backend = o.backend ? o.backend : "cpu";
     wp.checkpoint_id = ckpt;
+    wp.content_hash = chash;
     wp.software_version = RECUR_VERSION;
     wp.heartbeat_ms = (int32_t)o.heartbeat_ms;
     wp.idle_limit_ms = (int32_t)o.idle_limit_ms;

@@ -24,6 +24,7 @@ PACKAGES=(
   python3-zmq       # scripts/recur_client.py, the Python client example (and its test)
   python3-protobuf  #   "
   protobuf-compiler # protoc --python_out: the client example's recur_api_pb2
+  zlib1g-dev        # CRC-32 of session checkpoint files
 )
 
 missing=()

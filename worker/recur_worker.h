@@ -39,10 +39,16 @@
  * RECUR_WORKER_EXIT_LOST. While Ready has not come, Hello is re-sent every heartbeat_ms
  * (a coordinator that restarted on the same endpoint then still learns about us).
  *
- * SlotOp SAVE / LOAD: each rank writes / reads its shard (recur_state_file.h:
- * <path> with one rank, <path>.shard-<pp>-<tp> plus rank 0's manifest at <path> with
- * several), atomically; the ranks agree (recur_comm_agree) on the outcome, and a LOAD sets
- * the slot only when every rank read its shard. SlotOpResult.bytes is rank 0's shard size.
+ * SlotOps (recur_internal.proto): a state lives in a slot, in each rank's host memory under
+ * a key (COPY slot <-> key <-> key; DROP), or in a checkpoint (worker/recur_state_ckpt.h).
+ * SAVE: every rank writes its shard file of the generation, rank 0 gathers the shard
+ * records (file, ranges, size, CRC) and commits the manifest with the model identity and
+ * the coordinator's session record, then removes older generations. LOAD: every rank reads
+ * the manifest, checks the model identity, reads and checks the shard files it needs and
+ * rebuilds its shard (any saved layout); LOAD_TUNED: an RWKV-7 state-tuning file. The ranks
+ * agree (recur_comm_agree) on the outcome; the destination is set only when every rank
+ * succeeded, and a failure's message is the first failing rank's, whichever rank that is.
+ * SlotOpResult.bytes is rank 0's shard bytes written / read.
  *
  * Ownership: the worker borrows the model and the communicator (both must outlive the
  * call) and owns its ZeroMQ context and socket for the duration of recur_worker_run.
@@ -70,6 +76,9 @@ typedef struct recur_worker_params {
     const char *connect;        /* the coordinator's worker endpoint, "tcp://HOST:PORT" */
     const char *backend;        /* for Hello: "cpu", "cuda"                          */
     const char *checkpoint_id;  /* for Hello: the weights' identity (recur_worker_checkpoint_id) */
+    const char *content_hash;   /* for Hello and checkpoints: recur_ckpt_content_hash of the
+                                   model files (NULL: ""; checkpoints then match any model of
+                                   the same dimensions) */
     const char *software_version; /* for Hello; NULL: not sent                        */
     int32_t heartbeat_ms;       /* idle Heartbeat interval; Ready may change it (> 0). Default 1000 */
     int32_t idle_limit_ms;      /* silence from the coordinator that ends the group. Default 30000 */
