@@ -98,13 +98,23 @@ static void serve_usage(void) {
             "                   [--worker-bind tcp://127.0.0.1:PORT] [--slots N] [--max-batch N] [--token-budget N]\n"
             "                   [--max-queue N] [--queue-timeout-ms N] [--max-prompt N] [--max-tokens N]\n"
             "                   [--tokenizer PATH] [--worker-timeout-ms N] [--log-level L]\n"
-            "                   [--external-workers] [--drain-timeout-s N]\n"
+            "                   [--external-workers] [--drain-timeout-s N] [--state f32|bf16]\n"
+            "                   [--session-dir PATH] [--max-sessions N] [--session-slots N] [--session-host-bytes N]\n"
+            "                   [--session-ttl-s N] [--state-variant NAME=PATH ...]\n"
             "  Without --model the bundled tiny RWKV-7 is served on the CPU.\n"
             "  --external-workers: start no worker group; the workers are launched separately (multi-node:\n"
             "    mpirun --hostfile H -np T*P recur worker --connect <the printed worker endpoint> --model PATH\n"
             "    --tp T --pp P [--backend cuda]); bind --worker-bind to an address the nodes can reach.\n"
             "  SIGTERM/SIGINT: drain (no new requests, Health NOT_SERVING; the requests in flight finish)\n"
-            "    for up to --drain-timeout-s (default 30), then stop the workers; a second signal stops at once.\n");
+            "    for up to --drain-timeout-s (default 30), then stop the workers; a second signal stops at once.\n"
+            "  Sessions (GenerateRequest.session_id, SessionRequest): --session-dir: a checkpoint after every turn\n"
+            "    (a directory the coordinator and every worker rank can reach; sessions survive restarts, under any\n"
+            "    --tp/--pp); --max-sessions (default 10000); --session-slots: idle sessions kept in state slots\n"
+            "    (default half of --slots); --session-host-bytes: workers' host memory per rank for idle sessions\n"
+            "    (default 1073741824; 0: none); --session-ttl-s: delete sessions idle this long (default 0: never).\n"
+            "  --state-variant NAME=PATH: requests naming model '<id>:NAME' start from the RWKV-7 state-tuning file\n"
+            "    PATH (safetensors of blocks.N.att.time_state; scripts/pth_to_safetensors.py converts a .pth).\n"
+            "  --state f32|bf16: how the workers store the recurrent state (default f32).\n");
 }
 
 int recur_serve_main(int argc, char **argv, int first) {
@@ -113,6 +123,11 @@ int recur_serve_main(int argc, char **argv, int first) {
     char bind_c[256] = "tcp://127.0.0.1:0", bind_w[256] = "tcp://127.0.0.1:0";
     long tp = 1, pp = 1, v = 0, drain_s = 30;
     int external = 0;
+    const char *state_dtype = NULL;
+    enum { MAX_VARIANTS = 64 };
+    const char *var_names[MAX_VARIANTS], *var_paths[MAX_VARIANTS];
+    char var_buf[MAX_VARIANTS][512];
+    int n_var = 0;
     for (int i = first; i < argc; i++) {
         const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--external-workers")) {
@@ -142,6 +157,37 @@ int recur_serve_main(int argc, char **argv, int first) {
         else if (!strcmp(a, "--max-tokens")) { rc = arg_long(a, val, 1, INT32_MAX, &v); cfg.default_max_tokens = (int32_t)v; }
         else if (!strcmp(a, "--worker-timeout-ms")) { rc = arg_long(a, val, 1, INT32_MAX, &v); cfg.worker_timeout_ms = (int32_t)v; }
         else if (!strcmp(a, "--drain-timeout-s")) rc = arg_long(a, val, 0, 24 * 3600, &drain_s);
+        else if (!strcmp(a, "--session-dir")) cfg.session_dir = val;
+        else if (!strcmp(a, "--max-sessions")) { rc = arg_long(a, val, 1, 1 << 24, &v); cfg.max_sessions = (int32_t)v; }
+        else if (!strcmp(a, "--session-slots")) { rc = arg_long(a, val, 0, 1 << 20, &v); cfg.session_slots = (int32_t)v; }
+        else if (!strcmp(a, "--session-ttl-s")) { rc = arg_long(a, val, 0, INT32_MAX, &v); cfg.session_ttl_s = (uint32_t)v; }
+        else if (!strcmp(a, "--session-host-bytes")) {
+            char *end;
+            errno = 0;
+            unsigned long long x = strtoull(val, &end, 10);
+            if (errno || end == val || *end || val[0] == '-')
+                rc = -1, fprintf(stderr, "recur serve: --session-host-bytes expects a byte count, got '%s'\n", val);
+            cfg.session_host_bytes = (uint64_t)x;
+        } else if (!strcmp(a, "--state")) {
+            if (strcmp(val, "f32") && strcmp(val, "bf16"))
+                rc = -1, fprintf(stderr, "recur serve: --state expects f32 or bf16, got '%s'\n", val);
+            state_dtype = val;
+        } else if (!strcmp(a, "--state-variant")) {
+            const char *eq = strchr(val, '=');
+            if (!eq || eq == val || !eq[1] || n_var == MAX_VARIANTS || strlen(val) >= sizeof var_buf[0] ||
+                memchr(val, ':', (size_t)(eq - val))) {
+                rc = -1, fprintf(stderr, "recur serve: --state-variant expects NAME=PATH (NAME without ':'; at most "
+                                         "%d), got '%s'\n", MAX_VARIANTS, val);
+            } else {
+                snprintf(var_buf[n_var], sizeof var_buf[n_var], "%s", val);
+                var_buf[n_var][eq - val] = '\0';
+                var_names[n_var] = var_buf[n_var], var_paths[n_var] = var_buf[n_var] + (eq - val) + 1;
+                for (int k = 0; k < n_var; k++)
+                    if (!strcmp(var_names[k], var_names[n_var]))
+                        rc = -1, fprintf(stderr, "recur serve: --state-variant %s given twice\n", var_names[k]);
+                n_var++;
+            }
+        }
         else if (!strcmp(a, "--log-level")) {
             int l = recur_log_level_parse(val);
             if (l < 0) rc = -1, fprintf(stderr, "recur serve: bad --log-level '%s'\n", val);
@@ -172,6 +218,7 @@ int recur_serve_main(int argc, char **argv, int first) {
     cfg.client_bind = bind_c, cfg.worker_bind = bind_w;
     cfg.model_path = model;
     cfg.tp = (int32_t)tp, cfg.pp = (int32_t)pp;
+    cfg.n_variants = n_var, cfg.variant_names = var_names, cfg.variant_paths = var_paths;
 
     void *zctx = zmq_ctx_new();
     recur_coord_t *c = NULL;
@@ -208,6 +255,7 @@ int recur_serve_main(int argc, char **argv, int first) {
     const char *tail[] = {self, "worker", "--connect", recur_coord_worker_endpoint(c), "--model", model,
                           "--backend", backend, "--slots", slots_s, "--tp", tps, "--pp", pps, "--idle-limit-ms", idle};
     for (size_t i = 0; i < sizeof tail / sizeof *tail; i++) args[k++] = (char *)tail[i];
+    if (state_dtype) args[k++] = "--state", args[k++] = (char *)state_dtype;
     args[k] = NULL;
     if (geteuid() == 0) {   /* Open MPI refuses root unless told */
         setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 0);

@@ -22,7 +22,7 @@ struct recur_sessions {
     int32_t n;
     dlist_t all;                /* l_prev / l_next, by last use, oldest first */
     dlist_t tier[3];            /* t_prev / t_next: TL_SLOT, TL_HOST */
-    int32_t n_slot, n_host;
+    int32_t n_slot, n_host, n_tier[3];
     uint64_t next_serial, next_key;
 };
 
@@ -56,7 +56,7 @@ static uint64_t hash_id(const char *s) {
 
 recur_status_t recur_sessions_create(const recur_sessions_config_t *cfg, recur_sessions_t **out) {
     *out = NULL;
-    if (!cfg || cfg->max_sessions < 1 || cfg->max_slots < 0) return RECUR_E_INVAL;
+    if (!cfg || cfg->max_sessions < 1 || cfg->max_slots < -1) return RECUR_E_INVAL;
     recur_sessions_t *t = calloc(1, sizeof *t);
     if (!t) return RECUR_E_NOMEM;
     t->cfg = *cfg;
@@ -90,6 +90,8 @@ void recur_sessions_free(recur_sessions_t *t) {
 
 const recur_sessions_config_t *recur_sessions_config(const recur_sessions_t *t) { return &t->cfg; }
 const char *recur_sessions_error(const recur_sessions_t *t) { return t->err; }
+void recur_sessions_set_state_bytes(recur_sessions_t *t, uint64_t state_bytes) { t->cfg.state_bytes = state_bytes; }
+int32_t recur_sessions_n_slot_idle(const recur_sessions_t *t) { return t->n_tier[TL_SLOT]; }
 
 recur_sess_t *recur_sessions_find(const recur_sessions_t *t, const char *id) {
     if (!id) return NULL;
@@ -115,12 +117,18 @@ recur_sess_t *recur_sessions_find(const recur_sessions_t *t, const char *id) {
 
 /* Puts s on the tier list its state calls for. */
 static void relist(recur_sessions_t *t, recur_sess_t *s) {
-    if (s->t_list) LIST_REMOVE(&t->tier[s->t_list], s, t_prev, t_next);
+    if (s->t_list) {
+        LIST_REMOVE(&t->tier[s->t_list], s, t_prev, t_next);
+        t->n_tier[s->t_list]--;
+    }
     s->t_list = TL_NONE;
     if (s->busy) return;
     if (s->slot > 0) s->t_list = TL_SLOT;
     else if (s->host) s->t_list = TL_HOST;
-    if (s->t_list) LIST_INSERT(&t->tier[s->t_list], s, t_prev, t_next);
+    if (s->t_list) {
+        LIST_INSERT(&t->tier[s->t_list], s, t_prev, t_next);
+        t->n_tier[s->t_list]++;
+    }
 }
 
 recur_status_t recur_sessions_add(recur_sessions_t *t, const char *id, const char *model, uint64_t now_ms,
@@ -163,7 +171,10 @@ void recur_sessions_remove(recur_sessions_t *t, recur_sess_t *s) {
     while (*pp && *pp != s) pp = &(*pp)->h_next;
     if (*pp) *pp = s->h_next;
     LIST_REMOVE(&t->all, s, l_prev, l_next);
-    if (s->t_list) LIST_REMOVE(&t->tier[s->t_list], s, t_prev, t_next);
+    if (s->t_list) {
+        LIST_REMOVE(&t->tier[s->t_list], s, t_prev, t_next);
+        t->n_tier[s->t_list]--;
+    }
     if (s->slot > 0) t->n_slot--;
     if (s->host) t->n_host--;
     t->n--;
@@ -280,7 +291,7 @@ void recur_sessions_get_stats(const recur_sessions_t *t, recur_sessions_stats_t 
     st->n_slot = t->n_slot;
     st->n_host = t->n_host;
     st->host_bytes_used = (uint64_t)t->n_host * t->cfg.state_bytes;
-    for (const recur_sess_t *s = t->tier[TL_SLOT].head; s; s = s->t_next) st->n_slot_idle++;
+    st->n_slot_idle = t->n_tier[TL_SLOT];
     for (const recur_sess_t *s = t->all.head; s; s = s->l_next) {
         recur_sess_tier_t tier = recur_sessions_tier(s);
         st->n_disk_only += tier == RECUR_SESS_DISK;

@@ -76,7 +76,8 @@ struct recur_sess {
 
 typedef struct recur_sessions_config {
     int32_t  max_sessions;      /* records at most (>= 1)                                      */
-    int32_t  max_slots;         /* idle sessions kept in slots at most (>= 0)                  */
+    int32_t  max_slots;         /* idle sessions kept in slots at most (>= 0; -1: the caller
+                                   decides, e.g. from the slots it has)                       */
     uint64_t host_bytes;        /* host memory per rank for host copies (0: no host tier)       */
     uint64_t state_bytes;       /* one host copy on the largest rank (rank 0's shard)           */
     uint64_t ttl_ms;            /* idle sessions older than this are deleted; 0: never         */
@@ -87,6 +88,10 @@ typedef struct recur_sessions recur_sessions_t;
 recur_status_t recur_sessions_create(const recur_sessions_config_t *cfg, recur_sessions_t **out);
 void recur_sessions_free(recur_sessions_t *t);   /* NULL is a no-op */
 const recur_sessions_config_t *recur_sessions_config(const recur_sessions_t *t);
+/* The bytes of one host copy (known once the workers said Hello). */
+void recur_sessions_set_state_bytes(recur_sessions_t *t, uint64_t state_bytes);
+/* Idle sessions in slots (O(1)). */
+int32_t recur_sessions_n_slot_idle(const recur_sessions_t *t);
 /* The message of the latest failed call. */
 const char *recur_sessions_error(const recur_sessions_t *t);
 

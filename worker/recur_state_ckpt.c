@@ -828,6 +828,18 @@ recur_status_t recur_ckpt_export(const char *path, uint8_t **out, size_t *n, cha
     return RECUR_OK;
 }
 
+recur_status_t recur_ckpt_blob_manifest(const uint8_t *blob, size_t n, recur_ckpt_manifest_t *m, char *msg,
+                                        size_t msg_n) {
+    memset(m, 0, sizeof *m);
+    if (n < sizeof CK_MAGIC + 4 || memcmp(blob, CK_MAGIC, sizeof CK_MAGIC))
+        return fail_(msg, msg_n, RECUR_E_FORMAT, "imported state: not a recur checkpoint (no RECURCK1 header)");
+    uint32_t L = 0;
+    for (int i = 0; i < 4; i++) L |= (uint32_t)blob[sizeof CK_MAGIC + (size_t)i] << (8 * i);
+    if (L > n - sizeof CK_MAGIC - 4)
+        return fail_(msg, msg_n, RECUR_E_FORMAT, "imported state: truncated (manifest of %u bytes)", L);
+    return recur_ckpt_manifest_parse((const char *)blob + sizeof CK_MAGIC + 4, L, "imported state", m, msg, msg_n);
+}
+
 recur_status_t recur_ckpt_import(const uint8_t *blob, size_t n, const recur_ckpt_identity_t *want, const char *path,
                                  uint64_t gen, const recur_ckpt_meta_t *meta, char *msg, size_t msg_n) {
     if (n < sizeof CK_MAGIC + 4 || memcmp(blob, CK_MAGIC, sizeof CK_MAGIC))

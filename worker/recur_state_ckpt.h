@@ -191,6 +191,9 @@ recur_status_t recur_ckpt_load_tuned(const char *path, const recur_ckpt_identity
 /* The checkpoint at path as one buffer (*out malloc'ed, *n bytes), every shard's CRC
  * checked on the way. */
 recur_status_t recur_ckpt_export(const char *path, uint8_t **out, size_t *n, char *msg, size_t msg_n);
+/* The manifest of an export blob (parsed and checked; the shards are not looked at). */
+recur_status_t recur_ckpt_blob_manifest(const uint8_t *blob, size_t n, recur_ckpt_manifest_t *m, char *msg,
+                                        size_t msg_n);
 /* Checks blob[0..n) (container, manifest, identity against want, every shard's size and
  * CRC) and writes it as the checkpoint at path with generation gen and the session record
  * meta (the blob's own record is replaced). RECUR_E_FORMAT for a bad blob (nothing
