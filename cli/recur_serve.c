@@ -100,7 +100,8 @@ static void serve_usage(void) {
             "                   [--tokenizer PATH] [--worker-timeout-ms N] [--log-level L]\n"
             "                   [--external-workers] [--drain-timeout-s N] [--state f32|bf16]\n"
             "                   [--session-dir PATH] [--max-sessions N] [--session-slots N] [--session-host-bytes N]\n"
-            "                   [--session-ttl-s N] [--state-variant NAME=PATH ...]\n"
+            "                   [--session-ttl-s N] [--state-variant NAME=PATH ...] [--prefix-cache-entries N]\n"
+            "                   [--prefix-cache-block N]\n"
             "  Without --model the bundled tiny RWKV-7 is served on the CPU.\n"
             "  --external-workers: start no worker group; the workers are launched separately (multi-node:\n"
             "    mpirun --hostfile H -np T*P recur worker --connect <the printed worker endpoint> --model PATH\n"
@@ -114,6 +115,9 @@ static void serve_usage(void) {
             "    (default 1073741824; 0: none); --session-ttl-s: delete sessions idle this long (default 0: never).\n"
             "  --state-variant NAME=PATH: requests naming model '<id>:NAME' start from the RWKV-7 state-tuning file\n"
             "    PATH (safetensors of blocks.N.att.time_state; scripts/pth_to_safetensors.py converts a .pth).\n"
+            "  --prefix-cache-entries N: keep up to N states of prompt prefixes that several requests shared (a\n"
+            "    system prompt), in the workers' host memory, at multiples of --prefix-cache-block tokens (default 32);\n"
+            "    a prompt starting with one prefills only the rest. Default 0 (off).\n"
             "  --state f32|bf16: how the workers store the recurrent state (default f32).\n");
 }
 
@@ -158,6 +162,8 @@ int recur_serve_main(int argc, char **argv, int first) {
         else if (!strcmp(a, "--worker-timeout-ms")) { rc = arg_long(a, val, 1, INT32_MAX, &v); cfg.worker_timeout_ms = (int32_t)v; }
         else if (!strcmp(a, "--drain-timeout-s")) rc = arg_long(a, val, 0, 24 * 3600, &drain_s);
         else if (!strcmp(a, "--session-dir")) cfg.session_dir = val;
+        else if (!strcmp(a, "--prefix-cache-entries")) { rc = arg_long(a, val, 0, 1 << 20, &v); cfg.prefix_cache_entries = (int32_t)v; }
+        else if (!strcmp(a, "--prefix-cache-block")) { rc = arg_long(a, val, 1, 1 << 20, &v); cfg.prefix_cache_block = (int32_t)v; }
         else if (!strcmp(a, "--max-sessions")) { rc = arg_long(a, val, 1, 1 << 24, &v); cfg.max_sessions = (int32_t)v; }
         else if (!strcmp(a, "--session-slots")) { rc = arg_long(a, val, 0, 1 << 20, &v); cfg.session_slots = (int32_t)v; }
         else if (!strcmp(a, "--session-ttl-s")) { rc = arg_long(a, val, 0, INT32_MAX, &v); cfg.session_ttl_s = (uint32_t)v; }

@@ -13,6 +13,7 @@
 
 #include "recur_log.h"
 #include "recur_msgsock.h"
+#include "recur_prefix_cache.h"
 #include "recur_proto.h"
 #include "recur_sessions.h"
 #include "recur_state_ckpt.h"
@@ -105,6 +106,8 @@ static int ext_finish(recur_coord_t *c, creq_t *r, const recur_sched_event_t *ev
                       Recur__Api__GenerateFinal *fin);
 static void ext_free(recur_coord_t *c, creq_t *r);
 static void ext_plan_resets(recur_coord_t *c, const recur_sched_plan_t *p, const int32_t **resets, int32_t *n_reset);
+static void ext_plan_sent(recur_coord_t *c, const recur_sched_plan_t *p);
+static void ext_step_failed(recur_coord_t *c);
 static void ext_on_slot_op_result(recur_coord_t *c, const Recur__Internal__SlotOpResult *res);
 static void ext_on_session(recur_coord_t *c, const recur_msgsock_peer_t *from, const Recur__Api__SessionRequest *q);
 static void ext_on_worker_ready(recur_coord_t *c, const Recur__Internal__Hello *h);
@@ -673,6 +676,8 @@ static void on_step_result(recur_coord_t *c, const Recur__Internal__StepResult *
         recur_sched_complete(c->sched, &bad, t);
     }
     c->in_flight = 0;
+    /* a failed step may leave a capture of the prefix cache with a wrong state: forget them */
+    if (sr.status != RECUR_OK) ext_step_failed(c);
     if (sr.status == RECUR_OK && res->timing) {
         c->rtt_ns += c->result_ns - c->plan_sent_ns;
         c->w_total_us += res->timing->total_us, c->w_fwd_us += res->timing->forward_us;
@@ -787,6 +792,8 @@ static void maybe_step(recur_coord_t *c) {
         recur_sched_result_t bad = {.step = p.step, .status = s, .message = err.msg};
         recur_sched_complete(c->sched, &bad, now_ms());
         c->in_flight = 0;
+    } else if (c->n_ext) {
+        ext_plan_sent(c, &p);   /* prefix-cache captures, after the step */
     }
     drain_events(c);
 }

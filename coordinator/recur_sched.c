@@ -40,6 +40,7 @@ struct req {
     int32_t  keep_slot;         /* the slot goes back to the caller at the end      */
     int32_t  reset_pending;     /* the slot is not yet reset for this request       */
     int32_t  n_fed;             /* tokens put into plans for this request's slot     */
+    int32_t  split_at;          /* a prefill chunk ends here (0: none)              */
     req_state_t state;
     uint64_t submit_ms;
     recur_sample_row_t sampling;
@@ -80,6 +81,7 @@ struct recur_sched {
     int       in_flight;
     uint64_t  step;
     int32_t  *p_slot, *p_seq_len, *p_tokens, *p_reset;
+    uint8_t  *p_split;
     uint8_t  *p_sample;
     uint64_t *p_id;
     recur_sample_row_t *p_rows;
@@ -319,12 +321,14 @@ recur_status_t recur_sched_create(const recur_sched_config_t *cfg, recur_sched_t
     s->p_seq_len = malloc((size_t)nb * sizeof *s->p_seq_len);
     s->p_reset = malloc((size_t)nb * sizeof *s->p_reset);
     s->p_reset_id = malloc((size_t)nb * sizeof *s->p_reset_id);
+    s->p_split = malloc((size_t)nb);
     s->slot_state = calloc((size_t)c->n_slots, 1);
     s->p_tokens = malloc((size_t)c->token_budget * sizeof *s->p_tokens);
     s->p_sample = malloc((size_t)nb);
     s->p_id = malloc((size_t)nb * sizeof *s->p_id);
     s->p_rows = malloc((size_t)nb * sizeof *s->p_rows);
     if (!s->map || !s->free_slots || !s->p_slot || !s->p_seq_len || !s->p_reset || !s->p_reset_id || !s->slot_state ||
+        !s->p_split ||
         !s->p_tokens || !s->p_sample ||
         !s->p_id || !s->p_rows || ev_reserve(s, (size_t)nb * 3 + 64) != RECUR_OK) {
         recur_sched_free(s);
@@ -347,6 +351,7 @@ void recur_sched_free(recur_sched_t *s) {
     free(s->p_seq_len);
     free(s->p_reset);
     free(s->p_reset_id);
+    free(s->p_split);
     free(s->slot_state);
     free(s->p_tokens);
     free(s->p_sample);
@@ -413,6 +418,10 @@ recur_status_t recur_sched_submit(recur_sched_t *s, const recur_sched_request_t 
             set_err(s, "stop token %d is not a token id", (int)r->stop_ids[i]);
             return RECUR_E_INVAL;
         }
+    if (r->split_at < 0 || r->split_at > r->n_prompt) {
+        set_err(s, "split_at %d is outside the prompt of %d tokens", (int)r->split_at, (int)r->n_prompt);
+        return RECUR_E_INVAL;
+    }
     if (r->slot < 0 || r->slot >= c->n_slots || (r->slot > 0 && s->slot_state[r->slot] != SLOT_CALLER)) {
         set_err(s, "slot %d is not a slot the caller holds idle (recur_sched_slot_take, keep_slot)", (int)r->slot);
         return RECUR_E_INVAL;
@@ -440,6 +449,7 @@ recur_status_t recur_sched_submit(recur_sched_t *s, const recur_sched_request_t 
     q->state = REQ_WAITING;
     q->id = s->next_id++;
     q->keep_slot = r->keep_slot != 0;
+    q->split_at = r->split_at;
     if (r->slot > 0) {   /* the caller's slot, used as it is: no reset */
         q->slot = r->slot, q->pinned = 1;
         s->slot_state[r->slot] = SLOT_CALLER_BUSY;
@@ -572,7 +582,7 @@ recur_status_t recur_sched_plan(recur_sched_t *s, uint64_t now_ms, recur_sched_p
     /* 3. decode: one token each. The admission cap makes them all fit; the bounds and the
      *    round-robin start (decode_head) only keep that true should the cap ever change. */
     int32_t max_seq = c->max_batch < c->n_slots - 1 ? c->max_batch : c->n_slots - 1;
-    int32_t n_seq = 0, n_tok = 0, n_sample = 0, n_reset = 0;
+    int32_t n_seq = 0, n_tok = 0, n_sample = 0, n_reset = 0, n_split = 0;
     int32_t budget = c->token_budget;
     req_t *r = s->decode_head;
     for (int32_t k = 0; k < s->n_decode && n_seq < max_seq && budget > 0; k++, r = r->q_next) {
@@ -581,6 +591,7 @@ recur_status_t recur_sched_plan(recur_sched_t *s, uint64_t now_ms, recur_sched_p
         s->p_sample[n_seq] = 1;
         s->p_id[n_seq] = r->id;
         s->p_tokens[n_tok++] = r->last_token;
+        s->p_split[n_seq] = 0;
         r->n_fed++;
         recur_sample_row_t *row = &s->p_rows[n_sample++];
         *row = r->sampling;
@@ -597,6 +608,9 @@ recur_status_t recur_sched_plan(recur_sched_t *s, uint64_t now_ms, recur_sched_p
         int32_t chunk = left;
         if (chunk > c->prefill_chunk_max) chunk = c->prefill_chunk_max;
         if (chunk > budget) chunk = budget;
+        if (r->split_at > r->n_prefilled && chunk > r->split_at - r->n_prefilled) chunk = r->split_at - r->n_prefilled;
+        s->p_split[n_seq] = (uint8_t)(r->split_at && r->n_prefilled + chunk == r->split_at);
+        n_split += s->p_split[n_seq];
         s->p_slot[n_seq] = r->slot;
         s->p_seq_len[n_seq] = chunk;
         s->p_id[n_seq] = r->id;
@@ -638,6 +652,8 @@ recur_status_t recur_sched_plan(recur_sched_t *s, uint64_t now_ms, recur_sched_p
     s->plan.n_reset = n_reset;
     s->plan.reset_slots = s->p_reset;
     s->plan.reset_ids = s->p_reset_id;
+    s->plan.split_hit = s->p_split;
+    s->plan.n_split_hit = n_split;
     s->plan.n_decode = n_decode;
     s->plan.n_prefill_tokens = n_tok - n_decode;
     *plan = s->plan;

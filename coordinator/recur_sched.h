@@ -81,6 +81,9 @@ typedef struct recur_sched_request {
     int32_t        slot;        /* 0: a free slot, reset at admission; > 0: a slot the caller
                                  * holds idle (pinned: used as it is, no reset)               */
     int32_t        keep_slot;   /* nonzero: at the end the slot goes to the caller (FINISHED.slot) */
+    int32_t        split_at;    /* 0, or a prompt position (1..n_prompt) where a prefill chunk
+                                 * must end (plan.split_hit): the caller copies the state
+                                 * there (the prefix cache)                                   */
 } recur_sched_request_t;
 
 typedef enum recur_sched_reason {
@@ -111,6 +114,8 @@ typedef struct recur_sched_plan {
     int32_t        n_reset;
     const int32_t *reset_slots; /* [n_reset] reset to the initial state before the step runs  */
     const uint64_t *reset_ids;  /* [n_reset] the request each reset slot was admitted for     */
+    const uint8_t *split_hit;   /* [n_seq] 1: this chunk ends at the request's split_at       */
+    int32_t        n_split_hit;
     int32_t        n_decode;    /* sequences in decode (one token each)                       */
     int32_t        n_prefill_tokens;
 } recur_sched_plan_t;

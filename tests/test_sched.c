@@ -446,7 +446,8 @@ static void test_caller_slots(void) {
     CHECK(recur_sched_submit(s, &q, 0, &id2) == RECUR_OK);
     recur_sched_plan_t p;
     CHECK(recur_sched_plan(s, 1, &p) == RECUR_OK);
-    CHECK(p.n_seq == 1 && p.slot[0] == held && p.id[0] == id && p.n_reset == 0 && p.seq_len[0] == 5);
+    CHECK(p.n_seq == 1 && p.slot[0] == held && p.id[0] == id && p.n_reset == 0 && p.seq_len[0] == 5 &&
+          p.n_split_hit == 0);
     complete_all(s, &p, 11, 1);
     for (int k = 0; k < 2; k++) {   /* two decode steps: max_tokens 3 */
         CHECK(recur_sched_plan(s, 2, &p) == RECUR_OK && p.n_seq == 1 && p.slot[0] == held);
@@ -490,6 +491,29 @@ static void test_caller_slots(void) {
     recur_sched_free(s);
 }
 
+/* ---------------------------------------------------------------- a chunk ends at split_at */
+static void test_split(void) {
+    recur_sched_config_t c = cfg_small(3, 4, 16);
+    recur_sched_t *s;
+    CHECK(recur_sched_create(&c, &s) == RECUR_OK);
+    int32_t pr[20];
+    for (int i = 0; i < 20; i++) pr[i] = i + 1;
+    recur_sched_request_t r = req(pr, 20, 1);
+    uint64_t id;
+    r.split_at = 21;
+    CHECK(recur_sched_submit(s, &r, 0, &id) == RECUR_E_INVAL && strstr(recur_sched_error(s), "split_at"));
+    r.split_at = 7;
+    CHECK(recur_sched_submit(s, &r, 0, &id) == RECUR_OK);
+    recur_sched_plan_t p;
+    CHECK(recur_sched_plan(s, 1, &p) == RECUR_OK && p.n_seq == 1 && p.seq_len[0] == 7 && p.split_hit[0] == 1 &&
+          p.n_split_hit == 1 && !p.sample[0]);
+    complete_all(s, &p, 3, 1);
+    CHECK(recur_sched_plan(s, 2, &p) == RECUR_OK && p.seq_len[0] == 13 && p.split_hit[0] == 0 && p.sample[0]);
+    complete_all(s, &p, 3, 2);
+    drain(s);
+    recur_sched_free(s);
+}
+
 /* ---------------------------------------------------------------- randomized simulation */
 typedef struct sim_req {
     int32_t prompt[64];
@@ -497,6 +521,7 @@ typedef struct sim_req {
     int32_t stop;           /* the stop id of this request, -1 none */
     int finished, running, cancel_sent, ignore_eos;
     int sess;               /* the session it continues, -1 none */
+    int32_t split;          /* split_at, 0 none */
     int pinned;             /* submitted on the session's slot */
     recur_sched_reason_t reason;
 } sim_req_t;
@@ -548,6 +573,8 @@ static void test_simulation(uint64_t seed, int n_steps) {
             r.stop_ids = &q->stop;
             r.n_stop = q->stop >= 0;
             r.ignore_eos = (int)recur_test_rng_below(&rng, 2);
+            q->split = recur_test_rng_below(&rng, 3) == 0 ? (int32_t)recur_test_rng_below(&rng, (uint32_t)q->n_prompt + 1) : 0;
+            r.split_at = q->split;
             /* a third of the arrivals continue an idle session: on its slot when it holds one
              * (sometimes after taking one and "loading" the state into it), else on a slot
              * assigned at admission whose reset the caller replaces by a restore */
@@ -630,11 +657,14 @@ static void test_simulation(uint64_t seed, int n_steps) {
             for (int32_t j = 0; j < pl.seq_len[i]; j++) slot_h[sl] = chain(slot_h[sl], pl.tokens[off + j]);
             if (q->n_seen < q->n_prompt) {   /* prefill: the prompt continues in order */
                 CHECK(q->n_seen + pl.seq_len[i] <= q->n_prompt);
+                /* no chunk crosses split_at; the one ending there says so */
+                CHECK(!(q->split && q->n_seen < q->split && q->n_seen + pl.seq_len[i] > q->split));
+                CHECK(pl.split_hit[i] == (q->split && q->n_seen + pl.seq_len[i] == q->split));
                 CHECK(memcmp(pl.tokens + off, q->prompt + q->n_seen, (size_t)pl.seq_len[i] * sizeof(int32_t)) == 0);
                 q->n_seen += pl.seq_len[i];
                 CHECK(pl.sample[i] == (q->n_seen == q->n_prompt));
             } else {                         /* decode: the last generated token */
-                CHECK(pl.seq_len[i] == 1 && pl.sample[i] && pl.tokens[off] == q->last_tok);
+                CHECK(pl.seq_len[i] == 1 && pl.sample[i] && pl.tokens[off] == q->last_tok && !pl.split_hit[i]);
             }
             if (pl.sample[i]) { CHECK(pl.sampling[ns].step == (uint64_t)q->n_gen); ns++; }
             off += pl.seq_len[i];
@@ -753,6 +783,7 @@ int main(void) {
     test_failed_step();
     test_bad_input();
     test_caller_slots();
+    test_split();
     for (uint64_t seed = 1; seed <= 16; seed++) test_simulation(seed, 4000);
     if (failures) fprintf(stderr, "test_sched: %d checks failed\n", failures);
     else fprintf(stderr, "test_sched: all checks passed\n");

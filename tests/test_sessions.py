@@ -18,8 +18,11 @@ tp1 (the bundled tiny model), with --session-dir:
     with --state bf16), a damaged import are refused with the reason; the session works
     again once its file is back;
   - an RWKV-7 state-tuning file as a variant (--state-variant): its greedy tokens equal
-    `recur logits --state-in` from the same state, a session on it gives the same, and the
-    plain model gives others.
+    `recur logits --state-in` from the same state and its seeded samples `recur generate
+    --state-in`, a session on it gives the same, and the plain model samples others;
+  - the prefix cache: prompts sharing a 40-token system prompt give `recur generate`'s
+    tokens; the second one captures the prefix, later ones (also 4 at once, and a
+    session's first turn) prefill only their own tokens (cached_prompt_tokens 40).
 tp2 / pp2 (synth7 under mpirun): turn 2 == whole conversation; kill -9 and restart; a
 session saved under tp2 continues under pp2 (and the reverse) exactly; a tiny model's
 checkpoint is refused as another model's.
@@ -370,6 +373,48 @@ def check_variant(work):
     s.stop()
 
 
+def check_prefix():
+    system = "You are a terse helper. Reply in rhyme!\n"   # 40 tokens (bytes)
+    qs = ["Q: cats? A:", "Q: dogs? A:", "Q: rain? A:", "Q: sun? A:", "Q: sea? A:", "Q: hills? A:", "Q: moon? A:",
+          "Q: tea? A:"]
+    assert len(system) == 40
+    ref = {}
+    for q in qs:
+        ref[q] = list(subprocess.run([BIN, "generate", "--model", TINY, "--prompt", system + q, "--temperature", "0.8",
+                                      "--top-p", "0.95", "--seed", "11", "--max-tokens", "12", "--ignore-eos"],
+                                     check=True, capture_output=True).stdout[:-1])
+    s = Server(TINY, ["--prefix-cache-entries", "4", "--prefix-cache-block", "8"])
+    ids = {q: list((system + q).encode()) for q in qs}
+    with RecurClient(s.endpoint) as c:
+        got, cached = [], []
+        for q in qs[:3]:
+            o, f = turn(c, ids[q], 12, None, ignore_eos=True)
+            got.append(o == ref[q])
+            cached.append(f.usage.cached_prompt_tokens)
+        check(all(got), "prefix cache: the first three prompts with a shared system prompt == recur generate")
+        check(cached == [0, 0, 40], "prefix cache: the second captured the 40-token prefix, the third prefilled only "
+              "its %d own tokens (cached %s)" % (len(ids[qs[2]]) - 40, cached))
+        res = {}
+
+        def one(q):
+            with RecurClient(s.endpoint) as c2:
+                res[q] = turn(c2, ids[q], 12, None, ignore_eos=True)
+
+        th = [threading.Thread(target=one, args=(q,)) for q in qs[3:7]]
+        for t in th:
+            t.start()
+        for t in th:
+            t.join()
+        check(all(res[q][0] == ref[q] and res[q][1].usage.cached_prompt_tokens == 40 for q in qs[3:7]),
+              "prefix cache: 4 concurrent hits, each == recur generate, 40 tokens cached each")
+        o1, f1 = turn(c, ids[qs[7]], 12, "pfx")
+        o2, f2 = turn(c, [10, 65, 58], 8, "pfx")
+        w, _ = turn(c, ids[qs[7]] + o1 + [10, 65, 58], 8)
+        check(f1.usage.cached_prompt_tokens == 40 and o2 == w and f2.usage.cached_prompt_tokens == len(ids[qs[7]]) + 11,
+              "prefix cache: a session's first turn starts from the cached prefix; its turn 2 == the whole conversation")
+    s.stop()
+
+
 def main():
     layouts = sys.argv[1:] or ["tp1"]
     work = tempfile.mkdtemp(prefix="recur-sessions-")
@@ -382,6 +427,7 @@ def main():
             if name == "tp1":
                 check_tiers(work)
                 check_variant(work)
+                check_prefix()
         # across layouts: each multi-rank layout's directory under the other one
         for a, b in [("tp2", "pp2"), ("pp2", "tp2")]:
             if a in runs and b in runs:
