@@ -108,6 +108,7 @@ static void ext_free(recur_coord_t *c, creq_t *r);
 static void ext_plan_resets(recur_coord_t *c, const recur_sched_plan_t *p, const int32_t **resets, int32_t *n_reset);
 static void ext_plan_sent(recur_coord_t *c, const recur_sched_plan_t *p);
 static void ext_step_failed(recur_coord_t *c);
+static void ext_list_models(recur_coord_t *c, Recur__Api__ListModelsResponse *lr);
 static void ext_on_slot_op_result(recur_coord_t *c, const Recur__Internal__SlotOpResult *res);
 static void ext_on_session(recur_coord_t *c, const recur_msgsock_peer_t *from, const Recur__Api__SessionRequest *q);
 static void ext_on_worker_ready(recur_coord_t *c, const Recur__Internal__Hello *h);
@@ -518,6 +519,7 @@ static void on_list_models(recur_coord_t *c, const recur_msgsock_peer_t *from, c
         mi.has_max_sequences = 1, mi.max_sequences = (uint32_t)(c->n_slots - 1);
     }
     lr.n_models = 1, lr.models = &mp;
+    ext_list_models(c, &lr);   /* "<id>:<variant>" for each initial-state variant */
     recur_api_envelope_t env = RECUR__API__ENVELOPE__INIT;
     env.body_case = RECUR__API__ENVELOPE__BODY_LIST_MODELS_RESPONSE;
     env.list_models_response = &lr;

@@ -20,6 +20,8 @@ tp1 (the bundled tiny model), with --session-dir:
   - an RWKV-7 state-tuning file as a variant (--state-variant): its greedy tokens equal
     `recur logits --state-in` from the same state and its seeded samples `recur generate
     --state-in`, a session on it gives the same, and the plain model samples others;
+  - SIGTERM during a turn: the drain lets it finish, its checkpoint is written, and after
+    a restart the session continues from the whole turn;
   - the prefix cache: prompts sharing a 40-token system prompt give `recur generate`'s
     tokens; the second one captures the prefix, later ones (also 4 at once, and a
     session's first turn) prefill only their own tokens (cached_prompt_tokens 40).
@@ -345,6 +347,8 @@ def check_variant(work):
         ref.append(max(range(256), key=lambda k: last[k]))
     s = Server(TINY, ["--state-variant", "tuned=" + st])
     with RecurClient(s.endpoint) as c:
+        ms = [m.id for m in c.list_models()]
+        check(ms == ["default", "default:tuned"], "variant: ListModels names it (%s)" % ms)
         got, _ = turn(c, ids, 6, None, temperature=0, model="default:tuned", ignore_eos=True)
         check(got == ref, "variant: greedy tokens from the state-tuning file == recur logits --state-in (%s)" % ref)
         # the tiny model's group norm after the wkv read-out leaves the initial state a small
@@ -370,6 +374,32 @@ def check_variant(work):
         time.sleep(0.3)
         e = error_of(lambda: turn(c, ids, 2, None, model="default:bad"))
         check(e is not None and "shape" in e.message, "variant: a file of the wrong shape -> %s" % e)
+    s.stop()
+
+
+def check_drain(work):
+    d = os.path.join(work, "drain")
+    s = Server(TINY, ["--session-dir", d])
+    with RecurClient(s.endpoint) as c:
+        p = prompt(50, 256)
+        rid = c.start(p, max_tokens=300, session_id="dr", ignore_eos=True, **SAMPLING)
+        it = c.stream(rid)
+        toks = [next(it).id]
+        s.p.send_signal(signal.SIGTERM)
+        toks += [t.id for t in it]
+        fr = c.last_final.finish_reason
+    rc, _ = s.stop()
+    check(len(toks) == 300 and fr == api.FINISH_REASON_LENGTH and rc == 0,
+          "drain: SIGTERM during a turn: it finishes (%d tokens) and serve exits %s" % (len(toks), rc))
+    s = Server(TINY, ["--session-dir", d])
+    with RecurClient(s.endpoint) as c:
+        info = c.get_session("dr")
+        p2 = prompt(51, 256)
+        o, _ = turn(c, p2, 8, "dr")
+        w, _ = turn(c, p + toks + p2, 8)
+        check(info.n_tokens == len(p) + 300 and info.saved_tokens == info.n_tokens and o == w,
+              "drain: after the restart the session holds the whole turn (%d tokens) and continues exactly" %
+              info.n_tokens)
     s.stop()
 
 
@@ -428,6 +458,7 @@ def main():
                 check_tiers(work)
                 check_variant(work)
                 check_prefix()
+                check_drain(work)
         # across layouts: each multi-rank layout's directory under the other one
         for a, b in [("tp2", "pp2"), ("pp2", "tp2")]:
             if a in runs and b in runs:
