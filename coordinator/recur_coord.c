@@ -224,7 +224,7 @@ static void send_tokens(recur_coord_t *c, creq_t *r, size_t n_send, int final_te
     free(tp);
     c->tokens_out += r->n_pend;
     r->n_pend = 0;
-    memmove(r->text, r->text + used, r->n_text - used);
+    if (used < r->n_text) memmove(r->text, r->text + used, r->n_text - used);   /* text may be NULL */
     r->n_text -= used;
     if (s != RECUR_OK && !fin && !r->fail[0]) {
         /* the client is gone (or stuck): stop spending steps on it */
