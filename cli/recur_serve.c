@@ -11,12 +11,14 @@
  * exits 1. If serve itself is killed (SIGKILL), the workers exit by their idle limit. */
 #include "recur_serve.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -50,11 +52,89 @@ static int arg_long(const char *opt, const char *v, long lo, long hi, long *out)
 
 typedef struct serve_state {
     pid_t child;        /* -1: external workers (started by the user's mpirun) */
-    int child_status;   /* -1 while it runs */
+    int child_status;   /* -1 while it runs; the last status when serve gave up on it */
     int announced;
     long drain_s;       /* the grace period of a drain */
     double drain_deadline;   /* 0: not draining */
+    char **args;        /* the worker group's command line */
+    long restarts, max_restarts;
+    uint64_t lost_seen; /* recur_coord_lost_count at the last look */
 } serve_state_t;
+
+/* Starts the worker group in its own process group (so a terminal's Ctrl-C reaches only
+ * serve) with a parent-death signal, so it cannot outlive a serve that is killed. */
+static pid_t launch_group(char **args) {
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid != 0) {
+        if (pid > 0) setpgid(pid, pid);
+        return pid;
+    }
+    setpgid(0, 0);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    /* SIGTERM when serve dies: mpirun forwards it to its ranks, a lone worker exits */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent) _exit(1);   /* serve died before prctl took effect */
+    execvp(args[0], args);
+    fprintf(stderr, "recur serve: cannot run %s: %s\n", args[0], strerror(errno));
+    _exit(127);
+}
+
+/* SIGKILL to pid and every process below it. mpirun may put its ranks in process groups
+ * of their own, so killing mpirun's group can leave a rank behind (stopped or blocked in a
+ * collective forever): walk /proc for the descendants first, then kill them all. */
+static void kill_tree(pid_t root) {
+    enum { MAX_PROCS = 4096 };
+    static pid_t pids[MAX_PROCS], ppids[MAX_PROCS];   /* one caller (the loop thread) */
+    int n = 0;
+    DIR *d = opendir("/proc");
+    for (struct dirent *e; d && (e = readdir(d)) != NULL && n < MAX_PROCS;) {
+        char path[300], buf[512];
+        if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f) continue;
+        size_t k = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[k] = '\0';
+        const char *rp = strrchr(buf, ')');   /* "pid (comm) state ppid ...": comm may hold spaces */
+        char state;
+        int ppid;
+        if (!rp || sscanf(rp + 1, " %c %d", &state, &ppid) != 2) continue;
+        pids[n] = (pid_t)atoi(e->d_name), ppids[n] = (pid_t)ppid, n++;
+    }
+    if (d) closedir(d);
+    pid_t found[MAX_PROCS];
+    int nf = 0;
+    found[nf++] = root;
+    for (int i = 0; i < nf; i++)
+        for (int j = 0; j < n && nf < MAX_PROCS; j++)
+            if (ppids[j] == found[i]) found[nf++] = pids[j];
+    for (int i = nf - 1; i >= 0; i--) kill(found[i], SIGKILL);
+}
+
+/* The worker group ended or was declared lost: fail its requests and start it again (up to
+ * max_restarts times, 1 s apart). Returns 1 when serve should stop instead. */
+static int restart_group(recur_coord_t *c, serve_state_t *st, const char *why) {
+    fprintf(stderr, "recur serve: %s\n", why);
+    recur_coord_fail_all(c, why);
+    if (st->restarts >= st->max_restarts) {
+        fprintf(stderr, "recur serve: %ld restarts used (--max-worker-restarts): stopping\n", st->restarts);
+        return 1;
+    }
+    st->restarts++;
+    usleep(1000000);   /* a crash loop does not spin; mpirun releases its ports */
+    st->child = launch_group(st->args);
+    if (st->child < 0) {
+        fprintf(stderr, "recur serve: cannot restart the worker group: %s\n", strerror(errno));
+        return 1;
+    }
+    st->child_status = -1;
+    fprintf(stderr, "recur serve: worker group restarted (restart %ld of %ld, pid %d)\n", st->restarts,
+            st->max_restarts, (int)st->child);
+    return 0;
+}
 
 static double mono_s(void) {
     struct timespec ts;
@@ -80,9 +160,22 @@ static int serve_tick(recur_coord_t *c, void *ud) {
         }
     }
     int status;
+    if (st->child > 0 && recur_coord_lost_count(c) != st->lost_seen) {
+        /* a rank stopped answering (SIGSTOP, a hang): kill the whole group; its exit is
+         * noticed below and it is started again */
+        st->lost_seen = recur_coord_lost_count(c);
+        fprintf(stderr, "recur serve: the worker group stopped answering: killing it (pid %d)\n", (int)st->child);
+        kill_tree(st->child);
+        kill(-st->child, SIGKILL);
+    }
     if (st->child > 0 && waitpid(st->child, &status, WNOHANG) == st->child) {
+        char why[160];
+        snprintf(why, sizeof why, "the worker group exited (%s %d)", WIFEXITED(status) ? "status" : "signal",
+                 WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+        kill(-st->child, SIGKILL);   /* ranks mpirun left behind, if any */
         st->child_status = status;
-        return 1;
+        st->child = 0;
+        if (g_stop || restart_group(c, st, why)) return 1;
     }
     if (!st->announced && recur_coord_ready(c)) {
         printf("recur serve: listening on %s\n", recur_coord_client_endpoint(c));
@@ -98,16 +191,18 @@ static void serve_usage(void) {
             "                   [--worker-bind tcp://127.0.0.1:PORT] [--slots N] [--max-batch N] [--token-budget N]\n"
             "                   [--max-queue N] [--queue-timeout-ms N] [--max-prompt N] [--max-tokens N]\n"
             "                   [--tokenizer PATH] [--worker-timeout-ms N] [--log-level L]\n"
-            "                   [--external-workers] [--drain-timeout-s N] [--state f32|bf16]\n"
-            "                   [--session-dir PATH] [--max-sessions N] [--session-slots N] [--session-host-bytes N]\n"
-            "                   [--session-ttl-s N] [--state-variant NAME=PATH ...] [--prefix-cache-entries N]\n"
-            "                   [--prefix-cache-block N]\n"
+            "                   [--external-workers] [--drain-timeout-s N] [--max-worker-restarts N]\n"
+            "                   [--state f32|bf16] [--session-dir PATH] [--max-sessions N] [--session-slots N]\n"
+            "                   [--session-host-bytes N] [--session-ttl-s N] [--state-variant NAME=PATH ...]\n"
+            "                   [--prefix-cache-entries N] [--prefix-cache-block N]\n"
             "  Without --model the bundled tiny RWKV-7 is served on the CPU.\n"
             "  --external-workers: start no worker group; the workers are launched separately (multi-node:\n"
             "    mpirun --hostfile H -np T*P recur worker --connect <the printed worker endpoint> --model PATH\n"
             "    --tp T --pp P [--backend cuda]); bind --worker-bind to an address the nodes can reach.\n"
             "  SIGTERM/SIGINT: drain (no new requests, Health NOT_SERVING; the requests in flight finish)\n"
             "    for up to --drain-timeout-s (default 30), then stop the workers; a second signal stops at once.\n"
+            "  A worker group that exits, or stops answering for --worker-timeout-ms, fails its requests and is\n"
+            "    started again, up to --max-worker-restarts times (default 5); then serve exits 1.\n"
             "  Sessions (GenerateRequest.session_id, SessionRequest): --session-dir: a checkpoint after every turn\n"
             "    (a directory the coordinator and every worker rank can reach; sessions survive restarts, under any\n"
             "    --tp/--pp); --max-sessions (default 10000); --session-slots: idle sessions kept in state slots\n"
@@ -125,7 +220,7 @@ int recur_serve_main(int argc, char **argv, int first) {
     recur_coord_config_t cfg = recur_coord_default_config();
     const char *model = NULL, *backend = "cpu", *slots_s = "64";
     char bind_c[256] = "tcp://127.0.0.1:0", bind_w[256] = "tcp://127.0.0.1:0";
-    long tp = 1, pp = 1, v = 0, drain_s = 30;
+    long tp = 1, pp = 1, v = 0, drain_s = 30, max_restarts = 5;
     int external = 0;
     const char *state_dtype = NULL;
     enum { MAX_VARIANTS = 64 };
@@ -194,6 +289,7 @@ int recur_serve_main(int argc, char **argv, int first) {
                 n_var++;
             }
         }
+        else if (!strcmp(a, "--max-worker-restarts")) rc = arg_long(a, val, 0, 1000000, &max_restarts);
         else if (!strcmp(a, "--log-level")) {
             int l = recur_log_level_parse(val);
             if (l < 0) rc = -1, fprintf(stderr, "recur serve: bad --log-level '%s'\n", val);
@@ -267,7 +363,7 @@ int recur_serve_main(int argc, char **argv, int first) {
         setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 0);
         setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 0);
     }
-    serve_state_t st = {.child_status = -1, .drain_s = drain_s};
+    serve_state_t st = {.child_status = -1, .drain_s = drain_s, .args = args, .max_restarts = max_restarts};
     if (external) {
         st.child = -1;
         printf("recur serve: workers connect to %s\n", recur_coord_worker_endpoint(c));
@@ -275,35 +371,21 @@ int recur_serve_main(int argc, char **argv, int first) {
         recur_log_info("recur serve: waiting for an external worker group (tp %ld x pp %ld) on %s", tp, pp,
                        recur_coord_worker_endpoint(c));
     } else {
-        st.child = fork();
-    }
-    if (!external && st.child < 0) {
-        fprintf(stderr, "recur serve: fork: %s\n", strerror(errno));
-        recur_coord_free(c);
-        zmq_ctx_term(zctx);
-        return 1;
-    }
-    if (!external && st.child == 0) {
-        setpgid(0, 0);
-        signal(SIGINT, SIG_DFL);
-        signal(SIGTERM, SIG_DFL);
-        execvp(args[0], args);
-        fprintf(stderr, "recur serve: cannot run %s: %s\n", args[0], strerror(errno));
-        _exit(127);
-    }
-    if (!external) {
-        setpgid(st.child, st.child);
+        st.child = launch_group(args);
+        if (st.child < 0) {
+            fprintf(stderr, "recur serve: fork: %s\n", strerror(errno));
+            recur_coord_free(c);
+            zmq_ctx_term(zctx);
+            return 1;
+        }
         recur_log_info("recur serve: worker group pid %d: %s ...", (int)st.child, args[0]);
     }
 
     recur_status_t s = recur_coord_run(c, serve_tick, &st);
     int rc = 0;
-    if (st.child_status >= 0) {
-        int es = st.child_status;
-        fprintf(stderr, "recur serve: the worker group exited (%s %d)\n", WIFEXITED(es) ? "status" : "signal",
-                WIFEXITED(es) ? WEXITSTATUS(es) : WTERMSIG(es));
+    if (st.child == 0) {   /* the group is gone and was not restarted */
         recur_coord_fail_all(c, "the worker group exited");
-        rc = 1;
+        rc = g_stop && st.child_status >= 0 && WIFEXITED(st.child_status) && WEXITSTATUS(st.child_status) == 0 ? 0 : 1;
     } else {
         if (s != RECUR_OK) rc = 1;
         recur_coord_shutdown_workers(c, g_stop ? "recur serve got a signal" : "recur serve is stopping");
@@ -317,6 +399,7 @@ int recur_serve_main(int argc, char **argv, int first) {
         }
         if (!done) {
             fprintf(stderr, "recur serve: the worker group did not stop within 10 s: killing it\n");
+            kill_tree(st.child);
             kill(-st.child, SIGKILL);
             waitpid(st.child, &status, 0);
             rc = 1;
@@ -346,7 +429,65 @@ int recur_serve_main(int argc, char **argv, int first) {
 static void client_usage(void) {
     fprintf(stderr,
             "usage: recur client --connect ENDPOINT (--prompt TEXT | --health) [--max-tokens N] [--temperature T]\n"
-            "                    [--seed S] [--stop STR] [--cancel-after N] [--timeout-ms MS]\n");
+            "                    [--seed S] [--stop STR] [--cancel-after N] [--timeout-ms MS]\n"
+            "                    [--repetition-penalty R] [--presence-penalty P] [--frequency-penalty F]\n"
+            "                    [--logit-bias ID:BIAS[,ID:BIAS...]] [--logprobs N]\n");
+}
+
+/* A float option in [lo, hi] (lo_open: > lo). */
+static int arg_float(const char *opt, const char *v, double lo, double hi, int lo_open, float *out) {
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || end == v || *end || !(lo_open ? x > lo : x >= lo) || !(x <= hi)) {
+        fprintf(stderr, "recur client: %s expects a number in %s%g, %g], got '%s'\n", opt, lo_open ? "(" : "[", lo, hi,
+                v);
+        return -1;
+    }
+    *out = (float)x;
+    return 0;
+}
+
+/* --logit-bias "ID:BIAS[,ID:BIAS...]" into e[0..*n) (at most max entries; the server checks
+ * the ids against its vocabulary and that they are distinct). */
+static int arg_logit_bias(const char *v, Recur__Api__LogitBias *e, size_t max, size_t *n) {
+    *n = 0;
+    const char *p = v;
+    while (*p) {
+        char *end;
+        errno = 0;
+        long id = strtol(p, &end, 10);
+        if (errno || end == p || *end != ':' || id < 0 || id > INT32_MAX) break;
+        p = end + 1;
+        double b = strtod(p, &end);
+        if (end == p || (*end && *end != ',') || !(b >= -100 && b <= 100) || *n == max) break;
+        Recur__Api__LogitBias lb = RECUR__API__LOGIT_BIAS__INIT;
+        lb.has_token_id = lb.has_bias = 1, lb.token_id = (int32_t)id, lb.bias = (float)b;
+        e[(*n)++] = lb;
+        p = *end ? end + 1 : end;
+        if (!*end) return 0;
+    }
+    fprintf(stderr, "recur client: --logit-bias expects ID:BIAS[,ID:BIAS...] with ids >= 0, each bias in [-100, 100] "
+            "and at most %zu entries, got '%s'\n", max, v);
+    return -1;
+}
+
+/* One line per token to stderr: its id, logprob and text, then the alternatives. */
+static void print_logprobs(const Recur__Api__Token *t) {
+    if (!t->has_logprob) return;
+    fprintf(stderr, "logprob %.5f id %d", (double)t->logprob, (int)t->id);
+    for (size_t j = 0; j < t->n_top_logprobs; j++) {
+        const Recur__Api__TopLogprob *a = t->top_logprobs[j];
+        fputs(j ? ", " : " | top: ", stderr);
+        fprintf(stderr, "%d ", (int)a->id);
+        fputc('"', stderr);
+        for (const unsigned char *c = (const unsigned char *)(a->text ? a->text : ""); *c; c++)
+            if (*c == '"' || *c == '\\') fprintf(stderr, "\\%c", *c);
+            else if (*c < 0x20) fprintf(stderr, "\\x%02x", *c);
+            else fputc(*c, stderr);
+        fprintf(stderr, "\" %.5f", (double)a->logprob);
+    }
+    fputc('\n', stderr);
 }
 
 static recur_status_t client_send(recur_msgsock_t *s, recur_api_envelope_t *env) {
@@ -362,6 +503,11 @@ int recur_client_main(int argc, char **argv, int first) {
     double temperature = -1;
     unsigned long long seed = 0;
     int has_seed = 0, health = 0;
+    float rep_pen = 1.0f, pres_pen = 0.0f, freq_pen = 0.0f;
+    int has_rep = 0, has_pres = 0, has_freq = 0;
+    long logprobs = -1;
+    Recur__Api__LogitBias bias[RECUR_PROTO_MAX_LOGIT_BIAS];
+    size_t n_bias = 0;
     for (int i = first; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--health")) { health = 1; continue; }
@@ -374,6 +520,11 @@ int recur_client_main(int argc, char **argv, int first) {
         else if (!strcmp(a, "--max-tokens")) rc = arg_long(a, val, 1, INT32_MAX, &max_tokens);
         else if (!strcmp(a, "--cancel-after")) rc = arg_long(a, val, 0, INT32_MAX, &cancel_after);
         else if (!strcmp(a, "--timeout-ms")) rc = arg_long(a, val, 1, INT32_MAX, &timeout_ms);
+        else if (!strcmp(a, "--repetition-penalty")) rc = arg_float(a, val, 0, 100, 1, &rep_pen), has_rep = 1;
+        else if (!strcmp(a, "--presence-penalty")) rc = arg_float(a, val, -2, 2, 0, &pres_pen), has_pres = 1;
+        else if (!strcmp(a, "--frequency-penalty")) rc = arg_float(a, val, -2, 2, 0, &freq_pen), has_freq = 1;
+        else if (!strcmp(a, "--logprobs")) rc = arg_long(a, val, 0, RECUR_PROTO_MAX_LOGPROBS, &logprobs);
+        else if (!strcmp(a, "--logit-bias")) rc = arg_logit_bias(val, bias, RECUR_PROTO_MAX_LOGIT_BIAS, &n_bias);
         else if (!strcmp(a, "--temperature")) {
             char *end;
             temperature = strtod(val, &end);
@@ -411,6 +562,7 @@ int recur_client_main(int argc, char **argv, int first) {
     Recur__Api__GenerateRequest g = RECUR__API__GENERATE_REQUEST__INIT;
     Recur__Api__SamplingParams sp = RECUR__API__SAMPLING_PARAMS__INIT;
     char *stops[1] = {(char *)stop};
+    Recur__Api__LogitBias *biasp[RECUR_PROTO_MAX_LOGIT_BIAS];
     if (health) {
         hr.request_id = rid;
         env.body_case = RECUR__API__ENVELOPE__BODY_HEALTH;
@@ -423,6 +575,12 @@ int recur_client_main(int argc, char **argv, int first) {
         if (temperature >= 0) sp.has_temperature = 1, sp.temperature = (float)temperature;
         if (has_seed) sp.has_seed = 1, sp.seed = seed;
         if (stop) sp.n_stop = 1, sp.stop = stops;
+        if (has_rep) sp.has_repetition_penalty = 1, sp.repetition_penalty = rep_pen;
+        if (has_pres) sp.has_presence_penalty = 1, sp.presence_penalty = pres_pen;
+        if (has_freq) sp.has_frequency_penalty = 1, sp.frequency_penalty = freq_pen;
+        if (logprobs >= 0) sp.has_logprobs = 1, sp.logprobs = (uint32_t)logprobs;
+        for (size_t i = 0; i < n_bias; i++) biasp[i] = &bias[i];
+        sp.n_logit_bias = n_bias, sp.logit_bias = biasp;
         g.sampling = &sp;
         env.body_case = RECUR__API__ENVELOPE__BODY_GENERATE;
         env.generate = &g;
@@ -470,6 +628,7 @@ int recur_client_main(int argc, char **argv, int first) {
         const Recur__Api__GenerateResponse *gr = r->generate_response;
         for (size_t i = 0; i < gr->n_tokens; i++) fputs(gr->tokens[i]->text ? gr->tokens[i]->text : "", stdout);
         fflush(stdout);
+        for (size_t i = 0; i < gr->n_tokens; i++) print_logprobs(gr->tokens[i]);
         n_tokens += (long)gr->n_tokens;
         if (gr->final) {
             const Recur__Api__GenerateFinal *f = gr->final;

@@ -17,6 +17,7 @@ struct recur_msgsock {
     size_t  max_msg_bytes;
     char    endpoint[512];
     zmq_msg_t last;   /* the payload of the last message received (what recv's *data points into) */
+    void   *monitor;  /* recur_msgsock_watch_disconnects: the PAIR reading the socket's events */
 };
 
 recur_msgsock_params_t recur_msgsock_default_params(void) {
@@ -185,8 +186,67 @@ recur_status_t recur_msgsock_connect(void *zctx, const char *endpoint, const rec
 void recur_msgsock_close(recur_msgsock_t *s) {
     if (!s) return;
     zmq_msg_close(&s->last);
+    if (s->monitor) {
+        zmq_socket_monitor(s->zs, NULL, 0);   /* stop the events before closing their reader */
+        zmq_close(s->monitor);
+    }
     if (s->zs) zmq_close(s->zs);   /* linger 0 was set at open: returns at once */
     free(s);
+}
+
+int recur_msgsock_last_fd(const recur_msgsock_t *s) {
+    /* ZMQ_SRCFD: deprecated in favour of ZMQ_MSG_PROPERTY_PEER_ADDRESS, but the only way to
+     * match a message with the connection a monitor event names */
+    int fd = zmq_msg_get((zmq_msg_t *)&s->last, ZMQ_SRCFD);
+    return fd >= 0 ? fd : -1;
+}
+
+recur_status_t recur_msgsock_watch_disconnects(recur_msgsock_t *s, void *zctx, void **pair) {
+    *pair = NULL;
+    char ep[64];
+    snprintf(ep, sizeof ep, "inproc://recur-msgsock-monitor-%p", (void *)s);
+    if (zmq_socket_monitor(s->zs, ep, ZMQ_EVENT_DISCONNECTED) != 0) return RECUR_E_IO;
+    s->monitor = zmq_socket(zctx, ZMQ_PAIR);
+    if (!s->monitor || zmq_connect(s->monitor, ep) != 0) {
+        if (s->monitor) zmq_close(s->monitor);
+        s->monitor = NULL;
+        zmq_socket_monitor(s->zs, NULL, 0);
+        return RECUR_E_IO;
+    }
+    *pair = s->monitor;
+    return RECUR_OK;
+}
+
+int recur_msgsock_next_disconnect(recur_msgsock_t *s) {
+    if (!s->monitor) return -1;
+    for (;;) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, s->monitor, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&m);
+            return -1;
+        }
+        /* frame 1: uint16 event, uint32 value (the fd); frame 2: the endpoint */
+        int fd = -1;
+        if (zmq_msg_size(&m) == 6) {
+            const uint8_t *d = zmq_msg_data(&m);
+            uint16_t ev;
+            uint32_t val;
+            memcpy(&ev, d, 2);
+            memcpy(&val, d + 2, 4);
+            if (ev == ZMQ_EVENT_DISCONNECTED) fd = (int)val;
+        }
+        int more = zmq_msg_more(&m);
+        zmq_msg_close(&m);
+        while (more) {   /* the rest of this event */
+            zmq_msg_t r;
+            zmq_msg_init(&r);
+            if (zmq_msg_recv(&r, s->monitor, ZMQ_DONTWAIT) < 0) more = 0;
+            else more = zmq_msg_more(&r);
+            zmq_msg_close(&r);
+        }
+        if (fd >= 0) return fd;
+    }
 }
 
 const char *recur_msgsock_endpoint(const recur_msgsock_t *s) { return s ? s->endpoint : ""; }

@@ -110,6 +110,18 @@ const char *recur_msgsock_endpoint(const recur_msgsock_t *s);
 void *recur_msgsock_zmq(recur_msgsock_t *s);
 size_t recur_msgsock_max_msg_bytes(const recur_msgsock_t *s);
 
+/* ---- noticing that a peer went away (a ROUTER cannot see it otherwise)
+ * recur_msgsock_last_fd: the file descriptor of the connection the last received message
+ * came through (-1: none, e.g. inproc); valid until the next recv. watch_disconnects makes
+ * the socket report TCP/IPC disconnections; *pair is a ZeroMQ socket to put in a zmq_poll
+ * set (owned by s, closed with it). next_disconnect: the fd of the next connection that
+ * went away, or -1 when no more are pending. A disconnection is reported before any
+ * message of a later connection that reuses its fd number, as long as the caller drains
+ * these events before reading the socket's messages in each poll round. */
+int recur_msgsock_last_fd(const recur_msgsock_t *s);
+recur_status_t recur_msgsock_watch_disconnects(recur_msgsock_t *s, void *zctx, void **pair);
+int recur_msgsock_next_disconnect(recur_msgsock_t *s);
+
 /* ---- bytes: one payload per message */
 
 /* Sends data[0..n) (copied) to peer `to` (ROUTER: required; DEALER: must be NULL).

@@ -24,11 +24,21 @@
 /* Sessions and initial-state variants: recur_coord_sessions.inc (included at the end). */
 typedef struct creq_ext creq_ext_t;     /* what a request needs beyond a fresh slot */
 typedef struct coord_sess coord_sess_t; /* the session table, pending state ops, variants */
+/* The logprobs of one generated token (StepResult -> Token), RECUR_PROTO_MAX_LOGPROBS
+ * alternatives at most. n_top -1: none came for this token. */
+typedef struct lp_ent {
+    int32_t token;
+    float logprob;
+    int32_t n_top;
+    int32_t top_id[RECUR_PROTO_MAX_LOGPROBS];
+    float top_lp[RECUR_PROTO_MAX_LOGPROBS];
+} lp_ent_t;
 
 /* One client request while it lives (from submit to its final message). */
 typedef struct creq {
     struct creq *next, *prev;
     recur_msgsock_peer_t peer;
+    int fd;                            /* the client's connection (-1: unknown) */
     char rid[RECUR_PROTO_MAX_ID_BYTES + 1];
     uint64_t id;                       /* the scheduler's */
     char *stops[RECUR_PROTO_MAX_STOP];
@@ -40,6 +50,16 @@ typedef struct creq {
     size_t n_text, cap_text;
     int stopped;                       /* a stop string matched: later tokens are dropped */
     creq_ext_t *ext;                   /* a session turn or a variant; NULL: a plain request */
+    /* sampling extras: the logit bias (sent with every sampling row) and logprobs (-1:
+     * none; n: the sampled token's and n alternatives). Logprobs come with a StepResult
+     * before the scheduler's TOKEN event of the same token: they wait in lpq (FIFO) until
+     * on_token takes them, then travel in pend_lp beside pend_ids until sent. */
+    int32_t logprobs;
+    int32_t n_bias;
+    int32_t *bias_tok;
+    float *bias_val;
+    lp_ent_t *lpq, *pend_lp;
+    size_t lpq_head, n_lpq, cap_lpq, cap_pend_lp;
     char fail[RECUR_PROTO_MAX_MESSAGE_BYTES / 16];   /* non-empty: the final is ERROR with this */
 } creq_t;
 
@@ -47,12 +67,15 @@ struct recur_coord {
     recur_coord_config_t cfg;
     char model_id[RECUR_PROTO_MAX_NAME_BYTES];
     recur_msgsock_t *clients, *workers;
+    void *client_events;               /* disconnections of clients (NULL: not watched) */
+    uint64_t disconnect_cancels;
     recur_sched_t *sched;
     recur_tokenizer_t *tok;
     int32_t bos;                        /* prepended to text prompts; -1: none */
     /* the worker group (its rank 0) */
     int ready;
     int draining;                       /* recur_coord_drain: no new requests */
+    uint64_t lost_count;                /* worker groups lost by silence (heartbeat timeout) */
     recur_msgsock_peer_t wpeer;
     uint32_t wpid;
     char arch[RECUR_PROTO_MAX_NAME_BYTES], ckpt[RECUR_PROTO_MAX_NAME_BYTES], lost_why[256];
@@ -69,6 +92,14 @@ struct recur_coord {
     creq_t *head;
     int32_t n_ext;                      /* live requests with an ext                        */
     coord_sess_t *ss;                   /* sessions, variants (recur_coord_sessions.inc)     */
+    /* requests with a logit bias or logprobs, by scheduler id (ascending: ids are given in
+     * submit order), to find them from a plan's sequences; and the ids of the plan in
+     * flight when one of its rows asked for logprobs */
+    creq_t **xreqs;
+    size_t n_xreqs, cap_xreqs;
+    uint64_t *flight_ids;
+    size_t cap_flight_ids;
+    int flight_lp;
     uint64_t seed_counter;
     /* stats */
     uint64_t steps, seqs, tokens_out, requests, busy_ns;
@@ -147,6 +178,69 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem) {
     return 0;
 }
 
+/* ------------------------------------------------------------------ sampling extras */
+
+/* The request with scheduler id `id` among those with a bias or logprobs, or NULL. */
+static creq_t *xreq_find(const recur_coord_t *c, uint64_t id, size_t *pos) {
+    size_t lo = 0, hi = c->n_xreqs;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (c->xreqs[mid]->id < id) lo = mid + 1;
+        else hi = mid;
+    }
+    if (pos) *pos = lo;
+    return lo < c->n_xreqs && c->xreqs[lo]->id == id ? c->xreqs[lo] : NULL;
+}
+
+static void xreq_remove(recur_coord_t *c, const creq_t *r) {
+    size_t pos;
+    if (xreq_find(c, r->id, &pos) != r) return;
+    memmove(c->xreqs + pos, c->xreqs + pos + 1, (c->n_xreqs - pos - 1) * sizeof *c->xreqs);
+    c->n_xreqs--;
+}
+
+/* Writes bytes[0, n) as UTF-8 to dst (room for 3n + 1), each byte of an invalid or
+ * unfinished sequence as U+FFFD; returns the length. */
+static size_t utf8_clean_to(const char *bytes, size_t n, char *dst) {
+    const uint8_t *p = (const uint8_t *)bytes;
+    size_t out = 0;
+    for (size_t i = 0; i < n;) {
+        size_t l = recur_utf8_len(p + i, n - i);
+        if (l) {
+            memcpy(dst + out, p + i, l);
+            out += l, i += l;
+        } else {
+            memcpy(dst + out, "\xEF\xBF\xBD", 3);
+            out += 3, i++;
+        }
+    }
+    dst[out] = '\0';
+    return out;
+}
+
+/* The logprobs of a StepResult into the queues of the requests that asked, before the
+ * scheduler turns its tokens into events. */
+static void queue_logprobs(recur_coord_t *c, const Recur__Internal__StepResult *res) {
+    if (!c->flight_lp || res->n_logprob != res->n_token) return;
+    const size_t k = res->has_top_n ? res->top_n : 0;
+    for (size_t i = 0; i < res->n_token; i++) {
+        creq_t *r = res->token[i] >= 0 ? xreq_find(c, c->flight_ids[i], NULL) : NULL;
+        if (!r || r->logprobs < 0) continue;
+        if (r->lpq_head == r->n_lpq) r->lpq_head = r->n_lpq = 0;
+        if (grow((void **)&r->lpq, &r->cap_lpq, r->n_lpq + 1, sizeof *r->lpq)) continue;   /* on_token then sends none */
+        lp_ent_t *e = &r->lpq[r->n_lpq++];
+        e->token = res->token[i];
+        e->logprob = res->logprob[i];
+        e->n_top = 0;
+        for (size_t j = 0; j < k && e->n_top < r->logprobs; j++) {
+            const int32_t id = res->top_token[i * k + j];
+            if (id < 0) continue;
+            e->top_id[e->n_top] = id;
+            e->top_lp[e->n_top++] = res->top_logprob[i * k + j];
+        }
+    }
+}
+
 /* ------------------------------------------------------------------ sending to clients */
 
 static void send_client(recur_coord_t *c, const recur_msgsock_peer_t *to, recur_api_envelope_t *env) {
@@ -205,10 +299,48 @@ static void send_tokens(recur_coord_t *c, creq_t *r, size_t n_send, int final_te
     if (r->n_pend && grow((void **)&c->tokbuf, &c->cap_tok, r->n_pend, sizeof *c->tokbuf)) return;
     Recur__Api__Token **tp = malloc((r->n_pend ? r->n_pend : 1) * sizeof *tp);
     if (!tp) return;
+    /* logprobs: every alternative's text (cleaned: 3 bytes per byte at most) in one block */
+    Recur__Api__TopLogprob *alt = NULL, **altp = NULL;
+    char *alt_text = NULL;
+    if (r->logprobs >= 0 && r->pend_lp) {
+        size_t n_alt = 0, n_bytes = 0;
+        for (size_t i = 0; i < r->n_pend; i++)
+            for (int32_t j = 0; j < r->pend_lp[i].n_top; j++) {
+                const char *b = NULL;
+                size_t nb = 0;
+                if (recur_tokenizer_token_bytes(c->tok, r->pend_lp[i].top_id[j], &b, &nb) != RECUR_OK) nb = 0;
+                n_alt++, n_bytes += 3 * nb + 1;
+            }
+        alt = malloc((n_alt ? n_alt : 1) * sizeof *alt);
+        altp = malloc((n_alt ? n_alt : 1) * sizeof *altp);
+        alt_text = malloc(n_bytes ? n_bytes : 1);
+        if (!alt || !altp || !alt_text) {   /* the tokens still go, without their logprobs */
+            free(alt), free(altp), free(alt_text);
+            alt = NULL, altp = NULL, alt_text = NULL;
+        }
+    }
+    size_t a = 0, at = 0;
     for (size_t i = 0; i < r->n_pend; i++) {
         Recur__Api__Token t = RECUR__API__TOKEN__INIT;
         t.has_id = 1, t.id = r->pend_ids[i];
         t.text = i + 1 == r->n_pend ? c->sendtext : (char *)"";
+        if (alt && r->pend_lp[i].n_top >= 0) {
+            const lp_ent_t *e = &r->pend_lp[i];
+            t.has_logprob = 1, t.logprob = e->logprob;
+            t.n_top_logprobs = (size_t)e->n_top, t.top_logprobs = altp + a;
+            for (int32_t j = 0; j < e->n_top; j++, a++) {
+                const char *b = NULL;
+                size_t nb = 0;
+                if (recur_tokenizer_token_bytes(c->tok, e->top_id[j], &b, &nb) != RECUR_OK) nb = 0;
+                Recur__Api__TopLogprob tl = RECUR__API__TOP_LOGPROB__INIT;
+                tl.has_id = 1, tl.id = e->top_id[j];
+                tl.has_logprob = 1, tl.logprob = e->top_lp[j];
+                tl.text = alt_text + at;
+                at += utf8_clean_to(b, nb, alt_text + at) + 1;
+                alt[a] = tl;
+                altp[a] = &alt[a];
+            }
+        }
         c->tokbuf[i] = t;
         tp[i] = &c->tokbuf[i];
     }
@@ -222,9 +354,10 @@ static void send_tokens(recur_coord_t *c, creq_t *r, size_t n_send, int final_te
     recur_proto_error_t err;
     recur_status_t s = recur_msgsock_send_api(c->clients, &r->peer, &env, &err);
     free(tp);
+    free(alt), free(altp), free(alt_text);
     c->tokens_out += r->n_pend;
     r->n_pend = 0;
-    if (used < r->n_text) memmove(r->text, r->text + used, r->n_text - used);   /* text may be NULL */
+    if (used) memmove(r->text, r->text + used, r->n_text - used);   /* text is NULL before any token */
     r->n_text -= used;
     if (s != RECUR_OK && !fin && !r->fail[0]) {
         /* the client is gone (or stuck): stop spending steps on it */
@@ -241,6 +374,8 @@ static void req_free(recur_coord_t *c, creq_t *r) {
     else c->head = r->next;
     if (r->next) r->next->prev = r->prev;
     for (int i = 0; i < r->n_stops; i++) free(r->stops[i]);
+    xreq_remove(c, r);
+    free(r->bias_tok), free(r->bias_val), free(r->lpq), free(r->pend_lp);
     free(r->pend_ids);
     free(r->text);
     free(r);
@@ -265,16 +400,29 @@ static size_t find_stop(const creq_t *r, size_t *pos) {
 
 static void on_token(recur_coord_t *c, creq_t *r, int32_t token) {
     if (r->ext) ext_on_token(r, token);   /* the session's record has every generated token */
+    /* this token's logprobs (queued by its StepResult): the first queued for this id */
+    lp_ent_t lp = {.n_top = -1};
+    while (r->logprobs >= 0 && r->lpq_head < r->n_lpq) {
+        const lp_ent_t *e = &r->lpq[r->lpq_head++];
+        if (e->token == token) {
+            lp = *e;
+            break;
+        }
+        recur_log_warn("coordinator: request %s: logprobs for token %d dropped (the next token is %d)", r->rid,
+                       (int)e->token, (int)token);
+    }
     if (r->stopped || r->fail[0]) return;
     const char *bytes = NULL;
     size_t nb = 0;
     if (recur_tokenizer_token_bytes(c->tok, token, &bytes, &nb) != RECUR_OK) nb = 0;   /* padding rows: no text */
     if (grow((void **)&r->pend_ids, &r->cap_pend, r->n_pend + 1, sizeof *r->pend_ids) ||
-        grow((void **)&r->text, &r->cap_text, r->n_text + nb + 1, 1)) {
+        grow((void **)&r->text, &r->cap_text, r->n_text + nb + 1, 1) ||
+        (r->logprobs >= 0 && grow((void **)&r->pend_lp, &r->cap_pend_lp, r->n_pend + 1, sizeof *r->pend_lp))) {
         snprintf(r->fail, sizeof r->fail, "out of memory");
         recur_sched_cancel(c->sched, r->id);
         return;
     }
+    if (r->logprobs >= 0) r->pend_lp[r->n_pend] = lp;
     r->pend_ids[r->n_pend++] = token;
     memcpy(r->text + r->n_text, bytes, nb);
     r->n_text += nb;
@@ -383,13 +531,16 @@ static void on_generate(recur_coord_t *c, const recur_msgsock_peer_t *from, cons
         return;
     }
     const Recur__Api__SamplingParams *sp = g->sampling;
-    if (sp && (sp->has_logprobs || (sp->has_repetition_penalty && sp->repetition_penalty != 1.0f) ||
-               (sp->has_presence_penalty && sp->presence_penalty != 0.0f) ||
-               (sp->has_frequency_penalty && sp->frequency_penalty != 0.0f))) {
-        send_error(c, from, rid, RECUR__API__ERROR_CODE__ERROR_CODE_UNIMPLEMENTED,
-                   "logprobs and repetition/presence/frequency penalties are not supported yet");
-        return;
-    }
+    /* recur_proto checked the ranges, the count and that the ids are distinct; the
+     * vocabulary is known here */
+    for (size_t i = 0; sp && i < sp->n_logit_bias; i++)
+        if (sp->logit_bias[i]->token_id >= c->n_vocab) {
+            char m[200];
+            snprintf(m, sizeof m, "generate.sampling.logit_bias[%zu].token_id = %d: outside the vocabulary of %d tokens",
+                     i, (int)sp->logit_bias[i]->token_id, (int)c->n_vocab);
+            send_error(c, from, rid, RECUR__API__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT, m);
+            return;
+        }
     creq_ext_t *ext = NULL;   /* a session turn or a variant: after the checks above */
     if (ext_begin(c, from, g, variant, &ext) != 0) return;
     int32_t *ids = NULL;
@@ -423,7 +574,21 @@ static void on_generate(recur_coord_t *c, const recur_msgsock_peer_t *from, cons
         return;
     }
     r->peer = *from;
+    r->fd = recur_msgsock_last_fd(c->clients);
     snprintf(r->rid, sizeof r->rid, "%s", rid);
+    r->logprobs = sp && sp->has_logprobs ? (int32_t)sp->logprobs : -1;
+    if (sp && sp->n_logit_bias) {
+        r->bias_tok = malloc(sp->n_logit_bias * sizeof *r->bias_tok);
+        r->bias_val = malloc(sp->n_logit_bias * sizeof *r->bias_val);
+        if (!r->bias_tok || !r->bias_val) {
+            free(ids), free(r->bias_tok), free(r->bias_val), free(r), free(ext);
+            send_error(c, from, rid, RECUR__API__ERROR_CODE__ERROR_CODE_RESOURCE_EXHAUSTED, "out of memory");
+            return;
+        }
+        for (size_t i = 0; i < sp->n_logit_bias; i++)
+            r->bias_tok[i] = sp->logit_bias[i]->token_id, r->bias_val[i] = sp->logit_bias[i]->bias;
+        r->n_bias = (int32_t)sp->n_logit_bias;
+    }
     recur_sched_request_t q = {.prompt = ids, .n_prompt = (int32_t)n, .cookie = r};
     q.max_tokens = sp && sp->has_max_tokens ? (int32_t)(sp->max_tokens > INT32_MAX ? INT32_MAX : sp->max_tokens)
                                             : c->cfg.default_max_tokens;
@@ -431,6 +596,10 @@ static void on_generate(recur_coord_t *c, const recur_msgsock_peer_t *from, cons
     q.sampling.top_p = sp && sp->has_top_p ? sp->top_p : 1.0f;
     q.sampling.top_k = sp && sp->has_top_k ? sp->top_k : 0;
     q.sampling.min_p = sp && sp->has_min_p ? sp->min_p : 0.0f;
+    q.sampling.repetition_penalty = sp && sp->has_repetition_penalty ? sp->repetition_penalty : 1.0f;
+    q.sampling.presence_penalty = sp && sp->has_presence_penalty ? sp->presence_penalty : 0.0f;
+    q.sampling.frequency_penalty = sp && sp->has_frequency_penalty ? sp->frequency_penalty : 0.0f;
+    q.sampling.logprobs = r->logprobs;
     /* no seed: a different one per request (not reproducible, as asked) */
     q.sampling.seed = sp && sp->has_seed ? sp->seed : (now_ns() ^ (++c->seed_counter * 0x9E3779B97F4A7C15ull));
     q.priority = g->has_priority ? g->priority : 0;
@@ -463,6 +632,14 @@ static void on_generate(recur_coord_t *c, const recur_msgsock_peer_t *from, cons
                    : s == RECUR_E_NOMEM ? RECUR__API__ERROR_CODE__ERROR_CODE_RESOURCE_EXHAUSTED
                                         : RECUR__API__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT, m);
         return;
+    }
+    /* ids grow with each submit: appending keeps xreqs sorted */
+    if ((r->n_bias || r->logprobs >= 0) && !grow((void **)&c->xreqs, &c->cap_xreqs, c->n_xreqs + 1, sizeof *c->xreqs))
+        c->xreqs[c->n_xreqs++] = r;
+    else if (r->n_bias || r->logprobs >= 0) {   /* it could not get its bias or logprobs: end it */
+        snprintf(r->fail, sizeof r->fail, "out of memory");
+        recur_sched_cancel(c->sched, r->id);
+        drain_events(c);
     }
     c->requests++;
 }
@@ -526,7 +703,23 @@ static void on_list_models(recur_coord_t *c, const recur_msgsock_peer_t *from, c
     send_client(c, from, &env);
 }
 
+/* Cancels the requests of clients whose connection closed, so their slots free at once. */
+static void poll_disconnects(recur_coord_t *c) {
+    for (int fd; (fd = recur_msgsock_next_disconnect(c->clients)) >= 0;) {
+        for (creq_t *r = c->head; r; r = r->next) {
+            if (r->fd != fd || r->stopped || !c->sched) continue;
+            r->fd = -1;
+            if (recur_sched_cancel(c->sched, r->id) == RECUR_OK) {
+                c->disconnect_cancels++;
+                recur_log_info("coordinator: request %s: the client disconnected; cancelled", r->rid);
+            }
+        }
+        if (c->sched) drain_events(c);
+    }
+}
+
 static recur_status_t poll_clients(recur_coord_t *c) {
+    poll_disconnects(c);   /* first: see recur_msgsock_next_disconnect */
     for (;;) {
         recur_msgsock_peer_t from;
         recur_api_envelope_t *env = NULL;
@@ -672,6 +865,7 @@ static void on_step_result(recur_coord_t *c, const Recur__Internal__StepResult *
         sr.status = RECUR_E_PROTO, sr.message = err.msg;
     }
     if (sr.status == RECUR_OK) sr.n_token = (int32_t)res->n_token, sr.token = res->token;
+    if (sr.status == RECUR_OK) queue_logprobs(c, res);
     uint64_t t = now_ms();
     if (recur_sched_complete(c->sched, &sr, t) != RECUR_OK) {
         recur_sched_result_t bad = {.step = res->step, .status = RECUR_E_PROTO, .message = recur_sched_error(c->sched)};
@@ -750,16 +944,30 @@ static void maybe_step(recur_coord_t *c) {
     for (int32_t i = 0; i < p.n_seq; i++)
         c->logits[i] = p.sample[i] ? RECUR__INTERNAL__LOGITS_MODE__LOGITS_MODE_SAMPLE
                                    : RECUR__INTERNAL__LOGITS_MODE__LOGITS_MODE_NONE;
-    for (int32_t i = 0; i < p.n_sample; i++) {
+    c->flight_lp = 0;
+    for (int32_t i = 0, j = 0; i < p.n_sample; i++, j++) {
         Recur__Internal__SamplingRow r = RECUR__INTERNAL__SAMPLING_ROW__INIT;
         const recur_sample_row_t *s = &p.sampling[i];
         r.has_temperature = r.has_top_k = r.has_top_p = r.has_min_p = r.has_seed = r.has_step = 1;
         r.temperature = s->temperature, r.top_k = s->top_k, r.top_p = s->top_p, r.min_p = s->min_p;
         r.seed = s->seed, r.step = s->step;
         r.has_repetition_penalty = r.has_presence_penalty = r.has_frequency_penalty = r.has_logprobs = 1;
-        r.repetition_penalty = 1.0f, r.presence_penalty = 0.0f, r.frequency_penalty = 0.0f, r.logprobs = -1;
+        r.repetition_penalty = s->repetition_penalty, r.presence_penalty = s->presence_penalty;
+        r.frequency_penalty = s->frequency_penalty, r.logprobs = s->logprobs;
+        c->flight_lp |= s->logprobs >= 0;
+        /* the bias list stays with the request: found by the sequence's id */
+        while (!p.sample[j]) j++;   /* row i is the plan's i-th sampled sequence */
+        const creq_t *q = c->n_xreqs ? xreq_find(c, p.id[j], NULL) : NULL;
+        if (q && q->n_bias) {
+            r.n_bias_token = r.n_bias_value = (size_t)q->n_bias;
+            r.bias_token = q->bias_tok, r.bias_value = q->bias_val;
+        }
         c->rows[i] = r;
         c->rowp[i] = &c->rows[i];
+    }
+    if (c->flight_lp) {   /* on_step_result finds each sequence's request by these */
+        if (grow((void **)&c->flight_ids, &c->cap_flight_ids, (size_t)p.n_seq, sizeof *c->flight_ids)) c->flight_lp = 0;
+        else memcpy(c->flight_ids, p.id, (size_t)p.n_seq * sizeof *c->flight_ids);
     }
     Recur__Internal__StepPlan sp = RECUR__INTERNAL__STEP_PLAN__INIT;
     sp.has_step = 1, sp.step = p.step;
@@ -808,6 +1016,7 @@ static void heartbeat(recur_coord_t *c) {
         snprintf(why, sizeof why, "the worker group stopped answering (silent for %d ms)", c->cfg.worker_timeout_ms);
         recur_log_err("coordinator: %s", why);
         recur_coord_fail_all(c, why);
+        c->lost_count++;
         return;
     }
     if (t - c->last_to_worker_ms < (uint64_t)c->cfg.heartbeat_ms) return;
@@ -821,8 +1030,10 @@ static void heartbeat(recur_coord_t *c) {
 }
 
 recur_status_t recur_coord_run(recur_coord_t *c, int (*tick)(recur_coord_t *c, void *ud), void *ud) {
-    zmq_pollitem_t items[2] = {{recur_msgsock_zmq(c->clients), 0, ZMQ_POLLIN, 0},
-                               {recur_msgsock_zmq(c->workers), 0, ZMQ_POLLIN, 0}};
+    zmq_pollitem_t items[3] = {{recur_msgsock_zmq(c->clients), 0, ZMQ_POLLIN, 0},
+                               {recur_msgsock_zmq(c->workers), 0, ZMQ_POLLIN, 0},
+                               {c->client_events, 0, ZMQ_POLLIN, 0}};
+    const int n_items = c->client_events ? 3 : 2;
     for (;;) {
         if (tick && tick(c, ud)) return RECUR_OK;
         long timeout = 100;   /* the tick's period (signals, the child process) */
@@ -830,7 +1041,7 @@ recur_status_t recur_coord_run(recur_coord_t *c, int (*tick)(recur_coord_t *c, v
             uint64_t dl = recur_sched_next_deadline_ms(c->sched), t = now_ms();
             if (dl != UINT64_MAX) timeout = dl <= t ? 0 : (long)(dl - t) < timeout ? (long)(dl - t) : timeout;
         }
-        int rc = zmq_poll(items, 2, timeout);
+        int rc = zmq_poll(items, n_items, timeout);
         uint64_t t0 = now_ns();
         /* the iteration that takes the worker's Hello loads the tokenizer and builds the
          * scheduler (tens of ms for a 65,536-token vocabulary): a one-time cost, not a step's */
@@ -871,6 +1082,9 @@ recur_status_t recur_coord_create(void *zctx, const recur_coord_config_t *cfg, r
     wp.router_handover = 1;   /* a restarted rank 0 takes its identity over */
     recur_status_t s = recur_msgsock_bind(zctx, cfg->client_bind, &cp, &c->clients);
     if (s == RECUR_OK) s = recur_msgsock_bind(zctx, cfg->worker_bind, &wp, &c->workers);
+    if (s == RECUR_OK && recur_msgsock_watch_disconnects(c->clients, zctx, &c->client_events) != RECUR_OK)
+        recur_log_warn("coordinator: cannot watch client disconnections: a client that goes away keeps its "
+                       "request running until a send to it fails");
     if (s != RECUR_OK) {
         recur_coord_free(c);
         return s;
@@ -895,6 +1109,8 @@ void recur_coord_free(recur_coord_t *c) {
     free((char *)c->cfg.model_path);
     free((char *)c->cfg.tokenizer_path);
     free(c->logits);
+    free(c->xreqs);
+    free(c->flight_ids);
     free(c->rows);
     free(c->rowp);
     free(c->tokbuf);
@@ -928,6 +1144,8 @@ void recur_coord_drain(recur_coord_t *c) {
     c->draining = 1;
     ext_drain(c);
 }
+
+uint64_t recur_coord_lost_count(const recur_coord_t *c) { return c->lost_count; }
 
 int recur_coord_live_requests(const recur_coord_t *c) {
     int n = 0;

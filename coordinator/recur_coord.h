@@ -26,10 +26,19 @@
  *     silent for worker_timeout_ms (no result, no heartbeat) is lost: every request ends
  *     with ERROR, Health says NOT_SERVING and Generate is refused until a Hello comes again.
  * Invalid UTF-8 in generated text is sent as U+FFFD (the API's text is UTF-8).
+ * Sampling extras: the request's repetition / presence / frequency penalties and logprobs
+ * go into its sampling rows (defaults 1, 0, 0, none), its logit_bias (token ids checked
+ * against the vocabulary: INVALID_ARGUMENT) into every SamplingRow of it; the logprobs of
+ * a StepResult are queued on their request and attached to their token when its TOKEN
+ * event comes, so they stay with the token while its text is held back; each Token then
+ * has logprob and top_logprobs (most likely first, each alternative's text decoded alone,
+ * invalid UTF-8 as U+FFFD).
  *
- * Disconnects: a ROUTER cannot see a client go away; its requests keep running until done
- * unless a send to it fails (ZeroMQ then knows the peer is gone: the request is cancelled).
- * The HTTP front end cancels on disconnect itself.
+ * Disconnects: the client ROUTER's TCP/IPC disconnections are watched (a ZeroMQ socket
+ * monitor; each request remembers the connection it came through), so a client that goes
+ * away has its requests cancelled and their slots freed at once. A failed send to a client
+ * cancels its request too. (inproc clients have no connection to watch: the HTTP front end
+ * cancels on disconnect itself.)
  *
  * Ownership: the coordinator owns its sockets, scheduler, tokenizer and requests; the
  * ZeroMQ context is the caller's and must outlive it. Thread-safety: one thread. */
@@ -84,6 +93,10 @@ void recur_coord_free(recur_coord_t *c);   /* NULL is a no-op; sends nothing */
 const char *recur_coord_client_endpoint(const recur_coord_t *c);
 const char *recur_coord_worker_endpoint(const recur_coord_t *c);
 int recur_coord_ready(const recur_coord_t *c);   /* 1: a worker said Hello and is not lost */
+/* How many times a worker group was declared lost because it fell silent for
+ * worker_timeout_ms (a stopped or hung rank): the caller, which owns the processes, then
+ * kills and restarts the group. */
+uint64_t recur_coord_lost_count(const recur_coord_t *c);
 
 /* Runs the loop until tick returns nonzero (called at least every 100 ms and after each
  * batch of messages; NULL: never) and returns RECUR_OK, or RECUR_E_IO when a socket fails. */

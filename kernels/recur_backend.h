@@ -148,7 +148,10 @@ typedef struct recur_mlstm_args {
 
 /* Sampling parameters of one row (sequence) for the sample op. The random number of a
  * draw is a counter-based hash of (seed, step), so a sequence's tokens do not depend on
- * which other sequences share its batch. */
+ * which other sequences share its batch. A zero-initialised row with temperature, top_p
+ * and seed set is a plain sampling row: every field added after those is "off" at 0
+ * (repetition_penalty 0 counts as 1), except logprobs, which is read only when the op is
+ * given logprob outputs (recur_sample_extras_t). */
 typedef struct recur_sample_row {
     float    temperature;  /* <= 0: greedy (exact argmax, lowest id on ties) */
     int32_t  top_k;        /* <= 0: off                                      */
@@ -156,7 +159,52 @@ typedef struct recur_sample_row {
     float    min_p;        /* <= 0: off                                      */
     uint64_t seed;
     uint64_t step;         /* the sequence's token counter                   */
+    /* Penalties act on the ids of the row's history list (recur_sample_extras_t), after
+     * its logit bias: */
+    float    repetition_penalty; /* r > 0: an id that occurred (n_all > 0) gets l / r if
+                                    l > 0, else l * r (HF / vLLM); 1 or <= 0: off      */
+    float    presence_penalty;   /* l -= presence + frequency * n_out for an id that   */
+    float    frequency_penalty;  /* was generated (n_out > 0) (OpenAI / vLLM); 0: off  */
+    int32_t  logprobs;     /* -1: none; 0: the sampled token's log-probability; n in
+                              [1, RECUR_SAMPLE_MAX_TOP]: also the n most likely ids'    */
 } recur_sample_row_t;
+
+/* The most alternatives the sample op reports per row (the API's limit, OpenAI's too). */
+#define RECUR_SAMPLE_MAX_TOP 20
+
+/* A logit bias of one row: bias is added to the logit of token. */
+typedef struct recur_sample_bias {
+    int32_t token;
+    float   bias;
+} recur_sample_bias_t;
+
+/* One id of a row's history: n_all occurrences in the sequence so far (prompt and
+ * generated tokens), n_out of them generated. */
+typedef struct recur_sample_hist {
+    int32_t token;
+    int32_t n_all;
+    int32_t n_out;
+} recur_sample_hist_t;
+
+/* What the sample op may do besides choosing tokens (NULL extras: nothing of this). Host
+ * struct; the arrays are backend memory. Lists are CSR: row i's entries are
+ * list[off[i]] .. list[off[i+1] - 1] (off has n + 1 entries, need not start at 0); within
+ * a row the tokens of a list are distinct, and ids >= n_valid are ignored. */
+typedef struct recur_sample_extras {
+    int32_t n_bias;                  /* host: bias entries over all rows; 0: no row has any */
+    const int32_t *bias_off;
+    const recur_sample_bias_t *bias;
+    int32_t n_hist;                  /* host: history entries over all rows; 0: none      */
+    const int32_t *hist_off;
+    const recur_sample_hist_t *hist;
+    /* log-probabilities, for rows with params.logprobs >= 0; logprob NULL: no row's */
+    int32_t top_n;                   /* host: columns of top_token / top_logprob, in
+                                        [0, RECUR_SAMPLE_MAX_TOP]; a row reports
+                                        min(params.logprobs, top_n) alternatives          */
+    float *logprob;                  /* [n] the sampled token's; 0 where not asked        */
+    int32_t *top_token;              /* [n][top_n] most likely first; -1 pads             */
+    float *top_logprob;              /* [n][top_n]; 0 pads                                */
+} recur_sample_extras_t;
 
 typedef struct recur_backend_iface {
     const char *(*name)(const recur_backend_t *b);
@@ -244,12 +292,27 @@ typedef struct recur_backend_iface {
                                      int32_t M, int32_t n_head, int32_t dv, float eps, float *out);
 
     /* ---- sampling: tokens[i] for each row i < n of logits [n][V] (backend memory),
-     * among ids [0, n_valid); params and tokens in backend memory. Order of operations
-     * as llama.cpp and vLLM users expect: temperature, top-k, softmax, min-p, top-p,
-     * then a draw with u = recur_sample_uniform(seed, step). Non-finite logits count as
-     * -inf. (optional: NULL means the caller downloads logits and samples on the host) */
-    recur_status_t (*sample)(recur_backend_t *b, const float *logits, int32_t n, int32_t V, int32_t n_valid,
-                             const recur_sample_row_t *params, int32_t *tokens);
+     * among ids [0, n_valid); params and tokens in backend memory, extras as its comment
+     * says (NULL: none). Per row, in this order:
+     *   1. logit bias: l += bias for the ids of the row's bias list;
+     *   2. penalties on the ids of its history list: repetition (n_all > 0), then
+     *      presence and frequency (n_out > 0), as recur_sample_row_t says;
+     *      (1 and 2 change the row of `logits` in place, only at the listed ids, and keep
+     *      a finite logit finite: recur_sample_add_bias / recur_sample_penalize)
+     *   3. the choice, as llama.cpp and vLLM users expect: temperature, top-k, softmax,
+     *      min-p, top-p, then a draw with u = recur_sample_uniform(seed, step)
+     *      (recur_sample_op.h defines it exactly);
+     *   4. logprobs (params.logprobs >= 0 and extras->logprob): the log-softmax of the
+     *      logits after 1 and 2, before temperature and truncation (vLLM's default
+     *      "raw" processed logprobs), over ids [0, n_valid): the sampled token's, and the
+     *      top ids by that logit (lowest id on ties), computed in double from the float
+     *      logits (backends agree to about 1e-6; the ids and their order exactly).
+     * Non-finite logits count as -inf (log-probability -inf). A row that asks for
+     * nothing of 1, 2 and 4 costs what it did before these existed.
+     * (optional: NULL means the caller downloads logits and samples on the host) */
+    recur_status_t (*sample)(recur_backend_t *b, float *logits, int32_t n, int32_t V, int32_t n_valid,
+                             const recur_sample_row_t *params, const recur_sample_extras_t *extras,
+                             int32_t *tokens);
 
     /* ---- graphs (optional; NULL: ops always run eagerly). Between graph_begin and
      * graph_end the ops enqueued are recorded, not run; they must not sync with the host

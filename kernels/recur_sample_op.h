@@ -2,7 +2,9 @@
  * shared by the CPU reference (kernels/cpu) and the CUDA kernel (kernels/cuda), so both
  * compute bit-identical weights and integer masses and therefore the same token.
  *
- * Definition of the op for one row (ids i < n_valid with finite logits are candidates):
+ * Definition of the op for one row (ids i < n_valid with finite logits are candidates),
+ * on the logits as the row's logit bias and penalties left them (recur_sample_add_bias,
+ * recur_sample_penalize below; recur_backend.h gives the order):
  *  1. greedy when !(temperature > 0) or top_k == 1: the exact argmax of the raw logits,
  *     lowest id on ties (-0 equals +0); 0 if no logit is finite.
  *  2. s_i = l_i * (1/T) (1/T rounded to float once per row, the product clamped to
@@ -89,6 +91,43 @@ RECUR_SAMPLE_FN float recur_sample_bitsf_(uint32_t u) {
     memcpy(&x, &u, sizeof x);
     return x;
 #endif
+}
+
+RECUR_SAMPLE_FN float recur_sample_add_(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fadd_rn(a, b);
+#else
+    return a + b;
+#endif
+}
+RECUR_SAMPLE_FN float recur_sample_div_(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fdiv_rn(a, b);
+#else
+    return a / b;
+#endif
+}
+RECUR_SAMPLE_FN int recur_sample_finite_(float x) { return (recur_sample_fbits_(x) & 0x7f800000u) != 0x7f800000u; }
+RECUR_SAMPLE_FN float recur_sample_clamp_(float x) { return fminf(fmaxf(x, -FLT_MAX), FLT_MAX); }
+
+/* ---- Before step 1 (recur_backend.h's sample op, steps 1 and 2): the logit bias and the
+ * penalties of the listed ids, each one correctly rounded operation per term, so every
+ * backend gets the same bits and hence the same tokens. A finite logit stays finite
+ * (clamped to +-FLT_MAX: a bias never turns a candidate into a non-candidate); a
+ * non-finite one is left as it is (it stays out). */
+RECUR_SAMPLE_FN float recur_sample_add_bias(float l, float bias) {
+    return recur_sample_finite_(l) ? recur_sample_clamp_(recur_sample_add_(l, bias)) : l;
+}
+
+/* Repetition penalty r for an id that occurred (n_all > 0): l / r if l > 0 else l * r (r
+ * <= 0 or 1: off); then, for an id generated n_out > 0 times, l - (presence + frequency *
+ * n_out) with the bracket one fma. */
+RECUR_SAMPLE_FN float recur_sample_penalize(float l, int32_t n_all, int32_t n_out, float rep, float presence,
+                                            float frequency) {
+    if (!recur_sample_finite_(l)) return l;
+    if (n_all > 0 && rep > 0.0f && rep != 1.0f) l = l > 0.0f ? recur_sample_div_(l, rep) : recur_sample_mul_(l, rep);
+    if (n_out > 0) l = recur_sample_sub(l, recur_sample_fma_(frequency, (float)n_out, presence));
+    return recur_sample_clamp_(l);
 }
 
 /* 1/T of step 2 (T > 0), at most FLT_MAX so that 0 * (1/T) is 0, not NaN. */

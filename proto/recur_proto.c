@@ -518,6 +518,8 @@ static recur_status_t check_slot_op_(recur_proto_error_t *err, const Recur__Inte
     } else {
         PROTO_NEED(!o->meta && !o->has_generation, "slot_op.meta/generation: set on an operation that is not a save");
     }
+    PROTO_NEED(!o->has_history_only || k == RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_RESET,
+               "slot_op.history_only: set on an operation that is not a reset");
     if (has_path) return check_str_(err, "slot_op.path", o->path, 1, RECUR_PROTO_MAX_PATH_BYTES);
     PROTO_NEED(!o->path, "slot_op.path: set on an operation without a file");
     return RECUR_OK;

@@ -1110,7 +1110,12 @@ static void test_semantics_internal(void) {
         expect_ok_internal(&env, "slot op: delete");
         o.has_slot = 1, o.kind = RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_RESET;
         expect_internal_refused(&env, "set on an operation without a file", "slot op: reset with path");
-        o.path = NULL, o.has_key = 1, o.key = 0;
+        o.path = NULL, o.has_history_only = 1, o.history_only = 1;
+        expect_ok_internal(&env, "slot op: history-only reset");
+        o.kind = RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_COPY, o.has_src_slot = 1, o.src_slot = 5;
+        expect_internal_refused(&env, "history_only: set on an operation that is not a reset", "slot op: copy history");
+        o.kind = RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_RESET, o.has_src_slot = 0, o.has_history_only = 0;
+        o.has_key = 1, o.key = 0;
         expect_internal_refused(&env, "slot_op.key: must be >= 1", "slot op: key 0");
         o.has_key = 0, o.kind = (Recur__Internal__SlotOpKind)9;
         expect_internal_refused(&env, "slot_op.kind: missing or unknown (9)", "slot op: kind");

@@ -9,6 +9,7 @@ mpirun) it starts a server and checks:
   - ListModels names the model and the layout; Health is SERVING with every slot free;
   - a token-id prompt is used as given (usage counts its tokens);
   - Cancel mid-stream ends the stream CANCELLED and frees the slot (free slots back to all);
+  - a client that closes its connection mid-stream has its request cancelled (slot freed);
   - invalid parameters get INVALID_ARGUMENT / NOT_FOUND with a message naming the field
     (max_tokens 0, top_p 1.5, temperature -1, top_k -1, unknown model, empty prompt), and the
     server keeps serving the same text afterwards.
@@ -151,6 +152,21 @@ def main_checks(name, ep, model):
               "%s: cancel mid-stream -> %s after %d tokens; free slots back to %d" % (
                   name, recur_client.FINISH_NAMES.get(fr), n, h1.free_slots))
 
+        gone = RecurClient(ep)
+        rid = gone.start("The client goes away", max_tokens=100000, temperature=0, ignore_eos=True)
+        g = gone.stream(rid)
+        next(g)
+        next(g)
+        gone.close()   # the TCP connection closes with the request still running
+        t0 = time.time()
+        h2 = c.health()
+        while time.time() - t0 < 5 and (h2.active_requests or h2.free_slots != h0.free_slots):
+            time.sleep(0.05)
+            h2 = c.health()
+        check(h2.active_requests == 0 and h2.free_slots == h0.free_slots,
+              "%s: a client that disconnects mid-stream has its request cancelled, slot free after %.2f s" % (
+                  name, time.time() - t0))
+
         bad_cases = [
             ("max_tokens 0", dict(max_tokens=0), api.ERROR_CODE_INVALID_ARGUMENT, "max_tokens"),
             ("top_p 1.5", dict(top_p=1.5), api.ERROR_CODE_INVALID_ARGUMENT, "top_p"),
@@ -216,17 +232,19 @@ def queue_checks(name, model, extra):
         s.stop()
 
 
-N_DRAIN = 3000   # long enough to be still running when the new request comes
-
-
 def drain_check(name, s):
     """SIGTERM: the stream in flight finishes, a new request is refused, serve exits 0."""
+    # long enough to be still running when the new request comes (~6 s at this server's
+    # speed: sanitizer builds are many times slower), short enough to end within the drain
+    t0 = time.time()
+    greedy(s.endpoint, "Timing", 100)
+    n_drain = int(min(5000, max(600, 6.0 / ((time.time() - t0) / 100))))
     with RecurClient(s.endpoint) as c, RecurClient(s.endpoint, timeout_ms=10000) as c2:
-        rid = c.start("Draining", max_tokens=N_DRAIN, temperature=0, ignore_eos=True)
+        rid = c.start("Draining", max_tokens=n_drain, temperature=0, ignore_eos=True)
         gen = c.stream(rid)
         next(gen)
         s.p.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
+        time.sleep(0.1)
         try:
             e = error_of(lambda: list(c2.generate("New", max_tokens=3)))
         except TimeoutError as t:
@@ -234,7 +252,7 @@ def drain_check(name, s):
         n = 1 + sum(1 for _ in gen)
         fr = c.last_final.finish_reason
     rc = s.p.wait(30)
-    check(isinstance(e, RecurError) and e.code == api.ERROR_CODE_UNAVAILABLE and fr == api.FINISH_REASON_LENGTH and n == N_DRAIN
+    check(isinstance(e, RecurError) and e.code == api.ERROR_CODE_UNAVAILABLE and fr == api.FINISH_REASON_LENGTH and n == n_drain
           and rc == 0, "%s: SIGTERM drains: the stream in flight finished (%d tokens, %s), a new request got %s, "
           "exit %s" % (name, n, recur_client.FINISH_NAMES.get(fr), e, rc))
 
@@ -246,7 +264,7 @@ def main():
         if extra and not os.environ.get("RECUR_MPIRUN"):
             print("skip %s: RECUR_MPIRUN not set" % name)
             continue
-        s = Server(model, extra + ["--slots", "40"])
+        s = Server(model, extra + ["--slots", "40", "--drain-timeout-s", "120"])
         try:
             main_checks(name, s.endpoint, model)
             drain_check(name, s)

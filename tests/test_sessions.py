@@ -13,7 +13,8 @@ tp1 (the bundled tiny model), with --session-dir:
     continues exactly as an uninterrupted copy of it did before the kill;
   - tiers: 2 slots, 1 idle session per slot, host memory for 1 state: sessions move
     slot -> host -> disk (checked with GET) and every turn still equals the whole
-    conversation in one request;
+    conversation in one request; turns with sampling penalties give the same tokens
+    whether the session stayed in its slot or moved between turns;
   - damaged checkpoints: a flipped byte, a truncated shard, another state dtype (restart
     with --state bf16), a damaged import are refused with the reason; the session works
     again once its file is back;
@@ -265,7 +266,15 @@ def layout_run(name, model, extra, work):
     return d, p2, xref, vocab
 
 
+PEN = dict(repetition_penalty=1.3, presence_penalty=0.4, frequency_penalty=0.3)
+
+
 def check_tiers(work):
+    # a conversation with sampling penalties on a server where it stays in its slot
+    s = Server(TINY, [])
+    with RecurClient(s.endpoint) as c:
+        pen_ref = [turn(c, prompt(60 + k, 256), 8, "pen", **PEN)[0] for k in range(3)]
+    s.stop()
     d = os.path.join(work, "tiers")
     os.makedirs(d)
     s = Server(TINY, ["--session-dir", d, "--slots", "3", "--session-slots", "1", "--session-host-bytes", "202752"])
@@ -286,6 +295,15 @@ def check_tiers(work):
         check(ok, "tiers: 4 sessions x 3 turns over 2 slots: every turn == its whole conversation in one request")
         check(tiers == [api.SESSION_TIER_DISK, api.SESSION_TIER_HOST, api.SESSION_TIER_SLOT],
               "tiers: after A, B, C: A on disk, B in host memory, C in its slot (%s)" % tiers)
+        pen, pen_tiers = [], []
+        for k in range(3):   # other sessions' turns in between move "pen" out of its slot
+            pen_tiers.append(c.get_session("pen").tier if k else None)
+            pen.append(turn(c, prompt(60 + k, vocab), 8, "pen", **PEN)[0])
+            for x in "ABC":
+                o, _ = turn(c, prompt(70 + k, vocab), 2, x)
+                conv[x] += prompt(70 + k, vocab) + o
+        check(pen == pen_ref and api.SESSION_TIER_SLOT not in pen_tiers[1:],
+              "tiers: turns with penalties moved between tiers (%s) == the same turns kept in a slot" % pen_tiers[1:])
         # damaged files: A's checkpoint (A is not in a slot or in host memory now)
         check(c.get_session("A").tier == api.SESSION_TIER_DISK, "tiers: A is on disk")
         man, shards = session_file(d, "A")

@@ -15,10 +15,16 @@
  *     per rank), reset, load, drop, and the errors of a dropped key and a missing file
  *     round trip, then both slots continue exactly as the reference; a load from a missing
  *     file is an error result; Heartbeat is answered;
+ *   - sampling extras (frequency and repetition penalties, a logit bias, logprobs 3): the
+ *     tokens and logprobs equal the reference model's with a token history kept here, a
+ *     prefill-only sequence of the same plan gets padded logprobs, and after a SlotOp COPY
+ *     the fork samples with the original's history (its logprob is the history's, not
+ *     that of the same state without one);
  *   - Shutdown ends the process(es) with exit 0;
  *   - a coordinator that goes away (after Ready) makes the worker exit nonzero within its
  *     idle limit (2 s here). */
 #include <errno.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +39,7 @@
 #include "recur_model.h"
 #include "recur_msgsock.h"
 #include "recur_testutil.h"
+#include "recur_token_hist.h"
 
 static int failures;
 #define CHECK(cond) RECUR_CHECK(&failures, cond)
@@ -158,6 +165,16 @@ typedef struct plan {
     int32_t reset[4];
 } plan_t;
 
+/* Sampling extras of the plans run_step sends (off by default), and the logprobs of the
+ * last StepResult that had them. */
+static struct {
+    float freq, rep;
+    int32_t logprobs, bias_tok;
+    float bias_val;
+} g_ex = {0.0f, 1.0f, -1, -1, 0.0f};
+static float g_lp[4], g_top_lp[4][8];
+static int32_t g_top_n = -1, g_top[4][8];
+
 /* StepResult for p: -> tokens (n), or the error status (code != 0) with its message in why. */
 static int32_t run_step(coord_t *c, const plan_t *p, int raw, int32_t *tokens, char *why, size_t why_n) {
     Recur__Internal__StepPlan sp = RECUR__INTERNAL__STEP_PLAN__INIT;
@@ -172,6 +189,12 @@ static int32_t run_step(coord_t *c, const plan_t *p, int raw, int32_t *tokens, c
             Recur__Internal__SamplingRow r = RECUR__INTERNAL__SAMPLING_ROW__INIT;
             r.has_temperature = r.has_top_k = r.has_top_p = r.has_min_p = r.has_seed = r.has_step = 1;
             r.temperature = 0.0f, r.top_k = 0, r.top_p = 1.0f, r.min_p = 0.0f, r.seed = 7, r.step = p->step;
+            r.has_frequency_penalty = r.has_repetition_penalty = r.has_logprobs = 1;
+            r.frequency_penalty = g_ex.freq, r.repetition_penalty = g_ex.rep, r.logprobs = g_ex.logprobs;
+            if (g_ex.bias_tok >= 0) {
+                r.n_bias_token = r.n_bias_value = 1;
+                r.bias_token = &g_ex.bias_tok, r.bias_value = &g_ex.bias_val;
+            }
             rows[n_rows] = r;
             rowp[n_rows] = &rows[n_rows];
             n_rows++;
@@ -201,6 +224,16 @@ static int32_t run_step(coord_t *c, const plan_t *p, int raw, int32_t *tokens, c
             tokens[i] = res->token[i];
             CHECK(p->mode[i] ? res->token[i] >= 0 : res->token[i] == -1);
         }
+        g_top_n = -1;
+        if (res->n_logprob) {
+            g_top_n = res->has_top_n ? (int32_t)res->top_n : 0;
+            CHECK(res->n_logprob == (size_t)p->n && g_top_n <= 8);
+            for (int i = 0; i < p->n && i < (int)res->n_logprob && g_top_n <= 8; i++) {
+                g_lp[i] = res->logprob[i];
+                for (int j = 0; j < g_top_n; j++)
+                    g_top[i][j] = res->top_token[i * g_top_n + j], g_top_lp[i][j] = res->top_logprob[i * g_top_n + j];
+            }
+        }
     }
     recur_proto_internal_free(r);
     return code;
@@ -224,6 +257,69 @@ static void ref_step(recur_model_t *ref, const plan_t *p, int32_t *tokens) {
         }
         off += p->len[i];
     }
+}
+
+/* The extras plan p on the reference, each sequence alone, with the reference's own token
+ * history h (none: hist NULL): tokens, and logprobs into lp / top / top_lp. */
+static void ref_step_ex(recur_model_t *ref, recur_token_hist_t *h, const plan_t *p, int32_t *tokens, float *lp,
+                        int32_t top[][8], float top_lp[][8]) {
+    for (int i = 0; i < p->n_reset; i++) {
+        CHECK(recur_model_state_reset(ref, p->reset[i]) == RECUR_OK);
+        if (h) recur_token_hist_reset(h, p->reset[i]);
+    }
+    int off = 0;
+    for (int i = 0; i < p->n; i++) {
+        recur_batch_t b = {.n_seq = 1, .tokens = p->tok + off, .seq_len = &p->len[i], .slot = &p->slot[i],
+                           .logits = p->mode[i] ? RECUR_LOGITS_LAST : RECUR_LOGITS_NONE};
+        if (h) CHECK(recur_token_hist_add(h, p->slot[i], p->tok + off, p->len[i], 0) == RECUR_OK);
+        tokens[i] = -1;
+        if (p->mode[i]) {
+            recur_sample_row_t row = {.temperature = 0.0f, .top_p = 1.0f, .seed = 7, .step = p->step,
+                                      .repetition_penalty = g_ex.rep, .frequency_penalty = g_ex.freq,
+                                      .logprobs = g_ex.logprobs};
+            static recur_sample_hist_t he[4096];
+            int32_t hoff[2] = {0, h ? recur_token_hist_export(h, p->slot[i], 0, he) : 0}, boff[2] = {0, 1};
+            recur_sample_bias_t be = {g_ex.bias_tok, g_ex.bias_val};
+            recur_sample_extras_t ex = {.n_bias = g_ex.bias_tok >= 0, .bias_off = boff, .bias = &be,
+                                        .n_hist = hoff[1], .hist_off = hoff, .hist = he, .top_n = g_ex.logprobs,
+                                        .logprob = &lp[i], .top_token = top[i], .top_logprob = top_lp[i]};
+            CHECK(g_ex.logprobs <= 8 && (!h || recur_token_hist_size(h, p->slot[i]) <= 4096));
+            CHECK(recur_model_forward_sample_ex(ref, &b, &row, &ex, recur_model_info(ref)->n_vocab, &tokens[i]) ==
+                  RECUR_OK);
+            if (h) CHECK(recur_token_hist_add(h, p->slot[i], &tokens[i], 1, 1) == RECUR_OK);
+        } else {
+            CHECK(recur_model_forward(ref, &b, NULL) == RECUR_OK);
+        }
+        off += p->len[i];
+    }
+}
+
+/* The extras plan p on the worker and on the reference (with its history); 1 when the
+ * tokens agree and the logprobs too (1e-4: a TP split may round the logits differently). */
+static int step_both_ex(coord_t *c, recur_model_t *ref, recur_token_hist_t *h, const plan_t *p, int32_t *got) {
+    int32_t want[4], top[4][8];
+    float lp[4], top_lp[4][8];
+    char why[512] = "";
+    int32_t code = run_step(c, p, 0, got, why, sizeof why);
+    if (code != 0) {
+        fprintf(stderr, "step %llu failed: %d %s\n", (unsigned long long)p->step, (int)code, why);
+        failures++;
+        return 0;
+    }
+    ref_step_ex(ref, h, p, want, lp, top, top_lp);
+    int ok = g_top_n == g_ex.logprobs;
+    for (int i = 0; i < p->n; i++) {
+        if (got[i] != want[i]) ok = 0;
+        if (!p->mode[i] || g_top_n < 0) continue;
+        ok &= fabsf(g_lp[i] - lp[i]) <= 1e-4f;
+        for (int j = 0; j < g_top_n; j++) ok &= g_top[i][j] == top[i][j] && fabsf(g_top_lp[i][j] - top_lp[i][j]) <= 1e-4f;
+    }
+    if (!ok) {
+        fprintf(stderr, "step %llu (extras): worker tokens %d %d, reference %d %d\n", (unsigned long long)p->step,
+                (int)got[0], (int)got[1], (int)want[0], (int)want[1]);
+        failures++;
+    }
+    return ok;
 }
 
 /* Runs p on both and compares; returns 1 when they agree. */
@@ -428,6 +524,44 @@ static void scenario_serve(const char *model, const char *tmp) {
                 (int)got[1]);
     }
 
+    /* sampling extras: frequency and repetition penalties, a logit bias and logprobs; the
+     * history follows a COPY (slot 4 -> 5), and a prefill-only sequence in the same plan
+     * gets padded logprobs */
+    {
+        recur_token_hist_t *h = NULL;
+        CHECK(recur_token_hist_create(N_SLOTS, &h) == RECUR_OK);
+        g_ex.freq = 3.0f, g_ex.rep = 1.3f, g_ex.logprobs = 3, g_ex.bias_tok = 5 % V, g_ex.bias_val = 2.0f;
+        plan_t e1 = {.step = 20, .n = 2, .slot = {4, 6}, .len = {6, 2}, .mode = {1, 0}, .n_reset = 2, .reset = {4, 6},
+                     .tok = {1 % V, 2 % V, 1 % V, 2 % V, 1 % V, 2 % V, 3 % V, 4 % V}};
+        int32_t e_got[4];
+        int ok = step_both_ex(&c, ref, h, &e1, e_got);
+        CHECK(ok && g_top_n == 3 && g_top[1][0] == -1 && g_lp[1] == 0.0f && g_lp[0] <= 0.0f && g_top[0][0] == e_got[0]);
+        int32_t last = e_got[0];
+        for (uint64_t k = 21; ok && k <= 24; k++) {
+            plan_t d = {.step = k, .n = 1, .slot = {4}, .len = {1}, .mode = {1}, .tok = {last}};
+            ok = step_both_ex(&c, ref, h, &d, e_got);
+            last = e_got[0];
+        }
+        CHECK(slot_op(&c, 10, RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_COPY, 5, 4, NULL, NULL, NULL, 0) == 0);
+        CHECK(recur_model_state_copy(ref, 5, 4) == RECUR_OK && recur_token_hist_copy(h, 5, 4) == RECUR_OK);
+        /* slot 7: the same state without a history, to show that the history matters */
+        CHECK(recur_model_state_copy(ref, 7, 4) == RECUR_OK);
+        plan_t f = {.step = 25, .n = 2, .slot = {4, 5}, .len = {1, 1}, .mode = {1, 1}, .tok = {last, last}};
+        if (ok && step_both_ex(&c, ref, h, &f, e_got)) {
+            int32_t nh[4], top[4][8];
+            float lp[4], top_lp[4][8];
+            plan_t g = {.step = 25, .n = 1, .slot = {7}, .len = {1}, .mode = {1}, .tok = {last}};
+            ref_step_ex(ref, NULL, &g, nh, lp, top, top_lp);
+            /* the worker's fork (g_lp[1]) has the history's logprob, not the history-less one */
+            CHECK(e_got[0] == e_got[1] && (nh[0] != e_got[1] || fabsf(lp[0] - g_lp[1]) > 1e-3f));
+            fprintf(stderr, "extras: penalties, bias and logprobs as the reference; the COPY carried the history "
+                    "(slots 4 and 5 -> %d, logprob %.5f; without the history %d, %.5f)\n", (int)e_got[0],
+                    (double)g_lp[1], (int)nh[0], (double)lp[0]);
+        }
+        g_ex.freq = 0.0f, g_ex.rep = 1.0f, g_ex.logprobs = -1, g_ex.bias_tok = -1;
+        recur_token_hist_free(h);
+    }
+
     /* heartbeat, then shutdown */
     Recur__Internal__Heartbeat hb = RECUR__INTERNAL__HEARTBEAT__INIT;
     hb.has_seq = 1, hb.seq = 1, hb.has_rank = 1, hb.rank = -1;
@@ -436,7 +570,7 @@ static void scenario_serve(const char *model, const char *tmp) {
     env.heartbeat = &hb;
     send_env(&c, &env);
     recur_internal_envelope_t *hr = expect_body(&c, RECUR__INTERNAL__ENVELOPE__BODY_HEARTBEAT);
-    CHECK(hr && hr->heartbeat->has_rank && hr->heartbeat->rank == 0 && hr->heartbeat->last_step == 7);
+    CHECK(hr && hr->heartbeat->has_rank && hr->heartbeat->rank == 0 && hr->heartbeat->last_step == 25);
     recur_proto_internal_free(hr);
     Recur__Internal__Shutdown sd = RECUR__INTERNAL__SHUTDOWN__INIT;
     sd.reason = "test done";

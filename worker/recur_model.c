@@ -48,6 +48,15 @@ struct recur_model {
     float *d_logits;      /* backend: [max_tokens][n_vocab] */
     recur_sample_row_t *d_sample;  /* backend: [max_tokens] sampling parameters of the rows to sample */
     int32_t *d_sampled;            /* backend: [max_tokens] tokens the sample op chose */
+    /* the sample op's extras (recur_sample_extras_t), last stage only: the CSR offsets of
+     * a piece's rows and the logprob outputs are sized by max_tokens at load; the lists
+     * themselves grow to the largest step seen (only steps that use bias or penalties) */
+    int32_t *d_bias_off, *d_hist_off;   /* backend: [max_tokens + 1] */
+    recur_sample_bias_t *d_bias;        /* backend: [cap_bias] */
+    recur_sample_hist_t *d_hist;        /* backend: [cap_hist] */
+    size_t cap_bias, cap_hist;
+    float *d_logprob, *d_top_logprob;   /* backend: [max_tokens], [max_tokens][RECUR_SAMPLE_MAX_TOP] */
+    int32_t *d_top_token;               /* backend: [max_tokens][RECUR_SAMPLE_MAX_TOP] */
     uint8_t *slot_seen;   /* host: n_slots, for the repeated-slot check */
     /* Decode graphs: per bucket size and logits mode, a graph (NULL: none yet) and
      * whether the bucket has run eagerly once (so the backend's scratch is sized). */
@@ -135,6 +144,13 @@ void recur_model_free(recur_model_t *m) {
     b->iface.buf_free(b, m->d_logits);
     b->iface.buf_free(b, m->d_sample);
     b->iface.buf_free(b, m->d_sampled);
+    b->iface.buf_free(b, m->d_bias_off);
+    b->iface.buf_free(b, m->d_hist_off);
+    b->iface.buf_free(b, m->d_bias);
+    b->iface.buf_free(b, m->d_hist);
+    b->iface.buf_free(b, m->d_logprob);
+    b->iface.buf_free(b, m->d_top_logprob);
+    b->iface.buf_free(b, m->d_top_token);
     if (m->h_idx_pinned) b->iface.host_free(b, m->h_idx);
     else free(m->h_idx);
     free(m->slot_seen);
@@ -268,7 +284,13 @@ recur_status_t recur_model_load_files(const recur_model_files_t *files, recur_ba
     if (b->iface.sample && last_stage) {
         m->d_sample = b->iface.alloc(b, T * sizeof(recur_sample_row_t));
         m->d_sampled = b->iface.alloc(b, T * sizeof(int32_t));
-        if (!m->d_sample || !m->d_sampled) {
+        m->d_bias_off = b->iface.alloc(b, (T + 1) * sizeof(int32_t));
+        m->d_hist_off = b->iface.alloc(b, (T + 1) * sizeof(int32_t));
+        m->d_logprob = b->iface.alloc(b, T * sizeof(float));
+        m->d_top_logprob = b->iface.alloc(b, T * RECUR_SAMPLE_MAX_TOP * sizeof(float));
+        m->d_top_token = b->iface.alloc(b, T * RECUR_SAMPLE_MAX_TOP * sizeof(int32_t));
+        if (!m->d_sample || !m->d_sampled || !m->d_bias_off || !m->d_hist_off || !m->d_logprob || !m->d_top_logprob ||
+            !m->d_top_token) {
             st = RECUR_E_NOMEM;
             goto fail_agree;
         }
@@ -351,14 +373,13 @@ static recur_status_t check_batch(recur_model_t *m, const recur_batch_t *bt, con
     return st;
 }
 
-/* Runs the rows gathered so far (in the IDX_TOK..IDX_OUT staging) as one piece and copies
- * its logits out. */
 /* Where a forward's output rows go: logits to the host, or (sample != NULL) one token per
  * output row chosen on the backend, params[i] for output row i. `done` counts the output
  * rows already delivered. */
 typedef struct out_sink {
     float *logits;                      /* host [rows][V], or NULL */
     const recur_sample_row_t *params;   /* host, one per output row, or NULL */
+    const recur_sample_extras_t *ex;    /* host (lists already uploaded), or NULL */
     int32_t n_valid;
     int32_t *tokens;                    /* host, one per output row */
     int64_t done;
@@ -372,8 +393,35 @@ static recur_status_t deliver(recur_model_t *m, out_sink_t *o, int32_t n_out) {
         /* an earlier stage: its part ended with a send */
     } else if (o->params) {
         RECUR_TRY(b->iface.upload(b, m->d_sample, o->params + o->done, (size_t)n_out * sizeof(recur_sample_row_t)));
-        RECUR_TRY(b->iface.sample(b, m->d_logits, n_out, m->info.n_vocab, o->n_valid, m->d_sample, m->d_sampled));
+        const recur_sample_extras_t *ex = o->ex;
+        recur_sample_extras_t dex = {0};
+        if (ex) { /* the piece's rows: their slice of the offsets (into the whole lists) */
+            if (ex->n_bias > 0) {
+                RECUR_TRY(b->iface.upload(b, m->d_bias_off, ex->bias_off + o->done, ((size_t)n_out + 1) * sizeof(int32_t)));
+                dex.n_bias = ex->n_bias, dex.bias_off = m->d_bias_off, dex.bias = m->d_bias;
+            }
+            if (ex->n_hist > 0) {
+                RECUR_TRY(b->iface.upload(b, m->d_hist_off, ex->hist_off + o->done, ((size_t)n_out + 1) * sizeof(int32_t)));
+                dex.n_hist = ex->n_hist, dex.hist_off = m->d_hist_off, dex.hist = m->d_hist;
+            }
+            if (ex->top_n >= 0) {
+                dex.top_n = ex->top_n, dex.logprob = m->d_logprob;
+                dex.top_token = m->d_top_token, dex.top_logprob = m->d_top_logprob;
+            }
+        }
+        RECUR_TRY(b->iface.sample(b, m->d_logits, n_out, m->info.n_vocab, o->n_valid, m->d_sample, ex ? &dex : NULL,
+                                  m->d_sampled));
         RECUR_TRY(b->iface.download(b, o->tokens + o->done, m->d_sampled, (size_t)n_out * sizeof(int32_t)));
+        if (dex.logprob) {
+            const size_t k = (size_t)dex.top_n;
+            RECUR_TRY(b->iface.download(b, ex->logprob + o->done, m->d_logprob, (size_t)n_out * sizeof(float)));
+            if (k) {
+                RECUR_TRY(b->iface.download(b, ex->top_token + o->done * (int64_t)k, m->d_top_token,
+                                            (size_t)n_out * k * sizeof(int32_t)));
+                RECUR_TRY(b->iface.download(b, ex->top_logprob + o->done * (int64_t)k, m->d_top_logprob,
+                                            (size_t)n_out * k * sizeof(float)));
+            }
+        }
     } else if (o->logits) {
         RECUR_TRY(b->iface.download(b, o->logits + o->done * m->info.n_vocab, m->d_logits,
                                     (size_t)n_out * m->info.n_vocab * sizeof(float)));
@@ -573,8 +621,50 @@ recur_status_t recur_model_forward(recur_model_t *m, const recur_batch_t *bt, fl
     return forward_micro(m, bt, &o);
 }
 
-recur_status_t recur_model_forward_sample(recur_model_t *m, const recur_batch_t *bt, const recur_sample_row_t *params,
-                                          int32_t n_valid, int32_t *tokens) {
+/* Checks the host lists of ex (offsets from 0, nondecreasing, ending at the count) and
+ * uploads them, growing the device lists when a step needs more room. Last stage only. */
+static recur_status_t upload_lists(recur_model_t *m, const recur_sample_extras_t *ex, int32_t n_seq) {
+    recur_backend_t *b = m->b;
+    struct {
+        int32_t n;
+        const int32_t *off;
+        const void *list;
+        size_t elem;
+        void **dev;
+        size_t *cap;
+        const char *what;
+    } l[2] = {{ex->n_bias, ex->bias_off, ex->bias, sizeof(recur_sample_bias_t), (void **)&m->d_bias, &m->cap_bias,
+               "bias"},
+              {ex->n_hist, ex->hist_off, ex->hist, sizeof(recur_sample_hist_t), (void **)&m->d_hist, &m->cap_hist,
+               "history"}};
+    for (int k = 0; k < 2; k++) {
+        if (l[k].n <= 0) continue;
+        int ok = l[k].off && l[k].list && l[k].off[0] == 0 && l[k].off[n_seq] == l[k].n;
+        for (int32_t i = 0; ok && i < n_seq; i++) ok = l[k].off[i] <= l[k].off[i + 1];
+        if (!ok) {
+            recur_log_err("forward_sample: malformed %s list (offsets must run from 0 to its %d entries)", l[k].what,
+                          l[k].n);
+            return RECUR_E_INVAL;
+        }
+        if ((size_t)l[k].n > *l[k].cap) {
+            size_t cap = *l[k].cap ? *l[k].cap : 1024;
+            while (cap < (size_t)l[k].n) cap *= 2;
+            b->iface.buf_free(b, *l[k].dev);
+            *l[k].cap = 0;
+            if (!(*l[k].dev = b->iface.alloc(b, cap * l[k].elem))) {
+                recur_log_err("forward_sample: out of backend memory for %zu %s entries", cap, l[k].what);
+                return RECUR_E_NOMEM;
+            }
+            *l[k].cap = cap;
+        }
+        RECUR_TRY(b->iface.upload(b, *l[k].dev, l[k].list, (size_t)l[k].n * l[k].elem));
+    }
+    return RECUR_OK;
+}
+
+recur_status_t recur_model_forward_sample_ex(recur_model_t *m, const recur_batch_t *bt,
+                                             const recur_sample_row_t *params, const recur_sample_extras_t *ex,
+                                             int32_t n_valid, int32_t *tokens) {
     RECUR_ASSERT(m && m->magic == RECUR_MODEL_MAGIC);
     if (!m->b->iface.sample) {
         recur_log_err("forward_sample: the %s backend has no sample op", recur_backend_name(m->b));
@@ -585,16 +675,47 @@ recur_status_t recur_model_forward_sample(recur_model_t *m, const recur_batch_t 
                       m->info.n_vocab, n_valid);
         return RECUR_E_INVAL;
     }
+    const recur_model_shard_t *sh = &m->info.shard;
+    const int last_stage = sh->pp_rank == sh->pp - 1;
+    if (ex && (ex->top_n < -1 || ex->top_n > RECUR_SAMPLE_MAX_TOP ||
+               (ex->top_n >= 0 && (!ex->logprob || (ex->top_n > 0 && (!ex->top_token || !ex->top_logprob)))))) {
+        recur_log_err("forward_sample: top_n %d must be in [-1, %d], with outputs for the logprobs", ex->top_n,
+                      RECUR_SAMPLE_MAX_TOP);
+        return RECUR_E_INVAL;
+    }
     recur_batch_t last = *bt;
     last.logits = RECUR_LOGITS_LAST;
     /* check_batch only asks that LAST has somewhere to go: the tokens array here. */
     RECUR_TRY(check_batch(m, &last, (const float *)tokens));
-    out_sink_t o = {.params = params, .n_valid = n_valid, .tokens = tokens};
+    recur_sample_extras_t hex = {.top_n = -1};
+    if (ex) {
+        hex = *ex;
+        if (!last_stage) hex.n_bias = hex.n_hist = 0; /* lists are read where the logits are */
+        recur_status_t st = last_stage ? upload_lists(m, &hex, bt->n_seq) : RECUR_OK;
+        /* every rank passed extras: all of them learn whether the lists fit before the forward */
+        if (m->params.comm) st = recur_comm_agree(m->params.comm, st);
+        if (st != RECUR_OK) return st;
+    }
+    out_sink_t o = {.params = params, .ex = ex ? &hex : NULL, .n_valid = n_valid, .tokens = tokens};
     RECUR_TRY(forward_micro(m, &last, &o));
     if (!m->params.comm) return RECUR_OK;
-    /* the last stage's first rank sampled: everyone gets its tokens */
-    const recur_model_shard_t *sh = &m->info.shard;
-    return recur_comm_bcast_host(m->params.comm, tokens, (size_t)bt->n_seq * sizeof(int32_t), (sh->pp - 1) * sh->tp);
+    /* the last stage's first rank sampled: everyone gets its tokens (and logprobs) */
+    const int root = (sh->pp - 1) * sh->tp;
+    const size_t n = (size_t)bt->n_seq;
+    RECUR_TRY(recur_comm_bcast_host(m->params.comm, tokens, n * sizeof(int32_t), root));
+    if (ex && ex->top_n >= 0) {
+        RECUR_TRY(recur_comm_bcast_host(m->params.comm, ex->logprob, n * sizeof(float), root));
+        if (ex->top_n > 0) {
+            RECUR_TRY(recur_comm_bcast_host(m->params.comm, ex->top_token, n * (size_t)ex->top_n * sizeof(int32_t), root));
+            RECUR_TRY(recur_comm_bcast_host(m->params.comm, ex->top_logprob, n * (size_t)ex->top_n * sizeof(float), root));
+        }
+    }
+    return RECUR_OK;
+}
+
+recur_status_t recur_model_forward_sample(recur_model_t *m, const recur_batch_t *bt, const recur_sample_row_t *params,
+                                          int32_t n_valid, int32_t *tokens) {
+    return recur_model_forward_sample_ex(m, bt, params, NULL, n_valid, tokens);
 }
 
 static void *slot_ptr(recur_model_t *m, int32_t slot) { return (char *)m->pool + (size_t)slot * m->info.state_bytes; }

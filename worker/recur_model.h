@@ -18,8 +18,10 @@
  * xLSTM: C, n and m of its heads), so the full state is the shards put back in order.
  *
  * Ownership: the model owns its weights, workspace and pool, all on the backend given at
- * load, which must outlive the model. Nothing is allocated after load: a forward pass
- * larger than params.max_tokens rows is cut into pieces of at most that many rows.
+ * load, which must outlive the model. Nothing is allocated after load (except the room
+ * for the logit-bias and penalty lists of recur_model_forward_sample_ex, which grows to
+ * the largest step that used them): a forward pass larger than params.max_tokens rows is
+ * cut into pieces of at most that many rows.
  * Thread-safety: one thread at a time per model. */
 #ifndef RECUR_MODEL_H
 #define RECUR_MODEL_H
@@ -160,6 +162,20 @@ int32_t recur_model_n_graphs(const recur_model_t *m);
  * With params.comm the last stage samples and every rank returns the same tokens. */
 recur_status_t recur_model_forward_sample(recur_model_t *m, const recur_batch_t *batch, const recur_sample_row_t *params,
                                           int32_t n_valid, int32_t *tokens);
+
+/* forward_sample with the sample op's extras (recur_backend.h: logit bias, penalties,
+ * logprobs), here in host memory and per sequence of the batch: the lists' offsets start
+ * at 0 and end at n_bias / n_hist; top_n -1 means no logprobs, else logprob [n_seq],
+ * top_token and top_logprob [n_seq][top_n] are outputs (every rank gets them, as the
+ * tokens). ex NULL is forward_sample. The rows of bias and penalties change the logits in
+ * place before the choice, so a greedy row takes the argmax of the changed logits.
+ * With params.comm: every rank passes extras or none, with the same top_n; only the last
+ * stage reads the lists (others may pass none: n_bias = n_hist = 0). The device room for
+ * the lists grows to the largest step seen (the only allocation after load); the ranks
+ * agree on that before the forward, so a failure (RECUR_E_NOMEM) changes no state. */
+recur_status_t recur_model_forward_sample_ex(recur_model_t *m, const recur_batch_t *batch,
+                                             const recur_sample_row_t *params, const recur_sample_extras_t *ex,
+                                             int32_t n_valid, int32_t *tokens);
 
 /* A slot's state as raw bytes (host: info.state_bytes, the layout above), so that a
  * session saved with get and loaded with set, on this model or another with the same

@@ -19,6 +19,7 @@
 #include "recur_proto.h"
 #include "recur_state_ckpt.h"
 #include "recur_state_file.h"
+#include "recur_token_hist.h"
 
 /* The command header rank 0 broadcasts to the other ranks (recur_worker.h). */
 enum { CMD_RUN = 1, CMD_STOP = 2 };
@@ -56,7 +57,36 @@ typedef struct worker {
     size_t n_host, cap_host;
     recur_ckpt_identity_t ident;
     recur_ckpt_shard_t shard;   /* this rank's part of a slot */
+    /* sampling extras (recur_worker.h "Sampling"): the token history of every slot, kept
+     * where the logits are (the last pipeline stage's ranks; NULL elsewhere) */
+    recur_token_hist_t *hist;
+    int32_t *bias_stamp, stamp;       /* rank 0: [n_vocab], the bias duplicate check */
+    /* a plan's extras, grown and reused: the CSR lists and the logprob outputs */
+    int32_t *x_boff, *x_hoff;
+    recur_sample_bias_t *x_bias;
+    recur_sample_hist_t *x_hist;
+    float *x_lp, *x_tl;
+    int32_t *x_tt;
+    size_t cap_boff, cap_hoff, cap_bias, cap_hist, cap_lp, cap_tl, cap_tt;
+    /* the plan's logprobs per sequence for its StepResult (res_top_n -1: none asked) */
+    int32_t res_top_n;
+    float *res_lp, *res_tl;
+    int32_t *res_tt;
+    size_t cap_res_lp, cap_res_tl, cap_res_tt;
 } worker_t;
+
+/* Room for need elements of elem bytes in *p (grown by doubling). 0, or -1 out of memory. */
+static int grow(void *pp, size_t *cap, size_t need, size_t elem) {
+    void **p = pp;
+    if (need <= *cap && *p) return 0;
+    size_t n = *cap ? *cap : 64;
+    while (n < need) n *= 2;
+    void *q = realloc(*p, n * elem);
+    if (!q) return -1;
+    *p = q;
+    *cap = n;
+    return 0;
+}
 
 recur_worker_params_t recur_worker_default_params(void) {
     return (recur_worker_params_t){.heartbeat_ms = 1000, .idle_limit_ms = 30000};
@@ -227,7 +257,7 @@ static recur_status_t bad_(char *msg, size_t n, recur_status_t s, const char *fm
 }
 
 /* What recur_proto cannot know: the plan against this model and this worker's features. */
-static recur_status_t check_plan(const worker_t *w, const Recur__Internal__StepPlan *p, char *msg, size_t n) {
+static recur_status_t check_plan(worker_t *w, const Recur__Internal__StepPlan *p, char *msg, size_t n) {
     for (size_t i = 0; i < p->n_slot; i++)
         if (p->slot[i] >= w->n_slots)
             return bad_(msg, n, RECUR_E_INVAL, "step_plan.slot[%zu] = %d: the worker has slots [1, %d)", i,
@@ -242,14 +272,22 @@ static recur_status_t check_plan(const worker_t *w, const Recur__Internal__StepP
                         (int)p->tokens[i], (int)w->info->n_vocab);
     for (size_t i = 0; i < p->n_sampling; i++) {
         const Recur__Internal__SamplingRow *r = p->sampling[i];
-        if ((r->has_repetition_penalty && r->repetition_penalty != 1.0f) ||
-            (r->has_presence_penalty && r->presence_penalty != 0.0f) ||
-            (r->has_frequency_penalty && r->frequency_penalty != 0.0f))
-            return bad_(msg, n, RECUR_E_UNSUPPORTED, "step_plan.sampling[%zu]: penalties are not implemented by the "
-                        "worker (send repetition 1, presence 0, frequency 0)", i);
-        if (r->has_logprobs && r->logprobs >= 0)
-            return bad_(msg, n, RECUR_E_UNSUPPORTED, "step_plan.sampling[%zu]: logprobs are not implemented by the "
-                        "worker (send -1)", i);
+        if (r->n_bias_token == 0) continue;
+        /* distinct ids (the sample op writes each listed logit once): a stamp per row */
+        if (++w->stamp == INT32_MAX) {
+            memset(w->bias_stamp, 0, (size_t)w->info->n_vocab * sizeof *w->bias_stamp);
+            w->stamp = 1;
+        }
+        for (size_t j = 0; j < r->n_bias_token; j++) {
+            const int32_t t = r->bias_token[j];
+            if (t >= w->info->n_vocab)
+                return bad_(msg, n, RECUR_E_INVAL, "step_plan.sampling[%zu].bias_token[%zu] = %d: outside the "
+                            "vocabulary of %d tokens", i, j, (int)t, (int)w->info->n_vocab);
+            if (w->bias_stamp[t] == w->stamp)
+                return bad_(msg, n, RECUR_E_INVAL, "step_plan.sampling[%zu].bias_token: token %d appears twice", i,
+                            (int)t);
+            w->bias_stamp[t] = w->stamp;
+        }
     }
     return RECUR_OK;
 }
@@ -271,12 +309,64 @@ static recur_status_t agree(worker_t *w, recur_status_t s) {
     return w->comm ? recur_comm_agree(w->comm, s) : s;
 }
 
+/* A row that uses a penalty (recur_sample_row_t: repetition 1 or <= 0 is off). */
+static int row_penalized(const recur_sample_row_t *r) {
+    return (r->repetition_penalty > 0.0f && r->repetition_penalty != 1.0f) || r->presence_penalty != 0.0f ||
+           r->frequency_penalty != 0.0f;
+}
+
+/* The extras of the plan's n_samp sampled sequences (sampling rows `rows`, slots
+ * `slots`) into *ex: logprob outputs for top_n >= 0 on every rank; the bias and history
+ * lists where the history is kept (the ranks that sample). RECUR_E_NOMEM. */
+static recur_status_t build_extras(worker_t *w, const Recur__Internal__StepPlan *p, const recur_sample_row_t *rows,
+                                   int32_t n_samp, const int32_t *slots, int32_t top_n, recur_sample_extras_t *ex) {
+    const size_t ns = (size_t)n_samp, k = top_n > 0 ? (size_t)top_n : 1;
+    *ex = (recur_sample_extras_t){.top_n = top_n};
+    if (top_n >= 0) {
+        if (grow(&w->x_lp, &w->cap_lp, ns, sizeof *w->x_lp) || grow(&w->x_tt, &w->cap_tt, ns * k, sizeof *w->x_tt) ||
+            grow(&w->x_tl, &w->cap_tl, ns * k, sizeof *w->x_tl))
+            return RECUR_E_NOMEM;
+        ex->logprob = w->x_lp, ex->top_token = w->x_tt, ex->top_logprob = w->x_tl;
+    }
+    if (!w->hist) return RECUR_OK;
+    size_t nb = 0, nh = 0;
+    for (int32_t j = 0; j < n_samp; j++) {
+        nb += p->sampling[j]->n_bias_token;
+        if (row_penalized(&rows[j])) nh += (size_t)recur_token_hist_size(w->hist, slots[j]);
+    }
+    if (nb > INT32_MAX || nh > INT32_MAX || grow(&w->x_boff, &w->cap_boff, ns + 1, sizeof *w->x_boff) ||
+        grow(&w->x_hoff, &w->cap_hoff, ns + 1, sizeof *w->x_hoff) ||
+        grow(&w->x_bias, &w->cap_bias, nb + 1, sizeof *w->x_bias) ||
+        grow(&w->x_hist, &w->cap_hist, nh + 1, sizeof *w->x_hist))
+        return RECUR_E_NOMEM;
+    int32_t b = 0, h = 0;
+    w->x_boff[0] = w->x_hoff[0] = 0;
+    for (int32_t j = 0; j < n_samp; j++) {
+        const Recur__Internal__SamplingRow *r = p->sampling[j];
+        for (size_t i = 0; i < r->n_bias_token; i++)
+            w->x_bias[b++] = (recur_sample_bias_t){.token = r->bias_token[i], .bias = r->bias_value[i]};
+        /* only the presence and frequency penalties: the generated ids are enough */
+        if (row_penalized(&rows[j])) {
+            const int rep_on = rows[j].repetition_penalty > 0.0f && rows[j].repetition_penalty != 1.0f;
+            h += recur_token_hist_export(w->hist, slots[j], !rep_on, w->x_hist + h);
+        }
+        w->x_boff[j + 1] = b, w->x_hoff[j + 1] = h;
+    }
+    ex->n_bias = b, ex->bias_off = w->x_boff, ex->bias = w->x_bias;
+    ex->n_hist = h, ex->hist_off = w->x_hoff, ex->hist = w->x_hist;
+    return RECUR_OK;
+}
+
 /* Runs plan p (checked) on this rank; tokens[n_seq] gets the sampled ids, -1 on prefill-only
- * rows. Order: resets, the prefill-only batch, the sampling batch (recur_worker.h). */
+ * rows, and (when a row asked for logprobs) w->res_* the logprobs per sequence. Order:
+ * resets, the prefill-only batch, the sampling batch (recur_worker.h). */
 static recur_status_t run_plan(worker_t *w, const Recur__Internal__StepPlan *p, int32_t *tokens, uint64_t *fwd_us,
                                char *msg, size_t msg_n) {
     recur_status_t s = RECUR_OK;
-    for (size_t i = 0; i < p->n_reset_slots && s == RECUR_OK; i++) s = recur_model_state_reset(w->m, p->reset_slots[i]);
+    for (size_t i = 0; i < p->n_reset_slots && s == RECUR_OK; i++) {
+        s = recur_model_state_reset(w->m, p->reset_slots[i]);
+        if (w->hist) recur_token_hist_reset(w->hist, p->reset_slots[i]);
+    }
     s = agree(w, s);
     if (s != RECUR_OK) return bad_(msg, msg_n, s, "resetting the plan's slots failed: %s", recur_status_str(s));
 
@@ -286,35 +376,59 @@ static recur_status_t run_plan(worker_t *w, const Recur__Internal__StepPlan *p, 
     recur_sample_row_t *rows = malloc(n_seq * sizeof *rows);
     size_t *seq_of = malloc(n_seq * sizeof *seq_of);
     s = lens && slots && ids && sampled && rows && seq_of ? RECUR_OK : RECUR_E_NOMEM;
+    /* prefill-only sequences first in lens/slots/ids, then the sampled ones behind them */
+    int32_t n_none = 0, n_samp = 0, top_n = -1;
+    int use_ex = 0;
+    size_t tok_none = 0;
+    recur_sample_extras_t ex = {.top_n = -1};
+    w->res_top_n = -1;
+    if (s == RECUR_OK) {
+        for (size_t i = 0; i < n_seq; i++)
+            if (p->logits[i] != RECUR__INTERNAL__LOGITS_MODE__LOGITS_MODE_SAMPLE) tok_none += (size_t)p->seq_len[i];
+        size_t off = 0, put_none = 0, put_samp = tok_none;
+        for (size_t i = 0; i < n_seq; i++) {
+            size_t len = (size_t)p->seq_len[i];
+            tokens[i] = -1;
+            if (p->logits[i] == RECUR__INTERNAL__LOGITS_MODE__LOGITS_MODE_SAMPLE) {
+                const Recur__Internal__SamplingRow *r = p->sampling[n_samp];
+                recur_sample_row_t *row = &rows[n_samp];
+                *row = (recur_sample_row_t){
+                    .temperature = r->temperature, .top_k = r->top_k, .top_p = r->top_p, .min_p = r->min_p,
+                    .seed = r->seed, .step = r->step,
+                    .repetition_penalty = r->has_repetition_penalty ? r->repetition_penalty : 1.0f,
+                    .presence_penalty = r->has_presence_penalty ? r->presence_penalty : 0.0f,
+                    .frequency_penalty = r->has_frequency_penalty ? r->frequency_penalty : 0.0f,
+                    .logprobs = r->has_logprobs ? r->logprobs : -1};
+                use_ex |= r->n_bias_token > 0 || row_penalized(row) || row->logprobs >= 0;
+                if (row->logprobs > top_n) top_n = row->logprobs;
+                lens[n_seq + (size_t)n_samp] = (int32_t)len, slots[n_seq + (size_t)n_samp] = p->slot[i];
+                seq_of[n_samp++] = i;
+                memcpy(ids + put_samp, p->tokens + off, len * sizeof *ids);
+                put_samp += len;
+            } else {
+                lens[n_none] = (int32_t)len, slots[n_none++] = p->slot[i];
+                memcpy(ids + put_none, p->tokens + off, len * sizeof *ids);
+                put_none += len;
+            }
+            /* every token fed counts, and with room for the one sampled after it */
+            if (w->hist && s == RECUR_OK) s = recur_token_hist_add(w->hist, p->slot[i], p->tokens + off, (int32_t)len, 0);
+            if (w->hist && s == RECUR_OK && p->logits[i] == RECUR__INTERNAL__LOGITS_MODE__LOGITS_MODE_SAMPLE)
+                s = recur_token_hist_reserve(w->hist, p->slot[i], 1);
+            off += len;
+        }
+        if (s == RECUR_OK && use_ex) s = build_extras(w, p, rows, n_samp, slots + n_seq, top_n, &ex);
+        if (s == RECUR_OK && top_n >= 0 && w->grid.world_rank == 0) {
+            const size_t k = (size_t)(top_n > 0 ? top_n : 1);
+            if (grow(&w->res_lp, &w->cap_res_lp, n_seq, sizeof *w->res_lp) ||
+                grow(&w->res_tt, &w->cap_res_tt, n_seq * k, sizeof *w->res_tt) ||
+                grow(&w->res_tl, &w->cap_res_tl, n_seq * k, sizeof *w->res_tl))
+                s = RECUR_E_NOMEM;
+        }
+    }
     s = agree(w, s);
     if (s != RECUR_OK) {
         bad_(msg, msg_n, s, "out of memory for a plan of %zu sequences", n_seq);
         goto out;
-    }
-    /* prefill-only sequences first in lens/slots/ids, then the sampled ones behind them */
-    int32_t n_none = 0, n_samp = 0;
-    size_t tok_none = 0, tok_total = 0;
-    for (size_t i = 0; i < n_seq; i++)
-        if (p->logits[i] != RECUR__INTERNAL__LOGITS_MODE__LOGITS_MODE_SAMPLE) tok_none += (size_t)p->seq_len[i];
-    size_t off = 0, put_none = 0, put_samp = tok_none;
-    for (size_t i = 0; i < n_seq; i++) {
-        size_t len = (size_t)p->seq_len[i];
-        tokens[i] = -1;
-        if (p->logits[i] == RECUR__INTERNAL__LOGITS_MODE__LOGITS_MODE_SAMPLE) {
-            const Recur__Internal__SamplingRow *r = p->sampling[n_samp];
-            rows[n_samp] = (recur_sample_row_t){.temperature = r->temperature, .top_k = r->top_k, .top_p = r->top_p,
-                                                .min_p = r->min_p, .seed = r->seed, .step = r->step};
-            lens[n_seq + (size_t)n_samp] = (int32_t)len, slots[n_seq + (size_t)n_samp] = p->slot[i];
-            seq_of[n_samp++] = i;
-            memcpy(ids + put_samp, p->tokens + off, len * sizeof *ids);
-            put_samp += len;
-        } else {
-            lens[n_none] = (int32_t)len, slots[n_none++] = p->slot[i];
-            memcpy(ids + put_none, p->tokens + off, len * sizeof *ids);
-            put_none += len;
-        }
-        off += len;
-        tok_total += len;
     }
     double t0 = now_s();
     if (n_none) {
@@ -328,15 +442,31 @@ static recur_status_t run_plan(worker_t *w, const Recur__Internal__StepPlan *p, 
     if (n_samp) {
         recur_batch_t b = {.n_seq = n_samp, .tokens = ids + tok_none, .seq_len = lens + n_seq, .slot = slots + n_seq,
                            .logits = RECUR_LOGITS_LAST};
-        s = recur_model_forward_sample(w->m, &b, rows, w->info->n_vocab, sampled);
+        s = recur_model_forward_sample_ex(w->m, &b, rows, use_ex ? &ex : NULL, w->info->n_vocab, sampled);
         if (s != RECUR_OK) {
             bad_(msg, msg_n, s, "the sampling forward failed: %s", recur_status_str(s));
             goto out;
         }
-        for (int32_t j = 0; j < n_samp; j++) tokens[seq_of[j]] = sampled[j];
+        for (int32_t j = 0; j < n_samp; j++) {
+            tokens[seq_of[j]] = sampled[j];
+            if (w->hist) { /* room was reserved above: this cannot fail */
+                const recur_status_t hs = recur_token_hist_add(w->hist, slots[n_seq + (size_t)j], &sampled[j], 1, 1);
+                RECUR_ASSERT(hs == RECUR_OK);
+            }
+        }
+        if (top_n >= 0 && w->grid.world_rank == 0) { /* per plan sequence; prefill-only ones padded */
+            const size_t k = (size_t)top_n;
+            for (size_t i = 0; i < n_seq; i++) w->res_lp[i] = 0.0f;
+            for (size_t i = 0; i < n_seq * k; i++) w->res_tt[i] = -1, w->res_tl[i] = 0.0f;
+            for (int32_t j = 0; j < n_samp; j++) {
+                w->res_lp[seq_of[j]] = ex.logprob[j];
+                memcpy(w->res_tt + seq_of[j] * k, ex.top_token + (size_t)j * k, k * sizeof *w->res_tt);
+                memcpy(w->res_tl + seq_of[j] * k, ex.top_logprob + (size_t)j * k, k * sizeof *w->res_tl);
+            }
+            w->res_top_n = top_n;
+        }
     }
     *fwd_us = (uint64_t)((now_s() - t0) * 1e6);
-    (void)tok_total;
 out:
     free(lens);
     free(slots);
@@ -457,7 +587,9 @@ static recur_status_t run_slot_op(worker_t *w, const Recur__Internal__SlotOp *o,
     /* Non-zero ranks write their own messages too: share_failure sends the first one. */
     switch (o->kind) {
     case RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_RESET:
-        s = agree(w, recur_model_state_reset(w->m, o->slot));
+        s = o->has_history_only && o->history_only ? RECUR_OK : recur_model_state_reset(w->m, o->slot);
+        if (w->hist) recur_token_hist_reset(w->hist, o->slot);
+        s = agree(w, s);
         return s == RECUR_OK ? s : bad_(msg, msg_n, s, "resetting slot %d failed", (int)o->slot);
     case RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_DROP:
         host_drop(w, o->key);
@@ -470,7 +602,10 @@ static recur_status_t run_slot_op(worker_t *w, const Recur__Internal__SlotOp *o,
         break;
     case RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_COPY: {
         if (o->has_slot && o->has_src_slot) {
-            s = agree(w, recur_model_state_copy(w->m, o->slot, o->src_slot));
+            /* the fork keeps its history too, so its penalties go on counting the same tokens */
+            s = recur_model_state_copy(w->m, o->slot, o->src_slot);
+            if (s == RECUR_OK && w->hist) s = recur_token_hist_copy(w->hist, o->slot, o->src_slot);
+            s = agree(w, s);
             if (s != RECUR_OK) bad_(msg, msg_n, s, "copying slot %d to %d failed", (int)o->src_slot, (int)o->slot);
             break;
         }
@@ -479,7 +614,8 @@ static recur_status_t run_slot_op(worker_t *w, const Recur__Internal__SlotOp *o,
             s = bad_(msg, msg_n, RECUR_E_INVAL, "no host copy under key %llu", (unsigned long long)o->src_key);
         s = agree(w, s);
         if (s != RECUR_OK) break;
-        if (o->has_slot) {   /* key -> slot */
+        if (o->has_slot) {   /* key -> slot; host copies carry no token history */
+            if (w->hist) recur_token_hist_reset(w->hist, o->slot);
             s = agree(w, recur_model_state_set(w->m, o->slot, src->buf));
             if (s != RECUR_OK) bad_(msg, msg_n, s, "restoring slot %d from host key %llu failed", (int)o->slot,
                                     (unsigned long long)o->src_key);
@@ -528,6 +664,8 @@ static recur_status_t run_slot_op(worker_t *w, const Recur__Internal__SlotOp *o,
         if (s == RECUR_OK) {
             if (o->has_slot) {
                 s = recur_model_state_set(w->m, o->slot, tmp);
+                /* a state file carries no token history: penalties count from here on */
+                if (w->hist) recur_token_hist_reset(w->hist, o->slot);
             } else {
                 void *dst = host_get_or_add(w, o->key);
                 if (!dst) s = bad_(msg, msg_n, RECUR_E_NOMEM, "out of host memory for a state of %zu bytes", nb);
@@ -585,6 +723,12 @@ static recur_status_t run_command(worker_t *w, const recur_internal_envelope_t *
             Recur__Internal__StepResult r = RECUR__INTERNAL__STEP_RESULT__INIT;
             r.has_step = r.has_rank = 1, r.step = p->step, r.rank = 0;
             r.n_token = p->n_slot, r.token = tokens;
+            if (w->res_top_n >= 0) {
+                r.n_logprob = p->n_slot, r.logprob = w->res_lp;
+                r.has_top_n = 1, r.top_n = (uint32_t)w->res_top_n;
+                r.n_top_token = r.n_top_logprob = p->n_slot * (size_t)w->res_top_n;
+                r.top_token = w->res_tt, r.top_logprob = w->res_tl;
+            }
             r.timing = &tm;
             r.status = &st;
             recur_internal_envelope_t out = RECUR__INTERNAL__ENVELOPE__INIT;
@@ -768,6 +912,7 @@ recur_status_t recur_worker_run(recur_model_t *m, recur_comm_t *comm, const recu
         if (gethostname(w.grid.host, sizeof w.grid.host - 1) != 0) snprintf(w.grid.host, sizeof w.grid.host, "?");
     }
     w.multi = comm && w.grid.world_size > 1;
+    w.res_top_n = -1;
     if (!w.p.backend) w.p.backend = "cpu";
     if (!w.p.checkpoint_id || !*w.p.checkpoint_id) w.p.checkpoint_id = "unknown";
     recur_ckpt_identity_of(w.info, w.p.content_hash ? w.p.content_hash : "", &w.ident);
@@ -775,7 +920,14 @@ recur_status_t recur_worker_run(recur_model_t *m, recur_comm_t *comm, const recu
 
     /* rank 0 opens the socket; every rank learns whether that worked before anyone waits */
     recur_status_t s = RECUR_OK;
-    if (w.grid.world_rank == 0) {
+    const recur_model_shard_t *sh = &w.info->shard;
+    if (sh->pp_rank == sh->pp - 1 && recur_token_hist_create(w.n_slots, &w.hist) != RECUR_OK) s = RECUR_E_NOMEM;
+    if (s == RECUR_OK && w.grid.world_rank == 0 &&
+        !(w.bias_stamp = calloc((size_t)w.info->n_vocab, sizeof *w.bias_stamp)))
+        s = RECUR_E_NOMEM;
+    if (s != RECUR_OK) {
+        recur_log_err("worker: out of memory for the sampling state");
+    } else if (w.grid.world_rank == 0) {
         if (!w.p.connect) {
             recur_log_err("worker: no coordinator endpoint to connect to");
             s = RECUR_E_INVAL;
@@ -797,5 +949,9 @@ recur_status_t recur_worker_run(recur_model_t *m, recur_comm_t *comm, const recu
     free(w.buf);
     for (size_t i = 0; i < w.n_host; i++) free(w.host[i].buf);
     free(w.host);
+    recur_token_hist_free(w.hist);
+    free(w.bias_stamp);
+    free(w.x_boff), free(w.x_hoff), free(w.x_bias), free(w.x_hist), free(w.x_lp), free(w.x_tl), free(w.x_tt);
+    free(w.res_lp), free(w.res_tl), free(w.res_tt);
     return s;
 }

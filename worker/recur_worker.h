@@ -24,13 +24,31 @@
  * every LOGITS_MODE_SAMPLE sequence (recur_model_forward_sample with its sampling rows,
  * ids in [0, n_vocab)). The slots of a plan are distinct, so the split does not change any
  * sequence's result. Before anything runs, rank 0 checks the plan against the model
- * (slots in [1, n_slots), token ids < n_vocab, sampling features this worker has: no
- * penalties, no logprobs); a plan that fails gets a StepResult with RECUR_E_INVAL (or
- * RECUR_E_UNSUPPORTED) and its message, nothing changes, and the group keeps serving. A
+ * (slots in [1, n_slots), token ids < n_vocab, logit-bias ids < n_vocab and distinct per
+ * row); a plan that fails gets a StepResult with RECUR_E_INVAL and its message, nothing
+ * changes, and the group keeps serving. A
  * message that does not decode (recur_proto's checks: slot 0, repeated slots, ...) is
  * answered the same way when its step or op_id can still be read, else only logged. A
  * failure while running (device, MPI) is answered with an error StepResult and ends
  * every rank with RECUR_WORKER_EXIT_FAILED.
+ *
+ * Sampling: a SamplingRow's penalties, logit bias and logprobs go to the sample op
+ * (recur_backend.h) through recur_model_forward_sample_ex. The penalties need each
+ * sequence's tokens so far: the ranks that sample (the last pipeline stage's, where the
+ * logits are) keep, per slot, the counts of the tokens every plan fed to it (prompt and
+ * generated tokens) and of the tokens sampled for it (recur_token_hist.h), and send the
+ * lists only for rows that use a penalty (a repetition penalty needs every id seen;
+ * presence and frequency only the generated ones). A slot's history is cleared when the
+ * slot is reset (reset_slots, SlotOp RESET, also with history_only, which keeps the
+ * state), copied with it by a SlotOp COPY between slots (a fork penalizes the same
+ * tokens), and cleared by a COPY from a host key, LOAD and LOAD_TUNED: host copies and
+ * state files carry no token history, so after them the penalties count only the tokens
+ * fed from then on; SAVE writes none. When any row asks for logprobs, the StepResult carries logprob [n_seq] and
+ * top_n = the most alternatives any row asked for, with top_token / top_logprob
+ * [n_seq][top_n] (rows that asked fewer, and prefill-only rows, padded with -1 and 0).
+ * A plan that fails after its tokens were counted (another rank out of memory, a device
+ * failure) leaves them counted: the coordinator ends that step's requests, and their
+ * slots are reset before they are used again.
  *
  * Liveness: rank 0 waits for messages in slices of at most heartbeat_ms, sends a Heartbeat
  * (rank 0, its last step) after heartbeat_ms without sending anything, and answers every

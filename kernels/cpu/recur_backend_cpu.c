@@ -521,11 +521,69 @@ static int32_t cpu_sample_row(cpu_ctx_t *c, const float *l, int32_t nv, const re
     return 0;
 }
 
-static recur_status_t cpu_sample(recur_backend_t *b, const float *logits, int32_t n, int32_t V, int32_t n_valid,
-                                 const recur_sample_row_t *params, int32_t *tokens) {
+/* Steps 1 and 2 of the op (recur_backend.h) on row r of logits, in place: its logit
+ * bias, then its penalties, each id at most once per list. */
+static void cpu_adjust_row(float *l, int32_t nv, const recur_sample_row_t *p, const recur_sample_extras_t *ex,
+                           int32_t r) {
+    if (ex->n_bias > 0)
+        for (int32_t j = ex->bias_off[r]; j < ex->bias_off[r + 1]; j++) {
+            const int32_t t = ex->bias[j].token;
+            if (t >= 0 && t < nv) l[t] = recur_sample_add_bias(l[t], ex->bias[j].bias);
+        }
+    if (ex->n_hist > 0)
+        for (int32_t j = ex->hist_off[r]; j < ex->hist_off[r + 1]; j++) {
+            const recur_sample_hist_t *h = &ex->hist[j];
+            if (h->token >= 0 && h->token < nv)
+                l[h->token] = recur_sample_penalize(l[h->token], h->n_all, h->n_out, p->repetition_penalty,
+                                                    p->presence_penalty, p->frequency_penalty);
+        }
+}
+
+/* Step 4 on row r: log-softmax in double over the finite logits of ids [0, nv) (two
+ * passes: max, then the sum of e^(l - max)), the sampled token's value, and the k most
+ * likely ids by an insertion list of rank keys (the greedy order: logit descending, id
+ * ascending). */
+static void cpu_logprobs_row(const float *l, int32_t nv, const recur_sample_row_t *p, const recur_sample_extras_t *ex,
+                             int32_t r, int32_t token) {
+    const int32_t cols = ex->top_n;
+    int32_t *tt = cols > 0 ? ex->top_token + (size_t)r * (size_t)cols : NULL;
+    float *tl = cols > 0 ? ex->top_logprob + (size_t)r * (size_t)cols : NULL;
+    for (int32_t j = 0; j < cols; j++) tt[j] = -1, tl[j] = 0.0f;
+    ex->logprob[r] = 0.0f;
+    if (p->logprobs < 0) return;
+    double mx = -INFINITY, sum = 0.0;
+    for (int32_t i = 0; i < nv; i++)
+        if (isfinite(l[i]) && l[i] > mx) mx = l[i];
+    for (int32_t i = 0; i < nv; i++)
+        if (isfinite(l[i])) sum += exp((double)l[i] - mx);
+    const double lsum = log(sum);
+#define CPU_LOGPROB_(x) (isfinite(x) ? (float)(((double)(x) - mx) - lsum) : -INFINITY)
+    ex->logprob[r] = token >= 0 && token < nv ? CPU_LOGPROB_(l[token]) : -INFINITY;
+    const int32_t k = p->logprobs < cols ? p->logprobs : cols;
+    uint64_t keys[RECUR_SAMPLE_MAX_TOP];
+    int32_t have = 0;
+    for (int32_t i = 0; i < nv && k > 0; i++) {
+        if (!isfinite(l[i])) continue;
+        const uint64_t key = recur_sample_rank_key(l[i] == 0.0f ? 0.0f : l[i], i);
+        if (have == k && key >= keys[k - 1]) continue;
+        int32_t j = have < k ? have++ : k - 1;
+        for (; j > 0 && keys[j - 1] > key; j--) keys[j] = keys[j - 1];
+        keys[j] = key;
+    }
+    for (int32_t j = 0; j < have; j++) {
+        const int32_t id = recur_sample_key_id(keys[j]);
+        tt[j] = id;
+        tl[j] = CPU_LOGPROB_(l[id]);
+    }
+#undef CPU_LOGPROB_
+}
+
+static recur_status_t cpu_sample(recur_backend_t *b, float *logits, int32_t n, int32_t V, int32_t n_valid,
+                                 const recur_sample_row_t *params, const recur_sample_extras_t *ex, int32_t *tokens) {
     RECUR_ASSERT(n >= 0 && V >= 0);
     const int32_t nv = n_valid < 0 ? 0 : n_valid < V ? n_valid : V;
     RECUR_ASSERT(nv <= RECUR_SAMPLE_MAX_VOCAB);
+    RECUR_ASSERT(!ex || !ex->logprob || (ex->top_n >= 0 && ex->top_n <= RECUR_SAMPLE_MAX_TOP));
     if (!b->ctx) {
         b->ctx = calloc(1, sizeof(cpu_ctx_t));
         if (!b->ctx) return RECUR_E_NOMEM;
@@ -542,7 +600,13 @@ static recur_status_t cpu_sample(recur_backend_t *b, const float *logits, int32_
         }
         c->cap = (size_t)nv;
     }
-    for (int32_t r = 0; r < n; r++) tokens[r] = cpu_sample_row(c, logits + (size_t)r * (size_t)V, nv, &params[r]);
+    const int adjust = ex && (ex->n_bias > 0 || ex->n_hist > 0), lp = ex && ex->logprob;
+    for (int32_t r = 0; r < n; r++) {
+        float *l = logits + (size_t)r * (size_t)V;
+        if (adjust) cpu_adjust_row(l, nv, &params[r], ex, r);
+        tokens[r] = cpu_sample_row(c, l, nv, &params[r]);
+        if (lp) cpu_logprobs_row(l, nv, &params[r], ex, r, tokens[r]);
+    }
     return RECUR_OK;
 }
 

@@ -138,8 +138,9 @@ recur_status_t recur_cuda_xlstm_head_out(recur_backend_t *b, const float *h, con
                                          int32_t M, int32_t n_head, int32_t dv, float eps, float *out);
 
 /* recur_cuda_sample.cu */
-recur_status_t recur_cuda_sample(recur_backend_t *b, const float *logits, int32_t n, int32_t V, int32_t n_valid,
-                                 const recur_sample_row_t *params, int32_t *tokens);
+recur_status_t recur_cuda_sample(recur_backend_t *b, float *logits, int32_t n, int32_t V, int32_t n_valid,
+                                 const recur_sample_row_t *params, const recur_sample_extras_t *extras,
+                                 int32_t *tokens);
 
 /* ---- device helpers shared by the kernels (header-inline so every .cu has them) */
 #ifdef __CUDACC__

@@ -161,30 +161,30 @@ static __device__ int block_find_reach(const T *h, int nb, u64 X, u64 *before, S
 /* Calls f(i, logit) for every i < nv of the row, with 16-byte loads U deep (batch 1 is
  * one block per row: it needs many loads in flight to pull the row from memory fast).
  * U = 4 for the light passes; the heavy P2 uses 2, which keeps it within 64 registers. */
-template <int U = 4, class F>
+template <int U = 4, int NT = kThreads, class F>
 static __device__ __forceinline__ void for_each_logit(const float *__restrict__ row, int nv, F &f) {
     int head = (int)(((16u - ((unsigned)(uintptr_t)row & 15u)) & 15u) >> 2);
     head = head < nv ? head : nv;
-    for (int i = threadIdx.x; i < head; i += kThreads) f(i, __ldg(row + i));
+    for (int i = threadIdx.x; i < head; i += NT) f(i, __ldg(row + i));
     const float4 *v = reinterpret_cast<const float4 *>(row + head);
     const int nvec = (nv - head) >> 2;
     int j = threadIdx.x;
-    for (; j + (U - 1) * kThreads < nvec; j += U * kThreads) {
+    for (; j + (U - 1) * NT < nvec; j += U * NT) {
         float4 a[U];
 #pragma unroll
-        for (int u = 0; u < U; u++) a[u] = __ldg(v + j + u * kThreads);
+        for (int u = 0; u < U; u++) a[u] = __ldg(v + j + u * NT);
 #pragma unroll
         for (int u = 0; u < U; u++) {
-            const int i = head + 4 * (j + u * kThreads);
+            const int i = head + 4 * (j + u * NT);
             f(i, a[u].x); f(i + 1, a[u].y); f(i + 2, a[u].z); f(i + 3, a[u].w);
         }
     }
-    for (; j < nvec; j += kThreads) {
+    for (; j < nvec; j += NT) {
         const float4 a = __ldg(v + j);
         const int i = head + 4 * j;
         f(i, a.x); f(i + 1, a.y); f(i + 2, a.z); f(i + 3, a.w);
     }
-    for (int i = head + 4 * nvec + threadIdx.x; i < nv; i += kThreads) f(i, __ldg(row + i));
+    for (int i = head + 4 * nvec + threadIdx.x; i < nv; i += NT) f(i, __ldg(row + i));
 }
 
 /* A histogram add that merges runs of the same bin in registers first: each thread's
@@ -479,14 +479,194 @@ static __global__ void __launch_bounds__(kThreads) sample_kernel(const float *__
     if (threadIdx.x == 0) tokens[row] = recur_sample_key_id(s.key);
 }
 
-recur_status_t recur_cuda_sample(recur_backend_t *b, const float *logits, int32_t n, int32_t V, int32_t n_valid,
-                                 const recur_sample_row_t *params, int32_t *tokens) {
+/* ------------------------------------------------------------------ bias and penalties */
+
+static constexpr int kAdjThreads = 256;
+
+/* Steps 1 and 2 of the op (recur_backend.h) in place, one block per row: the bias list,
+ * then (after a barrier, since an id may be in both lists) the history list. The ids of
+ * one list are distinct, so no two threads write one logit. */
+static __global__ void __launch_bounds__(kAdjThreads) adjust_kernel(float *__restrict__ logits, int V, int nv,
+                                                                    const recur_sample_row_t *__restrict__ params,
+                                                                    const int32_t *__restrict__ bias_off,
+                                                                    const recur_sample_bias_t *__restrict__ bias,
+                                                                    const int32_t *__restrict__ hist_off,
+                                                                    const recur_sample_hist_t *__restrict__ hist) {
+    const int row = blockIdx.x;
+    float *l = logits + (size_t)row * (size_t)V;
+    if (bias_off)
+        for (int j = bias_off[row] + threadIdx.x; j < bias_off[row + 1]; j += kAdjThreads) {
+            const recur_sample_bias_t e = bias[j];
+            if (e.token >= 0 && e.token < nv) l[e.token] = recur_sample_add_bias(l[e.token], e.bias);
+        }
+    if (!hist_off) return;
+    __syncthreads(); /* the block's global writes above are visible to all its threads */
+    const recur_sample_row_t p = params[row];
+    for (int j = hist_off[row] + threadIdx.x; j < hist_off[row + 1]; j += kAdjThreads) {
+        const recur_sample_hist_t e = hist[j];
+        if (e.token >= 0 && e.token < nv)
+            l[e.token] = recur_sample_penalize(l[e.token], e.n_all, e.n_out, p.repetition_penalty, p.presence_penalty,
+                                               p.frequency_penalty);
+    }
+}
+
+/* ------------------------------------------------------------------ logprobs */
+
+/* Step 4, one block per row of 1024 threads, after the sample kernel (it reads the
+ * sampled token). One pass over the row, in warp tiles of 32 consecutive logits (a warp
+ * loads U tiles at a time, so a batch-1 row has enough loads in flight):
+ *  - each lane keeps an online log-sum-exp: its running max m and the sum of e^(l - m) in
+ *    double, rescaled when m grows;
+ *  - when top ids are wanted, each warp keeps the 32 smallest rank keys it has seen, one
+ *    per lane, sorted across the lanes; a tile's logits are tested against the warp's
+ *    k-th key (one compare and one ballot per 32 logits) and the few that pass are
+ *    inserted one at a time by a shuffle (after the first tiles, rarely: a per-thread
+ *    list instead was ten times slower, every lane diverging into its insertions).
+ * Then the block combines the sums, and a bitonic sort of the warps' k best gives the
+ * row's k best. Rows that asked for nothing only write the padding. */
+static constexpr int kLpThreads = 1024;
+static constexpr int kLpWarps = kLpThreads / 32;
+static constexpr int kLpTiles = 8; /* tiles a warp loads before it processes them */
+static_assert(RECUR_SAMPLE_MAX_TOP <= 32, "a warp's list is one key per lane");
+
+/* The pass over one row; TOP: also each warp's list (k >= 1). */
+template <bool TOP>
+static __device__ __forceinline__ void logprobs_pass(const float *__restrict__ l, int nv, int k, float &m, double &s,
+                                                     u64 &mine) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int n_tiles = (nv + 31) >> 5;
+    u64 thr = ~0ull; /* the warp's k-th smallest key so far */
+    for (int t0 = warp; t0 < n_tiles; t0 += kLpWarps * kLpTiles) {
+        float x[kLpTiles];
+#pragma unroll
+        for (int u = 0; u < kLpTiles; u++) {
+            const int i = (t0 + u * kLpWarps) * 32 + lane;
+            x[u] = i < nv ? __ldg(l + i) : NAN;
+        }
+#pragma unroll
+        for (int u = 0; u < kLpTiles; u++) {
+            const int t = t0 + u * kLpWarps;
+            if (t >= n_tiles) break; /* warp-uniform */
+            const float v = x[u];
+            const bool fin = isfinite(v);
+            if (fin) {
+                if (v > m) {
+                    s = s * (double)expf(m - v) + 1.0;
+                    m = v;
+                } else {
+                    s += (double)expf(v - m);
+                }
+            }
+            if (TOP) {
+                const u64 key = recur_sample_rank_key(v == 0.0f ? 0.0f : v, t * 32 + lane);
+                unsigned ball = __ballot_sync(0xffffffffu, fin && key < thr);
+                while (ball) { /* warp-uniform */
+                    const u64 kk = __shfl_sync(0xffffffffu, key, __ffs(ball) - 1);
+                    const int pos = __popc(__ballot_sync(0xffffffffu, mine < kk));
+                    const u64 up = __shfl_up_sync(0xffffffffu, mine, 1);
+                    if (lane > pos) mine = up;
+                    else if (lane == pos) mine = kk;
+                    thr = __shfl_sync(0xffffffffu, mine, k - 1);
+                    ball &= ball - 1;
+                    ball &= __ballot_sync(0xffffffffu, key < thr);
+                }
+            }
+        }
+    }
+}
+
+static __global__ void __launch_bounds__(kLpThreads) logprobs_kernel(const float *__restrict__ logits, int V, int nv,
+                                                                     const recur_sample_row_t *__restrict__ params,
+                                                                     const int32_t *__restrict__ tokens, int cols,
+                                                                     float *__restrict__ logprob,
+                                                                     int32_t *__restrict__ top_token,
+                                                                     float *__restrict__ top_logprob) {
+    __shared__ u64 cand[kLpThreads];
+    __shared__ float red_m[kLpWarps];
+    __shared__ double red_s[kLpWarps];
+    const int row = blockIdx.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const float *l = logits + (size_t)row * (size_t)V;
+    const int want = params[row].logprobs;
+    const int k = want < 0 ? 0 : want < cols ? want : cols;
+    if (want < 0) {
+        if (threadIdx.x == 0) logprob[row] = 0.0f;
+        for (int j = threadIdx.x; j < cols; j += kLpThreads) {
+            top_token[(size_t)row * cols + j] = -1;
+            top_logprob[(size_t)row * cols + j] = 0.0f;
+        }
+        return;
+    }
+    float m = -INFINITY;
+    double s = 0.0;
+    u64 mine = ~0ull; /* lane j: the warp's (j+1)-th smallest key */
+    if (k > 0) logprobs_pass<true>(l, nv, k, m, s, mine);
+    else logprobs_pass<false>(l, nv, 0, m, s, mine);
+    /* the row's max and sum */
+    float M = m;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, o));
+    if (lane == 0) red_m[warp] = M;
+    cand[threadIdx.x] = lane < k ? mine : ~0ull;
+    __syncthreads();
+    M = red_m[0];
+    for (int w = 1; w < kLpWarps; w++) M = fmaxf(M, red_m[w]);
+    double S = m > -INFINITY ? s * exp((double)m - (double)M) : 0.0;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) S += __shfl_xor_sync(0xffffffffu, S, o);
+    if (lane == 0) red_s[warp] = S;
+    __syncthreads();
+    S = 0.0;
+    for (int w = 0; w < kLpWarps; w++) S += red_s[w];
+    const double lsum = log(S);
+    if (threadIdx.x == 0) {
+        const int t = tokens[row];
+        const float x = t >= 0 && t < nv ? l[t] : -INFINITY;
+        logprob[row] = isfinite(x) ? (float)(((double)x - (double)M) - lsum) : -INFINITY;
+    }
+    if (cols == 0) return;
+    if (k > 0) /* the block's k best: sort every warp's k best (the rest ~0) */
+        for (int size = 2; size <= kLpThreads; size <<= 1)
+            for (int stride = size >> 1; stride > 0; stride >>= 1) {
+                const int i = threadIdx.x, ixj = i ^ stride;
+                if (ixj > i) {
+                    const u64 x = cand[i], y = cand[ixj];
+                    if ((x > y) == ((i & size) == 0)) { cand[i] = y; cand[ixj] = x; }
+                }
+                __syncthreads();
+            }
+    for (int j = threadIdx.x; j < cols; j += kLpThreads) {
+        const u64 key = j < k ? cand[j] : ~0ull;
+        int32_t id = -1;
+        float lp = 0.0f;
+        if (key != ~0ull) {
+            id = recur_sample_key_id(key);
+            lp = (float)(((double)l[id] - (double)M) - lsum);
+        }
+        top_token[(size_t)row * cols + j] = id;
+        top_logprob[(size_t)row * cols + j] = lp;
+    }
+}
+
+recur_status_t recur_cuda_sample(recur_backend_t *b, float *logits, int32_t n, int32_t V, int32_t n_valid,
+                                 const recur_sample_row_t *params, const recur_sample_extras_t *ex, int32_t *tokens) {
     recur_cuda_ctx_t *c = recur_cuda_ctx(b);
     RECUR_ASSERT(n >= 0 && V >= 0);
     const int32_t nv = n_valid < 0 ? 0 : n_valid < V ? n_valid : V;
     RECUR_ASSERT(nv <= RECUR_SAMPLE_MAX_VOCAB);
+    RECUR_ASSERT(!ex || !ex->logprob || (ex->top_n >= 0 && ex->top_n <= RECUR_SAMPLE_MAX_TOP));
     if (n == 0) return RECUR_OK;
+    if (ex && (ex->n_bias > 0 || ex->n_hist > 0)) {
+        adjust_kernel<<<(unsigned)n, kAdjThreads, 0, c->stream>>>(
+            logits, V, nv, params, ex->n_bias > 0 ? ex->bias_off : nullptr, ex->bias,
+            ex->n_hist > 0 ? ex->hist_off : nullptr, ex->hist);
+        RCU_LAUNCHED("adjust_kernel");
+    }
     sample_kernel<<<(unsigned)n, kThreads, 0, c->stream>>>(logits, V, nv, params, tokens);
     RCU_LAUNCHED("sample_kernel");
+    if (ex && ex->logprob) {
+        logprobs_kernel<<<(unsigned)n, kLpThreads, 0, c->stream>>>(logits, V, nv, params, tokens, ex->top_n,
+                                                                   ex->logprob, ex->top_token, ex->top_logprob);
+        RCU_LAUNCHED("logprobs_kernel");
+    }
     return RECUR_OK;
 }
