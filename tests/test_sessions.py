@@ -21,6 +21,8 @@ tp1 (the bundled tiny model), with --session-dir:
   - an RWKV-7 state-tuning file as a variant (--state-variant): its greedy tokens equal
     `recur logits --state-in` from the same state and its seeded samples `recur generate
     --state-in`, a session on it gives the same, and the plain model samples others;
+  - the worker group killed mid-turn (serve restarts it): the turn ends with an error and
+    the session continues from its checkpoint, as if that turn never happened;
   - SIGTERM during a turn: the drain lets it finish, its checkpoint is written, and after
     a restart the session continues from the whole turn;
   - the prefix cache: prompts sharing a 40-token system prompt give `recur generate`'s
@@ -421,6 +423,37 @@ def check_drain(work):
     s.stop()
 
 
+def check_worker_restart(work):
+    d = os.path.join(work, "restart")
+    s = Server(TINY, ["--session-dir", d, "--worker-timeout-ms", "3000"])
+    with RecurClient(s.endpoint) as c:
+        p1 = prompt(80, 256)
+        o1, _ = turn(c, p1, 6, "wr")
+        workers = descendants(s.p.pid)
+        rid = c.start(prompt(81, 256), max_tokens=100000, session_id="wr", ignore_eos=True, **SAMPLING)
+        it = c.stream(rid)
+        next(it)
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        e = None
+        try:
+            for _ in it:
+                pass
+        except (RecurError, TimeoutError) as x:
+            e = x
+        deadline = time.time() + 60
+        while time.time() < deadline and c.health().status != api.SERVING_STATUS_SERVING:
+            time.sleep(0.2)
+        info = c.get_session("wr")
+        p2 = prompt(82, 256)
+        o2, _ = turn(c, p2, 6, "wr")
+        w, _ = turn(c, p1 + o1 + p2, 6)
+        check(isinstance(e, RecurError) and info.n_tokens == len(p1) + len(o1) and o2 == w,
+              "worker group killed mid-turn and restarted: the turn ends with an error (%s), the session continues "
+              "from its checkpoint exactly" % (e.message[:60] if isinstance(e, RecurError) else e))
+    s.stop()
+
+
 def check_prefix():
     system = "You are a terse helper. Reply in rhyme!\n"   # 40 tokens (bytes)
     qs = ["Q: cats? A:", "Q: dogs? A:", "Q: rain? A:", "Q: sun? A:", "Q: sea? A:", "Q: hills? A:", "Q: moon? A:",
@@ -477,6 +510,7 @@ def main():
                 check_variant(work)
                 check_prefix()
                 check_drain(work)
+                check_worker_restart(work)
         # across layouts: each multi-rank layout's directory under the other one
         for a, b in [("tp2", "pp2"), ("pp2", "tp2")]:
             if a in runs and b in runs:
