@@ -22,6 +22,7 @@
  *   - Cancel (request id, from the same client identity): cancels and answers
  *     CancelResponse, then the stream's final message (CANCELLED);
  *   - ListModels, Health: answered at once;
+ *   - Session requests and SlotOpResults: see "Sessions" below (recur_coord_sessions.inc);
  *   - heartbeats to the worker after heartbeat_ms without sending it anything; a worker
  *     silent for worker_timeout_ms (no result, no heartbeat) is lost: every request ends
  *     with ERROR, Health says NOT_SERVING and Generate is refused until a Hello comes again.
