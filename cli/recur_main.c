@@ -26,6 +26,7 @@
 #include "recur_state_file.h"
 #include "recur_tokenizer.h"
 #include "recur_tokenizer_pick.h"
+#include "recur_state_ckpt.h"
 #include "recur_worker.h"
 #include "recur_serve.h"
 
@@ -47,7 +48,7 @@ static void usage(FILE *to) {
             "\n"
             "recur generate [--model PATH] --prompt TEXT [--max-tokens N] [--temperature T]\n"
             "               [--top-p P] [--top-k K] [--min-p P] [--seed S] [--tokenizer VOCAB]\n"
-            "               [--ignore-eos] [--state f32|bf16]\n"
+            "               [--ignore-eos] [--state f32|bf16] [--state-in F]\n"
             "  PATH is a .bin, a .safetensors, an index json or a model directory; without\n"
             "  --model the bundled tiny RWKV-7 (834K parameters, byte-level) is used. The\n"
             "  tokenizer: --tokenizer (a tokenizer.json or a World vocab file), else one in the\n"
@@ -429,7 +430,7 @@ static int cmd_generate(int argc, char **argv) {
                 .state = RECUR_DTYPE_F32, .tp = 1, .pp = 1, .slots = -1};
     if (parse_opts(argc, argv, 2,
                    "model prompt max-tokens temperature top-p top-k min-p seed tokenizer ignore-eos backend weights "
-                   "state log-level tp pp", &o))
+                   "state state-in log-level tp pp", &o))
         goto usage;
     if (!o.prompt) {
         fprintf(stderr, "recur generate: --prompt is required\n");
@@ -474,6 +475,16 @@ static int cmd_generate(int argc, char **argv) {
         goto done;
     }
     if (n_ids > INT32_MAX) goto done;
+    if (o.state_in) {   /* start from a saved state (as recur logits --state-in) */
+        void *st = malloc(info->state_bytes);
+        char why[512], path[PATH_MAX + 64];
+        recur_status_t s = st ? shard_file(&d, o.state_in, path, sizeof path) : RECUR_E_NOMEM;
+        if (s == RECUR_OK) s = recur_state_file_read(path, st, info->state_bytes, why, sizeof why);
+        if (s == RECUR_E_IO || s == RECUR_E_FORMAT) recur_log_err("%s", why);
+        if (s == RECUR_OK) s = recur_model_state_set(m, 1, st);
+        free(st);
+        if (s != RECUR_OK) goto done;
+    }
 
     int32_t slot = 1, len = (int32_t)n_ids, next = 0;
     /* ids past the tokenizer's (padding rows of a vocabulary) are never sampled */
@@ -545,15 +556,21 @@ static int cmd_worker(int argc, char **argv) {
     dist_t d = {0};
     recur_backend_t *b = NULL;
     recur_model_t *m = NULL;
-    char ckpt[RECUR_PROTO_MAX_NAME_BYTES];
-    if (recur_bench_is_virtual(o.model)) snprintf(ckpt, sizeof ckpt, "virtual:%s", o.model);
-    else if (recur_worker_checkpoint_id(o.model, ckpt, sizeof ckpt) != RECUR_OK) goto done;
+    char ckpt[RECUR_PROTO_MAX_NAME_BYTES], chash[96];
+    if (recur_bench_is_virtual(o.model)) {
+        snprintf(ckpt, sizeof ckpt, "virtual:%s", o.model);
+        snprintf(chash, sizeof chash, "%.90s", ckpt);   /* the spec is the content */
+    } else if (recur_worker_checkpoint_id(o.model, ckpt, sizeof ckpt) != RECUR_OK ||
+               recur_ckpt_content_hash(o.model, chash, sizeof chash) != RECUR_OK) {
+        goto done;
+    }
     if (open_model(&o, &d, &b, &m) != RECUR_OK) goto done;
     loaded = 1;
     recur_worker_params_t wp = recur_worker_default_params();
     wp.connect = o.connect;
     wp.backend = o.backend ? o.backend : "cpu";
     wp.checkpoint_id = ckpt;
+    wp.content_hash = chash;
     wp.software_version = RECUR_VERSION;
     wp.heartbeat_ms = (int32_t)o.heartbeat_ms;
     wp.idle_limit_ms = (int32_t)o.idle_limit_ms;

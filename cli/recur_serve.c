@@ -214,13 +214,27 @@ static void serve_usage(FILE *to) {
             "  --chat-template: a template file (docs/chat-templates.md) instead of the built-in one\n"
             "  (RWKV World for RWKV-7, plain for xLSTM). --served-model-name: the model id clients use\n"
             "  (default: the model file's name without .bin/.safetensors). README: HTTP API.\n"
+            "                   [--state f32|bf16] [--session-dir PATH] [--max-sessions N] [--session-slots N]\n"
+            "                   [--session-host-bytes N] [--session-ttl-s N] [--state-variant NAME=PATH ...]\n"
+            "                   [--prefix-cache-entries N] [--prefix-cache-block N]\n"
             "  --external-workers: start no worker group; the workers are launched separately (multi-node:\n"
             "    mpirun --hostfile H -np T*P recur worker --connect <the printed worker endpoint> --model PATH\n"
             "    --tp T --pp P [--backend cuda]); bind --worker-bind to an address the nodes can reach.\n"
             "  SIGTERM/SIGINT: drain (no new requests, Health NOT_SERVING; the requests in flight finish)\n"
             "    for up to --drain-timeout-s (default 30), then stop the workers; a second signal stops at once.\n"
             "  A worker group that exits, or stops answering for --worker-timeout-ms, fails its requests and is\n"
-            "    started again, up to --max-worker-restarts times (default 5); then serve exits 1.\n");
+            "    started again, up to --max-worker-restarts times (default 5); then serve exits 1.\n"
+            "  Sessions (GenerateRequest.session_id, SessionRequest): --session-dir: a checkpoint after every turn\n"
+            "    (a directory the coordinator and every worker rank can reach; sessions survive restarts, under any\n"
+            "    --tp/--pp); --max-sessions (default 10000); --session-slots: idle sessions kept in state slots\n"
+            "    (default half of --slots); --session-host-bytes: workers' host memory per rank for idle sessions\n"
+            "    (default 1073741824; 0: none); --session-ttl-s: delete sessions idle this long (default 0: never).\n"
+            "  --state-variant NAME=PATH: requests naming model '<id>:NAME' start from the RWKV-7 state-tuning file\n"
+            "    PATH (safetensors of blocks.N.att.time_state; scripts/pth_to_safetensors.py converts a .pth).\n"
+            "  --prefix-cache-entries N: keep up to N states of prompt prefixes that several requests shared (a\n"
+            "    system prompt), in the workers' host memory, at multiples of --prefix-cache-block tokens (default 32);\n"
+            "    a prompt starting with one prefills only the rest. Default 0 (off).\n"
+            "  --state f32|bf16: how the workers store the recurrent state (default f32).\n");
 }
 
 /* The default served model name: the file's (or directory's) name, without a model-file
@@ -260,6 +274,11 @@ int recur_serve_main(int argc, char **argv, int first) {
     const char *keys[64];
     size_t n_keys = 0;
     hc.port = 8000;
+    const char *state_dtype = NULL;
+    enum { MAX_VARIANTS = 64 };
+    const char *var_names[MAX_VARIANTS], *var_paths[MAX_VARIANTS];
+    char var_buf[MAX_VARIANTS][512];
+    int n_var = 0;
     for (int i = first; i < argc; i++) {
         const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -293,6 +312,39 @@ int recur_serve_main(int argc, char **argv, int first) {
         else if (!strcmp(a, "--max-tokens")) { rc = arg_long(a, val, 1, INT32_MAX, &v); cfg.default_max_tokens = (int32_t)v; }
         else if (!strcmp(a, "--worker-timeout-ms")) { rc = arg_long(a, val, 1, INT32_MAX, &v); cfg.worker_timeout_ms = (int32_t)v; }
         else if (!strcmp(a, "--drain-timeout-s")) rc = arg_long(a, val, 0, 24 * 3600, &drain_s);
+        else if (!strcmp(a, "--session-dir")) cfg.session_dir = val;
+        else if (!strcmp(a, "--prefix-cache-entries")) { rc = arg_long(a, val, 0, 1 << 20, &v); cfg.prefix_cache_entries = (int32_t)v; }
+        else if (!strcmp(a, "--prefix-cache-block")) { rc = arg_long(a, val, 1, 1 << 20, &v); cfg.prefix_cache_block = (int32_t)v; }
+        else if (!strcmp(a, "--max-sessions")) { rc = arg_long(a, val, 1, 1 << 24, &v); cfg.max_sessions = (int32_t)v; }
+        else if (!strcmp(a, "--session-slots")) { rc = arg_long(a, val, 0, 1 << 20, &v); cfg.session_slots = (int32_t)v; }
+        else if (!strcmp(a, "--session-ttl-s")) { rc = arg_long(a, val, 0, INT32_MAX, &v); cfg.session_ttl_s = (uint32_t)v; }
+        else if (!strcmp(a, "--session-host-bytes")) {
+            char *end;
+            errno = 0;
+            unsigned long long x = strtoull(val, &end, 10);
+            if (errno || end == val || *end || val[0] == '-')
+                rc = -1, fprintf(stderr, "recur serve: --session-host-bytes expects a byte count, got '%s'\n", val);
+            cfg.session_host_bytes = (uint64_t)x;
+        } else if (!strcmp(a, "--state")) {
+            if (strcmp(val, "f32") && strcmp(val, "bf16"))
+                rc = -1, fprintf(stderr, "recur serve: --state expects f32 or bf16, got '%s'\n", val);
+            state_dtype = val;
+        } else if (!strcmp(a, "--state-variant")) {
+            const char *eq = strchr(val, '=');
+            if (!eq || eq == val || !eq[1] || n_var == MAX_VARIANTS || strlen(val) >= sizeof var_buf[0] ||
+                memchr(val, ':', (size_t)(eq - val))) {
+                rc = -1, fprintf(stderr, "recur serve: --state-variant expects NAME=PATH (NAME without ':'; at most "
+                                         "%d), got '%s'\n", MAX_VARIANTS, val);
+            } else {
+                snprintf(var_buf[n_var], sizeof var_buf[n_var], "%s", val);
+                var_buf[n_var][eq - val] = '\0';
+                var_names[n_var] = var_buf[n_var], var_paths[n_var] = var_buf[n_var] + (eq - val) + 1;
+                for (int k = 0; k < n_var; k++)
+                    if (!strcmp(var_names[k], var_names[n_var]))
+                        rc = -1, fprintf(stderr, "recur serve: --state-variant %s given twice\n", var_names[k]);
+                n_var++;
+            }
+        }
         else if (!strcmp(a, "--max-worker-restarts")) rc = arg_long(a, val, 0, 1000000, &max_restarts);
         else if (!strcmp(a, "--host")) hc.host = val;
         else if (!strcmp(a, "--port")) { rc = arg_long(a, val, 0, 65535, &v); hc.port = (int)v; }
@@ -342,6 +394,7 @@ int recur_serve_main(int argc, char **argv, int first) {
     if (served) snprintf(name, sizeof name, "%s", served);
     else default_model_name(model, name, sizeof name);
     cfg.model_id = name;
+    cfg.n_variants = n_var, cfg.variant_names = var_names, cfg.variant_paths = var_paths;
 
     /* the HTTP side's files: refused here, before anything starts */
     recur_chat_template_t *tmpl = NULL;
@@ -426,6 +479,7 @@ int recur_serve_main(int argc, char **argv, int first) {
     const char *tail[] = {self, "worker", "--connect", recur_coord_worker_endpoint(c), "--model", model,
                           "--backend", backend, "--slots", slots_s, "--tp", tps, "--pp", pps, "--idle-limit-ms", idle};
     for (size_t i = 0; i < sizeof tail / sizeof *tail; i++) args[k++] = (char *)tail[i];
+    if (state_dtype) args[k++] = "--state", args[k++] = (char *)state_dtype;
     args[k] = NULL;
     if (geteuid() == 0) {   /* Open MPI refuses root unless told */
         setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 0);

@@ -1,21 +1,29 @@
 /* recur_coord.c: see recur_coord.h. */
 #include "recur_coord.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
 #include "recur_log.h"
 #include "recur_msgsock.h"
+#include "recur_prefix_cache.h"
 #include "recur_proto.h"
+#include "recur_sessions.h"
+#include "recur_state_ckpt.h"
 #include "recur_tokenizer.h"
 #include "recur_tokenizer_pick.h"
 #include "recur_utf8.h"
 
+/* Sessions and initial-state variants: recur_coord_sessions.inc (included at the end). */
+typedef struct creq_ext creq_ext_t;     /* what a request needs beyond a fresh slot */
+typedef struct coord_sess coord_sess_t; /* the session table, pending state ops, variants */
 /* The logprobs of one generated token (StepResult -> Token), RECUR_PROTO_MAX_LOGPROBS
  * alternatives at most. n_top -1: none came for this token. */
 typedef struct lp_ent {
@@ -41,6 +49,7 @@ typedef struct creq {
     char *text;                        /* bytes decoded but not yet sent */
     size_t n_text, cap_text;
     int stopped;                       /* a stop string matched: later tokens are dropped */
+    creq_ext_t *ext;                   /* a session turn or a variant; NULL: a plain request */
     /* sampling extras: the logit bias (sent with every sampling row) and logprobs (-1:
      * none; n: the sampled token's and n alternatives). Logprobs come with a StepResult
      * before the scheduler's TOKEN event of the same token: they wait in lpq (FIFO) until
@@ -82,6 +91,8 @@ struct recur_coord {
     size_t cap_seq, cap_rows;
     /* requests */
     creq_t *head;
+    int32_t n_ext;                      /* live requests with an ext                        */
+    coord_sess_t *ss;                   /* sessions, variants (recur_coord_sessions.inc)     */
     /* requests with a logit bias or logprobs, by scheduler id (ascending: ids are given in
      * submit order), to find them from a plan's sequences; and the ids of the plan in
      * flight when one of its rows asked for logprobs */
@@ -113,6 +124,31 @@ static uint64_t now_ns(void) {
 }
 static uint64_t now_ms(void) { return now_ns() / 1000000ull; }
 
+/* recur_coord_sessions.inc, called from the request loop below */
+struct recur_sched_plan;
+static recur_status_t ext_create(recur_coord_t *c, const recur_coord_config_t *cfg);
+static void ext_destroy(recur_coord_t *c);
+static int ext_resolve_model(recur_coord_t *c, const char *model, int32_t *variant);
+static int ext_begin(recur_coord_t *c, const recur_msgsock_peer_t *from, const Recur__Api__GenerateRequest *g,
+                     int32_t variant, creq_ext_t **out);
+static int ext_wants_bos(const creq_ext_t *x);
+static int ext_attach(recur_coord_t *c, creq_t *r, int32_t **ids, size_t *n, recur_sched_request_t *q);
+static void ext_on_token(creq_t *r, int32_t token);
+static int ext_finish(recur_coord_t *c, creq_t *r, const recur_sched_event_t *ev, Recur__Api__Usage *u,
+                      Recur__Api__GenerateFinal *fin);
+static void ext_free(recur_coord_t *c, creq_t *r);
+static void ext_plan_resets(recur_coord_t *c, const recur_sched_plan_t *p, const int32_t **resets, int32_t *n_reset);
+static void ext_plan_sent(recur_coord_t *c, const recur_sched_plan_t *p);
+static void ext_step_failed(recur_coord_t *c);
+static void ext_list_models(recur_coord_t *c, Recur__Api__ListModelsResponse *lr);
+static void ext_on_slot_op_result(recur_coord_t *c, const Recur__Internal__SlotOpResult *res);
+static void ext_on_session(recur_coord_t *c, const recur_msgsock_peer_t *from, const Recur__Api__SessionRequest *q);
+static void ext_on_worker_ready(recur_coord_t *c, const Recur__Internal__Hello *h);
+static void ext_on_worker_lost(recur_coord_t *c, const char *why);
+static void ext_tick(recur_coord_t *c);
+static void ext_drain(recur_coord_t *c);
+static int ext_pending(const recur_coord_t *c);
+
 recur_coord_config_t recur_coord_default_config(void) {
     recur_coord_config_t c;
     memset(&c, 0, sizeof c);
@@ -123,6 +159,10 @@ recur_coord_config_t recur_coord_default_config(void) {
     c.default_max_tokens = 256;
     c.heartbeat_ms = 1000;
     c.worker_timeout_ms = 30000;
+    c.max_sessions = 10000;
+    c.session_slots = -1;
+    c.session_host_bytes = (uint64_t)1 << 30;
+    c.prefix_cache_block = 32;
     return c;
 }
 
@@ -340,6 +380,7 @@ static void send_tokens(recur_coord_t *c, creq_t *r, size_t n_send, int final_te
 /* ------------------------------------------------------------------ requests */
 
 static void req_free(recur_coord_t *c, creq_t *r) {
+    if (r->ext) ext_free(c, r);
     if (r->prev) r->prev->next = r->next;
     else c->head = r->next;
     if (r->next) r->next->prev = r->prev;
@@ -369,6 +410,7 @@ static size_t find_stop(const creq_t *r, size_t *pos) {
 }
 
 static void on_token(recur_coord_t *c, creq_t *r, int32_t token) {
+    if (r->ext) ext_on_token(r, token);   /* the session's record has every generated token */
     /* this token's logprobs (queued by its StepResult): the first queued for this id */
     lp_ent_t lp = {.n_top = -1};
     while (r->logprobs >= 0 && r->lpq_head < r->n_lpq) {
@@ -431,6 +473,7 @@ static void on_finished(recur_coord_t *c, creq_t *r, const recur_sched_event_t *
         e.message = (char *)(why && *why ? why : "the step failed");
         fin.error = &e;
     }
+    if (r->ext && ext_finish(c, r, ev, &u, &fin)) return;   /* held until the session's checkpoint is on disk */
     send_tokens(c, r, r->n_text, 1, &fin);
     recur_metrics_finished(c->cfg.metrics, (const char *[]){"", "stop", "length", "cancelled", "error"}[fin.finish_reason],
                            r->t_accept_ns, now_ns());
@@ -470,6 +513,7 @@ void recur_coord_fail_all(recur_coord_t *c, const char *why) {
         recur_sched_cancel(c->sched, r->id);   /* fails for those already ended above: fine */
     }
     drain_events(c);
+    ext_on_worker_lost(c, why);
 }
 
 /* ------------------------------------------------------------------ client messages */
@@ -487,14 +531,12 @@ static void on_generate(recur_coord_t *c, const recur_msgsock_peer_t *from, cons
         send_error(c, from, rid, RECUR__API__ERROR_CODE__ERROR_CODE_UNAVAILABLE, m);
         return;
     }
-    if (g->model && *g->model && strcmp(g->model, c->model_id)) {
+    int32_t variant = -1;
+    if (ext_resolve_model(c, g->model, &variant) != 0) {
         char m[600];
-        snprintf(m, sizeof m, "model '%.256s' is not served here (ListModels: '%s')", g->model, c->model_id);
+        snprintf(m, sizeof m, "model '%.256s' is not served here (ListModels: '%s' and its variants)", g->model,
+                 c->model_id);
         send_error(c, from, rid, RECUR__API__ERROR_CODE__ERROR_CODE_NOT_FOUND, m);
-        return;
-    }
-    if (g->session_id && *g->session_id) {
-        send_error(c, from, rid, RECUR__API__ERROR_CODE__ERROR_CODE_UNIMPLEMENTED, "sessions are not supported yet");
         return;
     }
     if (req_find(c, from, rid)) {
@@ -513,18 +555,21 @@ static void on_generate(recur_coord_t *c, const recur_msgsock_peer_t *from, cons
             send_error(c, from, rid, RECUR__API__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT, m);
             return;
         }
+    creq_ext_t *ext = NULL;   /* a session turn or a variant: after the checks above */
+    if (ext_begin(c, from, g, variant, &ext) != 0) return;
     int32_t *ids = NULL;
     size_t n = 0;
     if (g->prompt_case == RECUR__API__GENERATE_REQUEST__PROMPT_TEXT) {
         int32_t *raw = NULL;
         if (recur_tokenizer_encode(c->tok, g->text, strlen(g->text), &raw, &n) != RECUR_OK) {
+            free(ext);
             send_error(c, from, rid, RECUR__API__ERROR_CODE__ERROR_CODE_INTERNAL, "the prompt could not be tokenized");
             return;
         }
         ids = malloc((n + 1) * sizeof *ids);
         if (ids) {
             size_t k = 0;
-            if (c->bos >= 0) ids[k++] = c->bos;
+            if (c->bos >= 0 && ext_wants_bos(ext)) ids[k++] = c->bos;   /* a conversation's start only */
             memcpy(ids + k, raw, n * sizeof *raw);
             n += k;
         }
@@ -538,6 +583,7 @@ static void on_generate(recur_coord_t *c, const recur_msgsock_peer_t *from, cons
     if (!ids || !r) {
         free(ids);
         free(r);
+        free(ext);
         send_error(c, from, rid, RECUR__API__ERROR_CODE__ERROR_CODE_RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
@@ -549,7 +595,7 @@ static void on_generate(recur_coord_t *c, const recur_msgsock_peer_t *from, cons
         r->bias_tok = malloc(sp->n_logit_bias * sizeof *r->bias_tok);
         r->bias_val = malloc(sp->n_logit_bias * sizeof *r->bias_val);
         if (!r->bias_tok || !r->bias_val) {
-            free(ids), free(r->bias_tok), free(r->bias_val), free(r);
+            free(ids), free(r->bias_tok), free(r->bias_val), free(r), free(ext);
             send_error(c, from, rid, RECUR__API__ERROR_CODE__ERROR_CODE_RESOURCE_EXHAUSTED, "out of memory");
             return;
         }
@@ -582,6 +628,13 @@ static void on_generate(recur_coord_t *c, const recur_msgsock_peer_t *from, cons
     r->next = c->head;
     if (c->head) c->head->prev = r;
     c->head = r;
+    r->ext = ext;
+    if (ext && ext_attach(c, r, &ids, &n, &q) != 0) {
+        free(ids);
+        req_free(c, r);
+        send_error(c, from, rid, RECUR__API__ERROR_CODE__ERROR_CODE_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
     recur_status_t s = n == 0 ? RECUR_E_INVAL : recur_sched_submit(c->sched, &q, now_ms(), &r->id);
     free(ids);
     if (s != RECUR_OK) {
@@ -659,6 +712,7 @@ static void on_list_models(recur_coord_t *c, const recur_msgsock_peer_t *from, c
         mi.has_max_sequences = 1, mi.max_sequences = (uint32_t)(c->n_slots - 1);
     }
     lr.n_models = 1, lr.models = &mp;
+    ext_list_models(c, &lr);   /* "<id>:<variant>" for each initial-state variant */
     recur_api_envelope_t env = RECUR__API__ENVELOPE__INIT;
     env.body_case = RECUR__API__ENVELOPE__BODY_LIST_MODELS_RESPONSE;
     env.list_models_response = &lr;
@@ -702,8 +756,15 @@ static recur_status_t poll_clients(recur_coord_t *c) {
         case RECUR__API__ENVELOPE__BODY_HEALTH: on_health(c, &from, env->health->request_id); break;
         case RECUR__API__ENVELOPE__BODY_LIST_MODELS: on_list_models(c, &from, env->list_models->request_id); break;
         case RECUR__API__ENVELOPE__BODY_SESSION:
-            send_error(c, &from, env->session->request_id, RECUR__API__ERROR_CODE__ERROR_CODE_UNIMPLEMENTED,
-                       "sessions are not supported yet");
+            if (!c->ready && env->session->op != RECUR__API__SESSION_OP__SESSION_OP_GET &&
+                env->session->op != RECUR__API__SESSION_OP__SESSION_OP_LIST)
+                send_error(c, &from, env->session->request_id, RECUR__API__ERROR_CODE__ERROR_CODE_UNAVAILABLE,
+                           c->lost_why[0] ? c->lost_why : "the workers are starting");
+            else if (c->draining)
+                send_error(c, &from, env->session->request_id, RECUR__API__ERROR_CODE__ERROR_CODE_UNAVAILABLE,
+                           "the server is shutting down (draining)");
+            else
+                ext_on_session(c, &from, env->session);
             break;
         default:
             send_error(c, &from, NULL, RECUR__API__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT,
@@ -799,6 +860,7 @@ static void on_hello(recur_coord_t *c, const recur_msgsock_peer_t *from, const R
     c->in_flight = 0;
     c->last_from_worker_ms = now_ms();
     send_ready(c);
+    ext_on_worker_ready(c, h);
     recur_log_info("coordinator: worker ready (%s, %s, vocab %d, %d slots, tp %d pp %d)", c->arch,
                    h->backend ? h->backend : "?", c->n_vocab, c->n_slots - 1, c->cfg.tp, c->cfg.pp);
 }
@@ -828,6 +890,8 @@ static void on_step_result(recur_coord_t *c, const Recur__Internal__StepResult *
         recur_sched_complete(c->sched, &bad, t);
     }
     c->in_flight = 0;
+    /* a failed step may leave a capture of the prefix cache with a wrong state: forget them */
+    if (sr.status != RECUR_OK) ext_step_failed(c);
     if (sr.status == RECUR_OK && res->timing) {
         c->rtt_ns += c->result_ns - c->plan_sent_ns;
         c->w_total_us += res->timing->total_us, c->w_fwd_us += res->timing->forward_us;
@@ -864,8 +928,10 @@ static recur_status_t poll_workers(recur_coord_t *c) {
             c->result_ns = now_ns();
             c->last_from_worker_ms = c->result_ns / 1000000ull;
             if (env->body_case == RECUR__INTERNAL__ENVELOPE__BODY_STEP_RESULT) on_step_result(c, env->step_result);
+            else if (env->body_case == RECUR__INTERNAL__ENVELOPE__BODY_SLOT_OP_RESULT)
+                ext_on_slot_op_result(c, env->slot_op_result);
             c->result_ns = 0;
-            /* Heartbeat: its arrival is the point; SlotOpResult: no slot ops are sent yet */
+            /* Heartbeat: its arrival is the point */
         }
         recur_proto_internal_free(env);
     }
@@ -927,7 +993,10 @@ static void maybe_step(recur_coord_t *c) {
     sp.slot = (int32_t *)p.slot, sp.seq_len = (int32_t *)p.seq_len, sp.logits = c->logits;
     sp.n_tokens = (size_t)p.n_tokens, sp.tokens = (int32_t *)p.tokens;
     sp.n_sampling = (size_t)p.n_sample, sp.sampling = c->rowp;
-    sp.n_reset_slots = (size_t)p.n_reset, sp.reset_slots = (int32_t *)p.reset_slots;
+    const int32_t *resets = p.reset_slots;
+    int32_t n_resets = p.n_reset;
+    if (c->n_ext) ext_plan_resets(c, &p, &resets, &n_resets);   /* states loaded instead: sent first */
+    sp.n_reset_slots = (size_t)n_resets, sp.reset_slots = (int32_t *)resets;
     recur_internal_envelope_t env = RECUR__INTERNAL__ENVELOPE__INIT;
     env.body_case = RECUR__INTERNAL__ENVELOPE__BODY_STEP_PLAN;
     env.step_plan = &sp;
@@ -951,6 +1020,8 @@ static void maybe_step(recur_coord_t *c) {
         recur_sched_result_t bad = {.step = p.step, .status = s, .message = err.msg};
         recur_sched_complete(c->sched, &bad, now_ms());
         c->in_flight = 0;
+    } else if (c->n_ext) {
+        ext_plan_sent(c, &p);   /* prefix-cache captures, after the step */
     }
     drain_events(c);
 }
@@ -1008,6 +1079,7 @@ recur_status_t recur_coord_run(recur_coord_t *c, int (*tick)(recur_coord_t *c, v
         }
         if (poll_workers(c) != RECUR_OK || poll_clients(c) != RECUR_OK) return RECUR_E_IO;
         heartbeat(c);
+        ext_tick(c);
         maybe_step(c);
         update_gauges(c);
         if (was_ready) c->busy_ns += now_ns() - t0;
@@ -1050,6 +1122,10 @@ recur_status_t recur_coord_create(void *zctx, const recur_coord_config_t *cfg, r
         return s;
     }
     snprintf(c->lost_why, sizeof c->lost_why, "the workers are starting");
+    if ((s = ext_create(c, cfg)) != RECUR_OK) {
+        recur_coord_free(c);
+        return s;
+    }
     *out = c;
     return RECUR_OK;
 }
@@ -1057,6 +1133,7 @@ recur_status_t recur_coord_create(void *zctx, const recur_coord_config_t *cfg, r
 void recur_coord_free(recur_coord_t *c) {
     if (!c) return;
     while (c->head) req_free(c, c->head);
+    ext_destroy(c);
     recur_msgsock_close(c->clients);
     recur_msgsock_close(c->workers);
     recur_sched_free(c->sched);
@@ -1097,6 +1174,7 @@ void recur_coord_shutdown_workers(recur_coord_t *c, const char *reason) {
 void recur_coord_drain(recur_coord_t *c) {
     if (!c->draining) recur_log_info("coordinator: draining (%d requests in flight)", recur_coord_live_requests(c));
     c->draining = 1;
+    ext_drain(c);
 }
 
 uint64_t recur_coord_lost_count(const recur_coord_t *c) { return c->lost_count; }
@@ -1104,7 +1182,7 @@ uint64_t recur_coord_lost_count(const recur_coord_t *c) { return c->lost_count; 
 int recur_coord_live_requests(const recur_coord_t *c) {
     int n = 0;
     for (const creq_t *r = c->head; r; r = r->next) n++;
-    return n;
+    return n + ext_pending(c);
 }
 
 void recur_coord_get_stats(const recur_coord_t *c, recur_coord_stats_t *st) {
@@ -1118,3 +1196,6 @@ void recur_coord_get_stats(const recur_coord_t *c, recur_coord_stats_t *st) {
     st->worker_forward_us = c->w_n ? (double)c->w_fwd_us / (double)c->w_n : 0.0;
     st->worker_sample_us = c->w_n ? (double)c->w_sample_us / (double)c->w_n : 0.0;
 }
+
+/* ------------------------------------------------------------------ sessions */
+#include "recur_coord_sessions.inc"

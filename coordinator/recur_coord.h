@@ -22,6 +22,7 @@
  *   - Cancel (request id, from the same client identity): cancels and answers
  *     CancelResponse, then the stream's final message (CANCELLED);
  *   - ListModels, Health: answered at once;
+ *   - Session requests and SlotOpResults: see "Sessions" below (recur_coord_sessions.inc);
  *   - heartbeats to the worker after heartbeat_ms without sending it anything; a worker
  *     silent for worker_timeout_ms (no result, no heartbeat) is lost: every request ends
  *     with ERROR, Health says NOT_SERVING and Generate is refused until a Hello comes again.
@@ -74,6 +75,19 @@ typedef struct recur_coord_config {
                                      process (coordinator/recur_http.h); NULL: none      */
     recur_metrics_t *metrics;     /* the loop reports here (recur_metrics.h); NULL: none;
                                      the caller's, must outlive the coordinator          */
+    /* sessions (see "Sessions" below) */
+    const char *session_dir;      /* durable checkpoints, a directory every worker rank can
+                                     reach too; NULL: sessions live in memory only       */
+    int32_t max_sessions;         /* default 10000                                       */
+    int32_t session_slots;        /* idle sessions kept in state slots; -1 (default): half
+                                     of the slots                                         */
+    uint64_t session_host_bytes;  /* host memory per worker rank for idle sessions; 1 GiB */
+    uint32_t session_ttl_s;       /* idle sessions are deleted after this; 0 (default): never */
+    int32_t n_variants;           /* initial-state variants: "<model id>:<name>" starts from */
+    const char *const *variant_names;   /* the RWKV-7 state-tuning file at variant_paths[i] */
+    const char *const *variant_paths;
+    int32_t prefix_cache_entries; /* prompt-prefix states kept on the workers; 0: off     */
+    int32_t prefix_cache_block;   /* prefix states are cut at multiples of this; default 32 */
 } recur_coord_config_t;
 
 recur_coord_config_t recur_coord_default_config(void);
@@ -107,8 +121,9 @@ void recur_coord_shutdown_workers(recur_coord_t *c, const char *reason);
  * Health says NOT_SERVING, while the requests already accepted (running or queued) go on
  * to their end. The caller stops the loop once recur_coord_live_requests is 0 or its
  * deadline passes, then calls recur_coord_shutdown_workers. */
-void recur_coord_drain(recur_coord_t *c);
-int recur_coord_live_requests(const recur_coord_t *c);   /* accepted and not yet finished */
+void recur_coord_drain(recur_coord_t *c);   /* also checkpoints sessions (see Sessions) */
+int recur_coord_live_requests(const recur_coord_t *c);   /* accepted and not yet finished, plus
+                                                           session operations still running */
 
 /* Loop cost: steps run, sequences over all steps, and per step, in microseconds (means):
  *   busy: handling messages and building plans (everything but waiting in poll); most of
@@ -120,6 +135,32 @@ int recur_coord_live_requests(const recur_coord_t *c);   /* accepted and not yet
  *         own StepTiming (plan received -> result sent; the forward pass; sampling), so
  *         round_trip - worker_total is the transport and worker_total - forward - sample
  *         the worker's own bookkeeping (unpack, MPI broadcast, pack). */
+/* Sessions (proto/recur_api.proto "sessions"; README "Sessions"): Generate with session_id
+ * continues a session (one turn at a time: a second gets ALREADY_EXISTS), Session requests
+ * create, get, list, fork, delete, export and import them. The coordinator keeps the table
+ * (coordinator/recur_sessions.h): a session's state stays in its slot between turns; idle
+ * sessions move to the workers' host memory and then to disk, least recently used first,
+ * within session_slots and session_host_bytes; session_ttl_s deletes idle ones. With
+ * session_dir every turn ends with a checkpoint (worker/recur_state_ckpt.h) before the
+ * turn's final response is sent; the table is rebuilt from the directory at start, so a
+ * restarted server (any tp x pp layout of the same model) continues every saved session.
+ * A drain checkpoints every session whose newest state is not on disk yet. Model ids
+ * "<id>:<variant>" start from an initial-state variant; the prefix cache keeps states at
+ * block boundaries of prompt prefixes that several requests shared. The HTTP front end
+ * speaks the same SessionRequest messages (its inproc client endpoint). */
+typedef struct recur_coord_session_stats {
+    int32_t  sessions, in_slot, in_host, on_disk, fresh, busy;
+    uint64_t host_bytes_used;           /* per rank (rank 0's shard bytes per host copy)      */
+    uint64_t turns;                     /* session turns finished                             */
+    uint64_t turn_tokens_cached;        /* prompt tokens of turns served from session states  */
+    uint64_t turn_tokens_prefilled;     /* prompt tokens of turns prefilled                   */
+    uint64_t saves, save_failures, loads, load_failures;
+    uint64_t to_host, to_disk, lost, expired, deleted;
+    uint64_t prefix_lookups, prefix_hits, prefix_tokens_saved;
+    int32_t  prefix_entries;
+} recur_coord_session_stats_t;
+void recur_coord_get_session_stats(const recur_coord_t *c, recur_coord_session_stats_t *st);
+
 typedef struct recur_coord_stats {
     uint64_t steps, seqs, tokens_out, requests;
     int32_t  max_batch_seen;

@@ -35,8 +35,12 @@ struct req {
     int32_t  last_token;        /* the input of the next decode step                */
     int32_t  priority;
     int32_t  ignore_eos;
-    int32_t  slot;              /* 0 while waiting                                  */
+    int32_t  slot;              /* 0 while waiting (unless pinned)                  */
+    int32_t  pinned;            /* slot was the caller's (request.slot > 0)         */
+    int32_t  keep_slot;         /* the slot goes back to the caller at the end      */
     int32_t  reset_pending;     /* the slot is not yet reset for this request       */
+    int32_t  n_fed;             /* tokens put into plans for this request's slot     */
+    int32_t  split_at;          /* a prefill chunk ends here (0: none)              */
     req_state_t state;
     uint64_t submit_ms;
     recur_sample_row_t sampling;
@@ -45,6 +49,10 @@ struct req {
 };
 
 typedef struct req_list { req_t *head, *tail; } req_list_t;
+
+/* Who has a slot: the free stack, a request the scheduler admitted, or the caller
+ * (recur_sched_slot_take / keep_slot), idle or in use by a pinned request. */
+enum { SLOT_FREE = 0, SLOT_REQ = 1, SLOT_CALLER = 2, SLOT_CALLER_BUSY = 3 };
 
 struct recur_sched {
     recur_sched_config_t cfg;
@@ -55,7 +63,8 @@ struct recur_sched {
     uint64_t map_mask;
     uint64_t next_id;
 
-    req_list_t waitq;           /* priority desc, then arrival                      */
+    req_list_t waitq;           /* priority desc, then arrival (need a free slot)   */
+    req_list_t pinq;            /* likewise, requests on a caller's slot            */
     req_list_t arrivals;        /* arrival order (q via a_prev/a_next)              */
     int32_t    n_waiting;
     req_list_t prefill;         /* admitted, prompt not fully planned               */
@@ -64,11 +73,15 @@ struct recur_sched {
 
     int32_t *free_slots;        /* stack of free slot ids                           */
     int32_t  n_free;
+    uint8_t *slot_state;        /* [n_slots] SLOT_FREE / SLOT_REQ / SLOT_CALLER / SLOT_CALLER_BUSY */
+    int32_t  n_caller;          /* slots the caller holds (idle or busy)             */
+    uint64_t *p_reset_id;       /* [nb] the request of each reset slot              */
 
     /* the plan in flight */
     int       in_flight;
     uint64_t  step;
     int32_t  *p_slot, *p_seq_len, *p_tokens, *p_reset;
+    uint8_t  *p_split;
     uint8_t  *p_sample;
     uint64_t *p_id;
     recur_sample_row_t *p_rows;
@@ -189,13 +202,13 @@ static void list_remove_a(req_list_t *l, req_t *r) {
 
 /* The priority queue: after the last request of priority >= r's, found from the tail, so
  * the common case (one priority) is O(1). */
-static void waitq_insert(recur_sched_t *s, req_t *r) {
-    req_t *after = s->waitq.tail;
+static void waitq_insert(req_list_t *q, req_t *r) {
+    req_t *after = q->tail;
     while (after && after->priority < r->priority) after = after->q_prev;
     r->q_prev = after;
-    r->q_next = after ? after->q_next : s->waitq.head;
-    if (r->q_next) r->q_next->q_prev = r; else s->waitq.tail = r;
-    if (after) after->q_next = r; else s->waitq.head = r;
+    r->q_next = after ? after->q_next : q->head;
+    if (r->q_next) r->q_next->q_prev = r; else q->tail = r;
+    if (after) after->q_next = r; else q->head = r;
 }
 
 static void decode_insert(recur_sched_t *s, req_t *r) {
@@ -307,11 +320,16 @@ recur_status_t recur_sched_create(const recur_sched_config_t *cfg, recur_sched_t
     s->p_slot = malloc((size_t)nb * sizeof *s->p_slot);
     s->p_seq_len = malloc((size_t)nb * sizeof *s->p_seq_len);
     s->p_reset = malloc((size_t)nb * sizeof *s->p_reset);
+    s->p_reset_id = malloc((size_t)nb * sizeof *s->p_reset_id);
+    s->p_split = malloc((size_t)nb);
+    s->slot_state = calloc((size_t)c->n_slots, 1);
     s->p_tokens = malloc((size_t)c->token_budget * sizeof *s->p_tokens);
     s->p_sample = malloc((size_t)nb);
     s->p_id = malloc((size_t)nb * sizeof *s->p_id);
     s->p_rows = malloc((size_t)nb * sizeof *s->p_rows);
-    if (!s->map || !s->free_slots || !s->p_slot || !s->p_seq_len || !s->p_reset || !s->p_tokens || !s->p_sample ||
+    if (!s->map || !s->free_slots || !s->p_slot || !s->p_seq_len || !s->p_reset || !s->p_reset_id || !s->slot_state ||
+        !s->p_split ||
+        !s->p_tokens || !s->p_sample ||
         !s->p_id || !s->p_rows || ev_reserve(s, (size_t)nb * 3 + 64) != RECUR_OK) {
         recur_sched_free(s);
         return RECUR_E_NOMEM;
@@ -332,6 +350,9 @@ void recur_sched_free(recur_sched_t *s) {
     free(s->p_slot);
     free(s->p_seq_len);
     free(s->p_reset);
+    free(s->p_reset_id);
+    free(s->p_split);
+    free(s->slot_state);
     free(s->p_tokens);
     free(s->p_sample);
     free(s->p_id);
@@ -397,6 +418,14 @@ recur_status_t recur_sched_submit(recur_sched_t *s, const recur_sched_request_t 
             set_err(s, "stop token %d is not a token id", (int)r->stop_ids[i]);
             return RECUR_E_INVAL;
         }
+    if (r->split_at < 0 || r->split_at > r->n_prompt) {
+        set_err(s, "split_at %d is outside the prompt of %d tokens", (int)r->split_at, (int)r->n_prompt);
+        return RECUR_E_INVAL;
+    }
+    if (r->slot < 0 || r->slot >= c->n_slots || (r->slot > 0 && s->slot_state[r->slot] != SLOT_CALLER)) {
+        set_err(s, "slot %d is not a slot the caller holds idle (recur_sched_slot_take, keep_slot)", (int)r->slot);
+        return RECUR_E_INVAL;
+    }
 
     size_t n = sizeof(req_t) + ((size_t)r->n_prompt + (size_t)r->n_stop) * sizeof(int32_t);
     req_t *q = malloc(n);
@@ -419,9 +448,15 @@ recur_status_t recur_sched_submit(recur_sched_t *s, const recur_sched_request_t 
     q->submit_ms = now_ms;
     q->state = REQ_WAITING;
     q->id = s->next_id++;
+    q->keep_slot = r->keep_slot != 0;
+    q->split_at = r->split_at;
+    if (r->slot > 0) {   /* the caller's slot, used as it is: no reset */
+        q->slot = r->slot, q->pinned = 1;
+        s->slot_state[r->slot] = SLOT_CALLER_BUSY;
+    }
 
     map_put(s, q);
-    waitq_insert(s, q);
+    waitq_insert(q->pinned ? &s->pinq : &s->waitq, q);
     list_push_tail_a(&s->arrivals, q);
     s->n_waiting++;
     s->st.submitted++;
@@ -436,7 +471,7 @@ recur_status_t recur_sched_submit(recur_sched_t *s, const recur_sched_request_t 
 static void end_request(recur_sched_t *s, req_t *r, recur_sched_reason_t reason, const char *msg) {
     switch (r->state) {
     case REQ_WAITING:
-        list_remove_q(&s->waitq, r);
+        list_remove_q(r->pinned ? &s->pinq : &s->waitq, r);
         list_remove_a(&s->arrivals, r);
         s->n_waiting--;
         break;
@@ -447,10 +482,21 @@ static void end_request(recur_sched_t *s, req_t *r, recur_sched_reason_t reason,
         decode_remove(s, r);
         break;
     }
+    int32_t kept = 0;
     if (r->slot) {
-        /* Free at once; whoever gets it next has it reset by the plan that first runs it. */
-        s->free_slots[s->n_free++] = r->slot;
-        s->n_running--;
+        if (r->state != REQ_WAITING) s->n_running--;
+        /* back to the caller, with whatever state the plans left in it; a slot assigned at
+         * admission that no plan used yet holds nothing of the request's: it is freed */
+        if (r->keep_slot && (r->pinned || r->n_fed > 0)) {
+            if (!r->pinned) s->n_caller++;
+            s->slot_state[r->slot] = SLOT_CALLER;
+            kept = r->slot;
+        } else {
+            /* Free at once; whoever gets it next has it reset by the plan that first runs it. */
+            if (r->pinned) s->n_caller--;
+            s->slot_state[r->slot] = SLOT_FREE;
+            s->free_slots[s->n_free++] = r->slot;
+        }
     }
     if (msg) {
         recur_sched_event_t *e = ev_push(s, RECUR_SCHED_EV_ERROR, r);
@@ -458,6 +504,8 @@ static void end_request(recur_sched_t *s, req_t *r, recur_sched_reason_t reason,
     }
     recur_sched_event_t *e = ev_push(s, RECUR_SCHED_EV_FINISHED, r);
     e->reason = reason;
+    e->slot = kept;
+    e->fed = r->n_fed;
     s->st.finished[reason]++;
     map_del(s, r->id);
     free(r);
@@ -511,13 +559,22 @@ recur_status_t recur_sched_plan(recur_sched_t *s, uint64_t now_ms, recur_sched_p
      *    oldest prefill, so an admitted request always progresses. Slots beyond that cap stay
      *    free. */
     int32_t cap = c->max_batch < c->token_budget ? c->max_batch : c->token_budget;
-    while (s->n_free && s->waitq.head && s->n_running < cap) {
-        req_t *r = s->waitq.head;
-        list_remove_q(&s->waitq, r);
+    while (s->n_running < cap) {
+        /* the better of the two queue heads: priority, then arrival (ids grow); a request
+         * on a free slot only while one is free, a pinned one always (it has its slot) */
+        req_t *a = s->n_free ? s->waitq.head : NULL, *b = s->pinq.head, *r;
+        if (!a && !b) break;
+        if (!a) r = b;
+        else if (!b) r = a;
+        else r = b->priority > a->priority || (b->priority == a->priority && b->id < a->id) ? b : a;
+        list_remove_q(r->pinned ? &s->pinq : &s->waitq, r);
         list_remove_a(&s->arrivals, r);
         s->n_waiting--;
-        r->slot = s->free_slots[--s->n_free];
-        r->reset_pending = 1;
+        if (!r->pinned) {
+            r->slot = s->free_slots[--s->n_free];
+            r->reset_pending = 1;
+            s->slot_state[r->slot] = SLOT_REQ;
+        }
         r->state = REQ_PREFILL;
         list_push_tail_q(&s->prefill, r);
         s->n_running++;
@@ -525,7 +582,7 @@ recur_status_t recur_sched_plan(recur_sched_t *s, uint64_t now_ms, recur_sched_p
     /* 3. decode: one token each. The admission cap makes them all fit; the bounds and the
      *    round-robin start (decode_head) only keep that true should the cap ever change. */
     int32_t max_seq = c->max_batch < c->n_slots - 1 ? c->max_batch : c->n_slots - 1;
-    int32_t n_seq = 0, n_tok = 0, n_sample = 0, n_reset = 0;
+    int32_t n_seq = 0, n_tok = 0, n_sample = 0, n_reset = 0, n_split = 0;
     int32_t budget = c->token_budget;
     req_t *r = s->decode_head;
     for (int32_t k = 0; k < s->n_decode && n_seq < max_seq && budget > 0; k++, r = r->q_next) {
@@ -534,6 +591,8 @@ recur_status_t recur_sched_plan(recur_sched_t *s, uint64_t now_ms, recur_sched_p
         s->p_sample[n_seq] = 1;
         s->p_id[n_seq] = r->id;
         s->p_tokens[n_tok++] = r->last_token;
+        s->p_split[n_seq] = 0;
+        r->n_fed++;
         recur_sample_row_t *row = &s->p_rows[n_sample++];
         *row = r->sampling;
         row->step = (uint64_t)r->n_gen;
@@ -549,6 +608,9 @@ recur_status_t recur_sched_plan(recur_sched_t *s, uint64_t now_ms, recur_sched_p
         int32_t chunk = left;
         if (chunk > c->prefill_chunk_max) chunk = c->prefill_chunk_max;
         if (chunk > budget) chunk = budget;
+        if (r->split_at > r->n_prefilled && chunk > r->split_at - r->n_prefilled) chunk = r->split_at - r->n_prefilled;
+        s->p_split[n_seq] = (uint8_t)(r->split_at && r->n_prefilled + chunk == r->split_at);
+        n_split += s->p_split[n_seq];
         s->p_slot[n_seq] = r->slot;
         s->p_seq_len[n_seq] = chunk;
         s->p_id[n_seq] = r->id;
@@ -556,6 +618,7 @@ recur_status_t recur_sched_plan(recur_sched_t *s, uint64_t now_ms, recur_sched_p
         n_tok += chunk;
         budget -= chunk;
         r->n_prefilled += chunk;
+        r->n_fed += chunk;
         int last = r->n_prefilled == r->n_prompt;
         s->p_sample[n_seq] = (uint8_t)last;
         if (last) {
@@ -563,7 +626,7 @@ recur_status_t recur_sched_plan(recur_sched_t *s, uint64_t now_ms, recur_sched_p
             *row = r->sampling;
             row->step = 0;
         }
-        if (r->reset_pending) s->p_reset[n_reset++] = r->slot;
+        if (r->reset_pending) s->p_reset_id[n_reset] = r->id, s->p_reset[n_reset++] = r->slot;
         n_seq++;
     }
     s->st.last_seqs = n_seq;
@@ -588,6 +651,9 @@ recur_status_t recur_sched_plan(recur_sched_t *s, uint64_t now_ms, recur_sched_p
     s->plan.sampling = s->p_rows;
     s->plan.n_reset = n_reset;
     s->plan.reset_slots = s->p_reset;
+    s->plan.reset_ids = s->p_reset_id;
+    s->plan.split_hit = s->p_split;
+    s->plan.n_split_hit = n_split;
     s->plan.n_decode = n_decode;
     s->plan.n_prefill_tokens = n_tok - n_decode;
     *plan = s->plan;
@@ -667,6 +733,31 @@ recur_status_t recur_sched_complete(recur_sched_t *s, const recur_sched_result_t
     return RECUR_OK;
 }
 
+/* ---------------------------------------------------------------- slots the caller holds */
+
+recur_status_t recur_sched_slot_take(recur_sched_t *s, int32_t *slot) {
+    *slot = 0;
+    if (!s->n_free) {
+        set_err(s, "no free slot");
+        return RECUR_E_BUSY;
+    }
+    *slot = s->free_slots[--s->n_free];
+    s->slot_state[*slot] = SLOT_CALLER;
+    s->n_caller++;
+    return RECUR_OK;
+}
+
+recur_status_t recur_sched_slot_give(recur_sched_t *s, int32_t slot) {
+    if (slot < 1 || slot >= s->cfg.n_slots || s->slot_state[slot] != SLOT_CALLER) {
+        set_err(s, "slot %d is not a slot the caller holds idle", (int)slot);
+        return RECUR_E_INVAL;
+    }
+    s->slot_state[slot] = SLOT_FREE;
+    s->free_slots[s->n_free++] = slot;
+    s->n_caller--;
+    return RECUR_OK;
+}
+
 /* ---------------------------------------------------------------- queries */
 
 uint64_t recur_sched_next_deadline_ms(const recur_sched_t *s) {
@@ -680,4 +771,5 @@ void recur_sched_get_stats(const recur_sched_t *s, recur_sched_stats_t *st) {
     st->waiting = s->n_waiting;
     st->slots_used = s->cfg.n_slots - 1 - s->n_free;
     st->slots_total = s->cfg.n_slots - 1;
+    st->slots_caller = s->n_caller;
 }

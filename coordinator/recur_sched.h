@@ -18,6 +18,17 @@
  * when assigned, DESIGN.md "Recurrent state"), so a slot freed by a cancellation is never
  * reused with the old sequence's state.
  *
+ * Slots the caller holds (sessions: a conversation's state stays in its slot between
+ * requests). recur_sched_slot_take takes a free slot out of the pool for the caller and
+ * recur_sched_slot_give puts one back. A request may run on such a slot (request.slot > 0,
+ * "pinned"): it is admitted without a free slot and its slot is never reset, so it
+ * continues the state the slot holds. A request with keep_slot hands its slot (pinned, or
+ * assigned at admission and reset then; the caller may replace that reset by loading a
+ * state: plan.reset_ids says whose slot each reset is for) to the caller when it ends:
+ * FINISHED says which slot and how many of the request's tokens (prompt, then generated)
+ * the plans fed into it (`fed`, including a step still in flight), i.e. what the slot's
+ * state has consumed once the step in flight completes.
+ *
  * Stops: max_tokens (FINISHED LENGTH), a stop token id or the configured EOS unless the
  * request sets ignore_eos (FINISHED STOP; the stop token is delivered as a TOKEN and counted
  * in usage). Stop strings need text, so the caller finds them after detokenizing and calls
@@ -67,6 +78,12 @@ typedef struct recur_sched_request {
     int32_t        n_stop;
     int32_t        ignore_eos;  /* nonzero: the configured eos_id does not end the request    */
     void          *cookie;      /* the caller's, returned in every event                      */
+    int32_t        slot;        /* 0: a free slot, reset at admission; > 0: a slot the caller
+                                 * holds idle (pinned: used as it is, no reset)               */
+    int32_t        keep_slot;   /* nonzero: at the end the slot goes to the caller (FINISHED.slot) */
+    int32_t        split_at;    /* 0, or a prompt position (1..n_prompt) where a prefill chunk
+                                 * must end (plan.split_hit): the caller copies the state
+                                 * there (the prefix cache)                                   */
 } recur_sched_request_t;
 
 typedef enum recur_sched_reason {
@@ -96,6 +113,9 @@ typedef struct recur_sched_plan {
                                           * generated so far, so a seed reproduces a text     */
     int32_t        n_reset;
     const int32_t *reset_slots; /* [n_reset] reset to the initial state before the step runs  */
+    const uint64_t *reset_ids;  /* [n_reset] the request each reset slot was admitted for     */
+    const uint8_t *split_hit;   /* [n_seq] 1: this chunk ends at the request's split_at       */
+    int32_t        n_split_hit;
     int32_t        n_decode;    /* sequences in decode (one token each)                       */
     int32_t        n_prefill_tokens;
 } recur_sched_plan_t;
@@ -126,13 +146,20 @@ typedef struct recur_sched_event {
     recur_sched_reason_t reason;/* FINISHED                                                   */
     int32_t  prompt_tokens;     /* FINISHED: usage                                            */
     int32_t  completion_tokens;
+    int32_t  slot;              /* FINISHED of a keep_slot request: its slot, now the caller's,
+                                 * when pinned or fed (a slot assigned at admission that no
+                                 * plan used holds nothing of it and is freed); else 0        */
+    int32_t  fed;               /* FINISHED: tokens (prompt, then generated) fed into the slot
+                                 * by the plans so far, the one in flight included            */
     char     message[160];      /* ERROR                                                      */
 } recur_sched_event_t;
 
 typedef struct recur_sched_stats {
     int32_t  running;           /* requests holding a slot                                    */
     int32_t  waiting;           /* requests queued for a slot                                 */
-    int32_t  slots_used, slots_total;   /* slots_total = n_slots - 1 (0 is padding)           */
+    int32_t  slots_used, slots_total;   /* slots_total = n_slots - 1 (0 is padding); used
+                                           includes the caller's                              */
+    int32_t  slots_caller;      /* slots the caller holds (recur_sched_slot_take, keep_slot)  */
     uint64_t steps;             /* non-empty plans so far                                     */
     int32_t  last_seqs, last_tokens, last_decode, last_prefill_tokens;   /* the latest plan  */
     uint64_t tokens_planned;    /* over all plans                                             */
@@ -149,8 +176,9 @@ void recur_sched_free(recur_sched_t *s);   /* NULL is a no-op; live requests are
 const char *recur_sched_error(const recur_sched_t *s);
 
 /* Queues a request; *id gets its id (>= 1, never reused). RECUR_E_BUSY "queue full (N
- * waiting)"; RECUR_E_INVAL for an empty or too long prompt, a token id out of range or a
- * bad parameter (the message names it); RECUR_E_NOMEM. Nothing is queued on error. */
+ * waiting)"; RECUR_E_INVAL for an empty or too long prompt, a token id out of range, a
+ * slot the caller does not hold idle or a bad parameter (the message names it);
+ * RECUR_E_NOMEM. Nothing is queued on error. */
 recur_status_t recur_sched_submit(recur_sched_t *s, const recur_sched_request_t *r, uint64_t now_ms, uint64_t *id);
 
 /* Ends a request at once with reason (STOP, LENGTH or CANCELLED), waiting or running: its
@@ -175,6 +203,13 @@ recur_status_t recur_sched_complete(recur_sched_t *s, const recur_sched_result_t
 /* Pops the oldest event into *ev; returns 1, or 0 when there is none. Events of one
  * request come in order: TOKENs by index, then (ERROR and) FINISHED exactly once. */
 int recur_sched_next_event(recur_sched_t *s, recur_sched_event_t *ev);
+
+/* A free slot for the caller (*slot), out of the pool until given back; RECUR_E_BUSY when
+ * none is free. */
+recur_status_t recur_sched_slot_take(recur_sched_t *s, int32_t *slot);
+/* Returns a slot the caller holds idle to the pool (its next request resets it).
+ * RECUR_E_INVAL when the caller does not hold it idle (free, or a request runs on it). */
+recur_status_t recur_sched_slot_give(recur_sched_t *s, int32_t slot);
 
 /* The time at which the oldest waiting request times out; UINT64_MAX when none can (for the
  * loop's poll timeout). */

@@ -219,6 +219,66 @@ static recur_status_t check_model_info_(recur_proto_error_t *err, size_t i, cons
     return check_str_(err, w, m->checkpoint_id, 0, RECUR_PROTO_MAX_NAME_BYTES);
 }
 
+static recur_status_t check_chunk_(recur_proto_error_t *err, const char *what, const Recur__Api__StateChunk *c) {
+    if (!c->has_offset || !c->has_total || !c->has_data)
+        PROTO_BAD("%s: offset, total and data must be set", what);
+    if (c->data.len > RECUR_PROTO_MAX_CHUNK_BYTES)
+        PROTO_BAD("%s.data: %zu bytes, more than the limit of %d", what, c->data.len, RECUR_PROTO_MAX_CHUNK_BYTES);
+    if (c->offset > c->total || c->data.len > c->total - c->offset)
+        PROTO_BAD("%s: bytes [%llu, %llu) do not fit in a total of %llu", what, (unsigned long long)c->offset,
+                  (unsigned long long)(c->offset + c->data.len), (unsigned long long)c->total);
+    return RECUR_OK;
+}
+
+static recur_status_t check_session_info_(recur_proto_error_t *err, const char *what, const Recur__Api__SessionInfo *i) {
+    char w[96];
+    snprintf(w, sizeof w, "%s.session_id", what);
+    PROTO_CHECK(check_str_(err, w, i->session_id, 1, RECUR_PROTO_MAX_ID_BYTES));
+    snprintf(w, sizeof w, "%s.model", what);
+    PROTO_CHECK(check_str_(err, w, i->model, 0, RECUR_PROTO_MAX_NAME_BYTES));
+    if (i->has_tier && (i->tier <= RECUR__API__SESSION_TIER__SESSION_TIER_UNSPECIFIED ||
+                        i->tier > RECUR__API__SESSION_TIER__SESSION_TIER_DISK))
+        PROTO_BAD("%s.tier: unknown (%d)", what, (int)i->tier);
+    return RECUR_OK;
+}
+
+static recur_status_t check_session_(recur_proto_error_t *err, const Recur__Api__SessionRequest *s) {
+    PROTO_CHECK(check_request_id_(err, "session.request_id", s->request_id, 0));
+    if (!s->has_op || s->op <= RECUR__API__SESSION_OP__SESSION_OP_UNSPECIFIED ||
+        s->op > RECUR__API__SESSION_OP__SESSION_OP_IMPORT)
+        PROTO_BAD("session.op: missing or unknown (%d)", s->has_op ? (int)s->op : 0);
+    const int op = (int)s->op;
+    const int id_needed = op == RECUR__API__SESSION_OP__SESSION_OP_GET || op == RECUR__API__SESSION_OP__SESSION_OP_DELETE ||
+                          op == RECUR__API__SESSION_OP__SESSION_OP_FORK || op == RECUR__API__SESSION_OP__SESSION_OP_EXPORT;
+    if (op == RECUR__API__SESSION_OP__SESSION_OP_LIST && s->session_id) PROTO_BAD("session.session_id: set on a LIST");
+    PROTO_CHECK(check_str_(err, "session.session_id", s->session_id, id_needed, RECUR_PROTO_MAX_ID_BYTES));
+    if (s->session_id && !*s->session_id) PROTO_BAD("session.session_id: empty");
+    PROTO_CHECK(check_str_(err, "session.model", s->model, 0, RECUR_PROTO_MAX_NAME_BYTES));
+    if (s->model && op != RECUR__API__SESSION_OP__SESSION_OP_CREATE) PROTO_BAD("session.model: set on an op other than CREATE");
+    PROTO_CHECK(check_str_(err, "session.new_session_id", s->new_session_id, 0, RECUR_PROTO_MAX_ID_BYTES));
+    if (s->new_session_id && (op != RECUR__API__SESSION_OP__SESSION_OP_FORK || !*s->new_session_id))
+        PROTO_BAD("session.new_session_id: set on an op other than FORK, or empty");
+    if (op == RECUR__API__SESSION_OP__SESSION_OP_IMPORT) {
+        if (!s->chunk) PROTO_BAD("session.chunk: an IMPORT needs it");
+        return check_chunk_(err, "session.chunk", s->chunk);
+    }
+    if (s->chunk) PROTO_BAD("session.chunk: set on an op other than IMPORT");
+    return RECUR_OK;
+}
+
+static recur_status_t check_session_response_(recur_proto_error_t *err, const Recur__Api__SessionResponse *s) {
+    PROTO_CHECK(check_request_id_(err, "session_response.request_id", s->request_id, 0));
+    if (s->info) PROTO_CHECK(check_session_info_(err, "session_response.info", s->info));
+    for (size_t i = 0; i < s->n_sessions; i++) {
+        char w[64];
+        snprintf(w, sizeof w, "session_response.sessions[%zu]", i);
+        PROTO_CHECK(check_session_info_(err, w, s->sessions[i]));
+    }
+    if (s->chunk) PROTO_CHECK(check_chunk_(err, "session_response.chunk", s->chunk));
+    if (s->error) PROTO_CHECK(check_error_code_(err, "session_response.error", s->error));
+    return RECUR_OK;
+}
+
 recur_status_t recur_proto_api_validate(const recur_api_envelope_t *env, recur_proto_error_t *err) {
     proto_err_clear_(err);
     if (!env) PROTO_BAD("api envelope: NULL");
@@ -227,15 +287,8 @@ recur_status_t recur_proto_api_validate(const recur_api_envelope_t *env, recur_p
         return check_generate_(err, env->generate);
     case RECUR__API__ENVELOPE__BODY_CANCEL:
         return check_request_id_(err, "cancel.request_id", env->cancel->request_id, 1);
-    case RECUR__API__ENVELOPE__BODY_SESSION: {
-        const Recur__Api__SessionRequest *s = env->session;
-        PROTO_CHECK(check_request_id_(err, "session.request_id", s->request_id, 0));
-        PROTO_CHECK(check_str_(err, "session.session_id", s->session_id, 1, RECUR_PROTO_MAX_ID_BYTES));
-        if (!s->has_op || s->op <= RECUR__API__SESSION_OP__SESSION_OP_UNSPECIFIED ||
-            s->op > RECUR__API__SESSION_OP__SESSION_OP_DELETE)
-            PROTO_BAD("session.op: missing or unknown (%d)", s->has_op ? (int)s->op : 0);
-        return RECUR_OK;
-    }
+    case RECUR__API__ENVELOPE__BODY_SESSION:
+        return check_session_(err, env->session);
     case RECUR__API__ENVELOPE__BODY_LIST_MODELS:
         return check_request_id_(err, "list_models.request_id", env->list_models->request_id, 0);
     case RECUR__API__ENVELOPE__BODY_HEALTH:
@@ -244,15 +297,8 @@ recur_status_t recur_proto_api_validate(const recur_api_envelope_t *env, recur_p
         return check_generate_response_(err, env->generate_response);
     case RECUR__API__ENVELOPE__BODY_CANCEL_RESPONSE:
         return check_request_id_(err, "cancel_response.request_id", env->cancel_response->request_id, 1);
-    case RECUR__API__ENVELOPE__BODY_SESSION_RESPONSE: {
-        const Recur__Api__SessionResponse *s = env->session_response;
-        PROTO_CHECK(check_request_id_(err, "session_response.request_id", s->request_id, 0));
-        if (s->info)
-            PROTO_CHECK(check_str_(err, "session_response.info.session_id", s->info->session_id, 1,
-                                   RECUR_PROTO_MAX_ID_BYTES));
-        if (s->error) PROTO_CHECK(check_error_code_(err, "session_response.error", s->error));
-        return RECUR_OK;
-    }
+    case RECUR__API__ENVELOPE__BODY_SESSION_RESPONSE:
+        return check_session_response_(err, env->session_response);
     case RECUR__API__ENVELOPE__BODY_LIST_MODELS_RESPONSE: {
         const Recur__Api__ListModelsResponse *l = env->list_models_response;
         PROTO_CHECK(check_request_id_(err, "list_models_response.request_id", l->request_id, 0));
@@ -340,6 +386,8 @@ static recur_status_t check_hello_(recur_proto_error_t *err, const Recur__Intern
     PROTO_NEED(m, "hello.model: missing");
     PROTO_CHECK(check_str_(err, "hello.model.arch", m->arch, 1, RECUR_PROTO_MAX_NAME_BYTES));
     PROTO_CHECK(check_str_(err, "hello.model.checkpoint_id", m->checkpoint_id, 1, RECUR_PROTO_MAX_NAME_BYTES));
+    PROTO_CHECK(check_str_(err, "hello.model.content_hash", m->content_hash, 0, RECUR_PROTO_MAX_NAME_BYTES));
+    PROTO_CHECK(check_str_(err, "hello.model.state_dtype", m->state_dtype, 0, RECUR_PROTO_MAX_NAME_BYTES));
     PROTO_NEED(m->has_n_vocab && m->n_vocab >= 1 && m->has_n_layer && m->n_layer >= 1 && m->has_n_embd &&
                    m->n_embd >= 1 && m->has_n_head && m->n_head >= 1,
                "hello.model: n_vocab, n_layer, n_embd and n_head must be set and >= 1");
@@ -424,20 +472,56 @@ static recur_status_t check_step_result_(recur_proto_error_t *err, const Recur__
 static recur_status_t check_slot_op_(recur_proto_error_t *err, const Recur__Internal__SlotOp *o) {
     PROTO_NEED(o->has_op_id, "slot_op.op_id: missing");
     PROTO_NEED(o->has_kind && o->kind >= RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_RESET &&
-                   o->kind <= RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_LOAD,
+                   o->kind <= RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_LOAD_TUNED,
                "slot_op.kind: missing or unknown (%d)", o->has_kind ? (int)o->kind : 0);
-    PROTO_NEED(o->has_slot && o->slot >= 1, "slot_op.slot: must be set and >= 1 (slot 0 is the padding slot)");
-    int is_copy = o->kind == RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_COPY;
-    int is_file = o->kind == RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_SAVE ||
-                  o->kind == RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_LOAD;
-    if (is_copy)
-        PROTO_NEED(o->has_src_slot && o->src_slot >= 1 && o->src_slot != o->slot,
-                   "slot_op.src_slot: a copy needs a source slot >= 1 other than slot %d", (int)o->slot);
-    else
-        PROTO_NEED(!o->has_src_slot, "slot_op.src_slot: set on an operation that is not a copy");
-    if (is_file)
-        return check_str_(err, "slot_op.path", o->path, 1, RECUR_PROTO_MAX_PATH_BYTES);
-    PROTO_NEED(!o->path, "slot_op.path: set on an operation that is not a save or a load");
+    PROTO_NEED(!o->has_slot || o->slot >= 1, "slot_op.slot = %d: must be >= 1 (slot 0 is the padding slot)",
+               (int)o->slot);
+    PROTO_NEED(!o->has_key || o->key >= 1, "slot_op.key: must be >= 1");
+    PROTO_NEED(!o->has_src_slot || o->src_slot >= 1, "slot_op.src_slot = %d: must be >= 1", (int)o->src_slot);
+    PROTO_NEED(!o->has_src_key || o->src_key >= 1, "slot_op.src_key: must be >= 1");
+    const int k = (int)o->kind;
+    const int dst_one = o->has_slot + o->has_key == 1, src_one = o->has_src_slot + o->has_src_key == 1;
+    const int is_copy = k == RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_COPY;
+    const int is_save = k == RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_SAVE;
+    const int has_path = is_save || k == RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_LOAD ||
+                         k == RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_DELETE ||
+                         k == RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_LOAD_TUNED;
+    switch (k) {
+    case RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_RESET:
+        PROTO_NEED(o->has_slot && !o->has_key, "slot_op: a reset needs slot (and no key)");
+        break;
+    case RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_DROP:
+        PROTO_NEED(o->has_key && !o->has_slot, "slot_op: a drop needs key (and no slot)");
+        break;
+    case RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_DELETE:
+        PROTO_NEED(!o->has_key && !o->has_slot, "slot_op: a delete takes only a path");
+        break;
+    default:
+        PROTO_NEED(dst_one, "slot_op: exactly one of slot and key must be set");
+    }
+    if (is_copy) {
+        PROTO_NEED(src_one, "slot_op: a copy needs exactly one of src_slot and src_key");
+        PROTO_NEED(!(o->has_slot && o->has_src_slot && o->slot == o->src_slot) &&
+                       !(o->has_key && o->has_src_key && o->key == o->src_key),
+                   "slot_op: a copy's source and destination are the same");
+    } else {
+        PROTO_NEED(!o->has_src_slot && !o->has_src_key, "slot_op.src_slot/src_key: set on an operation that is not a copy");
+    }
+    if (is_save) {
+        PROTO_NEED(o->meta, "slot_op.meta: a save needs it");
+        PROTO_NEED(o->has_generation && o->generation >= 1, "slot_op.generation: a save needs it (>= 1)");
+        PROTO_CHECK(check_str_(err, "slot_op.meta.session_id", o->meta->session_id, 0, RECUR_PROTO_MAX_ID_BYTES));
+        PROTO_CHECK(check_str_(err, "slot_op.meta.model", o->meta->model, 0, RECUR_PROTO_MAX_NAME_BYTES));
+        for (size_t i = 0; i < o->meta->n_pending; i++)
+            PROTO_NEED(o->meta->pending[i] >= 0, "slot_op.meta.pending[%zu] = %d: token ids are >= 0", i,
+                       (int)o->meta->pending[i]);
+    } else {
+        PROTO_NEED(!o->meta && !o->has_generation, "slot_op.meta/generation: set on an operation that is not a save");
+    }
+    PROTO_NEED(!o->has_history_only || k == RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_RESET,
+               "slot_op.history_only: set on an operation that is not a reset");
+    if (has_path) return check_str_(err, "slot_op.path", o->path, 1, RECUR_PROTO_MAX_PATH_BYTES);
+    PROTO_NEED(!o->path, "slot_op.path: set on an operation without a file");
     return RECUR_OK;
 }
 

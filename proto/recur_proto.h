@@ -73,6 +73,7 @@ typedef Recur__Internal__Envelope recur_internal_envelope_t;
 #define RECUR_PROTO_MAX_LOGIT_BIAS   300   /* logit_bias entries per request (OpenAI's) */
 #define RECUR_PROTO_MAX_PATH_BYTES   4096  /* SlotOp.path                             */
 #define RECUR_PROTO_MAX_MESSAGE_BYTES 4096 /* error messages, reasons, details        */
+#define RECUR_PROTO_MAX_CHUNK_BYTES  (8 << 20) /* StateChunk.data (export / import)   */
 
 typedef struct recur_proto_error {
     char msg[256];   /* NUL-terminated; "" when there was no failure */

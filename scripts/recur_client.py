@@ -19,6 +19,7 @@ One RecurClient is one DEALER socket: use one per thread (ZeroMQ sockets are not
 thread-safe). Requests on one socket are matched by request_id.
 """
 import argparse
+import hashlib
 import os
 import subprocess
 import sys
@@ -38,9 +39,13 @@ def _load_api():
         return recur_api_pb2
     except ImportError:
         pass
-    out = os.environ.get("RECUR_PY_GEN") or os.path.join(tempfile.gettempdir(), "recur-py-gen-%d" % os.getuid())
-    os.makedirs(out, exist_ok=True)
     src = os.path.join(_PROTO_DIR, "recur_api.proto")
+    # one directory per .proto content: checkouts of different versions share /tmp safely
+    with open(src, "rb") as f:
+        tag = hashlib.sha256(f.read()).hexdigest()[:16]
+    out = os.environ.get("RECUR_PY_GEN") or os.path.join(tempfile.gettempdir(),
+                                                         "recur-py-gen-%d-%s" % (os.getuid(), tag))
+    os.makedirs(out, exist_ok=True)
     gen = os.path.join(out, "recur_api_pb2.py")
     if not os.path.exists(gen) or os.path.getmtime(gen) < os.path.getmtime(src):
         # protoc writes the file whole; a concurrent first run writes the same bytes
@@ -120,10 +125,13 @@ class RecurClient:
         return self._call("list_models", api.ListModelsRequest(request_id=uuid.uuid4().hex),
                           "list_models_response").models
 
-    def start(self, prompt, request_id=None, model=None, priority=None, **sampling):
-        """Sends a GenerateRequest and returns its request_id; read it with stream()."""
+    def start(self, prompt, request_id=None, model=None, priority=None, session_id=None, **sampling):
+        """Sends a GenerateRequest and returns its request_id; read it with stream().
+        session_id continues (or starts) a session."""
         rid = request_id or uuid.uuid4().hex
         req = api.GenerateRequest(request_id=rid, sampling=api.SamplingParams(**sampling))
+        if session_id is not None:
+            req.session_id = session_id
         if isinstance(prompt, str):
             req.text = prompt
         else:
@@ -190,6 +198,71 @@ class RecurClient:
         """The whole text of a generation, and its GenerateFinal."""
         text = "".join(t.text for t in self.generate(prompt, **kw))
         return text, self.last_final
+
+    # ---- sessions (SessionRequest; one answer each, EXPORT a stream of chunks)
+
+    def _session(self, op, **fields):
+        rid = uuid.uuid4().hex
+        self._send(session=api.SessionRequest(request_id=rid, op=op, **fields))
+        while True:
+            env = self._recv()
+            kind = env.WhichOneof("body")
+            if kind == "session_response" and env.session_response.request_id == rid:
+                r = env.session_response
+                if r.HasField("error"):
+                    raise RecurError(r.error.code, r.error.message)
+                return r
+            if kind == "error" and env.error.request_id in ("", rid):
+                raise RecurError(env.error.error.code, env.error.error.message)
+            self._keep(env)
+
+    def create_session(self, session_id=None, model=None):
+        """A new session (the server makes up an id when none is given); its SessionInfo."""
+        kw = {k: v for k, v in (("session_id", session_id), ("model", model)) if v is not None}
+        return self._session(api.SESSION_OP_CREATE, **kw).info
+
+    def get_session(self, session_id):
+        return self._session(api.SESSION_OP_GET, session_id=session_id).info
+
+    def list_sessions(self):
+        return list(self._session(api.SESSION_OP_LIST).sessions)
+
+    def delete_session(self, session_id):
+        return self._session(api.SESSION_OP_DELETE, session_id=session_id).info
+
+    def fork_session(self, session_id, new_session_id=None):
+        kw = {"new_session_id": new_session_id} if new_session_id else {}
+        return self._session(api.SESSION_OP_FORK, session_id=session_id, **kw).info
+
+    def export_session(self, session_id):
+        """The session's state as one portable checkpoint (bytes)."""
+        r = self._session(api.SESSION_OP_EXPORT, session_id=session_id)
+        rid, parts = r.request_id, []
+        while True:
+            if r.chunk.offset != sum(len(p) for p in parts):
+                raise RuntimeError("export: chunk out of order")
+            parts.append(r.chunk.data)
+            if r.done:
+                return b"".join(parts)
+            while True:
+                env = self._recv()
+                if env.WhichOneof("body") == "session_response" and env.session_response.request_id == rid:
+                    r = env.session_response
+                    if r.HasField("error"):
+                        raise RecurError(r.error.code, r.error.message)
+                    break
+                self._keep(env)
+
+    def import_session(self, blob, session_id=None, chunk=4 << 20):
+        """A new session from an exported checkpoint; its SessionInfo."""
+        kw = {"session_id": session_id} if session_id else {}
+        off = 0
+        while True:
+            piece = blob[off:off + chunk]
+            r = self._session(api.SESSION_OP_IMPORT, chunk=api.StateChunk(offset=off, total=len(blob), data=piece), **kw)
+            off += len(piece)
+            if off >= len(blob):
+                return r.info
 
     def cancel(self, rid):
         """Asks the server to stop request rid (its stream then ends CANCELLED); the

@@ -29,6 +29,7 @@ PACKAGES=(
   python3-matplotlib # scripts/plot_benchmarks.py: the serving benchmarks' plots (and its test)
   clang             # the fuzz targets (scripts/fuzz.sh): libFuzzer with ASan + UBSan
   libclang-rt-dev   #   clang's runtimes (libFuzzer, the sanitizers), only recommended by clang
+  zlib1g-dev        # CRC-32 of session checkpoint files
 )
 
 missing=()

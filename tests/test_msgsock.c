@@ -185,7 +185,9 @@ static void test_router_two_dealers(void *zctx) {
     size_t vn = protobuf_c_message_pack(&v9.base, buf);
     CHECK(recur_msgsock_send(d[0], NULL, buf, vn, &err) == RECUR_OK);
     s = recur_msgsock_recv_internal(router, WAIT_MS, &from, &env, &err);
-    expect(s, RECUR_E_PROTO, &err, "protocol version 9, expected 1", "version 9 over the wire");
+    char want_v[64];
+    snprintf(want_v, sizeof want_v, "protocol version 9, expected %u", (unsigned)RECUR_PROTO_INTERNAL_VERSION);
+    expect(s, RECUR_E_PROTO, &err, want_v, "version 9 over the wire");
     CHECK(recur_msgsock_peer_equal(&from, &peer_of[0]));
 
     CHECK(send_health(d[0], NULL, "h1", 0, &err) == RECUR_OK);

@@ -182,6 +182,24 @@ static void build_api_corpus(void) {
         env.body_case = RECUR__API__ENVELOPE__BODY_SESSION_RESPONSE;
         env.session_response = &sr;
         add_api(&env);
+        /* an IMPORT chunk, an EXPORT chunk answer, a LIST answer */
+        static uint8_t bytes[5] = {1, 2, 3, 4, 5};
+        Recur__Api__StateChunk ch = RECUR__API__STATE_CHUNK__INIT;
+        ch.has_offset = ch.has_total = ch.has_data = 1, ch.offset = 10, ch.total = 15, ch.data.len = 5, ch.data.data = bytes;
+        Recur__Api__SessionRequest im = RECUR__API__SESSION_REQUEST__INIT;
+        im.request_id = "r-i", im.has_op = 1, im.op = RECUR__API__SESSION_OP__SESSION_OP_IMPORT, im.chunk = &ch;
+        env.body_case = RECUR__API__ENVELOPE__BODY_SESSION;
+        env.session = &im;
+        add_api(&env);
+        Recur__Api__SessionInfo li[2] = {RECUR__API__SESSION_INFO__INIT, RECUR__API__SESSION_INFO__INIT};
+        li[0].session_id = "a", li[0].has_tier = 1, li[0].tier = RECUR__API__SESSION_TIER__SESSION_TIER_HOST;
+        li[1].session_id = "b", li[1].has_busy = 1, li[1].busy = 1, li[1].has_saved_tokens = 1, li[1].saved_tokens = 77;
+        Recur__Api__SessionInfo *lp[2] = {&li[0], &li[1]};
+        Recur__Api__SessionResponse lr = RECUR__API__SESSION_RESPONSE__INIT;
+        lr.request_id = "r-l", lr.n_sessions = 2, lr.sessions = lp, lr.chunk = &ch, lr.has_done = 1, lr.done = 1;
+        env.body_case = RECUR__API__ENVELOPE__BODY_SESSION_RESPONSE;
+        env.session_response = &lr;
+        add_api(&env);
     }
     /* list_models and its response */
     {
@@ -335,12 +353,17 @@ static void build_internal_corpus(void) {
         static const Recur__Internal__SlotOpKind kinds[] = {
             RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_RESET, RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_COPY,
             RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_SAVE, RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_LOAD};
+        int32_t pend[] = {7, 0};
+        Recur__Internal__CheckpointMeta meta = RECUR__INTERNAL__CHECKPOINT_META__INIT;
+        meta.session_id = "sess-1", meta.model = "default:tuned", meta.has_n_consumed = 1, meta.n_consumed = 1234;
+        meta.n_pending = 2, meta.pending = pend;
         for (int i = 0; i < 4; i++) {
             Recur__Internal__SlotOp o = RECUR__INTERNAL__SLOT_OP__INIT;
             o.has_op_id = 1, o.op_id = 900 + (uint64_t)i, o.has_kind = 1, o.kind = kinds[i];
             o.has_slot = 1, o.slot = 17;
             if (i == 1) o.has_src_slot = 1, o.src_slot = 4;
             if (i >= 2) o.path = "/var/lib/recur/sessions/sess-1.rank3.state";
+            if (i == 2) o.meta = &meta, o.has_generation = 1, o.generation = 5;
             recur_internal_envelope_t env = RECUR__INTERNAL__ENVELOPE__INIT;
             env.body_case = RECUR__INTERNAL__ENVELOPE__BODY_SLOT_OP;
             env.slot_op = &o;
@@ -427,11 +450,22 @@ static void check_api_fields(int i, const recur_api_envelope_t *e) {
               e->cancel_response->found);
         break;
     case RECUR__API__ENVELOPE__BODY_SESSION:
-        CHECK(streq(e->session->session_id, "sess-1") && e->session->op == RECUR__API__SESSION_OP__SESSION_OP_GET);
+        if (e->session->op == RECUR__API__SESSION_OP__SESSION_OP_IMPORT)
+            CHECK(!e->session->session_id && e->session->chunk && e->session->chunk->offset == 10 &&
+                  e->session->chunk->total == 15 && e->session->chunk->data.len == 5 &&
+                  e->session->chunk->data.data[4] == 5);
+        else
+            CHECK(streq(e->session->session_id, "sess-1") && e->session->op == RECUR__API__SESSION_OP__SESSION_OP_GET);
         break;
     case RECUR__API__ENVELOPE__BODY_SESSION_RESPONSE:
-        CHECK(e->session_response->info && e->session_response->info->n_tokens == 123456789012ull &&
-              streq(e->session_response->info->model, "xlstm-7b"));
+        if (e->session_response->n_sessions)
+            CHECK(e->session_response->n_sessions == 2 && streq(e->session_response->sessions[1]->session_id, "b") &&
+                  e->session_response->sessions[1]->saved_tokens == 77 &&
+                  e->session_response->sessions[0]->tier == RECUR__API__SESSION_TIER__SESSION_TIER_HOST &&
+                  e->session_response->done && e->session_response->chunk->data.len == 5);
+        else
+            CHECK(e->session_response->info && e->session_response->info->n_tokens == 123456789012ull &&
+                  streq(e->session_response->info->model, "xlstm-7b"));
         break;
     case RECUR__API__ENVELOPE__BODY_LIST_MODELS:
         CHECK(streq(e->list_models->request_id, "r-l"));
@@ -512,7 +546,11 @@ static void check_internal_fields(int i, const recur_internal_envelope_t *e) {
         CHECK(o->kind == (Recur__Internal__SlotOpKind)(o->op_id - 899));
         if (o->kind == RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_COPY) CHECK(o->has_src_slot && o->src_slot == 4);
         if (o->op_id >= 902) CHECK(streq(o->path, "/var/lib/recur/sessions/sess-1.rank3.state"));
-        else CHECK(o->path == NULL);
+        if (o->op_id == 902)
+            CHECK(o->meta && streq(o->meta->session_id, "sess-1") && streq(o->meta->model, "default:tuned") &&
+                  o->meta->n_consumed == 1234 && o->meta->n_pending == 2 && o->meta->pending[0] == 7 &&
+                  o->generation == 5);
+        else CHECK(!o->meta && !o->has_generation);
         break;
     }
     case RECUR__INTERNAL__ENVELOPE__BODY_SLOT_OP_RESULT:
@@ -625,16 +663,16 @@ static void test_versions(void) {
     uint8_t *b;
     recur_api_envelope_t *out = NULL;
 
-    env.has_protocol_version = 1, env.protocol_version = 2;
+    env.has_protocol_version = 1, env.protocol_version = 1;   /* a version-1 client (before sessions) */
     b = raw_pack(&env.base, &n);
-    expect(recur_proto_api_unpack(b, n, 0, &out, &err), RECUR_E_PROTO, &err, "protocol version 2, expected 1",
-           "api v2");
+    expect(recur_proto_api_unpack(b, n, 0, &out, &err), RECUR_E_PROTO, &err, "protocol version 1, expected 2",
+           "api v1");
     CHECK(out == NULL);
     free(b);
 
     env.protocol_version = 0;   /* present but 0 */
     b = raw_pack(&env.base, &n);
-    expect(recur_proto_api_unpack(b, n, 0, &out, &err), RECUR_E_PROTO, &err, "protocol version 0, expected 1",
+    expect(recur_proto_api_unpack(b, n, 0, &out, &err), RECUR_E_PROTO, &err, "protocol version 0, expected 2",
            "api v0");
     free(b);
 
@@ -647,7 +685,7 @@ static void test_versions(void) {
      * the reader reports (08 63 = version 99; field 10 with wire type 0 instead of 2) */
     const uint8_t future[] = {0x08, 0x63, 0x50, 0x01};
     expect(recur_proto_api_unpack(future, sizeof(future), 0, &out, &err), RECUR_E_PROTO, &err,
-           "protocol version 99, expected 1", "api future");
+           "protocol version 99, expected 2", "api future");
     expect(recur_proto_api_unpack(future + 2, 2, 0, &out, &err), RECUR_E_PROTO, &err, "no protocol_version",
            "api body without version");
 
@@ -659,7 +697,7 @@ static void test_versions(void) {
     ie.has_protocol_version = 1, ie.protocol_version = 7;
     recur_internal_envelope_t *iout = NULL;
     b = raw_pack(&ie.base, &n);
-    expect(recur_proto_internal_unpack(b, n, 0, &iout, &err), RECUR_E_PROTO, &err, "protocol version 7, expected 1",
+    expect(recur_proto_internal_unpack(b, n, 0, &iout, &err), RECUR_E_PROTO, &err, "protocol version 7, expected 2",
            "internal v7");
     CHECK(iout == NULL);
     free(b);
@@ -819,7 +857,7 @@ static void test_alloc_budget(void) {
     size_t n = 2 + 3 + 4 + inner;
     uint8_t *b = malloc(n);
     size_t o = 0;
-    b[o++] = 0x08, b[o++] = 0x01;                      /* protocol_version 1 */
+    b[o++] = 0x08, b[o++] = 0x02;                      /* protocol_version 2 */
     b[o++] = (uint8_t)(((102 << 3 | 2) & 0x7f) | 0x80);  /* field 102 (step_plan), length-delimited */
     b[o++] = (uint8_t)((102 << 3 | 2) >> 7);
     size_t len = inner;                                 /* varint length */
@@ -890,6 +928,36 @@ static void expect_internal_refused(recur_internal_envelope_t *env, const char *
     recur_internal_envelope_t *out = NULL;
     expect(recur_proto_internal_unpack(b, n, 0, &out, &err), RECUR_E_FORMAT, &err, needle, what);
     CHECK(out == NULL);
+    free(b);
+}
+
+/* The message is accepted by pack and, packed, by unpack. */
+static void expect_ok_internal(recur_internal_envelope_t *env, const char *what) {
+    recur_proto_error_t err;
+    uint8_t *b = NULL;
+    size_t n = 0;
+    recur_internal_envelope_t *out = NULL;
+    int ok = recur_proto_internal_pack(env, 0, &b, &n, &err) == RECUR_OK &&
+             recur_proto_internal_unpack(b, n, 0, &out, &err) == RECUR_OK;
+    if (!ok) {
+        fprintf(stderr, "%s: refused: %s\n", what, err.msg);
+        failures++;
+    }
+    recur_proto_internal_free(out);
+    free(b);
+}
+
+static void expect_ok_api(recur_api_envelope_t *env, const char *what) {
+    recur_proto_error_t err;
+    uint8_t *b = NULL;
+    size_t n = 0;
+    recur_api_envelope_t *out = NULL;
+    int ok = recur_proto_api_pack(env, 0, &b, &n, &err) == RECUR_OK && recur_proto_api_unpack(b, n, 0, &out, &err) == RECUR_OK;
+    if (!ok) {
+        fprintf(stderr, "%s: refused: %s\n", what, err.msg);
+        failures++;
+    }
+    recur_proto_api_free(out);
     free(b);
 }
 
@@ -1009,14 +1077,50 @@ static void test_semantics_internal(void) {
         recur_internal_envelope_t env = RECUR__INTERNAL__ENVELOPE__INIT;
         env.body_case = RECUR__INTERNAL__ENVELOPE__BODY_SLOT_OP;
         env.slot_op = &o;
-        expect_internal_refused(&env, "a copy needs a source slot", "slot op: copy without source");
+        expect_internal_refused(&env, "a copy needs exactly one of src_slot and src_key", "slot op: copy without source");
         o.has_src_slot = 1, o.src_slot = 3;
-        expect_internal_refused(&env, "a copy needs a source slot", "slot op: copy onto itself");
-        o.kind = RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_SAVE, o.has_src_slot = 0;
+        expect_internal_refused(&env, "source and destination are the same", "slot op: copy onto itself");
+        o.has_src_key = 1, o.src_key = 4;
+        expect_internal_refused(&env, "exactly one of src_slot and src_key", "slot op: copy with two sources");
+        o.has_src_slot = 0, o.has_key = 1, o.key = 9;
+        expect_internal_refused(&env, "exactly one of slot and key", "slot op: copy to slot and key");
+        o.has_slot = 0;
+        expect_ok_internal(&env, "slot op: key -> key copy");
+        o.key = 4;
+        expect_internal_refused(&env, "source and destination are the same", "slot op: key onto itself");
+        o.has_src_key = 0, o.has_key = 0, o.has_slot = 1;
+        o.kind = RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_SAVE;
+        expect_internal_refused(&env, "slot_op.meta: a save needs it", "slot op: save without meta");
+        Recur__Internal__CheckpointMeta meta = RECUR__INTERNAL__CHECKPOINT_META__INIT;
+        o.meta = &meta;
+        expect_internal_refused(&env, "slot_op.generation: a save needs it", "slot op: save without generation");
+        o.has_generation = 1, o.generation = 1;
         expect_internal_refused(&env, "slot_op.path: missing", "slot op: save without path");
-        o.kind = RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_RESET, o.path = "/x";
-        expect_internal_refused(&env, "not a save or a load", "slot op: reset with path");
-        o.path = NULL, o.kind = (Recur__Internal__SlotOpKind)9;
+        int32_t bad_pend[] = {-2};
+        meta.n_pending = 1, meta.pending = bad_pend, o.path = "/x";
+        expect_internal_refused(&env, "slot_op.meta.pending[0] = -2", "slot op: save with a bad pending token");
+        meta.n_pending = 0;
+        expect_ok_internal(&env, "slot op: save");
+        o.kind = RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_LOAD;
+        expect_internal_refused(&env, "not a save", "slot op: load with meta");
+        o.meta = NULL, o.has_generation = 0;
+        expect_ok_internal(&env, "slot op: load");
+        o.kind = RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_DROP;
+        expect_internal_refused(&env, "a drop needs key", "slot op: drop of a slot");
+        o.kind = RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_DELETE;
+        expect_internal_refused(&env, "a delete takes only a path", "slot op: delete with a slot");
+        o.has_slot = 0;
+        expect_ok_internal(&env, "slot op: delete");
+        o.has_slot = 1, o.kind = RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_RESET;
+        expect_internal_refused(&env, "set on an operation without a file", "slot op: reset with path");
+        o.path = NULL, o.has_history_only = 1, o.history_only = 1;
+        expect_ok_internal(&env, "slot op: history-only reset");
+        o.kind = RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_COPY, o.has_src_slot = 1, o.src_slot = 5;
+        expect_internal_refused(&env, "history_only: set on an operation that is not a reset", "slot op: copy history");
+        o.kind = RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_RESET, o.has_src_slot = 0, o.has_history_only = 0;
+        o.has_key = 1, o.key = 0;
+        expect_internal_refused(&env, "slot_op.key: must be >= 1", "slot op: key 0");
+        o.has_key = 0, o.kind = (Recur__Internal__SlotOpKind)9;
         expect_internal_refused(&env, "slot_op.kind: missing or unknown (9)", "slot op: kind");
     }
 }
@@ -1102,13 +1206,57 @@ static void test_semantics_api(void) {
     recur_api_envelope_t empty = RECUR__API__ENVELOPE__INIT;
     expect_api_refused(&empty, "no body", "api: empty oneof");
 
-    /* a body field from a newer peer that kept version 1: field 50, empty */
-    const uint8_t newer[] = {0x08, 0x01, 0x92, 0x03, 0x00};
+    /* sessions: which op needs which field */
+    {
+        Recur__Api__SessionRequest q = RECUR__API__SESSION_REQUEST__INIT;
+        recur_api_envelope_t se = RECUR__API__ENVELOPE__INIT;
+        se.body_case = RECUR__API__ENVELOPE__BODY_SESSION, se.session = &q;
+        expect_api_refused(&se, "session.op: missing", "session: no op");
+        q.has_op = 1, q.op = (Recur__Api__SessionOp)8;
+        expect_api_refused(&se, "session.op: missing or unknown (8)", "session: op 8");
+        q.op = RECUR__API__SESSION_OP__SESSION_OP_GET;
+        expect_api_refused(&se, "session.session_id: missing", "session: GET without id");
+        q.op = RECUR__API__SESSION_OP__SESSION_OP_CREATE;
+        expect_ok_api(&se, "session: CREATE without id");
+        q.model = "default:tuned";
+        expect_ok_api(&se, "session: CREATE with a variant");
+        q.op = RECUR__API__SESSION_OP__SESSION_OP_FORK, q.session_id = "a";
+        expect_api_refused(&se, "session.model: set on an op other than CREATE", "session: FORK with model");
+        q.model = NULL, q.new_session_id = "b";
+        expect_ok_api(&se, "session: FORK");
+        q.op = RECUR__API__SESSION_OP__SESSION_OP_DELETE;
+        expect_api_refused(&se, "new_session_id: set on an op other than FORK", "session: DELETE with new id");
+        q.new_session_id = NULL, q.op = RECUR__API__SESSION_OP__SESSION_OP_LIST;
+        expect_api_refused(&se, "session.session_id: set on a LIST", "session: LIST with id");
+        q.session_id = NULL;
+        expect_ok_api(&se, "session: LIST");
+        q.op = RECUR__API__SESSION_OP__SESSION_OP_IMPORT;
+        expect_api_refused(&se, "session.chunk: an IMPORT needs it", "session: IMPORT without chunk");
+        Recur__Api__StateChunk ch = RECUR__API__STATE_CHUNK__INIT;
+        uint8_t d[4] = {0};
+        ch.has_offset = ch.has_total = ch.has_data = 1, ch.offset = 2, ch.total = 5, ch.data.len = 4, ch.data.data = d;
+        q.chunk = &ch;
+        expect_api_refused(&se, "bytes [2, 6) do not fit in a total of 5", "session: chunk past the total");
+        ch.offset = 1;
+        expect_ok_api(&se, "session: IMPORT chunk");
+        q.op = RECUR__API__SESSION_OP__SESSION_OP_EXPORT, q.session_id = "a";
+        expect_api_refused(&se, "session.chunk: set on an op other than IMPORT", "session: EXPORT with chunk");
+        Recur__Api__SessionInfo in = RECUR__API__SESSION_INFO__INIT;
+        Recur__Api__SessionResponse sr = RECUR__API__SESSION_RESPONSE__INIT;
+        sr.info = &in;
+        se.body_case = RECUR__API__ENVELOPE__BODY_SESSION_RESPONSE, se.session_response = &sr;
+        expect_api_refused(&se, "session_response.info.session_id: missing", "session: info without id");
+        in.session_id = "a", in.has_tier = 1, in.tier = (Recur__Api__SessionTier)9;
+        expect_api_refused(&se, "session_response.info.tier: unknown (9)", "session: tier 9");
+    }
+
+    /* a body field from a newer peer that kept version 2: field 50, empty */
+    const uint8_t newer[] = {0x08, 0x02, 0x92, 0x03, 0x00};
     recur_api_envelope_t *out = NULL;
     expect(recur_proto_api_unpack(newer, sizeof(newer), 0, &out, &err), RECUR_E_FORMAT, &err,
            "unknown body field 50", "api: unknown body");
     /* the oneof set twice: the last one wins, as in every protobuf reader */
-    const uint8_t twice[] = {0x08, 0x01, 0x72, 0x00, 0x6a, 0x00};   /* health, then list_models */
+    const uint8_t twice[] = {0x08, 0x02, 0x72, 0x00, 0x6a, 0x00};   /* health, then list_models */
     CHECK(recur_proto_api_unpack(twice, sizeof(twice), 0, &out, &err) == RECUR_OK && out &&
           out->body_case == RECUR__API__ENVELOPE__BODY_LIST_MODELS);
     recur_proto_api_free(out);
@@ -1146,7 +1294,7 @@ static void test_helpers(void) {
 
     CHECK(strcmp(recur_proto_api_body_name(RECUR__API__ENVELOPE__BODY_HEALTH_RESPONSE), "health_response") == 0);
     CHECK(strcmp(recur_proto_internal_body_name(RECUR__INTERNAL__ENVELOPE__BODY_STEP_PLAN), "step_plan") == 0);
-    CHECK(RECUR_PROTO_API_VERSION == 1 && RECUR_PROTO_INTERNAL_VERSION == 1);
+    CHECK(RECUR_PROTO_API_VERSION == 2 && RECUR_PROTO_INTERNAL_VERSION == 2);
 
     /* err NULL: the message is logged instead, and nothing crashes */
     recur_api_envelope_t *out = NULL;

@@ -422,14 +422,119 @@ static void test_bad_input(void) {
     recur_sched_free(NULL);
 }
 
+/* ---------------------------------------------------------------- slots the caller holds */
+static void test_caller_slots(void) {
+    recur_sched_config_t c = cfg_small(3, 4, 16);   /* slots 1 and 2 */
+    recur_sched_t *s;
+    CHECK(recur_sched_create(&c, &s) == RECUR_OK);
+    int32_t held = 0, other = 0, p5[5] = {1, 2, 3, 4, 5}, p3[3] = {7, 8, 9};
+    CHECK(recur_sched_slot_take(s, &held) == RECUR_OK && held == 1);
+    /* a slot not held, and the padding slot, are refused */
+    recur_sched_request_t r = req(p5, 5, 3);
+    r.slot = 2;
+    uint64_t id = 0, id2 = 0;
+    CHECK(recur_sched_submit(s, &r, 0, &id) == RECUR_E_INVAL && strstr(recur_sched_error(s), "slot 2"));
+    r.slot = held, r.keep_slot = 1;
+    CHECK(recur_sched_submit(s, &r, 0, &id) == RECUR_OK);
+    CHECK(recur_sched_slot_give(s, held) == RECUR_E_INVAL);   /* a request runs on it */
+    CHECK(recur_sched_submit(s, &r, 0, &id2) == RECUR_E_INVAL);   /* one request per held slot */
+    /* the last free slot is taken too: the pinned request still runs, an ordinary one waits */
+    CHECK(recur_sched_slot_take(s, &other) == RECUR_OK && other == 2);
+    int32_t no = -1;
+    CHECK(recur_sched_slot_take(s, &no) == RECUR_E_BUSY && no == 0);
+    recur_sched_request_t q = req(p3, 3, 2);
+    CHECK(recur_sched_submit(s, &q, 0, &id2) == RECUR_OK);
+    recur_sched_plan_t p;
+    CHECK(recur_sched_plan(s, 1, &p) == RECUR_OK);
+    CHECK(p.n_seq == 1 && p.slot[0] == held && p.id[0] == id && p.n_reset == 0 && p.seq_len[0] == 5 &&
+          p.n_split_hit == 0);
+    complete_all(s, &p, 11, 1);
+    for (int k = 0; k < 2; k++) {   /* two decode steps: max_tokens 3 */
+        CHECK(recur_sched_plan(s, 2, &p) == RECUR_OK && p.n_seq == 1 && p.slot[0] == held);
+        complete_all(s, &p, 11, 2);
+    }
+    ev_tally_t t = drain(s);
+    /* the slot stays the caller's: 5 prompt tokens and the 2 generated ones fed, the third not */
+    CHECK(t.n_finished == 1 && t.last_fin.id == id && t.last_fin.reason == RECUR_SCHED_LENGTH &&
+          t.last_fin.slot == held && t.last_fin.fed == 7);
+    recur_sched_stats_t st;
+    recur_sched_get_stats(s, &st);
+    CHECK(st.slots_caller == 2 && st.waiting == 1 && st.running == 0);
+    /* giving slot 2 back lets the waiting request in, reset first */
+    CHECK(recur_sched_slot_give(s, other) == RECUR_OK);
+    CHECK(recur_sched_plan(s, 3, &p) == RECUR_OK && p.n_seq == 1 && p.slot[0] == other && p.n_reset == 1 &&
+          p.reset_slots[0] == other && p.reset_ids[0] == id2);
+    complete_all(s, &p, 11, 3);
+    /* a keep_slot request without a held slot: assigned at admission (reset, reset_ids), kept */
+    recur_sched_request_t k = req(p3, 3, 1);
+    k.keep_slot = 1;
+    uint64_t id3 = 0;
+    CHECK(recur_sched_submit(s, &k, 4, &id3) == RECUR_OK);
+    CHECK(recur_sched_plan(s, 4, &p) == RECUR_OK);   /* id2 decodes; id3 waits: no free slot */
+    CHECK(p.n_seq == 1 && p.id[0] == id2);
+    complete_all(s, &p, 11, 4);   /* id2 reaches max_tokens 2: slot 2 free again */
+    CHECK(recur_sched_plan(s, 5, &p) == RECUR_OK && p.n_seq == 1 && p.id[0] == id3 && p.n_reset == 1 &&
+          p.reset_ids[0] == id3);
+    complete_all(s, &p, 11, 5);
+    t = drain(s);
+    CHECK(t.last_fin.id == id3 && t.last_fin.slot == p.slot[0] && t.last_fin.fed == 3);
+    /* cancelling a pinned request that waits returns the slot untouched (fed 0) */
+    r.max_tokens = 1;
+    CHECK(recur_sched_submit(s, &r, 6, &id) == RECUR_OK);
+    CHECK(recur_sched_cancel(s, id) == RECUR_OK);
+    t = drain(s);
+    CHECK(t.last_fin.reason == RECUR_SCHED_CANCELLED && t.last_fin.slot == held && t.last_fin.fed == 0);
+    CHECK(recur_sched_slot_give(s, held) == RECUR_OK && recur_sched_slot_give(s, held) == RECUR_E_INVAL);
+    CHECK(recur_sched_slot_give(s, 2) == RECUR_OK);   /* id3's kept slot */
+    recur_sched_get_stats(s, &st);
+    CHECK(st.slots_caller == 0 && st.slots_used == 0);
+    recur_sched_free(s);
+}
+
+/* ---------------------------------------------------------------- a chunk ends at split_at */
+static void test_split(void) {
+    recur_sched_config_t c = cfg_small(3, 4, 16);
+    recur_sched_t *s;
+    CHECK(recur_sched_create(&c, &s) == RECUR_OK);
+    int32_t pr[20];
+    for (int i = 0; i < 20; i++) pr[i] = i + 1;
+    recur_sched_request_t r = req(pr, 20, 1);
+    uint64_t id;
+    r.split_at = 21;
+    CHECK(recur_sched_submit(s, &r, 0, &id) == RECUR_E_INVAL && strstr(recur_sched_error(s), "split_at"));
+    r.split_at = 7;
+    CHECK(recur_sched_submit(s, &r, 0, &id) == RECUR_OK);
+    recur_sched_plan_t p;
+    CHECK(recur_sched_plan(s, 1, &p) == RECUR_OK && p.n_seq == 1 && p.seq_len[0] == 7 && p.split_hit[0] == 1 &&
+          p.n_split_hit == 1 && !p.sample[0]);
+    complete_all(s, &p, 3, 1);
+    CHECK(recur_sched_plan(s, 2, &p) == RECUR_OK && p.seq_len[0] == 13 && p.split_hit[0] == 0 && p.sample[0]);
+    complete_all(s, &p, 3, 2);
+    drain(s);
+    recur_sched_free(s);
+}
+
 /* ---------------------------------------------------------------- randomized simulation */
 typedef struct sim_req {
     int32_t prompt[64];
     int32_t n_prompt, max_tokens, n_seen, n_gen, last_tok, slot;
     int32_t stop;           /* the stop id of this request, -1 none */
     int finished, running, cancel_sent, ignore_eos;
+    int sess;               /* the session it continues, -1 none */
+    int32_t split;          /* split_at, 0 none */
+    int pinned;             /* submitted on the session's slot */
     recur_sched_reason_t reason;
 } sim_req_t;
+
+/* A session of the simulation: the hash of what its state has consumed, the slot it holds
+ * (0: none; its state is "elsewhere" and is restored into the slot its request gets). */
+typedef struct sim_sess {
+    uint64_t h;
+    int32_t slot;
+    uint64_t busy;          /* the request running on it, 0 none */
+} sim_sess_t;
+
+static uint64_t chain(uint64_t h, int32_t tok) { return (h ^ (uint64_t)(tok + 1)) * 0x100000001b3ull + 0x9E37u; }
 
 /* The fake model: the token a request gets at index k, a function of (id, k) only. */
 static int32_t fake_token(uint64_t id, int32_t k) { return (int32_t)((id * 2654435761u + (uint64_t)k * 40503u) % 50u); }
@@ -446,7 +551,13 @@ static void test_simulation(uint64_t seed, int n_steps) {
     enum { MAXR = 8000 };
     sim_req_t *R = calloc(MAXR + 1, sizeof *R);
     int32_t *owner = calloc((size_t)c.n_slots, sizeof *owner);   /* slot -> sim id */
-    uint64_t rng = seed * 7919 + 1, now = 0, n_sub = 0;
+    uint64_t *slot_h = calloc((size_t)c.n_slots, sizeof *slot_h); /* what each slot has consumed */
+    int *slot_sess = malloc((size_t)c.n_slots * sizeof *slot_sess); /* the session holding it, -1 */
+    for (int32_t i = 0; i < c.n_slots; i++) slot_sess[i] = -1;
+    enum { NS = 5 };
+    sim_sess_t S[NS];
+    memset(S, 0, sizeof S);
+    uint64_t rng = seed * 7919 + 1, now = 0, n_sub = 0, n_sess_req = 0, n_pinned = 0, n_evict = 0;
     int bad = 0;
     for (int step = 0; step < n_steps && !bad; step++) {
         now += 1 + recur_test_rng_below(&rng, 10);
@@ -462,11 +573,30 @@ static void test_simulation(uint64_t seed, int n_steps) {
             r.stop_ids = &q->stop;
             r.n_stop = q->stop >= 0;
             r.ignore_eos = (int)recur_test_rng_below(&rng, 2);
+            q->split = recur_test_rng_below(&rng, 3) == 0 ? (int32_t)recur_test_rng_below(&rng, (uint32_t)q->n_prompt + 1) : 0;
+            r.split_at = q->split;
+            /* a third of the arrivals continue an idle session: on its slot when it holds one
+             * (sometimes after taking one and "loading" the state into it), else on a slot
+             * assigned at admission whose reset the caller replaces by a restore */
+            q->sess = -1;
+            int si = (int)recur_test_rng_below(&rng, NS);
+            if (recur_test_rng_below(&rng, 3) == 0 && !S[si].busy) {
+                if (!S[si].slot && recur_test_rng_below(&rng, 2) && recur_sched_slot_take(s, &S[si].slot) == RECUR_OK) {
+                    slot_h[S[si].slot] = S[si].h;   /* a load into the taken slot */
+                    slot_sess[S[si].slot] = si;
+                }
+                q->sess = si;
+                r.keep_slot = 1;
+                r.slot = S[si].slot;
+                q->pinned = r.slot > 0;
+                if (q->pinned) CHECK(slot_h[r.slot] == S[si].h && slot_sess[r.slot] == si);
+            }
             uint64_t id;
             recur_status_t st = recur_sched_submit(s, &r, now, &id);
             if (st == RECUR_E_BUSY) continue;
             CHECK(st == RECUR_OK && id == n_sub + 1);
             n_sub++;
+            if (q->sess >= 0) S[q->sess].busy = id, n_sess_req++, n_pinned += (uint64_t)q->pinned;
             q->ignore_eos = r.ignore_eos;   /* without it, eos (0) stops too */
         }
         /* random cancellations, of waiting or running requests */
@@ -478,9 +608,27 @@ static void test_simulation(uint64_t seed, int n_steps) {
             R[id].running = 0;
             if (st == RECUR_OK) R[id].cancel_sent = 1;
         }
+        /* sometimes an idle session's slot goes back to the pool (its state "moves to host") */
+        {
+            int si = (int)recur_test_rng_below(&rng, NS);
+            if (S[si].slot && !S[si].busy && recur_test_rng_below(&rng, 6) == 0) {
+                CHECK(recur_sched_slot_give(s, S[si].slot) == RECUR_OK);
+                slot_sess[S[si].slot] = -1;
+                S[si].slot = 0;
+                n_evict++;
+            }
+        }
         recur_sched_plan_t pl;
         CHECK(recur_sched_plan(s, now, &pl) == RECUR_OK);
         CHECK(pl.n_tokens <= c.token_budget);
+        /* resets first: a session request's reset is replaced by restoring its state */
+        for (int32_t i = 0; i < pl.n_reset; i++) {
+            int32_t sl = pl.reset_slots[i];
+            const sim_req_t *q = &R[pl.reset_ids[i]];
+            CHECK(!q->pinned);
+            if (slot_sess[sl] >= 0 && (q->sess != slot_sess[sl])) { CHECK(!"reset of a slot a session holds"); bad = 1; }
+            slot_h[sl] = q->sess >= 0 ? S[q->sess].h : 0;
+        }
         CHECK(pl.n_seq <= c.max_batch && pl.n_seq < c.n_slots);
         int32_t off = 0, ns = 0;
         for (int32_t i = 0; i < pl.n_seq; i++) {
@@ -491,7 +639,12 @@ static void test_simulation(uint64_t seed, int n_steps) {
             for (int32_t j = 0; j < i; j++) if (pl.slot[j] == sl) { CHECK(!"slot twice in a plan"); bad = 1; }
             if (!q->running) {   /* its first step: the slot must be free (per our view) and reset */
                 if (owner[sl] && !R[owner[sl]].finished && R[owner[sl]].running) { CHECK(!"slot of a live request"); bad = 1; }
-                CHECK(resets_slot(&pl, sl));
+                if (q->pinned) {   /* its session's slot, as the session left it */
+                    CHECK(!resets_slot(&pl, sl) && sl == S[q->sess].slot && slot_h[sl] == S[q->sess].h);
+                } else {
+                    CHECK(resets_slot(&pl, sl));
+                    if (slot_sess[sl] >= 0) { CHECK(!"a session's slot given to a request"); bad = 1; }
+                }
                 CHECK(q->n_seen == 0);
                 owner[sl] = (int32_t)id;
                 q->running = 1;
@@ -500,13 +653,18 @@ static void test_simulation(uint64_t seed, int n_steps) {
                 CHECK(q->slot == sl && owner[sl] == (int32_t)id);
                 CHECK(!resets_slot(&pl, sl));
             }
+            if (slot_sess[sl] >= 0 && slot_sess[sl] != q->sess) { CHECK(!"tokens into another session's slot"); bad = 1; }
+            for (int32_t j = 0; j < pl.seq_len[i]; j++) slot_h[sl] = chain(slot_h[sl], pl.tokens[off + j]);
             if (q->n_seen < q->n_prompt) {   /* prefill: the prompt continues in order */
                 CHECK(q->n_seen + pl.seq_len[i] <= q->n_prompt);
+                /* no chunk crosses split_at; the one ending there says so */
+                CHECK(!(q->split && q->n_seen < q->split && q->n_seen + pl.seq_len[i] > q->split));
+                CHECK(pl.split_hit[i] == (q->split && q->n_seen + pl.seq_len[i] == q->split));
                 CHECK(memcmp(pl.tokens + off, q->prompt + q->n_seen, (size_t)pl.seq_len[i] * sizeof(int32_t)) == 0);
                 q->n_seen += pl.seq_len[i];
                 CHECK(pl.sample[i] == (q->n_seen == q->n_prompt));
             } else {                         /* decode: the last generated token */
-                CHECK(pl.seq_len[i] == 1 && pl.sample[i] && pl.tokens[off] == q->last_tok);
+                CHECK(pl.seq_len[i] == 1 && pl.sample[i] && pl.tokens[off] == q->last_tok && !pl.split_hit[i]);
             }
             if (pl.sample[i]) { CHECK(pl.sampling[ns].step == (uint64_t)q->n_gen); ns++; }
             off += pl.seq_len[i];
@@ -545,6 +703,33 @@ static void test_simulation(uint64_t seed, int n_steps) {
                 q->reason = e.reason;
                 if (q->running) owner[q->slot] = 0;
                 q->running = 0;
+                CHECK(e.fed >= 0 && e.fed <= q->n_prompt + q->n_gen);
+                if (q->sess >= 0) {   /* the session's state: what the plans fed, in order */
+                    sim_sess_t *ss = &S[q->sess];
+                    CHECK(ss->busy == e.id);
+                    uint64_t hh = ss->h;
+                    for (int32_t j = 0; j < e.fed; j++)
+                        hh = chain(hh, j < q->n_prompt ? q->prompt[j] : fake_token(e.id, j - q->n_prompt));
+                    CHECK(e.slot == (q->pinned || q->slot ? (q->pinned ? ss->slot : q->slot) : 0));
+                    if (e.slot) {
+                        CHECK(slot_h[e.slot] == hh);
+                        slot_sess[e.slot] = q->sess;
+                    }
+                    ss->busy = 0;
+                    ss->slot = e.slot;
+                    if (e.reason == RECUR_SCHED_ERROR) {   /* a failed step: the state is gone */
+                        if (ss->slot) {
+                            CHECK(recur_sched_slot_give(s, ss->slot) == RECUR_OK);
+                            slot_sess[ss->slot] = -1;
+                        }
+                        ss->slot = 0;
+                        ss->h = 0;
+                    } else {
+                        ss->h = hh;
+                    }
+                } else {
+                    CHECK(e.slot == 0);
+                }
                 CHECK(e.completion_tokens == q->n_gen && e.prompt_tokens == q->n_prompt);
                 int at_stop = q->n_gen >= 1 && (q->last_tok == q->stop || (q->last_tok == 0 && !q->ignore_eos));
                 if (e.reason == RECUR_SCHED_LENGTH) CHECK(q->n_gen == q->max_tokens && !at_stop);
@@ -557,14 +742,23 @@ static void test_simulation(uint64_t seed, int n_steps) {
     /* drain: cancel what is left, then everything must be free and finished exactly once */
     for (uint64_t id = 1; id <= n_sub; id++)
         if (!R[id].finished) CHECK(recur_sched_cancel(s, id) == RECUR_OK);
+    recur_sched_event_t ev;
+    while (recur_sched_next_event(s, &ev))
+        if (ev.type == RECUR_SCHED_EV_FINISHED && ev.slot) CHECK(recur_sched_slot_give(s, ev.slot) == RECUR_OK);
+    for (int i = 0; i < NS; i++)
+        if (S[i].slot && !S[i].busy) CHECK(recur_sched_slot_give(s, S[i].slot) == RECUR_OK);
     ev_tally_t t = drain(s);
     recur_sched_stats_t st;
     recur_sched_get_stats(s, &st);
+    CHECK(st.slots_caller == 0);
     CHECK(st.running == 0 && st.waiting == 0 && st.slots_used == 0);
     uint64_t total = 0;
     for (int i = 0; i < RECUR_SCHED_N_REASONS; i++) total += st.finished[i];
     CHECK(total == n_sub && st.submitted == n_sub);
     (void)t;
+    fprintf(stderr, "simulation seed %llu: %llu session requests (%llu on their slot), %llu session slots given back\n",
+            (unsigned long long)seed, (unsigned long long)n_sess_req, (unsigned long long)n_pinned,
+            (unsigned long long)n_evict);
     fprintf(stderr, "simulation seed %llu: %d slots, batch %d, budget %d, chunk %d: %llu requests, %llu steps, "
                     "stop %llu length %llu cancelled %llu error %llu timeout %llu\n",
             (unsigned long long)seed, (int)c.n_slots - 1, (int)c.max_batch, (int)c.token_budget,
@@ -573,6 +767,8 @@ static void test_simulation(uint64_t seed, int n_steps) {
             (unsigned long long)st.finished[3], (unsigned long long)st.finished[4]);
     free(R);
     free(owner);
+    free(slot_h);
+    free(slot_sess);
     recur_sched_free(s);
 }
 
@@ -586,6 +782,8 @@ int main(void) {
     test_queue_limits();
     test_failed_step();
     test_bad_input();
+    test_caller_slots();
+    test_split();
     for (uint64_t seed = 1; seed <= 16; seed++) test_simulation(seed, 4000);
     if (failures) fprintf(stderr, "test_sched: %d checks failed\n", failures);
     else fprintf(stderr, "test_sched: all checks passed\n");

@@ -11,7 +11,8 @@
  *   - bad plans (a token outside the vocabulary, slot 0, a repeated slot, a slot past the
  *     pool) get an error StepResult for their step, and the worker keeps serving with the
  *     state untouched;
- *   - SlotOps: copy, save (the file, or shards + manifest with several ranks), reset, load
+ *   - SlotOps: copy (slot -> slot, slot -> host key -> slot), save (a manifest and one shard file
+ *     per rank), reset, load, drop, and the errors of a dropped key and a missing file
  *     round trip, then both slots continue exactly as the reference; a load from a missing
  *     file is an error result; Heartbeat is answered;
  *   - sampling extras (frequency and repetition penalties, a logit bias, logprobs 3): the
@@ -343,12 +344,21 @@ static int step_both(coord_t *c, recur_model_t *ref, const plan_t *p, int32_t *g
     return ok;
 }
 
+/* slot / src > 0: a slot; < 0: the host key -slot / -src. */
 static int32_t slot_op(coord_t *c, uint64_t op_id, Recur__Internal__SlotOpKind kind, int32_t slot, int32_t src,
                        const char *path, uint64_t *bytes, char *why, size_t why_n) {
     Recur__Internal__SlotOp o = RECUR__INTERNAL__SLOT_OP__INIT;
-    o.has_op_id = 1, o.op_id = op_id, o.has_kind = 1, o.kind = kind, o.has_slot = 1, o.slot = slot;
+    o.has_op_id = 1, o.op_id = op_id, o.has_kind = 1, o.kind = kind;
+    if (slot > 0) o.has_slot = 1, o.slot = slot;
+    if (slot < 0) o.has_key = 1, o.key = (uint64_t)-slot;
     if (src > 0) o.has_src_slot = 1, o.src_slot = src;
+    if (src < 0) o.has_src_key = 1, o.src_key = (uint64_t)-src;
     o.path = (char *)path;
+    Recur__Internal__CheckpointMeta meta = RECUR__INTERNAL__CHECKPOINT_META__INIT;
+    if (kind == RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_SAVE) {
+        meta.session_id = "s1", meta.has_n_consumed = 1, meta.n_consumed = 5;
+        o.meta = &meta, o.has_generation = 1, o.generation = op_id;
+    }
     recur_internal_envelope_t env = RECUR__INTERNAL__ENVELOPE__INIT;
     env.body_case = RECUR__INTERNAL__ENVELOPE__BODY_SLOT_OP;
     env.slot_op = &o;
@@ -474,32 +484,37 @@ static void scenario_serve(const char *model, const char *tmp) {
     code = run_step(&c, &past, 0, dummy, why, sizeof why);
     CHECK(code == RECUR_E_INVAL && strstr(why, "slot"));
 
-    /* slot ops: copy 1 -> 3, save 1, reset 1, load 1, then 1 and 3 continue alike */
+    /* slot ops: copy 1 -> 3, save 1, copy 1 -> host key 7, reset 1 and 3, load 1, copy key 7 -> 3,
+     * drop key 7; then 1 and 3 continue alike */
     char path[4096], shard[4200];
-    snprintf(path, sizeof path, "%s/session.state", tmp);
+    snprintf(path, sizeof path, "%s/session.ckpt", tmp);
     uint64_t bytes = 0;
     CHECK(slot_op(&c, 1, RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_COPY, 3, 1, NULL, NULL, NULL, 0) == 0);
     CHECK(recur_model_state_copy(ref, 3, 1) == RECUR_OK);
     CHECK(slot_op(&c, 2, RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_SAVE, 1, 0, path, &bytes, why, sizeof why) == 0);
-    CHECK(bytes > 0);
+    CHECK(bytes > 0 && (np > 1 || bytes == ri->state_bytes));
     struct stat st;
-    if (np == 1) {
-        CHECK(stat(path, &st) == 0 && (uint64_t)st.st_size == bytes && bytes == ri->state_bytes);
-    } else {
-        char *man = NULL;
-        size_t n = 0;
-        CHECK(recur_read_file(path, (void **)&man, &n) == 0 && man && strstr(man, "recur-state-shards"));
-        free(man);
-        for (int r = 0; r < np; r++) {
-            snprintf(shard, sizeof shard, "%s.shard-0-%d", path, r);
-            CHECK(stat(shard, &st) == 0 && st.st_size > 0);
-        }
+    char *man = NULL;
+    size_t n = 0;
+    CHECK(recur_read_file(path, (void **)&man, &n) == 0 && man && strstr(man, "recur-session-checkpoint") &&
+          strstr(man, "\"id\":\"s1\"") && strstr(man, "\"content_hash\":\"fnv1a64s:"));
+    free(man);
+    for (int r = 0; r < np; r++) {
+        snprintf(shard, sizeof shard, "%s.g2.shard-0-%d", path, r);
+        CHECK(stat(shard, &st) == 0 && st.st_size > 0);
     }
-    CHECK(slot_op(&c, 3, RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_RESET, 1, 0, NULL, NULL, NULL, 0) == 0);
-    CHECK(slot_op(&c, 4, RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_LOAD, 1, 0, path, &bytes, why, sizeof why) == 0);
-    snprintf(shard, sizeof shard, "%s/missing.state", tmp);
-    code = slot_op(&c, 5, RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_LOAD, 2, 0, shard, NULL, why, sizeof why);
-    CHECK(code != 0 && code != -999 && why[0]);
+    CHECK(slot_op(&c, 3, RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_COPY, -7, 1, NULL, NULL, why, sizeof why) == 0);
+    CHECK(slot_op(&c, 4, RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_RESET, 1, 0, NULL, NULL, NULL, 0) == 0);
+    CHECK(slot_op(&c, 5, RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_RESET, 3, 0, NULL, NULL, NULL, 0) == 0);
+    CHECK(slot_op(&c, 6, RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_LOAD, 1, 0, path, &bytes, why, sizeof why) == 0);
+    CHECK(slot_op(&c, 7, RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_COPY, 3, -7, NULL, NULL, why, sizeof why) == 0);
+    CHECK(slot_op(&c, 8, RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_DROP, -7, 0, NULL, NULL, why, sizeof why) == 0);
+    code = slot_op(&c, 9, RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_COPY, 2, -7, NULL, NULL, why, sizeof why);
+    CHECK(code == RECUR_E_INVAL && strstr(why, "no host copy under key 7"));
+    fprintf(stderr, "copy from a dropped key: %d %s\n", (int)code, why);
+    snprintf(shard, sizeof shard, "%s/missing.ckpt", tmp);
+    code = slot_op(&c, 10, RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_LOAD, 2, 0, shard, NULL, why, sizeof why);
+    CHECK(code != 0 && code != -999 && strstr(why, "missing.ckpt"));
     fprintf(stderr, "load of a missing file: %d %s\n", (int)code, why);
     plan_t cont = {.step = 7, .n = 3, .slot = {1, 3, 2}, .len = {1, 1, 1}, .mode = {1, 1, 1},
                    .tok = {a_last, a_last, b_last}};

@@ -95,6 +95,8 @@ typedef struct recur_model_info {
     recur_arch_t arch;
     const char  *arch_name;    /* "rwkv7", "xlstm"                             */
     int32_t      n_vocab, n_embd, n_layer, n_head, head_size, ffn_dim;
+    int32_t      head_size_k;  /* key size per head: xLSTM's DQK (head_size is DV); RWKV-7:
+                                  head_size. With the dims above it fixes the state layout */
     size_t       state_bytes;  /* per slot, of this rank's shard (see above)  */
     recur_dtype_t state_dtype; /* storage of the state matrices: F32 or BF16   */
     int64_t      n_params;     /* weights read from the checkpoint             */

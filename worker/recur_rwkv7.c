@@ -361,7 +361,7 @@ static recur_status_t rwkv7_load(recur_backend_t *b, const recur_model_files_t *
 
     *info = (recur_model_info_t){
         .arch = RECUR_ARCH_RWKV7, .arch_name = "rwkv7", .n_vocab = m->V, .n_embd = m->C, .n_layer = m->L,
-        .n_head = m->H, .head_size = RWKV7_HEAD_SIZE, .ffn_dim = m->F,
+        .n_head = m->H, .head_size = RWKV7_HEAD_SIZE, .ffn_dim = m->F, .head_size_k = RWKV7_HEAD_SIZE,
         .state_bytes = (size_t)(m->sh.layer_end - m->sh.layer_begin) * layer_state_bytes(m),
         .state_dtype = m->state_dtype,
         .n_params = ld.base.n_params,

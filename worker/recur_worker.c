@@ -17,6 +17,7 @@
 #include "recur_log.h"
 #include "recur_msgsock.h"
 #include "recur_proto.h"
+#include "recur_state_ckpt.h"
 #include "recur_state_file.h"
 #include "recur_token_hist.h"
 
@@ -27,6 +28,12 @@ typedef struct cmd_hdr {
     int32_t exit_code;  /* CMD_STOP */
     uint64_t n_bytes;   /* CMD_RUN: the envelope's size, broadcast next */
 } cmd_hdr_t;
+
+/* A state shard kept in this rank's host memory under a key (SlotOp COPY to / from a key). */
+typedef struct host_entry {
+    uint64_t key;
+    void *buf;   /* info->state_bytes */
+} host_entry_t;
 
 typedef struct worker {
     recur_model_t *m;
@@ -45,6 +52,11 @@ typedef struct worker {
     /* every rank: the envelope bytes of the current command */
     uint8_t *buf;
     size_t buf_cap;
+    /* every rank: its host copies of states, and what its checkpoints must match */
+    host_entry_t *host;
+    size_t n_host, cap_host;
+    recur_ckpt_identity_t ident;
+    recur_ckpt_shard_t shard;   /* this rank's part of a slot */
     /* sampling extras (recur_worker.h "Sampling"): the token history of every slot, kept
      * where the logits are (the last pipeline stage's ranks; NULL elsewhere) */
     recur_token_hist_t *hist;
@@ -155,6 +167,9 @@ static void send_hello(worker_t *w) {
     mi.n_embd = (uint32_t)info->n_embd, mi.n_head = (uint32_t)info->n_head;
     mi.head_size = (uint32_t)info->head_size;
     mi.checkpoint_id = (char *)w->p.checkpoint_id;
+    mi.content_hash = w->ident.content_hash;
+    mi.state_dtype = (char *)recur_dtype_name(info->state_dtype);
+    mi.has_head_size_k = 1, mi.head_size_k = (uint32_t)w->ident.head_size_k;
     Recur__Internal__Hello h = RECUR__INTERNAL__HELLO__INIT;
     h.has_rank = h.has_world_size = h.has_tp = h.has_pp = h.has_tp_rank = h.has_pp_rank = 1;
     h.rank = (uint32_t)w->grid.world_rank, h.world_size = (uint32_t)w->grid.world_size;
@@ -278,7 +293,7 @@ static recur_status_t check_plan(worker_t *w, const Recur__Internal__StepPlan *p
 }
 
 static recur_status_t check_slot_op(const worker_t *w, const Recur__Internal__SlotOp *o, char *msg, size_t n) {
-    if (o->slot >= w->n_slots)
+    if (o->has_slot && o->slot >= w->n_slots)
         return bad_(msg, n, RECUR_E_INVAL, "slot_op.slot = %d: the worker has slots [1, %d)", (int)o->slot,
                     (int)w->n_slots);
     if (o->has_src_slot && o->src_slot >= w->n_slots)
@@ -462,55 +477,213 @@ out:
     return s;
 }
 
+/* ------------------------------------------------------------------ host copies and checkpoints */
+
+static host_entry_t *host_find(worker_t *w, uint64_t key) {
+    for (size_t i = 0; i < w->n_host; i++)
+        if (w->host[i].key == key) return &w->host[i];
+    return NULL;
+}
+
+/* The host buffer for key, made when missing (NULL: out of memory). */
+static void *host_get_or_add(worker_t *w, uint64_t key) {
+    host_entry_t *e = host_find(w, key);
+    if (e) return e->buf;
+    if (w->n_host == w->cap_host) {
+        size_t cap = w->cap_host ? 2 * w->cap_host : 16;
+        host_entry_t *h = realloc(w->host, cap * sizeof *h);
+        if (!h) return NULL;
+        w->host = h, w->cap_host = cap;
+    }
+    void *b = malloc(w->info->state_bytes);
+    if (!b) return NULL;
+    w->host[w->n_host++] = (host_entry_t){.key = key, .buf = b};
+    return b;
+}
+
+static void host_drop(worker_t *w, uint64_t key) {
+    host_entry_t *e = host_find(w, key);
+    if (!e) return;
+    free(e->buf);
+    *e = w->host[--w->n_host];
+}
+
+/* After a failed op (all ranks agreed on failure s): every rank learns the first failing
+ * rank's message, so rank 0 can send the reason itself, whichever rank saw it (a corrupt
+ * shard that only another rank reads). */
+static void share_failure(worker_t *w, recur_status_t mine, char *msg, size_t msg_n) {
+    if (!w->multi) return;
+    struct { int32_t status; char msg[400]; } b;
+    int have = 0;
+    for (int32_t r = 0; r < w->grid.world_size; r++) {
+        memset(&b, 0, sizeof b);
+        if (r == w->grid.world_rank) {
+            b.status = (int32_t)mine;
+            snprintf(b.msg, sizeof b.msg, "%s", msg);
+        }
+        if (recur_comm_bcast_host(w->comm, &b, sizeof b, r) != RECUR_OK) return;
+        if (!have && b.status != RECUR_OK && b.msg[0]) {
+            if (r != w->grid.world_rank) snprintf(msg, msg_n, "rank %d: %s", (int)r, b.msg);
+            have = 1;
+        }
+    }
+}
+
+/* SAVE: every rank writes its shard file; rank 0 gathers the shard records and commits the
+ * manifest, then removes older generations. */
+static recur_status_t save_ckpt(worker_t *w, const Recur__Internal__SlotOp *o, const void *data, char *msg,
+                                size_t msg_n) {
+    recur_ckpt_shard_t mine = w->shard;
+    recur_status_t s = recur_ckpt_write_shard(o->path, o->generation, &mine, data, msg, msg_n);
+    const int32_t world = w->multi ? w->grid.world_size : 1;
+    recur_ckpt_manifest_t m;
+    memset(&m, 0, sizeof m);
+    m.shards = calloc((size_t)world, sizeof *m.shards);
+    if (!m.shards && s == RECUR_OK) s = bad_(msg, msg_n, RECUR_E_NOMEM, "out of memory");
+    /* every rank's record (and status) to every rank, rank by rank */
+    int all_ok = s == RECUR_OK;
+    for (int32_t r = 0; r < world; r++) {
+        struct { int32_t status; recur_ckpt_shard_t sh; } rec;
+        memset(&rec, 0, sizeof rec);
+        if (r == w->grid.world_rank) rec.status = (int32_t)s, rec.sh = mine;
+        if (w->multi && recur_comm_bcast_host(w->comm, &rec, sizeof rec, r) != RECUR_OK) {
+            free(m.shards);
+            return RECUR_E_MPI;
+        }
+        if (rec.status != RECUR_OK) all_ok = 0;
+        if (m.shards) m.shards[r] = rec.sh;
+    }
+    if (w->grid.world_rank == 0 && all_ok) {
+        m.id = w->ident;
+        snprintf(m.checkpoint_id, sizeof m.checkpoint_id, "%s", w->p.checkpoint_id);
+        m.tp = w->grid.tp, m.pp = w->grid.pp, m.generation = o->generation, m.n_shards = world;
+        for (int32_t r = 0; r < world; r++) m.state_bytes += m.shards[r].bytes;
+        const Recur__Internal__CheckpointMeta *mt = o->meta;
+        snprintf(m.meta.session_id, sizeof m.meta.session_id, "%s", mt->session_id ? mt->session_id : "");
+        snprintf(m.meta.model, sizeof m.meta.model, "%s", mt->model ? mt->model : "");
+        m.meta.n_consumed = mt->n_consumed;
+        m.meta.pending = mt->pending, m.meta.n_pending = mt->n_pending;
+        m.meta.created_unix_ms = mt->created_unix_ms, m.meta.last_used_unix_ms = mt->last_used_unix_ms;
+        s = recur_ckpt_manifest_write(o->path, &m, msg, msg_n);
+        if (s == RECUR_OK) recur_ckpt_remove(o->path, o->generation, 0);   /* older generations */
+    }
+    free(m.shards);
+    s = agree(w, s);   /* a rank whose shard failed has its own status: everyone fails */
+    if (s != RECUR_OK) {   /* this generation was not committed: its files are garbage */
+        char path[RECUR_PROTO_MAX_PATH_BYTES + 64];
+        if (recur_ckpt_shard_path(o->path, o->generation, mine.pp_rank, mine.tp_rank, path, sizeof path) == RECUR_OK)
+            unlink(path);
+    }
+    return s;
+}
+
 /* Runs slot op o (checked) on this rank, agreeing with the others; *bytes = this rank's
- * shard bytes for SAVE / LOAD. */
+ * shard bytes written / read for SAVE / LOAD. */
 static recur_status_t run_slot_op(worker_t *w, const Recur__Internal__SlotOp *o, uint64_t *bytes, char *msg,
                                   size_t msg_n) {
     recur_status_t s = RECUR_OK;
     *bytes = 0;
+    const size_t nb = w->info->state_bytes;
+    /* Non-zero ranks write their own messages too: share_failure sends the first one. */
     switch (o->kind) {
     case RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_RESET:
-        s = recur_model_state_reset(w->m, o->slot);
+        s = o->has_history_only && o->history_only ? RECUR_OK : recur_model_state_reset(w->m, o->slot);
         if (w->hist) recur_token_hist_reset(w->hist, o->slot);
         s = agree(w, s);
         return s == RECUR_OK ? s : bad_(msg, msg_n, s, "resetting slot %d failed", (int)o->slot);
-    case RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_COPY:
-        /* the fork keeps its history too, so its penalties go on counting the same tokens */
-        s = recur_model_state_copy(w->m, o->slot, o->src_slot);
-        if (s == RECUR_OK && w->hist) s = recur_token_hist_copy(w->hist, o->slot, o->src_slot);
+    case RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_DROP:
+        host_drop(w, o->key);
+        return RECUR_OK;
+    case RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_DELETE:
+        if (w->grid.world_rank == 0 && recur_ckpt_remove(o->path, 0, 1) != RECUR_OK)
+            s = bad_(msg, msg_n, RECUR_E_IO, "%s: could not remove every file of the checkpoint (see the log)",
+                     o->path);
         s = agree(w, s);
-        return s == RECUR_OK ? s : bad_(msg, msg_n, s, "copying slot %d to %d failed", (int)o->src_slot, (int)o->slot);
-    case RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_SAVE:
-    case RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_LOAD: break;
-    default: return bad_(msg, msg_n, RECUR_E_INVAL, "slot_op.kind %d: unknown", (int)o->kind);
-    }
-    int save = o->kind == RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_SAVE;
-    size_t nb = w->info->state_bytes;
-    char path[RECUR_PROTO_MAX_PATH_BYTES + 64];
-    /* Non-zero ranks log their own failures (msg NULL); rank 0's message goes back. */
-    char *m = w->grid.world_rank == 0 ? msg : NULL;
-    void *host = malloc(nb);
-    s = host ? RECUR_OK : RECUR_E_NOMEM;
-    if (s == RECUR_OK) s = recur_state_shard_path(o->path, w->grid.world_size, w->grid.pp_rank, w->grid.tp_rank, path,
-                                                  sizeof path);
-    if (save) {
-        if (s == RECUR_OK) s = recur_model_state_get(w->m, o->slot, host);
-        if (s == RECUR_OK) s = recur_state_file_write(path, host, nb, m, msg_n);
-        if (s == RECUR_OK && w->multi && w->grid.world_rank == 0)
-            s = recur_state_write_manifest(o->path, w->info, w->grid.tp, w->grid.pp, m, msg_n);
+        break;
+    case RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_COPY: {
+        if (o->has_slot && o->has_src_slot) {
+            /* the fork keeps its history too, so its penalties go on counting the same tokens */
+            s = recur_model_state_copy(w->m, o->slot, o->src_slot);
+            if (s == RECUR_OK && w->hist) s = recur_token_hist_copy(w->hist, o->slot, o->src_slot);
+            s = agree(w, s);
+            if (s != RECUR_OK) bad_(msg, msg_n, s, "copying slot %d to %d failed", (int)o->src_slot, (int)o->slot);
+            break;
+        }
+        const host_entry_t *src = o->has_src_key ? host_find(w, o->src_key) : NULL;
+        if (o->has_src_key && !src)
+            s = bad_(msg, msg_n, RECUR_E_INVAL, "no host copy under key %llu", (unsigned long long)o->src_key);
         s = agree(w, s);
-    } else {
-        if (s == RECUR_OK) s = recur_state_file_read(path, host, nb, m, msg_n);
-        s = agree(w, s);   /* set the slot only when every rank has its shard */
-        if (s == RECUR_OK) s = agree(w, recur_model_state_set(w->m, o->slot, host));
-        /* a state file carries no token history: penalties count from here on */
-        if (s == RECUR_OK && w->hist) recur_token_hist_reset(w->hist, o->slot);
+        if (s != RECUR_OK) break;
+        if (o->has_slot) {   /* key -> slot; host copies carry no token history */
+            if (w->hist) recur_token_hist_reset(w->hist, o->slot);
+            s = agree(w, recur_model_state_set(w->m, o->slot, src->buf));
+            if (s != RECUR_OK) bad_(msg, msg_n, s, "restoring slot %d from host key %llu failed", (int)o->slot,
+                                    (unsigned long long)o->src_key);
+            break;
+        }
+        void *dst = host_get_or_add(w, o->key);
+        if (!dst) s = bad_(msg, msg_n, RECUR_E_NOMEM, "out of host memory for a state of %zu bytes", nb);
+        else if (src) memcpy(dst, src->buf, nb);
+        else s = recur_model_state_get(w->m, o->src_slot, dst);
+        s = agree(w, s);
+        if (s != RECUR_OK) {
+            host_drop(w, o->key);
+            if (!msg[0]) bad_(msg, msg_n, s, "copying to host key %llu failed", (unsigned long long)o->key);
+        }
+        break;
     }
-    free(host);
-    if (s != RECUR_OK && msg[0] == '\0')
-        bad_(msg, msg_n, s, "%s of slot %d failed on another rank (see its log): %s", save ? "save" : "load",
-             (int)o->slot, recur_status_str(s));
-    if (s == RECUR_OK) *bytes = nb;
+    case RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_SAVE: {
+        void *tmp = NULL;
+        const void *data = NULL;
+        if (o->has_key) {
+            const host_entry_t *e = host_find(w, o->key);
+            if (!e) s = bad_(msg, msg_n, RECUR_E_INVAL, "no host copy under key %llu", (unsigned long long)o->key);
+            else data = e->buf;
+        } else if (!(tmp = malloc(nb))) {
+            s = bad_(msg, msg_n, RECUR_E_NOMEM, "out of memory for a state of %zu bytes", nb);
+        } else {
+            s = recur_model_state_get(w->m, o->slot, tmp);
+            data = tmp;
+        }
+        s = agree(w, s);
+        if (s == RECUR_OK) s = save_ckpt(w, o, data, msg, msg_n);
+        free(tmp);
+        if (s == RECUR_OK) *bytes = nb;
+        break;
+    }
+    case RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_LOAD:
+    case RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_LOAD_TUNED: {
+        void *tmp = malloc(nb);
+        uint64_t rd = 0;
+        if (!tmp) s = bad_(msg, msg_n, RECUR_E_NOMEM, "out of memory for a state of %zu bytes", nb);
+        else if (o->kind == RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_LOAD)
+            s = recur_ckpt_load(o->path, &w->ident, &w->shard, tmp, &rd, msg, msg_n);
+        else
+            s = recur_ckpt_load_tuned(o->path, &w->ident, &w->shard, tmp, msg, msg_n);
+        s = agree(w, s);   /* set the destination only when every rank has its shard */
+        if (s == RECUR_OK) {
+            if (o->has_slot) {
+                s = recur_model_state_set(w->m, o->slot, tmp);
+                /* a state file carries no token history: penalties count from here on */
+                if (w->hist) recur_token_hist_reset(w->hist, o->slot);
+            } else {
+                void *dst = host_get_or_add(w, o->key);
+                if (!dst) s = bad_(msg, msg_n, RECUR_E_NOMEM, "out of host memory for a state of %zu bytes", nb);
+                else memcpy(dst, tmp, nb);
+            }
+            s = agree(w, s);
+        }
+        free(tmp);
+        if (s == RECUR_OK) *bytes = rd ? rd : nb;
+        break;
+    }
+    default:
+        return bad_(msg, msg_n, RECUR_E_INVAL, "slot_op.kind %d: unknown", (int)o->kind);
+    }
+    if (s != RECUR_OK) {
+        share_failure(w, msg[0] ? s : RECUR_OK, msg, msg_n);
+        if (!msg[0]) bad_(msg, msg_n, s, "slot op failed: %s", recur_status_str(s));
+    }
     return s;
 }
 
@@ -525,8 +698,10 @@ static recur_status_t run_command(worker_t *w, const recur_internal_envelope_t *
         uint64_t bytes = 0;
         recur_status_t s = run_slot_op(w, o, &bytes, msg, sizeof msg);
         if (rank0) send_slot_result(w, o->op_id, s, msg, bytes);
-        /* a file that cannot be read or written is the request's problem, not the group's */
-        return s == RECUR_OK || s == RECUR_E_IO || s == RECUR_E_FORMAT || s == RECUR_E_RANGE || s == RECUR_E_INVAL
+        /* a file that cannot be read or written (or a missing key, or no memory for one more
+         * host copy) is the request's problem, not the group's */
+        return s == RECUR_OK || s == RECUR_E_IO || s == RECUR_E_FORMAT || s == RECUR_E_RANGE || s == RECUR_E_INVAL ||
+                       s == RECUR_E_NOMEM || s == RECUR_E_UNSUPPORTED
                    ? RECUR_OK
                    : s;
     }
@@ -740,6 +915,8 @@ recur_status_t recur_worker_run(recur_model_t *m, recur_comm_t *comm, const recu
     w.res_top_n = -1;
     if (!w.p.backend) w.p.backend = "cpu";
     if (!w.p.checkpoint_id || !*w.p.checkpoint_id) w.p.checkpoint_id = "unknown";
+    recur_ckpt_identity_of(w.info, w.p.content_hash ? w.p.content_hash : "", &w.ident);
+    recur_ckpt_shard_of(w.info, &w.shard);
 
     /* rank 0 opens the socket; every rank learns whether that worked before anyone waits */
     recur_status_t s = RECUR_OK;
@@ -770,6 +947,8 @@ recur_status_t recur_worker_run(recur_model_t *m, recur_comm_t *comm, const recu
     recur_msgsock_close(w.sock);
     if (w.zctx) zmq_ctx_term(w.zctx);
     free(w.buf);
+    for (size_t i = 0; i < w.n_host; i++) free(w.host[i].buf);
+    free(w.host);
     recur_token_hist_free(w.hist);
     free(w.bias_stamp);
     free(w.x_boff), free(w.x_hoff), free(w.x_bias), free(w.x_hist), free(w.x_lp), free(w.x_tl), free(w.x_tt);

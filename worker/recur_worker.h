@@ -39,10 +39,11 @@
  * generated tokens) and of the tokens sampled for it (recur_token_hist.h), and send the
  * lists only for rows that use a penalty (a repetition penalty needs every id seen;
  * presence and frequency only the generated ones). A slot's history is cleared when the
- * slot is reset (reset_slots, SlotOp RESET), copied with it by SlotOp COPY (a fork
- * penalizes the same tokens), and cleared by SlotOp LOAD: a state file carries no token
- * history, so after a LOAD the penalties count only the tokens fed from then on; SAVE
- * writes none. When any row asks for logprobs, the StepResult carries logprob [n_seq] and
+ * slot is reset (reset_slots, SlotOp RESET, also with history_only, which keeps the
+ * state), copied with it by a SlotOp COPY between slots (a fork penalizes the same
+ * tokens), and cleared by a COPY from a host key, LOAD and LOAD_TUNED: host copies and
+ * state files carry no token history, so after them the penalties count only the tokens
+ * fed from then on; SAVE writes none. When any row asks for logprobs, the StepResult carries logprob [n_seq] and
  * top_n = the most alternatives any row asked for, with top_token / top_logprob
  * [n_seq][top_n] (rows that asked fewer, and prefill-only rows, padded with -1 and 0).
  * A plan that fails after its tokens were counted (another rank out of memory, a device
@@ -56,10 +57,16 @@
  * RECUR_WORKER_EXIT_LOST. While Ready has not come, Hello is re-sent every heartbeat_ms
  * (a coordinator that restarted on the same endpoint then still learns about us).
  *
- * SlotOp SAVE / LOAD: each rank writes / reads its shard (recur_state_file.h:
- * <path> with one rank, <path>.shard-<pp>-<tp> plus rank 0's manifest at <path> with
- * several), atomically; the ranks agree (recur_comm_agree) on the outcome, and a LOAD sets
- * the slot only when every rank read its shard. SlotOpResult.bytes is rank 0's shard size.
+ * SlotOps (recur_internal.proto): a state lives in a slot, in each rank's host memory under
+ * a key (COPY slot <-> key <-> key; DROP), or in a checkpoint (worker/recur_state_ckpt.h).
+ * SAVE: every rank writes its shard file of the generation, rank 0 gathers the shard
+ * records (file, ranges, size, CRC) and commits the manifest with the model identity and
+ * the coordinator's session record, then removes older generations. LOAD: every rank reads
+ * the manifest, checks the model identity, reads and checks the shard files it needs and
+ * rebuilds its shard (any saved layout); LOAD_TUNED: an RWKV-7 state-tuning file. The ranks
+ * agree (recur_comm_agree) on the outcome; the destination is set only when every rank
+ * succeeded, and a failure's message is the first failing rank's, whichever rank that is.
+ * SlotOpResult.bytes is rank 0's shard bytes written / read.
  *
  * Ownership: the worker borrows the model and the communicator (both must outlive the
  * call) and owns its ZeroMQ context and socket for the duration of recur_worker_run.
@@ -87,6 +94,9 @@ typedef struct recur_worker_params {
     const char *connect;        /* the coordinator's worker endpoint, "tcp://HOST:PORT" */
     const char *backend;        /* for Hello: "cpu", "cuda"                          */
     const char *checkpoint_id;  /* for Hello: the weights' identity (recur_worker_checkpoint_id) */
+    const char *content_hash;   /* for Hello and checkpoints: recur_ckpt_content_hash of the
+                                   model files (NULL: ""; checkpoints then match any model of
+                                   the same dimensions) */
     const char *software_version; /* for Hello; NULL: not sent                        */
     int32_t heartbeat_ms;       /* idle Heartbeat interval; Ready may change it (> 0). Default 1000 */
     int32_t idle_limit_ms;      /* silence from the coordinator that ends the group. Default 30000 */

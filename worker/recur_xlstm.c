@@ -358,7 +358,7 @@ static recur_status_t xlstm_load(recur_backend_t *b, const recur_model_files_t *
 
     *info = (recur_model_info_t){
         .arch = RECUR_ARCH_XLSTM, .arch_name = "xlstm", .n_vocab = c->V, .n_embd = c->D, .n_layer = c->L,
-        .n_head = c->NH, .head_size = m->DV, .ffn_dim = m->F,
+        .n_head = c->NH, .head_size = m->DV, .ffn_dim = m->F, .head_size_k = m->DQK,
         .state_bytes = (size_t)(m->sh.layer_end - m->sh.layer_begin) *
                        recur_mlstm_state_bytes(m->NHl, m->DQK, m->DV, m->state_dtype),
         .state_dtype = m->state_dtype,
