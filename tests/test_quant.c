@@ -31,6 +31,7 @@
  *   differ), with cuBLASLt's FP8 GEMM and with the bf16 fallback; and the quality checks of
  *   4 with the bound plus test_models_cuda's bf16 bound (embeddings and gate LoRAs are bf16
  *   on the GPU, fp32 on the CPU).
+ * test_quant dist TP PP (under mpirun): the quantized formats on a TP x PP grid (run_dist).
  * Bounds (max |logit error|, from measured values with about 2x margin; docs/testing.md). */
 #include <float.h>
 #include <math.h>
@@ -39,6 +40,7 @@
 #include <string.h>
 
 #include "recur_backend.h"
+#include "recur_comm.h"
 #include "recur_log.h"
 #include "recur_model.h"
 #include "recur_model_files.h"
@@ -617,9 +619,130 @@ static void cuda_same_bytes(recur_backend_t *g, recur_backend_t *cpu, recur_dtyp
     free(m);
 }
 
+/* ---------------------------------------------------------------- 5. under TP and PP */
+
+/* The sequence of a fixture on model m (every rank calls it the same way); the last
+ * stage's logits into lg [T][V] (others pass NULL). */
+static recur_status_t run_seq(recur_model_t *m, const int32_t *tok, int T, int decode, float *lg, int V) {
+    int32_t slot = 1;
+    recur_status_t st = recur_model_state_reset(m, 1);
+    for (int t = 0; t < T && st == RECUR_OK;) {
+        int32_t len = decode ? 1 : T - t;
+        recur_batch_t bt = {.n_seq = 1, .tokens = tok + t, .seq_len = &len, .slot = &slot, .logits = RECUR_LOGITS_ALL};
+        st = recur_model_forward(m, &bt, lg ? lg + (size_t)t * V : NULL);
+        t += len;
+    }
+    return st;
+}
+
+/* test_quant dist TP PP (under mpirun -np TP*PP, CPU backend): each rank quantizes its own
+ * shard (column-parallel rows are the whole matrix's rows, so their codes and scales are
+ * the same; row-parallel blocks take scales from their own columns). On synth7 (2 heads,
+ * 3 layers) and the tiny xLSTM (2 heads, 2 layers), int8 and fp8, decode and prefill in
+ * pieces of 16: the last stage's logits against the fp32 reference within the CPU bounds
+ * of 4; with tp == 1 (pipeline only: every matrix whole on its stage) equal to one rank's
+ * quantized run within 1e-4 (fp32 rounding); every rank stores fewer matrix bytes than the
+ * whole model's when split. */
+static int run_dist(int *argc, char ***argv, int tp, int pp) {
+    recur_grid_t grid;
+    if (recur_comm_world_init(argc, argv, tp, pp, &grid) != RECUR_OK) return 1;
+    const int rank = grid.world_rank;
+    recur_status_t all = RECUR_OK;
+    for (int d = 0; d < 2; d++) {
+        const recur_dtype_t dt = d ? RECUR_DTYPE_F8E4M3 : RECUR_DTYPE_I8;
+        recur_backend_params_t bp = recur_backend_default_params();
+        bp.weight_dtype = dt;
+        recur_backend_t *b = NULL;
+        recur_comm_t *comm = NULL;
+        if (recur_backend_init("cpu", &bp, &b) != RECUR_OK || recur_comm_create(&grid, b, &comm) != RECUR_OK) {
+            CHECK(0, "rank %d: backend / comm", rank);
+            recur_backend_free(b);
+            break;
+        }
+        for (int ci = 1; ci <= 2; ci++) {
+            const qcase_t *qc = &qcases[ci];
+            size_t nt = 0, nl = 0;
+            uint32_t *tok_u = recur_test_read_values32(qc->fixture, qc->tokens, &nt);
+            float *ref = recur_test_read_values32(qc->fixture, qc->logits, &nl);
+            char path[1200];
+            if (qc->fixture) recur_fixture_path(path, sizeof path, qc->model);
+            else recur_source_path(path, sizeof path, qc->model);
+            if (!tok_u || !ref) {
+                CHECK(0, "fixture files");
+                free(tok_u), free(ref);
+                continue;
+            }
+            const int T = (int)nt;
+            int32_t *tok = malloc(nt * sizeof(int32_t));
+            for (int i = 0; i < T; i++) tok[i] = (int32_t)tok_u[i];
+            for (int path_i = 0; path_i < 2; path_i++) {
+                recur_model_params_t p = recur_model_default_params();
+                p.n_slots = 2;
+                p.max_tokens = 16;
+                recur_model_t *one = NULL, *dist = NULL;
+                CHECK(recur_model_load(path, b, &p, &one) == RECUR_OK, "%s: one-rank load", qc->name);
+                p.comm = comm;
+                CHECK(recur_model_load(path, b, &p, &dist) == RECUR_OK, "%s: sharded load", qc->name);
+                if (!one || !dist) {
+                    recur_model_free(one), recur_model_free(dist);
+                    continue;
+                }
+                const recur_model_info_t *di = recur_model_info(dist);
+                const int V = di->n_vocab, last = di->shard.pp_rank == di->shard.pp - 1;
+                if (grid.world_size > 1)
+                    CHECK(di->matrix_bytes < recur_model_info(one)->matrix_bytes,
+                          "rank %d: %lld matrix bytes, the whole model %lld", rank, (long long)di->matrix_bytes,
+                          (long long)recur_model_info(one)->matrix_bytes);
+                float *lg1 = malloc((size_t)T * V * sizeof(float)), *lgd = malloc((size_t)T * V * sizeof(float));
+                CHECK(run_seq(one, tok, T, path_i == 0, lg1, V) == RECUR_OK, "one-rank run");
+                CHECK(run_seq(dist, tok, T, path_i == 0, last ? lgd : NULL, V) == RECUR_OK, "sharded run");
+                if (last && di->shard.tp_rank == 0) {
+                    const qbound_t qb = dt == RECUR_DTYPE_I8 ? qc->b[1] : qc->b[2 + path_i];
+                    double maxd = 0, sumd = 0;
+                    for (size_t i = 0; i < nl; i++) {
+                        const double e = fabs((double)lgd[i] - ref[i]);
+                        maxd = e > maxd ? e : maxd;
+                        sumd += e;
+                    }
+                    fprintf(stderr, "rank %d tp %d pp %d %-22s %-4s %-7s vs fp32: max|d| %.4f (<= %.3g) mean %.5f "
+                                    "(<= %.3g)\n", rank, tp, pp, qc->name, recur_dtype_name(dt),
+                            path_i ? "prefill" : "decode", maxd, qb.max, sumd / (double)nl, qb.mean);
+                    CHECK(maxd <= qb.max && sumd / (double)nl <= qb.mean, "%s %s: sharded logits beyond the bounds",
+                          qc->name, recur_dtype_name(dt));
+                    if (tp == 1) {
+                        char what[128];
+                        snprintf(what, sizeof what, "pp %d %s %s vs one rank", pp, recur_dtype_name(dt),
+                                 path_i ? "prefill" : "decode");
+                        CHECK(recur_allclose(lgd, lg1, nl, 1e-4f, 1e-4f, what, NULL), "%s: %s", qc->name, what);
+                    }
+                }
+                free(lg1), free(lgd);
+                recur_model_free(dist);
+                recur_model_free(one);
+            }
+            free(tok), free(tok_u), free(ref);
+        }
+        recur_status_t mine = failures ? RECUR_E_INVAL : RECUR_OK;
+        recur_status_t st = recur_comm_agree(comm, mine);
+        if (st != RECUR_OK) all = st;
+        recur_comm_free(comm);
+        recur_backend_free(b);
+    }
+    recur_comm_world_finalize();
+    if (rank == 0) fprintf(stderr, "test_quant dist tp %d pp %d: %s\n", tp, pp, all == RECUR_OK ? "PASS" : "FAIL");
+    return all == RECUR_OK && !failures ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
     const char *backend = argc > 1 ? argv[1] : "cpu";
     recur_log_set_level(RECUR_LOG_WARN);
+    if (strcmp(backend, "dist") == 0) {
+        if (argc < 4) {
+            fprintf(stderr, "usage: mpirun -np TP*PP test_quant dist TP PP\n");
+            return 2;
+        }
+        return run_dist(&argc, &argv, atoi(argv[2]), atoi(argv[3]));
+    }
     if (strcmp(backend, "cpu") == 0) {
         test_e4m3();
         test_quantizer();
