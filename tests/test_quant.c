@@ -421,7 +421,7 @@ typedef struct qcase {
                         agreement bound drops by 0.1 */
 } qcase_t;
 
-/* Measured on the CPU (2026-11-24), max / mean / agreement, decode and prefill:
+/* Measured on the CPU (2026-11-23), max / mean / agreement, decode and prefill:
  *   rwkv7 tiny  bf16 1.7e-6 (its weights are bf16 values); int8 .0122/.0025, .0131/.0026, 68/68;
  *               fp8 .0466/.0102 decode, .0762/.0143 prefill, 68/68
  *   synth7      bf16 .035/.0059 40/40; int8 .204/.020, .212/.021, 39/40; fp8 .406/.067, .529/.088, 33/40
