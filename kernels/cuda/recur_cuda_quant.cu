@@ -286,7 +286,8 @@ static unsigned grid_for(const recur_cuda_ctx_t *c, size_t n) {
 /* The cached plan for an FP8 GEMM of W block rows m, batch n, depth k; NULL if cuBLASLt is
  * off or has no algorithm for it. Heuristics run once per shape (host only; a shape first
  * meets this in the eager run that precedes any graph capture of it). */
-static recur_cuda_lt_plan *lt_plan(recur_cuda_ctx_t *c, int64_t m, int64_t n, int64_t k) {
+static recur_cuda_lt_plan *lt_plan(recur_cuda_ctx_t *c, int64_t m, int64_t n, int64_t k,
+                                   const recur_cuda_lt_plan *keep /* a plan the caller holds: not evicted */) {
     if (c->lt_off) return NULL;
     for (int32_t i = 0; i < c->n_lt_plans; i++) {
         recur_cuda_lt_plan *p = &c->lt_plans[i];
@@ -295,8 +296,12 @@ static recur_cuda_lt_plan *lt_plan(recur_cuda_ctx_t *c, int64_t m, int64_t n, in
     recur_cuda_lt_plan *p;
     if (c->n_lt_plans < LT_PLANS) {
         p = &c->lt_plans[c->n_lt_plans++];
-    } else { /* full: reuse slots round robin (a new plan is recorded only outside graphs) */
+    } else { /* full: reuse slots round robin */
         p = &c->lt_plans[c->next_lt_plan];
+        if (p == keep) {
+            c->next_lt_plan = (c->next_lt_plan + 1) % LT_PLANS;
+            p = &c->lt_plans[c->next_lt_plan];
+        }
         c->next_lt_plan = (c->next_lt_plan + 1) % LT_PLANS;
         lt_plan_destroy(p);
     }
@@ -356,8 +361,8 @@ recur_status_t recur_cuda_qgemm(recur_cuda_ctx_t *c, const float *x, const recur
      * anything runs, so a call never mixes the two forms of x) */
     recur_cuda_lt_plan *pl = NULL, *pl_tail = NULL;
     if (!is_i8) {
-        pl = lt_plan(c, nb, M, K);
-        pl_tail = tail ? lt_plan(c, tail, M, K) : pl;
+        pl = lt_plan(c, nb, M, K, NULL);
+        pl_tail = tail ? lt_plan(c, tail, M, K, pl) : pl;
     }
     const int use_lt = pl && pl_tail;
     const size_t nx = (size_t)M * (size_t)K, x8 = (nx + 15u) & ~(size_t)15u;
