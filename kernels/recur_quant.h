@@ -163,10 +163,17 @@ static inline float recur_quant_act_scale(const float *x, int64_t n) {
  * Plain integer code, so test_quant checks them here, exhaustively. */
 
 /* int8: byte i of w as the bits of the float 2^23 + 128 + code (the code's biased byte
- * under the exponent of 2^23); subtracting RECUR_QUANT_I8_BIAS gives the code exactly. */
+ * under the exponent of 2^23); subtracting RECUR_QUANT_I8_BIAS gives the code exactly.
+ * (On the device one __byte_perm forms the same word: selector nibbles, lowest first, take
+ * byte i of the first operand, then bytes 4, 4 and 7 of {0x4b000000 : first}, i.e. 00 00 4b.) */
 #define RECUR_QUANT_I8_BIAS 8388736.0f /* 2^23 + 128 */
 RECUR_QUANT_HD static inline uint32_t recur_i8x4_float_bits(uint32_t w, int i) {
+#ifdef __CUDA_ARCH__
+    /* the same bits in one PRMT: byte i of w ^ 0x80808080 under the bytes 00 00 4b of 0x4b000000 */
+    return __byte_perm(w ^ 0x80808080u, 0x4b000000u, 0x7440u + (unsigned)i);
+#else
     return 0x4b000000u | (((w ^ 0x80808080u) >> (8 * i)) & 0xffu);
+#endif
 }
 
 /* e4m3: bytes 0 and 2 (odd = 0) or 1 and 3 (odd = 1) of w as an f16x2 word (the first of
