@@ -56,6 +56,9 @@ typedef struct bench {
     recur_comm_t *comm;
     FILE *out;
     size_t state_bytes;   /* per slot */
+    recur_dtype_t wdt;    /* the weight format in use */
+    int64_t matrix_bytes; /* recur_model_info_t.matrix_bytes (rank 0) */
+    double mem_model_gib; /* device memory in use with the 2-slot model loaded */
     int32_t max_fit;      /* the largest batch that fits (0: not measured) */
 } bench_t;
 
@@ -95,12 +98,13 @@ static int parse_list(const char *opt, const char *s, int32_t *out, int32_t *n, 
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: recur bench [--model rwkv7-7b|xlstm-7b|PATH] [--backend cuda|cpu] [--weights bf16|f32]\n"
+            "usage: recur bench [--model rwkv7-7b|xlstm-7b|PATH] [--backend cuda|cpu] [--weights bf16|f32|int8|fp8]\n"
             "                   [--state f32|bf16] [--batch 1,8,32,128,256,512,max]\n"
             "                   [--prompt 2048,8192,32768,131072] [--steps N] [--piece N] [--layers N]\n"
             "                   [--json FILE] [--tp T --pp P] [--decode-after N]\n"
             "  rwkv7-7b / xlstm-7b: random weights at the real shapes, made on the device.\n"
             "  --state: storage of the recurrent state's matrices (default f32; bf16 halves a slot).\n"
+            "  --weights int8|fp8: projections quantized to one byte at load (README, Weights).\n"
             "  --layers N keeps only the first N layers (quick runs); --piece is the number of\n"
             "  tokens per forward pass in prefill (default 2048); 'max' in --batch adds the largest\n"
             "  batch whose states (and the decode workspace for that many rows) fit in free device\n"
@@ -122,10 +126,14 @@ static int parse(int argc, char **argv, int first, bench_opts_t *o) {
         if (!strcmp(a, "--model")) o->model = v;
         else if (!strcmp(a, "--backend")) o->backend = v;
         else if (!strcmp(a, "--json")) o->json = v;
-        else if (!strcmp(a, "--weights") || !strcmp(a, "--state")) {
-            recur_dtype_t *dt = !strcmp(a, "--weights") ? &o->weights : &o->state;
-            if (!strcmp(v, "bf16")) *dt = RECUR_DTYPE_BF16;
-            else if (!strcmp(v, "f32")) *dt = RECUR_DTYPE_F32;
+        else if (!strcmp(a, "--weights")) {
+            if (recur_dtype_parse_weights(v, &o->weights)) {
+                fprintf(stderr, "recur bench: --weights f32|bf16|int8|fp8\n");
+                return -1;
+            }
+        } else if (!strcmp(a, "--state")) {
+            if (!strcmp(v, "bf16")) o->state = RECUR_DTYPE_BF16;
+            else if (!strcmp(v, "f32")) o->state = RECUR_DTYPE_F32;
             else { fprintf(stderr, "recur bench: %s bf16|f32\n", a); return -1; }
         } else if (!strcmp(a, "--batch")) {
             o->want_max_batch = 0;
@@ -304,12 +312,12 @@ static recur_status_t measure_limits(bench_t *bn) {
     const int64_t N = gpu ? 12288 : 2048, K = 4096, Mb = 256;
     recur_weight_t w = {0};
     if (b->iface.weight_random) {
-        st = b->iface.weight_random(b, N, K, 1, -0.01f, 0.01f, 0, 0, K, &w);
+        st = b->iface.weight_random(b, N, K, 1, -0.01f, 0.01f, 0, 0, K, RECUR_WEIGHT_PROJ, &w);
     } else {
         float *h = malloc((size_t)N * K * sizeof(float));
         if (!h) { st = RECUR_E_NOMEM; goto out; }
         for (int64_t i = 0; i < N * K; i++) h[i] = recur_virtual_value(1, (uint64_t)i, -0.01f, 0.01f);
-        st = b->iface.weight_upload(b, h, N, K, &w);
+        st = b->iface.weight_upload(b, h, N, K, RECUR_WEIGHT_PROJ, &w);
         free(h);
     }
     if (st != RECUR_OK) goto out;
@@ -369,6 +377,7 @@ recur_status_t recur_bench_load_virtual(const char *name, int32_t layers, recur_
                                         size_t tmpdir_n) {
     int is_rwkv = !strcmp(name, "rwkv7-7b");
     *m = NULL;
+    if (recur_dtype_is_quant(dtype)) dtype = RECUR_DTYPE_BF16; /* a bf16 checkpoint, quantized at load */
     int32_t L = layers > 0 && layers < 32 ? layers : 32;
     vlist_t l = {.cap = 40 * L + 16};
     l.t = calloc((size_t)l.cap, sizeof *l.t);
@@ -416,10 +425,9 @@ void recur_bench_remove_tmpdir(char *tmpdir) {
     }
 }
 
-/* bytes of every matrix read once per step (everything but the embedding table) */
-static double step_weight_bytes(const recur_model_info_t *info, recur_dtype_t w) {
-    double params = (double)info->n_params - (double)info->n_vocab * info->n_embd;
-    return params * (double)recur_dtype_size(w);
+/* parameters of every matrix a step multiplies by (everything but the embedding table) */
+static double step_params(const recur_model_info_t *info) {
+    return (double)info->n_params - (double)info->n_vocab * info->n_embd;
 }
 
 static double n_gpus(const bench_t *bn) { return bn->dist ? (double)bn->grid.world_size : 1.0; }
@@ -486,12 +494,14 @@ static recur_status_t bench_decode(bench_t *bn, recur_model_t *m, int32_t B, rec
         for (int32_t j = 0; j < B; j++) sp[j].step++;
     }
     double dt = (now_s() - t0) / bn->o.steps;
-    /* state_bytes is this rank's shard: the whole state is about n_gpus shards (less the
-     * replicated shift vectors, which are small) */
-    double bytes = step_weight_bytes(info, wdt) + 2.0 * B * (double)info->state_bytes * n_gpus(bn);
+    /* the floor: each rank reads its matrices as stored (codes and scales in the int8 / fp8
+     * modes: info->matrix_bytes) and reads and writes its shard of B states once; the step
+     * waits for the slowest rank */
+    int64_t bytes = -(info->matrix_bytes + 2 * (int64_t)B * (int64_t)info->state_bytes);
+    if (bn->dist && (st = recur_comm_min_i64(bn->comm, &bytes)) != RECUR_OK) goto out;
     char shape[48];
     snprintf(shape, sizeof shape, "batch %d", B);
-    add_row(bn, "decode", shape, B, dt * 1e3, B / dt, "tok/s", bytes / (bn->copy_gbs * 1e9 * n_gpus(bn)) * 1e3, 0);
+    add_row(bn, "decode", shape, B, dt * 1e3, B / dt, "tok/s", (double)-bytes / (bn->copy_gbs * 1e9) * 1e3, 0);
     st = bench_comm(bn, info, B);
 out:
     free(sp);
@@ -521,7 +531,7 @@ static recur_status_t bench_prefill(bench_t *bn, recur_model_t *m, int32_t T, re
     if (st != RECUR_OK) goto out;
     double dt = now_s() - t0;
     if (!record) goto out;
-    double flops = 2.0 * (step_weight_bytes(info, wdt) / recur_dtype_size(wdt)) * T;
+    double flops = 2.0 * step_params(info) * T;
     char shape[48];
     snprintf(shape, sizeof shape, "prompt %d (TTFT)", T);
     add_row(bn, "prefill", shape, T, dt * 1e3, T / dt, "tok/s",
@@ -540,10 +550,12 @@ static recur_status_t bench_prefill(bench_t *bn, recur_model_t *m, int32_t T, re
             if (st != RECUR_OK) goto out;
         }
         dt = (now_s() - t0) / bn->o.decode_after;
-        double bytes = step_weight_bytes(info, wdt) + 2.0 * (double)info->state_bytes * n_gpus(bn);
+        /* the floor as decode's: this rank's matrices as stored and its state shard, once */
+        int64_t bytes = -(info->matrix_bytes + 2 * (int64_t)info->state_bytes);
+        if (bn->dist && (st = recur_comm_min_i64(bn->comm, &bytes)) != RECUR_OK) goto out;
         snprintf(shape, sizeof shape, "batch 1 after %d", T);
         add_row(bn, "decode@context", shape, T, dt * 1e3, 1.0 / dt, "tok/s",
-                bytes / (bn->copy_gbs * 1e9 * n_gpus(bn)) * 1e3, mem_used_gib(bn->b));
+                (double)-bytes / (bn->copy_gbs * 1e9) * 1e3, mem_used_gib(bn->b));
     }
 out:
     free(tok);
@@ -557,10 +569,11 @@ static void write_json(const bench_t *bn) {
         recur_log_err("%s: cannot write: %s", bn->o.json, strerror(errno));
         return;
     }
-    fprintf(f, "{\"device\":\"%s\",\"model\":\"%s\",\"state\":\"%s\",\"state_bytes\":%zu,\"max_batch\":%d,"
+    fprintf(f, "{\"device\":\"%s\",\"model\":\"%s\",\"weights\":\"%s\",\"matrix_bytes\":%lld,"
+               "\"mem_model_gib\":%.3f,\"state\":\"%s\",\"state_bytes\":%zu,\"max_batch\":%d,"
                "\"copy_gbs\":%.1f,\"gemv_gbs\":%.1f,\"gemm_tflops\":%.1f,\"rows\":[",
-            bn->device, bn->model_desc, recur_dtype_name(bn->o.state), bn->state_bytes, bn->max_fit, bn->copy_gbs,
-            bn->gemv_gbs, bn->gemm_tflops);
+            bn->device, bn->model_desc, recur_dtype_name(bn->wdt), (long long)bn->matrix_bytes, bn->mem_model_gib,
+            recur_dtype_name(bn->o.state), bn->state_bytes, bn->max_fit, bn->copy_gbs, bn->gemv_gbs, bn->gemm_tflops);
     for (int i = 0; i < bn->n_rows; i++) {
         const bench_row_t *r = &bn->rows[i];
         fprintf(f, "%s{\"what\":\"%s\",\"shape\":\"%s\",\"n\":%lld,\"ms\":%.4f,\"throughput\":%.2f,\"unit\":\"%s\","
@@ -606,7 +619,9 @@ int recur_bench_main(int argc, char **argv, int first) {
     }
     if (recur_backend_init(backend, &bp, &bn->b) != RECUR_OK) goto done;
     if (bn->dist && recur_comm_create(&bn->grid, bn->b, &bn->comm) != RECUR_OK) goto done;
-    recur_dtype_t wdt = strcmp(backend, "cpu") == 0 ? RECUR_DTYPE_F32 : bn->o.weights;
+    /* the CPU backend stores a bf16 request as f32 */
+    recur_dtype_t wdt = strcmp(backend, "cpu") == 0 && bn->o.weights == RECUR_DTYPE_BF16 ? RECUR_DTYPE_F32 : bn->o.weights;
+    bn->wdt = wdt;
     snprintf(bn->device, sizeof bn->device, "%s", recur_backend_name(bn->b));
 
     FILE *out = bn->out;
@@ -634,6 +649,12 @@ int recur_bench_main(int argc, char **argv, int first) {
              info0->arch_name, info0->n_layer, info0->n_embd, info0->n_vocab, info0->n_params / 1e6,
              state_bytes / (1024.0 * 1024.0), state_bytes, recur_dtype_name(info0->state_dtype));
     if (out) fprintf(out, "# %s\n", bn->model_desc);
+    bn->matrix_bytes = info0->matrix_bytes;
+    bn->mem_model_gib = mem_used_gib(bn->b);
+    if (out)
+        fprintf(out, "# weights %s: %.3f GiB of matrices read per step%s; device memory in use with the model loaded "
+                "(2 slots): %.2f GiB\n", recur_dtype_name(wdt), (double)info0->matrix_bytes / (1 << 30),
+                bn->dist ? " (this rank)" : "", bn->mem_model_gib);
     if (bn->o.want_max_batch && bn->b->iface.mem_info) {
         /* Memory in use with this model of 2 slots and a 1-row workspace, then with a
          * second one of 129 rows: the difference is 128 rows of workspace and logits, which

@@ -83,8 +83,9 @@ static void usage(FILE *to) {
             "\n"
             "recur bench [options]   (recur bench --help for the list)\n"
             "\n"
-            "common options: --backend cpu|cuda (default cpu) --weights bf16|f32 (matrix storage on\n"
-            "  cuda; default bf16; the CPU keeps f32) --state f32|bf16 (storage of the recurrent state's\n"
+            "common options: --backend cpu|cuda (default cpu) --weights bf16|f32|int8|fp8 (matrix\n"
+            "  storage; default bf16, which the CPU keeps as f32; int8/fp8 quantize the projections at\n"
+            "  load, README 'Weights') --state f32|bf16 (storage of the recurrent state's\n"
             "  matrices; default f32; bf16 halves a slot) --log-level debug|info|warn|error (default\n"
             "  warn; env RECUR_LOG)\n");
 }
@@ -169,12 +170,15 @@ static int parse_opts(int argc, char **argv, int first, const char *allowed, opt
                 rc = -1;
             }
             o->backend = v;
+        } else if (!strcmp(a, "--weights") && recur_dtype_parse_weights(v, &o->weights) == 0) {
+            /* f32|bf16|int8|fp8 (recur_dtype.h) */
         } else if (!strcmp(a, "--weights") || !strcmp(a, "--state")) {
             recur_dtype_t *dt = !strcmp(a, "--weights") ? &o->weights : &o->state;
             if (!strcmp(v, "bf16")) *dt = RECUR_DTYPE_BF16;
             else if (!strcmp(v, "f32")) *dt = RECUR_DTYPE_F32;
             else {
-                fprintf(stderr, "recur: %s expects bf16 or f32, got '%s'\n", a, v);
+                fprintf(stderr, "recur: %s expects %s, got '%s'\n", a,
+                        !strcmp(a, "--weights") ? "f32, bf16, int8 or fp8" : "bf16 or f32", v);
                 rc = -1;
             }
         }

@@ -31,12 +31,12 @@
 #include "recur_chat_template.h"
 #include "recur_coord.h"
 #include "recur_http.h"
+#include "recur_dtype.h"
 #include "recur_log.h"
 #include "recur_metrics.h"
 #include "recur_tokenizer_pick.h"
 #include "recur_msgsock.h"
 #include "recur_proto.h"
-#include "recur_tokenizer_pick.h"
 
 /* Signals seen (SIGINT/SIGTERM): the first starts a graceful drain, the second stops at
  * once. Written by the handler only. */
@@ -199,7 +199,8 @@ static int serve_tick(recur_coord_t *c, void *ud) {
 
 static void serve_usage(FILE *to) {
     fprintf(to,
-            "usage: recur serve [--model PATH] [--backend cpu|cuda] [--tp T --pp P] [--bind tcp://127.0.0.1:PORT]\n"
+            "usage: recur serve [--model PATH] [--backend cpu|cuda] [--weights f32|bf16|int8|fp8]\n"
+            "                   [--tp T --pp P] [--bind tcp://127.0.0.1:PORT]\n"
             "                   [--worker-bind tcp://127.0.0.1:PORT] [--slots N] [--max-batch N] [--token-budget N]\n"
             "                   [--max-queue N] [--queue-timeout-ms N] [--max-prompt N] [--max-tokens N]\n"
             "                   [--tokenizer PATH] [--worker-timeout-ms N] [--log-level L]\n"
@@ -265,7 +266,7 @@ static void default_model_name(const char *path, char *out, size_t n) {
 
 int recur_serve_main(int argc, char **argv, int first) {
     recur_coord_config_t cfg = recur_coord_default_config();
-    const char *model = NULL, *backend = "cpu", *slots_s = "64";
+    const char *model = NULL, *backend = "cpu", *slots_s = "64", *weights = NULL;
     char bind_c[256] = "tcp://127.0.0.1:0", bind_w[256] = "tcp://127.0.0.1:0";
     long tp = 1, pp = 1, v = 0, drain_s = 30, max_restarts = 5;
     int external = 0;
@@ -298,6 +299,11 @@ int recur_serve_main(int argc, char **argv, int first) {
         int rc = 0;
         if (!strcmp(a, "--model")) model = val;
         else if (!strcmp(a, "--backend")) backend = val;
+        else if (!strcmp(a, "--weights")) { /* passed on to the workers */
+            recur_dtype_t wd;
+            weights = val;
+            if (recur_dtype_parse_weights(val, &wd)) rc = -1, fprintf(stderr, "recur serve: --weights f32|bf16|int8|fp8\n");
+        }
         else if (!strcmp(a, "--tokenizer")) cfg.tokenizer_path = val;
         else if (!strcmp(a, "--bind")) snprintf(bind_c, sizeof bind_c, "%s", val);
         else if (!strcmp(a, "--worker-bind")) snprintf(bind_w, sizeof bind_w, "%s", val);
@@ -480,6 +486,7 @@ int recur_serve_main(int argc, char **argv, int first) {
                           "--backend", backend, "--slots", slots_s, "--tp", tps, "--pp", pps, "--idle-limit-ms", idle};
     for (size_t i = 0; i < sizeof tail / sizeof *tail; i++) args[k++] = (char *)tail[i];
     if (state_dtype) args[k++] = "--state", args[k++] = (char *)state_dtype;
+    if (weights) args[k++] = "--weights", args[k++] = (char *)weights;
     args[k] = NULL;
     if (geteuid() == 0) {   /* Open MPI refuses root unless told */
         setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 0);

@@ -15,11 +15,19 @@ typedef enum recur_dtype {
     RECUR_DTYPE_F32  = 0,
     RECUR_DTYPE_F16  = 1,
     RECUR_DTYPE_BF16 = 2,
+    /* One-byte weight formats (recur_quant.h): codes with one fp32 scale per matrix row. */
+    RECUR_DTYPE_I8     = 3,  /* int8, symmetric (-127..127)                        */
+    RECUR_DTYPE_F8E4M3 = 4,  /* OCP FP8 E4M3 ("e4m3fn": no infinities, max 448)    */
     RECUR_DTYPE_COUNT
 } recur_dtype_t;
 
 static inline size_t recur_dtype_size(recur_dtype_t t) {
-    return t == RECUR_DTYPE_F32 ? 4 : 2;
+    switch (t) {
+    case RECUR_DTYPE_F32:    return 4;
+    case RECUR_DTYPE_I8:
+    case RECUR_DTYPE_F8E4M3: return 1;
+    default:                 return 2;
+    }
 }
 
 static inline const char *recur_dtype_name(recur_dtype_t t) {
@@ -27,8 +35,23 @@ static inline const char *recur_dtype_name(recur_dtype_t t) {
     case RECUR_DTYPE_F32:  return "f32";
     case RECUR_DTYPE_F16:  return "f16";
     case RECUR_DTYPE_BF16: return "bf16";
+    case RECUR_DTYPE_I8:   return "int8";
+    case RECUR_DTYPE_F8E4M3: return "fp8";
     default:               return "?";
     }
+}
+
+/* The value of a --weights option: f32, bf16, int8 or fp8 (e4m3). Returns 0 and sets *out,
+ * or -1 for anything else (the caller prints the usage). */
+static inline int recur_dtype_parse_weights(const char *s, recur_dtype_t *out) {
+    static const struct { const char *name; recur_dtype_t t; } k[] = {
+        {"f32", RECUR_DTYPE_F32}, {"bf16", RECUR_DTYPE_BF16}, {"int8", RECUR_DTYPE_I8}, {"fp8", RECUR_DTYPE_F8E4M3}};
+    for (size_t i = 0; s && i < sizeof k / sizeof k[0]; i++)
+        if (strcmp(s, k[i].name) == 0) {
+            *out = k[i].t;
+            return 0;
+        }
+    return -1;
 }
 
 static inline float recur_bf16_to_f32(uint16_t h) {

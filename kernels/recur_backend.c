@@ -16,7 +16,7 @@ recur_backend_params_t recur_backend_default_params(void) {
 recur_status_t recur_backend_init(const char *name, const recur_backend_params_t *p, recur_backend_t **out) {
     *out = NULL;
     recur_backend_params_t params = p ? *p : recur_backend_default_params();
-    if (!name || strcmp(name, "cpu") == 0) return recur_backend_cpu_init(out);
+    if (!name || strcmp(name, "cpu") == 0) return recur_backend_cpu_init(&params, out);
 #ifdef RECUR_USE_CUDA
     if (strcmp(name, "cuda") == 0) return recur_backend_cuda_init(&params, out);
     recur_log_err("unknown backend '%s' (available: cpu, cuda)", name);

@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "recur_dtype.h"
+#include "recur_quant.h"
 #include "recur_status.h"
 
 #ifdef __cplusplus
@@ -32,12 +33,34 @@ extern "C" {
 
 typedef struct recur_backend recur_backend_t;
 
-/* A weight matrix W [rows = out][cols = in] (nn.Linear layout), as the backend stores it. */
+/* A weight matrix W [rows = out][cols = in] (nn.Linear layout), as the backend stores it.
+ * F32 / BF16: data holds the elements. I8 / F8E4M3 (recur_quant.h): data holds the codes
+ * [rows][cols] and, in the same allocation, scale the fp32 scale of each row, so that
+ * W[r][c] ~ value(code) * scale[r]. */
 typedef struct recur_weight {
     void         *data;   /* backend memory, owned by whoever called weight_upload */
     recur_dtype_t dtype;  /* the backend's storage type */
     int64_t       rows, cols;
+    float        *scale;  /* backend memory inside data's allocation, [rows]; NULL unless I8 / F8E4M3 */
 } recur_weight_t;
+
+/* How a matrix may be stored (weight_upload, weight_random). */
+typedef enum recur_weight_use {
+    /* a projection: the backend's weight format (recur_backend_params_t.weight_dtype),
+     * quantized to one byte per element in the int8 / fp8 modes */
+    RECUR_WEIGHT_PROJ = 0,
+    /* kept at full precision in every mode (f32 or, in the bf16/int8/fp8 modes of the cuda
+     * backend, bf16): embeddings, and the small projections that feed exponential or
+     * sigmoid gates (RWKV-7's decay/in-context-rate/value/output-gate LoRAs, xLSTM's input
+     * and forget gates), a few percent of the bytes and the most sensitive to rounding */
+    RECUR_WEIGHT_KEEP = 1
+} recur_weight_use_t;
+
+/* Bytes a stored matrix occupies on the backend (codes and scales for I8 / F8E4M3). */
+static inline size_t recur_weight_bytes(const recur_weight_t *w) {
+    if (recur_dtype_is_quant(w->dtype)) return recur_quant_buffer_bytes(w->rows, w->cols);
+    return (size_t)w->rows * (size_t)w->cols * recur_dtype_size(w->dtype);
+}
 
 /* The sequence structure of a batch of rows (see the header comment). */
 typedef struct recur_rows {
@@ -223,17 +246,20 @@ typedef struct recur_backend_iface {
                               size_t row_bytes, size_t n_rows);
     recur_status_t (*synchronize)(recur_backend_t *b);
 
-    /* ---- weights: host fp32 [rows][cols] -> the backend's format (allocates w->data) */
+    /* ---- weights: host fp32 [rows][cols] -> the backend's format for `use` (allocates
+     * w->data; quantizes on the way in the int8 / fp8 modes, recur_quant.h's rule) */
     recur_status_t (*weight_upload)(recur_backend_t *b, const float *host, int64_t rows, int64_t cols,
-                                    recur_weight_t *w);
+                                    recur_weight_use_t use, recur_weight_t *w);
     void (*weight_free)(recur_backend_t *b, recur_weight_t *w);          /* NULL data is a no-op */
     /* (optional) w [rows][cols] = recur_virtual_value(seed, (row0 + r) * full_cols + col0 + c,
      * lo, hi) (recur_model_files.h): the block at (row0, col0) of a virtual matrix with
      * full_cols columns (a tensor-parallel rank's slice, or the whole matrix with 0, 0,
-     * cols), generated on the device in the backend's weight format, for benchmarks at real
-     * shapes. NULL: the loader generates on the host and uploads. */
+     * cols), generated on the device in the backend's weight format for `use`, for
+     * benchmarks at real shapes: the same bytes as weight_upload of those values. NULL: the
+     * loader generates on the host and uploads. */
     recur_status_t (*weight_random)(recur_backend_t *b, int64_t rows, int64_t cols, uint64_t seed, float lo,
-                                    float hi, int64_t row0, int64_t col0, int64_t full_cols, recur_weight_t *w);
+                                    float hi, int64_t row0, int64_t col0, int64_t full_cols, recur_weight_use_t use,
+                                    recur_weight_t *w);
     /* (optional) device memory in use (by everyone) and in total, in bytes. NULL: unknown. */
     recur_status_t (*mem_info)(recur_backend_t *b, size_t *used, size_t *total);
 
@@ -244,7 +270,15 @@ typedef struct recur_backend_iface {
     /* y = LayerNorm(x) * w + bias over each row of C (y may alias x) */
     recur_status_t (*layernorm)(recur_backend_t *b, const float *x, const float *w, const float *bias,
                                 int32_t M, int32_t C, float eps, float *y);
-    /* y[M][W.rows] (=|+=) x[M][W.cols] . W^T ; accumulate != 0 adds into y */
+    /* y[M][W.rows] (=|+=) x[M][W.cols] . W^T ; accumulate != 0 adds into y.
+     * Quantized W (I8, F8E4M3), on every backend, with fp32 products and sums:
+     *   M <= RECUR_QUANT_GEMV_MAX_M (8, decode): y[m][n] = (sum_k x[m][k] v[n][k]) * scale[n]
+     *   larger M (tensor-core GEMMs, whose inputs are narrower than fp32):
+     *     I8: y[m][n] = (sum_k bf16(x[m][k]) v[n][k]) * scale[n]
+     *     F8: y[m][n] = ((sum_k e4m3(x[m][k] / sx[m]) v[n][k]) * scale[n]) * sx[m],
+     *         sx[m] = recur_quant_act_scale(x[m]): activations quantized per row on the fly
+     * where v is the code's value (recur_quant_code_value); backends differ only in the
+     * order of the sums. */
     recur_status_t (*matmul)(recur_backend_t *b, const float *x, const recur_weight_t *W, int32_t M,
                              float *y, int accumulate);
     /* (optional) y[M][Wt.cols] (=|+=) x[M][Wt.rows] . Wt, for Wt stored TRANSPOSED: [in][out]
@@ -254,8 +288,10 @@ typedef struct recur_backend_iface {
      * contiguous row j of Wt, so at decode sizes only the rows that some x row needs are
      * read. Zero entries are skipped, not multiplied. Faster than matmul only when x is
      * sparse; for large M it runs as a plain GEMM on the transposed layout. A row's result
-     * does not depend on M or on the other rows. NULL: the backend has no such path, and
-     * callers keep W in the matmul layout. */
+     * does not depend on M or on the other rows. NULL: the backend has no such path (or not
+     * in its current weight mode: quantized matrices keep per-output-row scales, which the
+     * transposed layout would turn into per-input ones), and callers keep W in the matmul
+     * layout. */
     recur_status_t (*matmul_sparse_in)(recur_backend_t *b, const float *x, const recur_weight_t *Wt, int32_t M,
                                        float *y, int accumulate);
     /* y = act(x) elementwise over n floats (y may alias x) */
@@ -360,11 +396,15 @@ struct recur_backend {
 
 typedef struct recur_backend_params {
     int32_t       device;        /* CUDA ordinal (cuda backend); -1 = the current/local-rank device */
-    recur_dtype_t weight_dtype;  /* storage of matrices: RECUR_DTYPE_F32 (exact reference path)
-                                    or RECUR_DTYPE_BF16; the CPU backend always keeps F32 */
+    recur_dtype_t weight_dtype;  /* storage of matrices (`--weights`): RECUR_DTYPE_F32 (exact
+                                    reference path), RECUR_DTYPE_BF16, or the one-byte modes
+                                    RECUR_DTYPE_I8 / RECUR_DTYPE_F8E4M3 (RECUR_WEIGHT_PROJ
+                                    matrices quantized at upload, RECUR_WEIGHT_KEEP ones as in
+                                    bf16 mode). The CPU backend keeps F32 for F32 and BF16 and
+                                    implements I8 / F8E4M3 exactly as documented at matmul. */
 } recur_backend_params_t;
 
-/* device -1, weight_dtype BF16 (the cuda default; the CPU backend ignores it). */
+/* device -1, weight_dtype BF16 (the cuda default; the CPU backend stores it as F32). */
 recur_backend_params_t recur_backend_default_params(void);
 
 /* Creates the backend named `name`: "cpu", or "cuda" when built with the CUDA backend.

@@ -217,3 +217,58 @@ int recur_test_argmax(const float *x, int n) {
         if (x[i] > x[b]) b = i;
     return b;
 }
+
+/* ---------------------------------------------------------------- weight formats */
+
+/* the CPU backend's own upload, wrapped by bf16_upload (test code: one backend per process) */
+static recur_status_t (*g_cpu_upload)(recur_backend_t *, const float *, int64_t, int64_t, recur_weight_use_t,
+                                      recur_weight_t *);
+
+static recur_status_t bf16_upload(recur_backend_t *b, const float *host, int64_t rows, int64_t cols,
+                                  recur_weight_use_t use, recur_weight_t *w) {
+    const size_t n = (size_t)rows * (size_t)cols;
+    float *t = malloc((n ? n : 1) * sizeof(float));
+    if (!t) return RECUR_E_NOMEM;
+    for (size_t i = 0; i < n; i++) t[i] = recur_bf16_to_f32(recur_f32_to_bf16(host[i]));
+    recur_status_t st = g_cpu_upload(b, t, rows, cols, use, w);
+    free(t);
+    return st;
+}
+
+int recur_test_cpu_bf16_weights(recur_backend_t *b) {
+    /* every CPU backend has the same upload function: one saved pointer serves them all */
+    if (strcmp(recur_backend_name(b), "cpu") != 0 || (g_cpu_upload && g_cpu_upload != b->iface.weight_upload)) return -1;
+    g_cpu_upload = b->iface.weight_upload;
+    b->iface.weight_upload = bf16_upload;
+    return 0;
+}
+
+int recur_test_model_logits(recur_backend_t *b, const char *path, const int32_t *tokens, int n, int piece, int decode,
+                            float **logits, int *n_vocab) {
+    *logits = NULL;
+    recur_model_params_t p = recur_model_default_params();
+    p.n_slots = 2;
+    p.max_tokens = decode ? 1 : piece;
+    recur_model_t *m = NULL;
+    recur_status_t st = recur_model_load(path, b, &p, &m);
+    if (st != RECUR_OK) return st;
+    const int V = recur_model_info(m)->n_vocab;
+    float *lg = malloc((size_t)n * (size_t)V * sizeof(float));
+    st = lg ? recur_model_state_reset(m, 1) : RECUR_E_NOMEM;
+    int32_t slot = 1;
+    for (int t = 0; t < n && st == RECUR_OK;) {
+        int32_t len = decode ? 1 : (n - t < piece ? n - t : piece);
+        recur_batch_t bt = {.n_seq = 1, .tokens = tokens + t, .seq_len = &len, .slot = &slot,
+                            .logits = RECUR_LOGITS_ALL};
+        st = recur_model_forward(m, &bt, lg + (size_t)t * V);
+        t += len;
+    }
+    recur_model_free(m);
+    if (st != RECUR_OK) {
+        free(lg);
+        return st;
+    }
+    *logits = lg;
+    if (n_vocab) *n_vocab = V;
+    return RECUR_OK;
+}

@@ -78,3 +78,19 @@ void *recur_read_fixture32(const char *rel, size_t *n_values);
 void *recur_test_read_values32(int fixture, const char *rel, size_t *n_values);
 /* The index of the largest of x[0..n) (the first on ties). */
 int recur_test_argmax(const float *x, int n);
+
+/* ---- weight formats (test_quant, bench_ppl) */
+#include "recur_backend.h"
+
+/* Makes b, a CPU backend with f32 weights, store every matrix rounded to bf16 (round to
+ * nearest even; fp32 arithmetic): what the CUDA backend's bf16 weights compute in decode
+ * (GEMVs with fp32 activations), for comparisons on machines without a GPU. (The
+ * CPU backend's upload function is kept in a file-scope pointer). 0 on success. */
+int recur_test_cpu_bf16_weights(recur_backend_t *b);
+
+/* Loads the model at path on b and runs tokens[0..n) as one sequence from the initial
+ * state: decode != 0 token by token (one row per forward: the decode GEMVs), else in
+ * forward pieces of `piece` rows (prefill: the GEMM paths for pieces over 8 rows).
+ * *logits gets a malloc'ed [n][*n_vocab] (the caller frees). Returns the status. */
+int recur_test_model_logits(recur_backend_t *b, const char *path, const int32_t *tokens, int n, int piece, int decode,
+                            float **logits, int *n_vocab);

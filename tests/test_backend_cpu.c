@@ -95,7 +95,7 @@ static void test_matmul(recur_backend_t *b) {
         float *W = malloc((size_t)Nn * Kk * sizeof(float));
         fill(W, (size_t)Nn * Kk, -0.1f, 0.1f);
         recur_weight_t wt = {0};
-        if (b->iface.weight_upload(b, W, Nn, Kk, &wt) != RECUR_OK) {
+        if (b->iface.weight_upload(b, W, Nn, Kk, RECUR_WEIGHT_PROJ, &wt) != RECUR_OK) {
             fprintf(stderr, "weight_upload %dx%d failed\n", Nn, Kk);
             failures++;
             free(W);
@@ -213,7 +213,7 @@ static void test_matmul(recur_backend_t *b) {
     for (int part = 0; part < 2 && b->iface.weight_random; part++) {
         const int64_t R = 37, Cc = 29, row0 = part ? 3 : 0, col0 = part ? 11 : 0, full = part ? 40 : Cc;
         recur_weight_t w = {0};
-        if (b->iface.weight_random(b, R, Cc, 7, -0.5f, 0.25f, row0, col0, full, &w) != RECUR_OK) {
+        if (b->iface.weight_random(b, R, Cc, 7, -0.5f, 0.25f, row0, col0, full, RECUR_WEIGHT_PROJ, &w) != RECUR_OK) {
             failures++;
             return;
         }
@@ -262,7 +262,7 @@ static void test_matmul_sparse_in(recur_backend_t *b) {
         float *Wt = malloc((size_t)Kk * Nn * sizeof(float));
         fill(Wt, (size_t)Kk * Nn, -0.1f, 0.1f);
         recur_weight_t wt = {0};
-        if (b->iface.weight_upload(b, Wt, Kk, Nn, &wt) != RECUR_OK) {
+        if (b->iface.weight_upload(b, Wt, Kk, Nn, RECUR_WEIGHT_PROJ, &wt) != RECUR_OK) {
             fprintf(stderr, "weight_upload %dx%d failed\n", Kk, Nn);
             failures++;
             free(Wt);
@@ -361,7 +361,7 @@ static void time_gemv(recur_backend_t *b) {
     for (int si = 0; si < 2; si++) {
         const int64_t Nn = shapes[si][0], Kk = shapes[si][1];
         recur_weight_t w = {0};
-        if (b->iface.weight_random(b, Nn, Kk, 3, -0.01f, 0.01f, 0, 0, Kk, &w) != RECUR_OK) { failures++; return; }
+        if (b->iface.weight_random(b, Nn, Kk, 3, -0.01f, 0.01f, 0, 0, Kk, RECUR_WEIGHT_PROJ, &w) != RECUR_OK) { failures++; return; }
         float *x = malloc((size_t)Kk * sizeof(float)), *y = malloc((size_t)Nn * sizeof(float));
         fill(x, (size_t)Kk, -1.f, 1.f);
         float *dx = dev(b, x, (size_t)Kk * sizeof(float)), *dy = dev(b, NULL, (size_t)Nn * sizeof(float));
@@ -936,7 +936,7 @@ int main(int argc, char **argv) {
     float *W = malloc((size_t)F * C * sizeof(float));
     fill(W, (size_t)F * C, -0.1f, 0.1f);
     recur_weight_t wt;
-    b->iface.weight_upload(b, W, F, C, &wt);
+    b->iface.weight_upload(b, W, F, C, RECUR_WEIGHT_PROJ, &wt);
     poison(b, dy, (size_t)M * F);
     b->iface.matmul(b, dx, &wt, M, dy, 0);
     b->iface.matmul(b, dx, &wt, M, dy, 1);

@@ -250,7 +250,7 @@ static void test_gemv_paths(recur_dtype_t wdt) {
         float *y8 = malloc((size_t)8 * N * sizeof(float)), *wh = malloc((size_t)K * sizeof(float));
         double *ref = malloc((size_t)8 * N * sizeof(double));
         float *dx = b->iface.alloc(b, (size_t)8 * K * sizeof(float)), *dy = b->iface.alloc(b, (size_t)8 * N * sizeof(float));
-        if (b->iface.weight_random(b, N, K, seed, -0.02f, 0.02f, 0, 0, K, &w) != RECUR_OK || !dx || !dy) {
+        if (b->iface.weight_random(b, N, K, seed, -0.02f, 0.02f, 0, 0, K, RECUR_WEIGHT_PROJ, &w) != RECUR_OK || !dx || !dy) {
             failures++;
             goto next;
         }

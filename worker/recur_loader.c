@@ -97,8 +97,14 @@ recur_status_t recur_loader_vec(recur_loader_t *ld, const char *name, int64_t n,
     return recur_loader_vec_part(ld, name, n, 0, n, out);
 }
 
+/* The upload of a block, counted in ld->matrix_bytes. */
+static recur_status_t counted(recur_loader_t *ld, recur_status_t st, const recur_weight_t *w) {
+    if (st == RECUR_OK) ld->matrix_bytes += (int64_t)recur_weight_bytes(w);
+    return st;
+}
+
 recur_status_t recur_loader_mat_block(recur_loader_t *ld, const char *name, int64_t rows, int64_t cols, int transpose,
-                                      const recur_block_t *blk, recur_weight_t *w) {
+                                      const recur_block_t *blk, recur_weight_use_t use, recur_weight_t *w) {
     const recur_tensor_info_t *t = recur_loader_get(ld, name, 1);
     if (!t) return RECUR_E_FORMAT;
     if (t->n_dims != 2 || t->shape[0] != rows || t->shape[1] != cols) {
@@ -111,7 +117,8 @@ recur_status_t recur_loader_mat_block(recur_loader_t *ld, const char *name, int6
     const int64_t r0 = blk->r0, nr = blk->nr, c0 = blk->c0, nc = blk->nc;
     RECUR_ASSERT(r0 >= 0 && nr >= 1 && r0 + nr <= out_n && c0 >= 0 && nc >= 1 && c0 + nc <= in_n);
     if (!t->data && ld->b->iface.weight_random) /* virtual: values made where they will live */
-        return ld->b->iface.weight_random(ld->b, nr, nc, t->virt_seed, t->virt_lo, t->virt_hi, r0, c0, in_n, w);
+        return counted(ld, ld->b->iface.weight_random(ld->b, nr, nc, t->virt_seed, t->virt_lo, t->virt_hi, r0, c0,
+                                                      in_n, use, w), w);
     RECUR_ASSERT((size_t)(nr * nc) <= ld->tmp_floats);
     if (!transpose) { /* file row o = stored row o: one read per row of the block (or one in all) */
         if (nc == cols) {
@@ -119,20 +126,20 @@ recur_status_t recur_loader_mat_block(recur_loader_t *ld, const char *name, int6
         } else {
             for (int64_t o = 0; o < nr; o++) RECUR_TRY(read_f32(ld, t, (r0 + o) * cols + c0, nc, ld->tmp + o * nc));
         }
-        return ld->b->iface.weight_upload(ld->b, ld->tmp, nr, nc, w);
+        return counted(ld, ld->b->iface.weight_upload(ld->b, ld->tmp, nr, nc, use, w), w);
     }
     /* transposed: file row i holds input i of every output; read the block's inputs
      * (columns r0.. of those rows), then transpose on the host */
     for (int64_t i = 0; i < nc; i++) RECUR_TRY(read_f32(ld, t, (c0 + i) * cols + r0, nr, ld->tmp + i * nr));
     for (int64_t i = 0; i < nc; i++)
         for (int64_t o = 0; o < nr; o++) ld->tmp2[o * nc + i] = ld->tmp[i * nr + o];
-    return ld->b->iface.weight_upload(ld->b, ld->tmp2, nr, nc, w);
+    return counted(ld, ld->b->iface.weight_upload(ld->b, ld->tmp2, nr, nc, use, w), w);
 }
 
 recur_status_t recur_loader_mat(recur_loader_t *ld, const char *name, int64_t rows, int64_t cols, int transpose,
-                                recur_weight_t *w) {
+                                recur_weight_use_t use, recur_weight_t *w) {
     const recur_block_t all = {0, transpose ? cols : rows, 0, transpose ? rows : cols};
-    return recur_loader_mat_block(ld, name, rows, cols, transpose, &all, w);
+    return recur_loader_mat_block(ld, name, rows, cols, transpose, &all, use, w);
 }
 
 void recur_loader_skip_prefix(recur_loader_t *ld, const char *prefix) {

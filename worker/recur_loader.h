@@ -22,6 +22,7 @@ typedef struct recur_loader {
     int32_t n_used, cap_used;
     int64_t n_params;
     int64_t bytes_read;                 /* checkpoint bytes this rank read (its shard) */
+    int64_t matrix_bytes;               /* backend bytes of the matrices uploaded (recur_weight_bytes) */
     float *tmp, *tmp2;                  /* host scratch of tmp_floats each */
     size_t tmp_floats;
 } recur_loader_t;
@@ -43,9 +44,11 @@ recur_status_t recur_loader_upload_part(recur_loader_t *ld, const recur_tensor_i
                                         float **out);
 /* A vector of n floats: shape [n], [1,n] or [1,1,n]. */
 recur_status_t recur_loader_vec(recur_loader_t *ld, const char *name, int64_t n, float **out);
-/* A matrix [rows][cols] in the file, uploaded as [out][in] (transposed when transpose != 0). */
+/* A matrix [rows][cols] in the file, uploaded as [out][in] (transposed when transpose != 0),
+ * stored as `use` says (RECUR_WEIGHT_PROJ: the backend's weight format, quantized in the
+ * int8 / fp8 modes; RECUR_WEIGHT_KEEP: full precision). */
 recur_status_t recur_loader_mat(recur_loader_t *ld, const char *name, int64_t rows, int64_t cols, int transpose,
-                                recur_weight_t *w);
+                                recur_weight_use_t use, recur_weight_t *w);
 /* A block of the [out][in] matrix the backend stores: rows (outputs) [r0, r0 + nr) and
  * columns (inputs) [c0, c0 + nc). A tensor-parallel rank takes a block of rows
  * (column-parallel layers: its heads' outputs) or of columns (row-parallel layers). */
@@ -55,7 +58,7 @@ typedef struct recur_block {
 /* As recur_loader_mat, but uploads only the block blk of the [out][in] matrix, reading
  * only the bytes of the checkpoint the block needs. */
 recur_status_t recur_loader_mat_block(recur_loader_t *ld, const char *name, int64_t rows, int64_t cols, int transpose,
-                                      const recur_block_t *blk, recur_weight_t *w);
+                                      const recur_block_t *blk, recur_weight_use_t use, recur_weight_t *w);
 /* As recur_loader_vec, but uploads only elements [first, first + count). */
 recur_status_t recur_loader_vec_part(recur_loader_t *ld, const char *name, int64_t n, int64_t first, int64_t count,
                                      float **out);

@@ -100,6 +100,9 @@ typedef struct recur_model_info {
     size_t       state_bytes;  /* per slot, of this rank's shard (see above)  */
     recur_dtype_t state_dtype; /* storage of the state matrices: F32 or BF16   */
     int64_t      n_params;     /* weights read from the checkpoint             */
+    int64_t      matrix_bytes; /* this rank's matrices as stored on the backend (codes and
+                                  scales in the int8 / fp8 modes), the embedding table left
+                                  out: the weight bytes one decode step reads */
     recur_dtype_t file_dtype;  /* dtype of the largest tensors in the file     */
     int32_t      bos_id;       /* token every prompt must start with; -1: none */
     int32_t      prefill_chunk;/* the chunk in use (0 where the arch has none) */

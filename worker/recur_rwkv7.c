@@ -66,7 +66,9 @@ typedef struct loader {
 } loader_t;
 
 /* LoRA pair: first maps C -> D (stored [D][C]), second D -> C (stored [C][D]). The file
- * tells D; the .bin already has the Linear layout, BlinkDL has its transpose. */
+ * tells D; the .bin already has the Linear layout, BlinkDL has its transpose. Every LoRA
+ * feeds a gate (decay, in-context rate, value residual, output gate) and together they are
+ * ~2% of a layer's bytes at 7B: kept at full precision in the int8 / fp8 modes. */
 static recur_status_t ld_lora(loader_t *ld, const rwkv7_t *m, int layer, const char *n1, const char *n2,
                               recur_weight_t *w1, recur_weight_t *w2, int32_t *d_max) {
     const int32_t C = m->C;
@@ -86,11 +88,11 @@ static recur_status_t ld_lora(loader_t *ld, const rwkv7_t *m, int layer, const c
      * this rank's channels only */
     const recur_block_t mine = {m->c0, m->Cl, 0, D};
     if (ld->blinkdl) {
-        RECUR_TRY(recur_loader_mat(&ld->base, k1, C, D, 1, w1));
-        RECUR_TRY(recur_loader_mat_block(&ld->base, k2, D, C, 1, &mine, w2));
+        RECUR_TRY(recur_loader_mat(&ld->base, k1, C, D, 1, RECUR_WEIGHT_KEEP, w1));
+        RECUR_TRY(recur_loader_mat_block(&ld->base, k2, D, C, 1, &mine, RECUR_WEIGHT_KEEP, w2));
     } else {
-        RECUR_TRY(recur_loader_mat(&ld->base, k1, D, C, 0, w1));
-        RECUR_TRY(recur_loader_mat_block(&ld->base, k2, C, D, 0, &mine, w2));
+        RECUR_TRY(recur_loader_mat(&ld->base, k1, D, C, 0, RECUR_WEIGHT_KEEP, w1));
+        RECUR_TRY(recur_loader_mat_block(&ld->base, k2, C, D, 0, &mine, RECUR_WEIGHT_KEEP, w2));
     }
     return RECUR_OK;
 }
@@ -154,13 +156,13 @@ static recur_status_t ld_layer(loader_t *ld, rwkv7_t *m, int i, rwkv7_layer_t *l
      * (row-parallel, summed over the group) */
     const recur_block_t heads_out = {m->c0, m->Cl, 0, C}, heads_in = {0, C, m->c0, m->Cl};
     snprintf(k, sizeof k, "blocks.%d.att.receptance.weight", i);
-    RECUR_TRY(recur_loader_mat_block(&ld->base, k, C, C, 0, &heads_out, &ly->wr));
+    RECUR_TRY(recur_loader_mat_block(&ld->base, k, C, C, 0, &heads_out, RECUR_WEIGHT_PROJ, &ly->wr));
     snprintf(k, sizeof k, "blocks.%d.att.key.weight", i);
-    RECUR_TRY(recur_loader_mat_block(&ld->base, k, C, C, 0, &heads_out, &ly->wk));
+    RECUR_TRY(recur_loader_mat_block(&ld->base, k, C, C, 0, &heads_out, RECUR_WEIGHT_PROJ, &ly->wk));
     snprintf(k, sizeof k, "blocks.%d.att.value.weight", i);
-    RECUR_TRY(recur_loader_mat_block(&ld->base, k, C, C, 0, &heads_out, &ly->wv));
+    RECUR_TRY(recur_loader_mat_block(&ld->base, k, C, C, 0, &heads_out, RECUR_WEIGHT_PROJ, &ly->wv));
     snprintf(k, sizeof k, "blocks.%d.att.output.weight", i);
-    RECUR_TRY(recur_loader_mat_block(&ld->base, k, C, C, 0, &heads_in, &ly->wo));
+    RECUR_TRY(recur_loader_mat_block(&ld->base, k, C, C, 0, &heads_in, RECUR_WEIGHT_PROJ, &ly->wo));
     RECUR_TRY(ld_lora(ld, m, i, "w1", "w2", &ly->w1, &ly->w2, &m->D_max));
     RECUR_TRY(ld_lora(ld, m, i, "a1", "a2", &ly->a1, &ly->a2, &m->D_max));
     RECUR_TRY(ld_lora(ld, m, i, "g1", "g2", &ly->g1, &ly->g2, &m->D_max));
@@ -181,11 +183,11 @@ static recur_status_t ld_layer(loader_t *ld, rwkv7_t *m, int i, rwkv7_layer_t *l
      * transposed layout the sparse path keeps) */
     const recur_block_t key_part = {m->f0, m->Fl, 0, C};
     snprintf(k, sizeof k, "blocks.%d.ffn.key.weight", i);
-    RECUR_TRY(recur_loader_mat_block(&ld->base, k, m->F, C, 0, &key_part, &ly->ffn_key));
+    RECUR_TRY(recur_loader_mat_block(&ld->base, k, m->F, C, 0, &key_part, RECUR_WEIGHT_PROJ, &ly->ffn_key));
     snprintf(k, sizeof k, "blocks.%d.ffn.value.weight", i);
     const int sparse = ld->base.b->iface.matmul_sparse_in != NULL;
     const recur_block_t value_part = sparse ? key_part : (recur_block_t){0, C, m->f0, m->Fl};
-    RECUR_TRY(recur_loader_mat_block(&ld->base, k, C, m->F, sparse, &value_part, &ly->ffn_value));
+    RECUR_TRY(recur_loader_mat_block(&ld->base, k, C, m->F, sparse, &value_part, RECUR_WEIGHT_PROJ, &ly->ffn_value));
     return RECUR_OK;
 }
 
@@ -314,7 +316,8 @@ static recur_status_t rwkv7_load(recur_backend_t *b, const recur_model_files_t *
 
     /* This rank's tensors; the other stages' are theirs to read and check. */
     if (first) {
-        if ((st = recur_loader_mat(&ld.base, "emb.weight", m->V, m->C, 0, &m->emb)) != RECUR_OK) goto fail;
+        if ((st = recur_loader_mat(&ld.base, "emb.weight", m->V, m->C, 0, RECUR_WEIGHT_KEEP, &m->emb)) != RECUR_OK)
+            goto fail;
         if ((st = recur_loader_vec(&ld.base, "blocks.0.ln0.weight", m->C, &m->ln0_w)) != RECUR_OK) goto fail;
         if ((st = recur_loader_vec(&ld.base, "blocks.0.ln0.bias", m->C, &m->ln0_b)) != RECUR_OK) goto fail;
     } else {
@@ -333,7 +336,8 @@ static recur_status_t rwkv7_load(recur_backend_t *b, const recur_model_files_t *
         const recur_block_t vocab = {m->sh.vocab_begin, m->sh.n_vocab, 0, m->C};
         if ((st = recur_loader_vec(&ld.base, "ln_out.weight", m->C, &m->lnout_w)) != RECUR_OK) goto fail;
         if ((st = recur_loader_vec(&ld.base, "ln_out.bias", m->C, &m->lnout_b)) != RECUR_OK) goto fail;
-        if ((st = recur_loader_mat_block(&ld.base, "head.weight", m->V, m->C, 0, &vocab, &m->head)) != RECUR_OK)
+        if ((st = recur_loader_mat_block(&ld.base, "head.weight", m->V, m->C, 0, &vocab, RECUR_WEIGHT_PROJ,
+                                         &m->head)) != RECUR_OK)
             goto fail;
     } else {
         recur_loader_skip_prefix(&ld.base, "ln_out.");
@@ -358,6 +362,7 @@ static recur_status_t rwkv7_load(recur_backend_t *b, const recur_model_files_t *
         if (!m->lg_local || !m->lg_all) { st = RECUR_E_NOMEM; goto fail; }
     }
     m->sh.bytes_read = ld.base.bytes_read;
+    const int64_t emb_bytes = first ? (int64_t)recur_weight_bytes(&m->emb) : 0;
 
     *info = (recur_model_info_t){
         .arch = RECUR_ARCH_RWKV7, .arch_name = "rwkv7", .n_vocab = m->V, .n_embd = m->C, .n_layer = m->L,
@@ -365,6 +370,7 @@ static recur_status_t rwkv7_load(recur_backend_t *b, const recur_model_files_t *
         .state_bytes = (size_t)(m->sh.layer_end - m->sh.layer_begin) * layer_state_bytes(m),
         .state_dtype = m->state_dtype,
         .n_params = ld.base.n_params,
+        .matrix_bytes = ld.base.matrix_bytes - emb_bytes,
         .file_dtype = recur_model_files_find(f, "head.weight")->dtype,
         .bos_id = -1,        /* RWKV World models take the text as it is */
         .prefill_chunk = 0,  /* the CPU WKV is serial; the GPU's chunked form comes with the CUDA backend */

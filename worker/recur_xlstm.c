@@ -230,16 +230,19 @@ static recur_status_t load_layer(recur_loader_t *ld, const xlstm_t *m, int32_t i
                                     (int64_t)nh * m->DV, &ly->mh_norm));
     RECUR_TRY(recur_loader_vec_part(ld, NAME("mlstm_layer.igate_preact.bias"), NH, h0, nh, &ly->i_bias));
     RECUR_TRY(recur_loader_vec_part(ld, NAME("mlstm_layer.fgate_preact.bias"), NH, h0, nh, &ly->f_bias));
-    RECUR_TRY(recur_loader_mat_block(ld, NAME("mlstm_layer.q.weight"), QK, D, 0, &qk_rows, &ly->wq));
-    RECUR_TRY(recur_loader_mat_block(ld, NAME("mlstm_layer.k.weight"), QK, D, 0, &qk_rows, &ly->wk));
-    RECUR_TRY(recur_loader_mat_block(ld, NAME("mlstm_layer.v.weight"), VD, D, 0, &v_rows, &ly->wv));
-    RECUR_TRY(recur_loader_mat_block(ld, NAME("mlstm_layer.ogate_preact.weight"), VD, D, 0, &v_rows, &ly->wo));
-    RECUR_TRY(recur_loader_mat_block(ld, NAME("mlstm_layer.igate_preact.weight"), NH, D, 0, &gate_rows, &ly->wi));
-    RECUR_TRY(recur_loader_mat_block(ld, NAME("mlstm_layer.fgate_preact.weight"), NH, D, 0, &gate_rows, &ly->wf));
-    RECUR_TRY(recur_loader_mat_block(ld, NAME("mlstm_layer.out_proj.weight"), D, VD, 0, &out_cols, &ly->wout));
-    RECUR_TRY(recur_loader_mat_block(ld, NAME("ffn.proj_up_gate.weight"), F, D, 0, &up_rows, &ly->up_gate));
-    RECUR_TRY(recur_loader_mat_block(ld, NAME("ffn.proj_up.weight"), F, D, 0, &up_rows, &ly->up));
-    RECUR_TRY(recur_loader_mat_block(ld, NAME("ffn.proj_down.weight"), D, F, 0, &down_cols, &ly->down));
+    /* the input and forget gates (exponential gates, NH rows each: tiny) stay at full
+     * precision in the int8 / fp8 modes; the other matrices are quantized there */
+    const recur_weight_use_t P = RECUR_WEIGHT_PROJ, G = RECUR_WEIGHT_KEEP;
+    RECUR_TRY(recur_loader_mat_block(ld, NAME("mlstm_layer.q.weight"), QK, D, 0, &qk_rows, P, &ly->wq));
+    RECUR_TRY(recur_loader_mat_block(ld, NAME("mlstm_layer.k.weight"), QK, D, 0, &qk_rows, P, &ly->wk));
+    RECUR_TRY(recur_loader_mat_block(ld, NAME("mlstm_layer.v.weight"), VD, D, 0, &v_rows, P, &ly->wv));
+    RECUR_TRY(recur_loader_mat_block(ld, NAME("mlstm_layer.ogate_preact.weight"), VD, D, 0, &v_rows, P, &ly->wo));
+    RECUR_TRY(recur_loader_mat_block(ld, NAME("mlstm_layer.igate_preact.weight"), NH, D, 0, &gate_rows, G, &ly->wi));
+    RECUR_TRY(recur_loader_mat_block(ld, NAME("mlstm_layer.fgate_preact.weight"), NH, D, 0, &gate_rows, G, &ly->wf));
+    RECUR_TRY(recur_loader_mat_block(ld, NAME("mlstm_layer.out_proj.weight"), D, VD, 0, &out_cols, P, &ly->wout));
+    RECUR_TRY(recur_loader_mat_block(ld, NAME("ffn.proj_up_gate.weight"), F, D, 0, &up_rows, P, &ly->up_gate));
+    RECUR_TRY(recur_loader_mat_block(ld, NAME("ffn.proj_up.weight"), F, D, 0, &up_rows, P, &ly->up));
+    RECUR_TRY(recur_loader_mat_block(ld, NAME("ffn.proj_down.weight"), D, F, 0, &down_cols, P, &ly->down));
 #undef NAME
     return RECUR_OK;
 }
@@ -310,7 +313,9 @@ static recur_status_t xlstm_load(recur_backend_t *b, const recur_model_files_t *
 
     /* This rank's tensors; the other stages' are theirs to read and check. */
     if (first) {
-        if ((st = recur_loader_mat(&ld, "backbone.embeddings.weight", c->V, c->D, 0, &m->emb)) != RECUR_OK) goto fail;
+        if ((st = recur_loader_mat(&ld, "backbone.embeddings.weight", c->V, c->D, 0, RECUR_WEIGHT_KEEP, &m->emb)) !=
+            RECUR_OK)
+            goto fail;
     } else {
         (void)recur_loader_get(&ld, "backbone.embeddings.weight", 0);
     }
@@ -325,14 +330,16 @@ static recur_status_t xlstm_load(recur_backend_t *b, const recur_model_files_t *
     }
     if (last) {
         /* the head: this rank's rows of the vocabulary; tie_word_embeddings without an
-         * lm_head tensor reads the embedding matrix (shared outright on a single rank) */
+         * lm_head tensor reads the embedding matrix (shared outright on a single rank, so
+         * kept at the embedding's precision in every layout) */
         const recur_block_t vocab = {m->sh.vocab_begin, m->sh.n_vocab, 0, c->D};
         const int reads_emb = c->tied && !recur_model_files_find(f, "lm_head.weight");
         const char *head = reads_emb ? "backbone.embeddings.weight" : "lm_head.weight";
         if ((st = recur_loader_vec(&ld, "backbone.out_norm.weight", c->D, &m->out_norm)) != RECUR_OK) goto fail;
         if (reads_emb && first && m->sh.tp == 1)
             m->head = m->emb;
-        else if ((st = recur_loader_mat_block(&ld, head, c->V, c->D, 0, &vocab, &m->head)) != RECUR_OK)
+        else if ((st = recur_loader_mat_block(&ld, head, c->V, c->D, 0, &vocab,
+                                              reads_emb ? RECUR_WEIGHT_KEEP : RECUR_WEIGHT_PROJ, &m->head)) != RECUR_OK)
             goto fail;
     } else {
         recur_loader_skip_prefix(&ld, "backbone.out_norm.");
@@ -355,6 +362,8 @@ static recur_status_t xlstm_load(recur_backend_t *b, const recur_model_files_t *
         if (!m->lg_local || !m->lg_all) { st = RECUR_E_NOMEM; goto fail; }
     }
     m->sh.bytes_read = ld.bytes_read;
+    /* a shared head is the embedding: a step reads it (counted once) */
+    const int64_t emb_bytes = first && m->head.data != m->emb.data ? (int64_t)recur_weight_bytes(&m->emb) : 0;
 
     *info = (recur_model_info_t){
         .arch = RECUR_ARCH_XLSTM, .arch_name = "xlstm", .n_vocab = c->V, .n_embd = c->D, .n_layer = c->L,
@@ -362,7 +371,7 @@ static recur_status_t xlstm_load(recur_backend_t *b, const recur_model_files_t *
         .state_bytes = (size_t)(m->sh.layer_end - m->sh.layer_begin) *
                        recur_mlstm_state_bytes(m->NHl, m->DQK, m->DV, m->state_dtype),
         .state_dtype = m->state_dtype,
-        .n_params = ld.n_params, .file_dtype = emb->dtype, .bos_id = c->bos, .prefill_chunk = m->chunk,
+        .n_params = ld.n_params, .matrix_bytes = ld.matrix_bytes - emb_bytes, .file_dtype = emb->dtype, .bos_id = c->bos, .prefill_chunk = m->chunk,
         .shard = m->sh,
     };
     recur_loader_free(&ld);

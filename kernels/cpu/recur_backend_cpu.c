@@ -13,6 +13,21 @@
 #include "recur_log.h"
 #include "recur_sample_op.h"
 
+/* The CPU backend's private state: the weight mode, the code tables of the one-byte
+ * formats, and scratch grown to the largest use seen and then reused (the sample op's
+ * per-row arrays; the narrowed activations of a quantized GEMM), so steady-state ops
+ * allocate nothing. */
+typedef struct cpu_ctx {
+    recur_dtype_t wdt;     /* F32 (also for a BF16 request), I8 or F8E4M3 */
+    float code_i8[256];    /* recur_quant_code_value of every byte */
+    float code_f8[256];
+    float *xq;             /* [M][K] activations as the quantized GEMM takes them, then sx[M] */
+    size_t xq_cap;         /* floats */
+    uint64_t *keys;  /* rank keys (recur_sample_rank_key) of a row's candidates */
+    uint64_t *mass;  /* their kept masses, in the order of O */
+    size_t    cap;
+} cpu_ctx_t;
+
 static const char *cpu_name(const recur_backend_t *b) { return "cpu"; }
 
 static void *cpu_alloc(recur_backend_t *b, size_t n) { return calloc(1, n ? n : 1); }
@@ -39,20 +54,32 @@ static recur_status_t cpu_memzero(recur_backend_t *b, void *dst, size_t n) {
 static recur_status_t cpu_synchronize(recur_backend_t *b) { return RECUR_OK; }
 
 static recur_status_t cpu_weight_upload(recur_backend_t *b, const float *host, int64_t rows, int64_t cols,
-                                        recur_weight_t *w) {
+                                        recur_weight_use_t use, recur_weight_t *w) {
+    const cpu_ctx_t *c = b->ctx;
+    const recur_dtype_t dt = use == RECUR_WEIGHT_PROJ ? c->wdt : RECUR_DTYPE_F32;
+    *w = (recur_weight_t){.dtype = dt, .rows = rows, .cols = cols};
+    if (recur_dtype_is_quant(dt)) { /* codes, then the row scales (recur_quant.h) */
+        const size_t nb = recur_quant_buffer_bytes(rows, cols);
+        w->data = malloc(nb ? nb : 1);
+        if (!w->data) return RECUR_E_NOMEM;
+        memset(w->data, 0, nb);
+        w->scale = (float *)((char *)w->data + recur_quant_codes_bytes(rows, cols));
+        for (int64_t r = 0; r < rows; r++)
+            recur_quant_row(host + (size_t)r * (size_t)cols, cols, dt, (uint8_t *)w->data + (size_t)r * (size_t)cols,
+                            &w->scale[r]);
+        return RECUR_OK;
+    }
     size_t n = (size_t)rows * (size_t)cols * sizeof(float);
     w->data = malloc(n ? n : 1);
     if (!w->data) return RECUR_E_NOMEM;
     memcpy(w->data, host, n);
-    w->dtype = RECUR_DTYPE_F32;
-    w->rows = rows;
-    w->cols = cols;
     return RECUR_OK;
 }
 
 static void cpu_weight_free(recur_backend_t *b, recur_weight_t *w) {
     free(w->data);
     w->data = NULL;
+    w->scale = NULL;
 }
 
 static recur_status_t cpu_embed(recur_backend_t *b, const recur_weight_t *emb, const int32_t *tokens,
@@ -94,8 +121,71 @@ static float dot_f32(const float *a, const float *b, int64_t n) {
     return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
 }
 
+/* dot_f32 with b given as one-byte codes, each widened through the table v */
+static float dot_codes(const float *a, const uint8_t *q, const float *v, int64_t n) {
+    float s[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) s[j] += a[i + j] * v[q[i + j]];
+    for (; i < n; i++) s[0] += a[i] * v[q[i]];
+    return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+}
+
+/* matmul with quantized W, as recur_backend.h defines it: up to RECUR_QUANT_GEMV_MAX_M rows
+ * the fp32 activations meet the codes' values; above, the activations are first narrowed
+ * as a GPU's tensor cores take them (bf16 for int8 weights; per-row scaled e4m3 for fp8),
+ * into c->xq. Each row's scale multiplies its finished sum. */
+static recur_status_t cpu_matmul_q(cpu_ctx_t *c, const float *x, const recur_weight_t *W, int32_t M, float *y,
+                                   int accumulate) {
+    const uint8_t *q = (const uint8_t *)W->data;
+    const float *v = W->dtype == RECUR_DTYPE_I8 ? c->code_i8 : c->code_f8;
+    const int64_t N = W->rows, K = W->cols;
+    const float *xs = x, *sx = NULL;
+    if (M > RECUR_QUANT_GEMV_MAX_M) {
+        const size_t need = (size_t)M * (size_t)K + (size_t)M;
+        if (need > c->xq_cap) {
+            float *p = realloc(c->xq, need * sizeof(float));
+            if (!p) {
+                recur_log_err("cpu matmul: out of memory for %zu narrowed activations", need);
+                return RECUR_E_NOMEM;
+            }
+            c->xq = p;
+            c->xq_cap = need;
+        }
+        float *xr = c->xq, *s = c->xq + (size_t)M * (size_t)K;
+        for (int32_t m = 0; m < M; m++) {
+            const float *xm = x + (size_t)m * K;
+            float *o = xr + (size_t)m * K;
+            if (W->dtype == RECUR_DTYPE_I8) {
+                for (int64_t k = 0; k < K; k++) o[k] = recur_bf16_to_f32(recur_f32_to_bf16(xm[k]));
+            } else {
+                s[m] = recur_quant_act_scale(xm, K);
+                for (int64_t k = 0; k < K; k++) o[k] = recur_e4m3_to_f32(recur_f32_to_e4m3(xm[k] / s[m]));
+            }
+        }
+        xs = xr;
+        if (W->dtype == RECUR_DTYPE_F8E4M3) sx = s;
+    }
+    const int64_t NB = 64;
+    for (int64_t n0 = 0; n0 < N; n0 += NB) {
+        int64_t n1 = n0 + NB < N ? n0 + NB : N;
+        for (int32_t m = 0; m < M; m++) {
+            const float *xr = xs + (size_t)m * K;
+            float *yr = y + (size_t)m * N;
+            for (int64_t n = n0; n < n1; n++) {
+                float d = dot_codes(xr, q + (size_t)n * K, v, K) * W->scale[n];
+                if (sx) d *= sx[m];
+                yr[n] = accumulate ? yr[n] + d : d;
+            }
+        }
+    }
+    return RECUR_OK;
+}
+
 static recur_status_t cpu_matmul(recur_backend_t *b, const float *x, const recur_weight_t *W, int32_t M,
                                  float *y, int accumulate) {
+    if (recur_dtype_is_quant(W->dtype)) return cpu_matmul_q(b->ctx, x, W, M, y, accumulate);
+    RECUR_ASSERT(W->dtype == RECUR_DTYPE_F32);
     const float *w = (const float *)W->data;
     int64_t N = W->rows, K = W->cols;
     /* Blocks of rows of W stay in cache while every input row passes over them. */
@@ -120,6 +210,7 @@ static recur_status_t cpu_matmul(recur_backend_t *b, const float *x, const recur
  * would only add 0, are skipped. */
 static recur_status_t cpu_matmul_sparse_in(recur_backend_t *b, const float *x, const recur_weight_t *Wt, int32_t M,
                                            float *y, int accumulate) {
+    RECUR_ASSERT(Wt->dtype == RECUR_DTYPE_F32);
     const float *w = (const float *)Wt->data;
     int64_t K = Wt->rows, N = Wt->cols;
     for (int32_t m = 0; m < M; m++) {
@@ -446,14 +537,6 @@ static recur_status_t cpu_xlstm_head_out(recur_backend_t *b, const float *h, con
 
 /* ---- sampling (recur_sample_op.h defines the op; this is its plain reference) */
 
-/* The CPU backend's private state: the sample op's scratch, grown to the largest row
- * seen and then reused, so steady-state sampling allocates nothing. */
-typedef struct cpu_ctx {
-    uint64_t *keys;  /* rank keys (recur_sample_rank_key) of a row's candidates */
-    uint64_t *mass;  /* their kept masses, in the order of O */
-    size_t    cap;
-} cpu_ctx_t;
-
 static int cmp_u64(const void *a, const void *b) {
     const uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
     return (x > y) - (x < y);
@@ -615,15 +698,32 @@ static void cpu_free(recur_backend_t *b) {
     if (c) {
         free(c->keys);
         free(c->mass);
+        free(c->xq);
         free(c);
     }
     free(b);
 }
 
-recur_status_t recur_backend_cpu_init(recur_backend_t **out) {
-    recur_backend_t *b = calloc(1, sizeof *b);
+recur_status_t recur_backend_cpu_init(const recur_backend_params_t *p, recur_backend_t **out) {
     *out = NULL;
-    if (!b) return RECUR_E_NOMEM;
+    const recur_dtype_t req = p ? p->weight_dtype : RECUR_DTYPE_F32;
+    if (req != RECUR_DTYPE_F32 && req != RECUR_DTYPE_BF16 && !recur_dtype_is_quant(req)) {
+        recur_log_err("cpu backend: weight dtype %s is not supported (f32, bf16, int8 or fp8)", recur_dtype_name(req));
+        return RECUR_E_UNSUPPORTED;
+    }
+    recur_backend_t *b = calloc(1, sizeof *b);
+    cpu_ctx_t *c = calloc(1, sizeof *c);
+    if (!b || !c) {
+        free(b);
+        free(c);
+        return RECUR_E_NOMEM;
+    }
+    c->wdt = recur_dtype_is_quant(req) ? req : RECUR_DTYPE_F32; /* bf16 is kept as f32 here */
+    for (int i = 0; i < 256; i++) {
+        c->code_i8[i] = recur_quant_code_value(RECUR_DTYPE_I8, (uint8_t)i);
+        c->code_f8[i] = recur_quant_code_value(RECUR_DTYPE_F8E4M3, (uint8_t)i);
+    }
+    b->ctx = c;
     b->iface = (recur_backend_iface_t){
         .name = cpu_name,
         .alloc = cpu_alloc,
@@ -654,6 +754,8 @@ recur_status_t recur_backend_cpu_init(recur_backend_t **out) {
         .sample = cpu_sample,
         .free = cpu_free,
     };
+    /* quantized FFN-down matrices keep the matmul layout (recur_backend.h, matmul_sparse_in) */
+    if (recur_dtype_is_quant(c->wdt)) b->iface.matmul_sparse_in = NULL;
     *out = b;
     return RECUR_OK;
 }

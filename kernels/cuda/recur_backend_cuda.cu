@@ -172,15 +172,23 @@ static unsigned elem_grid(const recur_cuda_ctx_t *c, size_t n, int threads) {
     return (unsigned)(want < cap ? want : cap);
 }
 
+/* The storage of a matrix for `use` in the backend's weight mode: the mode itself for
+ * projections; full precision (f32 in f32 mode, else bf16) for RECUR_WEIGHT_KEEP. */
+static recur_dtype_t weight_format(const recur_cuda_ctx_t *c, recur_weight_use_t use) {
+    if (use == RECUR_WEIGHT_PROJ || c->weight_dtype == RECUR_DTYPE_F32) return c->weight_dtype;
+    return RECUR_DTYPE_BF16;
+}
+
 static recur_status_t cuda_weight_upload(recur_backend_t *b, const float *host, int64_t rows, int64_t cols,
-                                         recur_weight_t *w) {
+                                         recur_weight_use_t use, recur_weight_t *w) {
     recur_cuda_ctx_t *c = recur_cuda_ctx(b);
     const size_t n = (size_t)rows * (size_t)cols;
-    const recur_dtype_t dt = c->weight_dtype;
-    w->data = NULL;
+    const recur_dtype_t dt = weight_format(c, use);
+    *w = recur_weight_t{};
     w->dtype = dt;
     w->rows = rows;
     w->cols = cols;
+    if (recur_dtype_is_quant(dt)) return recur_cuda_weight_quantize(c, host, w);
     RCU_CHECK(cudaMalloc(&w->data, (n ? n : 1) * recur_dtype_size(dt)));
     if (dt == RECUR_DTYPE_F32) {
         recur_status_t st = cuda_upload(b, w->data, host, n * sizeof(float));
@@ -216,38 +224,28 @@ static recur_status_t cuda_weight_upload(recur_backend_t *b, const float *host, 
     return st;
 }
 
-/* recur_virtual_value (worker/recur_model_files.h), element for element: keep the two in
- * step. The float arithmetic is written with _rn intrinsics so nvcc cannot contract it
- * into an FMA, which would round differently from the host's separate multiply and add. */
-static __device__ __forceinline__ float virtual_value(uint64_t seed, uint64_t i, float lo, float hi) {
-    uint64_t z = seed + (i + 1) * 0x9e3779b97f4a7c15ull;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    float u = (float)((double)(z >> 40) * 0x1.0p-24);
-    return __fadd_rn(lo, __fmul_rn(__fsub_rn(hi, lo), u));
-}
-
 template <typename T>
 static __global__ void weight_random_kernel(T *__restrict__ w, int64_t rows, int64_t cols, uint64_t seed, float lo,
                                             float hi, int64_t row0, int64_t col0, int64_t full_cols) {
     const size_t n = (size_t)rows * (size_t)cols;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         const size_t r = i / (size_t)cols, col = i % (size_t)cols;
-        float v = virtual_value(seed, ((size_t)row0 + r) * (size_t)full_cols + (size_t)col0 + col, lo, hi);
+        float v = recur_cuda_virtual_value(seed, ((size_t)row0 + r) * (size_t)full_cols + (size_t)col0 + col, lo, hi);
         if constexpr (sizeof(T) == 2) w[i] = __float2bfloat16_rn(v);
         else w[i] = v;
     }
 }
 
 static recur_status_t cuda_weight_random(recur_backend_t *b, int64_t rows, int64_t cols, uint64_t seed, float lo,
-                                         float hi, int64_t row0, int64_t col0, int64_t full_cols, recur_weight_t *w) {
+                                         float hi, int64_t row0, int64_t col0, int64_t full_cols, recur_weight_use_t use,
+                                         recur_weight_t *w) {
     recur_cuda_ctx_t *c = recur_cuda_ctx(b);
     const size_t n = (size_t)rows * (size_t)cols;
-    w->data = NULL;
-    w->dtype = c->weight_dtype;
+    *w = recur_weight_t{};
+    w->dtype = weight_format(c, use);
     w->rows = rows;
     w->cols = cols;
+    if (recur_dtype_is_quant(w->dtype)) return recur_cuda_weight_random_quant(c, seed, lo, hi, row0, col0, full_cols, w);
     RCU_CHECK(cudaMalloc(&w->data, (n ? n : 1) * recur_dtype_size(w->dtype)));
     if (n) {
         if (w->dtype == RECUR_DTYPE_BF16)
@@ -271,6 +269,7 @@ static void cuda_weight_free(recur_backend_t *b, recur_weight_t *w) {
     if (!w->data) return;
     cuda_buf_free(b, w->data);
     w->data = NULL;
+    w->scale = NULL;
 }
 
 /* ------------------------------------------------------------------------ row-wise ops */
@@ -605,7 +604,7 @@ static void cuda_graph_free(recur_backend_t *b, void *graph) {
         /* The last graph may still be running on the parked scratch buffers. */
         e = cudaStreamSynchronize(c->stream);
         if (e != cudaSuccess) recur_cuda_fail(c, "CUDA", "cudaStreamSynchronize", cudaGetErrorString(e), __FILE__, __LINE__);
-        recur_cuda_xbf_release_retired(c);
+        recur_cuda_release_retired(c);
     }
 }
 
@@ -623,8 +622,9 @@ static void cuda_free(recur_backend_t *b) {
         cudaFree(c->cublas_ws);
         cudaFree(c->xbf);
         if (c->mt_buf) cudaFree(c->mt_buf); /* after the stream sync above: nothing uses it */
-        recur_cuda_xbf_release_retired(c);
-        free(c->xbf_retired);
+        recur_cuda_quant_free(c);
+        recur_cuda_release_retired(c);
+        free(c->retired);
         if (c->stream) cudaStreamDestroy(c->stream);
         free(c);
     }
@@ -682,14 +682,17 @@ static recur_status_t cuda_setup(recur_cuda_ctx_t *c, const recur_backend_params
     c->cublas_ws_bytes = RECUR_CUDA_CUBLAS_WS_BYTES;
     RCU_CHECK(cudaMalloc(&c->cublas_ws, c->cublas_ws_bytes));
     RCU_CUBLAS(cublasSetWorkspace(c->cublas, c->cublas_ws, c->cublas_ws_bytes));
+    recur_status_t st = recur_cuda_quant_init(c);
+    if (st != RECUR_OK) return st;
     return recur_cuda_mlstm_init(c);
 }
 
 extern "C" recur_status_t recur_backend_cuda_init(const recur_backend_params_t *p, recur_backend_t **out) {
     *out = NULL;
     recur_backend_params_t params = p ? *p : recur_backend_default_params();
-    if (params.weight_dtype != RECUR_DTYPE_BF16 && params.weight_dtype != RECUR_DTYPE_F32) {
-        recur_log_err("cuda backend: weight dtype %s is not supported (bf16 or f32)",
+    if (params.weight_dtype != RECUR_DTYPE_BF16 && params.weight_dtype != RECUR_DTYPE_F32 &&
+        !recur_dtype_is_quant(params.weight_dtype)) {
+        recur_log_err("cuda backend: weight dtype %s is not supported (f32, bf16, int8 or fp8)",
                       recur_dtype_name(params.weight_dtype));
         return RECUR_E_UNSUPPORTED;
     }

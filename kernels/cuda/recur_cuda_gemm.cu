@@ -2,8 +2,10 @@
  *
  * Paths, by the number of input rows M and the shape:
  * - M <= RECUR_CUDA_GEMV_MAX_M (decode): GEMV-style kernels that stream W once with
- *   16-byte loads (8 bf16 or 4 fp32 per load) and keep x in fp32 (it is small and L1/L2
- *   resident). Bandwidth-bound on W, so their figure of merit is bytes of W per second:
+ *   16-byte loads (8 bf16, 4 fp32 or 16 one-byte codes per load) and keep x in fp32 (it is
+ *   small and L1/L2 resident). Bandwidth-bound on W, so their figure of merit is bytes of W
+ *   per second. Codes (int8, e4m3) are widened in registers by bit manipulation
+ *   (recur_quant.h) and a row's scale multiplies its finished sum:
  *   - a row-per-warp kernel (the general case; CUDA-core FMAs);
  *   - split-K for few, long rows (N < 1024: LoRA down-projections, gate projections),
  *     which would otherwise leave most of the device idle;
@@ -19,14 +21,18 @@
  *   uses TF32, so the F32 path stays exact to fp32 rounding.
  * So with bf16 weights, M <= 8 multiplies by bf16 weights exactly, and M > 8 also rounds
  * the activations to bf16 (the usual mixed-precision GEMM; about 2^-9 relative per input).
+ * Quantized weights at M > 8: recur_cuda_quant.cu.
  *
  * Column-major view for cuBLAS: W [N][K] row-major is K x N column-major (lda K), x is
  * K x M (ldb K), y is N x M (ldc N); y = op(W)^T x with op = transpose. */
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
 #include <stdint.h>
 #include <stdlib.h>
 
 #include "recur_cuda_internal.h"
 #include "recur_dtype.h"
+#include "recur_quant.h"
 
 /* Decode batches up to this many rows use the GEMV kernel (one pass over W). */
 #define RECUR_CUDA_GEMV_MAX_M 8
@@ -51,8 +57,44 @@ static __device__ __forceinline__ void unpack16(const uint4 &u, float *f /* [4] 
     f[2] = __uint_as_float(u.z);
     f[3] = __uint_as_float(u.w);
 }
+/* 16 bytes of int8 codes -> their values, exactly (recur_i8x4_float_bits: a byte under the
+ * exponent of 2^23, then one subtraction; no int-to-float conversion per weight) */
+static __device__ __forceinline__ void unpack16(const uint4 &u, float *f /* [16] */, const int8_t *) {
+    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) f[4 * i + j] = __uint_as_float(recur_i8x4_float_bits(w[i], j)) - RECUR_QUANT_I8_BIAS;
+}
+/* 16 bytes of e4m3 codes -> their values times 2^-8, exactly (recur_e4m3x2_f16x2_bits: the
+ * codes' bits moved into binary16 ones; the 2^8 goes into the row's scale) */
+static __device__ __forceinline__ float f16_bits_to_float(uint32_t h) {
+    return __half2float(__ushort_as_half((unsigned short)(h & 0xffffu)));
+}
+static __device__ __forceinline__ void unpack16(const uint4 &u, float *f /* [16] */, const __nv_fp8_e4m3 *) {
+    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const uint32_t even = recur_e4m3x2_f16x2_bits(w[i], 0), odd = recur_e4m3x2_f16x2_bits(w[i], 1);
+        f[4 * i + 0] = f16_bits_to_float(even);
+        f[4 * i + 1] = f16_bits_to_float(odd);
+        f[4 * i + 2] = f16_bits_to_float(even >> 16);
+        f[4 * i + 3] = f16_bits_to_float(odd >> 16);
+    }
+}
 static __device__ __forceinline__ float w_scalar(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
 static __device__ __forceinline__ float w_scalar(const float *p) { return *p; }
+static __device__ __forceinline__ float w_scalar(const int8_t *p) { return (float)*p; }
+static __device__ __forceinline__ float w_scalar(const __nv_fp8_e4m3 *p) {
+    return f16_bits_to_float(recur_e4m3x2_f16x2_bits(*(const uint8_t *)p, 0));
+}
+/* What the finished dot product of a row is multiplied by: 1 for f32/bf16 weights, the row's
+ * scale for int8, the row's scale times 2^8 for e4m3 (unpack16 above). */
+template <typename WT> static __device__ __forceinline__ float row_mul(const float *scale, int n) { return 1.0f; }
+template <> __device__ __forceinline__ float row_mul<int8_t>(const float *scale, int n) { return scale[n]; }
+template <> __device__ __forceinline__ float row_mul<__nv_fp8_e4m3>(const float *scale, int n) {
+    return scale[n] * RECUR_QUANT_F8_F16_SCALE;
+}
 
 /* acc[m][r] += x[m][kb .. kb+EL) . wf[r][0 .. EL) for the MT rows of x, in element order. */
 template <int MT, int R, int EL>
@@ -143,7 +185,7 @@ static __device__ __forceinline__ void prefetch_l2(const void *p, int bytes, int
 template <typename WT, int MT, int R, int U>
 static __global__ void __launch_bounds__(GEMV_WARPS * 32)
 gemv_kernel(const float *__restrict__ x, const WT *__restrict__ W, float *__restrict__ y, int N, int K, int accumulate,
-            int vec, int pf) {
+            int vec, int pf, const float *__restrict__ scale) {
     const int lane = threadIdx.x & 31;
     const int n0 = (blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5)) * R;
     const WT *wr[R];
@@ -168,7 +210,8 @@ gemv_kernel(const float *__restrict__ x, const WT *__restrict__ W, float *__rest
             for (int r = 0; r < R; r++)
                 if (n0 + r < N) {
                     float *yp = y + (size_t)m * N + n0 + r;
-                    *yp = accumulate ? *yp + acc[m][r] : acc[m][r];
+                    const float v = __fmul_rn(acc[m][r], row_mul<WT>(scale, n0 + r)); /* no FMA with the add */
+                    *yp = accumulate ? *yp + v : v;
                 }
     }
 }
@@ -183,7 +226,7 @@ gemv_kernel(const float *__restrict__ x, const WT *__restrict__ W, float *__rest
 template <typename WT, int MT>
 static __global__ void __launch_bounds__(GEMV_SK_WARPS * 32)
 gemv_splitk_kernel(const float *__restrict__ x, const WT *__restrict__ W, float *__restrict__ y, int N, int K,
-                   int accumulate, int vec, int pf) {
+                   int accumulate, int vec, int pf, const float *__restrict__ scale) {
     __shared__ float red[GEMV_SK_WARPS][MT];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n = blockIdx.x;
     const WT *wr[1] = {W + (size_t)n * K};
@@ -204,6 +247,7 @@ gemv_splitk_kernel(const float *__restrict__ x, const WT *__restrict__ W, float 
         float v = 0.f;
 #pragma unroll
         for (int w = 0; w < GEMV_SK_WARPS; w++) v += red[w][m];
+        v = __fmul_rn(v, row_mul<WT>(scale, n));
         float *yp = y + (size_t)m * N + n;
         *yp = accumulate ? *yp + v : v;
     }
@@ -356,7 +400,7 @@ static bool gemv_use_splitk(int N, int K, int el) {
 
 template <typename WT, int MT>
 static recur_status_t gemv_launch_m(recur_cuda_ctx_t *c, const float *x, const WT *W, float *y, int N, int K,
-                                    int accumulate, int vec) {
+                                    int accumulate, int vec, const float *scale) {
     constexpr int EL = 16 / (int)sizeof(WT);
     /* Prefetch only when the kernel can start early (PDL): otherwise it would just ask
      * twice for lines it is about to load. */
@@ -368,7 +412,7 @@ static recur_status_t gemv_launch_m(recur_cuda_ctx_t *c, const float *x, const W
     if (vec && gemv_use_splitk(N, K, EL)) {
         RCU_LAUNCH("gemv_splitk_kernel", recur_cuda_launch(c, gemv_splitk_kernel<WT, MT>, dim3((unsigned)N),
                                                            dim3(GEMV_SK_WARPS * 32), 0, x, W, y, N, K, accumulate, vec,
-                                                           (int)pf));
+                                                           (int)pf, scale));
         return RECUR_OK;
     }
     /* More rows per warp as M grows: each x element loaded from L1 then serves R rows.
@@ -379,13 +423,13 @@ static recur_status_t gemv_launch_m(recur_cuda_ctx_t *c, const float *x, const W
     constexpr int U = MT <= 2 ? 4 : 2;
     const unsigned grid = (unsigned)recur_cuda_cdiv(N, (int64_t)GEMV_WARPS * R);
     RCU_LAUNCH("gemv_kernel", recur_cuda_launch(c, gemv_kernel<WT, MT, R, U>, dim3(grid), dim3(GEMV_WARPS * 32), 0, x, W,
-                                                y, N, K, accumulate, vec, (int)pf));
+                                                y, N, K, accumulate, vec, (int)pf, scale));
     return RECUR_OK;
 }
 
 template <typename WT>
 static recur_status_t gemv_launch(recur_cuda_ctx_t *c, const float *x, const WT *W, int M, float *y, int N, int K,
-                                  int accumulate) {
+                                  int accumulate, const float *scale = nullptr) {
     constexpr int EL = 16 / (int)sizeof(WT);
     const int vec = K % EL == 0 && ((uintptr_t)W & 15u) == 0 && ((uintptr_t)x & 15u) == 0;
     if constexpr (sizeof(WT) == 2) {
@@ -402,14 +446,14 @@ static recur_status_t gemv_launch(recur_cuda_ctx_t *c, const float *x, const WT 
         }
     }
     switch (M) {
-    case 1: return gemv_launch_m<WT, 1>(c, x, W, y, N, K, accumulate, vec);
-    case 2: return gemv_launch_m<WT, 2>(c, x, W, y, N, K, accumulate, vec);
-    case 3: return gemv_launch_m<WT, 3>(c, x, W, y, N, K, accumulate, vec);
-    case 4: return gemv_launch_m<WT, 4>(c, x, W, y, N, K, accumulate, vec);
-    case 5: return gemv_launch_m<WT, 5>(c, x, W, y, N, K, accumulate, vec);
-    case 6: return gemv_launch_m<WT, 6>(c, x, W, y, N, K, accumulate, vec);
-    case 7: return gemv_launch_m<WT, 7>(c, x, W, y, N, K, accumulate, vec);
-    case 8: return gemv_launch_m<WT, 8>(c, x, W, y, N, K, accumulate, vec);
+    case 1: return gemv_launch_m<WT, 1>(c, x, W, y, N, K, accumulate, vec, scale);
+    case 2: return gemv_launch_m<WT, 2>(c, x, W, y, N, K, accumulate, vec, scale);
+    case 3: return gemv_launch_m<WT, 3>(c, x, W, y, N, K, accumulate, vec, scale);
+    case 4: return gemv_launch_m<WT, 4>(c, x, W, y, N, K, accumulate, vec, scale);
+    case 5: return gemv_launch_m<WT, 5>(c, x, W, y, N, K, accumulate, vec, scale);
+    case 6: return gemv_launch_m<WT, 6>(c, x, W, y, N, K, accumulate, vec, scale);
+    case 7: return gemv_launch_m<WT, 7>(c, x, W, y, N, K, accumulate, vec, scale);
+    case 8: return gemv_launch_m<WT, 8>(c, x, W, y, N, K, accumulate, vec, scale);
     default: RECUR_ASSERT(!"gemv_launch: M out of range");
     }
     return RECUR_E_INVAL;
@@ -422,43 +466,62 @@ static __global__ void round_bf16_kernel(const float *__restrict__ x, size_t n, 
         out[i] = __float2bfloat16_rn(x[i]);
 }
 
-void recur_cuda_xbf_release_retired(recur_cuda_ctx_t *c) {
-    for (int32_t i = 0; i < c->n_retired; i++) cudaFree(c->xbf_retired[i]);
+void recur_cuda_release_retired(recur_cuda_ctx_t *c) {
+    for (int32_t i = 0; i < c->n_retired; i++) cudaFree(c->retired[i]);
     c->n_retired = 0;
+}
+
+recur_status_t recur_cuda_scratch_reserve(recur_cuda_ctx_t *c, void **buf, size_t *bytes, size_t need,
+                                          const char *what) {
+    if (need <= *bytes) return RECUR_OK;
+    if (c->capturing) {
+        /* An allocation cannot be recorded into a graph (and the sync below would end the
+         * capture): the caller must run the same ops eagerly once before capturing them. */
+        recur_log_err("cuda: the %s would have to grow to %zu bytes while a graph is being recorded "
+                      "(run the same forward eagerly first)", what, need);
+        return RECUR_E_CUDA;
+    }
+    recur_log_info("cuda: growing the %s to %.1f MiB", what, (double)need / (1 << 20));
+    /* Queued kernels may still use the old buffer. */
+    RCU_CHECK(cudaStreamSynchronize(c->stream));
+    if (*buf && c->n_graphs > 0) {
+        /* Graphs recorded earlier still point at the old buffer: keep it until they go. */
+        if (c->n_retired == c->cap_retired) {
+            int32_t cap = c->cap_retired ? 2 * c->cap_retired : 4;
+            void **r = (void **)realloc(c->retired, (size_t)cap * sizeof *r);
+            if (!r) return RECUR_E_NOMEM;
+            c->retired = r;
+            c->cap_retired = cap;
+        }
+        c->retired[c->n_retired++] = *buf;
+    } else {
+        RCU_CHECK(cudaFree(*buf));
+    }
+    *buf = NULL;
+    *bytes = 0;
+    RCU_CHECK(cudaMalloc(buf, need));
+    *bytes = need;
+    return RECUR_OK;
 }
 
 /* Makes c->xbf hold at least n elements. Grows only past the largest size asked so far
  * (logged), so a server's steady state never allocates here. */
-static recur_status_t xbf_reserve(recur_cuda_ctx_t *c, size_t n) {
-    if (n <= c->xbf_elems) return RECUR_OK;
-    if (c->capturing) {
-        /* An allocation cannot be recorded into a graph (and the sync below would end the
-         * capture): the caller must run the same ops eagerly once before capturing them. */
-        recur_log_err("cuda: the GEMM scratch would have to grow to %zu elements while a graph is being recorded "
-                      "(run the same forward eagerly first)", n);
-        return RECUR_E_CUDA;
-    }
-    recur_log_info("cuda: growing the bf16 activation scratch of the GEMM to %zu elements (%.1f MiB)", n,
-                   (double)n * 2 / (1 << 20));
-    /* Queued GEMMs may still read the old buffer. */
-    RCU_CHECK(cudaStreamSynchronize(c->stream));
-    if (c->xbf && c->n_graphs > 0) {
-        /* Graphs recorded earlier still point at the old buffer: keep it until they go. */
-        if (c->n_retired == c->cap_retired) {
-            int32_t cap = c->cap_retired ? 2 * c->cap_retired : 4;
-            __nv_bfloat16 **r = (__nv_bfloat16 **)realloc(c->xbf_retired, (size_t)cap * sizeof *r);
-            if (!r) return RECUR_E_NOMEM;
-            c->xbf_retired = r;
-            c->cap_retired = cap;
-        }
-        c->xbf_retired[c->n_retired++] = c->xbf;
-    } else {
-        RCU_CHECK(cudaFree(c->xbf));
-    }
-    c->xbf = NULL;
-    c->xbf_elems = 0;
-    RCU_CHECK(cudaMalloc(&c->xbf, n * sizeof(__nv_bfloat16)));
-    c->xbf_elems = n;
+recur_status_t recur_cuda_xbf_reserve(recur_cuda_ctx_t *c, size_t n) {
+    void *p = c->xbf;
+    size_t bytes = c->xbf_elems * sizeof(__nv_bfloat16);
+    recur_status_t st = recur_cuda_scratch_reserve(c, &p, &bytes, n * sizeof(__nv_bfloat16),
+                                                   "bf16 activation scratch of the GEMM");
+    c->xbf = (__nv_bfloat16 *)p;
+    c->xbf_elems = bytes / sizeof(__nv_bfloat16);
+    return st;
+}
+
+recur_status_t recur_cuda_round_x_bf16(recur_cuda_ctx_t *c, const float *x, size_t nx) {
+    recur_status_t st = recur_cuda_xbf_reserve(c, nx);
+    if (st != RECUR_OK) return st;
+    size_t blocks = (nx + 255) / 256, cap = (size_t)c->sm_count * 16;
+    RCU_LAUNCH("round_bf16_kernel", recur_cuda_launch(c, round_bf16_kernel, dim3((unsigned)(blocks < cap ? blocks : cap)),
+                                                      dim3(256), 0, x, nx, c->xbf));
     return RECUR_OK;
 }
 
@@ -471,6 +534,14 @@ recur_status_t recur_cuda_matmul(recur_backend_t *b, const float *x, const recur
     if (K == 0) { /* an empty sum: y = 0, or y unchanged */
         if (!accumulate) RCU_CHECK(cudaMemsetAsync(y, 0, (size_t)M * N * sizeof(float), c->stream));
         return RECUR_OK;
+    }
+    if (recur_dtype_is_quant(W->dtype)) { /* recur_backend.h: fp32 activations up to 8 rows */
+        static_assert(RECUR_CUDA_GEMV_MAX_M == RECUR_QUANT_GEMV_MAX_M, "the quantized GEMV serves the decode sizes");
+        RECUR_ASSERT(W->scale);
+        if (M > RECUR_CUDA_GEMV_MAX_M) return recur_cuda_qgemm(c, x, W, M, y, accumulate);
+        if (W->dtype == RECUR_DTYPE_I8)
+            return gemv_launch(c, x, (const int8_t *)W->data, M, y, (int)N, (int)K, accumulate, W->scale);
+        return gemv_launch(c, x, (const __nv_fp8_e4m3 *)W->data, M, y, (int)N, (int)K, accumulate, W->scale);
     }
     if (M <= RECUR_CUDA_GEMV_MAX_M) {
         if (W->dtype == RECUR_DTYPE_BF16)
@@ -485,12 +556,8 @@ recur_status_t recur_cuda_matmul(recur_backend_t *b, const float *x, const recur
         return RECUR_OK;
     }
     RECUR_ASSERT(W->dtype == RECUR_DTYPE_BF16);
-    const size_t nx = (size_t)M * (size_t)K;
-    recur_status_t st = xbf_reserve(c, nx);
+    recur_status_t st = recur_cuda_round_x_bf16(c, x, (size_t)M * (size_t)K);
     if (st != RECUR_OK) return st;
-    size_t blocks = (nx + 255) / 256, cap = (size_t)c->sm_count * 16;
-    RCU_LAUNCH("round_bf16_kernel", recur_cuda_launch(c, round_bf16_kernel, dim3((unsigned)(blocks < cap ? blocks : cap)),
-                                                      dim3(256), 0, x, nx, c->xbf));
     RCU_CUBLAS(cublasGemmEx(c->cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, M, (int)K, &alpha, W->data, CUDA_R_16BF,
                             (int)K, c->xbf, CUDA_R_16BF, (int)K, &beta, y, CUDA_R_32F, (int)N, CUBLAS_COMPUTE_32F,
                             CUBLAS_GEMM_DEFAULT));

@@ -32,15 +32,31 @@ typedef struct recur_cuda_ctx {
      * batch sizes it for good, so the steady state never allocates. */
     __nv_bfloat16 *xbf;
     size_t         xbf_elems;
-    recur_dtype_t  weight_dtype;  /* storage chosen at init for every weight_upload */
+    recur_dtype_t  weight_dtype;  /* the weight mode chosen at init (F32, BF16, I8, F8E4M3) */
     /* CUDA graphs (graph_begin/graph_end/...). A graph holds the device pointers it was
-     * recorded with, xbf's included, so while any graph exists a grown xbf does not free
-     * the old buffer but parks it here until the last graph is freed. */
+     * recorded with, the scratch buffers' included, so while any graph exists a grown
+     * scratch buffer (recur_cuda_scratch_reserve) does not free the old one but parks it
+     * here until the last graph is freed. */
     int            pdl;           /* launch the small ops and GEMVs with programmatic dependent launch (sm_90+) */
     int            capturing;     /* between graph_begin and graph_end: nothing may sync or allocate */
     int32_t        n_graphs;      /* executable graphs alive (graph_end minus graph_free) */
-    __nv_bfloat16 **xbf_retired;
+    void         **retired;
     int32_t        n_retired, cap_retired;
+    /* Scratch of the GEMMs with quantized weights at more than 8 rows (recur_cuda_quant.cu),
+     * grown like xbf and bounded (a block of rows of W at a time): */
+    void          *q_w;           /* a block of W's codes widened to bf16 (exact)           */
+    size_t         q_w_bytes;
+    void          *q_y;           /* the block's fp32 product before the scales             */
+    size_t         q_y_bytes;
+    void          *q_x;           /* e4m3 activations (when cuBLASLt runs), then their row scales */
+    size_t         q_x_bytes;
+    /* cuBLASLt, for the FP8 tensor-core GEMM: a handle, and the descriptors and algorithm
+     * of each shape seen (heuristics are asked once per shape). lt_off: never use it
+     * (RECUR_FP8_CUBLASLT=0, or it failed once): the bf16 path computes the same. */
+    cublasLtHandle_t lt;
+    int              lt_off;
+    struct recur_cuda_lt_plan *lt_plans;
+    int32_t          n_lt_plans, next_lt_plan;
     /* Scratch of the tensor-core mLSTM prefill (recur_cuda_mlstm_tc.cu), grown like xbf
      * (stream-ordered: the old one is released behind the kernels that use it) and never
      * shrunk, so after the longest prefill a server has seen, prefill allocates nothing. Only
@@ -122,9 +138,31 @@ static inline int64_t recur_cuda_cdiv(int64_t a, int64_t b) { return (a + b - 1)
 /* ---- the ops each file provides (all enqueue on c->stream) */
 
 /* recur_cuda_gemm.cu */
-void recur_cuda_xbf_release_retired(recur_cuda_ctx_t *c); /* frees the parked xbf buffers (no graph left) */
+void recur_cuda_release_retired(recur_cuda_ctx_t *c); /* frees the parked scratch buffers (no graph left) */
+/* Makes *buf hold at least `need` bytes of device memory (*bytes: its size). Grows only past
+ * the largest size asked so far (logged with `what`), waiting for queued work first and
+ * parking the old buffer while graphs exist; RECUR_E_CUDA while a graph is being recorded
+ * (the same ops must run eagerly once first). */
+recur_status_t recur_cuda_scratch_reserve(recur_cuda_ctx_t *c, void **buf, size_t *bytes, size_t need,
+                                          const char *what);
+/* c->xbf grown to hold n bf16 elements (recur_cuda_scratch_reserve) */
+recur_status_t recur_cuda_xbf_reserve(recur_cuda_ctx_t *c, size_t n);
+/* c->xbf[0..n) = bf16(x[0..n)) (round to nearest even), with c->xbf grown to n first. */
+recur_status_t recur_cuda_round_x_bf16(recur_cuda_ctx_t *c, const float *x, size_t n);
 recur_status_t recur_cuda_matmul(recur_backend_t *b, const float *x, const recur_weight_t *W, int32_t M, float *y,
                                  int accumulate);
+
+/* recur_cuda_quant.cu: the one-byte weight formats (recur_quant.h) */
+recur_status_t recur_cuda_quant_init(recur_cuda_ctx_t *c);  /* once, from backend init */
+void recur_cuda_quant_free(recur_cuda_ctx_t *c);
+/* w (rows, cols, dtype I8 / F8E4M3 set by the caller) from host fp32, or from the virtual
+ * generator (recur_backend.h weight_random); allocates w->data and sets w->scale */
+recur_status_t recur_cuda_weight_quantize(recur_cuda_ctx_t *c, const float *host, recur_weight_t *w);
+recur_status_t recur_cuda_weight_random_quant(recur_cuda_ctx_t *c, uint64_t seed, float lo, float hi, int64_t row0,
+                                              int64_t col0, int64_t full_cols, recur_weight_t *w);
+/* matmul with quantized W at M > RECUR_QUANT_GEMV_MAX_M rows (recur_backend.h) */
+recur_status_t recur_cuda_qgemm(recur_cuda_ctx_t *c, const float *x, const recur_weight_t *W, int32_t M, float *y,
+                                int accumulate);
 
 /* recur_cuda_rwkv7.cu */
 recur_status_t recur_cuda_rwkv7_prep(recur_backend_t *b, const recur_rwkv7_prep_args_t *a);
@@ -164,6 +202,33 @@ static __device__ __forceinline__ float recur_block_sum(float v, float *red) {
 }
 
 static __device__ __forceinline__ float recur_sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+/* The largest of v over the block (blockDim.x a multiple of 32, at most 1024; NaN ignored as
+ * fmaxf does); every thread gets it. `red` is __shared__ float[32]. */
+static __device__ __forceinline__ float recur_block_max(float v, float *red) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    __syncthreads();
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    float t = lane < nw ? red[lane] : 0.f;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) t = fmaxf(t, __shfl_xor_sync(0xffffffffu, t, o));
+    return t;
+}
+
+/* recur_virtual_value (worker/recur_model_files.h), element for element: keep the two in
+ * step. The float arithmetic is written with _rn intrinsics so nvcc cannot contract it
+ * into an FMA, which would round differently from the host's separate multiply and add. */
+static __device__ __forceinline__ float recur_cuda_virtual_value(uint64_t seed, uint64_t i, float lo, float hi) {
+    uint64_t z = seed + (i + 1) * 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    float u = (float)((double)(z >> 40) * 0x1.0p-24);
+    return __fadd_rn(lo, __fmul_rn(__fsub_rn(hi, lo), u));
+}
 
 /* Matrix state elements (recur_state_ref_t.mat_dtype): the kernels are templates on the
  * element type T (float or __nv_bfloat16), compute in fp32, and store through

@@ -1,0 +1,425 @@
+/* recur_cuda_quant.cu: the one-byte weight formats of recur_quant.h on the CUDA backend:
+ * quantizing at upload (and generating quantized random weights for benchmarks), and the
+ * matrix product at more than RECUR_QUANT_GEMV_MAX_M rows. (Up to that many rows the GEMV
+ * kernels of recur_cuda_gemm.cu read the codes directly.)
+ *
+ * Quantizing: one block per row: the row's largest finite |w|, then the codes, with the
+ * same IEEE operations as recur_quant_row (__fdiv_rn, round-half-even, and CUDA's
+ * saturating e4m3 conversion), so the bytes equal the CPU backend's (test_quant_cuda).
+ *
+ * The product at M > 8 rows, y = x W^T with W's codes in blocks of rows (so that the
+ * scratch stays bounded, ~64 MiB at most):
+ *   int8: x rounded to bf16; each block of codes widened to bf16 (exact: |code| <= 127),
+ *         cuBLAS bf16 GEMM with fp32 accumulation into a block of fp32, then an epilogue
+ *         multiplies each column by its row scale and writes (or adds) it into y;
+ *   fp8:  x quantized per row to e4m3 (scale sx[m] = max |x[m]| / 448, the activations
+ *         "on the fly"), the FP8 tensor-core GEMM of cuBLASLt (e4m3 x e4m3, fp32
+ *         accumulation and output, no fast accumulation), then the epilogue multiplies by
+ *         the row scale and by sx[m]. Where cuBLASLt has no algorithm for a shape (or fails,
+ *         or RECUR_FP8_CUBLASLT=0), the same product runs through the bf16 path: e4m3 values
+ *         are exact in bf16, so only the order of the fp32 sums differs.
+ * A row's result does not depend on which other rows share the batch, except through the
+ * GEMM algorithm cuBLAS picks for the batch size (as with bf16 weights). */
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+#include <float.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "recur_cuda_internal.h"
+#include "recur_quant.h"
+
+/* Host staging of weight_upload: floats per chunk (64 MiB), whole rows at a time. */
+#define QUANT_STAGE_FLOATS ((size_t)16 << 20)
+/* Bounds on the scratch of the M > 8 product (bf16 elements of a block of W; fp32 outputs
+ * of a block), 32 MiB each. */
+#define QGEMM_W_ELEMS ((size_t)16 << 20)
+#define QGEMM_Y_FLOATS ((size_t)8 << 20)
+#define QUANT_THREADS 256
+#define LT_PLANS 64
+
+/* One cuBLASLt FP8 GEMM shape (m = rows of W in the block, n = M, k = K) and what the
+ * heuristic said for it (ok = 0: no algorithm; use the bf16 path). */
+struct recur_cuda_lt_plan {
+    int64_t m, n, k;
+    int ok;
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t a, b, d;
+    cublasLtMatmulAlgo_t algo;
+};
+
+static void lt_plan_destroy(recur_cuda_lt_plan *p) {
+    if (p->desc) cublasLtMatmulDescDestroy(p->desc);
+    if (p->a) cublasLtMatrixLayoutDestroy(p->a);
+    if (p->b) cublasLtMatrixLayoutDestroy(p->b);
+    if (p->d) cublasLtMatrixLayoutDestroy(p->d);
+    memset(p, 0, sizeof *p);
+}
+
+recur_status_t recur_cuda_quant_init(recur_cuda_ctx_t *c) {
+    const char *env = getenv("RECUR_FP8_CUBLASLT");
+    c->lt_off = env && strcmp(env, "0") == 0;
+    c->lt_plans = (recur_cuda_lt_plan *)calloc(LT_PLANS, sizeof(recur_cuda_lt_plan));
+    if (!c->lt_plans) return RECUR_E_NOMEM;
+    if (cublasLtCreate(&c->lt) != CUBLAS_STATUS_SUCCESS) {
+        /* not fatal: the bf16 path computes the same products */
+        recur_log_warn("cuda: cublasLtCreate failed; fp8 GEMMs above %d rows will use the bf16 tensor cores",
+                       RECUR_QUANT_GEMV_MAX_M);
+        c->lt = NULL;
+        c->lt_off = 1;
+    }
+    return RECUR_OK;
+}
+
+void recur_cuda_quant_free(recur_cuda_ctx_t *c) {
+    if (c->lt_plans) {
+        for (int32_t i = 0; i < c->n_lt_plans; i++) lt_plan_destroy(&c->lt_plans[i]);
+        free(c->lt_plans);
+        c->lt_plans = NULL;
+    }
+    if (c->lt) cublasLtDestroy(c->lt);
+    c->lt = NULL;
+    cudaFree(c->q_w);
+    cudaFree(c->q_y);
+    cudaFree(c->q_x);
+    c->q_w = c->q_y = c->q_x = NULL;
+}
+
+/* ------------------------------------------------------------------------ quantizing */
+
+/* Where a row's values come from: a staged fp32 buffer, or the virtual generator. */
+struct src_buf {
+    const float *p;
+    int64_t cols;
+    __device__ float operator()(int64_t r, int64_t col) const { return p[r * cols + col]; }
+};
+struct src_virtual {
+    uint64_t seed;
+    float lo, hi;
+    int64_t row0, col0, full_cols;
+    __device__ float operator()(int64_t r, int64_t col) const {
+        return recur_cuda_virtual_value(seed, (uint64_t)((row0 + r) * full_cols + col0 + col), lo, hi);
+    }
+};
+
+/* recur_quant_row for row blockIdx.x (+ r_base) of src, on the device. */
+template <typename Src>
+static __global__ void __launch_bounds__(QUANT_THREADS)
+quant_rows_kernel(Src src, int64_t r_base, int64_t cols, int is_i8, uint8_t *__restrict__ codes,
+                  float *__restrict__ scale) {
+    __shared__ float red[32];
+    const int64_t r = blockIdx.x;
+    float amax = 0.f;
+    for (int64_t k = threadIdx.x; k < cols; k += blockDim.x) {
+        const float a = fabsf(src(r, k));
+        if (a <= FLT_MAX) amax = fmaxf(amax, a); /* finite only */
+    }
+    amax = recur_block_max(amax, red);
+    float s = __fdiv_rn(amax, is_i8 ? RECUR_QUANT_I8_MAX : RECUR_QUANT_F8_MAX);
+    if (!(s > 0.f)) s = 1.f;
+    if (threadIdx.x == 0) scale[r_base + r] = s;
+    uint8_t *q = codes + (size_t)(r_base + r) * (size_t)cols;
+    for (int64_t k = threadIdx.x; k < cols; k += blockDim.x) {
+        float t = __fdiv_rn(src(r, k), s);
+        uint8_t code;
+        if (t != t) {
+            code = 0;
+        } else if (is_i8) {
+            t = fminf(fmaxf(t, -RECUR_QUANT_I8_MAX), RECUR_QUANT_I8_MAX);
+            code = (uint8_t)(int8_t)__float2int_rn(t);
+        } else {
+            code = (uint8_t)__nv_cvt_float_to_fp8(t, __NV_SATFINITE, __NV_E4M3);
+        }
+        q[k] = code;
+    }
+}
+
+/* w->data: the codes and scales in one allocation (recur_quant_buffer_bytes). */
+static recur_status_t quant_alloc(recur_cuda_ctx_t *c, recur_weight_t *w) {
+    const size_t nb = recur_quant_buffer_bytes(w->rows, w->cols);
+    RCU_CHECK(cudaMalloc(&w->data, nb ? nb : 1));
+    w->scale = (float *)((char *)w->data + recur_quant_codes_bytes(w->rows, w->cols));
+    return RECUR_OK;
+}
+
+static void quant_drop(recur_weight_t *w) {
+    cudaFree(w->data);
+    w->data = NULL;
+    w->scale = NULL;
+}
+
+recur_status_t recur_cuda_weight_quantize(recur_cuda_ctx_t *c, const float *host, recur_weight_t *w) {
+    RECUR_ASSERT(recur_dtype_is_quant(w->dtype));
+    const int64_t rows = w->rows, cols = w->cols;
+    recur_status_t st = quant_alloc(c, w);
+    if (st != RECUR_OK) return st;
+    if (rows == 0 || cols == 0) return RECUR_OK;
+    /* whole rows through a staging buffer, quantized on the device (a 7B checkpoint has
+     * ~7e9 values: too many for one host core at load) */
+    int64_t stage_rows = (int64_t)(QUANT_STAGE_FLOATS / (size_t)cols);
+    if (stage_rows < 1) stage_rows = 1;
+    if (stage_rows > rows) stage_rows = rows;
+    float *stage = NULL;
+    cudaError_t e = cudaMalloc(&stage, (size_t)stage_rows * (size_t)cols * sizeof(float));
+    if (e != cudaSuccess) {
+        quant_drop(w);
+        return recur_cuda_fail(c, "CUDA", "cudaMalloc(staging)", cudaGetErrorString(e), __FILE__, __LINE__);
+    }
+    const int is_i8 = w->dtype == RECUR_DTYPE_I8;
+    for (int64_t r0 = 0; r0 < rows && st == RECUR_OK; r0 += stage_rows) {
+        const int64_t nr = rows - r0 < stage_rows ? rows - r0 : stage_rows;
+        /* stream order: the next chunk's copy into `stage` waits for this kernel */
+        e = cudaMemcpyAsync(stage, host + (size_t)r0 * (size_t)cols, (size_t)nr * (size_t)cols * sizeof(float),
+                            cudaMemcpyHostToDevice, c->stream);
+        if (e == cudaSuccess) {
+            quant_rows_kernel<<<(unsigned)nr, QUANT_THREADS, 0, c->stream>>>(src_buf{stage, cols}, r0, cols, is_i8,
+                                                                             (uint8_t *)w->data, w->scale);
+            e = cudaGetLastError();
+        }
+        if (e != cudaSuccess)
+            st = recur_cuda_fail(c, "CUDA", "weight_upload quantize", cudaGetErrorString(e), __FILE__, __LINE__);
+    }
+    e = cudaStreamSynchronize(c->stream);
+    if (e != cudaSuccess && st == RECUR_OK)
+        st = recur_cuda_fail(c, "CUDA", "cudaStreamSynchronize", cudaGetErrorString(e), __FILE__, __LINE__);
+    cudaFree(stage);
+    if (st != RECUR_OK) quant_drop(w);
+    return st;
+}
+
+recur_status_t recur_cuda_weight_random_quant(recur_cuda_ctx_t *c, uint64_t seed, float lo, float hi, int64_t row0,
+                                              int64_t col0, int64_t full_cols, recur_weight_t *w) {
+    RECUR_ASSERT(recur_dtype_is_quant(w->dtype));
+    recur_status_t st = quant_alloc(c, w);
+    if (st != RECUR_OK) return st;
+    if (w->rows == 0 || w->cols == 0) return RECUR_OK;
+    const src_virtual src = {seed, lo, hi, row0, col0, full_cols};
+    const int is_i8 = w->dtype == RECUR_DTYPE_I8;
+    /* a grid dimension holds 2^31 - 1 blocks: far more rows than any matrix has */
+    RECUR_ASSERT(w->rows <= INT32_MAX);
+    quant_rows_kernel<<<(unsigned)w->rows, QUANT_THREADS, 0, c->stream>>>(src, 0, w->cols, is_i8, (uint8_t *)w->data,
+                                                                          w->scale);
+    cudaError_t e = cudaGetLastError();
+    if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
+    if (e != cudaSuccess) {
+        quant_drop(w);
+        return recur_cuda_fail(c, "CUDA", "weight_random quantize", cudaGetErrorString(e), __FILE__, __LINE__);
+    }
+    return RECUR_OK;
+}
+
+/* ------------------------------------------------------------------------ the M > 8 product */
+
+/* e4m3 code -> its value, exactly (through binary16) */
+static __device__ __forceinline__ float e4m3_value(uint8_t c) {
+    return __half2float(__half(__nv_cvt_fp8_to_halfraw((__nv_fp8_storage_t)c, __NV_E4M3)));
+}
+
+/* Row blockIdx.x of x [M][K]: sx[m] = recur_quant_act_scale(x[m]); its codes, as bytes
+ * (out8) or as their bf16 values (outb, for the bf16 tensor cores). */
+static __global__ void __launch_bounds__(QUANT_THREADS)
+act_quant_kernel(const float *__restrict__ x, int K, uint8_t *__restrict__ out8, __nv_bfloat16 *__restrict__ outb,
+                 float *__restrict__ sx) {
+    __shared__ float red[32];
+    const size_t m = blockIdx.x;
+    const float *xr = x + m * (size_t)K;
+    float amax = 0.f;
+    for (int k = threadIdx.x; k < K; k += blockDim.x) amax = fmaxf(amax, fabsf(xr[k])); /* NaN skipped, Inf kept */
+    amax = recur_block_max(amax, red);
+    float s = __fdiv_rn(amax, RECUR_QUANT_F8_MAX);
+    if (!(s > 0.f)) s = 1.f;
+    if (threadIdx.x == 0) sx[m] = s;
+    for (int k = threadIdx.x; k < K; k += blockDim.x) {
+        const uint8_t code = (uint8_t)__nv_cvt_float_to_fp8(__fdiv_rn(xr[k], s), __NV_SATFINITE, __NV_E4M3);
+        if (out8) out8[m * (size_t)K + k] = code;
+        else outb[m * (size_t)K + k] = __float2bfloat16_rn(e4m3_value(code)); /* exact */
+    }
+}
+
+/* n codes -> their values in bf16 (exact), 16 per thread and step when aligned. */
+static __global__ void widen_codes_kernel(const uint8_t *__restrict__ q, size_t n, int is_i8,
+                                          __nv_bfloat16 *__restrict__ out) {
+    const size_t stride = (size_t)gridDim.x * blockDim.x, t0 = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if ((n & 15u) == 0 && ((uintptr_t)q & 15u) == 0 && ((uintptr_t)out & 15u) == 0) {
+        for (size_t i = t0; i < n / 16; i += stride) {
+            const uint4 u = ((const uint4 *)q)[i];
+            const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+            uint32_t o[8];
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                const uint32_t b0 = (w[j / 2] >> (16 * (j & 1))) & 0xffu, b1 = (w[j / 2] >> (16 * (j & 1) + 8)) & 0xffu;
+                const float v0 = is_i8 ? (float)(int8_t)b0 : e4m3_value((uint8_t)b0);
+                const float v1 = is_i8 ? (float)(int8_t)b1 : e4m3_value((uint8_t)b1);
+                o[j] = (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(v0)) |
+                       (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(v1)) << 16;
+            }
+            ((uint4 *)out)[2 * i] = make_uint4(o[0], o[1], o[2], o[3]);
+            ((uint4 *)out)[2 * i + 1] = make_uint4(o[4], o[5], o[6], o[7]);
+        }
+        return;
+    }
+    for (size_t i = t0; i < n; i += stride)
+        out[i] = __float2bfloat16_rn(is_i8 ? (float)(int8_t)q[i] : e4m3_value(q[i]));
+}
+
+/* y[m][j] (=|+=) ((p[m][j] * scale[j]) * sx[m]) for the block's nb columns; p is [M][nb],
+ * y rows ldy apart; sx NULL: no activation scale. */
+static __global__ void qgemm_epilogue_kernel(const float *__restrict__ p, int64_t M, int64_t nb,
+                                             const float *__restrict__ scale, const float *__restrict__ sx, float *y,
+                                             int64_t ldy, int accumulate) {
+    const size_t n = (size_t)M * (size_t)nb;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const size_t m = i / (size_t)nb, j = i % (size_t)nb;
+        float v = __fmul_rn(p[i], scale[j]);
+        if (sx) v = __fmul_rn(v, sx[m]);
+        float *yp = y + m * (size_t)ldy + j;
+        *yp = accumulate ? *yp + v : v;
+    }
+}
+
+static unsigned grid_for(const recur_cuda_ctx_t *c, size_t n) {
+    size_t want = (n + QUANT_THREADS - 1) / QUANT_THREADS, cap = (size_t)c->sm_count * 16;
+    if (want < 1) want = 1;
+    return (unsigned)(want < cap ? want : cap);
+}
+
+/* The cached plan for an FP8 GEMM of W block rows m, batch n, depth k; NULL if cuBLASLt is
+ * off or has no algorithm for it. Heuristics run once per shape (host only; a shape first
+ * meets this in the eager run that precedes any graph capture of it). */
+static recur_cuda_lt_plan *lt_plan(recur_cuda_ctx_t *c, int64_t m, int64_t n, int64_t k,
+                                   const recur_cuda_lt_plan *keep /* a plan the caller holds: not evicted */) {
+    if (c->lt_off) return NULL;
+    for (int32_t i = 0; i < c->n_lt_plans; i++) {
+        recur_cuda_lt_plan *p = &c->lt_plans[i];
+        if (p->m == m && p->n == n && p->k == k) return p->ok ? p : NULL;
+    }
+    recur_cuda_lt_plan *p;
+    if (c->n_lt_plans < LT_PLANS) {
+        p = &c->lt_plans[c->n_lt_plans++];
+    } else { /* full: reuse slots round robin */
+        p = &c->lt_plans[c->next_lt_plan];
+        if (p == keep) {
+            c->next_lt_plan = (c->next_lt_plan + 1) % LT_PLANS;
+            p = &c->lt_plans[c->next_lt_plan];
+        }
+        c->next_lt_plan = (c->next_lt_plan + 1) % LT_PLANS;
+        lt_plan_destroy(p);
+    }
+    memset(p, 0, sizeof *p);
+    p->m = m, p->n = n, p->k = k;
+    /* FP8 needs the "TN" form (A transposed), 16-byte aligned rows: W block [m][k] is A (k x m
+     * column-major, op T), x [n][k] is B (k x n, op N), the product D is m x n (ld m), fp32 */
+    if (k % 16 || m % 4) return NULL;
+    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    const int8_t fast = 0;
+    cublasLtMatmulPreference_t pref = NULL;
+    cublasLtMatmulHeuristicResult_t res;
+    int nres = 0;
+    const size_t ws = c->cublas_ws_bytes;
+    bool ok = cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) == CUBLAS_STATUS_SUCCESS &&
+              cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta) ==
+                  CUBLAS_STATUS_SUCCESS &&
+              cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb) ==
+                  CUBLAS_STATUS_SUCCESS &&
+              cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fast, sizeof fast) ==
+                  CUBLAS_STATUS_SUCCESS &&
+              cublasLtMatrixLayoutCreate(&p->a, CUDA_R_8F_E4M3, (uint64_t)k, (uint64_t)m, k) == CUBLAS_STATUS_SUCCESS &&
+              cublasLtMatrixLayoutCreate(&p->b, CUDA_R_8F_E4M3, (uint64_t)k, (uint64_t)n, k) == CUBLAS_STATUS_SUCCESS &&
+              cublasLtMatrixLayoutCreate(&p->d, CUDA_R_32F, (uint64_t)m, (uint64_t)n, m) == CUBLAS_STATUS_SUCCESS &&
+              cublasLtMatmulPreferenceCreate(&pref) == CUBLAS_STATUS_SUCCESS &&
+              cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws) ==
+                  CUBLAS_STATUS_SUCCESS &&
+              cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->a, p->b, p->d, p->d, pref, 1, &res, &nres) ==
+                  CUBLAS_STATUS_SUCCESS &&
+              nres > 0;
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    if (!ok) {
+        recur_log_info("cuda: no cuBLASLt FP8 algorithm for %lld x %lld x %lld; that shape uses the bf16 path",
+                       (long long)m, (long long)n, (long long)k);
+        lt_plan_destroy(p);
+        p->m = m, p->n = n, p->k = k; /* remembered as unusable */
+        return NULL;
+    }
+    p->algo = res.algo;
+    p->ok = 1;
+    return p;
+}
+
+recur_status_t recur_cuda_qgemm(recur_cuda_ctx_t *c, const float *x, const recur_weight_t *W, int32_t M, float *y,
+                                int accumulate) {
+    const int64_t N = W->rows, K = W->cols;
+    const int is_i8 = W->dtype == RECUR_DTYPE_I8;
+    const uint8_t *codes = (const uint8_t *)W->data;
+    /* rows of W per block: bounded scratch, a multiple of 16 where there are that many */
+    int64_t nb = N;
+    if ((int64_t)(QGEMM_W_ELEMS / (size_t)K) < nb) nb = (int64_t)(QGEMM_W_ELEMS / (size_t)K);
+    if ((int64_t)(QGEMM_Y_FLOATS / (size_t)M) < nb) nb = (int64_t)(QGEMM_Y_FLOATS / (size_t)M);
+    if (nb >= 16) nb &= ~(int64_t)15;
+    if (nb < 1) nb = 1;
+    const int64_t tail = N % nb;
+    /* fp8 through cuBLASLt only when both block shapes have an algorithm (decided before
+     * anything runs, so a call never mixes the two forms of x) */
+    recur_cuda_lt_plan *pl = NULL, *pl_tail = NULL;
+    if (!is_i8) {
+        pl = lt_plan(c, nb, M, K, NULL);
+        pl_tail = tail ? lt_plan(c, tail, M, K, pl) : pl;
+    }
+    const int use_lt = pl && pl_tail;
+    const size_t nx = (size_t)M * (size_t)K, x8 = (nx + 15u) & ~(size_t)15u;
+    recur_status_t st;
+    /* the activations, as the tensor cores take them */
+    float *sx = NULL;
+    uint8_t *xq = NULL;
+    if (is_i8) {
+        if ((st = recur_cuda_round_x_bf16(c, x, nx)) != RECUR_OK) return st;
+    } else {
+        if ((st = recur_cuda_scratch_reserve(c, &c->q_x, &c->q_x_bytes, (use_lt ? x8 : 0) + (size_t)M * sizeof(float),
+                                             "fp8 activation scratch")) != RECUR_OK)
+            return st;
+        xq = use_lt ? (uint8_t *)c->q_x : NULL;
+        sx = (float *)((char *)c->q_x + (use_lt ? x8 : 0));
+        __nv_bfloat16 *xb = NULL;
+        if (!use_lt) { /* the bf16 form of the e4m3 values goes into xbf */
+            if ((st = recur_cuda_xbf_reserve(c, nx)) != RECUR_OK) return st;
+            xb = c->xbf;
+        }
+        act_quant_kernel<<<(unsigned)M, QUANT_THREADS, 0, c->stream>>>(x, (int)K, xq, xb, sx);
+        RCU_LAUNCHED("act_quant_kernel");
+    }
+    if ((st = recur_cuda_scratch_reserve(c, &c->q_y, &c->q_y_bytes, (size_t)M * (size_t)nb * sizeof(float),
+                                         "quantized GEMM's output block")) != RECUR_OK)
+        return st;
+    if (!use_lt && (st = recur_cuda_scratch_reserve(c, &c->q_w, &c->q_w_bytes, (size_t)nb * (size_t)K * 2,
+                                                    "quantized GEMM's bf16 weight block")) != RECUR_OK)
+        return st;
+    const float one = 1.0f, zero = 0.0f;
+    for (int64_t n0 = 0; n0 < N; n0 += nb) {
+        const int64_t nbb = N - n0 < nb ? N - n0 : nb;
+        float *yb = (float *)c->q_y;
+        if (use_lt) {
+            const recur_cuda_lt_plan *p = nbb == nb ? pl : pl_tail;
+            cublasStatus_t e = cublasLtMatmul(c->lt, p->desc, &one, codes + (size_t)n0 * (size_t)K, p->a, xq, p->b,
+                                              &zero, yb, p->d, yb, p->d, &p->algo, c->cublas_ws, c->cublas_ws_bytes,
+                                              c->stream);
+            if (e != CUBLAS_STATUS_SUCCESS) {
+                recur_cuda_fail(c, "cuBLASLt", "cublasLtMatmul (fp8)", cublasGetStatusString(e), __FILE__, __LINE__);
+                if (n0 > 0 || c->capturing) return RECUR_E_CUDA; /* y partly written, or inside a graph */
+                recur_log_warn("cuda: the FP8 GEMM of cuBLASLt failed; fp8 weights use the bf16 tensor cores from now on");
+                c->lt_off = 1;
+                return recur_cuda_qgemm(c, x, W, M, y, accumulate);
+            }
+        } else {
+            const size_t nw = (size_t)nbb * (size_t)K;
+            widen_codes_kernel<<<grid_for(c, nw / 16 + 1), QUANT_THREADS, 0, c->stream>>>(
+                codes + (size_t)n0 * (size_t)K, nw, is_i8, (__nv_bfloat16 *)c->q_w);
+            RCU_LAUNCHED("widen_codes_kernel");
+            RCU_CUBLAS(cublasGemmEx(c->cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)nbb, M, (int)K, &one, c->q_w, CUDA_R_16BF,
+                                    (int)K, c->xbf, CUDA_R_16BF, (int)K, &zero, yb, CUDA_R_32F, (int)nbb,
+                                    CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        }
+        qgemm_epilogue_kernel<<<grid_for(c, (size_t)M * (size_t)nbb), QUANT_THREADS, 0, c->stream>>>(
+            yb, M, nbb, W->scale + n0, sx, y + n0, N, accumulate);
+        RCU_LAUNCHED("qgemm_epilogue_kernel");
+    }
+    return RECUR_OK;
+}
