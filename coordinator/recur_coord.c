@@ -133,7 +133,9 @@ static int ext_begin(recur_coord_t *c, const recur_msgsock_peer_t *from, const R
                      int32_t variant, creq_ext_t **out);
 static int ext_wants_bos(const creq_ext_t *x);
 static int ext_attach(recur_coord_t *c, creq_t *r, int32_t **ids, size_t *n, recur_sched_request_t *q);
-static void ext_on_token(creq_t *r, int32_t token);
+static void ext_on_token(recur_coord_t *c, creq_t *r, int32_t token);
+static void ext_on_stop(creq_t *r, const char *bytes, size_t n);
+static size_t ext_skip_unsent(const creq_ext_t *x, const char *text, size_t n);
 static int ext_finish(recur_coord_t *c, creq_t *r, const recur_sched_event_t *ev, Recur__Api__Usage *u,
                       Recur__Api__GenerateFinal *fin);
 static void ext_free(recur_coord_t *c, creq_t *r);
@@ -410,7 +412,7 @@ static size_t find_stop(const creq_t *r, size_t *pos) {
 }
 
 static void on_token(recur_coord_t *c, creq_t *r, int32_t token) {
-    if (r->ext) ext_on_token(r, token);   /* the session's record has every generated token */
+    if (r->ext) ext_on_token(c, r, token);   /* the session's record has every generated token */
     /* this token's logprobs (queued by its StepResult): the first queued for this id */
     lp_ent_t lp = {.n_top = -1};
     while (r->logprobs >= 0 && r->lpq_head < r->n_lpq) {
@@ -440,6 +442,7 @@ static void on_token(recur_coord_t *c, creq_t *r, int32_t token) {
     r->n_text += nb;
     size_t pos;
     if (r->n_stops && find_stop(r, &pos)) {
+        if (r->ext) ext_on_stop(r, r->text + pos, r->n_text - pos);   /* a session keeps it: the state has it */
         r->n_text = pos;   /* the stop text and what follows are not output */
         r->stopped = 1;
         recur_sched_finish(c->sched, r->id, RECUR_SCHED_STOP);   /* its FINISHED sends the rest */
@@ -561,7 +564,10 @@ static void on_generate(recur_coord_t *c, const recur_msgsock_peer_t *from, cons
     size_t n = 0;
     if (g->prompt_case == RECUR__API__GENERATE_REQUEST__PROMPT_TEXT) {
         int32_t *raw = NULL;
-        if (recur_tokenizer_encode(c->tok, g->text, strlen(g->text), &raw, &n) != RECUR_OK) {
+        /* a session whose latest turn ended on a stop string has consumed it unseen: a prompt
+         * that starts with it continues after it (recur_coord_sessions.inc) */
+        size_t len = strlen(g->text), skip = ext_skip_unsent(ext, g->text, len);
+        if (recur_tokenizer_encode(c->tok, g->text + skip, len - skip, &raw, &n) != RECUR_OK) {
             free(ext);
             send_error(c, from, rid, RECUR__API__ERROR_CODE__ERROR_CODE_INTERNAL, "the prompt could not be tokenized");
             return;

@@ -75,6 +75,8 @@ recur_status_t recur_sessions_create(const recur_sessions_config_t *cfg, recur_s
 static void rec_free(recur_sess_t *s) {
     free(s->pending);
     free(s->disk_pending);
+    free(s->unsent);
+    free(s->disk_unsent);
     free(s);
 }
 
@@ -235,6 +237,24 @@ static recur_status_t set_tokens(int32_t **dst, size_t *n_dst, const int32_t *sr
     return RECUR_OK;
 }
 
+static recur_status_t set_bytes(uint8_t **dst, size_t *n_dst, const uint8_t *src, size_t n) {
+    uint8_t *p = NULL;
+    if (n) {
+        p = malloc(n);
+        if (!p) return RECUR_E_NOMEM;
+        memcpy(p, src, n);
+    }
+    free(*dst);
+    *dst = p;
+    *n_dst = n;
+    return RECUR_OK;
+}
+
+recur_status_t recur_sessions_set_unsent(recur_sess_t *s, const uint8_t *bytes, size_t n) {
+    if (n > RECUR_SESS_MAX_UNSENT) return RECUR_E_INVAL;
+    return set_bytes(&s->unsent, &s->n_unsent, bytes, n);
+}
+
 recur_status_t recur_sessions_advance(recur_sess_t *s, const int32_t *toks, size_t n, size_t fed) {
     if (fed > n) return RECUR_E_INVAL;
     if (set_tokens(&s->pending, &s->n_pending, toks + fed, n - fed) != RECUR_OK) return RECUR_E_NOMEM;
@@ -243,14 +263,18 @@ recur_status_t recur_sessions_advance(recur_sess_t *s, const int32_t *toks, size
 }
 
 recur_status_t recur_sessions_mark_saved(recur_sess_t *s) {
-    if (set_tokens(&s->disk_pending, &s->disk_n_pending, s->pending, s->n_pending) != RECUR_OK) return RECUR_E_NOMEM;
+    if (set_tokens(&s->disk_pending, &s->disk_n_pending, s->pending, s->n_pending) != RECUR_OK ||
+        set_bytes(&s->disk_unsent, &s->disk_n_unsent, s->unsent, s->n_unsent) != RECUR_OK)
+        return RECUR_E_NOMEM;
     s->disk_n_consumed = s->n_consumed;
     return RECUR_OK;
 }
 
 recur_status_t recur_sessions_revert_to_disk(recur_sess_t *s) {
     if (!s->disk_gen) return RECUR_E_INVAL;
-    if (set_tokens(&s->pending, &s->n_pending, s->disk_pending, s->disk_n_pending) != RECUR_OK) return RECUR_E_NOMEM;
+    if (set_tokens(&s->pending, &s->n_pending, s->disk_pending, s->disk_n_pending) != RECUR_OK ||
+        set_bytes(&s->unsent, &s->n_unsent, s->disk_unsent, s->disk_n_unsent) != RECUR_OK)
+        return RECUR_E_NOMEM;
     s->n_consumed = s->disk_n_consumed;
     s->disk_current = 1;
     return RECUR_OK;

@@ -60,6 +60,13 @@ struct recur_sess {
     uint64_t n_consumed;
     int32_t *pending;
     size_t   n_pending;
+    /* generated text the client was not sent: the stop string that ended the latest turn
+     * and whatever followed it in the tokens generated with it. The state has consumed it
+     * (the model generated it), so the next turn's text prompt, when it starts with these
+     * bytes, continues after them (recur_coord.h "Sessions"). Empty after a turn that did
+     * not end on a stop string. At most RECUR_SESS_MAX_UNSENT bytes. */
+    uint8_t *unsent;
+    size_t   n_unsent;
     /* where the state is */
     int32_t  slot;              /* > 0: in this slot                                           */
     int      host;              /* the host copy under key is current                          */
@@ -68,6 +75,8 @@ struct recur_sess {
     uint64_t disk_n_consumed;   /* the checkpoint's conversation                               */
     int32_t *disk_pending;
     size_t   disk_n_pending;
+    uint8_t *disk_unsent;
+    size_t   disk_n_unsent;
     int      busy;              /* a turn or an operation uses it                              */
     /* private: table links */
     recur_sess_t *h_next, *l_prev, *l_next, *t_prev, *t_next;
@@ -122,6 +131,11 @@ recur_status_t recur_sessions_mark_saved(recur_sess_t *s);
 recur_status_t recur_sessions_revert_to_disk(recur_sess_t *s);
 recur_status_t recur_sessions_set_conversation(recur_sess_t *s, uint64_t n_consumed, const int32_t *pending,
                                                size_t n_pending);
+/* The unsent text (copied; n = 0 clears it): after a turn, with the conversation. Like the
+ * tokens, mark_saved copies it to the checkpoint's record and revert_to_disk back.
+ * RECUR_E_INVAL when n > RECUR_SESS_MAX_UNSENT (nothing changed), RECUR_E_NOMEM. */
+#define RECUR_SESS_MAX_UNSENT 1024
+recur_status_t recur_sessions_set_unsent(recur_sess_t *s, const uint8_t *bytes, size_t n);
 
 /* Policy queries: the least recently used idle session of a tier (SLOT: in a slot; HOST:
  * with a current host copy and no slot), or NULL. */

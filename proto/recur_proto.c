@@ -515,6 +515,8 @@ static recur_status_t check_slot_op_(recur_proto_error_t *err, const Recur__Inte
         for (size_t i = 0; i < o->meta->n_pending; i++)
             PROTO_NEED(o->meta->pending[i] >= 0, "slot_op.meta.pending[%zu] = %d: token ids are >= 0", i,
                        (int)o->meta->pending[i]);
+        PROTO_NEED(!o->meta->has_unsent || o->meta->unsent.len <= RECUR_PROTO_MAX_UNSENT_BYTES,
+                   "slot_op.meta.unsent: %zu bytes, more than %d", o->meta->unsent.len, RECUR_PROTO_MAX_UNSENT_BYTES);
     } else {
         PROTO_NEED(!o->meta && !o->has_generation, "slot_op.meta/generation: set on an operation that is not a save");
     }

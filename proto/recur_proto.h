@@ -74,6 +74,7 @@ typedef Recur__Internal__Envelope recur_internal_envelope_t;
 #define RECUR_PROTO_MAX_PATH_BYTES   4096  /* SlotOp.path                             */
 #define RECUR_PROTO_MAX_MESSAGE_BYTES 4096 /* error messages, reasons, details        */
 #define RECUR_PROTO_MAX_CHUNK_BYTES  (8 << 20) /* StateChunk.data (export / import)   */
+#define RECUR_PROTO_MAX_UNSENT_BYTES 1024  /* CheckpointMeta.unsent                   */
 
 typedef struct recur_proto_error {
     char msg[256];   /* NUL-terminated; "" when there was no failure */

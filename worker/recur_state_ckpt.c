@@ -349,6 +349,9 @@ void recur_ckpt_meta_free(recur_ckpt_meta_t *m) {
     free(m->pending);
     m->pending = NULL;
     m->n_pending = 0;
+    free(m->unsent);
+    m->unsent = NULL;
+    m->n_unsent = 0;
 }
 
 void recur_ckpt_manifest_free(recur_ckpt_manifest_t *m) {
@@ -455,6 +458,28 @@ recur_status_t recur_ckpt_manifest_parse(const char *json, size_t n, const char 
         }
         m->meta.pending[m->meta.n_pending++] = (int32_t)x->valuedouble;
     }
+    /* optional (older manifests have none): the bytes a stop string left unsent */
+    const cJSON *uns = cJSON_GetObjectItemCaseSensitive(se, "unsent");
+    if (uns) {
+        int nu = cJSON_IsArray(uns) ? cJSON_GetArraySize(uns) : -1;
+        if (nu < 0 || nu > RECUR_CKPT_MAX_UNSENT) {
+            bad = "session.unsent: not a list of at most 1024 byte values";
+            goto out;
+        }
+        if (nu > 0 && !(m->meta.unsent = malloc((size_t)nu))) {
+            s = RECUR_E_NOMEM, bad = "out of memory";
+            goto out;
+        }
+        for (int i = 0; i < nu; i++) {
+            const cJSON *x = cJSON_GetArrayItem(uns, i);
+            if (!cJSON_IsNumber(x) || x->valuedouble < 0 || x->valuedouble > 255 ||
+                x->valuedouble != (double)(int)x->valuedouble) {
+                bad = "session.unsent: not byte values";
+                goto out;
+            }
+            m->meta.unsent[m->meta.n_unsent++] = (uint8_t)x->valuedouble;
+        }
+    }
     m->n_shards = cJSON_GetArraySize(sh);
     if (!(m->shards = calloc((size_t)m->n_shards, sizeof *m->shards))) {
         s = RECUR_E_NOMEM, bad = "out of memory";
@@ -547,6 +572,11 @@ char *recur_ckpt_manifest_json(const recur_ckpt_manifest_t *m) {
     cJSON_AddNumberToObject(se, "last_used_unix_ms", (double)m->meta.last_used_unix_ms);
     if (!(pend = cJSON_AddArrayToObject(se, "pending"))) goto fail;
     for (size_t i = 0; i < m->meta.n_pending; i++) cJSON_AddItemToArray(pend, cJSON_CreateNumber(m->meta.pending[i]));
+    if (m->meta.n_unsent) {
+        cJSON *uns = cJSON_AddArrayToObject(se, "unsent");
+        if (!uns) goto fail;
+        for (size_t i = 0; i < m->meta.n_unsent; i++) cJSON_AddItemToArray(uns, cJSON_CreateNumber(m->meta.unsent[i]));
+    }
     if (!(sh = cJSON_AddArrayToObject(root, "shards"))) goto fail;
     for (int32_t i = 0; i < m->n_shards; i++) {
         const recur_ckpt_shard_t *d = &m->shards[i];

@@ -563,6 +563,7 @@ static recur_status_t save_ckpt(worker_t *w, const Recur__Internal__SlotOp *o, c
         snprintf(m.meta.model, sizeof m.meta.model, "%s", mt->model ? mt->model : "");
         m.meta.n_consumed = mt->n_consumed;
         m.meta.pending = mt->pending, m.meta.n_pending = mt->n_pending;
+        if (mt->has_unsent) m.meta.unsent = mt->unsent.data, m.meta.n_unsent = mt->unsent.len;
         m.meta.created_unix_ms = mt->created_unix_ms, m.meta.last_used_unix_ms = mt->last_used_unix_ms;
         s = recur_ckpt_manifest_write(o->path, &m, msg, msg_n);
         if (s == RECUR_OK) recur_ckpt_remove(o->path, o->generation, 0);   /* older generations */
