@@ -205,6 +205,7 @@ static void serve_usage(FILE *to) {
             "                   [--max-queue N] [--queue-timeout-ms N] [--max-prompt N] [--max-tokens N]\n"
             "                   [--tokenizer PATH] [--worker-timeout-ms N] [--log-level L]\n"
             "                   [--host H] [--port P] [--api-key KEY]... [--api-key-file PATH] [--max-body-bytes N]\n"
+            "                   [--max-import-bytes N] [--max-requests-per-key N]\n"
             "                   [--chat-template PATH] [--served-model-name NAME]\n"
             "                   [--external-workers] [--drain-timeout-s N] [--max-worker-restarts N]\n"
             "  Serves one model: ZeroMQ/protobuf clients on --bind, the OpenAI-compatible HTTP API on\n"
@@ -212,6 +213,9 @@ static void serve_usage(FILE *to) {
             "  Without --model: the bundled tiny RWKV-7. --api-key (repeatable) / --api-key-file (one key\n"
             "  per line, '#' comments): every route but /health/live and /health/ready then needs\n"
             "  'Authorization: Bearer KEY'. --max-body-bytes: larger HTTP bodies get 413 (default 4 MiB).\n"
+            "  --max-import-bytes: the largest session import (POST /v1/sessions/.../import; default 1 GiB).\n"
+            "  --max-requests-per-key N: an API key with N requests in flight gets 429 for the next (default 0:\n"
+            "    no limit).\n"
             "  --chat-template: a template file (docs/chat-templates.md) instead of the built-in one\n"
             "  (RWKV World for RWKV-7, plain for xLSTM). --served-model-name: the model id clients use\n"
             "  (default: the model file's name without .bin/.safetensors). README: HTTP API.\n"
@@ -360,6 +364,13 @@ int recur_serve_main(int argc, char **argv, int first) {
             else keys[n_keys++] = val;
         } else if (!strcmp(a, "--api-key-file")) key_file = val;
         else if (!strcmp(a, "--max-body-bytes")) { rc = arg_long(a, val, 1, (long)1 << 30, &v); hc.max_body_bytes = (size_t)v; }
+        else if (!strcmp(a, "--max-import-bytes")) {
+            rc = arg_long(a, val, 1, (long)1 << 40, &v);
+            hc.max_import_bytes = (size_t)v;
+        } else if (!strcmp(a, "--max-requests-per-key")) {
+            rc = arg_long(a, val, 0, 1000000, &v);
+            hc.max_requests_per_key = (int32_t)v;
+        }
         else if (!strcmp(a, "--chat-template")) template_path = val;
         else if (!strcmp(a, "--served-model-name")) {
             if (!*val || strlen(val) >= RECUR_PROTO_MAX_NAME_BYTES)

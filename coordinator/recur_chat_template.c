@@ -274,11 +274,10 @@ static char *put_content(const recur_chat_template_t *t, char *o, const char *c)
     return o;
 }
 
-recur_status_t recur_chat_template_render(const recur_chat_template_t *t, const recur_chat_message_t *msgs, size_t n,
-                                          char **out) {
+static recur_status_t render_(const recur_chat_template_t *t, const char *lead, const recur_chat_message_t *msgs,
+                              size_t n, char **out) {
     *out = NULL;
-    if (!n) return RECUR_E_INVAL;
-    size_t need = strlen(t->f[F_GEN]) + 1;
+    size_t need = strlen(lead) + strlen(t->f[F_GEN]) + 1;
     for (size_t i = 0; i < n; i++) {
         int r = msgs[i].role;
         if (r < RECUR_CHAT_SYSTEM || r > RECUR_CHAT_ASSISTANT) return RECUR_E_INVAL;
@@ -286,6 +285,7 @@ recur_status_t recur_chat_template_render(const recur_chat_template_t *t, const 
     }
     char *buf = malloc(need), *o = buf;
     if (!buf) return RECUR_E_NOMEM;
+    memcpy(o, lead, strlen(lead)), o += strlen(lead);
     for (size_t i = 0; i < n; i++) {
         int r = msgs[i].role;
         const char *pre = t->f[F_SYS_PRE + 2 * r], *suf = t->f[F_SYS_SUF + 2 * r];
@@ -297,4 +297,16 @@ recur_status_t recur_chat_template_render(const recur_chat_template_t *t, const 
     *o = '\0';
     *out = buf;
     return RECUR_OK;
+}
+
+recur_status_t recur_chat_template_render(const recur_chat_template_t *t, const recur_chat_message_t *msgs, size_t n,
+                                          char **out) {
+    *out = NULL;
+    if (!n) return RECUR_E_INVAL;
+    return render_(t, "", msgs, n, out);
+}
+
+recur_status_t recur_chat_template_render_continuation(const recur_chat_template_t *t, const recur_chat_message_t *msgs,
+                                                       size_t n, char **out) {
+    return render_(t, t->f[F_ASST_SUF], msgs, n, out);
 }

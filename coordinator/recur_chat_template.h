@@ -80,6 +80,22 @@ void recur_chat_template_free(recur_chat_template_t *t);   /* NULL is a no-op */
 recur_status_t recur_chat_template_render(const recur_chat_template_t *t, const recur_chat_message_t *msgs, size_t n,
                                           char **out);
 
+/* A later turn of a session (README "Sessions", HTTP API): the session's state already holds
+ * the conversation so far, ending with the assistant's reply as the model generated it (it
+ * began after the generation prompt). The continuation closes that reply and adds the new
+ * messages:
+ *     assistant_suffix, then for each of msgs[0..n): <role>_prefix + content + <role>_suffix,
+ *     then generation_prompt
+ * so that (the first turn's prompt) + (the reply) + (this) is the prompt of the whole
+ * conversation in one request whenever generation_prompt + reply equals assistant_prefix +
+ * the reply's content as rendered (built-ins: the reply starts with one space, has no
+ * white space at its end and, for rwkv-world, no blank line inside). When the reply ended on
+ * a stop string, the state holds that too, and the coordinator skips it at the start of the
+ * continuation (recur_coord.h "Sessions"). n may be 0 (only the closing and the generation
+ * prompt). A malloc'ed string: RECUR_E_INVAL (a bad role), RECUR_E_NOMEM. */
+recur_status_t recur_chat_template_render_continuation(const recur_chat_template_t *t, const recur_chat_message_t *msgs,
+                                                       size_t n, char **out);
+
 const char *recur_chat_template_name(const recur_chat_template_t *t);
 /* The stop strings (*stops points into t); returns how many. */
 size_t recur_chat_template_stops(const recur_chat_template_t *t, const char *const **stops);

@@ -77,6 +77,7 @@ struct recur_coord {
     int ready;
     int draining;                       /* recur_coord_drain: no new requests */
     uint64_t lost_count;                /* worker groups lost by silence (heartbeat timeout) */
+    uint64_t sess_published_ms;         /* the sessions' metrics were last published then */
     recur_msgsock_peer_t wpeer;
     uint32_t wpid;
     char arch[RECUR_PROTO_MAX_NAME_BYTES], ckpt[RECUR_PROTO_MAX_NAME_BYTES], lost_why[256];
@@ -1053,13 +1054,28 @@ static void heartbeat(recur_coord_t *c) {
     send_worker(c, &env);
 }
 
-/* The metrics' gauges (recur_metrics.h), after each pass of the loop. */
+/* The metrics' gauges (recur_metrics.h), after each pass of the loop; the sessions' figures
+ * at most every 100 ms (counting sessions per tier walks the table). */
 static void update_gauges(recur_coord_t *c) {
     recur_sched_stats_t st = {0};
     if (!c->cfg.metrics) return;
     if (c->sched) recur_sched_get_stats(c->sched, &st);
     recur_metrics_sched(c->cfg.metrics, st.running, st.waiting, st.slots_used, st.slots_total);
     recur_metrics_ready(c->cfg.metrics, c->ready);
+    uint64_t t = now_ms();
+    if (t - c->sess_published_ms < 100) return;
+    c->sess_published_ms = t;
+    recur_coord_session_stats_t ss;
+    recur_coord_get_session_stats(c, &ss);
+    recur_metrics_sessions_t m = {
+        .fresh = ss.fresh, .in_slot = ss.in_slot, .in_host = ss.in_host, .on_disk = ss.on_disk, .busy = ss.busy,
+        .host_bytes = (int64_t)ss.host_bytes_used, .turns = ss.turns, .cached_tokens = ss.turn_tokens_cached,
+        .prefilled_tokens = ss.turn_tokens_prefilled, .saves = ss.saves, .save_failures = ss.save_failures,
+        .loads = ss.loads, .load_failures = ss.load_failures, .to_host = ss.to_host, .to_disk = ss.to_disk,
+        .lost = ss.lost, .expired = ss.expired, .deleted = ss.deleted, .prefix_lookups = ss.prefix_lookups,
+        .prefix_hits = ss.prefix_hits, .prefix_tokens_saved = ss.prefix_tokens_saved,
+        .prefix_entries = ss.prefix_entries};
+    recur_metrics_sessions(c->cfg.metrics, &m);
 }
 
 recur_status_t recur_coord_run(recur_coord_t *c, int (*tick)(recur_coord_t *c, void *ud), void *ud) {

@@ -33,15 +33,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "recur_http_parse.h"
 #include "recur_log.h"
 #include "recur_msgsock.h"
 #include "recur_proto.h"
-#include "recur_utf8.h"
 
 #define SLICE_MS 100            /* how often a waiting thread checks its client and the stop flag */
 #define CANCEL_WAIT_MS 2000     /* how long a closing job waits for its cancelled requests' finals */
-#define MAX_TOP_KEYS 64         /* top-level fields in a request body                             */
-#define MAX_MESSAGES 4096       /* chat messages per request                                       */
 
 struct recur_http {
     recur_http_config_t cfg;
@@ -59,6 +57,7 @@ struct recur_http {
     char arch[RECUR_PROTO_MAX_NAME_BYTES];
     recur_chat_template_t *builtin;
     long long started;           /* unix time: /v1/models "created" */
+    atomic_int *in_flight;       /* requests in flight per API key (n_keys): --max-requests-per-key */
 };
 
 recur_http_config_t recur_http_default_config(void) {
@@ -69,21 +68,29 @@ recur_http_config_t recur_http_default_config(void) {
     c.max_choices = 64;
     c.max_connections = 512;
     c.coord_timeout_ms = 2000;
+    c.max_import_bytes = (size_t)1 << 30;
+    c.session_timeout_ms = 60000;
     return c;
 }
 
 /* ------------------------------------------------------------------ keys */
 
-int recur_http_key_ok(const char *const *keys, size_t n, const char *key, size_t len) {
-    unsigned ok = 0;
+int recur_http_key_index(const char *const *keys, size_t n, const char *key, size_t len) {
+    int found = -1;
     for (size_t k = 0; k < n; k++) {
         size_t kl = strlen(keys[k]);
         unsigned d = kl != len;
         /* every byte of the configured key is compared, whatever the candidate holds */
         for (size_t i = 0; i < kl; i++) d |= (unsigned)(uint8_t)keys[k][i] ^ (unsigned)(uint8_t)(i < len ? key[i] : 0);
-        ok |= d == 0;
+        /* no branch on the outcome: select the index arithmetically (mask all ones on a match) */
+        unsigned mask = 0u - (unsigned)(d == 0);
+        found = (int)(((unsigned)found & ~mask) | ((unsigned)k & mask));
     }
-    return (int)ok;
+    return found;
+}
+
+int recur_http_key_ok(const char *const *keys, size_t n, const char *key, size_t len) {
+    return recur_http_key_index(keys, n, key, len) >= 0;
 }
 
 recur_status_t recur_http_read_key_file(const char *path, char ***keys, size_t *n) {
@@ -149,17 +156,6 @@ static void sb_add(sbuf_t *b, const char *s, size_t n) {
 }
 static void sb_str(sbuf_t *b, const char *s) { sb_add(b, s, strlen(s)); }
 
-static int utf8_valid(const char *s) {
-    const uint8_t *p = (const uint8_t *)s;
-    size_t n = strlen(s);
-    for (size_t i = 0; i < n;) {
-        size_t l = recur_utf8_len(p + i, n - i);
-        if (!l) return 0;
-        i += l;
-    }
-    return 1;
-}
-
 /* ------------------------------------------------------------------ responses */
 
 static const char *route_name(const char *url) {
@@ -168,7 +164,60 @@ static const char *route_name(const char *url) {
     for (size_t i = 0; i < sizeof known / sizeof *known; i++)
         if (!strcmp(url, known[i])) return known[i];
     if (!strncmp(url, "/v1/models/", 11)) return "/v1/models";
+    if (!strncmp(url, "/v1/sessions", 12) && (!url[12] || url[12] == '/')) return "/v1/sessions";
     return "other";
+}
+
+/* The routes under /v1/sessions: the operation, the session id in the path (percent-decoded
+ * by libmicrohttpd; "" when none) and the methods allowed (for 405). Returns 0 when url is
+ * not a sessions route. Ids with a '/' can be named too, except ones that end in /fork,
+ * /export or /import (those suffixes are the operations). */
+typedef struct sess_route {
+    Recur__Api__SessionOp op;
+    const char *id;          /* points into the url, or "" */
+    size_t id_len;
+    const char *allow;
+} sess_route_t;
+
+static int ends_with(const char *s, size_t n, const char *suf) {
+    size_t k = strlen(suf);
+    return n > k && !memcmp(s + n - k, suf, k);
+}
+
+static int session_route(const char *url, const char *method, sess_route_t *r) {
+    static const char base[] = "/v1/sessions";
+    memset(r, 0, sizeof *r);
+    r->id = "";
+    if (strncmp(url, base, sizeof base - 1)) return 0;
+    const char *rest = url + sizeof base - 1;
+    int get = !strcmp(method, "GET"), post = !strcmp(method, "POST"), del = !strcmp(method, "DELETE");
+    if (!*rest) {
+        r->allow = "GET, POST";
+        r->op = get ? RECUR__API__SESSION_OP__SESSION_OP_LIST : post ? RECUR__API__SESSION_OP__SESSION_OP_CREATE : 0;
+        return 1;
+    }
+    if (*rest != '/') return 0;
+    rest++;
+    size_t n = strlen(rest);
+    if (!strcmp(rest, "import")) {   /* a new session, id made up (or ?session_id=) */
+        r->allow = "POST";
+        r->op = post ? RECUR__API__SESSION_OP__SESSION_OP_IMPORT : 0;
+        return 1;
+    }
+    if (ends_with(rest, n, "/fork")) {
+        r->allow = "POST", r->id = rest, r->id_len = n - 5;
+        r->op = post ? RECUR__API__SESSION_OP__SESSION_OP_FORK : 0;
+    } else if (ends_with(rest, n, "/import")) {
+        r->allow = "POST", r->id = rest, r->id_len = n - 7;
+        r->op = post ? RECUR__API__SESSION_OP__SESSION_OP_IMPORT : 0;
+    } else if (ends_with(rest, n, "/export")) {
+        r->allow = "GET", r->id = rest, r->id_len = n - 7;
+        r->op = get ? RECUR__API__SESSION_OP__SESSION_OP_EXPORT : 0;
+    } else {
+        r->allow = "GET, DELETE", r->id = rest, r->id_len = n;
+        r->op = get ? RECUR__API__SESSION_OP__SESSION_OP_GET : del ? RECUR__API__SESSION_OP__SESSION_OP_DELETE : 0;
+    }
+    return 1;
 }
 
 /* Queues body (malloc'ed, taken; NULL = out of memory -> 500) with status. */
@@ -188,8 +237,11 @@ static enum MHD_Result reply_raw(recur_http_t *h, struct MHD_Connection *conn, c
     }
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
     if (status == MHD_HTTP_UNAUTHORIZED) MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
-    if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
-        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, strncmp(url, "/v1/c", 5) ? "GET" : "POST");
+    if (status == MHD_HTTP_METHOD_NOT_ALLOWED) {
+        sess_route_t sr;
+        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, session_route(url, "", &sr) ? sr.allow
+                                                          : strncmp(url, "/v1/c", 5) ? "GET" : "POST");
+    }
     enum MHD_Result ret = MHD_queue_response(conn, (unsigned)status, r);
     MHD_destroy_response(r);
     recur_metrics_http(h->cfg.metrics, route_name(url), status);
@@ -235,6 +287,25 @@ static enum MHD_Result reply_error(recur_http_t *h, struct MHD_Connection *conn,
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     return reply_json(h, conn, url, status, error_json(type_for(status), code, param, msg));
+}
+
+#if defined(__GNUC__)
+__attribute__((format(printf, 4, 5)))
+#endif
+static void badf(recur_http_bad_t *b, const char *param, const char *code, const char *fmt, ...) {
+    b->status = 400;
+    snprintf(b->param, sizeof b->param, "%s", param ? param : "");
+    snprintf(b->code, sizeof b->code, "%s", code ? code : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(b->msg, sizeof b->msg, fmt, ap);
+    va_end(ap);
+}
+
+static enum MHD_Result reply_bad(recur_http_t *h, struct MHD_Connection *conn, const char *url,
+                                 const recur_http_bad_t *b) {
+    return reply_error(h, conn, url, b->status, b->code[0] ? b->code : NULL, b->param[0] ? b->param : NULL, "%s",
+                       b->msg);
 }
 
 /* ------------------------------------------------------------------ the coordinator link */
@@ -321,490 +392,17 @@ static int client_gone(struct MHD_Connection *conn) {
     return 0;
 }
 
-/* ------------------------------------------------------------------ request parsing */
-
-enum { EP_COMPL = 1, EP_CHAT = 2 };
-
-typedef struct prompt {
-    char *text;          /* or */
-    int32_t *ids;
-    size_t n_ids;
-} prompt_t;
-
-typedef struct gen_req {
-    int chat;
-    char *model;
-    prompt_t *prompts;
-    size_t n_prompts;
-    int32_t n;
-    int stream, include_usage;
-    int has_max_tokens;
-    uint32_t max_tokens;
-    int has_temperature, has_top_p, has_top_k, has_min_p, has_rep, has_pres, has_freq, has_seed, has_logprobs;
-    float temperature, top_p, min_p, rep, pres, freq;
-    int32_t top_k;
-    uint64_t seed;
-    uint32_t logprobs;   /* completions: the int; chat: top_logprobs */
-    int chat_logprobs;   /* chat: logprobs: true */
-    int has_top_logprobs;
-    char *stops[RECUR_PROTO_MAX_STOP];
-    size_t n_stops;
-    int32_t stop_ids[RECUR_PROTO_MAX_STOP_TOKENS];
-    size_t n_stop_ids;
-    int ignore_eos;
-    int32_t priority;
-    Recur__Api__LogitBias bias[RECUR_PROTO_MAX_LOGIT_BIAS];
-    Recur__Api__LogitBias *biasp[RECUR_PROTO_MAX_LOGIT_BIAS];
-    size_t n_bias;
-} gen_req_t;
-
-static void gen_req_clear(gen_req_t *g) {
-    free(g->model);
-    for (size_t i = 0; i < g->n_prompts; i++) free(g->prompts[i].text), free(g->prompts[i].ids);
-    free(g->prompts);
-    for (size_t i = 0; i < g->n_stops; i++) free(g->stops[i]);
-    memset(g, 0, sizeof *g);
-}
-
-/* A failure to read the request: status, OpenAI param and message. */
-typedef struct bad {
-    int status;
-    char param[64];
-    char code[48];
-    char msg[768];
-} bad_t;
-
-#if defined(__GNUC__)
-__attribute__((format(printf, 4, 5)))
-#endif
-static int badf(bad_t *b, const char *param, const char *code, const char *fmt, ...) {
-    b->status = 400;
-    snprintf(b->param, sizeof b->param, "%s", param ? param : "");
-    snprintf(b->code, sizeof b->code, "%s", code ? code : "");
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(b->msg, sizeof b->msg, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
-static const char *json_type(const cJSON *v) {
-    return cJSON_IsString(v) ? "a string" : cJSON_IsNumber(v) ? "a number" : cJSON_IsBool(v) ? "a boolean"
-         : cJSON_IsArray(v)  ? "an array" : cJSON_IsObject(v) ? "an object" : cJSON_IsNull(v) ? "null" : "invalid";
-}
-
-static int get_number(const cJSON *v, const char *name, double lo, double hi, double *out, bad_t *b) {
-    if (!cJSON_IsNumber(v)) return badf(b, name, "invalid_type", "'%s' must be a number, got %s", name, json_type(v));
-    double x = v->valuedouble;
-    if (!isfinite(x) || x < lo || x > hi)
-        return badf(b, name, "invalid_value", "'%s' must be between %g and %g, got %g", name, lo, hi, x);
-    *out = x;
-    return 0;
-}
-
-static int get_int(const cJSON *v, const char *name, double lo, double hi, int64_t *out, bad_t *b) {
-    if (!cJSON_IsNumber(v)) return badf(b, name, "invalid_type", "'%s' must be an integer, got %s", name, json_type(v));
-    double x = v->valuedouble;
-    if (!isfinite(x) || x != floor(x))
-        return badf(b, name, "invalid_type", "'%s' must be an integer, got %g", name, x);
-    if (x < lo || x > hi)
-        return badf(b, name, "invalid_value", "'%s' must be between %.0f and %.0f, got %.0f", name, lo, hi, x);
-    *out = (int64_t)x;
-    return 0;
-}
-
-static int get_bool(const cJSON *v, const char *name, int *out, bad_t *b) {
-    if (!cJSON_IsBool(v)) return badf(b, name, "invalid_type", "'%s' must be true or false, got %s", name, json_type(v));
-    *out = cJSON_IsTrue(v);
-    return 0;
-}
-
-/* A string that must be valid UTF-8 without NUL; copied into *out. */
-static int get_string(const cJSON *v, const char *name, char **out, bad_t *b) {
-    if (!cJSON_IsString(v)) return badf(b, name, "invalid_type", "'%s' must be a string, got %s", name, json_type(v));
-    if (!utf8_valid(v->valuestring)) return badf(b, name, "invalid_value", "'%s' is not valid UTF-8", name);
-    if (!(*out = strdup(v->valuestring))) return badf(b, name, NULL, "out of memory");
-    return 0;
-}
-
-static int add_stop(gen_req_t *g, const cJSON *v, const char *name, bad_t *b) {
-    if (g->n_stops == RECUR_PROTO_MAX_STOP)
-        return badf(b, "stop", "invalid_value", "too many stop strings (at most %d, the chat template's included)",
-                    RECUR_PROTO_MAX_STOP);
-    char *s = NULL;
-    if (get_string(v, name, &s, b)) return -1;
-    if (!*s || strlen(s) > RECUR_PROTO_MAX_STOP_BYTES) {
-        free(s);
-        return badf(b, "stop", "invalid_value", "a stop string must have 1 to %d bytes", RECUR_PROTO_MAX_STOP_BYTES);
-    }
-    g->stops[g->n_stops++] = s;
-    return 0;
-}
-
-static int parse_stop(gen_req_t *g, const cJSON *v, bad_t *b) {
-    if (cJSON_IsString(v)) return add_stop(g, v, "stop", b);
-    if (!cJSON_IsArray(v))
-        return badf(b, "stop", "invalid_type", "'stop' must be a string or an array of strings, got %s", json_type(v));
-    const cJSON *it;
-    cJSON_ArrayForEach(it, v) if (add_stop(g, it, "stop", b)) return -1;
-    return 0;
-}
-
-/* An array of token ids into *ids / *n. */
-static int parse_ids(const cJSON *arr, const char *name, int32_t **ids, size_t *n, bad_t *b) {
-    size_t k = (size_t)cJSON_GetArraySize(arr);
-    *ids = malloc((k ? k : 1) * sizeof **ids);
-    *n = 0;
-    if (!*ids) return badf(b, name, NULL, "out of memory");
-    const cJSON *it;
-    cJSON_ArrayForEach(it, arr) {
-        int64_t x;
-        if (get_int(it, name, 0, INT32_MAX, &x, b)) return -1;
-        (*ids)[(*n)++] = (int32_t)x;
-    }
-    return 0;
-}
-
-static int parse_prompt(gen_req_t *g, const cJSON *v, bad_t *b) {
-    if (cJSON_IsString(v)) {
-        if (!(g->prompts = calloc(1, sizeof *g->prompts))) return badf(b, "prompt", NULL, "out of memory");
-        g->n_prompts = 1;
-        return get_string(v, "prompt", &g->prompts[0].text, b);
-    }
-    if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) == 0)
-        return badf(b, "prompt", "invalid_type",
-                    "'prompt' must be a string, an array of strings, an array of token ids or an array of arrays of "
-                    "token ids (non-empty), got %s", cJSON_IsArray(v) ? "an empty array" : json_type(v));
-    const cJSON *first = v->child;
-    if (cJSON_IsNumber(first)) {   /* one prompt as token ids */
-        if (!(g->prompts = calloc(1, sizeof *g->prompts))) return badf(b, "prompt", NULL, "out of memory");
-        g->n_prompts = 1;
-        return parse_ids(v, "prompt", &g->prompts[0].ids, &g->prompts[0].n_ids, b);
-    }
-    size_t k = (size_t)cJSON_GetArraySize(v);
-    if (!(g->prompts = calloc(k, sizeof *g->prompts))) return badf(b, "prompt", NULL, "out of memory");
-    const cJSON *it;
-    cJSON_ArrayForEach(it, v) {
-        prompt_t *p = &g->prompts[g->n_prompts++];
-        if (cJSON_IsString(first) && cJSON_IsString(it)) {
-            if (get_string(it, "prompt", &p->text, b)) return -1;
-        } else if (cJSON_IsArray(first) && cJSON_IsArray(it)) {
-            if (parse_ids(it, "prompt", &p->ids, &p->n_ids, b)) return -1;
-        } else {
-            return badf(b, "prompt", "invalid_type",
-                        "'prompt': an array must hold only strings, only token ids or only arrays of token ids");
-        }
-    }
-    return 0;
-}
-
-/* Chat messages -> the prompt text, through the template. */
-static int parse_messages(recur_http_t *h, gen_req_t *g, const cJSON *v, bad_t *b) {
-    if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) == 0)
-        return badf(b, "messages", "invalid_type", "'messages' must be a non-empty array, got %s",
-                    cJSON_IsArray(v) ? "an empty array" : json_type(v));
-    size_t k = (size_t)cJSON_GetArraySize(v);
-    if (k > MAX_MESSAGES) return badf(b, "messages", "invalid_value", "more than %d messages", MAX_MESSAGES);
-    recur_chat_message_t *m = calloc(k, sizeof *m);
-    char **owned = calloc(k, sizeof *owned);
-    int rc = -1;
-    size_t i = 0;
-    const cJSON *it;
-    if (!m || !owned) {
-        badf(b, "messages", NULL, "out of memory");
-        goto out;
-    }
-    cJSON_ArrayForEach(it, v) {
-        char name[48];
-        snprintf(name, sizeof name, "messages[%zu]", i);
-        if (!cJSON_IsObject(it)) {
-            badf(b, name, "invalid_type", "'%s' must be an object with 'role' and 'content', got %s", name, json_type(it));
-            goto out;
-        }
-        const cJSON *role = NULL, *content = NULL, *f;
-        cJSON_ArrayForEach(f, it) {
-            if (!strcmp(f->string, "role")) role = f;
-            else if (!strcmp(f->string, "content")) content = f;
-            else if (!strcmp(f->string, "name")) continue;   /* OpenAI's participant name: not shown to the model */
-            else {
-                badf(b, name, "unknown_field", "'%s.%s': unknown field (a message has role, content and name)", name,
-                     f->string);
-                goto out;
-            }
-        }
-        if (!cJSON_IsString(role)) {
-            badf(b, name, "invalid_type", "'%s.role' must be a string", name);
-            goto out;
-        }
-        const char *r = role->valuestring;
-        if (!strcmp(r, "system") || !strcmp(r, "developer")) m[i].role = RECUR_CHAT_SYSTEM;
-        else if (!strcmp(r, "user")) m[i].role = RECUR_CHAT_USER;
-        else if (!strcmp(r, "assistant")) m[i].role = RECUR_CHAT_ASSISTANT;
-        else {
-            badf(b, name, "invalid_value", "'%s.role' is '%.64s': recur takes system, developer, user and assistant", name, r);
-            goto out;
-        }
-        if (cJSON_IsString(content)) {
-            if (get_string(content, name, &owned[i], b)) goto out;
-        } else if (cJSON_IsArray(content)) {   /* content parts: text ones only */
-            sbuf_t s = {0};
-            const cJSON *part;
-            cJSON_ArrayForEach(part, content) {
-                const cJSON *ty = cJSON_GetObjectItemCaseSensitive(part, "type");
-                const cJSON *tx = cJSON_GetObjectItemCaseSensitive(part, "text");
-                if (!cJSON_IsString(ty) || strcmp(ty->valuestring, "text") || !cJSON_IsString(tx)) {
-                    free(s.p);
-                    badf(b, name, "invalid_value", "'%s.content': only parts {\"type\": \"text\", \"text\": ...} are "
-                         "supported", name);
-                    goto out;
-                }
-                sb_str(&s, tx->valuestring);
-            }
-            if (s.oom || !(owned[i] = s.p ? s.p : strdup(""))) {
-                free(s.p);
-                badf(b, name, NULL, "out of memory");
-                goto out;
-            }
-            if (!utf8_valid(owned[i])) {
-                badf(b, name, "invalid_value", "'%s.content' is not valid UTF-8", name);
-                goto out;
-            }
-        } else if (cJSON_IsNull(content) && m[i].role == RECUR_CHAT_ASSISTANT) {
-            owned[i] = strdup("");
-        } else {
-            badf(b, name, "invalid_type", "'%s.content' must be a string or an array of text parts, got %s", name,
-                 content ? json_type(content) : "nothing");
-            goto out;
-        }
-        m[i].content = owned[i] ? owned[i] : "";
-        i++;
-    }
-    const recur_chat_template_t *t = chat_template_for(h);
-    if (!t) {
-        b->status = 503;
-        snprintf(b->code, sizeof b->code, "not_ready");
-        snprintf(b->msg, sizeof b->msg, "not ready: the model is still loading (its chat template is not known yet)");
-        goto out;
-    }
-    if (!(g->prompts = calloc(1, sizeof *g->prompts))) {
-        badf(b, "messages", NULL, "out of memory");
-        goto out;
-    }
-    g->n_prompts = 1;
-    if (recur_chat_template_render(t, m, k, &g->prompts[0].text) != RECUR_OK) {
-        badf(b, "messages", NULL, "out of memory");
-        goto out;
-    }
-    const char *const *ts;
-    size_t nts = recur_chat_template_stops(t, &ts);
-    for (size_t j = 0; j < nts && g->n_stops < RECUR_PROTO_MAX_STOP; j++)
-        if ((g->stops[g->n_stops] = strdup(ts[j]))) g->n_stops++;
-    rc = 0;
-out:
-    for (size_t j = 0; owned && j < k; j++) free(owned[j]);
-    free(owned);
-    free(m);
-    return rc;
-}
-
-static int parse_logit_bias(gen_req_t *g, const cJSON *v, bad_t *b) {
-    if (!cJSON_IsObject(v))
-        return badf(b, "logit_bias", "invalid_type", "'logit_bias' must be an object mapping token ids to biases");
-    const cJSON *it;
-    cJSON_ArrayForEach(it, v) {
-        if (g->n_bias == RECUR_PROTO_MAX_LOGIT_BIAS)
-            return badf(b, "logit_bias", "invalid_value", "'logit_bias' has more than %d entries", RECUR_PROTO_MAX_LOGIT_BIAS);
-        char *end;
-        errno = 0;
-        long id = strtol(it->string, &end, 10);
-        if (!*it->string || *end || errno || id < 0 || id > INT32_MAX || !isdigit((unsigned char)it->string[0]))
-            return badf(b, "logit_bias", "invalid_value", "'logit_bias': key '%.40s' is not a token id", it->string);
-        double x;
-        if (get_number(it, "logit_bias", -100, 100, &x, b)) return -1;
-        for (size_t j = 0; j < g->n_bias; j++)
-            if (g->bias[j].token_id == (int32_t)id)
-                return badf(b, "logit_bias", "invalid_value", "'logit_bias': token %ld appears twice", id);
-        Recur__Api__LogitBias lb = RECUR__API__LOGIT_BIAS__INIT;
-        lb.has_token_id = lb.has_bias = 1, lb.token_id = (int32_t)id, lb.bias = (float)x;
-        g->bias[g->n_bias] = lb;
-        g->biasp[g->n_bias] = &g->bias[g->n_bias];
-        g->n_bias++;
-    }
-    return 0;
-}
-
-/* The fields each endpoint takes; a field whose value is null counts as absent. Fields that
- * ask for something recur does not do are refused with a message, not ignored. */
-static const struct {
-    const char *name;
-    int eps;
-} k_fields[] = {
-    {"model", 3}, {"prompt", 1}, {"messages", 2}, {"max_tokens", 3}, {"max_completion_tokens", 2},
-    {"temperature", 3}, {"top_p", 3}, {"top_k", 3}, {"min_p", 3}, {"repetition_penalty", 3},
-    {"presence_penalty", 3}, {"frequency_penalty", 3}, {"seed", 3}, {"n", 3}, {"stop", 3}, {"stop_token_ids", 3},
-    {"stream", 3}, {"stream_options", 3}, {"logprobs", 3}, {"top_logprobs", 2}, {"logit_bias", 3},
-    {"ignore_eos", 3}, {"user", 3}, {"echo", 1}, {"suffix", 1}, {"best_of", 1}, {"priority", 3},
-    {"response_format", 2}, {"tools", 2}, {"tool_choice", 2}, {"parallel_tool_calls", 2}, {"functions", 2},
-    {"function_call", 2},
-};
-
-static int parse_request(recur_http_t *h, int ep, const cJSON *root, gen_req_t *g, bad_t *b) {
-    memset(g, 0, sizeof *g);
-    g->chat = ep == EP_CHAT;
-    g->n = 1;
-    if (!cJSON_IsObject(root)) return badf(b, NULL, "invalid_type", "the body must be a JSON object, got %s", json_type(root));
-    const cJSON *f, *prompt = NULL, *messages = NULL;
-    int n_keys = 0;
-    cJSON_ArrayForEach(f, root) {
-        if (++n_keys > MAX_TOP_KEYS) return badf(b, NULL, "invalid_value", "more than %d fields", MAX_TOP_KEYS);
-        for (const cJSON *e = root->child; e != f; e = e->next)
-            if (!strcmp(e->string, f->string))
-                return badf(b, f->string, "duplicate_field", "'%s' appears twice", f->string);
-        int known = 0;
-        for (size_t i = 0; i < sizeof k_fields / sizeof *k_fields; i++)
-            if (!strcmp(k_fields[i].name, f->string) && (k_fields[i].eps & ep)) known = 1;
-        if (!known)
-            return badf(b, f->string, "unknown_field", "unknown field '%.64s' for %s", f->string,
-                        ep == EP_CHAT ? "/v1/chat/completions" : "/v1/completions");
-    }
-    cJSON_ArrayForEach(f, root) {
-        const char *k = f->string;
-        int64_t x;
-        double d;
-        if (cJSON_IsNull(f)) continue;
-        if (!strcmp(k, "model")) {
-            if (get_string(f, k, &g->model, b)) return -1;
-        } else if (!strcmp(k, "prompt")) {
-            prompt = f;
-        } else if (!strcmp(k, "messages")) {
-            messages = f;
-        } else if (!strcmp(k, "max_tokens") || !strcmp(k, "max_completion_tokens")) {
-            if (get_int(f, k, 1, INT32_MAX, &x, b)) return -1;
-            if (g->has_max_tokens && (uint32_t)x != g->max_tokens)
-                return badf(b, k, "invalid_value", "max_tokens and max_completion_tokens disagree");
-            g->has_max_tokens = 1, g->max_tokens = (uint32_t)x;
-        } else if (!strcmp(k, "temperature")) {
-            if (get_number(f, k, 0, 100, &d, b)) return -1;
-            g->has_temperature = 1, g->temperature = (float)d;
-        } else if (!strcmp(k, "top_p")) {
-            if (get_number(f, k, 0, 1, &d, b)) return -1;
-            if (d == 0) return badf(b, k, "invalid_value", "'top_p' must be greater than 0 (use temperature 0 for greedy)");
-            g->has_top_p = 1, g->top_p = (float)d;
-        } else if (!strcmp(k, "top_k")) {
-            if (get_int(f, k, -1, INT32_MAX, &x, b)) return -1;   /* -1: off, as in vLLM */
-            g->has_top_k = 1, g->top_k = x < 0 ? 0 : (int32_t)x;
-        } else if (!strcmp(k, "min_p")) {
-            if (get_number(f, k, 0, 1, &d, b)) return -1;
-            g->has_min_p = 1, g->min_p = (float)d;
-        } else if (!strcmp(k, "repetition_penalty")) {
-            if (get_number(f, k, 1e-6, 100, &d, b)) return -1;
-            g->has_rep = 1, g->rep = (float)d;
-        } else if (!strcmp(k, "presence_penalty")) {
-            if (get_number(f, k, -2, 2, &d, b)) return -1;
-            g->has_pres = 1, g->pres = (float)d;
-        } else if (!strcmp(k, "frequency_penalty")) {
-            if (get_number(f, k, -2, 2, &d, b)) return -1;
-            g->has_freq = 1, g->freq = (float)d;
-        } else if (!strcmp(k, "seed")) {
-            /* JSON numbers reach us as doubles: integers are exact up to 2^53 */
-            if (get_int(f, k, -9007199254740992.0, 9007199254740992.0, &x, b)) return -1;
-            g->has_seed = 1, g->seed = (uint64_t)x;
-        } else if (!strcmp(k, "n")) {
-            if (get_int(f, k, 1, h->cfg.max_choices, &x, b)) return -1;
-            g->n = (int32_t)x;
-        } else if (!strcmp(k, "best_of")) {
-            if (get_int(f, k, 1, 1, &x, b)) return -1;
-        } else if (!strcmp(k, "stop")) {
-            if (parse_stop(g, f, b)) return -1;
-        } else if (!strcmp(k, "stop_token_ids")) {
-            int32_t *ids = NULL;
-            size_t n = 0;
-            if (!cJSON_IsArray(f)) return badf(b, k, "invalid_type", "'stop_token_ids' must be an array of token ids");
-            if (cJSON_GetArraySize(f) > RECUR_PROTO_MAX_STOP_TOKENS)
-                return badf(b, k, "invalid_value", "more than %d stop_token_ids", RECUR_PROTO_MAX_STOP_TOKENS);
-            int rc = parse_ids(f, k, &ids, &n, b);
-            if (!rc) memcpy(g->stop_ids, ids, n * sizeof *ids), g->n_stop_ids = n;
-            free(ids);
-            if (rc) return -1;
-        } else if (!strcmp(k, "stream")) {
-            if (get_bool(f, k, &g->stream, b)) return -1;
-        } else if (!strcmp(k, "stream_options")) {
-            if (!cJSON_IsObject(f)) return badf(b, k, "invalid_type", "'stream_options' must be an object");
-            const cJSON *o;
-            cJSON_ArrayForEach(o, f) {
-                if (!strcmp(o->string, "include_usage")) {
-                    if (!cJSON_IsNull(o) && get_bool(o, "stream_options.include_usage", &g->include_usage, b)) return -1;
-                } else if (!strcmp(o->string, "continuous_usage_stats")) {
-                    return badf(b, "stream_options", "unsupported", "'stream_options.continuous_usage_stats' is not "
-                                "supported");
-                } else {
-                    return badf(b, "stream_options", "unknown_field", "unknown field 'stream_options.%.64s' (known: "
-                                "include_usage)", o->string);
-                }
-            }
-        } else if (!strcmp(k, "logprobs")) {
-            if (g->chat) {
-                if (get_bool(f, k, &g->chat_logprobs, b)) return -1;
-            } else {
-                if (get_int(f, k, 0, RECUR_PROTO_MAX_LOGPROBS, &x, b)) return -1;
-                g->has_logprobs = 1, g->logprobs = (uint32_t)x;
-            }
-        } else if (!strcmp(k, "top_logprobs")) {
-            if (get_int(f, k, 0, RECUR_PROTO_MAX_LOGPROBS, &x, b)) return -1;
-            g->has_top_logprobs = 1, g->logprobs = (uint32_t)x;
-        } else if (!strcmp(k, "logit_bias")) {
-            if (parse_logit_bias(g, f, b)) return -1;
-        } else if (!strcmp(k, "ignore_eos")) {
-            if (get_bool(f, k, &g->ignore_eos, b)) return -1;
-        } else if (!strcmp(k, "priority")) {
-            if (get_int(f, k, INT32_MIN, INT32_MAX, &x, b)) return -1;
-            g->priority = (int32_t)x;
-        } else if (!strcmp(k, "user")) {
-            if (!cJSON_IsString(f)) return badf(b, k, "invalid_type", "'user' must be a string, got %s", json_type(f));
-        } else if (!strcmp(k, "echo")) {
-            int e;
-            if (get_bool(f, k, &e, b)) return -1;
-            if (e) return badf(b, k, "unsupported", "'echo': true is not supported");
-        } else if (!strcmp(k, "suffix")) {
-            if (!cJSON_IsString(f) || f->valuestring[0])
-                return badf(b, k, "unsupported", "'suffix' is not supported (insertion needs a fill-in-the-middle model)");
-        } else if (!strcmp(k, "response_format")) {
-            const cJSON *ty = cJSON_GetObjectItemCaseSensitive(f, "type");
-            if (!cJSON_IsObject(f) || !cJSON_IsString(ty) || strcmp(ty->valuestring, "text"))
-                return badf(b, k, "unsupported", "'response_format': only {\"type\": \"text\"} is supported");
-        } else if (!strcmp(k, "tools") || !strcmp(k, "functions")) {
-            if (!cJSON_IsArray(f) || cJSON_GetArraySize(f) > 0)
-                return badf(b, k, "unsupported", "'%s': tool calling is not supported", k);
-        } else if (!strcmp(k, "tool_choice") || !strcmp(k, "function_call")) {
-            if (!cJSON_IsString(f) || strcmp(f->valuestring, "none"))
-                return badf(b, k, "unsupported", "'%s': tool calling is not supported (only \"none\")", k);
-        } else if (!strcmp(k, "parallel_tool_calls")) {
-            int e;
-            if (get_bool(f, k, &e, b)) return -1;
-        }
-    }
-    if (g->include_usage && !g->stream)
-        return badf(b, "stream_options", "invalid_value", "'stream_options' is only allowed with stream: true");
-    if (g->has_top_logprobs && !g->chat_logprobs)
-        return badf(b, "top_logprobs", "invalid_value", "'top_logprobs' needs 'logprobs': true");
-    if (g->chat && g->chat_logprobs) g->has_logprobs = 1;
-    if (!g->chat && !prompt) return badf(b, "prompt", "missing_field", "'prompt' is required");
-    if (g->chat && !messages) return badf(b, "messages", "missing_field", "'messages' is required");
-    if (prompt && parse_prompt(g, prompt, b)) return -1;
-    if (messages && parse_messages(h, g, messages, b)) return -1;
-    if ((size_t)g->n * g->n_prompts > (size_t)h->cfg.max_choices)
-        return badf(b, "n", "invalid_value", "%zu prompts x n %d = more than %d choices", g->n_prompts, (int)g->n,
-                    (int)h->cfg.max_choices);
-    return 0;
-}
-
 /* ------------------------------------------------------------------ jobs (generation requests) */
+
+static int render_chat(recur_http_t *h, recur_http_gen_req_t *g, recur_http_bad_t *b);
 
 typedef struct sub {
     char rid[80];
     size_t prompt;          /* index into the request's prompts */
     int got, done, finish;  /* finish: Recur__Api__FinishReason */
     uint32_t prompt_tokens, completion_tokens;
+    int has_cached;         /* the coordinator reported cached_prompt_tokens (a session, the prefix cache) */
+    uint32_t cached_tokens;
     int role_sent;          /* chat stream: the first delta (role) went out */
     sbuf_t text;            /* non-streaming: the whole text */
     cJSON *lp;              /* non-streaming logprobs: chat "content" array, or completions object */
@@ -828,16 +426,29 @@ typedef struct job {
     size_t out_pos;
 } job_t;
 
-static int http_status_for(Recur__Api__ErrorCode c, const char **code) {
+/* The HTTP status and OpenAI-style code of a coordinator error. msg (may be NULL) tells a
+ * session's refusals from a model's or the queue's: the coordinator's messages name them. */
+static int http_status_for(Recur__Api__ErrorCode c, const char *msg, const char **code) {
+    int sess = msg && strstr(msg, "session");
     switch (c) {
     case RECUR__API__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT: *code = "invalid_value"; return 400;
-    case RECUR__API__ERROR_CODE__ERROR_CODE_NOT_FOUND: *code = "model_not_found"; return 404;
-    case RECUR__API__ERROR_CODE__ERROR_CODE_RESOURCE_EXHAUSTED: *code = "queue_full"; return 429;
+    case RECUR__API__ERROR_CODE__ERROR_CODE_NOT_FOUND: *code = sess ? "session_not_found" : "model_not_found"; return 404;
+    case RECUR__API__ERROR_CODE__ERROR_CODE_RESOURCE_EXHAUSTED:
+        /* the session table is full: 507 (Insufficient Storage), retrying soon will not help;
+         * the queue (or an import slot) is full: 429, retry later */
+        if (msg && strstr(msg, "too many sessions")) {
+            *code = "session_limit";
+            return 507;
+        }
+        *code = "queue_full";
+        return 429;
     case RECUR__API__ERROR_CODE__ERROR_CODE_UNAVAILABLE: *code = "not_ready"; return 503;
     case RECUR__API__ERROR_CODE__ERROR_CODE_DEADLINE_EXCEEDED: *code = "timeout"; return 504;
     /* 400, not 501: clients retry 5xx, and asking again will not help */
     case RECUR__API__ERROR_CODE__ERROR_CODE_UNIMPLEMENTED: *code = "unsupported"; return 400;
-    case RECUR__API__ERROR_CODE__ERROR_CODE_ALREADY_EXISTS: *code = "duplicate_request"; return 409;
+    case RECUR__API__ERROR_CODE__ERROR_CODE_ALREADY_EXISTS:
+        *code = !sess ? "duplicate_request" : strstr(msg, "busy") ? "session_busy" : "session_exists";
+        return 409;
     case RECUR__API__ERROR_CODE__ERROR_CODE_CANCELLED: *code = "cancelled"; return 503;
     default: *code = "internal_error"; return 500;
     }
@@ -988,18 +599,24 @@ static void stream_chunk(job_t *j, size_t k, const char *text, cJSON *lp, const 
 }
 
 static void usage_object(const job_t *j, cJSON *o) {
-    uint64_t p = 0, c = 0;
+    uint64_t p = 0, c = 0, cached = 0;
+    int has_cached = 0;
     for (size_t i = 0; i < j->n_subs; i++) {
         c += j->subs[i].completion_tokens;
         /* a prompt is counted once, however many choices it has */
         int first = 1;
         for (size_t k = 0; k < i; k++) first &= j->subs[k].prompt != j->subs[i].prompt;
-        if (first) p += j->subs[i].prompt_tokens;
+        if (first) p += j->subs[i].prompt_tokens, cached += j->subs[i].cached_tokens;
+        has_cached |= j->subs[i].has_cached;
     }
     cJSON *u = cJSON_AddObjectToObject(o, "usage");
     cJSON_AddNumberToObject(u, "prompt_tokens", (double)p);
     cJSON_AddNumberToObject(u, "completion_tokens", (double)c);
     cJSON_AddNumberToObject(u, "total_tokens", (double)(p + c));
+    /* OpenAI's field for prompt tokens served from a cache: here the part of a session's
+     * conversation its state had consumed, or a prefix-cache hit (only when there is one) */
+    if (has_cached) cJSON_AddNumberToObject(cJSON_AddObjectToObject(u, "prompt_tokens_details"), "cached_tokens",
+                                            (double)cached);
 }
 
 static void on_generate_response(job_t *j, const Recur__Api__GenerateResponse *gr) {
@@ -1028,10 +645,13 @@ static void on_generate_response(job_t *j, const Recur__Api__GenerateResponse *g
     if (!f) return;
     s->done = 1, j->n_done++;
     s->finish = f->finish_reason;
-    if (f->usage) s->prompt_tokens = f->usage->prompt_tokens, s->completion_tokens = f->usage->completion_tokens;
+    if (f->usage) {
+        s->prompt_tokens = f->usage->prompt_tokens, s->completion_tokens = f->usage->completion_tokens;
+        s->has_cached = f->usage->has_cached_prompt_tokens, s->cached_tokens = f->usage->cached_prompt_tokens;
+    }
     if (f->finish_reason == RECUR__API__FINISH_REASON__FINISH_REASON_ERROR) {
         const char *code = "internal_error";
-        int st = f->error && f->error->has_code ? http_status_for(f->error->code, &code) : 500;
+        int st = f->error && f->error->has_code ? http_status_for(f->error->code, f->error->message, &code) : 500;
         job_fail(j, st, code, f->error && f->error->message ? f->error->message : "the request failed");
     } else if (f->finish_reason == RECUR__API__FINISH_REASON__FINISH_REASON_CANCELLED) {
         if (!j->cancel_sent) job_fail(j, 503, "cancelled", "the request was cancelled by the server (it is stopping)");
@@ -1051,7 +671,7 @@ static void job_on_message(job_t *j, recur_api_envelope_t *env) {
             if (!s->got) s->got = 1, j->n_got++;
         }
         const char *code = "internal_error";
-        int st = er->error && er->error->has_code ? http_status_for(er->error->code, &code) : 500;
+        int st = er->error && er->error->has_code ? http_status_for(er->error->code, er->error->message, &code) : 500;
         job_fail(j, st, code, er->error && er->error->message ? er->error->message : "the coordinator refused the request");
         if (!s) {   /* an answer we cannot attribute: nothing more will come for anyone */
             for (size_t i = 0; i < j->n_subs; i++)
@@ -1128,43 +748,13 @@ static void job_free(job_t *j) {
 }
 
 /* Sends one GenerateRequest per choice. */
-static int job_send(job_t *j, const gen_req_t *g, bad_t *b) {
+static int job_send(job_t *j, const recur_http_gen_req_t *g, recur_http_bad_t *b) {
     for (size_t i = 0; i < j->n_subs; i++) {
-        sub_t *s = &j->subs[i];
-        const prompt_t *p = &g->prompts[s->prompt];
-        Recur__Api__SamplingParams sp = RECUR__API__SAMPLING_PARAMS__INIT;
-        sp.has_max_tokens = g->has_max_tokens, sp.max_tokens = g->max_tokens;
-        sp.has_temperature = g->has_temperature, sp.temperature = g->temperature;
-        sp.has_top_p = g->has_top_p, sp.top_p = g->top_p;
-        sp.has_top_k = g->has_top_k, sp.top_k = g->top_k;
-        sp.has_min_p = g->has_min_p, sp.min_p = g->min_p;
-        sp.has_repetition_penalty = g->has_rep, sp.repetition_penalty = g->rep;
-        sp.has_presence_penalty = g->has_pres, sp.presence_penalty = g->pres;
-        sp.has_frequency_penalty = g->has_freq, sp.frequency_penalty = g->freq;
-        /* n choices of one prompt with one seed: seed, seed+1, ... (else all n would be equal) */
-        sp.has_seed = g->has_seed, sp.seed = g->seed + (uint64_t)(i % (size_t)g->n);
-        sp.has_logprobs = g->has_logprobs, sp.logprobs = g->logprobs;
-        sp.has_ignore_eos = g->ignore_eos, sp.ignore_eos = g->ignore_eos;
-        sp.n_stop = g->n_stops, sp.stop = (char **)g->stops;
-        sp.n_stop_token_ids = g->n_stop_ids, sp.stop_token_ids = (int32_t *)g->stop_ids;
-        sp.n_logit_bias = g->n_bias, sp.logit_bias = (Recur__Api__LogitBias **)g->biasp;
-        Recur__Api__TokenIds ti = RECUR__API__TOKEN_IDS__INIT;
-        Recur__Api__GenerateRequest q = RECUR__API__GENERATE_REQUEST__INIT;
-        q.request_id = s->rid;
-        q.model = g->model;
-        if (p->text) {
-            q.prompt_case = RECUR__API__GENERATE_REQUEST__PROMPT_TEXT;
-            q.text = p->text;
-        } else {
-            ti.n_ids = p->n_ids, ti.ids = p->ids;
-            q.prompt_case = RECUR__API__GENERATE_REQUEST__PROMPT_TOKEN_IDS;
-            q.token_ids = &ti;
-        }
-        q.sampling = &sp;
-        q.has_priority = g->priority != 0, q.priority = g->priority;
+        recur_http_gen_msg_t m;
+        recur_http_generate_request(g, i, j->subs[i].rid, &m);
         recur_api_envelope_t env = RECUR__API__ENVELOPE__INIT;
         env.body_case = RECUR__API__ENVELOPE__BODY_GENERATE;
-        env.generate = &q;
+        env.generate = &m.q;
         recur_proto_error_t err;
         recur_status_t st = recur_msgsock_send_api(j->sock, NULL, &env, &err);
         if (st != RECUR_OK) {
@@ -1250,31 +840,22 @@ static void job_read_free(void *cls) {
 
 static enum MHD_Result handle_generate(recur_http_t *h, struct MHD_Connection *conn, const char *url, int ep,
                                        const char *body, size_t n) {
-    bad_t b = {0};
-    cJSON *root;
-    const char *end = NULL;
-    pthread_mutex_lock(&h->mu);
-    /* body[n] is the NUL the sbuf keeps: the text must end exactly there (nothing after the
-     * value, no NUL inside) */
-    root = cJSON_ParseWithLengthOpts(body, n + 1, &end, 1);
-    pthread_mutex_unlock(&h->mu);
-    if (!root) {
-        size_t at = end && end >= body ? (size_t)(end - body) : 0;
-        return reply_error(h, conn, url, 400, "invalid_json", NULL,
-                           "the body is not valid JSON (parsing stopped at byte %zu of %zu)", at, n);
-    }
-    gen_req_t g;
-    int bad = parse_request(h, ep, root, &g, &b);
+    recur_http_bad_t b = {0};
+    cJSON *root = recur_http_parse_json(body, n, &b);
+    if (!root) return reply_bad(h, conn, url, &b);
+    recur_http_gen_req_t g;
+    int bad = recur_http_parse_generate(ep, root, h->cfg.max_choices, &g, &b);
     cJSON_Delete(root);
+    if (!bad && g.chat) bad = render_chat(h, &g, &b);
     if (bad) {
-        gen_req_clear(&g);
-        return reply_error(h, conn, url, b.status, b.code[0] ? b.code : NULL, b.param[0] ? b.param : NULL, "%s", b.msg);
+        recur_http_gen_req_clear(&g);
+        return reply_bad(h, conn, url, &b);
     }
     job_t *j = calloc(1, sizeof *j);
     if (j) j->subs = calloc(g.n_prompts * (size_t)g.n, sizeof *j->subs);
     if (!j || !j->subs || !(j->sock = coord_open(h))) {
         job_free(j);
-        gen_req_clear(&g);
+        recur_http_gen_req_clear(&g);
         return reply_error(h, conn, url, 500, "internal_error", NULL, "cannot reach the coordinator (out of sockets?)");
     }
     j->h = h, j->conn = conn, j->chat = g.chat, j->stream = g.stream, j->include_usage = g.include_usage;
@@ -1315,7 +896,7 @@ static enum MHD_Result handle_generate(recur_http_t *h, struct MHD_Connection *c
         ret = MHD_NO;
         goto done;
     }
-    gen_req_clear(&g);
+    recur_http_gen_req_clear(&g);
     atomic_fetch_add(&h->streams, 1);
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
     MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
@@ -1324,9 +905,353 @@ static enum MHD_Result handle_generate(recur_http_t *h, struct MHD_Connection *c
     recur_metrics_http(h->cfg.metrics, route_name(url), 200);
     return ret;
 done:
-    gen_req_clear(&g);
+    recur_http_gen_req_clear(&g);
     job_free(j);
     return ret;
+}
+
+/* ------------------------------------------------------------------ sessions */
+
+/* Sends env and waits up to timeout_ms for the reply of body `want` on socket s (already
+ * open). The reply (or NULL: no answer) is the caller's to free. */
+static recur_api_envelope_t *sock_call(recur_http_t *h, recur_msgsock_t *s, recur_api_envelope_t *env,
+                                       Recur__Api__Envelope__BodyCase want, int timeout_ms) {
+    recur_api_envelope_t *r = NULL;
+    recur_proto_error_t err;
+    if (recur_msgsock_send_api(s, NULL, env, &err) != RECUR_OK) {
+        recur_log_warn("http: cannot ask the coordinator: %s", err.msg);
+        return NULL;
+    }
+    for (int waited = 0; waited < timeout_ms && !atomic_load(&h->stopping); waited += SLICE_MS) {
+        recur_status_t st = recur_msgsock_recv_api(s, SLICE_MS, NULL, &r, &err);
+        if (st == RECUR_E_TIMEOUT) continue;
+        if (st == RECUR_OK && r->body_case == want) return r;
+        recur_proto_api_free(r);
+        r = NULL;
+        if (st != RECUR_OK) break;
+    }
+    return NULL;
+}
+
+/* One SessionRequest on a socket of its own; the SessionResponse or NULL (no answer). */
+static recur_api_envelope_t *session_call(recur_http_t *h, Recur__Api__SessionRequest *q) {
+    recur_msgsock_t *s = coord_open(h);
+    if (!s) return NULL;
+    recur_api_envelope_t env = RECUR__API__ENVELOPE__INIT;
+    env.body_case = RECUR__API__ENVELOPE__BODY_SESSION;
+    env.session = q;
+    recur_api_envelope_t *r = sock_call(h, s, &env, RECUR__API__ENVELOPE__BODY_SESSION_RESPONSE, h->cfg.session_timeout_ms);
+    recur_msgsock_close(s);
+    return r;
+}
+
+/* 1 when session `id` has had a turn (its state holds a conversation: a chat request then
+ * renders its messages as the conversation's continuation), 0 when it has none or does not
+ * exist yet (the request starts it); -1 when the coordinator did not answer (b set). */
+static int session_has_turns(recur_http_t *h, const char *id, recur_http_bad_t *b) {
+    Recur__Api__SessionRequest q;
+    recur_http_session_request(RECUR__API__SESSION_OP__SESSION_OP_GET, "http-session-get", id, NULL, &q);
+    recur_api_envelope_t *r = session_call(h, &q);
+    if (!r) {
+        badf(b, NULL, "not_ready", "the coordinator did not answer (session '%.128s')", id);
+        b->status = 503;
+        return -1;
+    }
+    const Recur__Api__SessionResponse *sr = r->session_response;
+    int turns = sr->info && sr->info->n_tokens > 0;
+    recur_proto_api_free(r);
+    return turns;
+}
+
+/* Chat: the prompt from the messages, through the template; a later turn of a session as
+ * the continuation of its conversation (recur_chat_template_render_continuation). */
+static int render_chat(recur_http_t *h, recur_http_gen_req_t *g, recur_http_bad_t *b) {
+    const recur_chat_template_t *t = chat_template_for(h);
+    if (!t) {
+        badf(b, NULL, "not_ready", "not ready: the model is still loading (its chat template is not known yet)");
+        b->status = 503;
+        return -1;
+    }
+    int cont = 0;
+    if (g->session_id && (cont = session_has_turns(h, g->session_id, b)) < 0) return -1;
+    return recur_http_render_chat(g, t, cont, b);
+}
+
+static const char *tier_name(Recur__Api__SessionTier t) {
+    switch (t) {
+    case RECUR__API__SESSION_TIER__SESSION_TIER_NEW: return "new";
+    case RECUR__API__SESSION_TIER__SESSION_TIER_SLOT: return "slot";
+    case RECUR__API__SESSION_TIER__SESSION_TIER_HOST: return "host";
+    case RECUR__API__SESSION_TIER__SESSION_TIER_DISK: return "disk";
+    default: return "unknown";
+    }
+}
+
+/* A SessionInfo as JSON (README "Sessions over HTTP"). */
+static cJSON *session_json(const Recur__Api__SessionInfo *in) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", in->session_id ? in->session_id : "");
+    cJSON_AddStringToObject(o, "object", "session");
+    cJSON_AddStringToObject(o, "model", in->model ? in->model : "");
+    cJSON_AddStringToObject(o, "tier", tier_name(in->tier));
+    cJSON_AddNumberToObject(o, "n_tokens", (double)in->n_tokens);
+    cJSON_AddBoolToObject(o, "busy", in->busy);
+    cJSON_AddNumberToObject(o, "saved_tokens", (double)in->saved_tokens);
+    cJSON_AddNumberToObject(o, "created_at", (double)(in->created_unix_ms / 1000u));
+    cJSON_AddNumberToObject(o, "last_used_at", (double)(in->last_used_unix_ms / 1000u));
+    cJSON_AddNumberToObject(o, "created_unix_ms", (double)in->created_unix_ms);
+    cJSON_AddNumberToObject(o, "last_used_unix_ms", (double)in->last_used_unix_ms);
+    return o;
+}
+
+/* A SessionResponse's error as the HTTP error reply. */
+static enum MHD_Result reply_session_error(recur_http_t *h, struct MHD_Connection *conn, const char *url,
+                                           const Recur__Api__Error *e) {
+    const char *code = "internal_error";
+    const char *msg = e && e->message ? e->message : "the session operation failed";
+    int st = e && e->has_code ? http_status_for(e->code, msg, &code) : 500;
+    /* the coordinator's NOT_FOUND for a session operation names a session or a model */
+    if (st == 404 && strstr(msg, "model")) code = "model_not_found";
+    return reply_error(h, conn, url, st, code, NULL, "%s", msg);
+}
+
+/* GET, LIST, CREATE, FORK, DELETE: one request, one answer. */
+static enum MHD_Result handle_session_op(recur_http_t *h, struct MHD_Connection *conn, const char *url,
+                                         Recur__Api__SessionOp op, const char *id, const char *body, size_t n) {
+    recur_http_bad_t b = {0};
+    recur_http_sess_body_t sb = {0};
+    if ((op == RECUR__API__SESSION_OP__SESSION_OP_CREATE || op == RECUR__API__SESSION_OP__SESSION_OP_FORK) &&
+        recur_http_parse_session_body(op, body, n, &sb, &b))
+        return reply_bad(h, conn, url, &b);
+    Recur__Api__SessionRequest q;
+    recur_http_session_request(op, "http-session", id, &sb, &q);
+    recur_api_envelope_t *r = session_call(h, &q);
+    recur_http_sess_body_clear(&sb);
+    if (!r) return reply_error(h, conn, url, 503, "not_ready", NULL, "the coordinator did not answer");
+    const Recur__Api__SessionResponse *sr = r->session_response;
+    enum MHD_Result ret;
+    if (sr->error) {
+        ret = reply_session_error(h, conn, url, sr->error);
+    } else if (op == RECUR__API__SESSION_OP__SESSION_OP_LIST) {
+        cJSON *o = cJSON_CreateObject(), *data = cJSON_AddArrayToObject(o, "data");
+        cJSON_AddStringToObject(o, "object", "list");
+        for (size_t i = 0; i < sr->n_sessions; i++) cJSON_AddItemToArray(data, session_json(sr->sessions[i]));
+        ret = reply_json(h, conn, url, 200, o);
+    } else if (!sr->info) {
+        ret = reply_error(h, conn, url, 500, "internal_error", NULL, "the coordinator's answer has no session");
+    } else if (op == RECUR__API__SESSION_OP__SESSION_OP_DELETE) {
+        cJSON *o = cJSON_CreateObject();   /* OpenAI's shape of a deletion */
+        cJSON_AddStringToObject(o, "id", sr->info->session_id ? sr->info->session_id : id);
+        cJSON_AddStringToObject(o, "object", "session.deleted");
+        cJSON_AddBoolToObject(o, "deleted", 1);
+        ret = reply_json(h, conn, url, 200, o);
+    } else {
+        ret = reply_json(h, conn, url, 200, session_json(sr->info));
+    }
+    recur_proto_api_free(r);
+    return ret;
+}
+
+/* GET /v1/sessions/{id}/export: the checkpoint's pieces, as they come, as one body of the
+ * size the first piece announces. */
+typedef struct export_job {
+    recur_http_t *h;
+    struct MHD_Connection *conn;
+    recur_msgsock_t *sock;
+    recur_api_envelope_t *cur;   /* the piece being handed out */
+    size_t off;                  /* within cur's data */
+    uint64_t sent, total;
+    int done;                    /* cur is the last piece */
+} export_job_t;
+
+static void export_free(void *cls) {
+    export_job_t *x = cls;
+    atomic_fetch_sub(&x->h->streams, 1);
+    recur_proto_api_free(x->cur);
+    recur_msgsock_close(x->sock);
+    free(x);
+}
+
+/* The next piece of x (into x->cur), or -1 (an error, the client went away, no answer). */
+static int export_next(export_job_t *x) {
+    recur_proto_api_free(x->cur);
+    x->cur = NULL, x->off = 0;
+    for (int waited = 0; waited < x->h->cfg.session_timeout_ms; waited += SLICE_MS) {
+        if (atomic_load(&x->h->stopping) || client_gone(x->conn)) return -1;
+        recur_api_envelope_t *r = NULL;
+        recur_proto_error_t err;
+        recur_status_t st = recur_msgsock_recv_api(x->sock, SLICE_MS, NULL, &r, &err);
+        if (st == RECUR_E_TIMEOUT) continue;
+        if (st != RECUR_OK) return -1;
+        const Recur__Api__SessionResponse *sr = r->body_case == RECUR__API__ENVELOPE__BODY_SESSION_RESPONSE
+                                                    ? r->session_response : NULL;
+        if (!sr || sr->error || !sr->chunk || !sr->chunk->has_data || sr->chunk->offset != x->sent ||
+            sr->chunk->total != x->total) {
+            if (sr && sr->error) recur_log_warn("http: export failed: %s", sr->error->message ? sr->error->message : "?");
+            recur_proto_api_free(r);
+            return -1;
+        }
+        x->cur = r;
+        x->done = sr->has_done && sr->done;
+        return 0;
+    }
+    return -1;
+}
+
+static ssize_t export_read(void *cls, uint64_t pos, char *buf, size_t max) {
+    export_job_t *x = cls;
+    (void)pos;
+    for (;;) {
+        if (x->sent >= x->total) return MHD_CONTENT_READER_END_OF_STREAM;
+        const ProtobufCBinaryData *d = x->cur ? &x->cur->session_response->chunk->data : NULL;
+        if (d && x->off < d->len) {
+            size_t k = d->len - x->off < max ? d->len - x->off : max;
+            memcpy(buf, d->data + x->off, k);
+            x->off += k, x->sent += k;
+            return (ssize_t)k;
+        }
+        if ((x->cur && x->done) || export_next(x)) {   /* short, or broken: the client sees a cut body */
+            recur_log_warn("http: export stopped at byte %llu of %llu", (unsigned long long)x->sent,
+                           (unsigned long long)x->total);
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
+    }
+}
+
+static enum MHD_Result handle_export(recur_http_t *h, struct MHD_Connection *conn, const char *url, const char *id) {
+    export_job_t *x = calloc(1, sizeof *x);
+    if (!x || !(x->sock = coord_open(h))) {
+        free(x);
+        return reply_error(h, conn, url, 500, "internal_error", NULL, "cannot reach the coordinator (out of sockets?)");
+    }
+    x->h = h, x->conn = conn;
+    Recur__Api__SessionRequest q;
+    recur_http_session_request(RECUR__API__SESSION_OP__SESSION_OP_EXPORT, "http-export", id, NULL, &q);
+    recur_api_envelope_t env = RECUR__API__ENVELOPE__INIT;
+    env.body_case = RECUR__API__ENVELOPE__BODY_SESSION;
+    env.session = &q;
+    x->cur = sock_call(h, x->sock, &env, RECUR__API__ENVELOPE__BODY_SESSION_RESPONSE, h->cfg.session_timeout_ms);
+    enum MHD_Result ret;
+    const Recur__Api__SessionResponse *sr = x->cur ? x->cur->session_response : NULL;
+    if (!sr) {
+        ret = reply_error(h, conn, url, 503, "not_ready", NULL, "the coordinator did not answer");
+    } else if (sr->error) {
+        ret = reply_session_error(h, conn, url, sr->error);
+    } else if (!sr->chunk || !sr->chunk->has_total || sr->chunk->offset != 0) {
+        ret = reply_error(h, conn, url, 500, "internal_error", NULL, "the coordinator's export has no first piece");
+    } else {
+        x->total = sr->chunk->total;
+        x->done = sr->has_done && sr->done;
+        struct MHD_Response *r = MHD_create_response_from_callback(x->total, 64 * 1024, export_read, x, export_free);
+        if (!r) {
+            ret = MHD_NO;
+        } else {
+            atomic_fetch_add(&h->streams, 1);
+            MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/octet-stream");
+            ret = MHD_queue_response(conn, MHD_HTTP_OK, r);
+            MHD_destroy_response(r);   /* the connection holds it; export_free frees x */
+            recur_metrics_http(h->cfg.metrics, route_name(url), 200);
+            return ret;
+        }
+    }
+    recur_proto_api_free(x->cur);
+    recur_msgsock_close(x->sock);
+    free(x);
+    return ret;
+}
+
+/* POST .../import: the body goes to the coordinator in pieces of IMPORT_PIECE bytes as it
+ * arrives (never held whole); each piece's answer is awaited before the next. */
+#define IMPORT_PIECE ((size_t)4 << 20)
+
+typedef struct import_job {
+    recur_msgsock_t *sock;
+    char id[RECUR_PROTO_MAX_ID_BYTES + 1];   /* "" : made up by the coordinator */
+    uint64_t total, sent;
+    uint8_t *buf;                            /* the piece being filled */
+    size_t n;
+    recur_api_envelope_t *last;              /* the last piece's answer (the session's info) */
+    int failed, status;
+    char code[48], msg[512];
+} import_job_t;
+
+static void import_free(import_job_t *x) {
+    if (!x) return;
+    recur_msgsock_close(x->sock);
+    recur_proto_api_free(x->last);
+    free(x->buf);
+    free(x);
+}
+
+#if defined(__GNUC__)
+__attribute__((format(printf, 4, 5)))
+#endif
+static void import_fail(import_job_t *x, int status, const char *code, const char *fmt, ...) {
+    if (x->failed) return;
+    x->failed = 1, x->status = status;
+    snprintf(x->code, sizeof x->code, "%s", code);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(x->msg, sizeof x->msg, fmt, ap);
+    va_end(ap);
+}
+
+/* Sends the piece in x->buf and waits for its answer. */
+static void import_send(recur_http_t *h, import_job_t *x) {
+    if (x->failed || !x->n) return;
+    Recur__Api__StateChunk ch = RECUR__API__STATE_CHUNK__INIT;
+    ch.has_offset = ch.has_total = ch.has_data = 1;
+    ch.offset = x->sent, ch.total = x->total, ch.data.len = x->n, ch.data.data = x->buf;
+    Recur__Api__SessionRequest q = RECUR__API__SESSION_REQUEST__INIT;
+    q.request_id = "http-import";
+    q.has_op = 1, q.op = RECUR__API__SESSION_OP__SESSION_OP_IMPORT;
+    q.session_id = x->id[0] ? x->id : NULL;
+    q.chunk = &ch;
+    recur_api_envelope_t env = RECUR__API__ENVELOPE__INIT;
+    env.body_case = RECUR__API__ENVELOPE__BODY_SESSION;
+    env.session = &q;
+    recur_api_envelope_t *r = sock_call(h, x->sock, &env, RECUR__API__ENVELOPE__BODY_SESSION_RESPONSE,
+                                        h->cfg.session_timeout_ms);
+    x->sent += x->n, x->n = 0;
+    if (!r) {
+        import_fail(x, 503, "not_ready", "the coordinator did not answer (import at byte %llu)",
+                    (unsigned long long)x->sent);
+        return;
+    }
+    const Recur__Api__SessionResponse *sr = r->session_response;
+    if (sr->error) {
+        const char *code = "internal_error";
+        const char *msg = sr->error->message ? sr->error->message : "the import failed";
+        int st = sr->error->has_code ? http_status_for(sr->error->code, msg, &code) : 500;
+        import_fail(x, st, code, "%s", msg);
+        recur_proto_api_free(r);
+        return;
+    }
+    recur_proto_api_free(x->last);
+    x->last = r;
+}
+
+/* A piece of the body: buffered, sent whenever a piece is full. */
+static void import_feed(recur_http_t *h, import_job_t *x, const char *data, size_t n) {
+    while (n && !x->failed) {
+        size_t k = IMPORT_PIECE - x->n < n ? IMPORT_PIECE - x->n : n;
+        memcpy(x->buf + x->n, data, k);
+        x->n += k, data += k, n -= k;
+        if (x->n == IMPORT_PIECE) import_send(h, x);
+    }
+}
+
+/* The body is complete: the last piece, then the answer. */
+static enum MHD_Result import_finish(recur_http_t *h, struct MHD_Connection *conn, const char *url, import_job_t *x) {
+    import_send(h, x);
+    if (!x->failed && x->sent != x->total)
+        import_fail(x, 400, "invalid_value", "the body has %llu bytes, Content-Length said %llu",
+                    (unsigned long long)x->sent, (unsigned long long)x->total);
+    const Recur__Api__SessionResponse *sr = x->last ? x->last->session_response : NULL;
+    if (!x->failed && (!sr || !sr->info))
+        import_fail(x, 500, "internal_error", "the coordinator's answer to the import has no session");
+    if (x->failed) return reply_error(h, conn, url, x->status, x->code, NULL, "%s", x->msg);
+    return reply_json(h, conn, url, 200, session_json(sr->info));
 }
 
 /* ------------------------------------------------------------------ other routes */
@@ -1411,15 +1336,18 @@ static enum MHD_Result handle_models(recur_http_t *h, struct MHD_Connection *con
 typedef struct hreq {
     sbuf_t body;
     int too_big;
+    int key;                 /* the API key's index (-1: none / no keys) */
+    int counted;             /* counted in h->in_flight[key] */
+    import_job_t *imp;       /* an import's body streams to the coordinator */
 } hreq_t;
 
-static int auth_ok(recur_http_t *h, struct MHD_Connection *conn) {
-    if (!h->n_keys) return 1;
+/* The index of the request's API key; -1 when it has none that matches. */
+static int auth_key(recur_http_t *h, struct MHD_Connection *conn) {
     const char *a = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-    if (!a || strncasecmp(a, "Bearer ", 7)) return 0;
+    if (!a || strncasecmp(a, "Bearer ", 7)) return -1;
     a += 7;
     while (*a == ' ') a++;
-    return recur_http_key_ok((const char *const *)h->keys, h->n_keys, a, strlen(a));
+    return recur_http_key_index((const char *const *)h->keys, h->n_keys, a, strlen(a));
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
@@ -1429,44 +1357,100 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     (void)version;
     int get = !strcmp(method, "GET"), post = !strcmp(method, "POST");
     int health = !strcmp(url, "/health/live") || !strcmp(url, "/health/ready");
-    int ep = !strcmp(url, "/v1/completions") ? EP_COMPL : !strcmp(url, "/v1/chat/completions") ? EP_CHAT : 0;
+    int ep = !strcmp(url, "/v1/completions") ? RECUR_HTTP_EP_COMPLETIONS : !strcmp(url, "/v1/chat/completions") ? RECUR_HTTP_EP_CHAT : 0;
     int models = !strcmp(url, "/v1/models") || !strncmp(url, "/v1/models/", 11);
     int metrics = !strcmp(url, "/metrics");
+    sess_route_t sr;
+    int sess = session_route(url, method, &sr);
+    int import = sess && sr.op == RECUR__API__SESSION_OP__SESSION_OP_IMPORT;
     if (!q) {   /* the headers: decide what can be decided before the body */
         if (!(q = calloc(1, sizeof *q))) return MHD_NO;
         *con_cls = q;
-        if (!health && !auth_ok(h, conn)) {
+        q->key = -1;
+        if (!health && h->n_keys && (q->key = auth_key(h, conn)) < 0) {
             const char *a = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
             return reply_error(h, conn, url, 401, "invalid_api_key", NULL, "%s",
                                a ? "invalid API key (send 'Authorization: Bearer <key>' with a configured key)"
                                  : "missing API key: send 'Authorization: Bearer <key>'");
         }
-        if (!ep && !health && !models && !metrics)
+        if (!ep && !health && !models && !metrics && !sess)
             return reply_error(h, conn, url, 404, "not_found", NULL, "no route %.16s %.200s (routes: POST "
-                               "/v1/completions, POST /v1/chat/completions, GET /v1/models, GET /health/live, GET "
-                               "/health/ready, GET /metrics)", method, url);
-        if ((ep && !post) || (!ep && !get))
+                               "/v1/completions, POST /v1/chat/completions, GET /v1/models, /v1/sessions, GET "
+                               "/health/live, GET /health/ready, GET /metrics)", method, url);
+        if (sess ? !sr.op : ((ep && !post) || (!ep && !get)))
             return reply_error(h, conn, url, 405, "method_not_allowed", NULL, "%.16s %s: use %s", method, url,
-                               ep ? "POST" : "GET");
+                               sess ? sr.allow : ep ? "POST" : "GET");
+        /* --max-requests-per-key: a key with that many requests in flight gets 429 for the
+         * next one (counted until the response is complete, streams included) */
+        if (q->key >= 0 && h->cfg.max_requests_per_key > 0) {
+            if (atomic_fetch_add(&h->in_flight[q->key], 1) >= h->cfg.max_requests_per_key) {
+                atomic_fetch_sub(&h->in_flight[q->key], 1);
+                return reply_error(h, conn, url, 429, "too_many_requests", NULL,
+                                   "this API key has %d requests in flight, the most this server allows "
+                                   "(--max-requests-per-key); retry when one has finished",
+                                   (int)h->cfg.max_requests_per_key);
+            }
+            q->counted = 1;
+        }
+        recur_http_bad_t b = {0};
+        if (sess && sr.id_len && recur_http_session_id_check(sr.id, sr.id_len, "session_id", &b))
+            return reply_bad(h, conn, url, &b);
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (cl && strtoull(cl, NULL, 10) > h->cfg.max_body_bytes)
+        size_t limit = import ? h->cfg.max_import_bytes : h->cfg.max_body_bytes;
+        if (cl && strtoull(cl, NULL, 10) > limit)
             return reply_error(h, conn, url, 413, "body_too_large", NULL,
-                               "the request body has %s bytes; this server takes at most %zu (--max-body-bytes)", cl,
-                               h->cfg.max_body_bytes);
+                               "the request body has %s bytes; this server takes at most %zu (%s)", cl, limit,
+                               import ? "--max-import-bytes" : "--max-body-bytes");
+        if (import) {
+            /* the checkpoint streams to the coordinator, which needs its size up front */
+            char *end = NULL;
+            unsigned long long total = cl ? strtoull(cl, &end, 10) : 0;
+            if (!cl || !end || *end || total == 0)
+                return reply_error(h, conn, url, cl ? 400 : 411, cl ? "invalid_value" : "length_required", NULL, "%s",
+                                   cl ? "an import needs a body: the bytes of an exported session"
+                                      : "an import needs Content-Length (the exported session's size)");
+            const char *qid = sr.id_len ? NULL : MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "session_id");
+            if (qid && recur_http_session_id_check(qid, strlen(qid), "session_id", &b)) return reply_bad(h, conn, url, &b);
+            import_job_t *x = calloc(1, sizeof *x);
+            if (!x || !(x->buf = malloc(IMPORT_PIECE)) || !(x->sock = coord_open(h))) {
+                import_free(x);
+                return reply_error(h, conn, url, 500, "internal_error", NULL, "out of memory (or sockets)");
+            }
+            x->total = total;
+            if (sr.id_len) snprintf(x->id, sizeof x->id, "%.*s", (int)sr.id_len, sr.id);
+            else if (qid) snprintf(x->id, sizeof x->id, "%s", qid);
+            q->imp = x;
+        }
         return MHD_YES;
     }
     if (*upload_n) {   /* a piece of the body */
-        if (q->body.n + *upload_n > h->cfg.max_body_bytes) q->too_big = 1;
-        if (!q->too_big) sb_add(&q->body, upload, *upload_n);
+        if (q->imp) {
+            if (q->imp->sent + q->imp->n + *upload_n > q->imp->total)
+                import_fail(q->imp, 400, "invalid_value", "the body is longer than its Content-Length");
+            import_feed(h, q->imp, upload, *upload_n);
+        } else {
+            if (q->body.n + *upload_n > h->cfg.max_body_bytes) q->too_big = 1;
+            if (!q->too_big) sb_add(&q->body, upload, *upload_n);
+        }
         *upload_n = 0;
         return MHD_YES;
     }
+    if (q->imp) return import_finish(h, conn, url, q->imp);
     if (q->too_big)
         return reply_error(h, conn, url, 413, "body_too_large", NULL,
                            "the request body is larger than %zu bytes (--max-body-bytes)", h->cfg.max_body_bytes);
     if (q->body.oom) return reply_error(h, conn, url, 500, "internal_error", NULL, "out of memory");
     if (health) return handle_health(h, conn, url, !strcmp(url, "/health/ready"));
     if (models) return handle_models(h, conn, url);
+    if (sess) {
+        char id[RECUR_PROTO_MAX_ID_BYTES + 1];
+        snprintf(id, sizeof id, "%.*s", (int)sr.id_len, sr.id);
+        if (sr.op == RECUR__API__SESSION_OP__SESSION_OP_EXPORT) return handle_export(h, conn, url, id);
+        if (sr.op != RECUR__API__SESSION_OP__SESSION_OP_CREATE && sr.op != RECUR__API__SESSION_OP__SESSION_OP_FORK &&
+            q->body.n)
+            return reply_error(h, conn, url, 400, "invalid_value", NULL, "%s %s takes no body", method, url);
+        return handle_session_op(h, conn, url, sr.op, id, q->body.p ? q->body.p : "", q->body.n);
+    }
     if (metrics) {
         if (!h->cfg.metrics) return reply_error(h, conn, url, 404, "not_found", NULL, "metrics are off");
         recur_metrics_http(h->cfg.metrics, "/metrics", 200);   /* counted before rendering: it shows itself */
@@ -1486,9 +1470,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe) {
-    (void)cls, (void)conn, (void)toe;
+    recur_http_t *h = cls;
+    (void)conn, (void)toe;
     hreq_t *q = *con_cls;
-    if (q) free(q->body.p), free(q);
+    if (q) {
+        if (q->counted) atomic_fetch_sub(&h->in_flight[q->key], 1);
+        import_free(q->imp);
+        free(q->body.p), free(q);
+    }
     *con_cls = NULL;
 }
 
@@ -1506,7 +1495,8 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
 recur_status_t recur_http_start(void *zctx, const recur_http_config_t *cfg, recur_http_t **out) {
     *out = NULL;
     if (!zctx || !cfg || !cfg->coord_endpoint || !cfg->model_id || cfg->port < 0 || cfg->port > 65535 ||
-        cfg->max_body_bytes < 1 || cfg->max_choices < 1 || cfg->max_connections < 1 || cfg->coord_timeout_ms < 1) {
+        cfg->max_body_bytes < 1 || cfg->max_choices < 1 || cfg->max_connections < 1 || cfg->coord_timeout_ms < 1 ||
+        cfg->max_import_bytes < 1 || cfg->session_timeout_ms < 1 || cfg->max_requests_per_key < 0) {
         recur_log_err("http: bad configuration (endpoint, model id, port, limits)");
         return RECUR_E_INVAL;
     }
@@ -1523,6 +1513,8 @@ recur_status_t recur_http_start(void *zctx, const recur_http_config_t *cfg, recu
     if (s == RECUR_OK && cfg->n_api_keys && !(h->keys = calloc(cfg->n_api_keys, sizeof *h->keys))) s = RECUR_E_NOMEM;
     for (size_t i = 0; s == RECUR_OK && i < cfg->n_api_keys; i++, h->n_keys++)
         if (!(h->keys[i] = strdup(cfg->api_keys[i]))) s = RECUR_E_NOMEM;
+    if (s == RECUR_OK && cfg->n_api_keys && !(h->in_flight = calloc(cfg->n_api_keys, sizeof *h->in_flight)))
+        s = RECUR_E_NOMEM;
     h->cfg.api_keys = NULL, h->cfg.host = h->host, h->cfg.coord_endpoint = h->endpoint, h->cfg.model_id = h->model_id;
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *ai = NULL;
     char port[16];
@@ -1578,6 +1570,7 @@ void recur_http_stop(recur_http_t *h) {
     }
     for (size_t i = 0; i < h->n_keys; i++) free(h->keys[i]);
     free(h->keys);
+    free(h->in_flight);
     recur_chat_template_free(h->builtin);
     free(h->host);
     free(h->endpoint);

@@ -57,6 +57,13 @@ typedef struct recur_http_config {
     int32_t max_choices;            /* prompts x n per request; default 64                     */
     int32_t max_connections;        /* concurrent connections (a thread each); default 512     */
     int32_t coord_timeout_ms;       /* health / models answers from the coordinator; 2000      */
+    size_t max_import_bytes;        /* POST /v1/sessions/.../import bodies (a session's exported
+                                       checkpoint, streamed to the coordinator in pieces, not
+                                       held whole); larger get 413; default 1 GiB              */
+    int32_t session_timeout_ms;     /* a session operation's answer (fork, export and import
+                                       pieces may write files first); default 60000            */
+    int32_t max_requests_per_key;   /* requests in flight per API key; the next gets 429; 0
+                                       (default): no limit. Without keys it has no effect     */
 } recur_http_config_t;
 
 recur_http_config_t recur_http_default_config(void);
@@ -78,6 +85,8 @@ recur_status_t recur_http_read_key_file(const char *path, char ***keys, size_t *
 /* 1 when key (len bytes) equals one of keys[0..n); the time taken does not depend on where
  * key and a configured key first differ, nor on which key matched. */
 int recur_http_key_ok(const char *const *keys, size_t n, const char *key, size_t len);
+/* The index of the key that matches (as recur_http_key_ok, in constant time), or -1. */
+int recur_http_key_index(const char *const *keys, size_t n, const char *key, size_t len);
 
 #ifdef __cplusplus
 }

@@ -20,14 +20,16 @@ typedef struct hist {
 } hist_t;
 
 /* HTTP routes counted by name; everything else is "other". */
-static const char *const k_routes[] = {"/v1/completions", "/v1/chat/completions", "/v1/models", "/health/live",
-                                       "/health/ready",   "/metrics",             "other"};
+static const char *const k_routes[] = {"/v1/completions", "/v1/chat/completions", "/v1/models", "/v1/sessions",
+                                       "/health/live",    "/health/ready",        "/metrics",   "other"};
 #define N_ROUTES (sizeof k_routes / sizeof *k_routes)
-static const int k_codes[] = {200, 400, 401, 404, 405, 413, 429, 500, 503, 504};
+static const int k_codes[] = {200, 400, 401, 404, 405, 409, 411, 413, 429, 500, 503, 504, 507};
 #define N_CODES (sizeof k_codes / sizeof *k_codes)   /* + one slot for any other code */
 
 static const char *const k_reasons[] = {"stop", "length", "cancelled", "error"};
 #define N_REASONS (sizeof k_reasons / sizeof *k_reasons)
+
+#define SESS_FIELDS (sizeof(recur_metrics_sessions_t) / sizeof(int64_t))
 
 struct recur_metrics {
     hist_t hist[RECUR_METRICS_N_HIST];
@@ -36,6 +38,8 @@ struct recur_metrics {
     atomic_uint_least64_t finished[N_REASONS];
     atomic_int_least64_t running, waiting, slots_used, slots_total, ready;
     atomic_uint_least64_t http[N_ROUTES][N_CODES + 1];
+    /* sessions, as the coordinator published them: fields of recur_metrics_sessions_t in order */
+    atomic_int_least64_t sess[SESS_FIELDS];
 };
 
 recur_status_t recur_metrics_create(recur_metrics_t **out) {
@@ -106,6 +110,15 @@ void recur_metrics_step(recur_metrics_t *m, uint64_t round_trip_ns, uint32_t ran
     if (forward_us) hist_observe(&m->rank_forward[rank], (double)forward_us * 1e-6);
     if (total_us) hist_observe(&m->rank_total[rank], (double)total_us * 1e-6);
 }
+
+void recur_metrics_sessions(recur_metrics_t *m, const recur_metrics_sessions_t *s) {
+    if (!m || !s) return;
+    /* every field is 64 bits wide (checked below): store them one by one, as int64 */
+    int64_t v[SESS_FIELDS];
+    memcpy(v, s, sizeof v);
+    for (size_t i = 0; i < SESS_FIELDS; i++) atomic_store_explicit(&m->sess[i], v[i], memory_order_relaxed);
+}
+_Static_assert(sizeof(recur_metrics_sessions_t) % sizeof(int64_t) == 0, "recur_metrics_sessions_t: 64-bit fields only");
 
 void recur_metrics_ready(recur_metrics_t *m, int ready) {
     if (m) atomic_store_explicit(&m->ready, ready ? 1 : 0, memory_order_relaxed);
@@ -222,6 +235,58 @@ char *recur_metrics_render(const recur_metrics_t *m) {
             render_hist_body(&b, rank_names[k], lab, &hs[r]);
         }
     }
+    /* sessions and the prefix cache (the coordinator's latest publication) */
+    recur_metrics_sessions_t ss;
+    {
+        int64_t v[SESS_FIELDS];
+        for (size_t i = 0; i < SESS_FIELDS; i++) v[i] = atomic_load_explicit(&m->sess[i], memory_order_relaxed);
+        memcpy(&ss, v, sizeof ss);
+    }
+    sb_printf(&b, "# HELP recur_sessions sessions by where their state is (new: no turn yet)\n# TYPE recur_sessions gauge\n"
+                  "recur_sessions{tier=\"new\"} %lld\nrecur_sessions{tier=\"slot\"} %lld\n"
+                  "recur_sessions{tier=\"host\"} %lld\nrecur_sessions{tier=\"disk\"} %lld\n",
+              (long long)ss.fresh, (long long)ss.in_slot, (long long)ss.in_host, (long long)ss.on_disk);
+    render_scalar(&b, "recur_sessions_busy", "gauge", "sessions with a turn or an operation running", ss.busy);
+    render_scalar(&b, "recur_session_host_bytes", "gauge", "workers' host memory (per rank) holding idle sessions",
+                  ss.host_bytes);
+    render_scalar(&b, "recur_session_turns_total", "counter", "session turns finished", (long long)ss.turns);
+    render_scalar(&b, "recur_session_prompt_tokens_cached_total", "counter",
+                  "prompt tokens of session turns the session's state had consumed (not prefilled)",
+                  (long long)ss.cached_tokens);
+    render_scalar(&b, "recur_session_prompt_tokens_prefilled_total", "counter", "prompt tokens of session turns prefilled",
+                  (long long)ss.prefilled_tokens);
+    render_scalar(&b, "recur_prompt_tokens_cached_total", "counter",
+                  "prompt tokens served from a cached state: session turns plus prefix-cache hits",
+                  (long long)(ss.cached_tokens + ss.prefix_tokens_saved));
+    sb_printf(&b, "# HELP recur_session_checkpoints_total session checkpoint saves and loads, by outcome\n"
+                  "# TYPE recur_session_checkpoints_total counter\n"
+                  "recur_session_checkpoints_total{op=\"save\",result=\"ok\"} %llu\n"
+                  "recur_session_checkpoints_total{op=\"save\",result=\"failed\"} %llu\n"
+                  "recur_session_checkpoints_total{op=\"load\",result=\"ok\"} %llu\n"
+                  "recur_session_checkpoints_total{op=\"load\",result=\"failed\"} %llu\n",
+              (unsigned long long)ss.saves,   /* the coordinator counts saves that worked, loads tried */
+              (unsigned long long)ss.save_failures,
+              (unsigned long long)(ss.loads - (ss.load_failures < ss.loads ? ss.load_failures : ss.loads)),
+              (unsigned long long)ss.load_failures);
+    sb_printf(&b, "# HELP recur_session_moves_total idle sessions moved down a tier\n"
+                  "# TYPE recur_session_moves_total counter\n"
+                  "recur_session_moves_total{to=\"host\"} %llu\nrecur_session_moves_total{to=\"disk\"} %llu\n",
+              (unsigned long long)ss.to_host, (unsigned long long)ss.to_disk);
+    sb_printf(&b, "# HELP recur_sessions_removed_total sessions removed, by reason\n"
+                  "# TYPE recur_sessions_removed_total counter\n"
+                  "recur_sessions_removed_total{reason=\"deleted\"} %llu\n"
+                  "recur_sessions_removed_total{reason=\"expired\"} %llu\n"
+                  "recur_sessions_removed_total{reason=\"lost\"} %llu\n",
+              (unsigned long long)ss.deleted, (unsigned long long)ss.expired, (unsigned long long)ss.lost);
+    render_scalar(&b, "recur_prefix_cache_lookups_total", "counter", "prompts looked up in the prefix cache",
+                  (long long)ss.prefix_lookups);
+    render_scalar(&b, "recur_prefix_cache_hits_total", "counter", "prefix-cache lookups that found a cached prefix",
+                  (long long)ss.prefix_hits);
+    render_scalar(&b, "recur_prefix_cache_misses_total", "counter", "prefix-cache lookups that found none",
+                  (long long)(ss.prefix_lookups - (ss.prefix_hits < ss.prefix_lookups ? ss.prefix_hits : ss.prefix_lookups)));
+    render_scalar(&b, "recur_prefix_cache_tokens_saved_total", "counter", "prompt tokens not prefilled thanks to the prefix cache",
+                  (long long)ss.prefix_tokens_saved);
+    render_scalar(&b, "recur_prefix_cache_entries", "gauge", "prefix states kept", ss.prefix_entries);
     sb_printf(&b, "# HELP recur_http_responses_total HTTP responses by route and status code\n"
                   "# TYPE recur_http_responses_total counter\n");
     for (size_t r = 0; r < N_ROUTES; r++)

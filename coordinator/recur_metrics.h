@@ -70,6 +70,24 @@ void recur_metrics_sched(recur_metrics_t *m, int64_t running, int64_t waiting, i
 void recur_metrics_step(recur_metrics_t *m, uint64_t round_trip_ns, uint32_t rank, uint64_t forward_us,
                         uint64_t total_us);
 
+/* Sessions and the prefix cache (coordinator/recur_coord.h recur_coord_get_session_stats):
+ * the coordinator loop publishes its counters here (at most every 100 ms), so the HTTP
+ * threads never touch the coordinator's own state. Each value is stored on its own: a scrape
+ * may see one publication's tier gauges beside the next one's counters. */
+typedef struct recur_metrics_sessions {
+    int64_t  fresh, in_slot, in_host, on_disk;   /* sessions per tier (new, slot, host, disk)   */
+    int64_t  busy;                               /* a turn or an operation running              */
+    int64_t  host_bytes;                         /* workers' host memory for idle sessions      */
+    uint64_t turns;                              /* session turns finished                      */
+    uint64_t cached_tokens;                      /* prompt tokens of turns served from the state */
+    uint64_t prefilled_tokens;                   /* prompt tokens of turns prefilled            */
+    uint64_t saves, save_failures, loads, load_failures;
+    uint64_t to_host, to_disk, lost, expired, deleted;
+    uint64_t prefix_lookups, prefix_hits, prefix_tokens_saved;
+    int64_t  prefix_entries;
+} recur_metrics_sessions_t;
+void recur_metrics_sessions(recur_metrics_t *m, const recur_metrics_sessions_t *s);
+
 /* 1 / 0: the worker group is up and the model loaded. */
 void recur_metrics_ready(recur_metrics_t *m, int ready);
 
