@@ -1100,6 +1100,12 @@ static void test_semantics_internal(void) {
         meta.n_pending = 1, meta.pending = bad_pend, o.path = "/x";
         expect_internal_refused(&env, "slot_op.meta.pending[0] = -2", "slot op: save with a bad pending token");
         meta.n_pending = 0;
+        static uint8_t unsent[1025];
+        meta.has_unsent = 1, meta.unsent.data = unsent, meta.unsent.len = 1025;
+        expect_internal_refused(&env, "slot_op.meta.unsent: 1025 bytes", "slot op: save with 1025 unsent bytes");
+        meta.unsent.len = 1024;
+        expect_ok_internal(&env, "slot op: save with 1024 unsent bytes");
+        meta.has_unsent = 0;
         expect_ok_internal(&env, "slot op: save");
         o.kind = RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_LOAD;
         expect_internal_refused(&env, "not a save", "slot op: load with meta");
@@ -1305,12 +1311,13 @@ static void test_helpers(void) {
 /* A key written in two bytes ("80 00") that decodes to field number 0, inside a
  * sub-message: protobuf-c keeps it as an unknown field and packs it back as "00", which it
  * then refuses itself. Found by fuzz_proto_internal / fuzz_proto_api (the two inputs below);
- * refused since, naming the problem. */
+ * refused since, naming the problem. (Both start with protocol_version 2, the version since
+ * sessions; they were written at version 1.) */
 static void test_nested_field_zero(void) {
-    static const uint8_t internal_msg[] = {0x08, 0x01, 0xaa, 0x06, 0x0d, 0x08, 0xef, 0x9b, 0x01, 0x80,
+    static const uint8_t internal_msg[] = {0x08, 0x02, 0xaa, 0x06, 0x0d, 0x08, 0xef, 0x9b, 0x01, 0x80,
                                            0x00, 0xff, 0xd1, 0x91, 0x01, 0x10, 0xf4, 0x03};
     /* a Heartbeat (field 101) {seq, <field 0 varint>, rank}; the same without field 0 decodes */
-    static const uint8_t internal_ok[] = {0x08, 0x01, 0xaa, 0x06, 0x07, 0x08, 0xef, 0x9b, 0x01, 0x10, 0xf4, 0x03};
+    static const uint8_t internal_ok[] = {0x08, 0x02, 0xaa, 0x06, 0x07, 0x08, 0xef, 0x9b, 0x01, 0x10, 0xf4, 0x03};
     recur_proto_error_t err;
     CHECK(decode(1, internal_ok, sizeof internal_ok, 0, 0, &err, 0, -1) == RECUR_OK);
     recur_status_t s = decode(1, internal_msg, sizeof internal_msg, 0, 0, &err, 0, -1);
@@ -1318,7 +1325,7 @@ static void test_nested_field_zero(void) {
     fprintf(stderr, "field 0 in a sub-message: %s \"%s\"\n", recur_status_str(s), err.msg);
     /* the API: a Generate (field 30) with a fixed32 field 0 ("85 00" + 4 bytes) among its own
      * fields; without those 6 bytes (and the length 0x41 -> 0x3b) it decodes */
-    uint8_t api_msg[] = {0x08, 0x01, 0xf2, 0x01, 0x41, 0x0a, 0x06, 0x72, 0x65, 0x71, 0x2d, 0x34, 0x32, 0x12,
+    uint8_t api_msg[] = {0x08, 0x02, 0xf2, 0x01, 0x41, 0x0a, 0x06, 0x72, 0x65, 0x71, 0x2d, 0x34, 0x32, 0x12,
                          0x22, 0x08, 0x0b, 0x12, 0x01, 0x61, 0x1d, 0x00, 0x00, 0x00, 0xbf, 0x22, 0x0a, 0x08,
                          0x0b, 0x12, 0x01, 0x00, 0x1d, 0x00, 0x00, 0x61, 0xbf, 0x22, 0x02, 0x08, 0x0c, 0x12,
                          0x01, 0x62, 0x1d, 0x00, 0x00, 0xc0, 0xbf, 0x12, 0x06, 0x08, 0xe4, 0x88, 0x03, 0x12,

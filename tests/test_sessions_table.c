@@ -66,11 +66,17 @@ static void test_by_hand(void) {
     int32_t toks[6] = {5, 6, 7, 8, 9, 10};
     CHECK(recur_sessions_advance(b, toks, 6, 5) == RECUR_OK && b->n_consumed == 5 && b->n_pending == 1 &&
           b->pending[0] == 10);
+    /* the unsent text (a stop string) follows the conversation: saved, reverted */
+    CHECK(recur_sessions_set_unsent(b, (const uint8_t *)"\n\nUser:", 7) == RECUR_OK && b->n_unsent == 7);
+    static uint8_t big[RECUR_SESS_MAX_UNSENT + 1];
+    CHECK(recur_sessions_set_unsent(b, big, sizeof big) == RECUR_E_INVAL && b->n_unsent == 7);
     CHECK(recur_sessions_mark_saved(b) == RECUR_OK);
     recur_sessions_set_disk(t, b, 3, 1);
     CHECK(recur_sessions_advance(b, toks, 6, 6) == RECUR_OK && b->n_consumed == 11 && b->n_pending == 0);
+    CHECK(recur_sessions_set_unsent(b, NULL, 0) == RECUR_OK && b->n_unsent == 0);
     recur_sessions_set_disk(t, b, 3, 0);
     CHECK(recur_sessions_revert_to_disk(b) == RECUR_OK && b->n_consumed == 5 && b->n_pending == 1 && b->disk_current);
+    CHECK(b->n_unsent == 7 && !memcmp(b->unsent, "\n\nUser:", 7));
     recur_sessions_set_slot(t, b, 0);
     CHECK(recur_sessions_tier(b) == RECUR_SESS_DISK);
     recur_sessions_remove(t, a);

@@ -53,6 +53,8 @@ static recur_status_t save_layout(const recur_ckpt_identity_t *id, const recur_s
     snprintf(m.meta.model, sizeof m.meta.model, "default");
     int32_t pend[2] = {11, 12};
     m.meta.pending = pend, m.meta.n_pending = 2, m.meta.n_consumed = 99;
+    uint8_t unsent[3] = {'\n', 0xff, 'U'};   /* any bytes: a stop string cut inside a character too */
+    m.meta.unsent = unsent, m.meta.n_unsent = 3;
     m.n_shards = g.tp * g.pp;
     m.shards = calloc((size_t)m.n_shards, sizeof *m.shards);
     recur_status_t s = RECUR_OK;
@@ -172,6 +174,7 @@ static void test_damage(const char *dir) {
     CHECK(recur_ckpt_manifest_read(path, &m, NULL, 0) == RECUR_OK);
     CHECK(m.tp == 2 && m.pp == 1 && m.generation == 1 && m.n_shards == 2 && m.meta.n_consumed == 99 &&
           m.meta.n_pending == 2 && m.meta.pending[1] == 12 && !strcmp(m.meta.session_id, "chat-7") &&
+          m.meta.n_unsent == 3 && !memcmp(m.meta.unsent, "\n\xffU", 3) &&
           m.state_bytes == m.shards[0].bytes + m.shards[1].bytes && m.state_bytes > n && !strcmp(m.shards[1].file, "damage.ckpt.g1.shard-0-1"));
     recur_ckpt_manifest_free(&m);
 
