@@ -27,7 +27,11 @@
  * of the sorted samples. Token counts are the server's (usage). --gpu-mem-ms MS samples
  * `nvidia-smi --query-gpu=index,memory.used` every MS during the measured run (a sampler
  * thread) and reports peak and mean per GPU. --warmup N runs N requests first, not counted.
- * Exit 1 when any measured request failed. */
+ * Exit 1 when any measured request failed.
+ *
+ * --session-turns N (HTTP): multi-turn conversations instead (run_session_turns below): the
+ * time to first token of each turn with a session (only the new turn's tokens sent) and
+ * resending the whole history, and their ratio. */
 #define _GNU_SOURCE
 #include "recur_loadgen.h"
 
@@ -197,6 +201,8 @@ typedef struct opts {
     double temperature;
     int eos, have_plen;
     dist_t plen, olen;
+    long session_turns;          /* > 0: conversations of this many turns (run_session_turns) */
+    const char *session_mode;    /* both | session | resend */
 } opts_t;
 
 static const char *k_words[] = {"the", "river", "runs", "past", "an", "old", "mill", "where", "children",
@@ -550,6 +556,240 @@ static int write_json(const opts_t *o, const lg_run_t *r, const stats_t *s, cons
     return ok ? 0 : -1;
 }
 
+/* --------------------------------------------------------------- --session-turns */
+
+/* Conversations of o->session_turns turns (HTTP only): turn t of conversation c sends a new
+ * prompt of --prompt-len random token ids and asks for --output-len tokens. Two ways, one
+ * after the other, on the same plan:
+ *   session: each turn sends only its new prompt with "session_id" (the server keeps the
+ *            conversation's state and prefills only the new tokens);
+ *   resend:  each turn sends the whole history without a session: every earlier prompt,
+ *            each followed by as many placeholder ids as that turn generated (the server's
+ *            text is not turned back into ids: what matters for the time to first token is
+ *            how many tokens are prefilled, and that is the same), then the new prompt.
+ * Every conversation's turn t runs as one wave (--concurrency of them in flight), so turn t
+ * of every conversation has the same context length. Per turn: the context (the server's
+ * prompt_tokens), cached_tokens, and the time to first token of each way. */
+typedef struct sess_way {
+    const char *name;
+    int use_session;
+    double *ttft;            /* [turn * n_conv + c], seconds; < 0: failed */
+    uint32_t *prompt_tokens, *cached_tokens, *completion_tokens;
+    long failed;
+} sess_way_t;
+
+static int run_session_way(const opts_t *o, sess_way_t *w, long n_conv, const int32_t *const *new_ids,
+                           const int32_t *plen, const int32_t *olen, uint64_t stream_seed) {
+    long turns = o->session_turns;
+    int32_t **hist = calloc((size_t)n_conv, sizeof *hist);
+    size_t *n_hist = calloc((size_t)n_conv, sizeof *n_hist);
+    int rc = hist && n_hist ? 0 : -1;
+    char tag[64];
+    /* session ids of this run only: process, time and seed */
+    snprintf(tag, sizeof tag, "lg-%ld-%llx-%llx", (long)getpid(), (unsigned long long)time(NULL),
+             (unsigned long long)stream_seed);
+    uint64_t ph = stream_seed ^ 0x5bd1e995ull;   /* placeholder ids for the resent outputs */
+    for (long t = 0; t < turns && !rc; t++) {
+        lg_run_t r;
+        memset(&r, 0, sizeof r);
+        if (!(r.reqs = calloc((size_t)n_conv, sizeof *r.reqs))) { rc = -1; break; }
+        r.n = n_conv;
+        r.conc = o->conc < n_conv ? o->conc : n_conv;
+        r.temperature = o->temperature, r.eos = o->eos, r.timeout_ms = o->timeout_ms;
+        r.api_key = o->api_key, r.model = o->model;
+        for (long c = 0; c < n_conv && !rc; c++) {
+            lg_req_t *q = &r.reqs[c];
+            const int32_t *nw = new_ids[t * n_conv + c];
+            int32_t np = plen[t * n_conv + c];
+            q->max_tokens = olen[t * n_conv + c];
+            q->seed = (uint64_t)o->seed + (uint64_t)(t * n_conv + c);
+            size_t total = w->use_session ? (size_t)np : n_hist[c] + (size_t)np;
+            if (!(q->ids = malloc(total * sizeof *q->ids))) { rc = -1; break; }
+            if (!w->use_session && n_hist[c]) memcpy(q->ids, hist[c], n_hist[c] * sizeof *q->ids);
+            memcpy(q->ids + (total - (size_t)np), nw, (size_t)np * sizeof *q->ids);
+            q->n_prompt = (int32_t)total;
+            if (w->use_session) {
+                char sid[96];
+                snprintf(sid, sizeof sid, "%s-%ld", tag, c);
+                if (!(q->session_id = strdup(sid))) rc = -1;
+            }
+        }
+        if (!rc) rc = lg_run_http(&r, o->http);
+        for (long c = 0; c < n_conv && !rc; c++) {
+            lg_req_t *q = &r.reqs[c];
+            size_t k = (size_t)(t * n_conv + c);
+            int ok = q->state == LG_OK && q->chunks > 0;
+            w->ttft[k] = ok ? q->t_first - q->t_start : -1.0;
+            w->prompt_tokens[k] = q->prompt_tokens;
+            w->cached_tokens[k] = q->has_cached ? q->cached_tokens : 0;
+            w->completion_tokens[k] = q->completion_tokens;
+            if (!ok) {
+                w->failed++;
+                if (w->failed <= 5) fprintf(stderr, "recur_loadgen: %s turn %ld conversation %ld failed: %s\n", w->name,
+                                            t + 1, c, q->err[0] ? q->err : "no text");
+            }
+            if (!w->use_session) {   /* the history grows by the prompt and placeholders for the output */
+                int32_t np = plen[t * n_conv + c];
+                size_t add = (size_t)np + q->completion_tokens;
+                int32_t *hh = realloc(hist[c], (n_hist[c] + add) * sizeof *hh);
+                if (!hh) { rc = -1; break; }
+                hist[c] = hh;
+                memcpy(hh + n_hist[c], new_ids[t * n_conv + c], (size_t)np * sizeof *hh);
+                for (uint32_t i = 0; i < q->completion_tokens; i++)
+                    hh[n_hist[c] + (size_t)np + i] = (int32_t)(o->tok_lo + (long)(rng_next(&ph) % (uint64_t)(o->tok_hi - o->tok_lo)));
+                n_hist[c] += add;
+            }
+        }
+        for (long c = 0; c < n_conv; c++) free(r.reqs[c].ids), free(r.reqs[c].session_id);
+        free(r.reqs);
+        free(r.itl);
+        if (rc) fprintf(stderr, "recur_loadgen: the %s run could not go on (turn %ld)\n", w->name, t + 1);
+    }
+    for (long c = 0; hist && c < n_conv; c++) free(hist[c]);
+    free(hist), free(n_hist);
+    return rc;
+}
+
+/* p50 of the successful TTFTs of turn t, in seconds (0 when none) */
+static double turn_p50(const sess_way_t *w, long t, long n_conv, double *tmp) {
+    size_t k = 0;
+    for (long c = 0; c < n_conv; c++)
+        if (w->ttft[t * n_conv + c] >= 0) tmp[k++] = w->ttft[t * n_conv + c];
+    if (!k) return 0.0;
+    qsort(tmp, k, sizeof *tmp, cmp_double);
+    return pct(tmp, k, 0.5);
+}
+
+static double turn_mean_u32(const uint32_t *v, long t, long n_conv) {
+    double s = 0;
+    for (long c = 0; c < n_conv; c++) s += v[t * n_conv + c];
+    return n_conv ? s / (double)n_conv : 0.0;
+}
+
+/* One figure as text ("-" when that way did not run). */
+static const char *fmt_or_dash(char *buf, size_t n, int have, int decimals, double v) {
+    if (!have) return "-";
+    snprintf(buf, n, "%.*f", decimals, v);
+    return buf;
+}
+
+/* The per-turn table, the summary of the last turn and, with --json, the same as JSON. */
+static int report_session_turns(const opts_t *o, const sess_way_t *ways, const int have[2], long n_conv, double *tmp) {
+    long turns = o->session_turns;
+    cJSON *j = cJSON_CreateObject(), *cfg = cJSON_CreateObject(), *arr = cJSON_CreateArray();
+    printf("| turn | context tokens | cached tokens (session) | TTFT session ms (p50) | TTFT resend ms (p50) | "
+           "resend / session |\n|---|---|---|---|---|---|\n");
+    double last[2] = {0, 0}, last_ctx = 0;
+    for (long t = 0; t < turns; t++) {
+        double p[2], ctx = 0;
+        char b0[32], b1[32], b2[32], b3[32];
+        for (int k = 0; k < 2; k++) p[k] = have[k] ? turn_p50(&ways[k], t, n_conv, tmp) : 0;
+        ctx = turn_mean_u32(have[0] ? ways[0].prompt_tokens : ways[1].prompt_tokens, t, n_conv);
+        printf("| %ld | %.0f | %s | %s | %s | %s |\n", t + 1, ctx,
+               fmt_or_dash(b0, sizeof b0, have[0], 0, have[0] ? turn_mean_u32(ways[0].cached_tokens, t, n_conv) : 0),
+               fmt_or_dash(b1, sizeof b1, have[0], 1, 1e3 * p[0]), fmt_or_dash(b2, sizeof b2, have[1], 1, 1e3 * p[1]),
+               fmt_or_dash(b3, sizeof b3, have[0] && have[1] && p[0] > 0, 2, p[0] > 0 ? p[1] / p[0] : 0));
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddNumberToObject(e, "turn", (double)(t + 1));
+        cJSON_AddNumberToObject(e, "context_tokens", ctx);
+        for (int k = 0; k < 2; k++) {
+            if (!have[k]) continue;
+            const sess_way_t *w = &ways[k];
+            cJSON *x = cJSON_AddObjectToObject(e, w->name);
+            size_t m = 0;
+            for (long c = 0; c < n_conv; c++)
+                if (w->ttft[t * n_conv + c] >= 0) tmp[m++] = w->ttft[t * n_conv + c];
+            if (m) qsort(tmp, m, sizeof *tmp, cmp_double);
+            cJSON_AddItemToObject(x, "ttft_ms", pct_json(tmp, m));
+            cJSON *pt = cJSON_AddArrayToObject(x, "prompt_tokens"), *ct = cJSON_AddArrayToObject(x, "cached_tokens");
+            cJSON *gt = cJSON_AddArrayToObject(x, "completion_tokens");
+            for (long c = 0; c < n_conv; c++) {
+                cJSON_AddItemToArray(pt, cJSON_CreateNumber(w->prompt_tokens[t * n_conv + c]));
+                cJSON_AddItemToArray(ct, cJSON_CreateNumber(w->cached_tokens[t * n_conv + c]));
+                cJSON_AddItemToArray(gt, cJSON_CreateNumber(w->completion_tokens[t * n_conv + c]));
+            }
+        }
+        cJSON_AddItemToArray(arr, e);
+        last[0] = p[0], last[1] = p[1], last_ctx = ctx;
+    }
+    printf("\n| what | context tokens | TTFT ms (p50) | ratio |\n|---|---|---|---|\n");
+    if (have[0]) printf("| turn %ld with a session (only the new turn prefilled) | %.0f | %.1f | 1.00 |\n", turns, last_ctx,
+                        1e3 * last[0]);
+    if (have[1]) {
+        char b[32];
+        printf("| turn %ld resending the whole history | %.0f | %.1f | %s |\n", turns, last_ctx, 1e3 * last[1],
+               fmt_or_dash(b, sizeof b, have[0] && last[0] > 0, 2, last[0] > 0 ? last[1] / last[0] : 0));
+    }
+    int rc = 0;
+    if (o->json) {
+        cJSON_AddStringToObject(j, "tool", "recur_loadgen");
+        cJSON_AddNumberToObject(j, "version", 1);
+        cJSON_AddStringToObject(j, "mode", "session_turns");
+        if (o->label) cJSON_AddStringToObject(j, "label", o->label);
+        cJSON_AddStringToObject(j, "target", o->http);
+        cJSON_AddNumberToObject(cfg, "turns", (double)turns);
+        cJSON_AddNumberToObject(cfg, "conversations", (double)n_conv);
+        cJSON_AddNumberToObject(cfg, "concurrency", (double)(o->conc < n_conv ? o->conc : n_conv));
+        cJSON_AddStringToObject(cfg, "prompt_len", o->plen.spec);
+        cJSON_AddStringToObject(cfg, "output_len", o->olen.spec);
+        cJSON_AddStringToObject(cfg, "session_mode", o->session_mode);
+        cJSON_AddNumberToObject(cfg, "seed", (double)o->seed);
+        cJSON_AddNumberToObject(cfg, "temperature", o->temperature);
+        cJSON_AddItemToObject(j, "config", cfg), cfg = NULL;
+        cJSON_AddItemToObject(j, "turns", arr), arr = NULL;
+        cJSON *l = cJSON_AddObjectToObject(j, "last_turn");
+        cJSON_AddNumberToObject(l, "context_tokens", last_ctx);
+        if (have[0]) cJSON_AddNumberToObject(l, "ttft_session_ms", 1e3 * last[0]);
+        if (have[1]) cJSON_AddNumberToObject(l, "ttft_resend_ms", 1e3 * last[1]);
+        if (have[0] && have[1] && last[0] > 0) cJSON_AddNumberToObject(l, "ratio", last[1] / last[0]);
+        cJSON_AddNumberToObject(j, "requests_failed", (double)(ways[0].failed + ways[1].failed));
+        char *text = cJSON_Print(j);
+        FILE *f = text ? fopen(o->json, "w") : NULL;
+        int ok = f && fputs(text, f) >= 0 && fputc('\n', f) != EOF;
+        if (f && fclose(f)) ok = 0;
+        free(text);
+        if (!ok) fprintf(stderr, "recur_loadgen: cannot write %s: %s\n", o->json, strerror(errno)), rc = -1;
+    }
+    cJSON_Delete(cfg), cJSON_Delete(arr), cJSON_Delete(j);
+    return rc;
+}
+
+static int run_session_turns(const opts_t *o) {
+    long turns = o->session_turns, n_conv = o->total;
+    size_t n = (size_t)(turns * n_conv);
+    int32_t **new_ids = calloc(n, sizeof *new_ids);
+    int32_t *plen = calloc(n, sizeof *plen), *olen = calloc(n, sizeof *olen);
+    double *tmp = malloc((size_t)n_conv * sizeof *tmp);
+    sess_way_t ways[2] = {{.name = "session", .use_session = 1}, {.name = "resend"}};
+    int rc = new_ids && plen && olen && tmp ? 0 : -1;
+    uint64_t s = (uint64_t)o->seed * 0x2545f4914f6cdd1dull + 7;
+    for (size_t i = 0; i < n && !rc; i++) {   /* the same new prompts for both ways */
+        plen[i] = draw(&o->plen, &s);
+        olen[i] = draw(&o->olen, &s);
+        if (!(new_ids[i] = malloc((size_t)plen[i] * sizeof **new_ids))) rc = -1;
+        for (int32_t k = 0; !rc && k < plen[i]; k++)
+            new_ids[i][k] = (int32_t)(o->tok_lo + (long)(rng_next(&s) % (uint64_t)(o->tok_hi - o->tok_lo)));
+    }
+    for (int k = 0; k < 2 && !rc; k++) {
+        sess_way_t *w = &ways[k];
+        if ((k == 0 && !strcmp(o->session_mode, "resend")) || (k == 1 && !strcmp(o->session_mode, "session"))) continue;
+        w->ttft = malloc(n * sizeof *w->ttft);
+        w->prompt_tokens = calloc(n, sizeof *w->prompt_tokens);
+        w->cached_tokens = calloc(n, sizeof *w->cached_tokens);
+        w->completion_tokens = calloc(n, sizeof *w->completion_tokens);
+        if (!w->ttft || !w->prompt_tokens || !w->cached_tokens || !w->completion_tokens) { rc = -1; break; }
+        rc = run_session_way(o, w, n_conv, (const int32_t *const *)new_ids, plen, olen, (uint64_t)o->seed * 31 + 3);
+    }
+    int have[2] = {ways[0].ttft != NULL, ways[1].ttft != NULL};
+    if (!rc) rc = report_session_turns(o, ways, have, n_conv, tmp);
+    if (!rc && (ways[0].failed || ways[1].failed)) rc = 1;
+    for (size_t i = 0; new_ids && i < n; i++) free(new_ids[i]);
+    free(new_ids), free(plen), free(olen), free(tmp);
+    for (int k = 0; k < 2; k++)
+        free(ways[k].ttft), free(ways[k].prompt_tokens), free(ways[k].cached_tokens), free(ways[k].completion_tokens);
+    return rc;
+}
+
 /* --------------------------------------------------------------- main */
 
 static void usage(void) {
@@ -558,14 +798,19 @@ static void usage(void) {
             "                     [--prompt-len DIST] [--output-len DIST] [--max-tokens T] [--prompt-words W]\n"
             "                     [--token-range LO:HI] [--seed S] [--temperature X] [--eos] [--timeout-ms MS]\n"
             "                     [--warmup N] [--gpu-mem-ms MS] [--json FILE] [--label TEXT] [--api-key KEY]\n"
-            "                     [--model NAME]\n"
+            "                     [--model NAME] [--session-turns N [--session-mode both|session|resend]]\n"
             "  DIST: N | uniform:LO:HI | normal:MEAN:SD[:MIN:MAX] | lognormal:MEDIAN:SIGMA[:MIN:MAX] (tokens).\n"
             "  --prompt-len: prompts of that many random token ids in --token-range (default 33:127);\n"
-            "  without it, text prompts of --prompt-words words. --max-tokens T = --output-len T.\n");
+            "  without it, text prompts of --prompt-words words. --max-tokens T = --output-len T.\n"
+            "  --session-turns N (HTTP): --requests conversations of N turns, each turn --prompt-len new tokens and\n"
+            "  --output-len generated; turn t of every conversation is one wave. With a session (only the new\n"
+            "  tokens sent, session_id) and/or resending the whole history (no session); prints TTFT per turn\n"
+            "  for both and their ratio; --json has the per-turn figures.\n");
 }
 
 int main(int argc, char **argv) {
-    opts_t o = {.conc = 16, .total = 64, .words = 16, .timeout_ms = 120000, .tok_lo = 33, .tok_hi = 127, .seed = 1};
+    opts_t o = {.conc = 16, .total = 64, .words = 16, .timeout_ms = 120000, .tok_lo = 33, .tok_hi = 127, .seed = 1,
+                .session_mode = "both"};
     parse_dist("--output-len", "128", &o.olen);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -589,6 +834,12 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--timeout-ms")) rc = arg_long(a, v, 1, 1 << 30, &o.timeout_ms);
         else if (!strcmp(a, "--warmup")) rc = arg_long(a, v, 0, 1000000, &o.warmup);
         else if (!strcmp(a, "--gpu-mem-ms")) rc = arg_long(a, v, 0, 60000, &o.gpu_mem_ms);
+        else if (!strcmp(a, "--session-turns")) rc = arg_long(a, v, 1, 100000, &o.session_turns);
+        else if (!strcmp(a, "--session-mode")) {
+            o.session_mode = v;
+            if (strcmp(v, "both") && strcmp(v, "session") && strcmp(v, "resend"))
+                rc = -1, fprintf(stderr, "recur_loadgen: --session-mode expects both, session or resend\n");
+        }
         else if (!strcmp(a, "--seed")) rc = arg_long(a, v, 0, 1L << 40, &x), o.seed = (unsigned long long)x;
         else if (!strcmp(a, "--token-range")) {
             char *end;
@@ -612,6 +863,11 @@ int main(int argc, char **argv) {
         usage();
         return 2;
     }
+    if (o.session_turns && (!o.http || !o.have_plen)) {
+        fprintf(stderr, "recur_loadgen: --session-turns needs --http and --prompt-len (the new tokens of each turn)\n");
+        usage();
+        return 2;
+    }
     signal(SIGPIPE, SIG_IGN);
     lg_run_t r;
     if (o.warmup > 0) {
@@ -626,6 +882,11 @@ int main(int argc, char **argv) {
         if (rc || bad) fprintf(stderr, "recur_loadgen: warm-up: %ld of %ld requests failed\n", bad, r.n);
         free_plan(&r);
         if (rc) return 1;
+    }
+    if (o.session_turns) {
+        int rc = run_session_turns(&o);
+        if (rc < 0) fprintf(stderr, "recur_loadgen: the session-turns run failed (see above)\n");
+        return rc ? 1 : 0;
     }
     if (make_plan(&o, o.total, 0, &r)) {
         fprintf(stderr, "recur_loadgen: out of memory\n");

@@ -20,6 +20,7 @@ typedef struct lg_req {
     int32_t *ids;           /* prompt token ids (n_prompt of them); NULL: the text prompt */
     int32_t n_prompt;
     char *text;             /* text prompt when ids is NULL                         */
+    char *session_id;       /* HTTP: the request's "session_id" (NULL: none)        */
     int32_t max_tokens;     /* output length asked for (with ignore_eos: produced)  */
     uint64_t seed;          /* the sampling seed sent                               */
     /* what happened (seconds on CLOCK_MONOTONIC) */
@@ -29,6 +30,8 @@ typedef struct lg_req {
     int32_t chunks;         /* stream messages with text (HTTP) or tokens (ZeroMQ)  */
     int has_usage;
     uint32_t prompt_tokens, completion_tokens;   /* the server's count of the request */
+    int has_cached;         /* usage.prompt_tokens_details.cached_tokens was there  */
+    uint32_t cached_tokens;
     int attempts;           /* HTTP: sends (a stale keep-alive connection is retried once) */
     char err[200];
 } lg_req_t;

@@ -8,7 +8,8 @@
  * included), t_first at the first event whose choices[0].text is not empty (the first
  * text a user sees), an inter-chunk gap for each later such event, t_end at the end of the
  * response. The usage chunk (stream_options.include_usage) gives the server's prompt and
- * completion token counts. A request fails on a status other than 200 (the JSON error's
+ * completion token counts (and prompt_tokens_details.cached_tokens: a session's turn). A
+ * request with session_id (recur_loadgen --session-turns) sends it in the body. A request fails on a status other than 200 (the JSON error's
  * message is kept), an error event, a stream without "data: [DONE]", a malformed response,
  * a connection error, or no byte for timeout_ms. A keep-alive connection that the server
  * closed while idle (EOF or reset before any byte of the response) is reconnected and the
@@ -104,6 +105,14 @@ static int build_request(http_t *h, conn_t *c, long i) {
         bad |= buf_printf(&h->body, &n, &h->body_cap, "%s", t);
         free(t);
     }
+    if (q->session_id) {
+        cJSON *sid = cJSON_CreateString(q->session_id);
+        char *t = sid ? cJSON_PrintUnformatted(sid) : NULL;
+        cJSON_Delete(sid);
+        if (!t) return -1;
+        bad |= buf_printf(&h->body, &n, &h->body_cap, ",\"session_id\":%s", t);
+        free(t);
+    }
     bad |= buf_printf(&h->body, &n, &h->body_cap,
                       ",\"max_tokens\":%d,\"temperature\":%g,\"seed\":%llu,\"ignore_eos\":%s,\"stream\":true,"
                       "\"stream_options\":{\"include_usage\":true}}",
@@ -178,6 +187,9 @@ static int handle_event(void *ud, const char *data, size_t n) {
             q->prompt_tokens = (uint32_t)pt->valuedouble;
             q->completion_tokens = (uint32_t)ct->valuedouble;
         }
+        const cJSON *ca = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(u, "prompt_tokens_details"),
+                                                           "cached_tokens");
+        if (cJSON_IsNumber(ca)) q->has_cached = 1, q->cached_tokens = (uint32_t)ca->valuedouble;
     }
     cJSON_Delete(o);
     return 0;

@@ -1481,6 +1481,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     *con_cls = NULL;
 }
 
+/* libmicrohttpd's messages are printf formats with their arguments (clang checks the call) */
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 0)))
+#endif
 static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
     (void)cls;
     char m[512];

@@ -159,11 +159,19 @@ static int parse_ids(const cJSON *arr, const char *name, int32_t **ids, size_t *
     return 0;
 }
 
+/* A text prompt: non-empty (the coordinator takes no empty prompt, and its message would
+ * name the protobuf field, not this one). */
+static int get_prompt_text(const cJSON *v, char **out, recur_http_bad_t *b) {
+    if (get_string(v, "prompt", out, b)) return -1;
+    if (!**out) return badf(b, "prompt", "invalid_value", "'prompt' must not be empty");
+    return 0;
+}
+
 static int parse_prompt(recur_http_gen_req_t *g, const cJSON *v, recur_http_bad_t *b) {
     if (cJSON_IsString(v)) {
         if (!(g->prompts = calloc(1, sizeof *g->prompts))) return badf(b, "prompt", NULL, "out of memory");
         g->n_prompts = 1;
-        return get_string(v, "prompt", &g->prompts[0].text, b);
+        return get_prompt_text(v, &g->prompts[0].text, b);
     }
     if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) == 0)
         return badf(b, "prompt", "invalid_type",
@@ -181,8 +189,10 @@ static int parse_prompt(recur_http_gen_req_t *g, const cJSON *v, recur_http_bad_
     cJSON_ArrayForEach(it, v) {
         recur_http_prompt_t *p = &g->prompts[g->n_prompts++];
         if (cJSON_IsString(first) && cJSON_IsString(it)) {
-            if (get_string(it, "prompt", &p->text, b)) return -1;
+            if (get_prompt_text(it, &p->text, b)) return -1;
         } else if (cJSON_IsArray(first) && cJSON_IsArray(it)) {
+            if (cJSON_GetArraySize(it) == 0)
+                return badf(b, "prompt", "invalid_value", "'prompt': a prompt of token ids must not be empty");
             if (parse_ids(it, "prompt", &p->ids, &p->n_ids, b)) return -1;
         } else {
             return badf(b, "prompt", "invalid_type",
@@ -476,7 +486,34 @@ int recur_http_parse_generate(int ep, const cJSON *root, int32_t max_choices, re
     return 0;
 }
 
+/* Where the JSON text body[0..n) has a NUL: a raw NUL byte (never valid JSON, but cJSON
+ * takes one inside a string) or the escape \u0000 inside a string. cJSON's strings are C
+ * strings, so either would silently cut the text there. Returns the offset, or n. */
+static size_t find_nul(const char *body, size_t n) {
+    int in_str = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = body[i];
+        if (c == '\0') return i;
+        if (!in_str) {
+            in_str = c == '"';
+            continue;
+        }
+        if (c == '"') in_str = 0;
+        else if (c == '\\' && i + 1 < n) {
+            if (body[i + 1] == 'u' && i + 5 < n && !memcmp(body + i + 2, "0000", 4)) return i;
+            i++;   /* the escaped character (a quote or a backslash is not the string's end) */
+        }
+    }
+    return n;
+}
+
 cJSON *recur_http_parse_json(const char *body, size_t n, recur_http_bad_t *b) {
+    size_t z = find_nul(body, n);
+    if (z < n) {
+        badf(b, NULL, body[z] ? "invalid_value" : "invalid_json", "%s at byte %zu: recur takes no NUL characters",
+             body[z] ? "the escape \\u0000" : "a NUL byte", z);
+        return NULL;
+    }
     const char *end = NULL;
     pthread_mutex_lock(&g_json_mu);
     /* body[n] is the NUL the caller keeps: the text must end exactly there (nothing after the

@@ -306,12 +306,24 @@ static void test_parse(void) {
         {RECUR_HTTP_EP_COMPLETIONS, "{\"prompt\":\"x\",\"n\":2,\"session_id\":\"s\"}", "invalid_value"},
         {RECUR_HTTP_EP_COMPLETIONS, "{\"prompt\":[\"x\",\"y\"],\"session_id\":\"s\"}", "invalid_value"},
         {RECUR_HTTP_EP_CHAT, "{\"messages\":[],\"session_id\":\"s\"}", "invalid_type"},
+        /* found by fuzz_http: accepted, then refused by the protocol (or silently cut at a NUL) */
+        {RECUR_HTTP_EP_COMPLETIONS, "{\"prompt\":\"\"}", "invalid_value"},
+        {RECUR_HTTP_EP_COMPLETIONS, "{\"prompt\":\"ab\\u0000cd\"}", "invalid_value"},
+        {RECUR_HTTP_EP_COMPLETIONS, "{\"prompt\":[[],[1,2]]}", "invalid_value"},
+        {RECUR_HTTP_EP_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"\\u0000\"}]}", "invalid_value"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         rc = gen_body(bad[i].ep, bad[i].body, &g, &b, &valid);
         CHECK(rc != 0 && b.status == 400 && !strcmp(b.code, bad[i].code) && b.msg[0], "refused (%s): %s", bad[i].code, b.msg);
         recur_http_gen_req_clear(&g);
     }
+    /* an escaped backslash before u0000 is text, not a NUL */
+    rc = gen_body(RECUR_HTTP_EP_COMPLETIONS, "{\"prompt\":\"a\\\\u0000\"}", &g, &b, &valid);
+    CHECK(rc == 0 && valid && !strcmp(g.prompts[0].text, "a\\u0000"), "\"a\\\\u0000\" is the text a\\u0000");
+    recur_http_gen_req_clear(&g);
+    memset(&b, 0, sizeof b);
+    const char raw[] = "{\"prompt\":\"a\0b\"}";
+    CHECK(!recur_http_parse_json(raw, sizeof raw - 1, &b) && !strcmp(b.code, "invalid_json"), "a raw NUL byte: %s", b.msg);
     char id[200];
     memset(id, 'x', sizeof id);
     CHECK(!recur_http_session_id_check(id, 128, "s", &b) && recur_http_session_id_check(id, 129, "s", &b) &&
