@@ -13,6 +13,10 @@
 #   - --gpu-mem-ms with a stand-in nvidia-smi on PATH: peak and mean per GPU from its lines;
 #     with none on PATH: a warning, gpu_memory_mib null, exit 0;
 #   - the protobuf API (--connect) with the same plan: the same token counts;
+#   - --session-turns (multi-turn conversations, with a session and resending the history):
+#     both ways see the same context per turn, the session's cached_tokens are the earlier
+#     turns less the one token not yet consumed, the table and the JSON; a mode alone; the
+#     usage error without --prompt-len;
 #   - a server that is not there: every request fails, exit 1, no hang.
 # Needs: RECUR_BIN (recur_loadgen next to it), python3 (standard library only).
 set -u
@@ -164,6 +168,37 @@ assert z["api"] == "zmq" and z["requests_ok"] == 40
 assert z["completion_tokens"] == a["completion_tokens"] and z["prompt_tokens"] == a["prompt_tokens"]
 assert z["itl_ms"]["n"] > 0 and z["ttft_ms"]["n"] == 40
 EOF
+
+# --- --session-turns: conversations with a session vs resending the whole history
+"$LG" --http "$URL" --session-turns 3 --requests 3 --concurrency 2 --prompt-len uniform:10:30 --output-len 8 --seed 3 \
+  --json "$T/s.json" >"$T/s.txt" 2>&1; rc=$?
+python3 - "$T/s.json" "$rc" "$T/s.txt" <<'EOF' && pass "--session-turns 3: per-turn contexts agree between the ways, cached_tokens = the previous turns less one, table + JSON" || { fail "session turns: rc $rc"; cat "$T/s.txt"; }
+import json, sys
+j = json.load(open(sys.argv[1])); assert sys.argv[2] == "0", sys.argv[2]
+txt = open(sys.argv[3]).read()
+assert j["mode"] == "session_turns" and j["config"]["turns"] == 3 and j["config"]["conversations"] == 3
+assert j["requests_failed"] == 0 and len(j["turns"]) == 3
+prev = [0, 0, 0]
+for t in j["turns"]:
+    s, r = t["session"], t["resend"]
+    assert s["prompt_tokens"] == r["prompt_tokens"], (s["prompt_tokens"], r["prompt_tokens"])  # the same context
+    assert r["cached_tokens"] == [0, 0, 0]                                                     # no session
+    for c in range(3):
+        want = prev[c] - 1 if prev[c] else 0   # the last generated token was not consumed yet
+        assert s["cached_tokens"][c] == want, (t["turn"], c, s["cached_tokens"][c], want)
+        assert s["completion_tokens"][c] == 8 == r["completion_tokens"][c]
+        prev[c] = s["prompt_tokens"][c] + 8
+    assert s["ttft_ms"]["n"] == 3 and r["ttft_ms"]["n"] == 3
+assert j["last_turn"]["context_tokens"] == sum(j["turns"][2]["session"]["prompt_tokens"]) / 3
+assert j["last_turn"]["ratio"] > 0
+assert "| turn | context tokens |" in txt and "resending the whole history" in txt
+EOF
+"$LG" --http "$URL" --session-turns 2 --requests 1 --prompt-len 10 --output-len 4 --session-mode session >"$T/s2.txt" 2>&1; rc=$?
+[ $rc = 0 ] && grep -q "with a session" "$T/s2.txt" && ! grep -q "resending the whole" "$T/s2.txt" \
+  && pass "--session-mode session: only the session way" || { fail "session-mode session: rc $rc"; cat "$T/s2.txt"; }
+"$LG" --http "$URL" --session-turns 2 --requests 1 >"$T/s3.txt" 2>&1; rc=$?
+[ $rc = 2 ] && grep -q "needs --http and --prompt-len" "$T/s3.txt" && pass "--session-turns without --prompt-len: usage error (2)" \
+  || fail "session-turns usage: rc $rc"
 
 # --- nobody there: every request fails quickly, exit 1
 PORT=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1]); s.close()")
