@@ -147,7 +147,13 @@ int recur_coord_live_requests(const recur_coord_t *c);   /* accepted and not yet
  * A drain checkpoints every session whose newest state is not on disk yet. Model ids
  * "<id>:<variant>" start from an initial-state variant; the prefix cache keeps states at
  * block boundaries of prompt prefixes that several requests shared. The HTTP front end
- * speaks the same SessionRequest messages (its inproc client endpoint). */
+ * speaks the same SessionRequest messages (its inproc client endpoint).
+ * A turn that ended on a stop string: the state consumed the stop string (and what followed
+ * it in the tokens generated with it), which the client never saw. The session keeps those
+ * bytes as its unsent text (recur_sessions.h; checkpoints, forks and exports carry it), and
+ * the next turn's text prompt, when it begins with them, is tokenized from after them, so
+ * that the state holds exactly the conversation a client writes out (chat: the template's
+ * continuation begins with the closing that the stop string started). */
 typedef struct recur_coord_session_stats {
     int32_t  sessions, in_slot, in_host, on_disk, fresh, busy;
     uint64_t host_bytes_used;           /* per rank (rank 0's shard bytes per host copy)      */

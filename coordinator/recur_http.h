@@ -7,7 +7,15 @@
  *   GET  /health/live    200 while the coordinator loop answers (no API key needed);
  *   GET  /health/ready   200 only when every worker rank is up and the model is loaded
  *                        (no API key needed), else 503 with the reason;
- *   GET  /metrics        Prometheus text (coordinator/recur_metrics.h).
+ *   GET  /metrics        Prometheus text (coordinator/recur_metrics.h);
+ *   /v1/sessions         sessions (README "Sessions over HTTP"): POST (create), GET (list),
+ *                        GET/DELETE /v1/sessions/{id}, POST .../{id}/fork, GET .../{id}/export
+ *                        (the checkpoint's pieces streamed as one body), POST .../{id}/import
+ *                        and POST /v1/sessions/import (the body streamed to the coordinator in
+ *                        4 MiB pieces, up to max_import_bytes). Completions and chat take
+ *                        "session_id"; a chat turn of a session that has had one is rendered
+ *                        as the conversation's continuation (recur_chat_template.h).
+ * Request bodies are read by coordinator/recur_http_parse.h (also the fuzz target's code).
  * Every other route needs "Authorization: Bearer KEY" when API keys are configured (keys
  * compared in constant time); errors are OpenAI's JSON {"error": {"message", "type",
  * "param", "code"}} with a message that names the field or the limit.
@@ -23,6 +31,11 @@
  * 100 ms and checks between them whether the client went away (its socket closed); then
  * (and when a non-streaming client goes away while it waits) the request is cancelled
  * (CancelRequest), which frees its slot at once.
+ *
+ * Sessions ride the same inproc link: a SessionRequest per operation on a DEALER of its
+ * own; a chat request with session_id first asks GET (has the session had a turn?) to pick
+ * whole or continuation rendering. --max-requests-per-key counts each key's requests from
+ * their headers until libmicrohttpd reports them complete (streams included) in atomics.
  *
  * Ownership: recur_http_start copies the configuration (strings included) except the
  * ZeroMQ context, the metrics and the chat template, which stay the caller's and must
