@@ -177,6 +177,7 @@ typedef struct sess_route {
     const char *id;          /* points into the url, or "" */
     size_t id_len;
     const char *allow;
+    int id_required;         /* the operation names a session in the path */
 } sess_route_t;
 
 static int ends_with(const char *s, size_t n, const char *suf) {
@@ -204,6 +205,7 @@ static int session_route(const char *url, const char *method, sess_route_t *r) {
         r->op = post ? RECUR__API__SESSION_OP__SESSION_OP_IMPORT : 0;
         return 1;
     }
+    r->id_required = 1;
     if (ends_with(rest, n, "/fork")) {
         r->allow = "POST", r->id = rest, r->id_len = n - 5;
         r->op = post ? RECUR__API__SESSION_OP__SESSION_OP_FORK : 0;
@@ -913,7 +915,8 @@ done:
 /* ------------------------------------------------------------------ sessions */
 
 /* Sends env and waits up to timeout_ms for the reply of body `want` on socket s (already
- * open). The reply (or NULL: no answer) is the caller's to free. */
+ * open), or an ErrorResponse (the coordinator refused the message whole). The reply (or
+ * NULL: no answer) is the caller's to free. */
 static recur_api_envelope_t *sock_call(recur_http_t *h, recur_msgsock_t *s, recur_api_envelope_t *env,
                                        Recur__Api__Envelope__BodyCase want, int timeout_ms) {
     recur_api_envelope_t *r = NULL;
@@ -925,13 +928,21 @@ static recur_api_envelope_t *sock_call(recur_http_t *h, recur_msgsock_t *s, recu
     for (int waited = 0; waited < timeout_ms && !atomic_load(&h->stopping); waited += SLICE_MS) {
         recur_status_t st = recur_msgsock_recv_api(s, SLICE_MS, NULL, &r, &err);
         if (st == RECUR_E_TIMEOUT) continue;
-        if (st == RECUR_OK && r->body_case == want) return r;
+        if (st == RECUR_OK && (r->body_case == want || r->body_case == RECUR__API__ENVELOPE__BODY_ERROR)) return r;
         recur_proto_api_free(r);
         r = NULL;
         if (st != RECUR_OK) break;
     }
     return NULL;
 }
+
+/* The error of a session call's reply: the SessionResponse's, or an ErrorResponse's; NULL
+ * when it succeeded. */
+static const Recur__Api__Error *session_error(const recur_api_envelope_t *r) {
+    if (r->body_case == RECUR__API__ENVELOPE__BODY_ERROR) return r->error->error;
+    return r->session_response->error;
+}
+static const Recur__Api__Error k_no_error_detail = RECUR__API__ERROR__INIT;
 
 /* One SessionRequest on a socket of its own; the SessionResponse or NULL (no answer). */
 static recur_api_envelope_t *session_call(recur_http_t *h, Recur__Api__SessionRequest *q) {
@@ -957,8 +968,8 @@ static int session_has_turns(recur_http_t *h, const char *id, recur_http_bad_t *
         b->status = 503;
         return -1;
     }
-    const Recur__Api__SessionResponse *sr = r->session_response;
-    int turns = sr->info && sr->info->n_tokens > 0;
+    int turns = r->body_case == RECUR__API__ENVELOPE__BODY_SESSION_RESPONSE && r->session_response->info &&
+                r->session_response->info->n_tokens > 0;
     recur_proto_api_free(r);
     return turns;
 }
@@ -1030,8 +1041,9 @@ static enum MHD_Result handle_session_op(recur_http_t *h, struct MHD_Connection 
     if (!r) return reply_error(h, conn, url, 503, "not_ready", NULL, "the coordinator did not answer");
     const Recur__Api__SessionResponse *sr = r->session_response;
     enum MHD_Result ret;
-    if (sr->error) {
-        ret = reply_session_error(h, conn, url, sr->error);
+    if (r->body_case == RECUR__API__ENVELOPE__BODY_ERROR || sr->error) {
+        const Recur__Api__Error *e = session_error(r);
+        ret = reply_session_error(h, conn, url, e ? e : &k_no_error_detail);
     } else if (op == RECUR__API__SESSION_OP__SESSION_OP_LIST) {
         cJSON *o = cJSON_CreateObject(), *data = cJSON_AddArrayToObject(o, "data");
         cJSON_AddStringToObject(o, "object", "list");
@@ -1132,11 +1144,13 @@ static enum MHD_Result handle_export(recur_http_t *h, struct MHD_Connection *con
     env.session = &q;
     x->cur = sock_call(h, x->sock, &env, RECUR__API__ENVELOPE__BODY_SESSION_RESPONSE, h->cfg.session_timeout_ms);
     enum MHD_Result ret;
-    const Recur__Api__SessionResponse *sr = x->cur ? x->cur->session_response : NULL;
-    if (!sr) {
+    const Recur__Api__SessionResponse *sr =
+        x->cur && x->cur->body_case == RECUR__API__ENVELOPE__BODY_SESSION_RESPONSE ? x->cur->session_response : NULL;
+    if (!x->cur) {
         ret = reply_error(h, conn, url, 503, "not_ready", NULL, "the coordinator did not answer");
-    } else if (sr->error) {
-        ret = reply_session_error(h, conn, url, sr->error);
+    } else if (!sr || sr->error) {
+        const Recur__Api__Error *e = session_error(x->cur);
+        ret = reply_session_error(h, conn, url, e ? e : &k_no_error_detail);
     } else if (!sr->chunk || !sr->chunk->has_total || sr->chunk->offset != 0) {
         ret = reply_error(h, conn, url, 500, "internal_error", NULL, "the coordinator's export has no first piece");
     } else {
@@ -1218,11 +1232,11 @@ static void import_send(recur_http_t *h, import_job_t *x) {
                     (unsigned long long)x->sent);
         return;
     }
-    const Recur__Api__SessionResponse *sr = r->session_response;
-    if (sr->error) {
+    const Recur__Api__Error *e = session_error(r);
+    if (e || r->body_case != RECUR__API__ENVELOPE__BODY_SESSION_RESPONSE) {
         const char *code = "internal_error";
-        const char *msg = sr->error->message ? sr->error->message : "the import failed";
-        int st = sr->error->has_code ? http_status_for(sr->error->code, msg, &code) : 500;
+        const char *msg = e && e->message ? e->message : "the import failed";
+        int st = e && e->has_code ? http_status_for(e->code, msg, &code) : 500;
         import_fail(x, st, code, "%s", msg);
         recur_proto_api_free(r);
         return;
@@ -1393,7 +1407,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             q->counted = 1;
         }
         recur_http_bad_t b = {0};
-        if (sess && sr.id_len && recur_http_session_id_check(sr.id, sr.id_len, "session_id", &b))
+        if (sess && sr.id_required && recur_http_session_id_check(sr.id, sr.id_len, "session_id", &b))
             return reply_bad(h, conn, url, &b);
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         size_t limit = import ? h->cfg.max_import_bytes : h->cfg.max_body_bytes;

@@ -261,6 +261,7 @@ expect_error "fork unknown" 404 session_not_found POST /v1/sessions/nope/fork ""
 expect_error "export unknown" 404 session_not_found GET /v1/sessions/nope/export
 long=$(head -c 129 /dev/zero | tr '\0' x)
 expect_error "session id of 129 bytes (path)" 400 invalid_session_id GET "/v1/sessions/$long"
+expect_error "empty session id (path)" 400 invalid_session_id GET /v1/sessions/
 expect_error "session id of 129 bytes (body)" 400 invalid_session_id POST /v1/completions "{\"prompt\":\"x\",\"session_id\":\"$long\"}"
 expect_error "empty session id" 400 invalid_session_id POST /v1/completions '{"prompt":"x","session_id":""}'
 expect_error "control character in a session id" 400 invalid_session_id POST /v1/chat/completions '{"messages":[{"role":"user","content":"x"}],"session_id":"a\u0001b"}'
@@ -305,7 +306,8 @@ for _ in $(seq 50); do
   sleep 0.1
 done
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "$AUTH" "$URL/v1/models")
-[ $ok = 1 ] && [ "$code" = 200 ] && pass "clients gone: the session is idle again and the key works (200)" || fail "after the limit: $code"
+[ $ok = 1 ] && [ "$code" = 200 ] && pass "clients gone: the session is idle again and the key works (200)" \
+  || { fail "after the limit: $code (idle: $ok; serve alive: $(kill -0 "$SPID" 2>/dev/null && echo yes || echo no))"; tail -5 "$T/serve.err"; }
 turns_done=$((turns_done + 1))   # the cancelled turn on "busy" counts as a turn
 cached_done=$((cached_done + 0))
 
