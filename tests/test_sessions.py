@@ -86,7 +86,7 @@ def descendants(pid):
 class Server:
     def __init__(self, model, extra, expect_fail=False):
         self.log = tempfile.NamedTemporaryFile(prefix="recur-sess-", suffix=".err", delete=False)
-        self.p = subprocess.Popen([BIN, "serve", "--model", model, "--log-level", "warn"] + extra,
+        self.p = subprocess.Popen([BIN, "serve", "--model", model, "--log-level", "warn", "--port", "0"] + extra,
                                   stdout=subprocess.PIPE, stderr=self.log, text=True)
         self.endpoint = None
         deadline = time.time() + 90
@@ -365,7 +365,7 @@ def check_variant(work):
         data = open(out, "rb").read()
         last = struct.unpack("<256f", data[-1024:])
         ref.append(max(range(256), key=lambda k: last[k]))
-    s = Server(TINY, ["--state-variant", "tuned=" + st])
+    s = Server(TINY, ["--state-variant", "tuned=" + st, "--served-model-name", "default"])
     with RecurClient(s.endpoint) as c:
         ms = [m.id for m in c.list_models()]
         check(ms == ["default", "default:tuned"], "variant: ListModels names it (%s)" % ms)
@@ -389,7 +389,7 @@ def check_variant(work):
     s.stop()
     bad = os.path.join(work, "bad.safetensors")
     write_safetensors(bad, [("blocks.0.att.time_state", [H, N, N // 2], vals[0][:N * N // 2])])
-    s = Server(TINY, ["--state-variant", "bad=" + bad])
+    s = Server(TINY, ["--state-variant", "bad=" + bad, "--served-model-name", "default"])
     with RecurClient(s.endpoint) as c:
         time.sleep(0.3)
         e = error_of(lambda: turn(c, ids, 2, None, model="default:bad"))
