@@ -372,7 +372,9 @@ int recur_http_parse_generate(int ep, const cJSON *root, int32_t max_choices, re
             g->has_temperature = 1, g->temperature = (float)d;
         } else if (!strcmp(k, "top_p")) {
             if (get_number(f, k, 0, 1, &d, b)) return -1;
-            if (d == 0) return badf(b, k, "invalid_value", "'top_p' must be greater than 0 (use temperature 0 for greedy)");
+            /* as a float: a tiny positive number rounds to 0, which the protocol refuses */
+            if ((float)d <= 0.0f)
+                return badf(b, k, "invalid_value", "'top_p' must be greater than 0 (use temperature 0 for greedy)");
             g->has_top_p = 1, g->top_p = (float)d;
         } else if (!strcmp(k, "top_k")) {
             if (get_int(f, k, -1, INT32_MAX, &x, b)) return -1;   /* -1: off, as in vLLM */

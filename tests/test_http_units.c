@@ -310,6 +310,7 @@ static void test_parse(void) {
         {RECUR_HTTP_EP_COMPLETIONS, "{\"prompt\":\"\"}", "invalid_value"},
         {RECUR_HTTP_EP_COMPLETIONS, "{\"prompt\":\"ab\\u0000cd\"}", "invalid_value"},
         {RECUR_HTTP_EP_COMPLETIONS, "{\"prompt\":[[],[1,2]]}", "invalid_value"},
+        {RECUR_HTTP_EP_COMPLETIONS, "{\"prompt\":\"x\",\"top_p\":1e-50}", "invalid_value"},
         {RECUR_HTTP_EP_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"\\u0000\"}]}", "invalid_value"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {

@@ -233,6 +233,12 @@ static void test_damage(const char *dir) {
     if (f) f[13] = '0';   /* both shards claim head 0: head 1 is nowhere */
     recur_write_file(bad, txt, mn);
     expect_refused(bad, &id, &mine, "some layer and head is in no shard", "a hole in the heads");
+    memcpy(txt, mj, mn);
+    f = strstr(txt, "\"tp_rank\":1");
+    CHECK(f != NULL);
+    if (f) f[10] = '0';   /* both shards say tp rank 0 (found by fuzz_state_ckpt) */
+    recur_write_file(bad, txt, mn);
+    expect_refused(bad, &id, &mine, "two shards of one rank", "two shards of one rank");
     free(txt);
     free(mj);
 

@@ -512,6 +512,13 @@ recur_status_t recur_ckpt_manifest_parse(const char *json, size_t n, const char 
             bad = "shards: a shard's size does not match its layers and heads";
             goto out;
         }
+        /* one shard per rank: shard files are named by rank (an import writes them so), and
+         * two shards of one rank would be written to one file */
+        for (int32_t k = 0; k < i; k++)
+            if (m->shards[k].pp_rank == d->pp_rank && m->shards[k].tp_rank == d->tp_rank) {
+                bad = "shards: two shards of one rank";
+                goto out;
+            }
         total += d->bytes;
     }
     /* every (layer, head) and every layer's replicated part is held by some shard */
