@@ -91,7 +91,8 @@ static recur_status_t read_keys_(const char *path, int secret, char (*keys)[RECU
             return fail_(msg, msg_n, RECUR_E_FORMAT, "%s line %d: not a CURVE key (expected %d characters of Z85 "
                          "text, as recur keygen writes)", path, line, RECUR_CURVE_Z85_LEN);
         if (*n == max)
-            return fail_(msg, msg_n, RECUR_E_FORMAT, "%s: more than %d keys", path, (int)max);
+            return secret ? fail_(msg, msg_n, RECUR_E_FORMAT, "%s: a secret key file holds one key", path)
+                          : fail_(msg, msg_n, RECUR_E_FORMAT, "%s: more than %d keys", path, (int)max);
         memcpy(keys[*n], p, RECUR_CURVE_Z85_LEN + 1);
         (*n)++;
     }

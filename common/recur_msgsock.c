@@ -231,8 +231,12 @@ int recur_msgsock_last_fd(const recur_msgsock_t *s) {
 static recur_status_t watch_(recur_msgsock_t *s, void *zctx, int events, void **pair) {
     *pair = NULL;
     if (s->monitor) return recur_proto_fail(NULL, RECUR_E_INVAL, "msgsock %s: already watched", s->endpoint);
-    char ep[64];
-    snprintf(ep, sizeof ep, "inproc://recur-msgsock-monitor-%p", (void *)s);
+    /* a name never used before in this process: a socket closed just now may still hold
+     * its monitor's endpoint while the next one gets the same address */
+    static unsigned long serial;
+    char ep[96];
+    snprintf(ep, sizeof ep, "inproc://recur-msgsock-monitor-%p-%lu", (void *)s,
+             __atomic_add_fetch(&serial, 1, __ATOMIC_RELAXED));
     if (zmq_socket_monitor(s->zs, ep, events) != 0) return RECUR_E_IO;
     s->monitor = zmq_socket(zctx, ZMQ_PAIR);
     if (!s->monitor || zmq_connect(s->monitor, ep) != 0) {
