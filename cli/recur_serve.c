@@ -585,6 +585,11 @@ int recur_serve_main(int argc, char **argv, int first) {
             cs.busy_us_per_step, cs.critical_us_per_step, cs.period_us_per_step,
             cs.period_us_per_step > 0 ? 100.0 * cs.critical_us_per_step / cs.period_us_per_step : 0.0,
             cs.round_trip_us, cs.worker_total_us, cs.worker_forward_us);
+    if (curve_dir)
+        fprintf(stderr, "recur serve: CURVE on the worker link: %llu worker connections accepted, %llu refused by key, "
+                "%llu failed handshakes (no CURVE, or another server key)\n",
+                (unsigned long long)cs.worker_keys_accepted, (unsigned long long)cs.worker_keys_refused,
+                (unsigned long long)cs.worker_handshakes_failed);
 out:
     recur_http_stop(http);
     recur_coord_free(c);

@@ -312,7 +312,8 @@ int recur_msgsock_next_handshake_failure(recur_msgsock_t *s, char *what, size_t 
             return RECUR_MSGSOCK_HS_OTHER;
         }
         if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
-            snprintf(what, n, "the handshake failed (%s)", zmq_strerror((int)val));
+            snprintf(what, n, "the handshake failed (%s: the other end hung up; with CURVE, a client with another "
+                     "server key sees this)", zmq_strerror((int)val));
             return RECUR_MSGSOCK_HS_OTHER;
         }
     }

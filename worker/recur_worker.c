@@ -51,7 +51,7 @@ typedef struct worker {
     double last_recv, last_send; /* monotonic seconds */
     void *hs_events;             /* rank 0 with CURVE: failed handshakes of the socket      */
     uint64_t hs_failed;          /* failed handshakes so far                                */
-    double hs_logged;            /* when the last one was logged (0: never)                 */
+    double hs_logged[5];         /* when one of each RECUR_MSGSOCK_HS_* kind was last logged */
     /* every rank: the envelope bytes of the current command */
     uint8_t *buf;
     size_t buf_cap;
@@ -784,9 +784,12 @@ static void log_handshakes(worker_t *w) {
     char what[200];
     for (int kind; (kind = recur_msgsock_next_handshake_failure(w->sock, what, sizeof what)) != 0;) {
         w->hs_failed++;
+        /* per kind: the first failure may be a bare "broken pipe" when the coordinator hung
+         * up first, and the telling one ("different mechanisms") comes with a later try */
+        const int k = kind > 0 && kind < 5 ? kind : RECUR_MSGSOCK_HS_OTHER;
         double t = now_s();
-        if (w->hs_logged != 0 && t - w->hs_logged < 10.0) continue;
-        w->hs_logged = t;
+        if (w->hs_logged[k] != 0 && t - w->hs_logged[k] < 10.0) continue;
+        w->hs_logged[k] = t;
         recur_log_err("worker: the handshake with the coordinator at %s failed: %s (%llu attempts; with CURVE "
                       "both sides need --curve-keys with the keys of one `recur keygen`); retrying for up to "
                       "--idle-limit-ms %d", w->p.connect, what, (unsigned long long)w->hs_failed,
