@@ -406,7 +406,7 @@ class Soak:
             if len(s) < 8:
                 continue
             q = elapsed / 4
-            who = "serve" if pid == self.p.pid else "worker (%s %d)" % (comm(pid), pid)
+            who = "serve" if pid == self.p.pid else "%s %d (worker group)" % (comm(pid), pid)
             for i, what in ((0, "VmRSS"), (1, "RssAnon")):
                 first = max(k[i] for t, k in s if t <= q)
                 last = max(k[i] for t, k in s if t >= elapsed - q)
