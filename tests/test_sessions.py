@@ -86,7 +86,7 @@ def descendants(pid):
 class Server:
     def __init__(self, model, extra, expect_fail=False):
         self.log = tempfile.NamedTemporaryFile(prefix="recur-sess-", suffix=".err", delete=False)
-        self.p = subprocess.Popen([BIN, "serve", "--model", model, "--log-level", "warn"] + extra,
+        self.p = subprocess.Popen([BIN, "serve", "--model", model, "--port", "0", "--log-level", "warn"] + extra,
                                   stdout=subprocess.PIPE, stderr=self.log, text=True)
         self.endpoint = None
         deadline = time.time() + 90
