@@ -365,7 +365,8 @@ def check_variant(work):
         data = open(out, "rb").read()
         last = struct.unpack("<256f", data[-1024:])
         ref.append(max(range(256), key=lambda k: last[k]))
-    s = Server(TINY, ["--state-variant", "tuned=" + st])
+    # the model id "default" by name (serve's default is now the file's name)
+    s = Server(TINY, ["--state-variant", "tuned=" + st, "--served-model-name", "default"])
     with RecurClient(s.endpoint) as c:
         ms = [m.id for m in c.list_models()]
         check(ms == ["default", "default:tuned"], "variant: ListModels names it (%s)" % ms)
@@ -389,7 +390,7 @@ def check_variant(work):
     s.stop()
     bad = os.path.join(work, "bad.safetensors")
     write_safetensors(bad, [("blocks.0.att.time_state", [H, N, N // 2], vals[0][:N * N // 2])])
-    s = Server(TINY, ["--state-variant", "bad=" + bad])
+    s = Server(TINY, ["--state-variant", "bad=" + bad, "--served-model-name", "default"])
     with RecurClient(s.endpoint) as c:
         time.sleep(0.3)
         e = error_of(lambda: turn(c, ids, 2, None, model="default:bad"))
