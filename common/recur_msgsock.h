@@ -123,9 +123,11 @@ size_t recur_msgsock_max_msg_bytes(const recur_msgsock_t *s);
  * came through (-1: none, e.g. inproc); valid until the next recv. watch_disconnects makes
  * the socket report TCP/IPC disconnections; *pair is a ZeroMQ socket to put in a zmq_poll
  * set (owned by s, closed with it). next_disconnect: the fd of the next connection that
- * went away, or -1 when no more are pending. A disconnection is reported before any
- * message of a later connection that reuses its fd number, as long as the caller drains
- * these events before reading the socket's messages in each poll round. */
+ * went away, or -1 when no more are pending. libzmq queues a connection's disconnection
+ * before it closes the fd, so before any message of a later connection that reuses the fd
+ * number: a caller that drains these events after each recv and before taking last_fd
+ * never blames a new connection for an old one's disconnection. (One that closes before
+ * that drain is then missed: its request runs to the end unheard.) */
 int recur_msgsock_last_fd(const recur_msgsock_t *s);
 recur_status_t recur_msgsock_watch_disconnects(recur_msgsock_t *s, void *zctx, void **pair);
 int recur_msgsock_next_disconnect(recur_msgsock_t *s);

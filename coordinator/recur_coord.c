@@ -753,6 +753,10 @@ static recur_status_t poll_clients(recur_coord_t *c) {
         recur_status_t s = recur_msgsock_recv_api(c->clients, 0, &from, &env, &err);
         if (s == RECUR_E_TIMEOUT) return RECUR_OK;
         if (s == RECUR_E_IO) return s;
+        /* Again after each message: a connection that closed while this round read earlier
+         * messages may have left its fd number to the connection this message came through,
+         * and its disconnection (queued before this message) must not cancel this request. */
+        poll_disconnects(c);
         if (s != RECUR_OK) {   /* unreadable: tell that client why */
             if (from.len)
                 send_error(c, &from, NULL,

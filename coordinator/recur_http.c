@@ -1090,11 +1090,14 @@ static void job_pump(job_t *j, int timeout_ms) {
     }
 }
 
-/* Waits until every sub has had a reply (all = 0) or has ended (all = 1), or the request
- * failed (returns 0), or the client went away (returns 1). When the server stops, the request
- * fails and ends at once (a stream then still gets its error event and [DONE]). */
+/* Waits until every sub has had a reply (all = 0) or has ended (all = 1), or (all = 2) new
+ * stream bytes wait in j->out, or the request failed (returns 0), or the client went away
+ * (returns 1). When the server stops, the request fails and ends at once (a stream then
+ * still gets its error event and [DONE]). */
 static int job_wait(job_t *j, int all) {
+    const size_t had = j->out.n;
     for (;;) {
+        if (all == 2 && (j->out.n != had || j->out.oom)) return 0;
         if ((all ? j->n_done : j->n_got) == j->n_subs) return 0;
         if (j->failed && !all) return 0;
         if (atomic_load(&j->h->stopping)) {
@@ -1235,7 +1238,8 @@ static ssize_t job_read(void *cls, uint64_t pos, char *buf, size_t max) {
             j->done_written = 1;
             continue;
         }
-        if (job_wait(j, 1) == 1) {   /* the client went away: job_free cancels */
+        /* the next piece, not the whole answer: each token goes out as it comes */
+        if (job_wait(j, 2) == 1) {   /* the client went away: job_free cancels */
             recur_log_info("http: %s: the client went away; cancelling", j->id);
             return MHD_CONTENT_READER_END_WITH_ERROR;
         }

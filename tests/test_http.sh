@@ -151,6 +151,28 @@ assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] 
 assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "length"
 assert all(c["object"] == "text_completion" and c["id"] == chunks[0]["id"] for c in chunks)
 EOF
+# Each token leaves as it comes, not with the end of the answer: 300 tokens (a few ms each
+# here) read from the socket as they arrive must come in many separate reads, the first
+# event long before the last (a server that held the stream back sent it in one or two).
+python3 - "$URL" "$KEY" <<'EOF' && pass "stream is incremental: events arrive token by token, not at the end" || fail "stream is incremental"
+import json, socket, sys, time, urllib.parse
+u = urllib.parse.urlparse(sys.argv[1])
+body = json.dumps({"prompt": "x", "max_tokens": 300, "ignore_eos": True, "temperature": 0, "stream": True}).encode()
+s = socket.create_connection((u.hostname, u.port))
+s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + sys.argv[2].encode() +
+          b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+reads, data, t0 = [], b"", time.time()
+while b"data: [DONE]" not in data:
+    b = s.recv(65536)
+    if not b:
+        break
+    data += b
+    reads.append((time.time() - t0, b.count(b"data: ")))
+with_events = [t for t, n in reads if n]
+print("stream: %d reads with events over %.3f s" % (len(with_events), with_events[-1] - with_events[0]))
+assert b"data: [DONE]" in data and data.count(b"data: ") >= 300
+assert len(with_events) >= 10, reads[:20]
+EOF
 curl -sN -H "$AUTH" "$URL/v1/chat/completions" -d '{"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Hello"}],"max_tokens":12,"temperature":0,"stream":true}' >"$T/csse"
 req POST /v1/chat/completions '{"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Hello"}],"max_tokens":12,"temperature":0}' >/dev/null
 jget 'j["choices"][0]["message"]["content"]' >"$T/chat"

@@ -1309,8 +1309,7 @@ static void test_helpers(void) {
 static void test_nested_field_zero(void) {
     static const uint8_t internal_msg[] = {0x08, 0x02, 0xaa, 0x06, 0x0d, 0x08, 0xef, 0x9b, 0x01, 0x80,
                                            0x00, 0xff, 0xd1, 0x91, 0x01, 0x10, 0xf4, 0x03};
-    /* a Heartbeat (field 101) {seq, <field 0 varint>, rank} (protocol version 2); the same without
-     * field 0 decodes */
+    /* a Heartbeat (field 101) {seq, <field 0 varint>, rank}; the same without field 0 decodes */
     static const uint8_t internal_ok[] = {0x08, 0x02, 0xaa, 0x06, 0x07, 0x08, 0xef, 0x9b, 0x01, 0x10, 0xf4, 0x03};
     recur_proto_error_t err;
     CHECK(decode(1, internal_ok, sizeof internal_ok, 0, 0, &err, 0, -1) == RECUR_OK);

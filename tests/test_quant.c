@@ -597,7 +597,8 @@ static void cuda_same_bytes(recur_backend_t *g, recur_backend_t *cpu, recur_dtyp
     for (size_t j = 0; j < sizeof sp / sizeof sp[0]; j++) vals[nv++] = sp[j];
     while (nv < rows * per) {
         const uint64_t r = recur_test_rng_next(&rng);
-        const uint32_t e = 127 - 14 + (uint32_t)(r % 23), man = (uint32_t)(r >> 8) & 0x7fffffu;
+        /* exponents -14 .. 7: every value below 2^8, so the row's largest is its 448 (scale 1) */
+        const uint32_t e = 127 - 14 + (uint32_t)(r % 22), man = (uint32_t)(r >> 8) & 0x7fffffu;
         vals[nv++] = f_of((uint32_t)((r >> 40) & 1) << 31 | e << 23 | man);
     }
     float *m = malloc((size_t)rows * cols * sizeof(float));
@@ -789,7 +790,12 @@ int main(int argc, char **argv) {
             /* fp32 accumulation everywhere except cuBLASLt's FP8 GEMM (fp8, more than 8 rows):
              * Hopper's FP8 tensor cores add within an MMA with fewer bits than fp32 (about
              * 14, DeepSeek-V3 report section 3.3.2), so that path gets 2e-4 */
-            test_matmul(g, dt, cpu, 2e-5, dt == RECUR_DTYPE_F8E4M3 ? 2e-4 : 2e-5, "cuda");
+            /* cuBLASLt's FP8 GEMM (M > 8): Hopper's FP8 tensor cores add the products in an
+             * accumulator narrower than fp32 (about 14 bits, DeepSeek-V3 technical report,
+             * arXiv:2412.19437, section 3.3.2) even without fast accumulation; measured on an
+             * H200 (2026-11-23): 2.0e-3 of sum|terms| at worst, so 4e-3 here. The same product
+             * through the bf16 path ("cuda-no-lt" below) stays at 2e-5. */
+            test_matmul(g, dt, cpu, 2e-5, dt == RECUR_DTYPE_F8E4M3 ? 4e-3 : 2e-5, "cuda");
             recur_backend_free(g);
             if (dt == RECUR_DTYPE_F8E4M3) { /* the bf16 tensor-core form of the fp8 GEMM */
                 setenv("RECUR_FP8_CUBLASLT", "0", 1);

@@ -167,6 +167,21 @@ def main_checks(name, ep, model):
               "%s: a client that disconnects mid-stream has its request cancelled, slot free after %.2f s" % (
                   name, time.time() - t0))
 
+        # A connection that closes and a new one that gets its fd number at once: the old
+        # one's disconnection must cancel only the old request, never the new one.
+        wrong = []
+        for i in range(12):
+            old = RecurClient(ep)
+            rid = old.start("Going away %d" % i, max_tokens=100000, temperature=0, ignore_eos=True)
+            next(old.stream(rid))
+            old.close()
+            with RecurClient(ep) as new:
+                got = new.complete(prompts[0], max_tokens=lens[0], temperature=0)
+                if (got[0], got[1].finish_reason) != alone[0]:
+                    wrong.append((i, got[0], recur_client.FINISH_NAMES.get(got[1].finish_reason)))
+        check(not wrong, "%s: 12 times a client closes and the next connects at once: the new "
+              "request is never cancelled for the old one%s" % (name, " (%r)" % wrong[:3] if wrong else ""))
+
         bad_cases = [
             ("max_tokens 0", dict(max_tokens=0), api.ERROR_CODE_INVALID_ARGUMENT, "max_tokens"),
             ("top_p 1.5", dict(top_p=1.5), api.ERROR_CODE_INVALID_ARGUMENT, "top_p"),
@@ -183,7 +198,8 @@ def main_checks(name, ep, model):
         check(e is not None and e.code in (api.ERROR_CODE_INVALID_ARGUMENT, api.ERROR_CODE_PROTOCOL),
               "%s: empty prompt -> %s" % (name, e))
     again = greedy(ep, prompts[0], lens[0])
-    check(again == alone[0], "%s: still serving the same text after the errors" % name)
+    check(again == alone[0], "%s: still serving the same text after the errors%s" % (
+        name, "" if again == alone[0] else " (got %r, alone %r)" % (again, alone[0])))
 
 
 def queue_checks(name, model, extra):

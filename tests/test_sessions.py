@@ -86,7 +86,7 @@ def descendants(pid):
 class Server:
     def __init__(self, model, extra, expect_fail=False):
         self.log = tempfile.NamedTemporaryFile(prefix="recur-sess-", suffix=".err", delete=False)
-        self.p = subprocess.Popen([BIN, "serve", "--model", model, "--port", "0", "--log-level", "warn"] + extra,
+        self.p = subprocess.Popen([BIN, "serve", "--model", model, "--log-level", "warn", "--port", "0"] + extra,
                                   stdout=subprocess.PIPE, stderr=self.log, text=True)
         self.endpoint = None
         deadline = time.time() + 90
@@ -365,7 +365,6 @@ def check_variant(work):
         data = open(out, "rb").read()
         last = struct.unpack("<256f", data[-1024:])
         ref.append(max(range(256), key=lambda k: last[k]))
-    # the model id "default" by name (serve's default is now the file's name)
     s = Server(TINY, ["--state-variant", "tuned=" + st, "--served-model-name", "default"])
     with RecurClient(s.endpoint) as c:
         ms = [m.id for m in c.list_models()]

@@ -64,7 +64,11 @@ typedef struct coord {
 /* session_dir: passed as --session-dir (NULL: none). */
 static pid_t spawn_worker(const char *endpoint, const char *model, const char *idle_ms, const char *session_dir) {
     char bin[4096], tp[16];
-    snprintf(bin, sizeof bin, "%s/recur", RECUR_BIN_DIR);
+    /* RECUR_BIN: a bundle's copy on a GPU machine (scripts/gpu_check.sh), where the build
+     * directory compiled in here does not exist */
+    const char *env_bin = getenv("RECUR_BIN");
+    if (env_bin && *env_bin) snprintf(bin, sizeof bin, "%s", env_bin);
+    else snprintf(bin, sizeof bin, "%s/recur", RECUR_BIN_DIR);
     snprintf(tp, sizeof tp, "%d", np);
     const char *args[64];
     int k = 0;

@@ -419,7 +419,13 @@ static recur_status_t gemv_launch_m(recur_cuda_ctx_t *c, const float *x, const W
      * M <= 2 keeps R = 2 so that small N still spreads over many warps, and keeps 4
      * chunks per row in flight per lane (the loads of a warp are its only latency
      * hiding; with M > 2 the registers go to the accumulators instead). */
-    constexpr int R = MT <= 2 ? 2 : 4;
+    /* One-byte codes (int8, e4m3) carry half the weights' bytes per row: a K = 4096 row is
+     * 8 chunks per lane, so with R = 2, U = 4 a warp's whole life is two load round trips
+     * and the kernel ran at ~48% of HBM bandwidth (H200, 2026-11-23: 2,292 GB/s against
+     * bf16's 3,987). R = 4 puts 4 x 4 chunks (256 bytes) per lane in flight at once and shares
+     * each x load over 4 rows instead of 2 (measured: docs/benchmarks.md, quantized weights). */
+    constexpr bool one_byte = sizeof(WT) == 1;
+    constexpr int R = MT <= 2 && !one_byte ? 2 : 4;
     constexpr int U = MT <= 2 ? 4 : 2;
     const unsigned grid = (unsigned)recur_cuda_cdiv(N, (int64_t)GEMV_WARPS * R);
     RCU_LAUNCH("gemv_kernel", recur_cuda_launch(c, gemv_kernel<WT, MT, R, U>, dim3(grid), dim3(GEMV_WARPS * 32), 0, x, W,
