@@ -3,6 +3,7 @@
  *   recur logits   --model PATH --tokens 1,2,3 --out FILE     logits after each token
  *   recur generate [--model PATH] --prompt TEXT [sampling]     stream generated text
  *   recur worker   --connect tcp://HOST:PORT --model PATH      serve a coordinator
+ *   recur keygen   --out DIR                                  CURVE keys for serve / worker
  *   recur version | help
  *
  * Exit codes: 0 success, 1 runtime failure (bad model file, I/O), 2 bad usage. */
@@ -20,6 +21,7 @@
 #include "recur_backend.h"
 #include "recur_bench.h"
 #include "recur_comm.h"
+#include "recur_curve.h"
 #include "recur_log.h"
 #include "recur_model.h"
 #include "recur_proto.h"
@@ -43,6 +45,7 @@ static void usage(FILE *to) {
             "  worker     serve a coordinator's step plans with a model (one rank, or mpirun for several)\n"
             "  serve      serve a model to clients: coordinator here, worker group as a child (README: Serving)\n"
             "  client     send one prompt to a recur serve and stream the text (or --health)\n"
+            "  keygen     write CURVE key files for serve/worker --curve-keys (recur keygen --out DIR [--force])\n"
             "  version    print the version\n"
             "  help       this message\n"
             "\n"
@@ -73,13 +76,20 @@ static void usage(FILE *to) {
             "  manifest (JSON) to F; --state-in reads the same set back (same T and P).\n"
             "\n"
             "recur worker --connect tcp://HOST:PORT --model PATH [--slots N] [--max-tokens N] [--tp T --pp P]\n"
-            "             [--heartbeat-ms MS] [--idle-limit-ms MS]\n"
+            "             [--heartbeat-ms MS] [--idle-limit-ms MS] [--curve-keys DIR] [--session-dir DIR]\n"
             "  Loads the model (this rank's shard under mpirun), says hello to the coordinator's\n"
             "  worker endpoint and runs the step plans and slot operations it sends until it says\n"
             "  shutdown. --slots: state slots including padding slot 0 (default: as many as fit on\n"
             "  cuda, 64 on cpu); --max-tokens: rows per forward piece (default 512). Exits 0 on\n"
             "  shutdown, 3 when the coordinator was silent for --idle-limit-ms (default 30000),\n"
-            "  1 on a device failure.\n"
+            "  1 on a device failure. --curve-keys DIR: encrypt and authenticate the link with CURVE\n"
+            "  (DIR/worker.key and DIR/server.pub, from recur keygen; the coordinator must run with\n"
+            "  --curve-keys too). --session-dir DIR: checkpoint paths the coordinator sends must lie in DIR.\n"
+            "\n"
+            "recur keygen --out DIR [--force]\n"
+            "  Writes a CURVE key pair for the coordinator (server.key, server.pub) and one for the\n"
+            "  workers (worker.key, worker.pub) into DIR, the .key files mode 0600. Existing files are\n"
+            "  kept unless --force. README: Security.\n"
             "\n"
             "recur bench [options]   (recur bench --help for the list)\n"
             "\n"
@@ -94,6 +104,7 @@ static void usage(FILE *to) {
 
 typedef struct opts {
     const char *model, *prompt, *tokens, *out, *tokenizer, *state_in, *state_out, *backend, *connect;
+    const char *curve_keys, *session_dir;   /* worker */
     recur_dtype_t weights, state;
     long max_tokens, top_k, chunk, tp, pp, layers;
     long slots;                        /* model slots; -1: the command's own choice */
@@ -161,6 +172,8 @@ static int parse_opts(int argc, char **argv, int first, const char *allowed, opt
         else if (!strcmp(a, "--state-in")) o->state_in = v;
         else if (!strcmp(a, "--state-out")) o->state_out = v;
         else if (!strcmp(a, "--connect")) o->connect = v;
+        else if (!strcmp(a, "--curve-keys")) o->curve_keys = v;
+        else if (!strcmp(a, "--session-dir")) o->session_dir = v;
         else if (!strcmp(a, "--slots")) rc = parse_long(a, v, 0, 1L << 20, &o->slots);
         else if (!strcmp(a, "--heartbeat-ms")) rc = parse_long(a, v, 1, 3600000, &o->heartbeat_ms);
         else if (!strcmp(a, "--idle-limit-ms")) rc = parse_long(a, v, 1, 86400000, &o->idle_limit_ms);
@@ -533,13 +546,66 @@ usage:
     return RECUR_EXIT_USAGE;
 }
 
+/* World rank 0 by the launcher's environment (Open MPI, PMIx, MPICH), or no launcher: known
+ * before MPI starts, for checks that only rank 0 needs to pass. */
+static int env_rank0(void) {
+    static const char *const vars[] = {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"};
+    for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) {
+        const char *v = getenv(vars[i]);
+        if (v) return atoi(v) == 0;
+    }
+    return 1;
+}
+
+/* recur keygen --out DIR [--force]: the CURVE key files of recur_curve.h. */
+static int cmd_keygen(int argc, char **argv) {
+    const char *dir = NULL;
+    int force = 0;
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--force")) force = 1;
+        else if (!strcmp(argv[i], "--out") && i + 1 < argc) dir = argv[++i];
+        else {
+            fprintf(stderr, "recur keygen: unexpected argument '%s'\nusage: recur keygen --out DIR [--force]\n",
+                    argv[i]);
+            return RECUR_EXIT_USAGE;
+        }
+    }
+    if (!dir) {
+        fprintf(stderr, "recur keygen: --out DIR is required\nusage: recur keygen --out DIR [--force]\n");
+        return RECUR_EXIT_USAGE;
+    }
+    char msg[1024];
+    recur_status_t s = recur_curve_keygen(dir, force, msg, sizeof msg);
+    if (s != RECUR_OK) {
+        fprintf(stderr, "recur keygen: %s\n", msg);
+        return s == RECUR_E_INVAL ? RECUR_EXIT_USAGE : 1;
+    }
+    printf("recur keygen: wrote %s/server.key, server.pub, worker.key, worker.pub (the .key files mode 0600)\n"
+           "  recur serve --curve-keys %s ...     (reads server.key, worker.pub)\n"
+           "  recur worker --curve-keys %s ...    (reads worker.key, server.pub)\n", dir, dir, dir);
+    return 0;
+}
+
 static int cmd_worker(int argc, char **argv) {
     opts_t o = {.max_tokens = 512, .weights = RECUR_DTYPE_BF16, .state = RECUR_DTYPE_F32, .tp = 1, .pp = 1,
                 .slots = -1, .heartbeat_ms = 1000, .idle_limit_ms = 30000};
     if (parse_opts(argc, argv, 2,
-                   "connect model backend weights state slots max-tokens tp pp heartbeat-ms idle-limit-ms log-level",
+                   "connect model backend weights state slots max-tokens tp pp heartbeat-ms idle-limit-ms log-level "
+                   "curve-keys session-dir",
                    &o))
         goto usage;
+    if (o.curve_keys && env_rank0()) {
+        /* rank 0 reads them again to connect; checked here too so that bad keys stop the
+         * launch before a model is loaded */
+        recur_curve_keys_t k;
+        char msg[512];
+        recur_status_t ks = recur_curve_load_client(o.curve_keys, &k, msg, sizeof msg);
+        memset(&k, 0, sizeof k);
+        if (ks != RECUR_OK) {
+            fprintf(stderr, "recur worker: --curve-keys: %s\n", msg);
+            return 1;
+        }
+    }
     if (!o.connect || !o.model) {
         fprintf(stderr, "recur worker: --connect and --model are required\n");
         goto usage;
@@ -578,6 +644,8 @@ static int cmd_worker(int argc, char **argv) {
     wp.software_version = RECUR_VERSION;
     wp.heartbeat_ms = (int32_t)o.heartbeat_ms;
     wp.idle_limit_ms = (int32_t)o.idle_limit_ms;
+    wp.curve_keys_dir = o.curve_keys;
+    wp.session_dir = o.session_dir;
     if (recur_worker_run(m, d.comm, &wp, &code) != RECUR_OK) goto done;   /* the ranks may disagree: abort */
     rc = code;
     loaded = 0;   /* every rank stopped together: no abort */
@@ -603,6 +671,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "logits")) return cmd_logits(argc, argv);
     if (!strcmp(cmd, "bench")) return recur_bench_main(argc, argv, 2);
     if (!strcmp(cmd, "worker")) return cmd_worker(argc, argv);
+    if (!strcmp(cmd, "keygen")) return cmd_keygen(argc, argv);
     if (!strcmp(cmd, "serve")) return recur_serve_main(argc, argv, 2);
     if (!strcmp(cmd, "client")) return recur_client_main(argc, argv, 2);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {

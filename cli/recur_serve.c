@@ -3,7 +3,7 @@
  *
  * serve: binds the client and worker endpoints, launches `recur worker --connect <worker
  * endpoint>` (or `mpirun -np T*P recur worker --tp T --pp P ...`, the launcher taken from
- * $RECUR_MPIRUN, default "mpirun --oversubscribe --bind-to none") in its own process group
+ * $RECUR_MPIRUN, default RECUR_SERVE_MPIRUN below) in its own process group
  * (so a terminal's Ctrl-C reaches only serve, which then shuts the workers down in order),
  * prints "recur serve: listening on ENDPOINT" once the workers are ready, and runs the
  * coordinator loop. The OpenAI-compatible HTTP API (coordinator/recur_http.h) runs in this
@@ -30,6 +30,7 @@
 
 #include "recur_chat_template.h"
 #include "recur_coord.h"
+#include "recur_curve.h"
 #include "recur_http.h"
 #include "recur_dtype.h"
 #include "recur_log.h"
@@ -37,6 +38,14 @@
 #include "recur_tokenizer_pick.h"
 #include "recur_msgsock.h"
 #include "recur_proto.h"
+
+/* The launcher of a worker group of several ranks when $RECUR_MPIRUN is not set. The group
+ * is on this node, so the ranks talk over shared memory (pml ob1, btl self,vader): no TCP
+ * BTL, whose listener binds every interface, and no UCX; ORTE's own traffic stays on
+ * loopback. (Open MPI 4.1's mpirun still listens on the wildcard address for ORTE daemons,
+ * with no option to bind it elsewhere: README "Security".) */
+#define RECUR_SERVE_MPIRUN \
+    "mpirun --oversubscribe --bind-to none --mca pml ob1 --mca btl self,vader --mca oob_tcp_if_include lo"
 
 /* Signals seen (SIGINT/SIGTERM): the first starts a graceful drain, the second stops at
  * once. Written by the handler only. */
@@ -208,6 +217,7 @@ static void serve_usage(FILE *to) {
             "                   [--max-import-bytes N] [--max-requests-per-key N]\n"
             "                   [--chat-template PATH] [--served-model-name NAME]\n"
             "                   [--external-workers] [--drain-timeout-s N] [--max-worker-restarts N]\n"
+            "                   [--curve-keys DIR]\n"
             "  Serves one model: ZeroMQ/protobuf clients on --bind, the OpenAI-compatible HTTP API on\n"
             "  --host (default 127.0.0.1) and --port (default 8000; 0 = a free port, printed).\n"
             "  Without --model: the bundled tiny RWKV-7. --api-key (repeatable) / --api-key-file (one key\n"
@@ -239,7 +249,11 @@ static void serve_usage(FILE *to) {
             "  --prefix-cache-entries N: keep up to N states of prompt prefixes that several requests shared (a\n"
             "    system prompt), in the workers' host memory, at multiples of --prefix-cache-block tokens (default 32);\n"
             "    a prompt starting with one prefills only the rest. Default 0 (off).\n"
-            "  --state f32|bf16: how the workers store the recurrent state (default f32).\n");
+            "  --state f32|bf16: how the workers store the recurrent state (default f32).\n"
+            "  --curve-keys DIR: coordinator <-> worker traffic authenticated and encrypted with ZeroMQ CURVE; DIR\n"
+            "    from `recur keygen --out DIR`. serve reads DIR/server.key and DIR/worker.pub (the worker keys it\n"
+            "    accepts) and starts its workers with --curve-keys DIR (they read worker.key and server.pub);\n"
+            "    external workers need the same flag. Workers without the right keys are refused and logged.\n");
 }
 
 /* The default served model name: the file's (or directory's) name, without a model-file
@@ -280,6 +294,8 @@ int recur_serve_main(int argc, char **argv, int first) {
     size_t n_keys = 0;
     hc.port = 8000;
     const char *state_dtype = NULL;
+    const char *curve_dir = NULL;
+    recur_curve_keys_t curve;   /* the coordinator reads it at create */
     enum { MAX_VARIANTS = 64 };
     const char *var_names[MAX_VARIANTS], *var_paths[MAX_VARIANTS];
     char var_buf[MAX_VARIANTS][512];
@@ -323,6 +339,7 @@ int recur_serve_main(int argc, char **argv, int first) {
         else if (!strcmp(a, "--worker-timeout-ms")) { rc = arg_long(a, val, 1, INT32_MAX, &v); cfg.worker_timeout_ms = (int32_t)v; }
         else if (!strcmp(a, "--drain-timeout-s")) rc = arg_long(a, val, 0, 24 * 3600, &drain_s);
         else if (!strcmp(a, "--session-dir")) cfg.session_dir = val;
+        else if (!strcmp(a, "--curve-keys")) curve_dir = val;
         else if (!strcmp(a, "--prefix-cache-entries")) { rc = arg_long(a, val, 0, 1 << 20, &v); cfg.prefix_cache_entries = (int32_t)v; }
         else if (!strcmp(a, "--prefix-cache-block")) { rc = arg_long(a, val, 1, 1 << 20, &v); cfg.prefix_cache_block = (int32_t)v; }
         else if (!strcmp(a, "--max-sessions")) { rc = arg_long(a, val, 1, 1 << 24, &v); cfg.max_sessions = (int32_t)v; }
@@ -441,6 +458,20 @@ int recur_serve_main(int argc, char **argv, int first) {
         rc = 2;
         goto out;
     }
+    if (curve_dir) {
+        /* ours (server.key, worker.pub) now; the workers' (worker.key, server.pub) too when we
+         * launch them, so a missing file stops serve here rather than in a restart loop */
+        char msg[512];
+        recur_curve_keys_t wk;
+        if (recur_curve_load_server(curve_dir, &curve, msg, sizeof msg) != RECUR_OK ||
+            (!external && recur_curve_load_client(curve_dir, &wk, msg, sizeof msg) != RECUR_OK)) {
+            fprintf(stderr, "recur serve: --curve-keys: %s\n", msg);
+            rc = 2;
+            goto out;
+        }
+        memset(&wk, 0, sizeof wk);
+        cfg.worker_curve = &curve;
+    }
     all_keys = malloc((n_keys + n_file_keys + 1) * sizeof *all_keys);
     if (!all_keys || recur_metrics_create(&metrics) != RECUR_OK) {
         fprintf(stderr, "recur serve: out of memory\n");
@@ -488,7 +519,7 @@ int recur_serve_main(int argc, char **argv, int first) {
     char launcher[1024], np[32];
     if (tp * pp > 1) {
         const char *env = getenv("RECUR_MPIRUN");
-        snprintf(launcher, sizeof launcher, "%s", env && *env ? env : "mpirun --oversubscribe --bind-to none");
+        snprintf(launcher, sizeof launcher, "%s", env && *env ? env : RECUR_SERVE_MPIRUN);
         for (char *t = strtok(launcher, " "); t && k < 60; t = strtok(NULL, " ")) args[k++] = t;
         snprintf(np, sizeof np, "%ld", tp * pp);
         args[k++] = "-np", args[k++] = np;
@@ -497,6 +528,9 @@ int recur_serve_main(int argc, char **argv, int first) {
                           "--backend", backend, "--slots", slots_s, "--tp", tps, "--pp", pps, "--idle-limit-ms", idle};
     for (size_t i = 0; i < sizeof tail / sizeof *tail; i++) args[k++] = (char *)tail[i];
     if (state_dtype) args[k++] = "--state", args[k++] = (char *)state_dtype;
+    if (curve_dir) args[k++] = "--curve-keys", args[k++] = (char *)curve_dir;
+    /* the workers refuse checkpoint paths outside it (recur_ckpt_path_check) */
+    if (cfg.session_dir) args[k++] = "--session-dir", args[k++] = (char *)cfg.session_dir;
     if (weights) args[k++] = "--weights", args[k++] = (char *)weights;
     args[k] = NULL;
     if (geteuid() == 0) {   /* Open MPI refuses root unless told */
@@ -562,12 +596,18 @@ int recur_serve_main(int argc, char **argv, int first) {
             cs.busy_us_per_step, cs.critical_us_per_step, cs.period_us_per_step,
             cs.period_us_per_step > 0 ? 100.0 * cs.critical_us_per_step / cs.period_us_per_step : 0.0,
             cs.round_trip_us, cs.worker_total_us, cs.worker_forward_us);
+    if (curve_dir)
+        fprintf(stderr, "recur serve: CURVE on the worker link: %llu worker connections accepted, %llu refused by key, "
+                "%llu failed handshakes (no CURVE, or another server key)\n",
+                (unsigned long long)cs.worker_keys_accepted, (unsigned long long)cs.worker_keys_refused,
+                (unsigned long long)cs.worker_handshakes_failed);
 out:
     recur_http_stop(http);
     recur_coord_free(c);
     if (zctx) zmq_ctx_term(zctx);
     recur_metrics_free(metrics);
     recur_chat_template_free(tmpl);
+    memset(&curve, 0, sizeof curve);   /* no secret left in memory longer than needed */
     for (size_t i = 0; i < n_file_keys; i++) free(file_keys[i]);
     free(file_keys);
     free(all_keys);

@@ -56,3 +56,28 @@ fail:
     if (fd >= 0) close(fd);
     return st;
 }
+
+int recur_name_is_safe(const char *s, size_t max_len) {
+    if (!s || !*s || *s == '.') return 0;
+    size_t n = 0;
+    for (const char *p = s; *p; p++, n++) {
+        const char c = *p;
+        if (n >= max_len) return 0;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+              c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+const char *recur_name_printable(const char *s, size_t max_chars, char *out, size_t n) {
+    if (!out || !n) return "";
+    size_t o = 0, i = 0;
+    for (; s && s[i] && i < max_chars && o + 1 < n; i++) {
+        const unsigned char c = (unsigned char)s[i];
+        out[o++] = c >= 0x20 && c < 0x7f && c != '"' && c != '\\' ? (char)c : '?';
+    }
+    out[o] = '\0';
+    if (s && s[i] && o + 4 < n) memcpy(out + o, "...", 4);
+    return out;
+}

@@ -91,6 +91,32 @@ static recur_status_t set_int_(recur_msgsock_t *s, int opt, int v, const char *n
     return RECUR_OK;
 }
 
+static recur_status_t set_str_(recur_msgsock_t *s, int opt, const char *v, const char *name) {
+    if (zmq_setsockopt(s->zs, opt, v, strlen(v)) != 0)
+        return recur_proto_fail(NULL, RECUR_E_IO, "zmq_setsockopt(%s): %s", name, zmq_strerror(zmq_errno()));
+    return RECUR_OK;
+}
+
+/* CURVE: a ROUTER is the server (its clients checked by the ZAP handler under our domain),
+ * a DEALER the client of the server key it was given. Keys as Z85 text (40 characters). */
+static recur_status_t set_curve_(recur_msgsock_t *s, const recur_curve_keys_t *k) {
+    if (!recur_curve_available())
+        return recur_proto_fail(NULL, RECUR_E_UNSUPPORTED, "msgsock: CURVE asked for, but this libzmq was built "
+                                "without it (zmq_has(\"curve\") is 0)");
+    if (strlen(k->secret_key) != RECUR_CURVE_Z85_LEN || strlen(k->public_key) != RECUR_CURVE_Z85_LEN)
+        return recur_proto_fail(NULL, RECUR_E_INVAL, "msgsock: CURVE keys missing (recur_curve_load_*)");
+    if (s->router) {
+        RECUR_TRY(set_int_(s, ZMQ_CURVE_SERVER, 1, "ZMQ_CURVE_SERVER", NULL));
+        RECUR_TRY(set_str_(s, ZMQ_CURVE_SECRETKEY, k->secret_key, "ZMQ_CURVE_SECRETKEY"));
+        return set_str_(s, ZMQ_ZAP_DOMAIN, RECUR_CURVE_ZAP_DOMAIN, "ZMQ_ZAP_DOMAIN");
+    }
+    if (strlen(k->server_key) != RECUR_CURVE_Z85_LEN)
+        return recur_proto_fail(NULL, RECUR_E_INVAL, "msgsock: CURVE client without the server's public key");
+    RECUR_TRY(set_str_(s, ZMQ_CURVE_SERVERKEY, k->server_key, "ZMQ_CURVE_SERVERKEY"));
+    RECUR_TRY(set_str_(s, ZMQ_CURVE_PUBLICKEY, k->public_key, "ZMQ_CURVE_PUBLICKEY"));
+    return set_str_(s, ZMQ_CURVE_SECRETKEY, k->secret_key, "ZMQ_CURVE_SECRETKEY");
+}
+
 static recur_status_t msgsock_configure_(recur_msgsock_t *s, const char *endpoint, const recur_msgsock_params_t *p) {
     recur_proto_error_t *err = NULL;   /* configuration failures are logged */
     RECUR_TRY(set_int_(s, ZMQ_LINGER, 0, "ZMQ_LINGER", err));
@@ -105,6 +131,7 @@ static recur_status_t msgsock_configure_(recur_msgsock_t *s, const char *endpoin
         RECUR_TRY(set_int_(s, ZMQ_HEARTBEAT_IVL, p->heartbeat_ms, "ZMQ_HEARTBEAT_IVL", err));
         RECUR_TRY(set_int_(s, ZMQ_HEARTBEAT_TIMEOUT, 3 * p->heartbeat_ms, "ZMQ_HEARTBEAT_TIMEOUT", err));
     }
+    if (p->curve) RECUR_TRY(set_curve_(s, p->curve));
     if (s->router) {
         /* a reply to a peer that left must fail loudly, not be dropped in silence */
         RECUR_TRY(set_int_(s, ZMQ_ROUTER_MANDATORY, 1, "ZMQ_ROUTER_MANDATORY", err));
@@ -201,11 +228,16 @@ int recur_msgsock_last_fd(const recur_msgsock_t *s) {
     return fd >= 0 ? fd : -1;
 }
 
-recur_status_t recur_msgsock_watch_disconnects(recur_msgsock_t *s, void *zctx, void **pair) {
+static recur_status_t watch_(recur_msgsock_t *s, void *zctx, int events, void **pair) {
     *pair = NULL;
-    char ep[64];
-    snprintf(ep, sizeof ep, "inproc://recur-msgsock-monitor-%p", (void *)s);
-    if (zmq_socket_monitor(s->zs, ep, ZMQ_EVENT_DISCONNECTED) != 0) return RECUR_E_IO;
+    if (s->monitor) return recur_proto_fail(NULL, RECUR_E_INVAL, "msgsock %s: already watched", s->endpoint);
+    /* a name never used before in this process: a socket closed just now may still hold
+     * its monitor's endpoint while the next one gets the same address */
+    static unsigned long serial;
+    char ep[96];
+    snprintf(ep, sizeof ep, "inproc://recur-msgsock-monitor-%p-%lu", (void *)s,
+             __atomic_add_fetch(&serial, 1, __ATOMIC_RELAXED));
+    if (zmq_socket_monitor(s->zs, ep, events) != 0) return RECUR_E_IO;
     s->monitor = zmq_socket(zctx, ZMQ_PAIR);
     if (!s->monitor || zmq_connect(s->monitor, ep) != 0) {
         if (s->monitor) zmq_close(s->monitor);
@@ -215,6 +247,77 @@ recur_status_t recur_msgsock_watch_disconnects(recur_msgsock_t *s, void *zctx, v
     }
     *pair = s->monitor;
     return RECUR_OK;
+}
+
+recur_status_t recur_msgsock_watch_disconnects(recur_msgsock_t *s, void *zctx, void **pair) {
+    return watch_(s, zctx, ZMQ_EVENT_DISCONNECTED, pair);
+}
+
+recur_status_t recur_msgsock_watch_handshakes(recur_msgsock_t *s, void *zctx, void **pair) {
+    return watch_(s, zctx,
+                  ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                      ZMQ_EVENT_HANDSHAKE_FAILED_AUTH,
+                  pair);
+}
+
+/* The next monitor event (never blocks): 1 with its number and value, 0 when none. */
+static int next_event_(recur_msgsock_t *s, uint16_t *event, uint32_t *value) {
+    if (!s->monitor) return 0;
+    for (;;) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, s->monitor, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&m);
+            return 0;
+        }
+        /* frame 1: uint16 event, uint32 value; frame 2: the endpoint */
+        int got = 0;
+        if (zmq_msg_size(&m) == 6) {
+            const uint8_t *d = zmq_msg_data(&m);
+            memcpy(event, d, 2);
+            memcpy(value, d + 2, 4);
+            got = 1;
+        }
+        int more = zmq_msg_more(&m);
+        zmq_msg_close(&m);
+        while (more) {   /* the rest of this event */
+            zmq_msg_t r;
+            zmq_msg_init(&r);
+            if (zmq_msg_recv(&r, s->monitor, ZMQ_DONTWAIT) < 0) more = 0;
+            else more = zmq_msg_more(&r);
+            zmq_msg_close(&r);
+        }
+        if (got) return 1;
+    }
+}
+
+int recur_msgsock_next_handshake_failure(recur_msgsock_t *s, char *what, size_t n) {
+    uint16_t ev;
+    uint32_t val;
+    while (next_event_(s, &ev, &val)) {
+        if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
+            snprintf(what, n, "the key was refused (ZAP status %u: not an allowed key)", (unsigned)val);
+            return RECUR_MSGSOCK_HS_REFUSED;
+        }
+        if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL && val == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH) {
+            snprintf(what, n, "the two ends use different security mechanisms (CURVE keys on one side only)");
+            return RECUR_MSGSOCK_HS_MECHANISM;
+        }
+        if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL && val == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC) {
+            snprintf(what, n, "a CURVE check failed (the client does not have this server's public key)");
+            return RECUR_MSGSOCK_HS_CRYPTO;
+        }
+        if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
+            snprintf(what, n, "a protocol error in the handshake (code 0x%x)", (unsigned)val);
+            return RECUR_MSGSOCK_HS_OTHER;
+        }
+        if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
+            snprintf(what, n, "the handshake failed (%s: the other end hung up; with CURVE, a client with another "
+                     "server key sees this)", zmq_strerror((int)val));
+            return RECUR_MSGSOCK_HS_OTHER;
+        }
+    }
+    return 0;
 }
 
 int recur_msgsock_next_disconnect(recur_msgsock_t *s) {

@@ -40,6 +40,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "recur_curve.h"
 #include "recur_proto.h"
 #include "recur_status.h"
 
@@ -69,6 +70,13 @@ typedef struct recur_msgsock_params {
                                 where ranks name themselves and may restart; wrong for the
                                 client socket, where it would let one client take another's
                                 replies. Default 0.                                         */
+    const recur_curve_keys_t *curve; /* NULL (default): no encryption (ZMTP's NULL mechanism).
+                                ROUTER: a CURVE server with curve->secret_key, ZAP domain
+                                RECUR_CURVE_ZAP_DOMAIN: bind the ZAP handler (recur_zap_create)
+                                on the context first, or libzmq lets in any client that knows
+                                the public key. DEALER: a CURVE client with curve->secret_key /
+                                public_key, to the server curve->server_key. Copied at open.
+                                RECUR_E_UNSUPPORTED when libzmq has no CURVE.               */
 } recur_msgsock_params_t;
 
 recur_msgsock_params_t recur_msgsock_default_params(void);
@@ -123,6 +131,20 @@ size_t recur_msgsock_max_msg_bytes(const recur_msgsock_t *s);
 int recur_msgsock_last_fd(const recur_msgsock_t *s);
 recur_status_t recur_msgsock_watch_disconnects(recur_msgsock_t *s, void *zctx, void **pair);
 int recur_msgsock_next_disconnect(recur_msgsock_t *s);
+
+/* Failed handshakes (ZMQ_EVENT_HANDSHAKE_FAILED_*): on a CURVE socket, a peer without CURVE,
+ * with the wrong server key, or whose key ZAP refused. The pair is as for disconnects; a
+ * socket has one monitor, so it watches disconnects or handshakes, not both.
+ * next_handshake_failure: the kind of the next one pending, with what went wrong in words in
+ * what[0..n), or 0 when none is (never blocks). */
+enum {
+    RECUR_MSGSOCK_HS_REFUSED = 1,   /* the ZAP handler refused the key                     */
+    RECUR_MSGSOCK_HS_MECHANISM = 2, /* one end has CURVE, the other not                    */
+    RECUR_MSGSOCK_HS_CRYPTO = 3,    /* a CURVE check failed: the client has another server key */
+    RECUR_MSGSOCK_HS_OTHER = 4      /* any other protocol error or failure                 */
+};
+recur_status_t recur_msgsock_watch_handshakes(recur_msgsock_t *s, void *zctx, void **pair);
+int recur_msgsock_next_handshake_failure(recur_msgsock_t *s, char *what, size_t n);
 
 /* ---- bytes: one payload per message */
 

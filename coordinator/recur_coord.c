@@ -11,6 +11,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "recur_curve.h"
 #include "recur_log.h"
 #include "recur_msgsock.h"
 #include "recur_prefix_cache.h"
@@ -69,6 +70,9 @@ struct recur_coord {
     char model_id[RECUR_PROTO_MAX_NAME_BYTES];
     recur_msgsock_t *clients, *workers;
     void *client_events;               /* disconnections of clients (NULL: not watched) */
+    recur_zap_t *zap;                   /* worker_curve: the ZAP handler (NULL: no CURVE)  */
+    void *worker_events;                /* worker_curve: failed handshakes on the worker socket */
+    uint64_t hs_failed, hs_last_log_ms[5], hs_unlogged[5];   /* by RECUR_MSGSOCK_HS_* kind */
     uint64_t disconnect_cancels;
     recur_sched_t *sched;
     recur_tokenizer_t *tok;
@@ -533,6 +537,12 @@ static void on_generate(recur_coord_t *c, const recur_msgsock_peer_t *from, cons
         char m[320];
         snprintf(m, sizeof m, "not ready: %s", c->lost_why[0] ? c->lost_why : "the workers are starting");
         send_error(c, from, rid, RECUR__API__ERROR_CODE__ERROR_CODE_UNAVAILABLE, m);
+        return;
+    }
+    char why[320];
+    /* set, even to "": a session id (it ends up naming files on the workers) */
+    if (g->session_id && recur_sessions_id_check(g->session_id, "generate.session_id", why, sizeof why) != RECUR_OK) {
+        send_error(c, from, rid, RECUR__API__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT, why);
         return;
     }
     int32_t variant = -1;
@@ -1082,11 +1092,39 @@ static void update_gauges(recur_coord_t *c) {
     recur_metrics_sessions(c->cfg.metrics, &m);
 }
 
+/* Failed handshakes on the worker socket (CURVE): a peer without CURVE or with another server
+ * key, which retries every 100 ms, so logged at most every 5 s. ZAP refusals are logged by
+ * the handler (it knows the key and the address) and only counted here. */
+static void poll_worker_handshakes(recur_coord_t *c) {
+    char what[200];
+    for (int kind; (kind = recur_msgsock_next_handshake_failure(c->workers, what, sizeof what)) != 0;) {
+        if (kind == RECUR_MSGSOCK_HS_REFUSED) continue;
+        c->hs_failed++;
+        const int k = kind > 0 && kind < 5 ? kind : RECUR_MSGSOCK_HS_OTHER;
+        uint64_t t = now_ms();
+        if (c->hs_last_log_ms[k] && t - c->hs_last_log_ms[k] < 5000) {
+            c->hs_unlogged[k]++;
+            continue;
+        }
+        recur_log_warn("coordinator: a connection to the worker endpoint %s failed its CURVE handshake: %s "
+                       "(%llu failed handshakes in all, %llu like this one not logged since the last message); "
+                       "serving goes on with the workers already accepted",
+                       recur_msgsock_endpoint(c->workers), what, (unsigned long long)c->hs_failed,
+                       (unsigned long long)c->hs_unlogged[k]);
+        c->hs_last_log_ms[k] = t;
+        c->hs_unlogged[k] = 0;
+    }
+}
+
 recur_status_t recur_coord_run(recur_coord_t *c, int (*tick)(recur_coord_t *c, void *ud), void *ud) {
-    zmq_pollitem_t items[3] = {{recur_msgsock_zmq(c->clients), 0, ZMQ_POLLIN, 0},
-                               {recur_msgsock_zmq(c->workers), 0, ZMQ_POLLIN, 0},
-                               {c->client_events, 0, ZMQ_POLLIN, 0}};
-    const int n_items = c->client_events ? 3 : 2;
+    zmq_pollitem_t items[5];
+    int n_items = 0;
+    items[n_items++] = (zmq_pollitem_t){recur_msgsock_zmq(c->clients), 0, ZMQ_POLLIN, 0};
+    items[n_items++] = (zmq_pollitem_t){recur_msgsock_zmq(c->workers), 0, ZMQ_POLLIN, 0};
+    if (c->client_events) items[n_items++] = (zmq_pollitem_t){c->client_events, 0, ZMQ_POLLIN, 0};
+    /* the handshakes of connecting workers wait for the ZAP answer: it is part of the loop */
+    if (c->zap) items[n_items++] = (zmq_pollitem_t){recur_zap_socket(c->zap), 0, ZMQ_POLLIN, 0};
+    if (c->worker_events) items[n_items++] = (zmq_pollitem_t){c->worker_events, 0, ZMQ_POLLIN, 0};
     for (;;) {
         if (tick && tick(c, ud)) return RECUR_OK;
         long timeout = 100;   /* the tick's period (signals, the child process) */
@@ -1103,6 +1141,8 @@ recur_status_t recur_coord_run(recur_coord_t *c, int (*tick)(recur_coord_t *c, v
             recur_log_err("coordinator: zmq_poll: %s", zmq_strerror(errno));
             return RECUR_E_IO;
         }
+        if (c->zap) recur_zap_handle(c->zap);
+        if (c->worker_events) poll_worker_handshakes(c);
         if (poll_workers(c) != RECUR_OK || poll_clients(c) != RECUR_OK) return RECUR_E_IO;
         heartbeat(c);
         ext_tick(c);
@@ -1134,8 +1174,20 @@ recur_status_t recur_coord_create(void *zctx, const recur_coord_config_t *cfg, r
     cp.send_timeout_ms = 0;   /* a slow client gets BUSY, it does not stall the loop */
     recur_msgsock_params_t wp = recur_msgsock_default_params();
     wp.router_handover = 1;   /* a restarted rank 0 takes its identity over */
+    c->cfg.worker_curve = NULL;   /* the caller's: used here only */
     recur_status_t s = recur_msgsock_bind(zctx, cfg->client_bind, &cp, &c->clients);
+    if (s == RECUR_OK && cfg->worker_curve) {
+        /* the handler first: a CURVE server without one lets in any client that knows its
+         * public key (libzmq's default) */
+        char msg[256];
+        s = recur_zap_create(zctx, cfg->worker_curve, &c->zap, msg, sizeof msg);
+        if (s != RECUR_OK) recur_log_err("coordinator: %s", msg);
+        wp.curve = cfg->worker_curve;
+    }
     if (s == RECUR_OK) s = recur_msgsock_bind(zctx, cfg->worker_bind, &wp, &c->workers);
+    if (s == RECUR_OK && c->zap && recur_msgsock_watch_handshakes(c->workers, zctx, &c->worker_events) != RECUR_OK)
+        recur_log_warn("coordinator: cannot watch the worker socket's handshakes: workers refused for their keys "
+                       "are still logged, those without CURVE are not");
     if (s == RECUR_OK && cfg->client_bind_extra && zmq_bind(recur_msgsock_zmq(c->clients), cfg->client_bind_extra)) {
         recur_log_err("coordinator: cannot bind %s: %s", cfg->client_bind_extra, zmq_strerror(errno));
         s = RECUR_E_IO;
@@ -1162,6 +1214,7 @@ void recur_coord_free(recur_coord_t *c) {
     ext_destroy(c);
     recur_msgsock_close(c->clients);
     recur_msgsock_close(c->workers);
+    recur_zap_free(c->zap);
     recur_sched_free(c->sched);
     recur_tokenizer_free(c->tok);
     free((char *)c->cfg.model_path);
@@ -1221,6 +1274,8 @@ void recur_coord_get_stats(const recur_coord_t *c, recur_coord_stats_t *st) {
     st->worker_total_us = c->w_n ? (double)c->w_total_us / (double)c->w_n : 0.0;
     st->worker_forward_us = c->w_n ? (double)c->w_fwd_us / (double)c->w_n : 0.0;
     st->worker_sample_us = c->w_n ? (double)c->w_sample_us / (double)c->w_n : 0.0;
+    recur_zap_counts(c->zap, &st->worker_keys_accepted, &st->worker_keys_refused);
+    st->worker_handshakes_failed = c->hs_failed;
 }
 
 /* ------------------------------------------------------------------ sessions */

@@ -88,6 +88,14 @@ typedef struct recur_coord_config {
     const char *const *variant_paths;
     int32_t prefix_cache_entries; /* prompt-prefix states kept on the workers; 0: off     */
     int32_t prefix_cache_block;   /* prefix states are cut at multiples of this; default 32 */
+    /* CURVE on the worker endpoint (common/recur_curve.h): NULL (default) none. Else the
+     * worker ROUTER is a CURVE server with worker_curve->secret_key, and a ZAP handler (bound
+     * on the context before the socket, answered by the loop) lets in only clients whose
+     * public key is in worker_curve->allowed; refusals and failed handshakes (a worker
+     * without CURVE, or with another server key) are logged (at most every 5 s each) and
+     * counted in recur_coord_stats_t, and the coordinator serves on with the group it has.
+     * Read at create; the caller's. */
+    const struct recur_curve_keys *worker_curve;
 } recur_coord_config_t;
 
 recur_coord_config_t recur_coord_default_config(void);
@@ -173,6 +181,9 @@ typedef struct recur_coord_stats {
     double   busy_us_per_step;
     double   critical_us_per_step, period_us_per_step;
     double   round_trip_us, worker_total_us, worker_forward_us, worker_sample_us;
+    /* worker_curve: worker connections whose key ZAP accepted / refused, and handshakes that
+     * failed before ZAP was asked (no CURVE on the peer, another server key) */
+    uint64_t worker_keys_accepted, worker_keys_refused, worker_handshakes_failed;
 } recur_coord_stats_t;
 void recur_coord_get_stats(const recur_coord_t *c, recur_coord_stats_t *st);
 

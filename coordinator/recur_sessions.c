@@ -10,13 +10,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "recur_file.h"
+
 enum { TL_NONE = 0, TL_SLOT = 1, TL_HOST = 2 };
 
 typedef struct dlist { recur_sess_t *head, *tail; } dlist_t;
 
 struct recur_sessions {
     recur_sessions_config_t cfg;
-    char err[256];
+    char err[320];
     recur_sess_t **bucket;
     size_t n_bucket;            /* a power of two */
     int32_t n;
@@ -133,11 +135,23 @@ static void relist(recur_sessions_t *t, recur_sess_t *s) {
     }
 }
 
+recur_status_t recur_sessions_id_check(const char *id, const char *what, char *msg, size_t msg_n) {
+    if (recur_name_is_safe(id, RECUR_SESSION_ID_MAX)) return RECUR_OK;
+    char shown[80];
+    size_t n = id ? strlen(id) : 0;
+    if (msg && msg_n)
+        snprintf(msg, msg_n, "%s \"%s\" (%zu bytes): must be 1 to %d characters of A-Z a-z 0-9 . _ - and not start "
+                 "with '.'", what ? what : "session id", recur_name_printable(id, 40, shown, sizeof shown), n,
+                 RECUR_SESSION_ID_MAX);
+    return RECUR_E_INVAL;
+}
+
 recur_status_t recur_sessions_add(recur_sessions_t *t, const char *id, const char *model, uint64_t now_ms,
                                   uint64_t unix_ms, recur_sess_t **out) {
     *out = NULL;
-    if (!id || !*id || strlen(id) > 128) {
-        set_err(t, "a session id has 1..128 bytes");
+    char why[256];
+    if (recur_sessions_id_check(id, "session id", why, sizeof why) != RECUR_OK) {
+        set_err(t, "%s", why);
         return RECUR_E_INVAL;
     }
     if (recur_sessions_find(t, id)) {

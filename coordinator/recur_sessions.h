@@ -104,9 +104,18 @@ int32_t recur_sessions_n_slot_idle(const recur_sessions_t *t);
 /* The message of the latest failed call. */
 const char *recur_sessions_error(const recur_sessions_t *t);
 
+/* Session ids come from clients and name things on the workers' file systems (through
+ * checkpoints), so they are held to recur_name_is_safe (common/recur_file.h): 1..128
+ * characters of A-Z a-z 0-9 . _ -, not starting with '.' (no '/', never "." or ".."). */
+#define RECUR_SESSION_ID_MAX 128
+/* RECUR_OK, or RECUR_E_INVAL with "<what> ...: must be ..." in msg (the id shown only as far
+ * as it is printable ASCII). what names the field, e.g. "session_id". */
+recur_status_t recur_sessions_id_check(const char *id, const char *what, char *msg, size_t msg_n);
+
 recur_sess_t *recur_sessions_find(const recur_sessions_t *t, const char *id);
-/* A new record (tier NEW, no state anywhere). RECUR_E_INVAL: id empty or too long, or
- * already there; RECUR_E_BUSY: max_sessions reached; RECUR_E_NOMEM. */
+/* A new record (tier NEW, no state anywhere). RECUR_E_INVAL: id not valid
+ * (recur_sessions_id_check), or already there; RECUR_E_BUSY: max_sessions reached;
+ * RECUR_E_NOMEM. */
 recur_status_t recur_sessions_add(recur_sessions_t *t, const char *id, const char *model, uint64_t now_ms,
                                   uint64_t unix_ms, recur_sess_t **out);
 /* Forgets s (the caller has freed its slot, host copy and files). */

@@ -38,6 +38,9 @@ usage: launch_multinode.sh --model PATH [options] [-- extra `recur serve` flags]
   --wait-hosts S        wait up to S seconds for every other node to accept TCP on --ssh-port
   --ssh-port N          port of the nodes' sshd, for --wait-hosts (default 22)
   --stop-timeout-s S    after the coordinator exits, how long mpirun may take (default 30)
+  --curve-keys DIR      CURVE on the coordinator <-> worker link: `recur serve --curve-keys DIR`
+                        and `recur worker --curve-keys DIR` (DIR from `recur keygen`, at the
+                        same path on the coordinator's node and on the node of world rank 0)
   --dry-run             print the environment and the two command lines, start nothing
 Environment: NCCL_NVLS_ENABLE is set to 0 unless already set (NVLink multicast can take
 multi-GPU hosts' GPUs out of service) and passed to every rank with NCCL_SOCKET_IFNAME,
@@ -52,7 +55,7 @@ need_int() {
 
 model="" tp=1 pp=1 hostfile="" lws_slots="" coord_host="" worker_port=5556 ifname=""
 backend=cuda slots=64 recur="" mpirun=mpirun mpi_args="" wait_hosts=0 ssh_port=22
-stop_timeout=30 dry_run=0
+stop_timeout=30 dry_run=0 curve_keys=""
 serve_extra=()
 while [ $# -gt 0 ]; do
   opt=$1
@@ -82,6 +85,7 @@ while [ $# -gt 0 ]; do
     --wait-hosts) need_int "$opt" "$val" 0; wait_hosts=$val ;;
     --ssh-port) need_int "$opt" "$val"; ssh_port=$val ;;
     --stop-timeout-s) need_int "$opt" "$val" 0; stop_timeout=$val ;;
+    --curve-keys) curve_keys=$val ;;
     *) usage >&2; die "unknown option '$opt'" ;;
   esac
 done
@@ -141,7 +145,9 @@ fi
 
 # ---- the two command lines
 serve_cmd=("$recur" serve --external-workers --model "$model" --tp "$tp" --pp "$pp" --backend "$backend"
-           --slots "$slots" --worker-bind "tcp://0.0.0.0:$worker_port" "${serve_extra[@]}")
+           --slots "$slots" --worker-bind "tcp://0.0.0.0:$worker_port")
+[ -n "$curve_keys" ] && serve_cmd+=(--curve-keys "$curve_keys")
+serve_cmd+=("${serve_extra[@]}")
 read -r -a mpi_cmd <<<"$mpirun"
 mpi_cmd+=(-np "$np" --map-by slot --bind-to none)
 if [ -n "$hostfile" ]; then
@@ -158,6 +164,7 @@ fi
 if [ -n "$mpi_args" ]; then read -r -a extra <<<"$mpi_args"; mpi_cmd+=("${extra[@]}"); fi
 mpi_cmd+=("$recur" worker --connect "tcp://$coord_host:$worker_port" --model "$model" --tp "$tp" --pp "$pp"
           --backend "$backend" --slots "$slots")
+[ -n "$curve_keys" ] && mpi_cmd+=(--curve-keys "$curve_keys")
 
 if [ "$dry_run" = 1 ]; then
   for v in "${pass_env[@]}"; do echo "env: $v=${!v}"; done

@@ -38,7 +38,7 @@ SCHEMAS = {
     ("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet"): "leaderworkerset-x-k8s-v1",
 }
 # Secrets the manifests mount but do not create: the user makes them (deploy/README.md).
-USER_SECRETS = {"recur-mpi-ssh"}
+USER_SECRETS = {"recur-mpi-ssh", "recur-curve-keys"}
 DRAIN_MARGIN_S = 30   # checkpointing and stopping the workers, after the drain
 POD_IP = "10.0.0.1"   # stands in for the downward API's status.podIP
 

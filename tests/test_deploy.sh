@@ -15,8 +15,8 @@
 #      coordinator and everything exits 0; a dead worker group stops the coordinator, exit 1);
 #   7. every --flag that the manifests (through the launch script's dry run), the
 #      Dockerfile's entrypoint and the launch script pass to recur is in `recur <command>
-#      --help`, so the manifests cannot rot; and the checkers themselves catch a bad flag,
-#      a bad layout and a bad field.
+#      --help`, so the manifests cannot rot; every manifest runs serve and worker with
+#      --curve-keys; and the checkers themselves catch a bad flag, a bad layout and a bad field.
 # Tools: kubectl (kustomize >= v4), and yamllint, check-jsonschema, hadolint in .venv-test
 # (scripts/setup.sh installs them). Exit 77 only when one of them is not installed.
 # Needs: RECUR_BIN, RECUR_SOURCE_DIR.
@@ -121,24 +121,25 @@ fi
 printf 'node-a slots=4\n# a comment\nnode-b slots=4\n' >"$T/hosts"
 out=$(env -u NCCL_NVLS_ENABLE -u NCCL_SOCKET_IFNAME bash "$LAUNCH" --dry-run --model /m/x7b --tp 4 --pp 2 \
       --hostfile "$T/hosts" --coord-host 10.1.2.3 --worker-port 6000 --ifname ib0 --recur /opt/recur/bin/recur \
-      -- --host 0.0.0.0 --port 8000 2>&1)
+      --curve-keys /etc/k -- --host 0.0.0.0 --port 8000 2>&1)
 rc=$?
 serve=$(sed -n 's/^serve: //p' <<<"$out")
 workers=$(sed -n 's/^workers: //p' <<<"$out")
 ok=1
 for want in "'/opt/recur/bin/recur' 'serve' '--external-workers' '--model' '/m/x7b' '--tp' '4' '--pp' '2'" \
-            "'--worker-bind' 'tcp://0.0.0.0:6000' '--host' '0.0.0.0' '--port' '8000'"; do
+            "'--worker-bind' 'tcp://0.0.0.0:6000' '--curve-keys' '/etc/k' '--host' '0.0.0.0' '--port' '8000'"; do
   grep -qF -- "$want" <<<"$serve" || { ok=0; echo "     serve line lacks: $want"; }
 done
 for want in "'mpirun' '-np' '8' '--map-by' 'slot'" "'--hostfile' '$T/hosts'" "'-x' 'NCCL_NVLS_ENABLE'" \
             "'-x' 'NCCL_SOCKET_IFNAME'" "'--mca' 'btl_tcp_if_include' 'ib0'" "'--mca' 'oob_tcp_if_include' 'ib0'" \
-            "'/opt/recur/bin/recur' 'worker' '--connect' 'tcp://10.1.2.3:6000' '--model' '/m/x7b' '--tp' '4' '--pp' '2'"; do
+            "'/opt/recur/bin/recur' 'worker' '--connect' 'tcp://10.1.2.3:6000' '--model' '/m/x7b' '--tp' '4' '--pp' '2'" \
+            "'--curve-keys' '/etc/k'"; do
   grep -qF -- "$want" <<<"$workers" || { ok=0; echo "     workers line lacks: $want"; }
 done
 for want in "env: NCCL_NVLS_ENABLE=0" "env: NCCL_SOCKET_IFNAME=ib0" "node: node-a 4" "node: node-b 4"; do
   grep -qxF -- "$want" <<<"$out" || { ok=0; echo "     output lacks the line: $want"; }
 done
-if [ $rc = 0 ] && [ $ok = 1 ]; then pass "launch dry run: 2 nodes x 4 slots, TP4 x PP2, ib0, NCCL_NVLS_ENABLE=0"
+if [ $rc = 0 ] && [ $ok = 1 ]; then pass "launch dry run: 2 nodes x 4 slots, TP4 x PP2, ib0, NCCL_NVLS_ENABLE=0, CURVE keys to both"
 else fail "launch dry run (exit $rc)"; indent 20 <<<"$out"; fi
 
 out=$(LWS_LEADER_ADDRESS=recur-3.recur.ns LWS_GROUP_SIZE=3 bash "$LAUNCH" --dry-run --model /m --tp 2 --pp 3 \
@@ -252,7 +253,7 @@ done
 cat "$T/inv-docker.jsonl" >>"$T/inv.jsonl"
 # the launch script with every option that reaches recur
 LWS_LEADER_ADDRESS=r-0.r.ns LWS_GROUP_SIZE=2 bash "$LAUNCH" --dry-run --model /m --tp 2 --pp 2 --hosts-from-lws 2 \
-  --coord-host 10.0.0.9 --worker-port 5556 --ifname eth0 --backend cuda --slots 32 >"$T/dry.out" 2>&1 || ok=0
+  --coord-host 10.0.0.9 --worker-port 5556 --ifname eth0 --backend cuda --slots 32 --curve-keys /k >"$T/dry.out" 2>&1 || ok=0
 $PY - "$T/dry.out" >>"$T/inv.jsonl" <<'EOF'
 import json, os, shlex, sys
 for line in open(sys.argv[1]):
@@ -262,6 +263,17 @@ for line in open(sys.argv[1]):
         i = next(i for i, a in enumerate(argv) if os.path.basename(a) == "recur")
         print(json.dumps({"origin": "launch_multinode.sh " + tag, "command": argv[i + 1], "args": argv[i + 2:]}))
 EOF
+# every manifest's coordinator and workers run with CURVE keys (the worker port is open to the pod network)
+if $PY - "$T/inv.jsonl" >"$T/curve.out" 2>&1 <<'EOF'
+import json, sys
+runs = [json.loads(l) for l in open(sys.argv[1])]
+runs = [r for r in runs if r["origin"].endswith(("(serve:)", "(workers:)"))]
+bad = [r["origin"] for r in runs if "--curve-keys" not in r["args"]]
+print("%d command lines of the manifests" % len(runs) + "".join("\n  without: " + b for b in bad))
+sys.exit(1 if bad or not runs else 0)
+EOF
+then pass "CURVE: $(cat "$T/curve.out"), serve and worker each with --curve-keys"
+else fail "CURVE: a manifest runs serve or worker without --curve-keys"; indent <"$T/curve.out"; fi
 n=$(wc -l <"$T/inv.jsonl")
 if [ $ok = 1 ] && $CHECK flags "$BIN" <"$T/inv.jsonl" >"$T/flags.out" 2>"$T/flags.err"; then
   pass "flags: $(cat "$T/flags.out")"

@@ -8,10 +8,13 @@
  *     RECUR_E_IO; garbage, another version and the other protocol arrive as
  *     RECUR_E_FORMAT / RECUR_E_PROTO with the sender known (so it can be answered);
  *   - size limits on send, on decode, and ZeroMQ's own on the connection;
- *   - ipc:// and inproc://; endpoint and parameter errors. */
+ *   - ipc:// and inproc://; endpoint and parameter errors;
+ *   - CURVE: keygen's files, the ZAP handler, the right key through and three wrong ones
+ *     (not allowed, another server key, no CURVE) refused and seen as failed handshakes. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -475,6 +478,161 @@ static void test_bad_config(void *zctx) {
     CHECK(strcmp(recur_msgsock_peer_str(&p1, buf, sizeof(buf)), "0x00ab01") == 0);
 }
 
+/* Waits up to ms for a message on router while answering the ZAP handler (what the
+ * coordinator's loop does): RECUR_OK with the message's body case in *body, or TIMEOUT. */
+static recur_status_t recv_with_zap(recur_msgsock_t *router, recur_zap_t *zap, int ms, int *body) {
+    for (int t = 0; t < ms; t += 20) {
+        recur_zap_handle(zap);
+        recur_internal_envelope_t *env = NULL;
+        recur_msgsock_peer_t from;
+        recur_proto_error_t err;
+        recur_status_t s = recur_msgsock_recv_internal(router, 20, &from, &env, &err);
+        if (s == RECUR_OK) {
+            *body = (int)env->body_case;
+            recur_proto_internal_free(env);
+            return RECUR_OK;
+        }
+        if (s != RECUR_E_TIMEOUT) return s;
+    }
+    return RECUR_E_TIMEOUT;
+}
+
+/* 1 when a failed handshake of kind want shows on s within ms (earlier events of other
+ * kinds, e.g. the previous rogue's retries, are skipped). */
+static int next_hs(recur_msgsock_t *s, recur_msgsock_t *router, recur_zap_t *zap, int ms, int want) {
+    char what[200];
+    for (int t = 0; t < ms; t += 20) {
+        recur_zap_handle(zap);
+        for (int k; (k = recur_msgsock_next_handshake_failure(s, what, sizeof what)) != 0;)
+            if (k == want) {
+                fprintf(stderr, "handshake failure seen: %s\n", what);
+                return 1;
+            }
+        int body;
+        (void)recv_with_zap(router, zap, 20, &body);
+    }
+    return 0;
+}
+
+static mode_t mode_of(const char *dir, const char *name) {
+    char p[700];
+    struct stat st;
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    return stat(p, &st) == 0 ? st.st_mode & 07777 : (mode_t)-1;
+}
+
+/* CURVE (common/recur_curve.h): keygen's files and modes, loading, a CURVE ROUTER with the
+ * ZAP handler: the right worker key gets through; another key pair's worker key (ZAP
+ * refuses it), another server key (the CURVE handshake fails) and no CURVE at all (the
+ * mechanisms differ) get nothing through, and each shows up as a failed handshake. */
+static void test_curve(void *zctx) {
+    char tmp[512], a[600], b[600], mixed[600], msg[512];
+    if (recur_make_temp_dir(tmp, sizeof tmp)) {
+        failures++;
+        return;
+    }
+    snprintf(a, sizeof a, "%s/keys-a", tmp);
+    snprintf(b, sizeof b, "%s/keys-b", tmp);
+    snprintf(mixed, sizeof mixed, "%s/keys-mixed", tmp);
+    if (!recur_curve_available()) {
+        CHECK(recur_curve_keygen(a, 0, msg, sizeof msg) == RECUR_E_UNSUPPORTED && strstr(msg, "without CURVE"));
+        fprintf(stderr, "skip CURVE: this libzmq has none (zmq_has(\"curve\") = 0)\n");
+        recur_rm_rf(tmp);
+        return;
+    }
+    mode_t um = umask(0);   /* keygen's modes must not depend on the umask */
+    CHECK(recur_curve_keygen(a, 0, msg, sizeof msg) == RECUR_OK);
+    umask(um);
+    CHECK(recur_curve_keygen(b, 0, msg, sizeof msg) == RECUR_OK);
+    CHECK(mode_of(a, "") == 0700 && mode_of(a, "server.key") == 0600 && mode_of(a, "worker.key") == 0600 &&
+          mode_of(a, "server.pub") == 0644 && mode_of(a, "worker.pub") == 0644);
+    recur_curve_keys_t srv, cli, cli_b, k2;
+    CHECK(recur_curve_load_server(a, &srv, msg, sizeof msg) == RECUR_OK && srv.n_allowed == 1);
+    CHECK(recur_curve_load_client(a, &cli, msg, sizeof msg) == RECUR_OK && !strcmp(cli.server_key, srv.public_key));
+    CHECK(!strcmp(srv.allowed[0], cli.public_key));
+    /* no overwrite without force; with it, new keys */
+    CHECK(recur_curve_keygen(a, 0, msg, sizeof msg) == RECUR_E_INVAL && strstr(msg, "exists") && strstr(msg, "--force"));
+    CHECK(recur_curve_load_server(a, &k2, msg, sizeof msg) == RECUR_OK && !strcmp(k2.secret_key, srv.secret_key));
+    CHECK(recur_curve_keygen(b, 1, msg, sizeof msg) == RECUR_OK);
+    CHECK(recur_curve_load_client(b, &cli_b, msg, sizeof msg) == RECUR_OK);
+    /* mixed: this server's public key, b's worker key (not allowed) */
+    char cmd[4000];
+    snprintf(cmd, sizeof cmd, "mkdir %s && cp %s/server.pub %s/worker.key %s/", mixed, a, b, mixed);
+    CHECK(system(cmd) == 0);
+    recur_curve_keys_t cli_mixed;
+    CHECK(recur_curve_load_client(mixed, &cli_mixed, msg, sizeof msg) == RECUR_OK);
+    /* bad files: missing, garbage, two secrets */
+    CHECK(recur_curve_load_server(tmp, &k2, msg, sizeof msg) == RECUR_E_IO && strstr(msg, "server.key") &&
+          strstr(msg, "recur keygen"));
+    snprintf(cmd, sizeof cmd, "printf '# c\\nnot-a-key\\n' > %s/worker.pub", mixed);
+    CHECK(system(cmd) == 0);
+    snprintf(cmd, sizeof cmd, "cp %s/server.key %s/ && cat %s/server.key >> %s/server.key", a, mixed, b, mixed);
+    CHECK(system(cmd) == 0);
+    CHECK(recur_curve_load_server(mixed, &k2, msg, sizeof msg) == RECUR_E_FORMAT && strstr(msg, "one key"));
+    snprintf(cmd, sizeof cmd, "cp %s/server.key %s/", a, mixed);
+    CHECK(system(cmd) == 0);
+    CHECK(recur_curve_load_server(mixed, &k2, msg, sizeof msg) == RECUR_E_FORMAT && strstr(msg, "worker.pub line 2"));
+
+    recur_zap_t *zap = NULL;
+    CHECK(recur_zap_create(zctx, &srv, &zap, msg, sizeof msg) == RECUR_OK && zap);
+    recur_zap_t *zap2 = NULL;   /* one handler per context */
+    CHECK(recur_zap_create(zctx, &srv, &zap2, msg, sizeof msg) == RECUR_E_IO && !zap2);
+    recur_msgsock_params_t rp = recur_msgsock_default_params();
+    rp.curve = &srv;
+    rp.router_handover = 1;
+    recur_msgsock_t *router = NULL, *good = NULL, *bad[3] = {NULL, NULL, NULL};
+    void *pair = NULL;
+    CHECK(recur_msgsock_bind(zctx, "tcp://127.0.0.1:*", &rp, &router) == RECUR_OK && router);
+    if (!router || !zap) goto out;
+    CHECK(recur_msgsock_watch_handshakes(router, zctx, &pair) == RECUR_OK && pair);
+    const char *ep = recur_msgsock_endpoint(router);
+    recur_msgsock_params_t dp = recur_msgsock_default_params();
+    dp.routing_id = "rank0";
+    dp.curve = &cli;
+    CHECK(recur_msgsock_connect(zctx, ep, &dp, &good) == RECUR_OK);
+    recur_proto_error_t err;
+    int body = -1;
+    CHECK(send_hello(good, 0, &err) == RECUR_OK);
+    CHECK(recv_with_zap(router, zap, WAIT_MS, &body) == RECUR_OK && body == RECUR__INTERNAL__ENVELOPE__BODY_HELLO);
+    uint64_t acc, ref;
+    recur_zap_counts(zap, &acc, &ref);
+    CHECK(acc == 1 && ref == 0);
+
+    /* the rogues, one at a time: none gets a message through; each fails its handshake */
+    const recur_curve_keys_t *rogue_keys[3] = {&cli_mixed, &cli_b, NULL};
+    const int want_router[3] = {0, RECUR_MSGSOCK_HS_CRYPTO, RECUR_MSGSOCK_HS_MECHANISM};
+    const int want_dealer[3] = {RECUR_MSGSOCK_HS_REFUSED, 0, RECUR_MSGSOCK_HS_MECHANISM};
+    for (int i = 0; i < 3; i++) {
+        recur_msgsock_params_t q = recur_msgsock_default_params();
+        q.routing_id = "rank0";   /* would even take rank0's place (handover) if it got in */
+        q.curve = rogue_keys[i];
+        q.send_timeout_ms = 0;
+        void *bpair = NULL;
+        CHECK(recur_msgsock_connect(zctx, ep, &q, &bad[i]) == RECUR_OK && bad[i]);
+        if (!bad[i]) continue;
+        CHECK(recur_msgsock_watch_handshakes(bad[i], zctx, &bpair) == RECUR_OK);
+        send_hello(bad[i], 0, &err);   /* queued, never delivered */
+        if (want_dealer[i]) CHECK(next_hs(bad[i], router, zap, WAIT_MS, want_dealer[i]));
+        if (want_router[i]) CHECK(next_hs(router, router, zap, WAIT_MS, want_router[i]));
+        body = -1;
+        CHECK(recv_with_zap(router, zap, 300, &body) == RECUR_E_TIMEOUT);
+        recur_msgsock_close(bad[i]);
+        bad[i] = NULL;
+    }
+    recur_zap_counts(zap, &acc, &ref);
+    CHECK(acc == 1 && ref >= 1);
+    fprintf(stderr, "ZAP: %llu accepted, %llu refused\n", (unsigned long long)acc, (unsigned long long)ref);
+    /* the good peer is still connected and served */
+    CHECK(send_hello(good, 0, &err) == RECUR_OK);
+    CHECK(recv_with_zap(router, zap, WAIT_MS, &body) == RECUR_OK && body == RECUR__INTERNAL__ENVELOPE__BODY_HELLO);
+out:
+    recur_msgsock_close(good);
+    recur_msgsock_close(router);
+    recur_zap_free(zap);
+    memset(&srv, 0, sizeof srv);
+    recur_rm_rf(tmp);
+}
+
 int main(void) {
     void *zctx = zmq_ctx_new();
     if (!zctx) {
@@ -488,6 +646,7 @@ int main(void) {
     test_limits(zctx);
     test_other_transports(zctx);
     test_bad_config(zctx);
+    test_curve(zctx);
     zmq_ctx_term(zctx);   /* returns only because every socket was closed */
     if (failures) fprintf(stderr, "test_msgsock: %d failure(s)\n", failures);
     else fprintf(stderr, "test_msgsock: ok\n");

@@ -5,11 +5,12 @@
  * conversation after a turn (advance), after a save and after a lost state (revert).
  * Then a randomized run against a plain array model: after every operation the LRU idle
  * session of each tier, the expired one and the counts equal what a linear scan of the
- * model gives. */
+ * model gives. Session ids: what recur_sessions_id_check lets in and refuses. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "recur_file.h"
 #include "recur_sessions.h"
 #include "recur_testutil.h"
 
@@ -159,7 +160,44 @@ static void test_random(uint64_t seed) {
     recur_sessions_free(t);
 }
 
+/* Client-chosen session ids (recur_sessions_id_check, recur_name_is_safe): anything that
+ * could name a path, a hidden file or something unprintable is refused, with a message that
+ * shows the id only as printable ASCII. */
+static void test_ids(void) {
+    char long_ok[129], long_bad[130], msg[320];
+    memset(long_ok, 'a', 128), long_ok[128] = '\0';
+    memset(long_bad, 'a', 129), long_bad[129] = '\0';
+    const char *good[] = {"a", "chat-1", "s1.fork_2", "A.B-c_d.9", "x..y", long_ok};
+    const char *bad[] = {"", ".", "..", "../x", "a/b", "/etc", ".hidden", "a b", "a\\b", "a\nb", "caf\xc3\xa9",
+                         "a:b", "~", "a%2fb", long_bad};
+    for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
+        CHECK(recur_sessions_id_check(good[i], "session_id", msg, sizeof msg) == RECUR_OK);
+        CHECK(recur_name_is_safe(good[i], RECUR_SESSION_ID_MAX));
+    }
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        msg[0] = '\0';
+        CHECK(recur_sessions_id_check(bad[i], "session_id", msg, sizeof msg) == RECUR_E_INVAL);
+        CHECK(strstr(msg, "session_id") && strstr(msg, "must be 1 to 128 characters"));
+        for (const char *p = msg; *p; p++) CHECK(*p >= 0x20 && *p < 0x7f);   /* a safe message */
+        CHECK(!recur_name_is_safe(bad[i], RECUR_SESSION_ID_MAX));
+    }
+    CHECK(recur_sessions_id_check(NULL, "x", msg, sizeof msg) == RECUR_E_INVAL);
+    CHECK(!recur_name_is_safe("abc", 2) && recur_name_is_safe("ab", 2));
+    /* the table refuses them too (a manifest read back at start names its own id) */
+    recur_sessions_t *t;
+    recur_sessions_config_t c = cfg(8, 2, 0);
+    recur_sess_t *s;
+    CHECK(recur_sessions_create(&c, &t) == RECUR_OK);
+    CHECK(recur_sessions_add(t, "../x", "m", 1, 1, &s) == RECUR_E_INVAL && !s);
+    CHECK(strstr(recur_sessions_error(t), "must be 1 to 128"));
+    CHECK(recur_sessions_add(t, long_ok, "m", 1, 1, &s) == RECUR_OK && s);
+    recur_sessions_free(t);
+    printf("ok   session ids: %zu valid, %zu refused (paths, dot names, spaces, non-ASCII, 129 bytes)\n",
+           sizeof good / sizeof *good, sizeof bad / sizeof *bad);
+}
+
 int main(void) {
+    test_ids();
     test_by_hand();
     for (uint64_t seed = 1; seed <= 8; seed++) test_random(seed);
     printf("ok   randomized: 8 x 20000 operations agree with an array model\n");

@@ -8,7 +8,8 @@
  * (a flipped byte, a truncated or missing shard, a manifest of another model, of another
  * state dtype, garbage) are refused with the reason; the export container round-trips and
  * refuses damage; old generations are removed; the content hash ignores the path and sees
- * a changed byte; an RWKV-7 state-tuning safetensors file becomes the wkv part. */
+ * a changed byte; an RWKV-7 state-tuning safetensors file becomes the wkv part; the paths a
+ * worker accepts in a SlotOp (recur_ckpt_path_check). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -353,6 +354,40 @@ static void test_tuned(const char *dir) {
     printf("ok   state-tuning file: the wkv part of each rank's layers and heads, bad shapes refused\n");
 }
 
+/* recur_ckpt_path_check: what a worker accepts as a checkpoint path from a SlotOp. */
+static void test_path_check(const char *dir) {
+    char sess[600], other[600], link[600], p[1400], msg[400];
+    snprintf(sess, sizeof sess, "%s/pc-sessions", dir);
+    snprintf(other, sizeof other, "%s/pc-elsewhere", dir);
+    snprintf(link, sizeof link, "%s/pc-sessions/detour", dir);
+    CHECK(mkdir(sess, 0700) == 0 && mkdir(other, 0700) == 0 && symlink(other, link) == 0);
+    snprintf(p, sizeof p, "%s/s-0123456789abcdef.ckpt", sess);
+    CHECK(recur_ckpt_path_check(p, sess, msg, sizeof msg) == RECUR_OK);
+    CHECK(recur_ckpt_path_check(p, NULL, msg, sizeof msg) == RECUR_OK);
+    snprintf(p, sizeof p, "%s/../pc-sessions/s-1.ckpt", sess);   /* resolves inside, but ".." is refused */
+    CHECK(recur_ckpt_path_check(p, sess, msg, sizeof msg) == RECUR_E_INVAL && contains(msg, "\"..\" component"));
+    snprintf(p, sizeof p, "%s/../pc-elsewhere/s-1.ckpt", sess);
+    CHECK(recur_ckpt_path_check(p, NULL, msg, sizeof msg) == RECUR_E_INVAL);
+    snprintf(p, sizeof p, "%s/s-1.ckpt", other);   /* a plain path, another directory */
+    CHECK(recur_ckpt_path_check(p, NULL, msg, sizeof msg) == RECUR_OK);
+    CHECK(recur_ckpt_path_check(p, sess, msg, sizeof msg) == RECUR_E_INVAL &&
+          contains(msg, "not directly in the session directory"));
+    snprintf(p, sizeof p, "%s/s-1.ckpt", link);    /* a symlinked detour out of the directory */
+    CHECK(recur_ckpt_path_check(p, sess, msg, sizeof msg) == RECUR_E_INVAL);
+    snprintf(p, sizeof p, "%s/.hidden", sess);
+    CHECK(recur_ckpt_path_check(p, sess, msg, sizeof msg) == RECUR_E_INVAL && contains(msg, "file name"));
+    snprintf(p, sizeof p, "%s/", sess);
+    CHECK(recur_ckpt_path_check(p, sess, msg, sizeof msg) == RECUR_E_INVAL);
+    snprintf(p, sizeof p, "%s/a b", sess);
+    CHECK(recur_ckpt_path_check(p, sess, msg, sizeof msg) == RECUR_E_INVAL);
+    CHECK(recur_ckpt_path_check("..", NULL, msg, sizeof msg) == RECUR_E_INVAL);
+    CHECK(recur_ckpt_path_check("", NULL, msg, sizeof msg) == RECUR_E_INVAL);
+    CHECK(recur_ckpt_path_check("s-1.ckpt", ".", msg, sizeof msg) == RECUR_OK);   /* relative: the cwd */
+    snprintf(p, sizeof p, "%s/missing/s-1.ckpt", sess);
+    CHECK(recur_ckpt_path_check(p, sess, msg, sizeof msg) == RECUR_E_INVAL);
+    printf("ok   checkpoint paths: inside the session directory only; \"..\", symlinked detours, odd names refused\n");
+}
+
 int main(void) {
     char dir[512];
     if (recur_make_temp_dir(dir, sizeof dir)) {
@@ -366,6 +401,7 @@ int main(void) {
     test_damage(dir);
     test_hash(dir);
     test_tuned(dir);
+    test_path_check(dir);
     recur_rm_rf(dir);
     if (failures) fprintf(stderr, "test_state_ckpt: %d failure(s)\n", failures);
     else printf("test_state_ckpt: ok\n");

@@ -14,7 +14,8 @@
  *   - SlotOps: copy (slot -> slot, slot -> host key -> slot), save (a manifest and one shard file
  *     per rank), reset, load, drop, and the errors of a dropped key and a missing file
  *     round trip, then both slots continue exactly as the reference; a load from a missing
- *     file is an error result; Heartbeat is answered;
+ *     file is an error result; SAVE / DELETE / LOAD paths outside --session-dir (a ".."
+ *     component, a subdirectory) are refused and touch nothing; Heartbeat is answered;
  *   - sampling extras (frequency and repetition penalties, a logit bias, logprobs 3): the
  *     tokens and logprobs equal the reference model's with a token history kept here, a
  *     prefill-only sequence of the same plan gets padded logprobs, and after a SlotOp COPY
@@ -60,7 +61,8 @@ typedef struct coord {
 
 /* ------------------------------------------------------------------ processes */
 
-static pid_t spawn_worker(const char *endpoint, const char *model, const char *idle_ms) {
+/* session_dir: passed as --session-dir (NULL: none). */
+static pid_t spawn_worker(const char *endpoint, const char *model, const char *idle_ms, const char *session_dir) {
     char bin[4096], tp[16];
     /* RECUR_BIN: a bundle's copy on a GPU machine (scripts/gpu_check.sh), where the build
      * directory compiled in here does not exist */
@@ -77,6 +79,7 @@ static pid_t spawn_worker(const char *endpoint, const char *model, const char *i
     const char *tail[] = {bin, "worker", "--connect", endpoint, "--model", model, "--slots", "8", "--max-tokens", "64",
                           "--heartbeat-ms", "200", "--idle-limit-ms", idle_ms, "--tp", tp};
     for (size_t i = 0; i < sizeof tail / sizeof *tail; i++) args[k++] = tail[i];
+    if (session_dir) args[k++] = "--session-dir", args[k++] = session_dir;
     args[k] = NULL;
     pid_t pid = fork();
     if (pid == 0) {
@@ -440,7 +443,7 @@ static void scenario_serve(const char *model, const char *tmp) {
     int32_t V = ri->n_vocab;
     coord_t c;
     if (coord_open(&c)) goto out_model;
-    c.pid = spawn_worker(recur_msgsock_endpoint(c.router), model, "20000");
+    c.pid = spawn_worker(recur_msgsock_endpoint(c.router), model, "20000", tmp);
     double t0 = recur_test_now_s();
     recur_internal_envelope_t *hello = expect_body(&c, RECUR__INTERNAL__ENVELOPE__BODY_HELLO);
     if (!hello) goto out_proc;
@@ -520,6 +523,24 @@ static void scenario_serve(const char *model, const char *tmp) {
     code = slot_op(&c, 10, RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_LOAD, 2, 0, shard, NULL, why, sizeof why);
     CHECK(code != 0 && code != -999 && strstr(why, "missing.ckpt"));
     fprintf(stderr, "load of a missing file: %d %s\n", (int)code, why);
+    /* paths that leave --session-dir (tmp): refused before any file is touched */
+    {
+        char sub[4200], victim[4400], outside[4400];
+        snprintf(sub, sizeof sub, "%s/sub", tmp);
+        snprintf(victim, sizeof victim, "%s/victim.ckpt", sub);
+        CHECK((mkdir(sub, 0700) == 0 || errno == EEXIST) && recur_write_file(victim, "keep", 4) == 0);
+        snprintf(outside, sizeof outside, "%s/../escape.ckpt", tmp);
+        code = slot_op(&c, 11, RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_SAVE, 1, 0, outside, NULL, why, sizeof why);
+        CHECK(code == RECUR_E_INVAL && strstr(why, "\"..\" component"));
+        snprintf(outside, sizeof outside, "%s/../escape.ckpt.g11.shard-0-0", tmp);
+        CHECK(stat(outside, &st) != 0);
+        code = slot_op(&c, 12, RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_DELETE, 0, 0, victim, NULL, why, sizeof why);
+        CHECK(code == RECUR_E_INVAL && strstr(why, "not directly in the session directory"));
+        CHECK(stat(victim, &st) == 0);
+        code = slot_op(&c, 13, RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_LOAD, 2, 0, victim, NULL, why, sizeof why);
+        CHECK(code == RECUR_E_INVAL);
+        fprintf(stderr, "paths outside --session-dir refused: %s\n", why);
+    }
     plan_t cont = {.step = 7, .n = 3, .slot = {1, 3, 2}, .len = {1, 1, 1}, .mode = {1, 1, 1},
                    .tok = {a_last, a_last, b_last}};
     if (step_both(&c, ref, &cont, got)) {
@@ -601,7 +622,7 @@ out_model:
 static void scenario_vanish(const char *model) {
     coord_t c;
     if (coord_open(&c)) return;
-    c.pid = spawn_worker(recur_msgsock_endpoint(c.router), model, "2000");
+    c.pid = spawn_worker(recur_msgsock_endpoint(c.router), model, "2000", NULL);
     recur_internal_envelope_t *hello = expect_body(&c, RECUR__INTERNAL__ENVELOPE__BODY_HELLO);
     if (hello) {
         recur_proto_internal_free(hello);

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "recur_file.h"
 #include "recur_log.h"
 #include "recur_model_files.h"
 #include "recur_state_file.h"
@@ -49,6 +51,34 @@ static void dir_name(const char *path, char *out, size_t n) {
     if (!s) snprintf(out, n, ".");
     else if (s == path) snprintf(out, n, "/");
     else snprintf(out, n, "%.*s", (int)(s - path), path);
+}
+
+recur_status_t recur_ckpt_path_check(const char *path, const char *dir, char *msg, size_t msg_n) {
+    char shown[96];
+    if (!path || !*path) return fail_(msg, msg_n, RECUR_E_INVAL, "checkpoint path: empty");
+    recur_name_printable(path, 80, shown, sizeof shown);
+    if (strlen(path) >= 4096) return fail_(msg, msg_n, RECUR_E_INVAL, "checkpoint path \"%s\": too long", shown);
+    const char *name = base_name(path);
+    if (!recur_name_is_safe(name, 200))
+        return fail_(msg, msg_n, RECUR_E_INVAL, "checkpoint path \"%s\": the file name must be 1..200 characters of "
+                     "A-Z a-z 0-9 . _ - and not start with '.'", shown);
+    for (const char *p = path; *p;) {   /* every component, "a/../b" and "../b" alike */
+        const char *e = strchr(p, '/');
+        size_t l = e ? (size_t)(e - p) : strlen(p);
+        if (l == 2 && p[0] == '.' && p[1] == '.')
+            return fail_(msg, msg_n, RECUR_E_INVAL, "checkpoint path \"%s\": a \"..\" component", shown);
+        p += l + (e ? 1 : 0);
+    }
+    if (!dir) return RECUR_OK;
+    char d[4096], rd[PATH_MAX], rdir[PATH_MAX];
+    dir_name(path, d, sizeof d);
+    if (!realpath(dir, rdir))
+        return fail_(msg, msg_n, RECUR_E_INVAL, "checkpoint path \"%s\": the session directory %s cannot be resolved: "
+                     "%s", shown, dir, strerror(errno));
+    if (!realpath(d, rd) || strcmp(rd, rdir))
+        return fail_(msg, msg_n, RECUR_E_INVAL, "checkpoint path \"%s\": not directly in the session directory %s",
+                     shown, dir);
+    return RECUR_OK;
 }
 
 static uint32_t crc32_of(const void *p, uint64_t n) {
@@ -901,9 +931,10 @@ recur_status_t recur_ckpt_import(const uint8_t *blob, size_t n, const recur_ckpt
     }
     p = o;
     int32_t written = 0;
-    for (int32_t i = 0; s == RECUR_OK && i < m.n_shards; i++, written++) {
+    for (int32_t i = 0; s == RECUR_OK && i < m.n_shards; i++) {
         s = recur_ckpt_write_shard(path, gen, &m.shards[i], blob + p, msg, msg_n);
         p += (size_t)m.shards[i].bytes;
+        if (s == RECUR_OK) written++;
     }
     if (s == RECUR_OK) {
         recur_ckpt_manifest_t w = m;   /* the blob's layout, our session record */
@@ -911,13 +942,11 @@ recur_status_t recur_ckpt_import(const uint8_t *blob, size_t n, const recur_ckpt
         w.generation = gen;
         s = recur_ckpt_manifest_write(path, &w, msg, msg_n);
     }
-    if (s != RECUR_OK) {   /* remove what this import wrote */
-        char dir[4096], f[8192];
-        dir_name(path, dir, sizeof dir);
-        for (int32_t i = 0; i < written; i++) {
-            snprintf(f, sizeof f, "%s/%s", dir, m.shards[i].file);
-            unlink(f);
-        }
+    if (s != RECUR_OK) {   /* remove what this import wrote: the names it made, never the blob's */
+        char f[4096 + 128];
+        for (int32_t i = 0; i < written; i++)
+            if (recur_ckpt_shard_path(path, gen, m.shards[i].pp_rank, m.shards[i].tp_rank, f, sizeof f) == RECUR_OK)
+                unlink(f);
     }
     recur_ckpt_manifest_free(&m);
     return s;

@@ -161,6 +161,14 @@ recur_status_t recur_ckpt_manifest_write(const char *path, const recur_ckpt_mani
 recur_status_t recur_ckpt_check_identity(const recur_ckpt_manifest_t *m, const recur_ckpt_identity_t *want,
                                          const char *what, char *msg, size_t msg_n);
 
+/* Checks a checkpoint path that came in a message (SlotOp SAVE, LOAD, DELETE) before any file
+ * is touched, so that a wrong or hostile coordinator cannot make a worker write, read or
+ * delete files elsewhere: the file name must be safe (recur_name_is_safe, 200 bytes), no
+ * component of the path may be "..", and with dir non-NULL the path's directory must be dir
+ * (both resolved with realpath, so a symlinked detour is refused too). RECUR_E_INVAL with
+ * the reason in msg. */
+recur_status_t recur_ckpt_path_check(const char *path, const char *dir, char *msg, size_t msg_n);
+
 /* "<manifest>.g<gen>.shard-<pp>-<tp>"; RECUR_E_RANGE when it does not fit. */
 recur_status_t recur_ckpt_shard_path(const char *manifest, uint64_t gen, int32_t pp_rank, int32_t tp_rank, char *out,
                                      size_t n);

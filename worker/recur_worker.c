@@ -49,6 +49,9 @@ typedef struct worker {
     int ready;
     uint64_t epoch, hb_seq, last_step;
     double last_recv, last_send; /* monotonic seconds */
+    void *hs_events;             /* rank 0 with CURVE: failed handshakes of the socket      */
+    uint64_t hs_failed;          /* failed handshakes so far                                */
+    double hs_logged[5];         /* when one of each RECUR_MSGSOCK_HS_* kind was last logged */
     /* every rank: the envelope bytes of the current command */
     uint8_t *buf;
     size_t buf_cap;
@@ -293,6 +296,11 @@ static recur_status_t check_plan(worker_t *w, const Recur__Internal__StepPlan *p
 }
 
 static recur_status_t check_slot_op(const worker_t *w, const Recur__Internal__SlotOp *o, char *msg, size_t n) {
+    if (o->has_kind && (o->kind == RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_SAVE ||
+                        o->kind == RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_LOAD ||
+                        o->kind == RECUR__INTERNAL__SLOT_OP_KIND__SLOT_OP_KIND_DELETE) &&
+        o->path && recur_ckpt_path_check(o->path, w->p.session_dir, msg, n) != RECUR_OK)
+        return RECUR_E_INVAL;
     if (o->has_slot && o->slot >= w->n_slots)
         return bad_(msg, n, RECUR_E_INVAL, "slot_op.slot = %d: the worker has slots [1, %d)", (int)o->slot,
                     (int)w->n_slots);
@@ -770,12 +778,33 @@ static recur_status_t bcast_run(worker_t *w, size_t n) {
     return recur_comm_bcast_host(w->comm, w->buf, n, 0);
 }
 
+/* Rank 0: a coordinator that refuses our handshake (CURVE keys on one side only, or the
+ * wrong ones) shows nothing at the socket (ZeroMQ retries by itself), so the monitor's events
+ * are the only sign: logged once, then every 10 s, until idle_limit_ms ends the group. */
+static void log_handshakes(worker_t *w) {
+    char what[200];
+    for (int kind; (kind = recur_msgsock_next_handshake_failure(w->sock, what, sizeof what)) != 0;) {
+        w->hs_failed++;
+        /* per kind: the first failure may be a bare "broken pipe" when the coordinator hung
+         * up first, and the telling one ("different mechanisms") comes with a later try */
+        const int k = kind > 0 && kind < 5 ? kind : RECUR_MSGSOCK_HS_OTHER;
+        double t = now_s();
+        if (w->hs_logged[k] != 0 && t - w->hs_logged[k] < 10.0) continue;
+        w->hs_logged[k] = t;
+        recur_log_err("worker: the handshake with the coordinator at %s failed: %s (%llu attempts; with CURVE "
+                      "both sides need --curve-keys with the keys of one `recur keygen`); retrying for up to "
+                      "--idle-limit-ms %d", w->p.connect, what, (unsigned long long)w->hs_failed,
+                      (int)w->p.idle_limit_ms);
+    }
+}
+
 static recur_status_t loop_rank0(worker_t *w, int *exit_code) {
     recur_proto_error_t err;
     size_t max_bytes = recur_msgsock_max_msg_bytes(w->sock);
     send_hello(w);
     w->last_recv = now_s();
     for (;;) {
+        if (w->hs_events) log_handshakes(w);
         double now = now_s();
         double idle_left = w->p.idle_limit_ms / 1e3 - (now - w->last_recv);
         double hb_left = w->p.heartbeat_ms / 1e3 - (now - w->last_send);
@@ -937,8 +966,20 @@ recur_status_t recur_worker_run(recur_model_t *m, recur_comm_t *comm, const recu
             s = RECUR_E_IO;
         } else {
             recur_msgsock_params_t mp = recur_msgsock_default_params();
+            recur_curve_keys_t keys;
+            char msg[512];
             mp.routing_id = "rank0";
-            s = recur_msgsock_connect(w.zctx, w.p.connect, &mp, &w.sock);
+            if (w.p.curve_keys_dir) {
+                s = recur_curve_load_client(w.p.curve_keys_dir, &keys, msg, sizeof msg);
+                if (s != RECUR_OK) recur_log_err("worker: --curve-keys: %s", msg);
+                mp.curve = &keys;
+            }
+            if (s == RECUR_OK) s = recur_msgsock_connect(w.zctx, w.p.connect, &mp, &w.sock);
+            /* also without CURVE: a coordinator that requires it refuses us at the handshake */
+            if (s == RECUR_OK && recur_msgsock_watch_handshakes(w.sock, w.zctx, &w.hs_events))
+                recur_log_warn("worker: cannot watch the handshakes: a refusal will show only as the "
+                               "coordinator's silence");
+            memset(&keys, 0, sizeof keys);   /* the socket has its copy */
         }
     }
     if (w.multi) s = recur_comm_agree(comm, s);

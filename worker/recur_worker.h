@@ -66,7 +66,13 @@
  * rebuilds its shard (any saved layout); LOAD_TUNED: an RWKV-7 state-tuning file. The ranks
  * agree (recur_comm_agree) on the outcome; the destination is set only when every rank
  * succeeded, and a failure's message is the first failing rank's, whichever rank that is.
- * SlotOpResult.bytes is rank 0's shard bytes written / read.
+ * SlotOpResult.bytes is rank 0's shard bytes written / read. The path of a SAVE, LOAD or
+ * DELETE is checked by rank 0 first (recur_ckpt_path_check against session_dir): one that
+ * could leave the session directory gets an INVAL result and touches no file.
+ *
+ * CURVE (curve_keys_dir): the link to the coordinator is encrypted and both ends are
+ * authenticated; rank 0 watches its handshakes and logs a refusal (wrong keys, or a
+ * coordinator without CURVE) once, then every 10 s while it keeps retrying.
  *
  * Ownership: the worker borrows the model and the communicator (both must outlive the
  * call) and owns its ZeroMQ context and socket for the duration of recur_worker_run.
@@ -100,6 +106,13 @@ typedef struct recur_worker_params {
     const char *software_version; /* for Hello; NULL: not sent                        */
     int32_t heartbeat_ms;       /* idle Heartbeat interval; Ready may change it (> 0). Default 1000 */
     int32_t idle_limit_ms;      /* silence from the coordinator that ends the group. Default 30000 */
+    const char *curve_keys_dir; /* NULL: no encryption. Else rank 0 connects as a CURVE client
+                                   with the keys of this directory (common/recur_curve.h:
+                                   worker.key, server.pub); a coordinator that refuses them is
+                                   logged (and retried until idle_limit_ms) */
+    const char *session_dir;    /* NULL: checkpoint paths are only checked to be plain file
+                                   names without ".." components; else they must also lie
+                                   directly in this directory (recur_ckpt_path_check) */
 } recur_worker_params_t;
 
 recur_worker_params_t recur_worker_default_params(void);
