@@ -601,7 +601,12 @@ static void test_curve(void *zctx) {
     /* the rogues, one at a time: none gets a message through; each fails its handshake */
     const recur_curve_keys_t *rogue_keys[3] = {&cli_mixed, &cli_b, NULL};
     const int want_router[3] = {0, RECUR_MSGSOCK_HS_CRYPTO, RECUR_MSGSOCK_HS_MECHANISM};
-    const int want_dealer[3] = {RECUR_MSGSOCK_HS_REFUSED, 0, RECUR_MSGSOCK_HS_MECHANISM};
+    /* The plain (no CURVE) peer's own report of the mismatch is not asserted: the router
+     * reads the peer's greeting, reports the mismatch and closes at once, and under load that
+     * close can reach the peer before it has read the router's greeting (seen 1 run in 8
+     * under a parallel ctest), so it sees a disconnection only. The router's side always
+     * knows, and it is what the coordinator logs. */
+    const int want_dealer[3] = {RECUR_MSGSOCK_HS_REFUSED, 0, 0};
     for (int i = 0; i < 3; i++) {
         recur_msgsock_params_t q = recur_msgsock_default_params();
         q.routing_id = "rank0";   /* would even take rank0's place (handover) if it got in */
