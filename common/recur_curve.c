@@ -17,27 +17,11 @@
 #define KEY_FILE_MAX 65536   /* a key file is a few lines; anything larger is not one */
 #define ZAP_ENDPOINT "inproc://zeromq.zap.01"
 
-static recur_status_t fail_(char *msg, size_t msg_n, recur_status_t s, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 4, 5)))
-#endif
-    ;
-static recur_status_t fail_(char *msg, size_t msg_n, recur_status_t s, const char *fmt, ...) {
-    char buf[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    if (msg && msg_n) snprintf(msg, msg_n, "%s", buf);
-    else recur_log_err("%s", buf);
-    return s;
-}
-
 int recur_curve_available(void) { return zmq_has("curve") == 1; }
 
 static recur_status_t need_curve_(char *msg, size_t msg_n) {
     if (recur_curve_available()) return RECUR_OK;
-    return fail_(msg, msg_n, RECUR_E_UNSUPPORTED,
+    return recur_fail_msg(msg, msg_n, RECUR_E_UNSUPPORTED,
                  "this libzmq was built without CURVE (zmq_has(\"curve\") is 0): install one built with libsodium "
                  "(Debian's libzmq5 is), or run without --curve-keys");
 }
@@ -51,12 +35,12 @@ static recur_status_t read_keys_(const char *path, int secret, char (*keys)[RECU
     *n = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return fail_(msg, msg_n, RECUR_E_IO, "%s: cannot open: %s (recur keygen --out DIR makes the key files)", path,
+        return recur_fail_msg(msg, msg_n, RECUR_E_IO, "%s: cannot open: %s (recur keygen --out DIR makes the key files)", path,
                      strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > KEY_FILE_MAX) {
         close(fd);
-        return fail_(msg, msg_n, RECUR_E_FORMAT, "%s: not a key file (not a regular file, or over %d bytes)", path,
+        return recur_fail_msg(msg, msg_n, RECUR_E_FORMAT, "%s: not a key file (not a regular file, or over %d bytes)", path,
                      KEY_FILE_MAX);
     }
     /* a readable-by-all secret is a leak waiting to happen; Kubernetes Secret volumes are
@@ -71,7 +55,7 @@ static recur_status_t read_keys_(const char *path, int secret, char (*keys)[RECU
         if (r < 0) {
             int e = errno;
             close(fd);
-            return fail_(msg, msg_n, RECUR_E_IO, "%s: cannot read: %s", path, strerror(e));
+            return recur_fail_msg(msg, msg_n, RECUR_E_IO, "%s: cannot read: %s", path, strerror(e));
         }
         got += (size_t)r;
     }
@@ -88,23 +72,23 @@ static recur_status_t read_keys_(const char *path, int secret, char (*keys)[RECU
         if (!l || p[0] == '#') continue;
         uint8_t bin[32];
         if (l != RECUR_CURVE_Z85_LEN || !zmq_z85_decode(bin, p))
-            return fail_(msg, msg_n, RECUR_E_FORMAT, "%s line %d: not a CURVE key (expected %d characters of Z85 "
+            return recur_fail_msg(msg, msg_n, RECUR_E_FORMAT, "%s line %d: not a CURVE key (expected %d characters of Z85 "
                          "text, as recur keygen writes)", path, line, RECUR_CURVE_Z85_LEN);
         if (*n == max)
-            return secret ? fail_(msg, msg_n, RECUR_E_FORMAT, "%s: a secret key file holds one key", path)
-                          : fail_(msg, msg_n, RECUR_E_FORMAT, "%s: more than %d keys", path, (int)max);
+            return secret ? recur_fail_msg(msg, msg_n, RECUR_E_FORMAT, "%s: a secret key file holds one key", path)
+                          : recur_fail_msg(msg, msg_n, RECUR_E_FORMAT, "%s: more than %d keys", path, (int)max);
         memcpy(keys[*n], p, RECUR_CURVE_Z85_LEN + 1);
         (*n)++;
     }
-    if (*n == 0) return fail_(msg, msg_n, RECUR_E_FORMAT, "%s: no key in the file", path);
-    if (secret && *n != 1) return fail_(msg, msg_n, RECUR_E_FORMAT, "%s: a secret key file holds one key", path);
+    if (*n == 0) return recur_fail_msg(msg, msg_n, RECUR_E_FORMAT, "%s: no key in the file", path);
+    if (secret && *n != 1) return recur_fail_msg(msg, msg_n, RECUR_E_FORMAT, "%s: a secret key file holds one key", path);
     return RECUR_OK;
 }
 
 static recur_status_t key_path_(const char *dir, const char *name, char *out, size_t n, char *msg, size_t msg_n) {
-    if (!dir || !*dir) return fail_(msg, msg_n, RECUR_E_INVAL, "no key directory given");
+    if (!dir || !*dir) return recur_fail_msg(msg, msg_n, RECUR_E_INVAL, "no key directory given");
     int w = snprintf(out, n, "%s/%s", dir, name);
-    if (w < 0 || (size_t)w >= n) return fail_(msg, msg_n, RECUR_E_INVAL, "%s: key directory path too long", dir);
+    if (w < 0 || (size_t)w >= n) return recur_fail_msg(msg, msg_n, RECUR_E_INVAL, "%s: key directory path too long", dir);
     return RECUR_OK;
 }
 
@@ -118,7 +102,7 @@ static recur_status_t load_secret_(const char *dir, const char *name, recur_curv
     RECUR_TRY(read_keys_(path, 1, key, 1, &n, msg, msg_n));
     memcpy(k->secret_key, key[0], sizeof k->secret_key);
     if (zmq_curve_public(k->public_key, k->secret_key) != 0)
-        return fail_(msg, msg_n, RECUR_E_FORMAT, "%s: cannot derive the public key: %s", path,
+        return recur_fail_msg(msg, msg_n, RECUR_E_FORMAT, "%s: cannot derive the public key: %s", path,
                      zmq_strerror(zmq_errno()));
     return RECUR_OK;
 }
@@ -154,7 +138,7 @@ static recur_status_t write_file_(const char *dir, const char *name, const char 
     snprintf(tmp, sizeof tmp, "%s/.%s.tmp-%d", dir, name, (int)getpid());
     unlink(tmp);   /* a leftover of ours from a killed run */
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0) return fail_(msg, msg_n, RECUR_E_IO, "%s: cannot create: %s", tmp, strerror(errno));
+    if (fd < 0) return recur_fail_msg(msg, msg_n, RECUR_E_IO, "%s: cannot create: %s", tmp, strerror(errno));
     size_t len = strlen(text);
     int ok = fchmod(fd, mode) == 0 && write(fd, text, len) == (ssize_t)len && fsync(fd) == 0;
     int e = errno;
@@ -162,7 +146,7 @@ static recur_status_t write_file_(const char *dir, const char *name, const char 
     if (!ok || rename(tmp, path) != 0) {
         if (ok) e = errno;
         unlink(tmp);
-        return fail_(msg, msg_n, RECUR_E_IO, "%s: cannot write: %s", path, strerror(e));
+        return recur_fail_msg(msg, msg_n, RECUR_E_IO, "%s: cannot write: %s", path, strerror(e));
     }
     return RECUR_OK;
 }
@@ -170,25 +154,25 @@ static recur_status_t write_file_(const char *dir, const char *name, const char 
 recur_status_t recur_curve_keygen(const char *dir, int force, char *msg, size_t msg_n) {
     static const char *const names[4] = {"server.key", "server.pub", "worker.key", "worker.pub"};
     RECUR_TRY(need_curve_(msg, msg_n));
-    if (!dir || !*dir) return fail_(msg, msg_n, RECUR_E_INVAL, "keygen: no directory given (--out DIR)");
+    if (!dir || !*dir) return recur_fail_msg(msg, msg_n, RECUR_E_INVAL, "keygen: no directory given (--out DIR)");
     struct stat st;
     if (stat(dir, &st) != 0) {
         if (errno != ENOENT || mkdir(dir, 0700) != 0)
-            return fail_(msg, msg_n, RECUR_E_IO, "%s: cannot create the key directory: %s", dir, strerror(errno));
+            return recur_fail_msg(msg, msg_n, RECUR_E_IO, "%s: cannot create the key directory: %s", dir, strerror(errno));
     } else if (!S_ISDIR(st.st_mode)) {
-        return fail_(msg, msg_n, RECUR_E_INVAL, "%s: exists and is not a directory", dir);
+        return recur_fail_msg(msg, msg_n, RECUR_E_INVAL, "%s: exists and is not a directory", dir);
     }
     for (int i = 0; i < 4 && !force; i++) {
         char path[4096];
         RECUR_TRY(key_path_(dir, names[i], path, sizeof path, msg, msg_n));
         if (lstat(path, &st) == 0)
-            return fail_(msg, msg_n, RECUR_E_INVAL, "%s exists: recur keygen does not overwrite keys (--force replaces "
+            return recur_fail_msg(msg, msg_n, RECUR_E_INVAL, "%s exists: recur keygen does not overwrite keys (--force replaces "
                          "them; whatever uses the old keys is then locked out)", path);
     }
     char spub[RECUR_CURVE_Z85_LEN + 1], ssec[RECUR_CURVE_Z85_LEN + 1];
     char wpub[RECUR_CURVE_Z85_LEN + 1], wsec[RECUR_CURVE_Z85_LEN + 1];
     if (zmq_curve_keypair(spub, ssec) != 0 || zmq_curve_keypair(wpub, wsec) != 0)
-        return fail_(msg, msg_n, RECUR_E_IO, "keygen: zmq_curve_keypair: %s", zmq_strerror(zmq_errno()));
+        return recur_fail_msg(msg, msg_n, RECUR_E_IO, "keygen: zmq_curve_keypair: %s", zmq_strerror(zmq_errno()));
     char text[4][512];
     snprintf(text[0], sizeof text[0], "# recur CURVE secret key of the coordinator (recur serve --curve-keys reads it).\n"
              "# Keep it private. Its public key is server.pub. Made by recur keygen.\n%s\n", ssec);
@@ -229,13 +213,13 @@ static uint64_t mono_ms_(void) {
 recur_status_t recur_zap_create(void *zctx, const recur_curve_keys_t *k, recur_zap_t **out, char *msg, size_t msg_n) {
     *out = NULL;
     if (!zctx || !k || k->n_allowed < 1 || k->n_allowed > RECUR_CURVE_MAX_ALLOWED)
-        return fail_(msg, msg_n, RECUR_E_INVAL, "ZAP handler: no context, or no allowed key");
+        return recur_fail_msg(msg, msg_n, RECUR_E_INVAL, "ZAP handler: no context, or no allowed key");
     recur_zap_t *z = calloc(1, sizeof *z);
-    if (!z) return fail_(msg, msg_n, RECUR_E_NOMEM, "ZAP handler: out of memory");
+    if (!z) return recur_fail_msg(msg, msg_n, RECUR_E_NOMEM, "ZAP handler: out of memory");
     for (int32_t i = 0; i < k->n_allowed; i++)
         if (!zmq_z85_decode(z->allowed[i], k->allowed[i])) {
             free(z);
-            return fail_(msg, msg_n, RECUR_E_FORMAT, "ZAP handler: allowed key %d is not Z85", (int)i);
+            return recur_fail_msg(msg, msg_n, RECUR_E_FORMAT, "ZAP handler: allowed key %d is not Z85", (int)i);
         }
     z->n_allowed = k->n_allowed;
     z->rep = zmq_socket(zctx, ZMQ_REP);
@@ -243,7 +227,7 @@ recur_status_t recur_zap_create(void *zctx, const recur_curve_keys_t *k, recur_z
     if (!z->rep || zmq_setsockopt(z->rep, ZMQ_LINGER, &zero, sizeof zero) != 0 || zmq_bind(z->rep, ZAP_ENDPOINT) != 0) {
         int e = zmq_errno();
         recur_zap_free(z);
-        return fail_(msg, msg_n, RECUR_E_IO, "ZAP handler: cannot bind %s: %s", ZAP_ENDPOINT, zmq_strerror(e));
+        return recur_fail_msg(msg, msg_n, RECUR_E_IO, "ZAP handler: cannot bind %s: %s", ZAP_ENDPOINT, zmq_strerror(e));
     }
     *out = z;
     return RECUR_OK;

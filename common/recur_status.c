@@ -25,6 +25,17 @@ const char *recur_status_str(recur_status_t s) {
     return "unknown status";
 }
 
+recur_status_t recur_fail_msg(char *msg, size_t msg_n, recur_status_t s, const char *fmt, ...) {
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (msg && msg_n) snprintf(msg, msg_n, "%s", buf);
+    else recur_log_err("%s", buf);
+    return s;
+}
+
 void recur_panic(const char *file, int line, const char *fmt, ...) {
     va_list ap;
     fprintf(stderr, "%s:%d: internal error: ", file, line);

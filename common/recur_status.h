@@ -5,6 +5,8 @@
 #ifndef RECUR_STATUS_H
 #define RECUR_STATUS_H
 
+#include <stddef.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -27,6 +29,15 @@ typedef enum recur_status {
 
 /* Static string naming the status; never NULL. */
 const char *recur_status_str(recur_status_t s);
+
+/* A failure's message for the caller: formatted into msg (msg_n bytes, cut to fit) when
+ * the caller gave a buffer, else logged as an error. Returns s, so that
+ * `return recur_fail_msg(msg, msg_n, RECUR_E_FORMAT, "...", ...);` reports and fails. */
+recur_status_t recur_fail_msg(char *msg, size_t msg_n, recur_status_t s, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
 
 #if defined(__cplusplus)
 #define RECUR_NORETURN [[noreturn]]

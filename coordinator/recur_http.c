@@ -12,6 +12,7 @@
 #define _GNU_SOURCE   /* POLLRDHUP: the peer closed its end (Linux) */
 #endif
 #include "recur_http.h"
+#include "recur_sbuf.h"
 
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
@@ -129,32 +130,6 @@ recur_status_t recur_http_read_key_file(const char *path, char ***keys, size_t *
     fclose(f);
     return s;
 }
-
-/* ------------------------------------------------------------------ small buffers */
-
-typedef struct sbuf {
-    char *p;
-    size_t n, cap;
-    int oom;
-} sbuf_t;
-
-static void sb_add(sbuf_t *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *q = realloc(b->p, cap);
-        if (!q) {
-            b->oom = 1;
-            return;
-        }
-        b->p = q, b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-}
-static void sb_str(sbuf_t *b, const char *s) { sb_add(b, s, strlen(s)); }
 
 /* ------------------------------------------------------------------ responses */
 
@@ -291,18 +266,6 @@ static enum MHD_Result reply_error(recur_http_t *h, struct MHD_Connection *conn,
     return reply_json(h, conn, url, status, error_json(type_for(status), code, param, msg));
 }
 
-#if defined(__GNUC__)
-__attribute__((format(printf, 4, 5)))
-#endif
-static void badf(recur_http_bad_t *b, const char *param, const char *code, const char *fmt, ...) {
-    b->status = 400;
-    snprintf(b->param, sizeof b->param, "%s", param ? param : "");
-    snprintf(b->code, sizeof b->code, "%s", code ? code : "");
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(b->msg, sizeof b->msg, fmt, ap);
-    va_end(ap);
-}
 
 static enum MHD_Result reply_bad(recur_http_t *h, struct MHD_Connection *conn, const char *url,
                                  const recur_http_bad_t *b) {
@@ -406,7 +369,7 @@ typedef struct sub {
     int has_cached;         /* the coordinator reported cached_prompt_tokens (a session, the prefix cache) */
     uint32_t cached_tokens;
     int role_sent;          /* chat stream: the first delta (role) went out */
-    sbuf_t text;            /* non-streaming: the whole text */
+    recur_sbuf_t text;            /* non-streaming: the whole text */
     cJSON *lp;              /* non-streaming logprobs: chat "content" array, or completions object */
     size_t text_off;        /* completions logprobs: text_offset of the next token */
 } sub_t;
@@ -424,7 +387,7 @@ typedef struct job {
     int failed, fail_status;
     char fail_code[48], fail_msg[640];
     int cancel_sent, streaming, done_written;
-    sbuf_t out;             /* SSE bytes not yet handed to libmicrohttpd */
+    recur_sbuf_t out;             /* SSE bytes not yet handed to libmicrohttpd */
     size_t out_pos;
 } job_t;
 
@@ -470,9 +433,9 @@ static void sse(job_t *j, cJSON *obj) {
         j->out.oom = 1;
         return;
     }
-    sb_str(&j->out, "data: ");
-    sb_str(&j->out, s);
-    sb_str(&j->out, "\n\n");
+    recur_sbuf_str(&j->out, "data: ");
+    recur_sbuf_str(&j->out, s);
+    recur_sbuf_str(&j->out, "\n\n");
     free(s);
 }
 
@@ -627,9 +590,9 @@ static void on_generate_response(job_t *j, const Recur__Api__GenerateResponse *g
     size_t k = (size_t)(s - j->subs);
     if (!s->got) s->got = 1, j->n_got++;
     if (gr->n_tokens && !j->failed) {
-        sbuf_t piece = {0};
+        recur_sbuf_t piece = {0};
         for (size_t i = 0; i < gr->n_tokens; i++)
-            if (gr->tokens[i]->text) sb_str(&piece, gr->tokens[i]->text);
+            if (gr->tokens[i]->text) recur_sbuf_str(&piece, gr->tokens[i]->text);
         cJSON *lp = NULL;
         if (j->logprobs) {
             lp = j->stream ? new_logprobs(j) : s->lp;
@@ -638,7 +601,7 @@ static void on_generate_response(job_t *j, const Recur__Api__GenerateResponse *g
         if (j->stream) {
             if (piece.n || lp) stream_chunk(j, k, piece.p ? piece.p : "", lp, NULL);
         } else if (piece.n) {
-            sb_add(&s->text, piece.p, piece.n);
+            recur_sbuf_add(&s->text, piece.p, piece.n);
             if (s->text.oom) job_fail(j, 500, "internal_error", "out of memory");
         }
         free(piece.p);
@@ -764,8 +727,8 @@ static int job_send(job_t *j, const recur_http_gen_req_t *g, recur_http_bad_t *b
         recur_status_t st = recur_msgsock_send_api(j->sock, NULL, &env, &err);
         if (st != RECUR_OK) {
             /* the protocol's own checks (lengths, counts) are the client's errors */
-            if (st == RECUR_E_INVAL || st == RECUR_E_RANGE) badf(b, NULL, "invalid_value", "%s", err.msg);
-            else badf(b, NULL, "internal_error", "cannot reach the coordinator: %s", err.msg), b->status = 500;
+            if (st == RECUR_E_INVAL || st == RECUR_E_RANGE) recur_http_badf(b, NULL, "invalid_value", "%s", err.msg);
+            else recur_http_badf(b, NULL, "internal_error", "cannot reach the coordinator: %s", err.msg), b->status = 500;
             for (size_t k = i; k < j->n_subs; k++) j->subs[k].done = j->subs[k].got = 1;
             j->n_done += j->n_subs - i, j->n_got += j->n_subs - i;
             return -1;
@@ -826,7 +789,7 @@ static ssize_t job_read(void *cls, uint64_t pos, char *buf, size_t max) {
                 usage_object(j, o);
                 sse(j, o);
             }
-            sb_str(&j->out, "data: [DONE]\n\n");
+            recur_sbuf_str(&j->out, "data: [DONE]\n\n");
             j->done_written = 1;
             continue;
         }
@@ -968,7 +931,7 @@ static int session_has_turns(recur_http_t *h, const char *id, recur_http_bad_t *
     recur_http_session_request(RECUR__API__SESSION_OP__SESSION_OP_GET, "http-session-get", id, NULL, &q);
     recur_api_envelope_t *r = session_call(h, &q);
     if (!r) {
-        badf(b, NULL, "not_ready", "the coordinator did not answer (session '%.128s')", id);
+        recur_http_badf(b, NULL, "not_ready", "the coordinator did not answer (session '%.128s')", id);
         b->status = 503;
         return -1;
     }
@@ -983,7 +946,7 @@ static int session_has_turns(recur_http_t *h, const char *id, recur_http_bad_t *
 static int render_chat(recur_http_t *h, recur_http_gen_req_t *g, recur_http_bad_t *b) {
     const recur_chat_template_t *t = chat_template_for(h);
     if (!t) {
-        badf(b, NULL, "not_ready", "not ready: the model is still loading (its chat template is not known yet)");
+        recur_http_badf(b, NULL, "not_ready", "not ready: the model is still loading (its chat template is not known yet)");
         b->status = 503;
         return -1;
     }
@@ -1352,7 +1315,7 @@ static enum MHD_Result handle_models(recur_http_t *h, struct MHD_Connection *con
 /* ------------------------------------------------------------------ the access handler */
 
 typedef struct hreq {
-    sbuf_t body;
+    recur_sbuf_t body;
     int too_big;
     int key;                 /* the API key's index (-1: none / no keys) */
     int counted;             /* counted in h->in_flight[key] */
@@ -1448,7 +1411,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             import_feed(h, q->imp, upload, *upload_n);
         } else {
             if (q->body.n + *upload_n > h->cfg.max_body_bytes) q->too_big = 1;
-            if (!q->too_big) sb_add(&q->body, upload, *upload_n);
+            if (!q->too_big) recur_sbuf_add(&q->body, upload, *upload_n);
         }
         *upload_n = 0;
         return MHD_YES;

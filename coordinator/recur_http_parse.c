@@ -1,6 +1,7 @@
 /* recur_http_parse.c: see recur_http_parse.h. Moved out of recur_http.c unchanged in what
  * it accepts and refuses, so the fuzz target and the unit tests run the server's own code. */
 #include "recur_http_parse.h"
+#include "recur_sbuf.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -17,30 +18,6 @@
 #define MAX_MESSAGES 4096       /* chat messages per request          */
 
 /* ------------------------------------------------------------------ small helpers */
-
-typedef struct sbuf {
-    char *p;
-    size_t n, cap;
-    int oom;
-} sbuf_t;
-
-static void sb_add(sbuf_t *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *q = realloc(b->p, cap);
-        if (!q) {
-            b->oom = 1;
-            return;
-        }
-        b->p = q, b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-}
-static void sb_str(sbuf_t *b, const char *s) { sb_add(b, s, strlen(s)); }
 
 static int utf8_valid_n(const char *s, size_t n) {
     const uint8_t *p = (const uint8_t *)s;
@@ -68,10 +45,7 @@ void recur_http_gen_req_clear(recur_http_gen_req_t *g) {
     memset(g, 0, sizeof *g);
 }
 
-#if defined(__GNUC__)
-__attribute__((format(printf, 4, 5)))
-#endif
-static int badf(recur_http_bad_t *b, const char *param, const char *code, const char *fmt, ...) {
+int recur_http_badf(recur_http_bad_t *b, const char *param, const char *code, const char *fmt, ...) {
     b->status = 400;
     snprintf(b->param, sizeof b->param, "%s", param ? param : "");
     snprintf(b->code, sizeof b->code, "%s", code ? code : "");
@@ -88,48 +62,48 @@ static const char *json_type(const cJSON *v) {
 }
 
 static int get_number(const cJSON *v, const char *name, double lo, double hi, double *out, recur_http_bad_t *b) {
-    if (!cJSON_IsNumber(v)) return badf(b, name, "invalid_type", "'%s' must be a number, got %s", name, json_type(v));
+    if (!cJSON_IsNumber(v)) return recur_http_badf(b, name, "invalid_type", "'%s' must be a number, got %s", name, json_type(v));
     double x = v->valuedouble;
     if (!isfinite(x) || x < lo || x > hi)
-        return badf(b, name, "invalid_value", "'%s' must be between %g and %g, got %g", name, lo, hi, x);
+        return recur_http_badf(b, name, "invalid_value", "'%s' must be between %g and %g, got %g", name, lo, hi, x);
     *out = x;
     return 0;
 }
 
 static int get_int(const cJSON *v, const char *name, double lo, double hi, int64_t *out, recur_http_bad_t *b) {
-    if (!cJSON_IsNumber(v)) return badf(b, name, "invalid_type", "'%s' must be an integer, got %s", name, json_type(v));
+    if (!cJSON_IsNumber(v)) return recur_http_badf(b, name, "invalid_type", "'%s' must be an integer, got %s", name, json_type(v));
     double x = v->valuedouble;
     if (!isfinite(x) || x != floor(x))
-        return badf(b, name, "invalid_type", "'%s' must be an integer, got %g", name, x);
+        return recur_http_badf(b, name, "invalid_type", "'%s' must be an integer, got %g", name, x);
     if (x < lo || x > hi)
-        return badf(b, name, "invalid_value", "'%s' must be between %.0f and %.0f, got %.0f", name, lo, hi, x);
+        return recur_http_badf(b, name, "invalid_value", "'%s' must be between %.0f and %.0f, got %.0f", name, lo, hi, x);
     *out = (int64_t)x;
     return 0;
 }
 
 static int get_bool(const cJSON *v, const char *name, int *out, recur_http_bad_t *b) {
-    if (!cJSON_IsBool(v)) return badf(b, name, "invalid_type", "'%s' must be true or false, got %s", name, json_type(v));
+    if (!cJSON_IsBool(v)) return recur_http_badf(b, name, "invalid_type", "'%s' must be true or false, got %s", name, json_type(v));
     *out = cJSON_IsTrue(v);
     return 0;
 }
 
 /* A string that must be valid UTF-8 without NUL; copied into *out. */
 static int get_string(const cJSON *v, const char *name, char **out, recur_http_bad_t *b) {
-    if (!cJSON_IsString(v)) return badf(b, name, "invalid_type", "'%s' must be a string, got %s", name, json_type(v));
-    if (!utf8_valid(v->valuestring)) return badf(b, name, "invalid_value", "'%s' is not valid UTF-8", name);
-    if (!(*out = strdup(v->valuestring))) return badf(b, name, NULL, "out of memory");
+    if (!cJSON_IsString(v)) return recur_http_badf(b, name, "invalid_type", "'%s' must be a string, got %s", name, json_type(v));
+    if (!utf8_valid(v->valuestring)) return recur_http_badf(b, name, "invalid_value", "'%s' is not valid UTF-8", name);
+    if (!(*out = strdup(v->valuestring))) return recur_http_badf(b, name, NULL, "out of memory");
     return 0;
 }
 
 static int add_stop(recur_http_gen_req_t *g, const cJSON *v, const char *name, recur_http_bad_t *b) {
     if (g->n_stops == RECUR_PROTO_MAX_STOP)
-        return badf(b, "stop", "invalid_value", "too many stop strings (at most %d, the chat template's included)",
+        return recur_http_badf(b, "stop", "invalid_value", "too many stop strings (at most %d, the chat template's included)",
                     RECUR_PROTO_MAX_STOP);
     char *s = NULL;
     if (get_string(v, name, &s, b)) return -1;
     if (!*s || strlen(s) > RECUR_PROTO_MAX_STOP_BYTES) {
         free(s);
-        return badf(b, "stop", "invalid_value", "a stop string must have 1 to %d bytes", RECUR_PROTO_MAX_STOP_BYTES);
+        return recur_http_badf(b, "stop", "invalid_value", "a stop string must have 1 to %d bytes", RECUR_PROTO_MAX_STOP_BYTES);
     }
     g->stops[g->n_stops++] = s;
     return 0;
@@ -138,7 +112,7 @@ static int add_stop(recur_http_gen_req_t *g, const cJSON *v, const char *name, r
 static int parse_stop(recur_http_gen_req_t *g, const cJSON *v, recur_http_bad_t *b) {
     if (cJSON_IsString(v)) return add_stop(g, v, "stop", b);
     if (!cJSON_IsArray(v))
-        return badf(b, "stop", "invalid_type", "'stop' must be a string or an array of strings, got %s", json_type(v));
+        return recur_http_badf(b, "stop", "invalid_type", "'stop' must be a string or an array of strings, got %s", json_type(v));
     const cJSON *it;
     cJSON_ArrayForEach(it, v) if (add_stop(g, it, "stop", b)) return -1;
     return 0;
@@ -149,7 +123,7 @@ static int parse_ids(const cJSON *arr, const char *name, int32_t **ids, size_t *
     size_t k = (size_t)cJSON_GetArraySize(arr);
     *ids = malloc((k ? k : 1) * sizeof **ids);
     *n = 0;
-    if (!*ids) return badf(b, name, NULL, "out of memory");
+    if (!*ids) return recur_http_badf(b, name, NULL, "out of memory");
     const cJSON *it;
     cJSON_ArrayForEach(it, arr) {
         int64_t x;
@@ -163,28 +137,28 @@ static int parse_ids(const cJSON *arr, const char *name, int32_t **ids, size_t *
  * name the protobuf field, not this one). */
 static int get_prompt_text(const cJSON *v, char **out, recur_http_bad_t *b) {
     if (get_string(v, "prompt", out, b)) return -1;
-    if (!**out) return badf(b, "prompt", "invalid_value", "'prompt' must not be empty");
+    if (!**out) return recur_http_badf(b, "prompt", "invalid_value", "'prompt' must not be empty");
     return 0;
 }
 
 static int parse_prompt(recur_http_gen_req_t *g, const cJSON *v, recur_http_bad_t *b) {
     if (cJSON_IsString(v)) {
-        if (!(g->prompts = calloc(1, sizeof *g->prompts))) return badf(b, "prompt", NULL, "out of memory");
+        if (!(g->prompts = calloc(1, sizeof *g->prompts))) return recur_http_badf(b, "prompt", NULL, "out of memory");
         g->n_prompts = 1;
         return get_prompt_text(v, &g->prompts[0].text, b);
     }
     if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) == 0)
-        return badf(b, "prompt", "invalid_type",
+        return recur_http_badf(b, "prompt", "invalid_type",
                     "'prompt' must be a string, an array of strings, an array of token ids or an array of arrays of "
                     "token ids (non-empty), got %s", cJSON_IsArray(v) ? "an empty array" : json_type(v));
     const cJSON *first = v->child;
     if (cJSON_IsNumber(first)) {   /* one prompt as token ids */
-        if (!(g->prompts = calloc(1, sizeof *g->prompts))) return badf(b, "prompt", NULL, "out of memory");
+        if (!(g->prompts = calloc(1, sizeof *g->prompts))) return recur_http_badf(b, "prompt", NULL, "out of memory");
         g->n_prompts = 1;
         return parse_ids(v, "prompt", &g->prompts[0].ids, &g->prompts[0].n_ids, b);
     }
     size_t k = (size_t)cJSON_GetArraySize(v);
-    if (!(g->prompts = calloc(k, sizeof *g->prompts))) return badf(b, "prompt", NULL, "out of memory");
+    if (!(g->prompts = calloc(k, sizeof *g->prompts))) return recur_http_badf(b, "prompt", NULL, "out of memory");
     const cJSON *it;
     cJSON_ArrayForEach(it, v) {
         recur_http_prompt_t *p = &g->prompts[g->n_prompts++];
@@ -192,10 +166,10 @@ static int parse_prompt(recur_http_gen_req_t *g, const cJSON *v, recur_http_bad_
             if (get_prompt_text(it, &p->text, b)) return -1;
         } else if (cJSON_IsArray(first) && cJSON_IsArray(it)) {
             if (cJSON_GetArraySize(it) == 0)
-                return badf(b, "prompt", "invalid_value", "'prompt': a prompt of token ids must not be empty");
+                return recur_http_badf(b, "prompt", "invalid_value", "'prompt': a prompt of token ids must not be empty");
             if (parse_ids(it, "prompt", &p->ids, &p->n_ids, b)) return -1;
         } else {
-            return badf(b, "prompt", "invalid_type",
+            return recur_http_badf(b, "prompt", "invalid_type",
                         "'prompt': an array must hold only strings, only token ids or only arrays of token ids");
         }
     }
@@ -205,13 +179,13 @@ static int parse_prompt(recur_http_gen_req_t *g, const cJSON *v, recur_http_bad_
 /* Chat messages into g->msgs / g->msg_text (rendered later: recur_http_render_chat). */
 static int parse_messages(recur_http_gen_req_t *g, const cJSON *v, recur_http_bad_t *b) {
     if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) == 0)
-        return badf(b, "messages", "invalid_type", "'messages' must be a non-empty array, got %s",
+        return recur_http_badf(b, "messages", "invalid_type", "'messages' must be a non-empty array, got %s",
                     cJSON_IsArray(v) ? "an empty array" : json_type(v));
     size_t k = (size_t)cJSON_GetArraySize(v);
-    if (k > MAX_MESSAGES) return badf(b, "messages", "invalid_value", "more than %d messages", MAX_MESSAGES);
+    if (k > MAX_MESSAGES) return recur_http_badf(b, "messages", "invalid_value", "more than %d messages", MAX_MESSAGES);
     recur_chat_message_t *m = g->msgs = calloc(k, sizeof *m);
     char **owned = g->msg_text = calloc(k, sizeof *owned);
-    if (!m || !owned) return badf(b, "messages", NULL, "out of memory");
+    if (!m || !owned) return recur_http_badf(b, "messages", NULL, "out of memory");
     g->n_msgs = k;   /* clear frees every slot, filled or not */
     size_t i = 0;
     const cJSON *it;
@@ -219,7 +193,7 @@ static int parse_messages(recur_http_gen_req_t *g, const cJSON *v, recur_http_ba
         char name[48];
         snprintf(name, sizeof name, "messages[%zu]", i);
         if (!cJSON_IsObject(it))
-            return badf(b, name, "invalid_type", "'%s' must be an object with 'role' and 'content', got %s", name,
+            return recur_http_badf(b, name, "invalid_type", "'%s' must be an object with 'role' and 'content', got %s", name,
                         json_type(it));
         const cJSON *role = NULL, *content = NULL, *f;
         cJSON_ArrayForEach(f, it) {
@@ -227,41 +201,41 @@ static int parse_messages(recur_http_gen_req_t *g, const cJSON *v, recur_http_ba
             else if (!strcmp(f->string, "content")) content = f;
             else if (!strcmp(f->string, "name")) continue;   /* OpenAI's participant name: not shown to the model */
             else
-                return badf(b, name, "unknown_field", "'%s.%.64s': unknown field (a message has role, content and name)",
+                return recur_http_badf(b, name, "unknown_field", "'%s.%.64s': unknown field (a message has role, content and name)",
                             name, f->string);
         }
-        if (!cJSON_IsString(role)) return badf(b, name, "invalid_type", "'%s.role' must be a string", name);
+        if (!cJSON_IsString(role)) return recur_http_badf(b, name, "invalid_type", "'%s.role' must be a string", name);
         const char *r = role->valuestring;
         if (!strcmp(r, "system") || !strcmp(r, "developer")) m[i].role = RECUR_CHAT_SYSTEM;
         else if (!strcmp(r, "user")) m[i].role = RECUR_CHAT_USER;
         else if (!strcmp(r, "assistant")) m[i].role = RECUR_CHAT_ASSISTANT;
         else
-            return badf(b, name, "invalid_value", "'%s.role' is '%.64s': recur takes system, developer, user and assistant",
+            return recur_http_badf(b, name, "invalid_value", "'%s.role' is '%.64s': recur takes system, developer, user and assistant",
                         name, r);
         if (cJSON_IsString(content)) {
             if (get_string(content, name, &owned[i], b)) return -1;
         } else if (cJSON_IsArray(content)) {   /* content parts: text ones only */
-            sbuf_t s = {0};
+            recur_sbuf_t s = {0};
             const cJSON *part;
             cJSON_ArrayForEach(part, content) {
                 const cJSON *ty = cJSON_GetObjectItemCaseSensitive(part, "type");
                 const cJSON *tx = cJSON_GetObjectItemCaseSensitive(part, "text");
                 if (!cJSON_IsString(ty) || strcmp(ty->valuestring, "text") || !cJSON_IsString(tx)) {
                     free(s.p);
-                    return badf(b, name, "invalid_value", "'%s.content': only parts {\"type\": \"text\", \"text\": ...} "
+                    return recur_http_badf(b, name, "invalid_value", "'%s.content': only parts {\"type\": \"text\", \"text\": ...} "
                                 "are supported", name);
                 }
-                sb_str(&s, tx->valuestring);
+                recur_sbuf_str(&s, tx->valuestring);
             }
             if (s.oom || !(owned[i] = s.p ? s.p : strdup(""))) {
                 free(s.p);
-                return badf(b, name, NULL, "out of memory");
+                return recur_http_badf(b, name, NULL, "out of memory");
             }
-            if (!utf8_valid(owned[i])) return badf(b, name, "invalid_value", "'%s.content' is not valid UTF-8", name);
+            if (!utf8_valid(owned[i])) return recur_http_badf(b, name, "invalid_value", "'%s.content' is not valid UTF-8", name);
         } else if (cJSON_IsNull(content) && m[i].role == RECUR_CHAT_ASSISTANT) {
-            if (!(owned[i] = strdup(""))) return badf(b, name, NULL, "out of memory");
+            if (!(owned[i] = strdup(""))) return recur_http_badf(b, name, NULL, "out of memory");
         } else {
-            return badf(b, name, "invalid_type", "'%s.content' must be a string or an array of text parts, got %s", name,
+            return recur_http_badf(b, name, "invalid_type", "'%s.content' must be a string or an array of text parts, got %s", name,
                         content ? json_type(content) : "nothing");
         }
         m[i].content = owned[i];
@@ -272,12 +246,12 @@ static int parse_messages(recur_http_gen_req_t *g, const cJSON *v, recur_http_ba
 
 int recur_http_render_chat(recur_http_gen_req_t *g, const recur_chat_template_t *t, int continuation,
                            recur_http_bad_t *b) {
-    if (!g->chat || !g->n_msgs || g->prompts) return badf(b, "messages", NULL, "no chat messages to render");
-    if (!(g->prompts = calloc(1, sizeof *g->prompts))) return badf(b, "messages", NULL, "out of memory");
+    if (!g->chat || !g->n_msgs || g->prompts) return recur_http_badf(b, "messages", NULL, "no chat messages to render");
+    if (!(g->prompts = calloc(1, sizeof *g->prompts))) return recur_http_badf(b, "messages", NULL, "out of memory");
     g->n_prompts = 1;
     recur_status_t s = continuation ? recur_chat_template_render_continuation(t, g->msgs, g->n_msgs, &g->prompts[0].text)
                                     : recur_chat_template_render(t, g->msgs, g->n_msgs, &g->prompts[0].text);
-    if (s != RECUR_OK) return badf(b, "messages", NULL, "out of memory");
+    if (s != RECUR_OK) return recur_http_badf(b, "messages", NULL, "out of memory");
     const char *const *ts;
     size_t nts = recur_chat_template_stops(t, &ts);
     for (size_t j = 0; j < nts && g->n_stops < RECUR_PROTO_MAX_STOP; j++)
@@ -287,21 +261,21 @@ int recur_http_render_chat(recur_http_gen_req_t *g, const recur_chat_template_t 
 
 static int parse_logit_bias(recur_http_gen_req_t *g, const cJSON *v, recur_http_bad_t *b) {
     if (!cJSON_IsObject(v))
-        return badf(b, "logit_bias", "invalid_type", "'logit_bias' must be an object mapping token ids to biases");
+        return recur_http_badf(b, "logit_bias", "invalid_type", "'logit_bias' must be an object mapping token ids to biases");
     const cJSON *it;
     cJSON_ArrayForEach(it, v) {
         if (g->n_bias == RECUR_PROTO_MAX_LOGIT_BIAS)
-            return badf(b, "logit_bias", "invalid_value", "'logit_bias' has more than %d entries", RECUR_PROTO_MAX_LOGIT_BIAS);
+            return recur_http_badf(b, "logit_bias", "invalid_value", "'logit_bias' has more than %d entries", RECUR_PROTO_MAX_LOGIT_BIAS);
         char *end;
         errno = 0;
         long id = strtol(it->string, &end, 10);
         if (!*it->string || *end || errno || id < 0 || id > INT32_MAX || !isdigit((unsigned char)it->string[0]))
-            return badf(b, "logit_bias", "invalid_value", "'logit_bias': key '%.40s' is not a token id", it->string);
+            return recur_http_badf(b, "logit_bias", "invalid_value", "'logit_bias': key '%.40s' is not a token id", it->string);
         double x;
         if (get_number(it, "logit_bias", -100, 100, &x, b)) return -1;
         for (size_t j = 0; j < g->n_bias; j++)
             if (g->bias[j].token_id == (int32_t)id)
-                return badf(b, "logit_bias", "invalid_value", "'logit_bias': token %ld appears twice", id);
+                return recur_http_badf(b, "logit_bias", "invalid_value", "'logit_bias': token %ld appears twice", id);
         Recur__Api__LogitBias lb = RECUR__API__LOGIT_BIAS__INIT;
         lb.has_token_id = lb.has_bias = 1, lb.token_id = (int32_t)id, lb.bias = (float)x;
         g->bias[g->n_bias] = lb;
@@ -331,19 +305,19 @@ int recur_http_parse_generate(int ep, const cJSON *root, int32_t max_choices, re
     memset(g, 0, sizeof *g);
     g->chat = ep == RECUR_HTTP_EP_CHAT;
     g->n = 1;
-    if (!cJSON_IsObject(root)) return badf(b, NULL, "invalid_type", "the body must be a JSON object, got %s", json_type(root));
+    if (!cJSON_IsObject(root)) return recur_http_badf(b, NULL, "invalid_type", "the body must be a JSON object, got %s", json_type(root));
     const cJSON *f, *prompt = NULL, *messages = NULL;
     int n_keys = 0;
     cJSON_ArrayForEach(f, root) {
-        if (++n_keys > MAX_TOP_KEYS) return badf(b, NULL, "invalid_value", "more than %d fields", MAX_TOP_KEYS);
+        if (++n_keys > MAX_TOP_KEYS) return recur_http_badf(b, NULL, "invalid_value", "more than %d fields", MAX_TOP_KEYS);
         for (const cJSON *e = root->child; e != f; e = e->next)
             if (!strcmp(e->string, f->string))
-                return badf(b, f->string, "duplicate_field", "'%s' appears twice", f->string);
+                return recur_http_badf(b, f->string, "duplicate_field", "'%s' appears twice", f->string);
         int known = 0;
         for (size_t i = 0; i < sizeof k_fields / sizeof *k_fields; i++)
             if (!strcmp(k_fields[i].name, f->string) && (k_fields[i].eps & ep)) known = 1;
         if (!known)
-            return badf(b, f->string, "unknown_field", "unknown field '%.64s' for %s", f->string,
+            return recur_http_badf(b, f->string, "unknown_field", "unknown field '%.64s' for %s", f->string,
                         ep == RECUR_HTTP_EP_CHAT ? "/v1/chat/completions" : "/v1/completions");
     }
     cJSON_ArrayForEach(f, root) {
@@ -355,9 +329,9 @@ int recur_http_parse_generate(int ep, const cJSON *root, int32_t max_choices, re
             if (get_string(f, k, &g->model, b)) return -1;
         } else if (!strcmp(k, "session_id")) {
             if (!cJSON_IsString(f))
-                return badf(b, k, "invalid_type", "'session_id' must be a string, got %s", json_type(f));
+                return recur_http_badf(b, k, "invalid_type", "'session_id' must be a string, got %s", json_type(f));
             if (recur_http_session_id_check(f->valuestring, strlen(f->valuestring), k, b)) return -1;
-            if (!(g->session_id = strdup(f->valuestring))) return badf(b, k, NULL, "out of memory");
+            if (!(g->session_id = strdup(f->valuestring))) return recur_http_badf(b, k, NULL, "out of memory");
         } else if (!strcmp(k, "prompt")) {
             prompt = f;
         } else if (!strcmp(k, "messages")) {
@@ -365,7 +339,7 @@ int recur_http_parse_generate(int ep, const cJSON *root, int32_t max_choices, re
         } else if (!strcmp(k, "max_tokens") || !strcmp(k, "max_completion_tokens")) {
             if (get_int(f, k, 1, INT32_MAX, &x, b)) return -1;
             if (g->has_max_tokens && (uint32_t)x != g->max_tokens)
-                return badf(b, k, "invalid_value", "max_tokens and max_completion_tokens disagree");
+                return recur_http_badf(b, k, "invalid_value", "max_tokens and max_completion_tokens disagree");
             g->has_max_tokens = 1, g->max_tokens = (uint32_t)x;
         } else if (!strcmp(k, "temperature")) {
             if (get_number(f, k, 0, 100, &d, b)) return -1;
@@ -374,7 +348,7 @@ int recur_http_parse_generate(int ep, const cJSON *root, int32_t max_choices, re
             if (get_number(f, k, 0, 1, &d, b)) return -1;
             /* as a float: a tiny positive number rounds to 0, which the protocol refuses */
             if ((float)d <= 0.0f)
-                return badf(b, k, "invalid_value", "'top_p' must be greater than 0 (use temperature 0 for greedy)");
+                return recur_http_badf(b, k, "invalid_value", "'top_p' must be greater than 0 (use temperature 0 for greedy)");
             g->has_top_p = 1, g->top_p = (float)d;
         } else if (!strcmp(k, "top_k")) {
             if (get_int(f, k, -1, INT32_MAX, &x, b)) return -1;   /* -1: off, as in vLLM */
@@ -405,9 +379,9 @@ int recur_http_parse_generate(int ep, const cJSON *root, int32_t max_choices, re
         } else if (!strcmp(k, "stop_token_ids")) {
             int32_t *ids = NULL;
             size_t n = 0;
-            if (!cJSON_IsArray(f)) return badf(b, k, "invalid_type", "'stop_token_ids' must be an array of token ids");
+            if (!cJSON_IsArray(f)) return recur_http_badf(b, k, "invalid_type", "'stop_token_ids' must be an array of token ids");
             if (cJSON_GetArraySize(f) > RECUR_PROTO_MAX_STOP_TOKENS)
-                return badf(b, k, "invalid_value", "more than %d stop_token_ids", RECUR_PROTO_MAX_STOP_TOKENS);
+                return recur_http_badf(b, k, "invalid_value", "more than %d stop_token_ids", RECUR_PROTO_MAX_STOP_TOKENS);
             int rc = parse_ids(f, k, &ids, &n, b);
             if (!rc) memcpy(g->stop_ids, ids, n * sizeof *ids), g->n_stop_ids = n;
             free(ids);
@@ -415,16 +389,16 @@ int recur_http_parse_generate(int ep, const cJSON *root, int32_t max_choices, re
         } else if (!strcmp(k, "stream")) {
             if (get_bool(f, k, &g->stream, b)) return -1;
         } else if (!strcmp(k, "stream_options")) {
-            if (!cJSON_IsObject(f)) return badf(b, k, "invalid_type", "'stream_options' must be an object");
+            if (!cJSON_IsObject(f)) return recur_http_badf(b, k, "invalid_type", "'stream_options' must be an object");
             const cJSON *o;
             cJSON_ArrayForEach(o, f) {
                 if (!strcmp(o->string, "include_usage")) {
                     if (!cJSON_IsNull(o) && get_bool(o, "stream_options.include_usage", &g->include_usage, b)) return -1;
                 } else if (!strcmp(o->string, "continuous_usage_stats")) {
-                    return badf(b, "stream_options", "unsupported", "'stream_options.continuous_usage_stats' is not "
+                    return recur_http_badf(b, "stream_options", "unsupported", "'stream_options.continuous_usage_stats' is not "
                                 "supported");
                 } else {
-                    return badf(b, "stream_options", "unknown_field", "unknown field 'stream_options.%.64s' (known: "
+                    return recur_http_badf(b, "stream_options", "unknown_field", "unknown field 'stream_options.%.64s' (known: "
                                 "include_usage)", o->string);
                 }
             }
@@ -446,44 +420,44 @@ int recur_http_parse_generate(int ep, const cJSON *root, int32_t max_choices, re
             if (get_int(f, k, INT32_MIN, INT32_MAX, &x, b)) return -1;
             g->priority = (int32_t)x;
         } else if (!strcmp(k, "user")) {
-            if (!cJSON_IsString(f)) return badf(b, k, "invalid_type", "'user' must be a string, got %s", json_type(f));
+            if (!cJSON_IsString(f)) return recur_http_badf(b, k, "invalid_type", "'user' must be a string, got %s", json_type(f));
         } else if (!strcmp(k, "echo")) {
             int e;
             if (get_bool(f, k, &e, b)) return -1;
-            if (e) return badf(b, k, "unsupported", "'echo': true is not supported");
+            if (e) return recur_http_badf(b, k, "unsupported", "'echo': true is not supported");
         } else if (!strcmp(k, "suffix")) {
             if (!cJSON_IsString(f) || f->valuestring[0])
-                return badf(b, k, "unsupported", "'suffix' is not supported (insertion needs a fill-in-the-middle model)");
+                return recur_http_badf(b, k, "unsupported", "'suffix' is not supported (insertion needs a fill-in-the-middle model)");
         } else if (!strcmp(k, "response_format")) {
             const cJSON *ty = cJSON_GetObjectItemCaseSensitive(f, "type");
             if (!cJSON_IsObject(f) || !cJSON_IsString(ty) || strcmp(ty->valuestring, "text"))
-                return badf(b, k, "unsupported", "'response_format': only {\"type\": \"text\"} is supported");
+                return recur_http_badf(b, k, "unsupported", "'response_format': only {\"type\": \"text\"} is supported");
         } else if (!strcmp(k, "tools") || !strcmp(k, "functions")) {
             if (!cJSON_IsArray(f) || cJSON_GetArraySize(f) > 0)
-                return badf(b, k, "unsupported", "'%s': tool calling is not supported", k);
+                return recur_http_badf(b, k, "unsupported", "'%s': tool calling is not supported", k);
         } else if (!strcmp(k, "tool_choice") || !strcmp(k, "function_call")) {
             if (!cJSON_IsString(f) || strcmp(f->valuestring, "none"))
-                return badf(b, k, "unsupported", "'%s': tool calling is not supported (only \"none\")", k);
+                return recur_http_badf(b, k, "unsupported", "'%s': tool calling is not supported (only \"none\")", k);
         } else if (!strcmp(k, "parallel_tool_calls")) {
             int e;
             if (get_bool(f, k, &e, b)) return -1;
         }
     }
     if (g->include_usage && !g->stream)
-        return badf(b, "stream_options", "invalid_value", "'stream_options' is only allowed with stream: true");
+        return recur_http_badf(b, "stream_options", "invalid_value", "'stream_options' is only allowed with stream: true");
     if (g->has_top_logprobs && !g->chat_logprobs)
-        return badf(b, "top_logprobs", "invalid_value", "'top_logprobs' needs 'logprobs': true");
+        return recur_http_badf(b, "top_logprobs", "invalid_value", "'top_logprobs' needs 'logprobs': true");
     if (g->chat && g->chat_logprobs) g->has_logprobs = 1;
-    if (!g->chat && !prompt) return badf(b, "prompt", "missing_field", "'prompt' is required");
-    if (g->chat && !messages) return badf(b, "messages", "missing_field", "'messages' is required");
+    if (!g->chat && !prompt) return recur_http_badf(b, "prompt", "missing_field", "'prompt' is required");
+    if (g->chat && !messages) return recur_http_badf(b, "messages", "missing_field", "'messages' is required");
     if (prompt && parse_prompt(g, prompt, b)) return -1;
     if (messages && parse_messages(g, messages, b)) return -1;
     size_t n_prompts = g->chat ? 1 : g->n_prompts;   /* chat: the one rendered later */
     if ((size_t)g->n * n_prompts > (size_t)max_choices)
-        return badf(b, "n", "invalid_value", "%zu prompts x n %d = more than %d choices", n_prompts, (int)g->n,
+        return recur_http_badf(b, "n", "invalid_value", "%zu prompts x n %d = more than %d choices", n_prompts, (int)g->n,
                     (int)max_choices);
     if (g->session_id && (g->n != 1 || g->n_prompts > 1))
-        return badf(b, g->n != 1 ? "n" : "prompt", "invalid_value",
+        return recur_http_badf(b, g->n != 1 ? "n" : "prompt", "invalid_value",
                     "a request with 'session_id' continues one conversation: n must be 1 and 'prompt' one prompt");
     return 0;
 }
@@ -512,7 +486,7 @@ static size_t find_nul(const char *body, size_t n) {
 cJSON *recur_http_parse_json(const char *body, size_t n, recur_http_bad_t *b) {
     size_t z = find_nul(body, n);
     if (z < n) {
-        badf(b, NULL, body[z] ? "invalid_value" : "invalid_json", "%s at byte %zu: recur takes no NUL characters",
+        recur_http_badf(b, NULL, body[z] ? "invalid_value" : "invalid_json", "%s at byte %zu: recur takes no NUL characters",
              body[z] ? "the escape \\u0000" : "a NUL byte", z);
         return NULL;
     }
@@ -524,7 +498,7 @@ cJSON *recur_http_parse_json(const char *body, size_t n, recur_http_bad_t *b) {
     pthread_mutex_unlock(&g_json_mu);
     if (!root) {
         size_t at = end && end >= body ? (size_t)(end - body) : 0;
-        badf(b, NULL, "invalid_json", "the body is not valid JSON (parsing stopped at byte %zu of %zu)", at, n);
+        recur_http_badf(b, NULL, "invalid_json", "the body is not valid JSON (parsing stopped at byte %zu of %zu)", at, n);
     }
     return root;
 }
@@ -572,13 +546,13 @@ void recur_http_generate_request(const recur_http_gen_req_t *g, size_t choice, c
 
 int recur_http_session_id_check(const char *id, size_t n, const char *param, recur_http_bad_t *b) {
     if (n == 0 || n > RECUR_PROTO_MAX_ID_BYTES)
-        return badf(b, param, "invalid_session_id", "a session id has 1 to %d bytes, got %zu", RECUR_PROTO_MAX_ID_BYTES,
+        return recur_http_badf(b, param, "invalid_session_id", "a session id has 1 to %d bytes, got %zu", RECUR_PROTO_MAX_ID_BYTES,
                     n);
     if (memchr(id, '\0', n) || !utf8_valid_n(id, n))
-        return badf(b, param, "invalid_session_id", "a session id must be UTF-8 text (no NUL)");
+        return recur_http_badf(b, param, "invalid_session_id", "a session id must be UTF-8 text (no NUL)");
     for (size_t i = 0; i < n; i++)
         if ((uint8_t)id[i] < 0x20 || id[i] == 0x7f)
-            return badf(b, param, "invalid_session_id", "a session id may not contain control characters");
+            return recur_http_badf(b, param, "invalid_session_id", "a session id may not contain control characters");
     return 0;
 }
 
@@ -593,7 +567,7 @@ int recur_http_parse_session_body(Recur__Api__SessionOp op, const char *body, si
     memset(s, 0, sizeof *s);
     int create = op == RECUR__API__SESSION_OP__SESSION_OP_CREATE;
     if (!create && op != RECUR__API__SESSION_OP__SESSION_OP_FORK)
-        return badf(b, NULL, "invalid_value", "this request takes no body");
+        return recur_http_badf(b, NULL, "invalid_value", "this request takes no body");
     size_t k = 0;
     while (k < n && isspace((unsigned char)body[k])) k++;
     if (k == n) return 0;   /* no body: every field has its default */
@@ -601,35 +575,35 @@ int recur_http_parse_session_body(Recur__Api__SessionOp op, const char *body, si
     if (!root) return -1;
     int rc = 0;
     if (!cJSON_IsObject(root)) {
-        rc = badf(b, NULL, "invalid_type", "the body must be a JSON object, got %s", json_type(root));
+        rc = recur_http_badf(b, NULL, "invalid_type", "the body must be a JSON object, got %s", json_type(root));
         goto out;
     }
     const cJSON *f;
     cJSON_ArrayForEach(f, root) {
         for (const cJSON *e = root->child; e != f; e = e->next)
             if (!strcmp(e->string, f->string)) {
-                rc = badf(b, f->string, "duplicate_field", "'%.64s' appears twice", f->string);
+                rc = recur_http_badf(b, f->string, "duplicate_field", "'%.64s' appears twice", f->string);
                 goto out;
             }
         if (cJSON_IsNull(f)) continue;
         if (!strcmp(f->string, "session_id")) {
             if (!cJSON_IsString(f)) {
-                rc = badf(b, "session_id", "invalid_type", "'session_id' must be a string, got %s", json_type(f));
+                rc = recur_http_badf(b, "session_id", "invalid_type", "'session_id' must be a string, got %s", json_type(f));
                 goto out;
             }
             if ((rc = recur_http_session_id_check(f->valuestring, strlen(f->valuestring), "session_id", b))) goto out;
             if (!(s->session_id = strdup(f->valuestring))) {
-                rc = badf(b, NULL, NULL, "out of memory");
+                rc = recur_http_badf(b, NULL, NULL, "out of memory");
                 goto out;
             }
         } else if (create && !strcmp(f->string, "model")) {
             if ((rc = get_string(f, "model", &s->model, b))) goto out;
             if (!*s->model || strlen(s->model) >= RECUR_PROTO_MAX_NAME_BYTES) {
-                rc = badf(b, "model", "invalid_value", "'model' must have 1 to %d bytes", RECUR_PROTO_MAX_NAME_BYTES - 1);
+                rc = recur_http_badf(b, "model", "invalid_value", "'model' must have 1 to %d bytes", RECUR_PROTO_MAX_NAME_BYTES - 1);
                 goto out;
             }
         } else {
-            rc = badf(b, f->string, "unknown_field", "unknown field '%.64s' (%s)", f->string,
+            rc = recur_http_badf(b, f->string, "unknown_field", "unknown field '%.64s' (%s)", f->string,
                       create ? "a new session takes session_id and model" : "a fork takes session_id, the copy's id");
             goto out;
         }

@@ -54,6 +54,14 @@ typedef struct recur_http_bad {
     char msg[768];
 } recur_http_bad_t;
 
+/* Fills *b as a 400 with the parameter and error code (either may be NULL) and the
+ * formatted message; returns -1, a parser's failure value. */
+int recur_http_badf(recur_http_bad_t *b, const char *param, const char *code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
+
 typedef struct recur_http_prompt {
     char *text;          /* or */
     int32_t *ids;

@@ -1,5 +1,6 @@
 /* recur_metrics.c: see recur_metrics.h. */
 #include "recur_metrics.h"
+#include "recur_sbuf.h"
 
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -136,67 +137,32 @@ void recur_metrics_http(recur_metrics_t *m, const char *route, int status) {
 
 /* ------------------------------------------------------------------ rendering */
 
-typedef struct sbuf {
-    char *p;
-    size_t n, cap;
-    int oom;
-} sbuf_t;
-
-#if defined(__GNUC__)
-__attribute__((format(printf, 2, 3)))
-#endif
-static void sb_printf(sbuf_t *b, const char *fmt, ...) {
-    if (b->oom) return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int k = vsnprintf(b->p + b->n, b->cap - b->n, fmt, ap);
-        va_end(ap);
-        if (k < 0) {
-            b->oom = 1;
-            return;
-        }
-        if ((size_t)k < b->cap - b->n) {
-            b->n += (size_t)k;
-            return;
-        }
-        size_t cap = b->cap * 2 + (size_t)k + 1;
-        char *q = realloc(b->p, cap);
-        if (!q) {
-            b->oom = 1;
-            return;
-        }
-        b->p = q, b->cap = cap;
-    }
-}
-
-static void render_hist_body(sbuf_t *b, const char *name, const char *labels, const hist_t *h) {
+static void render_hist_body(recur_sbuf_t *b, const char *name, const char *labels, const hist_t *h) {
     uint64_t cum = 0;
     const char *sep = labels[0] ? "," : "";
     for (size_t i = 0; i <= N_BOUNDS; i++) {
         cum += atomic_load_explicit(&h->bucket[i], memory_order_relaxed);
-        if (i < N_BOUNDS) sb_printf(b, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, labels, sep, k_bounds[i], (unsigned long long)cum);
-        else sb_printf(b, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep, (unsigned long long)cum);
+        if (i < N_BOUNDS) recur_sbuf_printf(b, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, labels, sep, k_bounds[i], (unsigned long long)cum);
+        else recur_sbuf_printf(b, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep, (unsigned long long)cum);
     }
     uint64_t sum = atomic_load_explicit(&h->sum_ns, memory_order_relaxed);
     /* the count is the +Inf bucket's: the buckets were read first, so the two agree */
-    sb_printf(b, "%s_sum%s%s%s %.9f\n%s_count%s%s%s %llu\n", name, labels[0] ? "{" : "", labels, labels[0] ? "}" : "",
+    recur_sbuf_printf(b, "%s_sum%s%s%s %.9f\n%s_count%s%s%s %llu\n", name, labels[0] ? "{" : "", labels, labels[0] ? "}" : "",
               (double)sum * 1e-9, name, labels[0] ? "{" : "", labels, labels[0] ? "}" : "", (unsigned long long)cum);
 }
 
-static void render_hist(sbuf_t *b, const char *name, const char *help, const hist_t *h) {
-    sb_printf(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+static void render_hist(recur_sbuf_t *b, const char *name, const char *help, const hist_t *h) {
+    recur_sbuf_printf(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
     render_hist_body(b, name, "", h);
 }
 
-static void render_scalar(sbuf_t *b, const char *name, const char *type, const char *help, long long v) {
-    sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %lld\n", name, help, name, type, name, v);
+static void render_scalar(recur_sbuf_t *b, const char *name, const char *type, const char *help, long long v) {
+    recur_sbuf_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %lld\n", name, help, name, type, name, v);
 }
 
 char *recur_metrics_render(const recur_metrics_t *m) {
-    sbuf_t b = {.p = malloc(8192), .cap = 8192};
-    if (!b.p) return NULL;
-    b.p[0] = '\0';
+    recur_sbuf_t b = {0};
+    recur_sbuf_str(&b, "");   /* an empty text, not NULL, when nothing else is added */
 #define LD(x) ((long long)atomic_load_explicit(&m->x, memory_order_relaxed))
     render_scalar(&b, "recur_ready", "gauge", "1 when every worker rank is up and the model is loaded", LD(ready));
     render_scalar(&b, "recur_requests_running", "gauge", "requests holding a slot (prefill or decode)", LD(running));
@@ -209,10 +175,10 @@ char *recur_metrics_render(const recur_metrics_t *m) {
     render_scalar(&b, "recur_generation_tokens_total", "counter", "tokens generated", LD(generation_tokens));
     render_scalar(&b, "recur_steps_total", "counter", "forward steps completed", LD(steps));
 #undef LD
-    sb_printf(&b, "# HELP recur_requests_finished_total requests ended, by finish reason\n"
+    recur_sbuf_printf(&b, "# HELP recur_requests_finished_total requests ended, by finish reason\n"
                   "# TYPE recur_requests_finished_total counter\n");
     for (size_t i = 0; i < N_REASONS; i++)
-        sb_printf(&b, "recur_requests_finished_total{reason=\"%s\"} %llu\n", k_reasons[i],
+        recur_sbuf_printf(&b, "recur_requests_finished_total{reason=\"%s\"} %llu\n", k_reasons[i],
                   (unsigned long long)atomic_load_explicit(&m->finished[i], memory_order_relaxed));
     render_hist(&b, "recur_time_to_first_token_seconds", "request accepted to its first generated token",
                 &m->hist[RECUR_METRICS_TTFT]);
@@ -227,7 +193,7 @@ char *recur_metrics_render(const recur_metrics_t *m) {
                                              "a worker rank's time from plan received to result sent"};
     for (int k = 0; k < 2; k++) {
         const hist_t *hs = k == 0 ? m->rank_forward : m->rank_total;
-        sb_printf(&b, "# HELP %s %s\n# TYPE %s histogram\n", rank_names[k], rank_help[k], rank_names[k]);
+        recur_sbuf_printf(&b, "# HELP %s %s\n# TYPE %s histogram\n", rank_names[k], rank_help[k], rank_names[k]);
         for (int r = 0; r < RECUR_METRICS_MAX_RANKS; r++) {
             if (!atomic_load_explicit(&hs[r].count, memory_order_relaxed)) continue;
             char lab[32];
@@ -242,7 +208,7 @@ char *recur_metrics_render(const recur_metrics_t *m) {
         for (size_t i = 0; i < SESS_FIELDS; i++) v[i] = atomic_load_explicit(&m->sess[i], memory_order_relaxed);
         memcpy(&ss, v, sizeof ss);
     }
-    sb_printf(&b, "# HELP recur_sessions sessions by where their state is (new: no turn yet)\n# TYPE recur_sessions gauge\n"
+    recur_sbuf_printf(&b, "# HELP recur_sessions sessions by where their state is (new: no turn yet)\n# TYPE recur_sessions gauge\n"
                   "recur_sessions{tier=\"new\"} %lld\nrecur_sessions{tier=\"slot\"} %lld\n"
                   "recur_sessions{tier=\"host\"} %lld\nrecur_sessions{tier=\"disk\"} %lld\n",
               (long long)ss.fresh, (long long)ss.in_slot, (long long)ss.in_host, (long long)ss.on_disk);
@@ -258,7 +224,7 @@ char *recur_metrics_render(const recur_metrics_t *m) {
     render_scalar(&b, "recur_prompt_tokens_cached_total", "counter",
                   "prompt tokens served from a cached state: session turns plus prefix-cache hits",
                   (long long)(ss.cached_tokens + ss.prefix_tokens_saved));
-    sb_printf(&b, "# HELP recur_session_checkpoints_total session checkpoint saves and loads, by outcome\n"
+    recur_sbuf_printf(&b, "# HELP recur_session_checkpoints_total session checkpoint saves and loads, by outcome\n"
                   "# TYPE recur_session_checkpoints_total counter\n"
                   "recur_session_checkpoints_total{op=\"save\",result=\"ok\"} %llu\n"
                   "recur_session_checkpoints_total{op=\"save\",result=\"failed\"} %llu\n"
@@ -268,11 +234,11 @@ char *recur_metrics_render(const recur_metrics_t *m) {
               (unsigned long long)ss.save_failures,
               (unsigned long long)(ss.loads - (ss.load_failures < ss.loads ? ss.load_failures : ss.loads)),
               (unsigned long long)ss.load_failures);
-    sb_printf(&b, "# HELP recur_session_moves_total idle sessions moved down a tier\n"
+    recur_sbuf_printf(&b, "# HELP recur_session_moves_total idle sessions moved down a tier\n"
                   "# TYPE recur_session_moves_total counter\n"
                   "recur_session_moves_total{to=\"host\"} %llu\nrecur_session_moves_total{to=\"disk\"} %llu\n",
               (unsigned long long)ss.to_host, (unsigned long long)ss.to_disk);
-    sb_printf(&b, "# HELP recur_sessions_removed_total sessions removed, by reason\n"
+    recur_sbuf_printf(&b, "# HELP recur_sessions_removed_total sessions removed, by reason\n"
                   "# TYPE recur_sessions_removed_total counter\n"
                   "recur_sessions_removed_total{reason=\"deleted\"} %llu\n"
                   "recur_sessions_removed_total{reason=\"expired\"} %llu\n"
@@ -287,7 +253,7 @@ char *recur_metrics_render(const recur_metrics_t *m) {
     render_scalar(&b, "recur_prefix_cache_tokens_saved_total", "counter", "prompt tokens not prefilled thanks to the prefix cache",
                   (long long)ss.prefix_tokens_saved);
     render_scalar(&b, "recur_prefix_cache_entries", "gauge", "prefix states kept", ss.prefix_entries);
-    sb_printf(&b, "# HELP recur_http_responses_total HTTP responses by route and status code\n"
+    recur_sbuf_printf(&b, "# HELP recur_http_responses_total HTTP responses by route and status code\n"
                   "# TYPE recur_http_responses_total counter\n");
     for (size_t r = 0; r < N_ROUTES; r++)
         for (size_t c = 0; c <= N_CODES; c++) {
@@ -296,7 +262,7 @@ char *recur_metrics_render(const recur_metrics_t *m) {
             char code[16];
             if (c < N_CODES) snprintf(code, sizeof code, "%d", k_codes[c]);
             else snprintf(code, sizeof code, "other");
-            sb_printf(&b, "recur_http_responses_total{route=\"%s\",code=\"%s\"} %llu\n", k_routes[r], code,
+            recur_sbuf_printf(&b, "recur_http_responses_total{route=\"%s\",code=\"%s\"} %llu\n", k_routes[r], code,
                       (unsigned long long)v);
         }
     if (b.oom) {

@@ -45,6 +45,8 @@ import tempfile
 import threading
 import time
 
+from recur_testlib import Checks, descendants
+
 try:
     sys.path.insert(0, os.path.join(os.environ.get("RECUR_SOURCE_DIR", "."), "scripts"))
     from recur_client import RecurClient, RecurError, api
@@ -58,28 +60,7 @@ FX = os.path.join(os.environ["RECUR_FIXTURES_DIR"], "rwkv7")
 TINY = os.path.join(FX, "tiny-rwkv-7v0-834K-FP32.bin")
 SYNTH = os.path.join(FX, "synth7-C128-H2-L3-FP32.bin")
 PROMPT = "Secret prompt: the eagle lands at midnight"
-fails = 0
-
-
-def check(cond, what):
-    global fails
-    print(("ok   " if cond else "FAIL ") + what, flush=True)
-    if not cond:
-        fails += 1
-    return cond
-
-
-def descendants(pid):
-    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout.split()
-    kids = {}
-    for i in range(0, len(out) - 1, 2):
-        kids.setdefault(int(out[i + 1]), []).append(int(out[i]))
-    found, todo = [], [pid]
-    while todo:
-        for k in kids.get(todo.pop(), []):
-            found.append(k)
-            todo.append(k)
-    return found
+check = Checks()
 
 
 class Server:
@@ -507,8 +488,8 @@ def main():
                 return 2
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print("all passed" if fails == 0 else "%d failed" % fails)
-    return 0 if fails == 0 else 1
+    print("all passed" if check.fails == 0 else "%d failed" % check.fails)
+    return 0 if check.fails == 0 else 1
 
 
 if __name__ == "__main__":

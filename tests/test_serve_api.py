@@ -31,6 +31,8 @@ import tempfile
 import threading
 import time
 
+from recur_testlib import Checks
+
 try:
     sys.path.insert(0, os.path.join(os.environ.get("RECUR_SOURCE_DIR", "."), "scripts"))
     import recur_client
@@ -46,15 +48,7 @@ LAYOUTS = {
     "tp2": (os.path.join(FX, "synth7-C128-H2-L3-FP32.bin"), ["--tp", "2"]),
     "pp2": (os.path.join(FX, "synth7-C128-H2-L3-FP32.bin"), ["--pp", "2"]),
 }
-fails = 0
-
-
-def check(cond, what):
-    global fails
-    print(("ok   " if cond else "FAIL ") + what, flush=True)
-    if not cond:
-        fails += 1
-    return cond
+check = Checks()
 
 
 class Server:
@@ -287,8 +281,8 @@ def main():
         finally:
             s.stop()
         queue_checks(name, model, extra)
-    print("all passed" if fails == 0 else "%d failed" % fails)
-    return 0 if fails == 0 else 1
+    print("all passed" if check.fails == 0 else "%d failed" % check.fails)
+    return 0 if check.fails == 0 else 1
 
 
 if __name__ == "__main__":

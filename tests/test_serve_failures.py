@@ -17,6 +17,8 @@ import subprocess
 import sys
 import time
 
+from recur_testlib import Checks
+
 try:
     sys.path.insert(0, os.path.join(os.environ.get("RECUR_SOURCE_DIR", "."), "scripts"))
     from recur_client import RecurClient, RecurError, api
@@ -30,14 +32,7 @@ LAYOUTS = {
     "tp1": (os.path.join(FX, "tiny-rwkv-7v0-834K-FP32.bin"), []),
     "tp2": (os.path.join(FX, "synth7-C128-H2-L3-FP32.bin"), ["--tp", "2"]),
 }
-fails = 0
-
-
-def check(cond, what):
-    global fails
-    print(("ok   " if cond else "FAIL ") + what, flush=True)
-    if not cond:
-        fails += 1
+check = Checks()
 
 
 def workers_of(serve_pid):
@@ -174,8 +169,8 @@ def main():
                     os.kill(w, signal.SIGKILL)
                 except OSError:
                     pass
-    print("all passed" if fails == 0 else "%d failed" % fails)
-    return 0 if fails == 0 else 1
+    print("all passed" if check.fails == 0 else "%d failed" % check.fails)
+    return 0 if check.fails == 0 else 1
 
 
 if __name__ == "__main__":

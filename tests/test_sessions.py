@@ -47,6 +47,8 @@ import tempfile
 import threading
 import time
 
+from recur_testlib import Checks, descendants
+
 try:
     sys.path.insert(0, os.path.join(os.environ.get("RECUR_SOURCE_DIR", "."), "scripts"))
     from recur_client import RecurClient, RecurError, api
@@ -59,28 +61,7 @@ FX = os.path.join(os.environ["RECUR_FIXTURES_DIR"], "rwkv7")
 TINY = os.path.join(FX, "tiny-rwkv-7v0-834K-FP32.bin")
 SYNTH = os.path.join(FX, "synth7-C128-H2-L3-FP32.bin")
 SAMPLING = dict(temperature=0.8, top_p=0.95, seed=11)
-fails = 0
-
-
-def check(cond, what):
-    global fails
-    print(("ok   " if cond else "FAIL ") + what, flush=True)
-    if not cond:
-        fails += 1
-    return cond
-
-
-def descendants(pid):
-    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout.split()
-    kids = {}
-    for i in range(0, len(out) - 1, 2):
-        kids.setdefault(int(out[i + 1]), []).append(int(out[i]))
-    found, todo = [], [pid]
-    while todo:
-        for k in kids.get(todo.pop(), []):
-            found.append(k)
-            todo.append(k)
-    return found
+check = Checks()
 
 
 class Server:
@@ -535,8 +516,8 @@ def main():
             s.stop()
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print("test_sessions: %s" % ("ok" if not fails else "%d failure(s)" % fails))
-    return 1 if fails else 0
+    print("test_sessions: %s" % ("ok" if not check.fails else "%d failure(s)" % check.fails))
+    return 1 if check.fails else 0
 
 
 if __name__ == "__main__":

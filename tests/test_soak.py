@@ -54,6 +54,8 @@ import tempfile
 import threading
 import time
 
+from recur_testlib import descendants
+
 try:
     sys.path.insert(0, os.path.join(os.environ.get("RECUR_SOURCE_DIR", "."), "scripts"))
     from recur_client import RecurClient, RecurError, api
@@ -69,19 +71,6 @@ LAYOUTS = {
 }
 SAMPLING = dict(temperature=0.9, top_p=0.95)
 LONG = 300   # tokens of a request that is cancelled or dropped
-
-
-def descendants(pid):
-    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout.split()
-    kids = {}
-    for i in range(0, len(out) - 1, 2):
-        kids.setdefault(int(out[i + 1]), []).append(int(out[i]))
-    found, todo = [], [pid]
-    while todo:
-        for k in kids.get(todo.pop(), []):
-            found.append(k)
-            todo.append(k)
-    return found
 
 
 def rss_kib(pid):

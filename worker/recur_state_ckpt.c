@@ -20,23 +20,6 @@
 #include "recur_model_files.h"
 #include "recur_state_file.h"
 
-static recur_status_t fail_(char *msg, size_t msg_n, recur_status_t s, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 4, 5)))
-#endif
-    ;
-
-static recur_status_t fail_(char *msg, size_t msg_n, recur_status_t s, const char *fmt, ...) {
-    char buf[768];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    if (msg && msg_n) snprintf(msg, msg_n, "%s", buf);
-    else recur_log_err("%s", buf);
-    return s;
-}
-
 /* Returns a failure's status without logging: the message is already in msg (or logged). */
 #define TRY_(expr) do { recur_status_t s_ = (expr); if (s_ != RECUR_OK) return s_; } while (0)
 
@@ -55,28 +38,28 @@ static void dir_name(const char *path, char *out, size_t n) {
 
 recur_status_t recur_ckpt_path_check(const char *path, const char *dir, char *msg, size_t msg_n) {
     char shown[96];
-    if (!path || !*path) return fail_(msg, msg_n, RECUR_E_INVAL, "checkpoint path: empty");
+    if (!path || !*path) return recur_fail_msg(msg, msg_n, RECUR_E_INVAL, "checkpoint path: empty");
     recur_name_printable(path, 80, shown, sizeof shown);
-    if (strlen(path) >= 4096) return fail_(msg, msg_n, RECUR_E_INVAL, "checkpoint path \"%s\": too long", shown);
+    if (strlen(path) >= 4096) return recur_fail_msg(msg, msg_n, RECUR_E_INVAL, "checkpoint path \"%s\": too long", shown);
     const char *name = base_name(path);
     if (!recur_name_is_safe(name, 200))
-        return fail_(msg, msg_n, RECUR_E_INVAL, "checkpoint path \"%s\": the file name must be 1..200 characters of "
+        return recur_fail_msg(msg, msg_n, RECUR_E_INVAL, "checkpoint path \"%s\": the file name must be 1..200 characters of "
                      "A-Z a-z 0-9 . _ - and not start with '.'", shown);
     for (const char *p = path; *p;) {   /* every component, "a/../b" and "../b" alike */
         const char *e = strchr(p, '/');
         size_t l = e ? (size_t)(e - p) : strlen(p);
         if (l == 2 && p[0] == '.' && p[1] == '.')
-            return fail_(msg, msg_n, RECUR_E_INVAL, "checkpoint path \"%s\": a \"..\" component", shown);
+            return recur_fail_msg(msg, msg_n, RECUR_E_INVAL, "checkpoint path \"%s\": a \"..\" component", shown);
         p += l + (e ? 1 : 0);
     }
     if (!dir) return RECUR_OK;
     char d[4096], rd[PATH_MAX], rdir[PATH_MAX];
     dir_name(path, d, sizeof d);
     if (!realpath(dir, rdir))
-        return fail_(msg, msg_n, RECUR_E_INVAL, "checkpoint path \"%s\": the session directory %s cannot be resolved: "
+        return recur_fail_msg(msg, msg_n, RECUR_E_INVAL, "checkpoint path \"%s\": the session directory %s cannot be resolved: "
                      "%s", shown, dir, strerror(errno));
     if (!realpath(d, rd) || strcmp(rd, rdir))
-        return fail_(msg, msg_n, RECUR_E_INVAL, "checkpoint path \"%s\": not directly in the session directory %s",
+        return recur_fail_msg(msg, msg_n, RECUR_E_INVAL, "checkpoint path \"%s\": not directly in the session directory %s",
                      shown, dir);
     return RECUR_OK;
 }
@@ -99,22 +82,22 @@ static recur_status_t read_all(const char *path, size_t max, char **out, size_t 
     *out = NULL;
     *n = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return fail_(msg, msg_n, RECUR_E_IO, "%s: cannot open: %s", path, strerror(errno));
+    if (fd < 0) return recur_fail_msg(msg, msg_n, RECUR_E_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
-        return fail_(msg, msg_n, RECUR_E_IO, "%s: not a regular file", path);
+        return recur_fail_msg(msg, msg_n, RECUR_E_IO, "%s: not a regular file", path);
     }
     if ((uint64_t)st.st_size > max) {
         close(fd);
-        return fail_(msg, msg_n, RECUR_E_FORMAT, "%s: %lld bytes, more than the %zu a checkpoint file may have", path,
+        return recur_fail_msg(msg, msg_n, RECUR_E_FORMAT, "%s: %lld bytes, more than the %zu a checkpoint file may have", path,
                      (long long)st.st_size, max);
     }
     size_t sz = (size_t)st.st_size;
     char *b = malloc(sz + 1);
     if (!b) {
         close(fd);
-        return fail_(msg, msg_n, RECUR_E_NOMEM, "%s: out of memory for %zu bytes", path, sz);
+        return recur_fail_msg(msg, msg_n, RECUR_E_NOMEM, "%s: out of memory for %zu bytes", path, sz);
     }
     size_t got = 0;
     while (got < sz) {
@@ -126,7 +109,7 @@ static recur_status_t read_all(const char *path, size_t max, char **out, size_t 
     close(fd);
     if (got != sz) {
         free(b);
-        return fail_(msg, msg_n, RECUR_E_IO, "%s: short read (%zu of %zu bytes)", path, got, sz);
+        return recur_fail_msg(msg, msg_n, RECUR_E_IO, "%s: short read (%zu of %zu bytes)", path, got, sz);
     }
     b[sz] = '\0';
     *out = b;
@@ -331,13 +314,13 @@ recur_status_t recur_state_reshard(const recur_state_layout_t *l, const recur_ck
                                    char *msg, size_t msg_n) {
     if ((uint64_t)recur_state_layout_shard_bytes(l, dst_sh->layer_end - dst_sh->layer_begin, dst_sh->n_head) !=
         dst_sh->bytes)
-        return fail_(msg, msg_n, RECUR_E_FORMAT, "reshard: the destination shard has %llu bytes, its layout %zu",
+        return recur_fail_msg(msg, msg_n, RECUR_E_FORMAT, "reshard: the destination shard has %llu bytes, its layout %zu",
                      (unsigned long long)dst_sh->bytes,
                      recur_state_layout_shard_bytes(l, dst_sh->layer_end - dst_sh->layer_begin, dst_sh->n_head));
     for (int32_t i = 0; i < n_src; i++)
         if ((uint64_t)recur_state_layout_shard_bytes(l, src[i].layer_end - src[i].layer_begin, src[i].n_head) !=
             src[i].bytes)
-            return fail_(msg, msg_n, RECUR_E_FORMAT, "reshard: source shard %d has %llu bytes, its layout %zu",
+            return recur_fail_msg(msg, msg_n, RECUR_E_FORMAT, "reshard: source shard %d has %llu bytes, its layout %zu",
                          (int)i, (unsigned long long)src[i].bytes,
                          recur_state_layout_shard_bytes(l, src[i].layer_end - src[i].layer_begin, src[i].n_head));
     uint8_t *out = dst;
@@ -347,7 +330,7 @@ recur_status_t recur_state_reshard(const recur_state_layout_t *l, const recur_ck
             if (!l->per_head[k]) {
                 int32_t s = find_src(n_src, src, g, -1);
                 if (s < 0 || !src_buf[s])
-                    return fail_(msg, msg_n, RECUR_E_FORMAT, "reshard: no shard holds layer %d", (int)g);
+                    return recur_fail_msg(msg, msg_n, RECUR_E_FORMAT, "reshard: no shard holds layer %d", (int)g);
                 memcpy(out + seg_offset(l, dst_sh->n_head, li, k, 0),
                        (const uint8_t *)src_buf[s] + seg_offset(l, src[s].n_head, g - src[s].layer_begin, k, 0),
                        l->seg_bytes[k]);
@@ -356,7 +339,7 @@ recur_status_t recur_state_reshard(const recur_state_layout_t *l, const recur_ck
             for (int32_t h = dst_sh->head_begin; h < dst_sh->head_begin + dst_sh->n_head;) {
                 int32_t s = find_src(n_src, src, g, h);
                 if (s < 0 || !src_buf[s])
-                    return fail_(msg, msg_n, RECUR_E_FORMAT, "reshard: no shard holds layer %d head %d", (int)g,
+                    return recur_fail_msg(msg, msg_n, RECUR_E_FORMAT, "reshard: no shard holds layer %d head %d", (int)g,
                                  (int)h);
                 /* the run of heads this source holds contiguously */
                 int32_t end = src[s].head_begin + src[s].n_head;
@@ -431,7 +414,7 @@ recur_status_t recur_ckpt_manifest_parse(const char *json, size_t n, const char 
     cJSON *root = cJSON_ParseWithLength(json, n);
     if (!root || !cJSON_IsObject(root)) {
         cJSON_Delete(root);
-        return fail_(msg, msg_n, RECUR_E_FORMAT, "%s: not a checkpoint manifest (not a JSON object)", what);
+        return recur_fail_msg(msg, msg_n, RECUR_E_FORMAT, "%s: not a checkpoint manifest (not a JSON object)", what);
     }
     recur_status_t s = RECUR_E_FORMAT;
     const char *bad = NULL;
@@ -565,7 +548,7 @@ out:
     cJSON_Delete(root);
     if (s != RECUR_OK) {
         recur_ckpt_manifest_free(m);
-        return fail_(msg, msg_n, s, "%s: bad checkpoint manifest: %s", what, bad ? bad : "?");
+        return recur_fail_msg(msg, msg_n, s, "%s: bad checkpoint manifest: %s", what, bad ? bad : "?");
     }
     return RECUR_OK;
 }
@@ -640,7 +623,7 @@ fail:
 
 recur_status_t recur_ckpt_manifest_write(const char *path, const recur_ckpt_manifest_t *m, char *msg, size_t msg_n) {
     char *json = recur_ckpt_manifest_json(m);
-    if (!json) return fail_(msg, msg_n, RECUR_E_NOMEM, "%s: out of memory for the manifest", path);
+    if (!json) return recur_fail_msg(msg, msg_n, RECUR_E_NOMEM, "%s: out of memory for the manifest", path);
     size_t n = strlen(json);
     json[n] = '\n';   /* cJSON's buffer has the NUL there: one line, newline-terminated */
     recur_status_t s = recur_state_file_write(path, json, n + 1, msg, msg_n);
@@ -654,17 +637,17 @@ recur_status_t recur_ckpt_check_identity(const recur_ckpt_manifest_t *m, const r
     if (strcmp(g->arch, want->arch) || g->n_layer != want->n_layer || g->n_embd != want->n_embd ||
         g->n_head != want->n_head || g->head_size != want->head_size || g->head_size_k != want->head_size_k ||
         g->n_vocab != want->n_vocab)
-        return fail_(msg, msg_n, RECUR_E_FORMAT,
+        return recur_fail_msg(msg, msg_n, RECUR_E_FORMAT,
                      "%s: saved from another model (%s, %d layers, width %d, %d heads, vocabulary %d); this server "
                      "runs %s, %d layers, width %d, %d heads, vocabulary %d", what, g->arch, (int)g->n_layer,
                      (int)g->n_embd, (int)g->n_head, (int)g->n_vocab, want->arch, (int)want->n_layer,
                      (int)want->n_embd, (int)want->n_head, (int)want->n_vocab);
     if (strcmp(g->content_hash, want->content_hash))
-        return fail_(msg, msg_n, RECUR_E_FORMAT,
+        return recur_fail_msg(msg, msg_n, RECUR_E_FORMAT,
                      "%s: saved from another model (weights with content hash %s; this server's model has %s)", what,
                      g->content_hash, want->content_hash);
     if (g->state_dtype != want->state_dtype)
-        return fail_(msg, msg_n, RECUR_E_FORMAT,
+        return recur_fail_msg(msg, msg_n, RECUR_E_FORMAT,
                      "%s: a state stored as %s, but this server keeps %s states (recur serve --state %s)", what,
                      recur_dtype_name(g->state_dtype), recur_dtype_name(want->state_dtype),
                      recur_dtype_name(g->state_dtype));
@@ -687,10 +670,10 @@ recur_status_t recur_ckpt_write_shard(const char *manifest, uint64_t gen, recur_
                                       char *msg, size_t msg_n) {
     char path[4096 + 128];
     if (recur_ckpt_shard_path(manifest, gen, sh->pp_rank, sh->tp_rank, path, sizeof path) != RECUR_OK)
-        return fail_(msg, msg_n, RECUR_E_RANGE, "%s: checkpoint path too long", manifest);
+        return recur_fail_msg(msg, msg_n, RECUR_E_RANGE, "%s: checkpoint path too long", manifest);
     const char *name = base_name(path);
     if (strlen(name) >= sizeof sh->file)
-        return fail_(msg, msg_n, RECUR_E_RANGE, "%s: checkpoint file name too long", manifest);
+        return recur_fail_msg(msg, msg_n, RECUR_E_RANGE, "%s: checkpoint file name too long", manifest);
     snprintf(sh->file, sizeof sh->file, "%s", name);
     sh->crc32 = crc32_of(data, sh->bytes);
     return recur_state_file_write(path, data, (size_t)sh->bytes, msg, msg_n);
@@ -706,7 +689,7 @@ static recur_status_t read_shard(const char *dir, const recur_ckpt_shard_t *s, v
     recur_status_t st = read_all(path, (size_t)s->bytes, &b, &n, msg, msg_n);
     if (st == RECUR_E_FORMAT || (st == RECUR_OK && n != s->bytes)) {
         free(b);
-        return fail_(msg, msg_n, RECUR_E_FORMAT, "%s: %s; the manifest says %llu bytes (truncated or not this "
+        return recur_fail_msg(msg, msg_n, RECUR_E_FORMAT, "%s: %s; the manifest says %llu bytes (truncated or not this "
                      "checkpoint's file)", path, st == RECUR_OK ? "wrong size" : "too large",
                      (unsigned long long)s->bytes);
     }
@@ -714,7 +697,7 @@ static recur_status_t read_shard(const char *dir, const recur_ckpt_shard_t *s, v
     uint32_t c = crc32_of(b, n);
     if (c != s->crc32) {
         free(b);
-        return fail_(msg, msg_n, RECUR_E_FORMAT, "%s: corrupt (CRC-32 %08x, the manifest says %08x)", path,
+        return recur_fail_msg(msg, msg_n, RECUR_E_FORMAT, "%s: corrupt (CRC-32 %08x, the manifest says %08x)", path,
                      (unsigned)c, (unsigned)s->crc32);
     }
     *out = b;
@@ -732,10 +715,10 @@ recur_status_t recur_ckpt_load(const char *path, const recur_ckpt_identity_t *wa
     if (s == RECUR_OK) s = recur_state_layout_init(want, &lay);
     if (s == RECUR_OK && (uint64_t)recur_state_layout_shard_bytes(&lay, mine->layer_end - mine->layer_begin,
                                                                   mine->n_head) != mine->bytes)
-        s = fail_(msg, msg_n, RECUR_E_INVAL, "%s: this rank's state shard (%llu bytes) does not match the state "
+        s = recur_fail_msg(msg, msg_n, RECUR_E_INVAL, "%s: this rank's state shard (%llu bytes) does not match the state "
                   "layout", path, (unsigned long long)mine->bytes);
     if (s == RECUR_OK && !(bufs = calloc((size_t)m.n_shards, sizeof *bufs)))
-        s = fail_(msg, msg_n, RECUR_E_NOMEM, "%s: out of memory", path);
+        s = recur_fail_msg(msg, msg_n, RECUR_E_NOMEM, "%s: out of memory", path);
     char dir[4096];
     dir_name(path, dir, sizeof dir);
     for (int32_t i = 0; s == RECUR_OK && i < m.n_shards; i++) {
@@ -786,16 +769,16 @@ recur_status_t recur_ckpt_remove(const char *path, uint64_t keep_gen, int with_m
 recur_status_t recur_ckpt_load_tuned(const char *path, const recur_ckpt_identity_t *want,
                                      const recur_ckpt_shard_t *mine, void *buf, char *msg, size_t msg_n) {
     if (strcmp(want->arch, "rwkv7"))
-        return fail_(msg, msg_n, RECUR_E_UNSUPPORTED, "%s: state-tuning files are RWKV-7's; this model is %s", path,
+        return recur_fail_msg(msg, msg_n, RECUR_E_UNSUPPORTED, "%s: state-tuning files are RWKV-7's; this model is %s", path,
                      want->arch);
     recur_state_layout_t lay;
     TRY_(recur_state_layout_init(want, &lay));
     if ((uint64_t)recur_state_layout_shard_bytes(&lay, mine->layer_end - mine->layer_begin, mine->n_head) !=
         mine->bytes)
-        return fail_(msg, msg_n, RECUR_E_INVAL, "%s: this rank's state shard does not match the state layout", path);
+        return recur_fail_msg(msg, msg_n, RECUR_E_INVAL, "%s: this rank's state shard does not match the state layout", path);
     recur_model_files_t *f = NULL;
     if (recur_model_files_open(path, &f) != RECUR_OK)
-        return fail_(msg, msg_n, RECUR_E_FORMAT, "%s: not a readable safetensors state file (see the log)", path);
+        return recur_fail_msg(msg, msg_n, RECUR_E_FORMAT, "%s: not a readable safetensors state file (see the log)", path);
     recur_status_t s = RECUR_OK;
     const int32_t H = want->n_head, N = want->head_size;
     /* every *time_state tensor must be a layer's, of the model's shape */
@@ -805,28 +788,28 @@ recur_status_t recur_ckpt_load_tuned(const char *path, const recur_ckpt_identity
         if (!strstr(t->name, "time_state")) continue;
         if (sscanf(t->name, "blocks.%d.att.time_state%n", &layer, &used) != 1 || t->name[used] != '\0' || layer < 0 ||
             layer >= want->n_layer)
-            s = fail_(msg, msg_n, RECUR_E_FORMAT, "%s: tensor '%s' is not blocks.<0..%d>.att.time_state", path,
+            s = recur_fail_msg(msg, msg_n, RECUR_E_FORMAT, "%s: tensor '%s' is not blocks.<0..%d>.att.time_state", path,
                       t->name, (int)want->n_layer - 1);
         else if (t->n_dims != 3 || t->shape[0] != H || t->shape[1] != N || t->shape[2] != N)
-            s = fail_(msg, msg_n, RECUR_E_FORMAT, "%s: %s has shape [%lld, %lld, %lld], the model needs [%d, %d, %d]",
+            s = recur_fail_msg(msg, msg_n, RECUR_E_FORMAT, "%s: %s has shape [%lld, %lld, %lld], the model needs [%d, %d, %d]",
                       path, t->name, (long long)t->shape[0], t->n_dims > 1 ? (long long)t->shape[1] : 0ll,
                       t->n_dims > 2 ? (long long)t->shape[2] : 0ll, (int)H, (int)N, (int)N);
     }
     float *tmp = s == RECUR_OK ? malloc((size_t)mine->n_head * (size_t)N * (size_t)N * sizeof(float)) : NULL;
-    if (s == RECUR_OK && !tmp) s = fail_(msg, msg_n, RECUR_E_NOMEM, "%s: out of memory", path);
+    if (s == RECUR_OK && !tmp) s = recur_fail_msg(msg, msg_n, RECUR_E_NOMEM, "%s: out of memory", path);
     if (s == RECUR_OK) memset(buf, 0, (size_t)mine->bytes);
     for (int32_t g = mine->layer_begin; g < mine->layer_end && s == RECUR_OK; g++) {
         char name[64];
         snprintf(name, sizeof name, "blocks.%d.att.time_state", (int)g);
         const recur_tensor_info_t *t = recur_model_files_find(f, name);
         if (!t) {
-            s = fail_(msg, msg_n, RECUR_E_FORMAT, "%s: no %s (a state-tuning file has one per layer)", path, name);
+            s = recur_fail_msg(msg, msg_n, RECUR_E_FORMAT, "%s: no %s (a state-tuning file has one per layer)", path, name);
             break;
         }
         const int64_t per = (int64_t)N * N;
         s = recur_tensor_read_f32(t, (int64_t)mine->head_begin * per, (int64_t)mine->n_head * per, tmp);
         if (s != RECUR_OK) {
-            s = fail_(msg, msg_n, RECUR_E_FORMAT, "%s: cannot read %s", path, name);
+            s = recur_fail_msg(msg, msg_n, RECUR_E_FORMAT, "%s: cannot read %s", path, name);
             break;
         }
         uint8_t *dst = (uint8_t *)buf + seg_offset(&lay, mine->n_head, g - mine->layer_begin, 1, 0);
@@ -863,7 +846,7 @@ recur_status_t recur_ckpt_export(const char *path, uint8_t **out, size_t *n, cha
     }
     size_t total = sizeof CK_MAGIC + 4 + jn + (size_t)m.state_bytes;
     uint8_t *b = malloc(total);
-    if (!b) s = fail_(msg, msg_n, RECUR_E_NOMEM, "%s: out of memory for an export of %zu bytes", path, total);
+    if (!b) s = recur_fail_msg(msg, msg_n, RECUR_E_NOMEM, "%s: out of memory for an export of %zu bytes", path, total);
     char dir[4096];
     dir_name(path, dir, sizeof dir);
     size_t o = 0;
@@ -899,34 +882,34 @@ recur_status_t recur_ckpt_blob_manifest(const uint8_t *blob, size_t n, recur_ckp
                                         size_t msg_n) {
     memset(m, 0, sizeof *m);
     if (n < sizeof CK_MAGIC + 4 || memcmp(blob, CK_MAGIC, sizeof CK_MAGIC))
-        return fail_(msg, msg_n, RECUR_E_FORMAT, "imported state: not a recur checkpoint (no RECURCK1 header)");
+        return recur_fail_msg(msg, msg_n, RECUR_E_FORMAT, "imported state: not a recur checkpoint (no RECURCK1 header)");
     uint32_t L = 0;
     for (int i = 0; i < 4; i++) L |= (uint32_t)blob[sizeof CK_MAGIC + (size_t)i] << (8 * i);
     if (L > n - sizeof CK_MAGIC - 4)
-        return fail_(msg, msg_n, RECUR_E_FORMAT, "imported state: truncated (manifest of %u bytes)", L);
+        return recur_fail_msg(msg, msg_n, RECUR_E_FORMAT, "imported state: truncated (manifest of %u bytes)", L);
     return recur_ckpt_manifest_parse((const char *)blob + sizeof CK_MAGIC + 4, L, "imported state", m, msg, msg_n);
 }
 
 recur_status_t recur_ckpt_import(const uint8_t *blob, size_t n, const recur_ckpt_identity_t *want, const char *path,
                                  uint64_t gen, const recur_ckpt_meta_t *meta, char *msg, size_t msg_n) {
     if (n < sizeof CK_MAGIC + 4 || memcmp(blob, CK_MAGIC, sizeof CK_MAGIC))
-        return fail_(msg, msg_n, RECUR_E_FORMAT, "imported state: not a recur checkpoint (no RECURCK1 header)");
+        return recur_fail_msg(msg, msg_n, RECUR_E_FORMAT, "imported state: not a recur checkpoint (no RECURCK1 header)");
     uint32_t L = 0;
     for (int i = 0; i < 4; i++) L |= (uint32_t)blob[sizeof CK_MAGIC + (size_t)i] << (8 * i);
     size_t o = sizeof CK_MAGIC + 4;
-    if (L > n - o) return fail_(msg, msg_n, RECUR_E_FORMAT, "imported state: truncated (manifest of %u bytes)", L);
+    if (L > n - o) return recur_fail_msg(msg, msg_n, RECUR_E_FORMAT, "imported state: truncated (manifest of %u bytes)", L);
     recur_ckpt_manifest_t m;
     TRY_(recur_ckpt_manifest_parse((const char *)blob + o, L, "imported state", &m, msg, msg_n));
     o += L;
     recur_status_t s = recur_ckpt_check_identity(&m, want, "imported state", msg, msg_n);
     if (s == RECUR_OK && (uint64_t)(n - o) != m.state_bytes)
-        s = fail_(msg, msg_n, RECUR_E_FORMAT, "imported state: %zu bytes of shards, the manifest says %llu (truncated?)",
+        s = recur_fail_msg(msg, msg_n, RECUR_E_FORMAT, "imported state: %zu bytes of shards, the manifest says %llu (truncated?)",
                   n - o, (unsigned long long)m.state_bytes);
     /* every shard's CRC before anything is written */
     size_t p = o;
     for (int32_t i = 0; s == RECUR_OK && i < m.n_shards; i++) {
         if (crc32_of(blob + p, m.shards[i].bytes) != m.shards[i].crc32)
-            s = fail_(msg, msg_n, RECUR_E_FORMAT, "imported state: shard %d is corrupt (CRC-32 mismatch)", (int)i);
+            s = recur_fail_msg(msg, msg_n, RECUR_E_FORMAT, "imported state: shard %d is corrupt (CRC-32 mismatch)", (int)i);
         p += (size_t)m.shards[i].bytes;
     }
     p = o;

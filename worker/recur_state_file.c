@@ -13,23 +13,6 @@
 #include "recur_log.h"
 #include "recur_utf8.h"
 
-static recur_status_t fail_(char *msg, size_t msg_n, recur_status_t s, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 4, 5)))
-#endif
-    ;
-
-static recur_status_t fail_(char *msg, size_t msg_n, recur_status_t s, const char *fmt, ...) {
-    char buf[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    if (msg && msg_n) snprintf(msg, msg_n, "%s", buf);
-    else recur_log_err("%s", buf);
-    return s;
-}
-
 recur_status_t recur_state_shard_path(const char *base, int32_t world_size, int32_t pp_rank, int32_t tp_rank,
                                       char *out, size_t n) {
     int k = world_size <= 1 ? snprintf(out, n, "%s", base)
@@ -60,9 +43,9 @@ static int fsync_dir_(const char *path) {
 recur_status_t recur_state_file_write(const char *path, const void *data, size_t n, char *msg, size_t msg_n) {
     char tmp[4096 + 64];
     int k = snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    if (k < 0 || (size_t)k >= sizeof tmp) return fail_(msg, msg_n, RECUR_E_IO, "%s: path too long", path);
+    if (k < 0 || (size_t)k >= sizeof tmp) return recur_fail_msg(msg, msg_n, RECUR_E_IO, "%s: path too long", path);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return fail_(msg, msg_n, RECUR_E_IO, "%s: cannot create: %s", tmp, strerror(errno));
+    if (fd < 0) return recur_fail_msg(msg, msg_n, RECUR_E_IO, "%s: cannot create: %s", tmp, strerror(errno));
     const char *p = data;
     size_t left = n;
     while (left > 0) {
@@ -72,7 +55,7 @@ recur_status_t recur_state_file_write(const char *path, const void *data, size_t
             int e = w < 0 ? errno : EIO;
             close(fd);
             unlink(tmp);
-            return fail_(msg, msg_n, RECUR_E_IO, "%s: cannot write: %s", tmp, strerror(e));
+            return recur_fail_msg(msg, msg_n, RECUR_E_IO, "%s: cannot write: %s", tmp, strerror(e));
         }
         p += w;
         left -= (size_t)w;
@@ -80,30 +63,30 @@ recur_status_t recur_state_file_write(const char *path, const void *data, size_t
     if (fsync(fd) != 0 || close(fd) != 0) {
         int e = errno;
         unlink(tmp);
-        return fail_(msg, msg_n, RECUR_E_IO, "%s: cannot flush: %s", tmp, strerror(e));
+        return recur_fail_msg(msg, msg_n, RECUR_E_IO, "%s: cannot flush: %s", tmp, strerror(e));
     }
     if (rename(tmp, path) != 0) {
         int e = errno;
         unlink(tmp);
-        return fail_(msg, msg_n, RECUR_E_IO, "%s: cannot rename into place: %s", path, strerror(e));
+        return recur_fail_msg(msg, msg_n, RECUR_E_IO, "%s: cannot rename into place: %s", path, strerror(e));
     }
     if (fsync_dir_(path) != 0)
-        return fail_(msg, msg_n, RECUR_E_IO, "%s: written, but its directory cannot be synced: %s", path,
+        return recur_fail_msg(msg, msg_n, RECUR_E_IO, "%s: written, but its directory cannot be synced: %s", path,
                      strerror(errno));
     return RECUR_OK;
 }
 
 recur_status_t recur_state_file_read(const char *path, void *data, size_t n, char *msg, size_t msg_n) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return fail_(msg, msg_n, RECUR_E_IO, "%s: cannot open: %s", path, strerror(errno));
+    if (fd < 0) return recur_fail_msg(msg, msg_n, RECUR_E_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
-        return fail_(msg, msg_n, RECUR_E_IO, "%s: not a regular file", path);
+        return recur_fail_msg(msg, msg_n, RECUR_E_IO, "%s: not a regular file", path);
     }
     if ((uint64_t)st.st_size != (uint64_t)n) {
         close(fd);
-        return fail_(msg, msg_n, RECUR_E_FORMAT,
+        return recur_fail_msg(msg, msg_n, RECUR_E_FORMAT,
                      "%s: %lld bytes, but a state (shard) of this model and layout has %zu: saved from another "
                      "model, grid or state dtype", path, (long long)st.st_size, n);
     }
@@ -115,7 +98,7 @@ recur_status_t recur_state_file_read(const char *path, void *data, size_t n, cha
         if (r <= 0) {
             int e = r < 0 ? errno : EIO;
             close(fd);
-            return fail_(msg, msg_n, RECUR_E_IO, "%s: cannot read: %s", path, r < 0 ? strerror(e) : "short file");
+            return recur_fail_msg(msg, msg_n, RECUR_E_IO, "%s: cannot read: %s", path, r < 0 ? strerror(e) : "short file");
         }
         p += r;
         left -= (size_t)r;
@@ -155,7 +138,7 @@ recur_status_t recur_state_write_manifest(const char *base, const recur_model_in
     /* names go into JSON strings escaped (a file may be called a"b, or have a newline) */
     size_t file_n = json_escape_(file, NULL), arch_n = json_escape_(info->arch_name, NULL);
     if (file_n == (size_t)-1 || arch_n == (size_t)-1)
-        return fail_(msg, msg_n, RECUR_E_INVAL, "%s: the state manifest is JSON, so the %s must be valid UTF-8", base,
+        return recur_fail_msg(msg, msg_n, RECUR_E_INVAL, "%s: the state manifest is JSON, so the %s must be valid UTF-8", base,
                      file_n == (size_t)-1 ? "file name" : "arch name");
     char *file_esc = malloc(file_n + 1), *arch_esc = malloc(arch_n + 1);
     size_t cap = 512 + arch_n + (size_t)tp * (size_t)pp * (file_n + 32);
@@ -164,7 +147,7 @@ recur_status_t recur_state_write_manifest(const char *base, const recur_model_in
         free(json);
         free(file_esc);
         free(arch_esc);
-        return fail_(msg, msg_n, RECUR_E_NOMEM, "%s: out of memory for the state manifest", base);
+        return recur_fail_msg(msg, msg_n, RECUR_E_NOMEM, "%s: out of memory for the state manifest", base);
     }
     file_esc[json_escape_(file, file_esc)] = '\0';
     arch_esc[json_escape_(info->arch_name, arch_esc)] = '\0';
@@ -179,7 +162,7 @@ recur_status_t recur_state_write_manifest(const char *base, const recur_model_in
                               (int)(r % tp));
     if (k < cap) k += (size_t)snprintf(json + k, cap - k, "]}\n");
     recur_status_t s = k < cap ? recur_state_file_write(base, json, k, msg, msg_n)
-                               : fail_(msg, msg_n, RECUR_E_RANGE, "%s: state manifest too long", base);
+                               : recur_fail_msg(msg, msg_n, RECUR_E_RANGE, "%s: state manifest too long", base);
     free(json);
     free(file_esc);
     free(arch_esc);
