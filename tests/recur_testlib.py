@@ -1,6 +1,28 @@
 """recur_testlib: what the Python end-to-end tests share (tests/test_*.py import it from
-their own folder): a counting check and a process's descendants."""
+their own folder): the programs and fixtures CTest names in the environment, the Python
+client (or the skip when it cannot load), a counting check and a process's descendants."""
+import importlib
+import os
 import subprocess
+import sys
+
+BIN = os.environ["RECUR_BIN"]
+FX = os.path.join(os.environ["RECUR_FIXTURES_DIR"], "rwkv7")
+TINY = os.path.join(FX, "tiny-rwkv-7v0-834K-FP32.bin")
+SYNTH = os.path.join(FX, "synth7-C128-H2-L3-FP32.bin")
+
+
+def client_or_skip(*more):
+    """scripts/recur_client.py as a module, and the modules named in more; exits 77 (CTest's
+    skip) when one cannot load (python3-zmq / python3-protobuf / protoc missing)."""
+    try:
+        sys.path.insert(0, os.path.join(os.environ.get("RECUR_SOURCE_DIR", "."), "scripts"))
+        for m in more:
+            importlib.import_module(m)
+        return importlib.import_module("recur_client")
+    except Exception as e:
+        print("skip: the Python client cannot load (%s)" % e)
+        sys.exit(77)
 
 
 class Checks:

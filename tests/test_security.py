@@ -45,20 +45,11 @@ import tempfile
 import threading
 import time
 
-from recur_testlib import Checks, descendants
+from recur_testlib import BIN, Checks, SYNTH, TINY, client_or_skip, descendants
 
-try:
-    sys.path.insert(0, os.path.join(os.environ.get("RECUR_SOURCE_DIR", "."), "scripts"))
-    from recur_client import RecurClient, RecurError, api
-    import zmq
-except Exception as e:  # python3-zmq / python3-protobuf / protoc missing
-    print("skip: the Python client cannot load (%s)" % e)
-    sys.exit(77)
+recur_client = client_or_skip("zmq")
+RecurClient, RecurError, api = recur_client.RecurClient, recur_client.RecurError, recur_client.api
 
-BIN = os.environ["RECUR_BIN"]
-FX = os.path.join(os.environ["RECUR_FIXTURES_DIR"], "rwkv7")
-TINY = os.path.join(FX, "tiny-rwkv-7v0-834K-FP32.bin")
-SYNTH = os.path.join(FX, "synth7-C128-H2-L3-FP32.bin")
 PROMPT = "Secret prompt: the eagle lands at midnight"
 check = Checks()
 

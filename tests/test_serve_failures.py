@@ -17,20 +17,14 @@ import subprocess
 import sys
 import time
 
-from recur_testlib import Checks
+from recur_testlib import BIN, Checks, SYNTH, TINY, client_or_skip
 
-try:
-    sys.path.insert(0, os.path.join(os.environ.get("RECUR_SOURCE_DIR", "."), "scripts"))
-    from recur_client import RecurClient, RecurError, api
-except Exception as e:
-    print("skip: the Python client cannot load (%s)" % e)
-    sys.exit(77)
+recur_client = client_or_skip()
+RecurClient, RecurError, api = recur_client.RecurClient, recur_client.RecurError, recur_client.api
 
-BIN = os.environ["RECUR_BIN"]
-FX = os.path.join(os.environ["RECUR_FIXTURES_DIR"], "rwkv7")
 LAYOUTS = {
-    "tp1": (os.path.join(FX, "tiny-rwkv-7v0-834K-FP32.bin"), []),
-    "tp2": (os.path.join(FX, "synth7-C128-H2-L3-FP32.bin"), ["--tp", "2"]),
+    "tp1": (TINY, []),
+    "tp2": (SYNTH, ["--tp", "2"]),
 }
 check = Checks()
 
