@@ -6,6 +6,7 @@
  *   prefill = 2 * matrix params * tokens / measured GEMM rate
  * so "% of floor" = floor time / measured time (100% = at the hardware limit). */
 #include "recur_bench.h"
+#include "recur_synth.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -98,11 +99,12 @@ static int parse_list(const char *opt, const char *s, int32_t *out, int32_t *n, 
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: recur bench [--model rwkv7-7b|xlstm-7b|PATH] [--backend cuda|cpu] [--weights bf16|f32|int8|fp8]\n"
+            "usage: recur bench [--model rwkv7-7b|xlstm-7b|rwkv7-tiny8|xlstm-tiny8|PATH] [--backend cuda|cpu] [--weights bf16|f32|int8|fp8]\n"
             "                   [--state f32|bf16] [--batch 1,8,32,128,256,512,max]\n"
             "                   [--prompt 2048,8192,32768,131072] [--steps N] [--piece N] [--layers N]\n"
             "                   [--json FILE] [--tp T --pp P] [--decode-after N]\n"
-            "  rwkv7-7b / xlstm-7b: random weights at the real shapes, made on the device.\n"
+            "  rwkv7-7b / xlstm-7b: random weights at the real shapes, made on the device;\n"
+            "  rwkv7-tiny8 / xlstm-tiny8: small ones (8 heads, 8 layers) for quick runs and splits.\n"
             "  --state: storage of the recurrent state's matrices (default f32; bf16 halves a slot).\n"
             "  --weights int8|fp8: projections quantized to one byte at load (README, Weights).\n"
             "  --layers N keeps only the first N layers (quick runs); --piece is the number of\n"
@@ -162,105 +164,6 @@ static int parse(int argc, char **argv, int first, bench_opts_t *o) {
     }
     return 0;
 }
-
-/* ---------------------------------------------------------------- virtual 7B checkpoints */
-
-typedef struct vlist {
-    recur_virtual_tensor_t *t;
-    char (*names)[96];
-    int32_t n, cap;
-} vlist_t;
-
-/* name = prefix + layer + "." + suffix, or suffix alone when layer < 0 */
-static void vadd(vlist_t *l, float lo, float hi, int nd, int64_t d0, int64_t d1, const char *prefix, int layer,
-                 const char *suffix) {
-    RECUR_ASSERT(l->n < l->cap);
-    if (layer < 0) snprintf(l->names[l->n], sizeof l->names[0], "%s", suffix);
-    else snprintf(l->names[l->n], sizeof l->names[0], "%s%d.%s", prefix, layer, suffix);
-    l->t[l->n] = (recur_virtual_tensor_t){.name = l->names[l->n], .n_dims = nd, .shape = {d0, d1}, .lo = lo, .hi = hi};
-    l->n++;
-}
-
-/* uniform with std 1/sqrt(fan_in): a sane scale for random linear layers */
-static float u(int64_t fan_in) { return sqrtf(3.0f / (float)fan_in); }
-
-/* RWKV-7 7.2B (models/RWKV7.md §3.3) in rwkv.cpp layout: C 4096, 32 layers, LoRA ranks
- * 128/128/96/480, FFN 16384, vocabulary 65536. */
-static void rwkv7_7b(vlist_t *l, int32_t L) {
-    const int64_t C = 4096, V = 65536, F = 16384, Dw = 128, Da = 128, Dv = 96, Dg = 480, H = C / 64;
-    vadd(l, -1.f, 1.f, 2, V, C, "", -1, "emb.weight");
-    vadd(l, 0.8f, 1.2f, 1, C, 0, "blocks.", 0, "ln0.weight");
-    vadd(l, -0.1f, 0.1f, 1, C, 0, "blocks.", 0, "ln0.bias");
-    for (int i = 0; i < L; i++) {
-        vadd(l, 0.8f, 1.2f, 1, C, 0, "blocks.", i, "ln1.weight");
-        vadd(l, -0.1f, 0.1f, 1, C, 0, "blocks.", i, "ln1.bias");
-        vadd(l, 0.8f, 1.2f, 1, C, 0, "blocks.", i, "ln2.weight");
-        vadd(l, -0.1f, 0.1f, 1, C, 0, "blocks.", i, "ln2.bias");
-        vadd(l, 0.f, 1.f, 3, 6, 1, "blocks.", i, "att.x_rwkvag");
-        l->t[l->n - 1].shape[2] = C; /* [6,1,C] */
-        vadd(l, -3.f, 0.f, 1, C, 0, "blocks.", i, "att.w0");
-        vadd(l, -1.f, 1.f, 1, C, 0, "blocks.", i, "att.a0");
-        vadd(l, 0.7f, 1.f, 1, C, 0, "blocks.", i, "att.k_k");
-        vadd(l, 0.8f, 1.2f, 1, C, 0, "blocks.", i, "att.k_a");
-        vadd(l, -0.3f, 0.3f, 2, H, 64, "blocks.", i, "att.r_k");
-        vadd(l, -u(C), u(C), 2, Dw, C, "blocks.", i, "att.w1");
-        vadd(l, -0.1f * u(Dw), 0.1f * u(Dw), 2, C, Dw, "blocks.", i, "att.w2");
-        vadd(l, -u(C), u(C), 2, Da, C, "blocks.", i, "att.a1");
-        vadd(l, -u(Da), u(Da), 2, C, Da, "blocks.", i, "att.a2");
-        vadd(l, -u(C), u(C), 2, Dg, C, "blocks.", i, "att.g1");
-        vadd(l, -u(Dg), u(Dg), 2, C, Dg, "blocks.", i, "att.g2");
-        if (i > 0) {
-            vadd(l, -1.f, 1.f, 1, C, 0, "blocks.", i, "att.v0");
-            vadd(l, -u(C), u(C), 2, Dv, C, "blocks.", i, "att.v1");
-            vadd(l, -u(Dv), u(Dv), 2, C, Dv, "blocks.", i, "att.v2");
-        }
-        vadd(l, -u(C), u(C), 2, C, C, "blocks.", i, "att.receptance.weight");
-        vadd(l, -u(C), u(C), 2, C, C, "blocks.", i, "att.key.weight");
-        vadd(l, -u(C), u(C), 2, C, C, "blocks.", i, "att.value.weight");
-        vadd(l, -u(C), u(C), 2, C, C, "blocks.", i, "att.output.weight");
-        vadd(l, 0.8f, 1.2f, 1, C, 0, "blocks.", i, "att.ln_x.weight");
-        vadd(l, -0.1f, 0.1f, 1, C, 0, "blocks.", i, "att.ln_x.bias");
-        vadd(l, 0.f, 1.f, 1, C, 0, "blocks.", i, "ffn.x_k");
-        vadd(l, -u(C), u(C), 2, F, C, "blocks.", i, "ffn.key.weight");
-        vadd(l, -u(F), u(F), 2, C, F, "blocks.", i, "ffn.value.weight");
-    }
-    vadd(l, 0.8f, 1.2f, 1, C, 0, "", -1, "ln_out.weight");
-    vadd(l, -0.1f, 0.1f, 1, C, 0, "", -1, "ln_out.bias");
-    vadd(l, -u(C), u(C), 2, V, C, "", -1, "head.weight");
-}
-
-/* xLSTM 7B (models/XLSTM.md §1-2): D 4096, 32 blocks, 8 heads, qk 2048, v 4096, FFN 10944,
- * vocabulary 50304. Gate ranges as the fixture recipe (§8.2) so the gates depend on x. */
-static void xlstm_7b(vlist_t *l, int32_t L) {
-    const int64_t D = 4096, V = 50304, NH = 8, QK = 2048, VD = 4096, F = 10944;
-    vadd(l, -1.f, 1.f, 2, V, D, "", -1, "backbone.embeddings.weight");
-    for (int i = 0; i < L; i++) {
-        vadd(l, 0.8f, 1.2f, 1, D, 0, "backbone.blocks.", i, "norm_mlstm.weight");
-        vadd(l, 0.8f, 1.2f, 1, D, 0, "backbone.blocks.", i, "norm_ffn.weight");
-        vadd(l, -u(D), u(D), 2, QK, D, "backbone.blocks.", i, "mlstm_layer.q.weight");
-        vadd(l, -u(D), u(D), 2, QK, D, "backbone.blocks.", i, "mlstm_layer.k.weight");
-        vadd(l, -u(D), u(D), 2, VD, D, "backbone.blocks.", i, "mlstm_layer.v.weight");
-        vadd(l, -u(D), u(D), 2, VD, D, "backbone.blocks.", i, "mlstm_layer.ogate_preact.weight");
-        vadd(l, -0.35f, 0.35f, 2, NH, D, "backbone.blocks.", i, "mlstm_layer.igate_preact.weight");
-        vadd(l, -3.f, 3.f, 1, NH, 0, "backbone.blocks.", i, "mlstm_layer.igate_preact.bias");
-        vadd(l, -0.35f, 0.35f, 2, NH, D, "backbone.blocks.", i, "mlstm_layer.fgate_preact.weight");
-        vadd(l, 0.f, 4.f, 1, NH, 0, "backbone.blocks.", i, "mlstm_layer.fgate_preact.bias");
-        vadd(l, 0.8f, 1.2f, 1, VD, 0, "backbone.blocks.", i, "mlstm_layer.multihead_norm.weight");
-        vadd(l, -u(VD), u(VD), 2, D, VD, "backbone.blocks.", i, "mlstm_layer.out_proj.weight");
-        vadd(l, -u(D), u(D), 2, F, D, "backbone.blocks.", i, "ffn.proj_up_gate.weight");
-        vadd(l, -u(D), u(D), 2, F, D, "backbone.blocks.", i, "ffn.proj_up.weight");
-        vadd(l, -u(F), u(F), 2, D, F, "backbone.blocks.", i, "ffn.proj_down.weight");
-    }
-    vadd(l, 0.8f, 1.2f, 1, D, 0, "", -1, "backbone.out_norm.weight");
-    vadd(l, -u(D), u(D), 2, V, D, "", -1, "lm_head.weight");
-}
-
-static const char XLSTM_7B_CONFIG[] =
-    "{\"model_type\":\"xlstm\",\"hidden_size\":4096,\"num_hidden_layers\":%d,\"num_heads\":8,"
-    "\"vocab_size\":50304,\"qk_dim_factor\":0.5,\"v_dim_factor\":1.0,\"ffn_proj_factor\":2.667,"
-    "\"ffn_round_up_to_multiple_of\":64,\"gate_soft_cap\":15.0,\"output_logit_soft_cap\":30.0,"
-    "\"norm_eps\":1e-6,\"eps\":1e-6,\"use_bias\":false,\"weight_mode\":\"single\",\"chunk_size\":64,"
-    "\"tie_word_embeddings\":false,\"bos_token_id\":0}";
 
 /* ---------------------------------------------------------------- measurements */
 
@@ -370,43 +273,43 @@ static recur_status_t open_model(bench_t *bn, int32_t n_slots, int32_t max_token
     return recur_bench_load_virtual(bn->o.model, bn->o.layers, bn->o.weights, bn->b, &p, m, tmpdir, tmpdir_n);
 }
 
-int recur_bench_is_virtual(const char *name) { return !strcmp(name, "rwkv7-7b") || !strcmp(name, "xlstm-7b"); }
+int recur_bench_is_virtual(const char *name) { return recur_synth_known(name); }
 
 recur_status_t recur_bench_load_virtual(const char *name, int32_t layers, recur_dtype_t dtype, recur_backend_t *b,
                                         const recur_model_params_t *p, recur_model_t **m, char *tmpdir,
                                         size_t tmpdir_n) {
-    int is_rwkv = !strcmp(name, "rwkv7-7b");
     *m = NULL;
     if (recur_dtype_is_quant(dtype)) dtype = RECUR_DTYPE_BF16; /* a bf16 checkpoint, quantized at load */
-    int32_t L = layers > 0 && layers < 32 ? layers : 32;
-    vlist_t l = {.cap = 40 * L + 16};
-    l.t = calloc((size_t)l.cap, sizeof *l.t);
-    l.names = calloc((size_t)l.cap, sizeof *l.names);
-    recur_status_t st = RECUR_E_NOMEM;
+    recur_synth_shape_t shape;
+    RECUR_TRY(recur_synth_shape(name, layers, &shape));
+    recur_synth_list_t l;
+    RECUR_TRY(recur_synth_tensors(&shape, &l));
+    recur_status_t st = RECUR_OK;
     recur_model_files_t *f = NULL;
-    if (!l.t || !l.names) goto out;
     const char *dir = ".";
-    if (is_rwkv) {
-        rwkv7_7b(&l, L);
-    } else {
-        xlstm_7b(&l, L);
+    if (shape.is_xlstm) {
         /* the xLSTM loader reads config.json next to the weights */
+        char cfg[1024], path[PATH_MAX];
         snprintf(tmpdir, tmpdir_n, "%s/recur-bench-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-        if (!mkdtemp(tmpdir)) { st = RECUR_E_IO; goto out; }
-        char path[PATH_MAX];
+        if (recur_synth_xlstm_config(&shape, cfg, sizeof cfg) < 0 || !mkdtemp(tmpdir)) {
+            tmpdir[0] = '\0';
+            st = RECUR_E_IO;
+            goto out;
+        }
         snprintf(path, sizeof path, "%s/config.json", tmpdir);
         FILE *fp = fopen(path, "w");
-        if (!fp) { st = RECUR_E_IO; goto out; }
-        fprintf(fp, XLSTM_7B_CONFIG, L);
-        fclose(fp);
+        const int bad = !fp || fputs(cfg, fp) < 0;
+        if ((fp && fclose(fp) != 0) || bad) {
+            st = RECUR_E_IO;
+            goto out;
+        }
         dir = tmpdir;
     }
     if ((st = recur_model_files_virtual(dir, l.t, l.n, 2026, dtype, &f)) != RECUR_OK) goto out;
     st = recur_model_load_files(f, b, p, m);
 out:
     recur_model_files_free(f);
-    free(l.t);
-    free(l.names);
+    recur_synth_list_free(&l);
     return st;
 }
 

@@ -14,9 +14,10 @@
 /* argv[0] is "bench"'s caller; options start at argv[first]. Returns the exit code. */
 int recur_bench_main(int argc, char **argv, int first);
 
-/* Is name one of the random-weight 7B shapes ("rwkv7-7b", "xlstm-7b")? */
+/* Is name one of the random-weight shapes of worker/recur_synth.h ("rwkv7-7b", "xlstm-7b",
+ * "rwkv7-tiny8", "xlstm-tiny8")? */
 int recur_bench_is_virtual(const char *name);
-/* Loads the random-weight model `name` (its first `layers` layers; <= 0: all 32) with
+/* Loads the random-weight model `name` (its first `layers` layers; <= 0: all) with
  * matrices stored as dtype. xLSTM needs a config.json: it is written to a fresh directory
  * whose path goes to tmpdir (tmpdir_n bytes), to be removed with recur_bench_remove_tmpdir
  * after the model is freed. The same name, layers and dtype give the same weights on every
