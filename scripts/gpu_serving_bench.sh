@@ -23,7 +23,7 @@
 #
 # Output in $OUT (default /tmp/serving-bench): every stage's JSON and log, stages.tsv, env.txt,
 # and report/ from scripts/plot_benchmarks.py (tables; PNGs where matplotlib is installed).
-# Env: BUDGET_S, PRICE (GPU price per hour for the cost table), CONC, SERVE_MODELS,
+# Env: BUDGET_S, PRICE (GPU price per hour for the cost table), CONC, SERVE_MODELS, PACK (a tarball of it all),
 # PEERS, RECUR_1M, LANES, TRITON_CACHE_DIR (default .triton-cache here: Triton's compiled
 # kernels and autotuning results; copied to $OUT/triton-cache.tgz at the end, so a later call
 # can carry it back as .triton-cache.tgz in the repository root and skip fla's autotuning).
@@ -220,3 +220,11 @@ python3 scripts/plot_benchmarks.py --in "$out" --out "$out/report" ${PRICE:+--pr
   >"$out/report.log" 2>&1 || echo "# plot_benchmarks.py failed: see report.log"
 cat "$out/report/summary.md" 2>/dev/null || tail -5 "$out/report.log"
 echo "# everything in $out; tables in $out/report/summary.md"
+# PACK=FILE: the whole output as one tarball (the device tool returns at most 8 files of a
+# call, 16 MiB each: OUT=/tmp/serving-bench PACK=$OUT/serving.tgz on the GPU machine); the
+# Triton cache, which can be larger, goes beside it as triton-cache.tgz
+if [ -n "${PACK:-}" ]; then
+  tar czf "$PACK" --exclude=triton-cache.tgz -C "$(dirname "$out")" "$(basename "$out")" &&
+    echo "# packed into $PACK ($(du -h "$PACK" | cut -f1))"
+  [ -f "$out/triton-cache.tgz" ] && cp "$out/triton-cache.tgz" "$(dirname "$PACK")/"
+fi
