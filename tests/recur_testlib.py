@@ -3,6 +3,7 @@ their own folder): the programs and fixtures CTest names in the environment, the
 client (or the skip when it cannot load), a counting check and a process's descendants."""
 import importlib
 import os
+import signal
 import subprocess
 import sys
 
@@ -51,3 +52,16 @@ def descendants(pid):
             found.append(k)
             todo.append(k)
     return found
+
+
+def stop_process(p, timeout=60):
+    """SIGTERM to p (a Popen) if it still runs, then up to timeout s for it to exit (serve
+    drains and stops its workers), SIGKILL after that; its exit code."""
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    return p.returncode

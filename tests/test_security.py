@@ -36,7 +36,6 @@ external group. Exit 77 when the Python client cannot load or libzmq has no CURV
 """
 import os
 import shutil
-import signal
 import socket
 import stat
 import subprocess
@@ -45,7 +44,7 @@ import tempfile
 import threading
 import time
 
-from recur_testlib import BIN, Checks, SYNTH, TINY, client_or_skip, descendants
+from recur_testlib import BIN, Checks, SYNTH, TINY, client_or_skip, descendants, stop_process
 
 recur_client = client_or_skip("zmq")
 RecurClient, RecurError, api = recur_client.RecurClient, recur_client.RecurError, recur_client.api
@@ -87,13 +86,7 @@ class Server:
         return open(self.log.name, errors="replace").read()
 
     def stop(self):
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(60)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
+        stop_process(self.p, 60)
         text = self.text()
         os.unlink(self.log.name)
         return self.p.returncode, text

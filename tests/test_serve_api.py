@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 
-from recur_testlib import BIN, Checks, SYNTH, TINY, client_or_skip
+from recur_testlib import BIN, Checks, SYNTH, TINY, client_or_skip, stop_process
 
 recur_client = client_or_skip()
 RecurClient, RecurError, api = recur_client.RecurClient, recur_client.RecurError, recur_client.api
@@ -63,13 +63,7 @@ class Server:
             raise RuntimeError("serve did not come up: " + open(self.log.name).read()[-2000:])
 
     def stop(self):
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(30)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
+        stop_process(self.p, 30)
         os.unlink(self.log.name)
         return self.p.returncode
 

@@ -47,7 +47,7 @@ import tempfile
 import threading
 import time
 
-from recur_testlib import BIN, Checks, SYNTH, TINY, client_or_skip, descendants
+from recur_testlib import BIN, Checks, SYNTH, TINY, client_or_skip, descendants, stop_process
 
 recur_client = client_or_skip()
 RecurClient, RecurError, api = recur_client.RecurClient, recur_client.RecurError, recur_client.api
@@ -92,13 +92,7 @@ class Server:
         return len(procs)
 
     def stop(self):
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(60)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
+        stop_process(self.p, 60)
         text = open(self.log.name).read()
         os.unlink(self.log.name)
         return self.p.returncode, text

@@ -47,14 +47,13 @@ import json
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 
-from recur_testlib import BIN, SYNTH, TINY, client_or_skip, descendants
+from recur_testlib import BIN, SYNTH, TINY, client_or_skip, descendants, stop_process
 
 recur_client = client_or_skip()
 RecurClient, RecurError, api = recur_client.RecurClient, recur_client.RecurError, recur_client.api
@@ -409,13 +408,7 @@ class Soak:
         return ok
 
     def close(self):
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(60)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
+        stop_process(self.p, 60)
         self.log.close()
         rc = self.p.returncode
         text = open(self.log.name).read()
