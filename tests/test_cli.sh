@@ -7,9 +7,7 @@ FX=${RECUR_FIXTURES_DIR:?RECUR_FIXTURES_DIR not set}/rwkv7
 TINY=$FX/tiny-rwkv-7v0-834K-FP32.bin
 T=$(mktemp -d "${TMPDIR:-/tmp}/recur-test-cli-XXXXXX")
 trap 'rm -rf "$T"' EXIT
-fails=0
-pass() { echo "ok   $1"; }
-fail() { echo "FAIL $1"; fails=$((fails + 1)); }
+. "$(dirname "$0")/recur_testlib.sh"
 
 # expect_exit CODE DESC CMD...: runs CMD, checks its exit code, keeps stderr in $T/err
 expect_exit() {

@@ -18,9 +18,7 @@ PY=${RECUR_TEST_TORCH_PY:-python3}
   || { echo "SKIP: no torch + transformers 5 in $PY (set RECUR_TEST_TORCH_PY)"; exit 77; }
 T=$(mktemp -d "${TMPDIR:-/tmp}/recur-test-cs-XXXXXX")
 trap 'rm -rf "$T"' EXIT
-fails=0
-pass() { echo "ok   $1"; }
-fail() { echo "FAIL $1"; fails=$((fails + 1)); }
+. "$(dirname "$0")/recur_testlib.sh"
 CS="$SRC/scripts/context_sweep.py"
 
 "$PY" "$CS" --which llama3-8b --device cpu --tiny --contexts 64,256 --mem-only 128,1099511627776 --batches 1,4 \

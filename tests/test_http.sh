@@ -23,9 +23,7 @@ BIN=${RECUR_BIN:?RECUR_BIN not set}
 SRC=${RECUR_SOURCE_DIR:?RECUR_SOURCE_DIR not set}
 command -v curl >/dev/null || { echo "SKIP: curl not found"; exit 77; }
 T=$(mktemp -d "${TMPDIR:-/tmp}/recur-test-http-XXXXXX")
-fails=0
-pass() { echo "ok   $1"; }
-fail() { echo "FAIL $1"; fails=$((fails + 1)); }
+. "$(dirname "$0")/recur_testlib.sh"
 SPID=
 cleanup() { [ -n "$SPID" ] && kill -9 "$SPID" 2>/dev/null; rm -rf "$T"; }
 trap cleanup EXIT
@@ -36,13 +34,7 @@ printf '# keys\n\n  sk-other  \n' >"$T/keys"
 "$BIN" serve --port 0 --drain-timeout-s 3 --api-key "$KEY" --api-key-file "$T/keys" --max-prompt 200 --max-body-bytes 65536 \
   >"$T/serve.out" 2>"$T/serve.err" &
 SPID=$!
-URL=
-for _ in $(seq 300); do
-  URL=$(sed -n 's/^recur serve: http on //p' "$T/serve.out")
-  [ -n "$URL" ] && break
-  kill -0 "$SPID" 2>/dev/null || break
-  sleep 0.1
-done
+URL=$(serve_url "$T/serve.out" "$SPID")
 if [ -z "$URL" ]; then
   fail "serve did not come up"; sed 's/^/     /' "$T/serve.err" | head; exit 1
 fi

@@ -32,9 +32,7 @@ BIN=${RECUR_BIN:?RECUR_BIN not set}
 command -v curl >/dev/null || { echo "SKIP: curl not found"; exit 77; }
 command -v python3 >/dev/null || { echo "SKIP: python3 not found"; exit 77; }
 T=$(mktemp -d "${TMPDIR:-/tmp}/recur-test-hsess-XXXXXX")
-fails=0
-pass() { echo "ok   $1"; }
-fail() { echo "FAIL $1"; fails=$((fails + 1)); }
+. "$(dirname "$0")/recur_testlib.sh"
 SPID=
 CPIDS=
 cleanup() {
@@ -50,13 +48,7 @@ start_serve() {
   local out=$1; shift
   "$BIN" serve --port 0 --log-level warn --drain-timeout-s 2 "$@" >"$out.out" 2>"$out.err" &
   SPID=$!
-  URL=
-  for _ in $(seq 300); do
-    URL=$(sed -n 's/^recur serve: http on //p' "$out.out")
-    [ -n "$URL" ] && break
-    kill -0 "$SPID" 2>/dev/null || break
-    sleep 0.1
-  done
+  URL=$(serve_url "$out.out" "$SPID")
   [ -n "$URL" ]
 }
 

@@ -24,23 +24,15 @@ BIN=${RECUR_BIN:?RECUR_BIN not set}
 LG="$(dirname "$BIN")/recur_loadgen"
 command -v python3 >/dev/null || { echo "SKIP: python3 not found"; exit 77; }
 T=$(mktemp -d "${TMPDIR:-/tmp}/recur-test-lg-XXXXXX")
-fails=0
-pass() { echo "ok   $1"; }
-fail() { echo "FAIL $1"; fails=$((fails + 1)); }
+. "$(dirname "$0")/recur_testlib.sh"
 SPID=
 cleanup() { [ -n "$SPID" ] && kill -9 "$SPID" 2>/dev/null; rm -rf "$T"; }
 trap cleanup EXIT
 
 "$BIN" serve --port 0 --max-prompt 200 --slots 16 --drain-timeout-s 1 >"$T/serve.out" 2>"$T/serve.err" &
 SPID=$!
-URL= EP=
-for _ in $(seq 300); do
-  URL=$(sed -n 's/^recur serve: http on //p' "$T/serve.out")
-  EP=$(sed -n 's/^recur serve: listening on //p' "$T/serve.out")
-  [ -n "$URL" ] && break
-  kill -0 "$SPID" 2>/dev/null || break
-  sleep 0.1
-done
+URL=$(serve_url "$T/serve.out" "$SPID")
+EP=$(serve_url "$T/serve.out" "$SPID" "recur serve: listening on ")
 if [ -z "$URL" ]; then
   fail "serve did not come up"; sed 's/^/     /' "$T/serve.err" | head; exit 1
 fi

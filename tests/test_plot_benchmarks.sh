@@ -27,9 +27,7 @@ TINY=${RECUR_FIXTURES_DIR:-$SRC/tests/fixtures}/rwkv7/tiny-rwkv-7v0-834K-FP32.bi
 T=$(mktemp -d "${TMPDIR:-/tmp}/recur-test-plot-XXXXXX")
 SPID=
 trap '[ -n "$SPID" ] && kill -9 "$SPID" 2>/dev/null; rm -rf "$T"' EXIT
-fails=0
-pass() { echo "ok   $1"; }
-fail() { echo "FAIL $1"; fails=$((fails + 1)); }
+. "$(dirname "$0")/recur_testlib.sh"
 R="$T/run"
 mkdir -p "$R"
 
@@ -38,11 +36,7 @@ mkdir -p "$R"
   --json "$R/recur-rwkv7-7b-1gpu.json" >"$T/bench.log" 2>&1 || { fail "recur bench"; cat "$T/bench.log"; }
 "$BIN" serve --port 0 --slots 8 --drain-timeout-s 1 >"$T/serve.out" 2>"$T/serve.err" &
 SPID=$!
-URL=
-for _ in $(seq 300); do
-  URL=$(sed -n 's/^recur serve: http on //p' "$T/serve.out"); [ -n "$URL" ] && break
-  kill -0 "$SPID" 2>/dev/null || break; sleep 0.1
-done
+URL=$(serve_url "$T/serve.out" "$SPID")
 [ -n "$URL" ] || { fail "serve did not come up"; cat "$T/serve.err"; exit 1; }
 for n in 1 4; do
   "$LG" --http "$URL" --concurrency $n --requests $((2 * n)) --prompt-len 16 --output-len 8 --label "tiny c=$n" \

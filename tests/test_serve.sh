@@ -13,9 +13,7 @@ FX=${RECUR_FIXTURES_DIR:?RECUR_FIXTURES_DIR not set}/rwkv7
 TINY=$FX/tiny-rwkv-7v0-834K-FP32.bin
 SYNTH=$FX/synth7-C128-H2-L3-FP32.bin
 T=$(mktemp -d "${TMPDIR:-/tmp}/recur-test-serve-XXXXXX")
-fails=0
-pass() { echo "ok   $1"; }
-fail() { echo "FAIL $1"; fails=$((fails + 1)); }
+. "$(dirname "$0")/recur_testlib.sh"
 SPID=
 cleanup() { [ -n "$SPID" ] && kill -9 "$SPID" 2>/dev/null; rm -rf "$T"; }
 trap cleanup EXIT
