@@ -260,6 +260,17 @@ recur_status_t recur_msgsock_watch_handshakes(recur_msgsock_t *s, void *zctx, vo
                   pair);
 }
 
+/* Reads and drops the remaining frames of a monitor event whose first frame was read. */
+static void skip_event_rest(void *monitor) {
+    for (int more = 1; more;) {
+        zmq_msg_t r;
+        zmq_msg_init(&r);
+        if (zmq_msg_recv(&r, monitor, ZMQ_DONTWAIT) < 0) more = 0;
+        else more = zmq_msg_more(&r);
+        zmq_msg_close(&r);
+    }
+}
+
 /* The next monitor event (never blocks): 1 with its number and value, 0 when none. */
 static int next_event_(recur_msgsock_t *s, uint16_t *event, uint32_t *value) {
     if (!s->monitor) return 0;
@@ -278,15 +289,9 @@ static int next_event_(recur_msgsock_t *s, uint16_t *event, uint32_t *value) {
             memcpy(value, d + 2, 4);
             got = 1;
         }
-        int more = zmq_msg_more(&m);
+        const int more = zmq_msg_more(&m);
         zmq_msg_close(&m);
-        while (more) {   /* the rest of this event */
-            zmq_msg_t r;
-            zmq_msg_init(&r);
-            if (zmq_msg_recv(&r, s->monitor, ZMQ_DONTWAIT) < 0) more = 0;
-            else more = zmq_msg_more(&r);
-            zmq_msg_close(&r);
-        }
+        if (more) skip_event_rest(s->monitor);
         if (got) return 1;
     }
 }
@@ -339,15 +344,9 @@ int recur_msgsock_next_disconnect(recur_msgsock_t *s) {
             memcpy(&val, d + 2, 4);
             if (ev == ZMQ_EVENT_DISCONNECTED) fd = (int)val;
         }
-        int more = zmq_msg_more(&m);
+        const int more = zmq_msg_more(&m);
         zmq_msg_close(&m);
-        while (more) {   /* the rest of this event */
-            zmq_msg_t r;
-            zmq_msg_init(&r);
-            if (zmq_msg_recv(&r, s->monitor, ZMQ_DONTWAIT) < 0) more = 0;
-            else more = zmq_msg_more(&r);
-            zmq_msg_close(&r);
-        }
+        if (more) skip_event_rest(s->monitor);
         if (fd >= 0) return fd;
     }
 }
