@@ -11,6 +11,7 @@ BIN = os.environ["RECUR_BIN"]
 FX = os.path.join(os.environ["RECUR_FIXTURES_DIR"], "rwkv7")
 TINY = os.path.join(FX, "tiny-rwkv-7v0-834K-FP32.bin")
 SYNTH = os.path.join(FX, "synth7-C128-H2-L3-FP32.bin")
+_client = None   # scripts/recur_client.py, once client_or_skip loaded it
 
 
 def client_or_skip(*more):
@@ -20,7 +21,9 @@ def client_or_skip(*more):
         sys.path.insert(0, os.path.join(os.environ.get("RECUR_SOURCE_DIR", "."), "scripts"))
         for m in more:
             importlib.import_module(m)
-        return importlib.import_module("recur_client")
+        global _client
+        _client = importlib.import_module("recur_client")
+        return _client
     except Exception as e:
         print("skip: the Python client cannot load (%s)" % e)
         sys.exit(77)
@@ -65,3 +68,12 @@ def stop_process(p, timeout=60):
             p.kill()
             p.wait()
     return p.returncode
+
+
+def error_of(fn):
+    """The RecurError fn() raises (the client loaded by client_or_skip), or None."""
+    try:
+        fn()
+    except _client.RecurError as e:
+        return e
+    return None

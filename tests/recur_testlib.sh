@@ -18,3 +18,15 @@ serve_url() {
   done
   echo "$url"
 }
+
+# http_req METHOD PATH [BODY] [curl args...]: an HTTP request to $URL PATH with the header $AUTH
+# (BODY as JSON), the response body into $T/body; prints the status code.
+http_req() {
+  local m=$1 p=$2 body=${3-}; shift 3 2>/dev/null || shift $#
+  if [ -n "$body" ]; then
+    curl -s -o "$T/body" -w '%{http_code}' -X "$m" -H "$AUTH" -H 'Content-Type: application/json' \
+      --data-binary "$body" "$@" "$URL$p"
+  else
+    curl -s -o "$T/body" -w '%{http_code}' -X "$m" -H "$AUTH" "$@" "$URL$p"
+  fi
+}

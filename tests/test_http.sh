@@ -41,19 +41,10 @@ fi
 pass "serve up without --model: $URL"
 PORT=${URL##*:}
 AUTH="Authorization: Bearer $KEY"
+# req METHOD PATH [BODY] [extra curl args...]: prints "STATUS BODY"
+req() { http_req "$@"; echo " $(cat "$T/body")"; }
 MODEL=tiny-rwkv-7v0-834K-FP32
 
-# req METHOD PATH [BODY] [extra curl args...]: prints "STATUS BODY"
-req() {
-  local m=$1 p=$2 body=${3-}; shift 3 2>/dev/null || shift $#
-  if [ -n "$body" ]; then
-    curl -s -o "$T/body" -w '%{http_code}' -X "$m" -H "$AUTH" -H 'Content-Type: application/json' \
-      --data-binary "$body" "$@" "$URL$p"
-  else
-    curl -s -o "$T/body" -w '%{http_code}' -X "$m" -H "$AUTH" "$@" "$URL$p"
-  fi
-  echo " $(cat "$T/body")"
-}
 # jget EXPR: evaluates a Python expression on the JSON in $T/body as `j`
 jget() { python3 -c "import json,sys; j=json.load(open('$T/body')); print($1)" 2>/dev/null; }
 # expect_error NAME STATUS WORD METHOD PATH BODY [curl args]: the status, an OpenAI error

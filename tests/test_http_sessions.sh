@@ -52,17 +52,9 @@ start_serve() {
   [ -n "$URL" ]
 }
 
-# req METHOD PATH [BODY] [curl args...]: the body into $T/body, prints the status
 AUTH="Authorization: Bearer $KEY"
-req() {
-  local m=$1 p=$2 body=${3-}; shift 3 2>/dev/null || shift $#
-  if [ -n "$body" ]; then
-    curl -s -o "$T/body" -w '%{http_code}' -X "$m" -H "$AUTH" -H 'Content-Type: application/json' \
-      --data-binary "$body" "$@" "$URL$p"
-  else
-    curl -s -o "$T/body" -w '%{http_code}' -X "$m" -H "$AUTH" "$@" "$URL$p"
-  fi
-}
+# req METHOD PATH [BODY] [curl args...]: the body into $T/body, prints the status
+req() { http_req "$@"; }
 # jget EXPR: a Python expression on the JSON in $T/body as `j`
 jget() { python3 -c "import json,sys; j=json.load(open('$T/body')); print($1)" 2>/dev/null; }
 # save NAME: keeps $T/body as $T/NAME.json

@@ -44,7 +44,7 @@ import tempfile
 import threading
 import time
 
-from recur_testlib import BIN, Checks, SYNTH, TINY, client_or_skip, descendants, stop_process
+from recur_testlib import BIN, Checks, SYNTH, TINY, client_or_skip, descendants, error_of, stop_process
 
 recur_client = client_or_skip("zmq")
 RecurClient, RecurError, api = recur_client.RecurClient, recur_client.RecurError, recur_client.api
@@ -95,14 +95,6 @@ class Server:
 def greedy(ep, prompt=PROMPT, n=24):
     with RecurClient(ep) as c:
         return c.complete(prompt, max_tokens=n, temperature=0)[0]
-
-
-def error_of(fn):
-    try:
-        fn()
-    except RecurError as e:
-        return e
-    return None
 
 
 def worker(wep, model, keys=None, extra=(), tp=1, idle_ms=None):

@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 
-from recur_testlib import BIN, Checks, SYNTH, TINY, client_or_skip, stop_process
+from recur_testlib import BIN, Checks, SYNTH, TINY, client_or_skip, error_of, stop_process
 
 recur_client = client_or_skip()
 RecurClient, RecurError, api = recur_client.RecurClient, recur_client.RecurError, recur_client.api
@@ -72,14 +72,6 @@ def greedy(ep, prompt, n):
     with RecurClient(ep) as c:
         text, fin = c.complete(prompt, max_tokens=n, temperature=0)
         return text, fin.finish_reason
-
-
-def error_of(fn):
-    try:
-        fn()
-    except RecurError as e:
-        return e
-    return None
 
 
 def main_checks(name, ep, model):

@@ -47,7 +47,7 @@ import tempfile
 import threading
 import time
 
-from recur_testlib import BIN, Checks, SYNTH, TINY, client_or_skip, descendants, stop_process
+from recur_testlib import BIN, Checks, SYNTH, TINY, client_or_skip, descendants, error_of, stop_process
 
 recur_client = client_or_skip()
 RecurClient, RecurError, api = recur_client.RecurClient, recur_client.RecurError, recur_client.api
@@ -104,14 +104,6 @@ def turn(c, ids, n, session=None, **kw):
     args.update(kw)
     toks = [t.id for t in c.generate(list(ids), max_tokens=n, session_id=session, **args)]
     return toks, c.last_final
-
-
-def error_of(fn):
-    try:
-        fn()
-    except RecurError as e:
-        return e
-    return None
 
 
 def prompt(k, vocab):
