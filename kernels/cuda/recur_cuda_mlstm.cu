@@ -99,12 +99,13 @@ static size_t ml_smem_floats(int L, int DK) {
  * not carry 32 idle accumulators. */
 template <int TPI, typename T>
 static __global__ void __launch_bounds__(ML_THREADS)
-mlstm_chunk_kernel(recur_mlstm_args_t p, int L, int32_t skip_from) {
+mlstm_chunk_kernel(recur_mlstm_args_t p, int L, int32_t skip_below, int32_t skip_from) {
     extern __shared__ __align__(16) float sm[];
     const int NH = p.n_head, DK = p.dqk, DV = p.dv;
     const int tile = blockIdx.x, h = blockIdx.y, sq = blockIdx.z, tid = threadIdx.x;
     const int32_t r0 = p.rows.seq_off[sq], r1 = p.rows.seq_off[sq + 1];
-    if (r0 >= r1 || r1 - r0 >= skip_from) return; /* long ones: the tensor-core path */
+    /* long ones: the tensor-core path; single tokens in a mixed batch: the step kernel */
+    if (r0 >= r1 || r1 - r0 >= skip_from || r1 - r0 < skip_below) return;
     const int j0 = tile * ML_TV, tw = DV - j0 < ML_TV ? DV - j0 : ML_TV;
     char *st = recur_ml_state(p, sq);
     T *Cg = (T *)st + (size_t)h * DK * DV + j0;                 /* row a at Cg + a * DV */
@@ -496,7 +497,13 @@ recur_status_t recur_cuda_mlstm_init(recur_cuda_ctx_t *c) {
 }
 
 /* The CUDA-core kernels for every sequence shorter than skip_from (INT32_MAX: all), with
- * the state's element type T. */
+ * the state's element type T. In a batch that mixes single tokens (decode) with longer
+ * pieces (prefill chunks) the single tokens still go through the step kernel and only the
+ * pieces through the chunk kernel: the chunk kernel keeps a [DQK][ML_TV] tile of C in shared
+ * memory (64 KiB at xLSTM 7B's DQK 256, with the staged q and k beside it), which for a one-token sequence
+ * is the same bytes as the step kernel's streaming at a fraction of its occupancy. For a
+ * one-token sequence both are the same function (one chunk of one token), and
+ * mlstm_nm_kernel's arithmetic for it does not depend on L either. */
 template <typename T>
 static recur_status_t mlstm_serial(recur_cuda_ctx_t *c, const recur_mlstm_args_t *a, int32_t skip_from) {
     int L = a->chunk < 1 ? 1 : a->chunk > ML_LMAX ? ML_LMAX : a->chunk;
@@ -506,6 +513,7 @@ static recur_status_t mlstm_serial(recur_cuda_ctx_t *c, const recur_mlstm_args_t
      * that still covers every sequence splits them exactly as the configured one would. */
     const int32_t longest = a->rows.n_rows - a->rows.n_seq + 1;
     if (longest >= 1 && longest < L) L = longest;
+    if (skip_from > 1 && skip_from - 1 < L) L = skip_from - 1; /* the longer ones are not ours */
     while (L > 1 && ml_smem_floats(L, a->dqk) * sizeof(float) > c->smem_optin) L = (L + 1) / 2;
     const size_t smem = ml_smem_floats(L, a->dqk) * sizeof(float);
     if (smem > c->smem_optin) {
@@ -514,7 +522,10 @@ static recur_status_t mlstm_serial(recur_cuda_ctx_t *c, const recur_mlstm_args_t
         return RECUR_E_UNSUPPORTED;
     }
     const dim3 grid((unsigned)recur_cuda_cdiv(a->dv, ML_TV), (unsigned)a->n_head, (unsigned)a->rows.n_seq);
-    if (L == 1) {
+    /* single-token sequences of a mixed batch: the step kernel (skip_from 2), then the
+     * chunk kernel for the rest (skip_below 2) */
+    const int32_t step_skip_from = L == 1 ? skip_from : 2;
+    if (L == 1 || a->rows.n_seq > 1) {
         /* 16-byte path: every slot's tile rows 16-byte aligned (DV a multiple of the tile,
          * the pool, the slot size and the piece's offset; C starts the piece) */
         const bool vec = a->dv % ML_TV == 0 && a->state.slot_bytes % 16 == 0 && a->state.offset % 16 == 0 &&
@@ -525,14 +536,18 @@ static recur_status_t mlstm_serial(recur_cuda_ctx_t *c, const recur_mlstm_args_t
             recur_log_err("cuda mlstm: dqk %d too large for the step kernel", a->dqk);
             return RECUR_E_UNSUPPORTED;
         }
-        if (vec) mlstm_step_kernel<true, T><<<grid, ML_THREADS, sm1, c->stream>>>(*a, skip_from);
-        else mlstm_step_kernel<false, T><<<grid, ML_THREADS, sm1, c->stream>>>(*a, skip_from);
+        if (vec) mlstm_step_kernel<true, T><<<grid, ML_THREADS, sm1, c->stream>>>(*a, step_skip_from);
+        else mlstm_step_kernel<false, T><<<grid, ML_THREADS, sm1, c->stream>>>(*a, step_skip_from);
         RCU_LAUNCHED("mlstm_step_kernel");
-    } else if (L <= ML_FULL_STAGE_L) mlstm_chunk_kernel<1, T><<<grid, ML_THREADS, smem, c->stream>>>(*a, L, skip_from);
-    else if (L <= 16) mlstm_chunk_kernel<4, T><<<grid, ML_THREADS, smem, c->stream>>>(*a, L, skip_from);
-    else if (L <= 64) mlstm_chunk_kernel<16, T><<<grid, ML_THREADS, smem, c->stream>>>(*a, L, skip_from);
-    else mlstm_chunk_kernel<32, T><<<grid, ML_THREADS, smem, c->stream>>>(*a, L, skip_from);
-    if (L > 1) RCU_LAUNCHED("mlstm_chunk_kernel");
+    }
+    if (L > 1) {
+        const int32_t below = a->rows.n_seq > 1 ? 2 : 1;
+        if (L <= ML_FULL_STAGE_L) mlstm_chunk_kernel<1, T><<<grid, ML_THREADS, smem, c->stream>>>(*a, L, below, skip_from);
+        else if (L <= 16) mlstm_chunk_kernel<4, T><<<grid, ML_THREADS, smem, c->stream>>>(*a, L, below, skip_from);
+        else if (L <= 64) mlstm_chunk_kernel<16, T><<<grid, ML_THREADS, smem, c->stream>>>(*a, L, below, skip_from);
+        else mlstm_chunk_kernel<32, T><<<grid, ML_THREADS, smem, c->stream>>>(*a, L, below, skip_from);
+        RCU_LAUNCHED("mlstm_chunk_kernel");
+    }
     mlstm_nm_kernel<<<dim3((unsigned)a->n_head, (unsigned)a->rows.n_seq), ML_THREADS, 0, c->stream>>>(*a, L, skip_from);
     RCU_LAUNCHED("mlstm_nm_kernel");
     return RECUR_OK;
