@@ -31,6 +31,18 @@ void recur_backend_free(recur_backend_t *b) {
     if (b && b->iface.free) b->iface.free(b);
 }
 
+recur_status_t recur_backend_matmul_many(recur_backend_t *b, int32_t M, int32_t n, const recur_matmul_op_t *ops) {
+    RECUR_ASSERT(n >= 0 && n <= RECUR_MATMUL_MANY_MAX);
+    for (int32_t i = 0; i < n; i++) RECUR_ASSERT(ops[i].act == RECUR_ACT_NONE || !ops[i].accumulate);
+    if (b->iface.matmul_many) return b->iface.matmul_many(b, M, n, ops);
+    for (int32_t i = 0; i < n; i++) {
+        const recur_matmul_op_t *o = &ops[i];
+        RECUR_TRY(b->iface.matmul(b, o->x, o->W, M, o->y, o->accumulate));
+        if (o->act != RECUR_ACT_NONE) RECUR_TRY(b->iface.act(b, o->act, o->y, (int64_t)M * o->W->rows, o->y));
+    }
+    return RECUR_OK;
+}
+
 const char *recur_backend_name(const recur_backend_t *b) {
     return b ? b->iface.name(b) : "(none)";
 }

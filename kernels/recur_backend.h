@@ -99,10 +99,26 @@ static inline size_t recur_mlstm_state_bytes(int32_t nh, int32_t dqk, int32_t dv
 }
 
 typedef enum recur_act {
+    RECUR_ACT_NONE = -1,    /* only where an op says so (recur_matmul_op_t) */
     RECUR_ACT_TANH = 0,
     RECUR_ACT_SIGMOID = 1,
     RECUR_ACT_RELU_SQ = 2   /* relu(x)^2, RWKV's channel-mix activation */
 } recur_act_t;
+
+/* One product of a matmul_many batch: y (=|+=) x . W^T over the batch's M rows, exactly
+ * as matmul computes it, then y = act(y) elementwise unless act is RECUR_ACT_NONE (an
+ * activation only with accumulate = 0). The pointers are borrowed for the call. */
+typedef struct recur_matmul_op {
+    const float          *x;
+    const recur_weight_t *W;
+    float                *y;
+    int                   accumulate;
+    recur_act_t           act;
+} recur_matmul_op_t;
+
+/* Most products one matmul_many call takes (the fused decode launches hold them in their
+ * kernel parameters). */
+#define RECUR_MATMUL_MANY_MAX 8
 
 /* Arguments of the RWKV-7 per-token preparation (all [M][C] unless noted, in place where
  * marked "in/out"). Computes, per element, the decay, in-context rate, normalised key
@@ -294,6 +310,13 @@ typedef struct recur_backend_iface {
      * layout. */
     recur_status_t (*matmul_sparse_in)(recur_backend_t *b, const float *x, const recur_weight_t *Wt, int32_t M,
                                        float *y, int accumulate);
+    /* (optional) the n <= RECUR_MATMUL_MANY_MAX independent products ops[0..n) over the same
+     * M rows, each bit for bit what matmul followed by act gives for it alone (the order in
+     * which they run is unspecified, so no op's y may overlap another op's x or y). At
+     * decode sizes a backend runs them as one launch: a decode step is otherwise dozens of
+     * small kernels per layer, each paying its launch and its tail. NULL: callers use
+     * recur_backend_matmul_many, which runs matmul (and act) one op after another. */
+    recur_status_t (*matmul_many)(recur_backend_t *b, int32_t M, int32_t n, const recur_matmul_op_t *ops);
     /* y = act(x) elementwise over n floats (y may alias x) */
     recur_status_t (*act)(recur_backend_t *b, recur_act_t kind, const float *x, int64_t n, float *y);
     /* y = x / sqrt(mean(x^2) + eps) * w over each row of C (y may alias x) */
@@ -412,6 +435,9 @@ recur_backend_params_t recur_backend_default_params(void);
  * RECUR_E_CUDA when the CUDA backend finds no usable device. */
 recur_status_t recur_backend_init(const char *name, const recur_backend_params_t *p, recur_backend_t **out);
 void           recur_backend_free(recur_backend_t *b);   /* NULL is a no-op */
+/* The products ops[0..n) (n <= RECUR_MATMUL_MANY_MAX) as iface.matmul_many defines them:
+ * through it when the backend has it, else matmul and act one op after another. */
+recur_status_t recur_backend_matmul_many(recur_backend_t *b, int32_t M, int32_t n, const recur_matmul_op_t *ops);
 const char    *recur_backend_name(const recur_backend_t *b);
 
 #ifdef __cplusplus

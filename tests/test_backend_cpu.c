@@ -353,6 +353,93 @@ static void test_matmul_sparse_in(recur_backend_t *b) {
 
 /* For information on a GPU backend: a 7B-shaped GEMV at M = 1 (bf16 weights made on the
  * device), its time and the bandwidth of the weight bytes; also a spot check of its rows. */
+/* matmul_many: every product of a batch equals, bit for bit, what matmul (then act) gives
+ * for it alone on the same backend: at 1 and 2 rows (where the CUDA backend fuses the
+ * batch into one launch) and at 3..11 (one op at a time); in one batch, weights of the backend's
+ * projection format and kept bf16 ones (RECUR_WEIGHT_KEEP: mixed formats in one launch),
+ * both GEMV forms (few long rows: split-K; many rows: row per warp), one-byte rows long
+ * enough for the long-row form, an unaligned K (the scalar loop), every activation and an
+ * accumulating product. Outputs start as NaN (or, to accumulate into, as data). */
+static void test_matmul_many(recur_backend_t *b, int gpu) {
+    static const struct { int N, K, keep, act, acc; } shp[] = {
+        {512, 4096, 0, RECUR_ACT_NONE, 0},    {96, 4096, 1, RECUR_ACT_TANH, 0},
+        {1100, 256, 1, RECUR_ACT_SIGMOID, 0}, {300, 100, 0, RECUR_ACT_NONE, 1},
+        {8, 2048, 1, RECUR_ACT_RELU_SQ, 0},   {1024, 8192, 0, RECUR_ACT_RELU_SQ, 0},
+    };
+    const int n_ops = gpu ? 6 : 5; /* the long-row shape only where it selects a kernel */
+    static const int Ms[] = {1, 2, 3, 5, 8, 11};
+    enum { MMAX = 11 };
+    recur_weight_t w[6];
+    float *dx[6], *dy[6], *hx[6];
+    float *hy0[6], *got = NULL, *ref = NULL;
+    size_t maxy = 0;
+    for (int i = 0; i < n_ops; i++) {
+        const size_t nw = (size_t)shp[i].N * shp[i].K, nx = (size_t)MMAX * shp[i].K, ny = (size_t)MMAX * shp[i].N;
+        float *hw = malloc(nw * sizeof(float));
+        fill(hw, nw, -0.1f, 0.1f);
+        b->iface.weight_upload(b, hw, shp[i].N, shp[i].K, shp[i].keep ? RECUR_WEIGHT_KEEP : RECUR_WEIGHT_PROJ, &w[i]);
+        free(hw);
+        hx[i] = malloc(nx * sizeof(float));
+        fill(hx[i], nx, -2.f, 2.f);
+        hy0[i] = malloc(ny * sizeof(float));
+        for (size_t j = 0; j < ny; j++) hy0[i][j] = shp[i].acc ? frand(-1.f, 1.f) : NAN;
+        dx[i] = dev(b, hx[i], nx * sizeof(float));
+        dy[i] = dev(b, NULL, ny * sizeof(float));
+        if (ny > maxy) maxy = ny;
+    }
+    got = malloc(maxy * sizeof(float));
+    ref = malloc(maxy * sizeof(float));
+    int bad = 0;
+    for (size_t mi = 0; mi < sizeof Ms / sizeof Ms[0]; mi++) {
+        const int rows = Ms[mi];
+        recur_matmul_op_t ops[6];
+        for (int i = 0; i < n_ops; i++)
+            ops[i] = (recur_matmul_op_t){dx[i], &w[i], dy[i], shp[i].acc, (recur_act_t)shp[i].act};
+        /* alone */
+        float *alone[6];
+        for (int i = 0; i < n_ops; i++) {
+            const size_t ny = (size_t)rows * shp[i].N;
+            b->iface.upload(b, dy[i], hy0[i], ny * sizeof(float));
+            b->iface.matmul(b, dx[i], &w[i], rows, dy[i], shp[i].acc);
+            if (shp[i].act != RECUR_ACT_NONE) b->iface.act(b, (recur_act_t)shp[i].act, dy[i], (int64_t)ny, dy[i]);
+            alone[i] = malloc(ny * sizeof(float));
+            get(b, alone[i], dy[i], ny * sizeof(float));
+            b->iface.upload(b, dy[i], hy0[i], ny * sizeof(float));
+        }
+        /* batched */
+        if (recur_backend_matmul_many(b, rows, n_ops, ops) != RECUR_OK) {
+            fprintf(stderr, "matmul_many (%s weights) at M=%d failed\n", recur_dtype_name(w[0].dtype), rows);
+            bad++;
+        }
+        for (int i = 0; i < n_ops; i++) {
+            const size_t ny = (size_t)rows * shp[i].N;
+            get(b, got, dy[i], ny * sizeof(float));
+            size_t nan = 0;
+            for (size_t j = 0; j < ny; j++) nan += got[j] != got[j];
+            if (memcmp(got, alone[i], ny * sizeof(float)) != 0 || nan) {
+                fprintf(stderr, "matmul_many (%s weights) M=%d op %d (%dx%d %s): differs from matmul%s alone (%zu NaN)\n",
+                        recur_dtype_name(w[i].dtype), rows, i, shp[i].N, shp[i].K, shp[i].acc ? " accumulate" : "",
+                        shp[i].act != RECUR_ACT_NONE ? " + act" : "", nan);
+                bad++;
+            }
+            free(alone[i]);
+        }
+    }
+    fprintf(stderr, "matmul_many, %s weights (+ kept %s): %d ops x %zu batch sizes, %s\n",
+            recur_dtype_name(w[0].dtype), recur_dtype_name(w[1].dtype), n_ops, sizeof Ms / sizeof Ms[0],
+            bad ? "MISMATCH" : "bit-equal to matmul + act");
+    failures += bad;
+    for (int i = 0; i < n_ops; i++) {
+        b->iface.weight_free(b, &w[i]);
+        b->iface.buf_free(b, dx[i]);
+        b->iface.buf_free(b, dy[i]);
+        free(hx[i]);
+        free(hy0[i]);
+    }
+    free(got);
+    free(ref);
+}
+
 static void time_gemv(recur_backend_t *b) {
     if (!b->iface.weight_random) return;
     const char *env = getenv("RECUR_TEST_TIMING");
@@ -950,6 +1037,21 @@ int main(int argc, char **argv) {
     check(got, want, (size_t)M * F, 1e-4f, "matmul (x2 via accumulate)");
     test_matmul(b);
     test_matmul_sparse_in(b);
+    {
+        static const recur_dtype_t many_fmt[] = {RECUR_DTYPE_F32, RECUR_DTYPE_BF16, RECUR_DTYPE_I8, RECUR_DTYPE_F8E4M3};
+        for (int i = 0; i < 4; i++) {
+            recur_backend_t *bm = NULL;
+            recur_backend_params_t pm = recur_backend_default_params();
+            pm.weight_dtype = many_fmt[i];
+            if (recur_backend_init(name, &pm, &bm) != RECUR_OK) {
+                fprintf(stderr, "backend %s with %s weights: init failed\n", name, recur_dtype_name(many_fmt[i]));
+                failures++;
+                continue;
+            }
+            test_matmul_many(bm, strcmp(name, "cpu") != 0);
+            recur_backend_free(bm);
+        }
+    }
     {
         /* the bf16 weight storage (the CUDA default; the CPU backend keeps F32 and is then
          * held to the F32 tolerance) */

@@ -24,6 +24,9 @@
 #define RWKV7_MAX_LAYERS 1024
 
 enum { MIX_R, MIX_W, MIX_K, MIX_V, MIX_A, MIX_G, MIX_N };
+/* The LoRAs of a layer (decay w, in-context rate a, gate g, value residual v); the
+ * workspace keeps one [max_tokens][D_max] output per LoRA, so that all run as one batch. */
+enum { LORA_N = 4 };
 
 typedef struct rwkv7_layer {
     float *ln1_w, *ln1_b, *ln2_w, *ln2_b;        /* [C] */
@@ -353,7 +356,7 @@ static recur_status_t rwkv7_load(recur_backend_t *b, const recur_model_files_t *
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (!(*bufs[i] = b->iface.alloc(b, MC * sizeof(float)))) { st = RECUR_E_NOMEM; goto fail; }
     m->mixes = b->iface.alloc(b, MIX_N * MC * sizeof(float));
-    m->lora = b->iface.alloc(b, (size_t)max_tokens * m->D_max * sizeof(float));
+    m->lora = b->iface.alloc(b, (size_t)LORA_N * max_tokens * m->D_max * sizeof(float));
     m->ffn = b->iface.alloc(b, (size_t)max_tokens * m->F * sizeof(float));
     if (!m->mixes || !m->lora || !m->ffn) { st = RECUR_E_NOMEM; goto fail; }
     if (last && m->sh.tp > 1) {
@@ -388,13 +391,6 @@ fail:
 /* ------------------------------------------------------------------ forward */
 
 
-/* y = f2(f1(x)) with an optional activation between the two LoRA matmuls. */
-static recur_status_t lora(recur_backend_t *b, rwkv7_t *m, const float *x, int32_t M, const recur_weight_t *w1,
-                           const recur_weight_t *w2, int act, recur_act_t kind, float *y) {
-    RECUR_TRY(b->iface.matmul(b, x, w1, M, m->lora, 0));
-    if (act) RECUR_TRY(b->iface.act(b, kind, m->lora, (int64_t)M * w1->rows, m->lora));
-    return b->iface.matmul(b, m->lora, w2, M, y, 0);
-}
 
 static recur_status_t rwkv7_forward(recur_backend_t *b, void *ctx, const recur_rows_t *rows, const int32_t *tokens,
                                     void *pool, size_t slot_bytes, int32_t n_out, const int32_t *out_rows,
@@ -428,13 +424,23 @@ static recur_status_t rwkv7_forward(recur_backend_t *b, void *ctx, const recur_r
         RECUR_TRY(k->token_shift_mix(b, m->xa, C, rows, att_shift, MIX_N, ly->mix, m->mixes));
         const float *xr = m->mixes + MIX_R * MC, *xw = m->mixes + MIX_W * MC, *xk = m->mixes + MIX_K * MC;
         const float *xv = m->mixes + MIX_V * MC, *xa = m->mixes + MIX_A * MC, *xg = m->mixes + MIX_G * MC;
-        RECUR_TRY(k->matmul(b, xr, &ly->wr, M, m->r, 0));
-        RECUR_TRY(k->matmul(b, xk, &ly->wk, M, m->k, 0));
-        RECUR_TRY(k->matmul(b, xv, &ly->wv, M, m->v, 0));
-        RECUR_TRY(lora(b, m, xw, M, &ly->w1, &ly->w2, 1, RECUR_ACT_TANH, m->w));
-        RECUR_TRY(lora(b, m, xa, M, &ly->a1, &ly->a2, 0, RECUR_ACT_TANH, m->a));
-        RECUR_TRY(lora(b, m, xg, M, &ly->g1, &ly->g2, 1, RECUR_ACT_SIGMOID, m->g));
-        if (l > 0) RECUR_TRY(lora(b, m, xv, M, &ly->v1, &ly->v2, 0, RECUR_ACT_TANH, m->v_mix));
+        /* r, k, v and the LoRAs' first matrices (with the decay's tanh and the gate's
+         * sigmoid between a LoRA's two matrices) as one batch of products, then the LoRAs'
+         * second matrices as another: at decode sizes 2 launches instead of 15. The
+         * value LoRA exists from layer 1 on, so it comes last in both. */
+        const size_t MD = (size_t)M * m->D_max;
+        float *lw = m->lora, *la = lw + MD, *lg = la + MD, *lv = lg + MD;
+        const int n_lora = l > 0 ? LORA_N : LORA_N - 1;
+        const recur_matmul_op_t first[3 + LORA_N] = {
+            {xr, &ly->wr, m->r, 0, RECUR_ACT_NONE},   {xk, &ly->wk, m->k, 0, RECUR_ACT_NONE},
+            {xv, &ly->wv, m->v, 0, RECUR_ACT_NONE},   {xw, &ly->w1, lw, 0, RECUR_ACT_TANH},
+            {xa, &ly->a1, la, 0, RECUR_ACT_NONE},     {xg, &ly->g1, lg, 0, RECUR_ACT_SIGMOID},
+            {xv, &ly->v1, lv, 0, RECUR_ACT_NONE}};
+        RECUR_TRY(recur_backend_matmul_many(b, M, 3 + n_lora, first));
+        const recur_matmul_op_t second[LORA_N] = {
+            {lw, &ly->w2, m->w, 0, RECUR_ACT_NONE}, {la, &ly->a2, m->a, 0, RECUR_ACT_NONE},
+            {lg, &ly->g2, m->g, 0, RECUR_ACT_NONE}, {lv, &ly->v2, m->v_mix, 0, RECUR_ACT_NONE}};
+        RECUR_TRY(recur_backend_matmul_many(b, M, n_lora, second));
         recur_rwkv7_prep_args_t prep = {
             .M = M, .C = Cl, .head_size = RWKV7_HEAD_SIZE, .w = m->w, .a = m->a, .k = m->k, .v = m->v,
             .kk = m->kk, .v_first = m->v_first, .v_mix = l > 0 ? m->v_mix : NULL,
@@ -453,8 +459,8 @@ static recur_status_t rwkv7_forward(recur_backend_t *b, void *ctx, const recur_r
         /* ---- channel mix */
         RECUR_TRY(k->layernorm(b, m->x, ly->ln2_w, ly->ln2_b, M, C, RWKV7_LN_EPS, m->xa));
         RECUR_TRY(k->token_shift_mix(b, m->xa, C, rows, ffn_shift, 1, ly->ffn_mix, m->mixes));
-        RECUR_TRY(k->matmul(b, m->mixes, &ly->ffn_key, M, m->ffn, 0));
-        RECUR_TRY(k->act(b, RECUR_ACT_RELU_SQ, m->ffn, (int64_t)M * m->Fl, m->ffn));
+        const recur_matmul_op_t key = {m->mixes, &ly->ffn_key, m->ffn, 0, RECUR_ACT_RELU_SQ};
+        RECUR_TRY(recur_backend_matmul_many(b, M, 1, &key));
         if (k->matmul_sparse_in)
             RECUR_TRY(k->matmul_sparse_in(b, m->ffn, &ly->ffn_value, M, m->x, acc));
         else

@@ -409,12 +409,12 @@ static recur_status_t xlstm_forward(recur_backend_t *b, void *ctx, const recur_r
     for (int32_t l = sh->layer_begin; l < sh->layer_end; l++) {
         const xlstm_layer_t *ly = &m->layers[l];
         RECUR_TRY(k->rmsnorm(b, m->x, ly->norm_mlstm, M, D, c->norm_eps, m->xn));
-        RECUR_TRY(k->matmul(b, m->xn, &ly->wq, M, m->q, 0));
-        RECUR_TRY(k->matmul(b, m->xn, &ly->wk, M, m->k, 0));
-        RECUR_TRY(k->matmul(b, m->xn, &ly->wv, M, m->v, 0));
-        RECUR_TRY(k->matmul(b, m->xn, &ly->wo, M, m->o, 0));
-        RECUR_TRY(k->matmul(b, m->xn, &ly->wi, M, m->ig, 0));
-        RECUR_TRY(k->matmul(b, m->xn, &ly->wf, M, m->fg, 0));
+        /* the six projections of the normed input as one batch (one launch at decode sizes) */
+        const recur_matmul_op_t proj[6] = {
+            {m->xn, &ly->wq, m->q, 0, RECUR_ACT_NONE},  {m->xn, &ly->wk, m->k, 0, RECUR_ACT_NONE},
+            {m->xn, &ly->wv, m->v, 0, RECUR_ACT_NONE},  {m->xn, &ly->wo, m->o, 0, RECUR_ACT_NONE},
+            {m->xn, &ly->wi, m->ig, 0, RECUR_ACT_NONE}, {m->xn, &ly->wf, m->fg, 0, RECUR_ACT_NONE}};
+        RECUR_TRY(recur_backend_matmul_many(b, M, 6, proj));
         recur_mlstm_args_t a = {
             .n_head = m->NHl, .dqk = m->DQK, .dv = m->DV, .chunk = m->chunk,
             .gate_cap = c->gate_cap > 0.f ? c->gate_cap : INFINITY, .eps = c->eps, .rows = *rows,
@@ -425,8 +425,9 @@ static recur_status_t xlstm_forward(recur_backend_t *b, void *ctx, const recur_r
         RECUR_TRY(k->matmul(b, m->h, &ly->wout, M, m->x, acc));
         if (tp) RECUR_TRY(recur_comm_tp_allreduce(m->comm, m->x, MD));
         RECUR_TRY(k->rmsnorm(b, m->x, ly->norm_ffn, M, D, c->norm_eps, m->xn));
-        RECUR_TRY(k->matmul(b, m->xn, &ly->up_gate, M, m->ffn_g, 0));
-        RECUR_TRY(k->matmul(b, m->xn, &ly->up, M, m->ffn_u, 0));
+        const recur_matmul_op_t up[2] = {{m->xn, &ly->up_gate, m->ffn_g, 0, RECUR_ACT_NONE},
+                                         {m->xn, &ly->up, m->ffn_u, 0, RECUR_ACT_NONE}};
+        RECUR_TRY(recur_backend_matmul_many(b, M, 2, up));
         RECUR_TRY(k->silu_mul(b, m->ffn_g, m->ffn_u, (int64_t)M * m->Fl, m->ffn_g));
         RECUR_TRY(k->matmul(b, m->ffn_g, &ly->down, M, m->x, acc));
         if (tp) RECUR_TRY(recur_comm_tp_allreduce(m->comm, m->x, MD));

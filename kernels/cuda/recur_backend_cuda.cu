@@ -422,11 +422,7 @@ static __global__ void act_kernel(int kind, const float *x, int64_t n, float *y)
     recur_pdl_wait();
     recur_pdl_launch_dependents();
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        float v = x[i];
-        if (kind == RECUR_ACT_TANH) v = tanhf(v);
-        else if (kind == RECUR_ACT_SIGMOID) v = recur_sigmoidf(v);
-        else { v = v > 0.f ? v : 0.f; v = v * v; }
-        y[i] = v;
+        y[i] = recur_act_value(kind, x[i]);
     }
 }
 
@@ -727,6 +723,7 @@ extern "C" recur_status_t recur_backend_cuda_init(const recur_backend_params_t *
     b->iface.embed = cuda_embed;
     b->iface.layernorm = cuda_layernorm;
     b->iface.matmul = recur_cuda_matmul;
+    b->iface.matmul_many = recur_cuda_matmul_many;
     b->iface.act = cuda_act;
     b->iface.rmsnorm = cuda_rmsnorm;
     b->iface.silu_mul = cuda_silu_mul;

@@ -15,6 +15,10 @@
  *   weights into L2 while the kernel before them finishes. In each, a row's arithmetic
  *   depends on the shape only, never on M, so a padded decode batch gives each real row
  *   the bits it would get alone at the same kernel.
+ * - matmul_many at M <= 2: a layer's independent products (any mix of weight formats,
+ *   row-per-warp and split-K shapes) in one launch of gemv_many_kernel, which runs the
+ *   same per-row code as the kernels above (bit-equal results), with the activation that
+ *   follows a product applied as it is written.
  * - larger M (prefill, big batches): cuBLAS. bf16 weights: x is rounded to bf16 into a
  *   scratch buffer and cublasGemmEx runs bf16 x bf16 with fp32 accumulation and output
  *   (CUBLAS_COMPUTE_32F). fp32 weights: cublasSgemm in CUBLAS_DEFAULT_MATH, which never
@@ -29,6 +33,7 @@
 #include <cuda_fp8.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "recur_cuda_internal.h"
 #include "recur_dtype.h"
@@ -181,21 +186,25 @@ static __device__ __forceinline__ void prefetch_l2(const void *p, int bytes, int
  * traffic from L1 by R); lanes stride over K in 16-byte chunks. Rows past N are clamped
  * to row N-1 for loading and never written. `vec`: W and x rows are 16-byte aligned (K a
  * multiple of 8 for bf16, 4 for fp32, and aligned base pointers); otherwise the scalar
- * loop does all of K. pf: bytes of each row to prefetch into L2 before the PDL wait. */
-template <typename WT, int MT, int R, int U>
-static __global__ void __launch_bounds__(GEMV_WARPS * 32)
-gemv_kernel(const float *__restrict__ x, const WT *__restrict__ W, float *__restrict__ y, int N, int K, int accumulate,
-            int vec, int pf, const float *__restrict__ scale) {
-    const int lane = threadIdx.x & 31;
-    const int n0 = (blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5)) * R;
-    const WT *wr[R];
+ * loop does all of K. The kernels (gemv_kernel, gemv_many_kernel) run, in this order,
+ * gemv_rows_begin (the row pointers, and pf bytes of each row into L2 before the PDL
+ * wait), the PDL wait, then gemv_rows_end (the sums; results get `act`, only without
+ * accumulate). The order is the one the single kernel was tuned with: computing the row
+ * pointers after the wait changed its code and cost bf16 ~10% of its bandwidth. */
+template <typename WT, int R>
+static __device__ __forceinline__ void gemv_rows_begin(const WT *__restrict__ W, int N, int K, int n0, int pf,
+                                                       int lane, const WT *(&wr)[R]) {
 #pragma unroll
     for (int r = 0; r < R; r++) wr[r] = W + (size_t)(n0 + r < N ? n0 + r : N - 1) * K;
     if (n0 < N)
 #pragma unroll
         for (int r = 0; r < R; r++) prefetch_l2(wr[r], pf, lane, 32);
-    recur_pdl_wait();
-    recur_pdl_launch_dependents();
+}
+
+template <typename WT, int MT, int R, int U>
+static __device__ __forceinline__ void gemv_rows_end(const float *__restrict__ x, const WT *const (&wr)[R],
+                                                     float *__restrict__ y, int N, int K, int accumulate, int act,
+                                                     int vec, const float *__restrict__ scale, int n0, int lane) {
     if (n0 >= N) return;
     float acc[MT][R];
     gemv_partial<WT, MT, R, U>(x, wr, K, vec, lane, 32, lane, 32, acc);
@@ -211,9 +220,24 @@ gemv_kernel(const float *__restrict__ x, const WT *__restrict__ W, float *__rest
                 if (n0 + r < N) {
                     float *yp = y + (size_t)m * N + n0 + r;
                     const float v = __fmul_rn(acc[m][r], row_mul<WT>(scale, n0 + r)); /* no FMA with the add */
-                    *yp = accumulate ? *yp + v : v;
+                    *yp = accumulate ? *yp + v : recur_act_value(act, v);
                 }
     }
+}
+
+/* The row-per-warp GEMV over the whole matrix, GEMV_WARPS warps a block. pf: bytes of each
+ * row to prefetch into L2 before the PDL wait. */
+template <typename WT, int MT, int R, int U>
+static __global__ void __launch_bounds__(GEMV_WARPS * 32)
+gemv_kernel(const float *__restrict__ x, const WT *__restrict__ W, float *__restrict__ y, int N, int K, int accumulate,
+            int vec, int pf, const float *__restrict__ scale) {
+    const int lane = threadIdx.x & 31;
+    const int n0 = (blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5)) * R;
+    const WT *wr[R];
+    gemv_rows_begin<WT, R>(W, N, K, n0, pf, lane, wr);
+    recur_pdl_wait();
+    recur_pdl_launch_dependents();
+    gemv_rows_end<WT, MT, R, U>(x, wr, y, N, K, accumulate, RECUR_ACT_NONE, vec, scale, n0, lane);
 }
 
 /* Split-K form for matrices of few rows and long rows (the LoRA down-projections of
@@ -224,18 +248,14 @@ gemv_kernel(const float *__restrict__ x, const WT *__restrict__ W, float *__rest
  * added in warp order through shared memory (no atomics: deterministic). */
 #define GEMV_SK_WARPS 8
 template <typename WT, int MT>
-static __global__ void __launch_bounds__(GEMV_SK_WARPS * 32)
-gemv_splitk_kernel(const float *__restrict__ x, const WT *__restrict__ W, float *__restrict__ y, int N, int K,
-                   int accumulate, int vec, int pf, const float *__restrict__ scale) {
-    __shared__ float red[GEMV_SK_WARPS][MT];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n = blockIdx.x;
-    const WT *wr[1] = {W + (size_t)n * K};
-    prefetch_l2(wr[0], pf, threadIdx.x, GEMV_SK_WARPS * 32);
-    recur_pdl_wait();
-    recur_pdl_launch_dependents();
+static __device__ __forceinline__ void gemv_splitk_row(const float *__restrict__ x, const WT *const (&wr)[1],
+                                                       float *__restrict__ y, int N, int K, int accumulate, int act,
+                                                       int vec, const float *__restrict__ scale, int n,
+                                                       float (*red)[MT]) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     float acc[MT][1];
     gemv_partial<WT, MT, 1, 2>(x, wr, K, vec, warp * 32 + lane, GEMV_SK_WARPS * 32, warp * 32 + lane,
-                            GEMV_SK_WARPS * 32, acc);
+                               GEMV_SK_WARPS * 32, acc);
 #pragma unroll
     for (int m = 0; m < MT; m++) {
         const float v = recur_warp_sum(acc[m][0]);
@@ -249,8 +269,21 @@ gemv_splitk_kernel(const float *__restrict__ x, const WT *__restrict__ W, float 
         for (int w = 0; w < GEMV_SK_WARPS; w++) v += red[w][m];
         v = __fmul_rn(v, row_mul<WT>(scale, n));
         float *yp = y + (size_t)m * N + n;
-        *yp = accumulate ? *yp + v : v;
+        *yp = accumulate ? *yp + v : recur_act_value(act, v);
     }
+}
+
+template <typename WT, int MT>
+static __global__ void __launch_bounds__(GEMV_SK_WARPS * 32)
+gemv_splitk_kernel(const float *__restrict__ x, const WT *__restrict__ W, float *__restrict__ y, int N, int K,
+                   int accumulate, int vec, int pf, const float *__restrict__ scale) {
+    __shared__ float red[GEMV_SK_WARPS][MT];
+    const int n = blockIdx.x;
+    const WT *wr[1] = {W + (size_t)n * K};
+    prefetch_l2(wr[0], pf, threadIdx.x, GEMV_SK_WARPS * 32);
+    recur_pdl_wait();
+    recur_pdl_launch_dependents();
+    gemv_splitk_row<WT, MT>(x, wr, y, N, K, accumulate, RECUR_ACT_NONE, vec, scale, n, red);
 }
 
 /* Tensor-core form for 3..8 rows of x and bf16 weights. With M rows the CUDA-core kernel
@@ -398,38 +431,43 @@ static bool gemv_use_splitk(int N, int K, int el) {
     return N < 1024 && K / el >= 2 * GEMV_SK_WARPS * 32;
 }
 
+/* Rows per warp and chunks per row in flight of the row-per-warp kernels, for M batch rows
+ * and weights of wsize bytes. More rows per warp as M grows: each x element loaded from
+ * L1 then serves R rows. M <= 2 keeps R = 2 so that small N still spreads over many
+ * warps, and keeps 4 chunks per row in flight per lane (the loads of a warp are its only
+ * latency hiding; with M > 2 the registers go to the accumulators instead).
+ * One-byte codes (int8, e4m3) carry half the weights' bytes per row: a K = 4096 row is
+ * 8 chunks per lane, so with R = 2, U = 4 a warp's whole life is two load round trips
+ * and the kernel ran at ~48% of HBM bandwidth (H200, 2026-11-23: 2,292 GB/s against
+ * bf16's 3,987). R = 4 puts 4 x 4 chunks (256 bytes) per lane in flight at once and shares
+ * each x load over 4 rows instead of 2 (measured: docs/benchmarks.md, quantized weights). */
+static constexpr __host__ __device__ int gemv_rows_per_warp(int M, int wsize) { return M <= 2 && wsize != 1 ? 2 : 4; }
+static constexpr __host__ __device__ int gemv_unroll(int M) { return M <= 2 ? 4 : 2; }
+
+/* Bytes of each row of a matrix with N rows of K WT to prefetch into L2 before the PDL
+ * wait (rows_total: the rows of every matrix the launch reads); 0 without PDL, where the
+ * kernel cannot start early and would just ask twice for lines it is about to load. */
+static int gemv_prefetch_bytes(const recur_cuda_ctx_t *c, int K, size_t wsize, int64_t rows_total) {
+    if (!c->pdl) return 0;
+    const size_t row = (size_t)K * wsize, share = GEMV_PREFETCH_BYTES / (size_t)rows_total;
+    return (int)((row < share ? row : share) & ~(size_t)127);
+}
+
 template <typename WT, int MT>
 static recur_status_t gemv_launch_m(recur_cuda_ctx_t *c, const float *x, const WT *W, float *y, int N, int K,
                                     int accumulate, int vec, const float *scale) {
     constexpr int EL = 16 / (int)sizeof(WT);
-    /* Prefetch only when the kernel can start early (PDL): otherwise it would just ask
-     * twice for lines it is about to load. */
-    size_t pf = 0;
-    if (c->pdl) {
-        const size_t row = (size_t)K * sizeof(WT), share = GEMV_PREFETCH_BYTES / (size_t)N;
-        pf = (row < share ? row : share) & ~(size_t)127;
-    }
+    const int pf = gemv_prefetch_bytes(c, K, sizeof(WT), N);
     if (vec && gemv_use_splitk(N, K, EL)) {
         RCU_LAUNCH("gemv_splitk_kernel", recur_cuda_launch(c, gemv_splitk_kernel<WT, MT>, dim3((unsigned)N),
                                                            dim3(GEMV_SK_WARPS * 32), 0, x, W, y, N, K, accumulate, vec,
-                                                           (int)pf, scale));
+                                                           pf, scale));
         return RECUR_OK;
     }
-    /* More rows per warp as M grows: each x element loaded from L1 then serves R rows.
-     * M <= 2 keeps R = 2 so that small N still spreads over many warps, and keeps 4
-     * chunks per row in flight per lane (the loads of a warp are its only latency
-     * hiding; with M > 2 the registers go to the accumulators instead). */
-    /* One-byte codes (int8, e4m3) carry half the weights' bytes per row: a K = 4096 row is
-     * 8 chunks per lane, so with R = 2, U = 4 a warp's whole life is two load round trips
-     * and the kernel ran at ~48% of HBM bandwidth (H200, 2026-11-23: 2,292 GB/s against
-     * bf16's 3,987). R = 4 puts 4 x 4 chunks (256 bytes) per lane in flight at once and shares
-     * each x load over 4 rows instead of 2 (measured: docs/benchmarks.md, quantized weights). */
-    constexpr bool one_byte = sizeof(WT) == 1;
-    constexpr int R = MT <= 2 && !one_byte ? 2 : 4;
-    constexpr int U = MT <= 2 ? 4 : 2;
+    constexpr int R = gemv_rows_per_warp(MT, (int)sizeof(WT)), U = gemv_unroll(MT);
     const unsigned grid = (unsigned)recur_cuda_cdiv(N, (int64_t)GEMV_WARPS * R);
     RCU_LAUNCH("gemv_kernel", recur_cuda_launch(c, gemv_kernel<WT, MT, R, U>, dim3(grid), dim3(GEMV_WARPS * 32), 0, x, W,
-                                                y, N, K, accumulate, vec, (int)pf, scale));
+                                                y, N, K, accumulate, vec, pf, scale));
     return RECUR_OK;
 }
 
@@ -440,14 +478,10 @@ static recur_status_t gemv_launch(recur_cuda_ctx_t *c, const float *x, const WT 
     const int vec = K % EL == 0 && ((uintptr_t)W & 15u) == 0 && ((uintptr_t)x & 15u) == 0;
     if constexpr (sizeof(WT) == 2) {
         if (gemv_use_mma(M, N, K, vec)) {
-            size_t pf = 0;
-            if (c->pdl) {
-                const size_t row = (size_t)K * sizeof(WT), share = GEMV_PREFETCH_BYTES / (size_t)N;
-                pf = (row < share ? row : share) & ~(size_t)127;
-            }
+            const int pf = gemv_prefetch_bytes(c, K, sizeof(WT), N);
             const unsigned grid = (unsigned)recur_cuda_cdiv(N, 16);
             RCU_LAUNCH("gemv_mma_kernel", recur_cuda_launch(c, gemv_mma_kernel, dim3(grid), dim3(GEMV_MMA_WARPS * 32), 0,
-                                                            x, (const __nv_bfloat16 *)W, y, M, N, K, accumulate, (int)pf));
+                                                            x, (const __nv_bfloat16 *)W, y, M, N, K, accumulate, pf));
             return RECUR_OK;
         }
     }
@@ -463,6 +497,127 @@ static recur_status_t gemv_launch(recur_cuda_ctx_t *c, const float *x, const WT 
     default: RECUR_ASSERT(!"gemv_launch: M out of range");
     }
     return RECUR_E_INVAL;
+}
+
+/* ------------------------------------------------------------ fused products (matmul_many) */
+
+/* One product of a gemv_many_kernel launch; its blocks are the grid's blocks from the
+ * previous op's block_end to its own. */
+struct gemv_many_op {
+    const float *x;
+    const void *W;
+    float *y;
+    const float *scale;
+    int N, K, accumulate, act, vec, pf;
+    int dtype;     /* recur_dtype_t of W */
+    int splitk;    /* 1: one row per block (gemv_splitk_row); 0: GEMV_SK_WARPS warps of gemv_rows */
+    int block_end; /* one past its last block */
+};
+struct gemv_many {
+    gemv_many_op op[RECUR_MATMUL_MANY_MAX];
+    int n;
+};
+
+/* Block bl of product o: the same per-row arithmetic as gemv_kernel / gemv_splitk_kernel
+ * (the same gemv_rows / gemv_splitk_row and the same split of K over lanes), so a fused
+ * product gives the bits of the product launched alone; only the number of warps per
+ * block of the row-per-warp form differs, which no row's sum sees. */
+template <typename WT, int MT, int R>
+static __device__ __forceinline__ void gemv_many_rows(const gemv_many_op &o, int bl) {
+    const int lane = threadIdx.x & 31, n0 = (bl * GEMV_SK_WARPS + (int)(threadIdx.x >> 5)) * R;
+    const WT *wr[R];
+    gemv_rows_begin<WT, R>((const WT *)o.W, o.N, o.K, n0, o.pf, lane, wr);
+    recur_pdl_wait();
+    recur_pdl_launch_dependents();
+    gemv_rows_end<WT, MT, R, gemv_unroll(MT)>(o.x, wr, o.y, o.N, o.K, o.accumulate, o.act, o.vec, o.scale, n0, lane);
+}
+
+template <typename WT, int MT>
+static __device__ __forceinline__ void gemv_many_block(const gemv_many_op &o, int bl, float (*red)[MT]) {
+    const WT *W = (const WT *)o.W;
+    if (o.splitk) {
+        const WT *wr[1] = {W + (size_t)bl * o.K};
+        prefetch_l2(wr[0], o.pf, threadIdx.x, GEMV_SK_WARPS * 32);
+        recur_pdl_wait();
+        recur_pdl_launch_dependents();
+        gemv_splitk_row<WT, MT>(o.x, wr, o.y, o.N, o.K, o.accumulate, o.act, o.vec, o.scale, bl, red);
+    } else {
+        gemv_many_rows<WT, MT, gemv_rows_per_warp(MT, (int)sizeof(WT))>(o, bl);
+    }
+}
+
+/* Up to RECUR_MATMUL_MANY_MAX products of any weight formats in one launch: a decode
+ * layer's projections that read the same (or independent) inputs, which launched one by
+ * one would each pay a launch, a ramp and a tail. */
+template <int MT>
+static __global__ void __launch_bounds__(GEMV_SK_WARPS * 32) gemv_many_kernel(const __grid_constant__ gemv_many g) {
+    __shared__ float red[GEMV_SK_WARPS][MT];
+    int i = 0;
+    while (i < g.n - 1 && (int)blockIdx.x >= g.op[i].block_end) i++;
+    const gemv_many_op o = g.op[i]; /* into registers: the loops must not re-read the parameter space */
+    const int bl = (int)blockIdx.x - (i ? g.op[i - 1].block_end : 0);
+    switch (o.dtype) {
+    case RECUR_DTYPE_BF16: gemv_many_block<__nv_bfloat16, MT>(o, bl, red); break;
+    case RECUR_DTYPE_F32: gemv_many_block<float, MT>(o, bl, red); break;
+    case RECUR_DTYPE_I8: gemv_many_block<int8_t, MT>(o, bl, red); break;
+    default: gemv_many_block<__nv_fp8_e4m3, MT>(o, bl, red); break;
+    }
+}
+
+/* Batch rows up to which matmul_many fuses. Measured on an H200 (2026-11-23, recur bench,
+ * 7B shapes): at batch 1 fusing gains 4-13% per token where a layer's products share one
+ * launch, but at 4 and 8 rows the fused kernel (one instantiation for every weight format,
+ * so the registers of the widest: 232 at 8 rows) lost 2-8% against the per-format
+ * kernels. */
+#define GEMV_MANY_MAX_M 2
+
+/* Whether one product can go into gemv_many_kernel: decode sizes, a non-empty matrix, and
+ * not one that matmul would give to the tensor-core kernel (its bits would differ). */
+static bool gemv_many_fits(int32_t M, const recur_matmul_op_t *o, int vec) {
+    const recur_weight_t *W = o->W;
+    if (M > GEMV_MANY_MAX_M || W->rows <= 0 || W->cols <= 0) return false;
+    if (W->rows > INT32_MAX || W->cols > INT32_MAX) return false;
+    return !(W->dtype == RECUR_DTYPE_BF16 && gemv_use_mma(M, (int)W->rows, (int)W->cols, vec));
+}
+
+recur_status_t recur_cuda_matmul_many(recur_backend_t *b, int32_t M, int32_t n, const recur_matmul_op_t *ops) {
+    recur_cuda_ctx_t *c = recur_cuda_ctx(b);
+    RECUR_ASSERT(n >= 0 && n <= RECUR_MATMUL_MANY_MAX);
+    if (M <= 0) return RECUR_OK;
+    gemv_many g;
+    memset(&g, 0, sizeof g);
+    int64_t rows_total = 0, blocks = 0;
+    for (int32_t i = 0; i < n; i++) {
+        const recur_matmul_op_t *o = &ops[i];
+        const recur_weight_t *W = o->W;
+        RECUR_ASSERT(o->act == RECUR_ACT_NONE || !o->accumulate);
+        const int wsize = (int)recur_dtype_size(W->dtype), el = 16 / wsize;
+        const int vec = W->cols % el == 0 && ((uintptr_t)W->data & 15u) == 0 && ((uintptr_t)o->x & 15u) == 0;
+        /* alone, as matmul + act: what does not fit, and a batch of one (the fused kernel's
+         * 8-warp blocks ran a lone one-byte 16384 x 4096 product at 29 us against 20 us for
+         * the 4-warp GEMV, more than the activation launch it saves; ncu, H200) */
+        if (n == 1 || !gemv_many_fits(M, o, vec)) {
+            RECUR_TRY(recur_cuda_matmul(b, o->x, W, M, o->y, o->accumulate));
+            if (o->act != RECUR_ACT_NONE) RECUR_TRY(b->iface.act(b, o->act, o->y, (int64_t)M * W->rows, o->y));
+            continue;
+        }
+        if (recur_dtype_is_quant(W->dtype)) RECUR_ASSERT(W->scale);
+        gemv_many_op *q = &g.op[g.n++];
+        *q = (gemv_many_op){o->x, W->data, o->y, W->scale, (int)W->rows, (int)W->cols, o->accumulate, (int)o->act,
+                            vec, 0, (int)W->dtype, vec && gemv_use_splitk((int)W->rows, (int)W->cols, el), 0};
+        blocks += q->splitk ? q->N : recur_cuda_cdiv(q->N, (int64_t)GEMV_SK_WARPS * gemv_rows_per_warp(M, wsize));
+        RECUR_ASSERT(blocks <= INT32_MAX);
+        q->block_end = (int)blocks;
+        rows_total += q->N;
+    }
+    if (g.n == 0) return RECUR_OK;
+    for (int i = 0; i < g.n; i++)
+        g.op[i].pf = gemv_prefetch_bytes(c, g.op[i].K, recur_dtype_size((recur_dtype_t)g.op[i].dtype), rows_total);
+    const dim3 grid((unsigned)blocks), block(GEMV_SK_WARPS * 32);
+    static_assert(GEMV_MANY_MAX_M == 2, "one gemv_many_kernel instantiation per batch size fused");
+    if (M == 1) RCU_LAUNCH("gemv_many_kernel", recur_cuda_launch(c, gemv_many_kernel<1>, grid, block, 0, g));
+    else RCU_LAUNCH("gemv_many_kernel", recur_cuda_launch(c, gemv_many_kernel<2>, grid, block, 0, g));
+    return RECUR_OK;
 }
 
 static __global__ void round_bf16_kernel(const float *__restrict__ x, size_t n, __nv_bfloat16 *__restrict__ out) {

@@ -151,6 +151,7 @@ recur_status_t recur_cuda_xbf_reserve(recur_cuda_ctx_t *c, size_t n);
 recur_status_t recur_cuda_round_x_bf16(recur_cuda_ctx_t *c, const float *x, size_t n);
 recur_status_t recur_cuda_matmul(recur_backend_t *b, const float *x, const recur_weight_t *W, int32_t M, float *y,
                                  int accumulate);
+recur_status_t recur_cuda_matmul_many(recur_backend_t *b, int32_t M, int32_t n, const recur_matmul_op_t *ops);
 
 /* recur_cuda_quant.cu: the one-byte weight formats (recur_quant.h) */
 recur_status_t recur_cuda_quant_init(recur_cuda_ctx_t *c);  /* once, from backend init */
@@ -202,6 +203,17 @@ static __device__ __forceinline__ float recur_block_sum(float v, float *red) {
 }
 
 static __device__ __forceinline__ float recur_sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+/* act(v) for recur_act_t kind (RECUR_ACT_NONE: v): the act op's arithmetic, which the
+ * fused products' epilogues share so that they give the same bits. */
+static __device__ __forceinline__ float recur_act_value(int kind, float v) {
+    if (kind == RECUR_ACT_TANH) return tanhf(v);
+    if (kind == RECUR_ACT_SIGMOID) return recur_sigmoidf(v);
+    if (kind == RECUR_ACT_RELU_SQ) {
+        v = v > 0.f ? v : 0.f;
+        return v * v;
+    }
+    return v;
+}
 
 /* The largest of v over the block (blockDim.x a multiple of 32, at most 1024; NaN ignored as
  * fmaxf does); every thread gets it. `red` is __shared__ float[32]. */
