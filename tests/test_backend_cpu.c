@@ -371,7 +371,7 @@ static void test_matmul_many(recur_backend_t *b, int gpu) {
     enum { MMAX = 11 };
     recur_weight_t w[6];
     float *dx[6], *dy[6], *hx[6];
-    float *hy0[6], *got = NULL, *ref = NULL;
+    float *hy0[6], *got = NULL;
     size_t maxy = 0;
     for (int i = 0; i < n_ops; i++) {
         const size_t nw = (size_t)shp[i].N * shp[i].K, nx = (size_t)MMAX * shp[i].K, ny = (size_t)MMAX * shp[i].N;
@@ -388,7 +388,6 @@ static void test_matmul_many(recur_backend_t *b, int gpu) {
         if (ny > maxy) maxy = ny;
     }
     got = malloc(maxy * sizeof(float));
-    ref = malloc(maxy * sizeof(float));
     int bad = 0;
     for (size_t mi = 0; mi < sizeof Ms / sizeof Ms[0]; mi++) {
         const int rows = Ms[mi];
@@ -437,7 +436,6 @@ static void test_matmul_many(recur_backend_t *b, int gpu) {
         free(hy0[i]);
     }
     free(got);
-    free(ref);
 }
 
 static void time_gemv(recur_backend_t *b) {
@@ -791,7 +789,6 @@ static void check_vs_cpu(const st_pool_t *p, const float *out, const float *out_
     check_rel(got, want, n, 1e-2, w2);
     free(want);
     free(got);
-    free(ref);
 }
 
 /* mLSTM over a varlen batch at several chunk sizes, against the float64 step recurrence
