@@ -43,6 +43,14 @@ recur_status_t recur_backend_matmul_many(recur_backend_t *b, int32_t M, int32_t 
     return RECUR_OK;
 }
 
+recur_status_t recur_backend_rwkv7_step(recur_backend_t *b, const recur_rwkv7_prep_args_t *p,
+                                        const recur_rwkv7_wkv_args_t *w, const recur_rwkv7_out_args_t *o) {
+    if (b->iface.rwkv7_step) return b->iface.rwkv7_step(b, p, w, o);
+    RECUR_TRY(b->iface.rwkv7_prep(b, p));
+    RECUR_TRY(b->iface.rwkv7_wkv(b, w));
+    return b->iface.rwkv7_out(b, o);
+}
+
 const char *recur_backend_name(const recur_backend_t *b) {
     return b ? b->iface.name(b) : "(none)";
 }

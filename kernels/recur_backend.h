@@ -66,7 +66,8 @@ static inline size_t recur_weight_bytes(const recur_weight_t *w) {
 typedef struct recur_rows {
     int32_t        n_rows;   /* M                                        */
     int32_t        n_seq;
-    const int32_t *seq_off;  /* backend memory, [n_seq + 1], seq_off[0] = 0, seq_off[n_seq] = M */
+    const int32_t *seq_off;  /* backend memory, [n_seq + 1], seq_off[0] = 0, seq_off[n_seq] = M;
+                                every sequence has at least one row (so n_seq == M: one each) */
     const int32_t *slot;     /* backend memory, [n_seq]; distinct, except that padding rows
                                 of a padded decode batch all use slot 0 (whose state no
                                 request reads), so ops must write only their own slot */
@@ -342,6 +343,14 @@ typedef struct recur_backend_iface {
     recur_status_t (*rwkv7_prep)(recur_backend_t *b, const recur_rwkv7_prep_args_t *a);
     recur_status_t (*rwkv7_wkv)(recur_backend_t *b, const recur_rwkv7_wkv_args_t *a);
     recur_status_t (*rwkv7_out)(recur_backend_t *b, const recur_rwkv7_out_args_t *a);
+    /* (optional) rwkv7_prep, then rwkv7_wkv, then rwkv7_out over the same rows (w.y is
+     * o.y; w.r, w.w, w.k, w.v, w.kk and w.a are p's outputs; o.r, o.k, o.v are w's): o.out,
+     * p.v_first (layer 0) and the state come out bit for bit as the three ops give them;
+     * the intermediates (p.w, p.a, p.k, p.v, p.kk, w.y where it is not o.out) are left
+     * unspecified. A decode step is otherwise three small launches per layer that mostly
+     * wait on each other. NULL: callers use recur_backend_rwkv7_step, which runs the three. */
+    recur_status_t (*rwkv7_step)(recur_backend_t *b, const recur_rwkv7_prep_args_t *p,
+                                 const recur_rwkv7_wkv_args_t *w, const recur_rwkv7_out_args_t *o);
 
     /* ---- xLSTM */
     recur_status_t (*mlstm)(recur_backend_t *b, const recur_mlstm_args_t *a);
@@ -438,6 +447,9 @@ void           recur_backend_free(recur_backend_t *b);   /* NULL is a no-op */
 /* The products ops[0..n) (n <= RECUR_MATMUL_MANY_MAX) as iface.matmul_many defines them:
  * through it when the backend has it, else matmul and act one op after another. */
 recur_status_t recur_backend_matmul_many(recur_backend_t *b, int32_t M, int32_t n, const recur_matmul_op_t *ops);
+/* iface.rwkv7_step when the backend has it, else rwkv7_prep, rwkv7_wkv and rwkv7_out. */
+recur_status_t recur_backend_rwkv7_step(recur_backend_t *b, const recur_rwkv7_prep_args_t *p,
+                                        const recur_rwkv7_wkv_args_t *w, const recur_rwkv7_out_args_t *o);
 const char    *recur_backend_name(const recur_backend_t *b);
 
 #ifdef __cplusplus

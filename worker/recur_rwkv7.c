@@ -445,14 +445,12 @@ static recur_status_t rwkv7_forward(recur_backend_t *b, void *ctx, const recur_r
             .M = M, .C = Cl, .head_size = RWKV7_HEAD_SIZE, .w = m->w, .a = m->a, .k = m->k, .v = m->v,
             .kk = m->kk, .v_first = m->v_first, .v_mix = l > 0 ? m->v_mix : NULL,
             .w0 = ly->w0, .a0 = ly->a0, .v0 = ly->v0, .k_k = ly->k_k, .k_a = ly->k_a};
-        RECUR_TRY(k->rwkv7_prep(b, &prep));
         recur_rwkv7_wkv_args_t wa = {.C = Cl, .head_size = RWKV7_HEAD_SIZE, .rows = *rows, .r = m->r, .w = m->w,
                                      .k = m->k, .v = m->v, .kk = m->kk, .a = m->a, .state = wkv, .y = m->y};
-        RECUR_TRY(k->rwkv7_wkv(b, &wa));
         recur_rwkv7_out_args_t oa = {.M = M, .C = Cl, .head_size = RWKV7_HEAD_SIZE, .eps = RWKV7_GN_EPS,
                                      .y = m->y, .r = m->r, .k = m->k, .v = m->v, .g = m->g, .r_k = ly->r_k,
                                      .ln_w = ly->lnx_w, .ln_b = ly->lnx_b, .out = m->y};
-        RECUR_TRY(k->rwkv7_out(b, &oa));
+        RECUR_TRY(recur_backend_rwkv7_step(b, &prep, &wa, &oa));
         RECUR_TRY(k->matmul(b, m->y, &ly->wo, M, m->x, acc));
         if (tp) RECUR_TRY(recur_comm_tp_allreduce(m->comm, m->x, MC));
 

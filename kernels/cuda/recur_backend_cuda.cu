@@ -733,6 +733,7 @@ extern "C" recur_status_t recur_backend_cuda_init(const recur_backend_params_t *
     b->iface.rwkv7_prep = recur_cuda_rwkv7_prep;
     b->iface.rwkv7_wkv = recur_cuda_rwkv7_wkv;
     b->iface.rwkv7_out = recur_cuda_rwkv7_out;
+    b->iface.rwkv7_step = recur_cuda_rwkv7_step;
     b->iface.mlstm = recur_cuda_mlstm;
     b->iface.xlstm_head_out = recur_cuda_xlstm_head_out;
     b->iface.sample = recur_cuda_sample;

@@ -169,6 +169,8 @@ recur_status_t recur_cuda_qgemm(recur_cuda_ctx_t *c, const float *x, const recur
 recur_status_t recur_cuda_rwkv7_prep(recur_backend_t *b, const recur_rwkv7_prep_args_t *a);
 recur_status_t recur_cuda_rwkv7_wkv(recur_backend_t *b, const recur_rwkv7_wkv_args_t *a);
 recur_status_t recur_cuda_rwkv7_out(recur_backend_t *b, const recur_rwkv7_out_args_t *a);
+recur_status_t recur_cuda_rwkv7_step(recur_backend_t *b, const recur_rwkv7_prep_args_t *p,
+                                     const recur_rwkv7_wkv_args_t *w, const recur_rwkv7_out_args_t *o);
 
 /* recur_cuda_mlstm.cu */
 recur_status_t recur_cuda_mlstm_init(recur_cuda_ctx_t *c); /* once, from backend init */

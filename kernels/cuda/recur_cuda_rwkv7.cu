@@ -31,32 +31,42 @@ static __device__ __forceinline__ bool rowhead_item(int64_t n_items, int C, int 
     return true;
 }
 
+/* rwkv7_prep for one (row, head), by one warp: the head's inputs at w_in..v_in (element j
+ * at [j]; the LoRA results and k, v), its outputs at w_out..v_out (may be the inputs: each
+ * lane reads an element before it writes it), v_first and v_mix at the row's head. The
+ * separate kernel and the fused step both run exactly this, so they agree bit for bit. */
+static __device__ __forceinline__ void prep_head(const recur_rwkv7_prep_args_t &p, int lane, int hoff,
+                                                 const float *w_in, const float *a_in, const float *k_in,
+                                                 const float *v_in, float *w_out, float *a_out, float *kk_out,
+                                                 float *k_out, float *v_out, float *v_first, const float *v_mix) {
+    const int N = p.head_size;
+    /* kk = normalise(k * k_k) over the head: k is still the input here */
+    float ss = 0.f;
+    for (int j = lane; j < N; j += 32) { float t = k_in[j] * p.k_k[hoff + j]; ss += t * t; }
+    ss = recur_warp_sum(ss);
+    const float nrm = sqrtf(ss);
+    const float inv = 1.0f / (nrm > 1e-12f ? nrm : 1e-12f);
+    for (int j = lane; j < N; j += 32) {
+        const int i = hoff + j;
+        w_out[j] = expf(-RECUR_RWKV7_DECAY_SCALE * recur_sigmoidf(p.w0[i] + w_in[j]));
+        const float a = recur_sigmoidf(p.a0[i] + a_in[j]);
+        a_out[j] = a;
+        const float k = k_in[j];
+        kk_out[j] = k * p.k_k[i] * inv;
+        k_out[j] = k * (1.0f + (a - 1.0f) * p.k_a[i]);
+        const float v = v_in[j];
+        if (!v_mix) { v_first[j] = v; v_out[j] = v; }
+        else v_out[j] = v + (v_first[j] - v) * recur_sigmoidf(p.v0[i] + v_mix[j]);
+    }
+}
+
 static __global__ void __launch_bounds__(ROWHEAD_WARPS * 32)
 rwkv7_prep_kernel(recur_rwkv7_prep_args_t p, int64_t n_items) {
     int lane, hoff;
     size_t o;
     if (!rowhead_item(n_items, p.C, p.head_size, &lane, &hoff, &o)) return;
-    const int N = p.head_size;
-    /* kk = normalise(k * k_k) over the head: k is still the input here */
-    float ss = 0.f;
-    for (int j = lane; j < N; j += 32) { float t = p.k[o + j] * p.k_k[hoff + j]; ss += t * t; }
-    ss = recur_warp_sum(ss);
-    const float nrm = sqrtf(ss);
-    const float inv = 1.0f / (nrm > 1e-12f ? nrm : 1e-12f);
-    /* each lane touches only its own elements, so the in-place updates race with nothing */
-    for (int j = lane; j < N; j += 32) {
-        const int i = hoff + j;
-        const size_t e = o + j;
-        p.w[e] = expf(-RECUR_RWKV7_DECAY_SCALE * recur_sigmoidf(p.w0[i] + p.w[e]));
-        const float a = recur_sigmoidf(p.a0[i] + p.a[e]);
-        p.a[e] = a;
-        const float k = p.k[e];
-        p.kk[e] = k * p.k_k[i] * inv;
-        p.k[e] = k * (1.0f + (a - 1.0f) * p.k_a[i]);
-        const float v = p.v[e];
-        if (!p.v_mix) p.v_first[e] = v;
-        else p.v[e] = v + (p.v_first[e] - v) * recur_sigmoidf(p.v0[i] + p.v_mix[e]);
-    }
+    prep_head(p, lane, hoff, p.w + o, p.a + o, p.k + o, p.v + o, p.w + o, p.a + o, p.kk + o, p.k + o, p.v + o,
+              p.v_first + o, p.v_mix ? p.v_mix + o : NULL);
 }
 
 recur_status_t recur_cuda_rwkv7_prep(recur_backend_t *b, const recur_rwkv7_prep_args_t *a) {
@@ -188,29 +198,35 @@ recur_status_t recur_cuda_rwkv7_wkv(recur_backend_t *b, const recur_rwkv7_wkv_ar
     return recur_cuda_rwkv7_wkv_path(b, a, RECUR_CUDA_PATH_AUTO);
 }
 
+/* rwkv7_out for one (row, head), by one warp: y, r, k, v, g and out at the row's head
+ * (out may alias y: every lane has finished reading y, the reductions being warp
+ * collectives, and each lane writes only the elements it reads). Shared by the separate
+ * kernel and the fused step, as prep_head. */
+static __device__ __forceinline__ void out_head(const recur_rwkv7_out_args_t &p, int lane, int hoff, const float *y,
+                                                const float *r, const float *k, const float *v, const float *g,
+                                                float *out) {
+    const int N = p.head_size;
+    float s = 0.f, bonus = 0.f;
+    for (int j = lane; j < N; j += 32) {
+        s += y[j];
+        bonus += r[j] * k[j] * p.r_k[hoff + j];
+    }
+    const float mean = recur_warp_sum(s) / (float)N;
+    bonus = recur_warp_sum(bonus);
+    float var = 0.f;
+    for (int j = lane; j < N; j += 32) { float d = y[j] - mean; var += d * d; }
+    var = recur_warp_sum(var) / (float)N;
+    const float inv = 1.0f / sqrtf(var + p.eps);
+    for (int j = lane; j < N; j += 32)
+        out[j] = ((y[j] - mean) * inv * p.ln_w[hoff + j] + p.ln_b[hoff + j] + bonus * v[j]) * g[j];
+}
+
 static __global__ void __launch_bounds__(ROWHEAD_WARPS * 32)
 rwkv7_out_kernel(recur_rwkv7_out_args_t p, int64_t n_items) {
     int lane, hoff;
     size_t o;
     if (!rowhead_item(n_items, p.C, p.head_size, &lane, &hoff, &o)) return;
-    const int N = p.head_size;
-    float s = 0.f, bonus = 0.f;
-    for (int j = lane; j < N; j += 32) {
-        s += p.y[o + j];
-        bonus += p.r[o + j] * p.k[o + j] * p.r_k[hoff + j];
-    }
-    const float mean = recur_warp_sum(s) / (float)N;
-    bonus = recur_warp_sum(bonus);
-    float var = 0.f;
-    for (int j = lane; j < N; j += 32) { float d = p.y[o + j] - mean; var += d * d; }
-    var = recur_warp_sum(var) / (float)N;
-    const float inv = 1.0f / sqrtf(var + p.eps);
-    /* out may alias y: every lane has finished reading y (the reductions above are warp
-     * collectives) and each lane writes only the elements it reads here */
-    for (int j = lane; j < N; j += 32) {
-        const size_t e = o + j;
-        p.out[e] = ((p.y[e] - mean) * inv * p.ln_w[hoff + j] + p.ln_b[hoff + j] + bonus * p.v[e]) * p.g[e];
-    }
+    out_head(p, lane, hoff, p.y + o, p.r + o, p.k + o, p.v + o, p.g + o, p.out + o);
 }
 
 recur_status_t recur_cuda_rwkv7_out(recur_backend_t *b, const recur_rwkv7_out_args_t *a) {
@@ -220,5 +236,96 @@ recur_status_t recur_cuda_rwkv7_out(recur_backend_t *b, const recur_rwkv7_out_ar
     if (n_items <= 0) return RECUR_OK;
     rwkv7_out_kernel<<<(unsigned)recur_cuda_cdiv(n_items, ROWHEAD_WARPS), ROWHEAD_WARPS * 32, 0, c->stream>>>(*a, n_items);
     RCU_LAUNCHED("rwkv7_out_kernel");
+    return RECUR_OK;
+}
+
+/* The fused step for rows that are each a whole sequence (a decode batch): grid (H, n_seq),
+ * N threads, one block per (sequence, head). Warp 0 runs prep_head into shared memory;
+ * every thread then advances its row of S by the one token as rwkv7_wkv_kernel does (same
+ * operands, same order); warp 0 runs out_head on the new y. Only o.out, v_first (layer 0)
+ * and the state reach global memory. Launched with PDL, unlike the three kernels: the
+ * per-channel vectors go to L2 before the wait, and the next kernel (the output
+ * projection) can start fetching its weights while this one runs. */
+template <int N, typename T>
+static __global__ void __launch_bounds__(N)
+rwkv7_step_kernel(recur_rwkv7_prep_args_t p, recur_rwkv7_out_args_t o, const float *__restrict__ r,
+                  const int32_t *__restrict__ seq_off, const int32_t *__restrict__ slot, char *pool, size_t stride,
+                  size_t offset) {
+    __shared__ float sh_S[N][N + 1];
+    __shared__ __align__(16) float sv[8][N]; /* r, w, a, k, kk, v, kk*a, y */
+    float *sr = sv[0], *sw = sv[1], *sa_ = sv[2], *sk = sv[3], *skk = sv[4], *sv_ = sv[5], *sba = sv[6], *sy = sv[7];
+    const int i = threadIdx.x, h = blockIdx.x, s = blockIdx.y, hoff = h * N;
+    {
+        const float *pc[] = {p.w0, p.a0, p.v0, p.k_k, p.k_a, o.r_k, o.ln_w, o.ln_b};
+        if (i < 8 && pc[i]) asm volatile("prefetch.global.L2 [%0];" ::"l"(pc[i] + hoff));
+    }
+    recur_pdl_wait();
+    recur_pdl_launch_dependents();
+    const int32_t t = seq_off[s];
+    const size_t e0 = (size_t)t * p.C + hoff;
+    T *S = (T *)(pool + (size_t)slot[s] * stride + offset) + (size_t)h * N * N;
+    for (int q = 0; q < N; q++) sh_S[q][i] = recur_st_load(S[(size_t)q * N + i]);
+    sr[i] = r[e0 + i];
+    if (i < 32)
+        prep_head(p, i, hoff, p.w + e0, p.a + e0, p.k + e0, p.v + e0, sw, sa_, skk, sk, sv_, p.v_first + e0,
+                  p.v_mix ? p.v_mix + e0 : NULL);
+    __syncthreads();
+    sba[i] = skk[i] * sa_[i];
+    float st[N];
+#pragma unroll
+    for (int j = 0; j < N; j++) st[j] = sh_S[i][j];
+    __syncthreads();
+    const float vi = sv_[i];
+    float sa = 0.f;
+#pragma unroll
+    for (int j = 0; j < N; j++) sa -= st[j] * skk[j];
+    float yi = 0.f;
+#pragma unroll
+    for (int j = 0; j < N; j++) {
+        st[j] = st[j] * sw[j] + sa * sba[j] + vi * sk[j];
+        yi += st[j] * sr[j];
+    }
+    sy[i] = yi;
+    if constexpr (sizeof(T) != sizeof(float)) {
+#pragma unroll
+        for (int j = 0; j < N; j++) st[j] = recur_st_round<T>(st[j]);
+    }
+#pragma unroll
+    for (int j = 0; j < N; j++) sh_S[i][j] = st[j];
+    __syncthreads();
+    for (int q = 0; q < N; q++) S[(size_t)q * N + i] = recur_st_store<T>(sh_S[q][i]);
+    if (i < 32) out_head(o, i, hoff, sy, sr, sk, sv_, o.g + e0, o.out + e0);
+}
+
+recur_status_t recur_cuda_rwkv7_step(recur_backend_t *b, const recur_rwkv7_prep_args_t *p,
+                                     const recur_rwkv7_wkv_args_t *w, const recur_rwkv7_out_args_t *o) {
+    recur_cuda_ctx_t *c = recur_cuda_ctx(b);
+    const int N = p->head_size;
+    const recur_state_ref_t s = w->state;
+    const bool bf = s.mat_dtype == RECUR_DTYPE_BF16;
+    /* the fused kernel: every row its own sequence, and a head size it is built for */
+    const bool fused = w->rows.n_seq == w->rows.n_rows && p->M == w->rows.n_rows && o->M == p->M &&
+                       (N == 64 || N == 32) && w->head_size == N && o->head_size == N && p->C == w->C &&
+                       o->C == p->C && p->C % N == 0 && (bf || s.mat_dtype == RECUR_DTYPE_F32);
+    if (!fused) {
+        RECUR_TRY(recur_cuda_rwkv7_prep(b, p));
+        RECUR_TRY(recur_cuda_rwkv7_wkv(b, w));
+        return recur_cuda_rwkv7_out(b, o);
+    }
+    if (p->M <= 0) return RECUR_OK;
+    RECUR_ASSERT(s.slot_bytes % 4 == 0 && s.offset % 4 == 0);
+    dim3 grid((unsigned)(p->C / N), (unsigned)w->rows.n_seq);
+    char *pool = (char *)s.pool;
+#define STEP_LAUNCH(NN, TT)                                                                                            \
+    RCU_LAUNCH("rwkv7_step_kernel", recur_cuda_launch(c, rwkv7_step_kernel<NN, TT>, grid, dim3(NN), 0, *p, *o, w->r,  \
+                                                      w->rows.seq_off, w->rows.slot, pool, s.slot_bytes, s.offset))
+    if (N == 64) {
+        if (bf) STEP_LAUNCH(64, __nv_bfloat16);
+        else STEP_LAUNCH(64, float);
+    } else {
+        if (bf) STEP_LAUNCH(32, __nv_bfloat16);
+        else STEP_LAUNCH(32, float);
+    }
+#undef STEP_LAUNCH
     return RECUR_OK;
 }
