@@ -327,6 +327,9 @@ int recur_http_parse_generate(int ep, const cJSON *root, int32_t max_choices, re
         if (cJSON_IsNull(f)) continue;
         if (!strcmp(k, "model")) {
             if (get_string(f, k, &g->model, b)) return -1;
+            if (strlen(g->model) > RECUR_PROTO_MAX_NAME_BYTES) /* the request's limit for it */
+                return recur_http_badf(b, k, "invalid_value", "'model' must have at most %d bytes",
+                                       RECUR_PROTO_MAX_NAME_BYTES);
         } else if (!strcmp(k, "session_id")) {
             if (!cJSON_IsString(f))
                 return recur_http_badf(b, k, "invalid_type", "'session_id' must be a string, got %s", json_type(f));
