@@ -321,7 +321,9 @@ static int weight_to_host(recur_backend_t *b, const recur_weight_t *w, uint8_t *
  * compared too. */
 static void test_matmul(recur_backend_t *b, recur_dtype_t dt, recur_backend_t *cpu_ref, double rel_gemv,
                         double rel_gemm, const char *tag) {
-    static const int shapes[][2] = {{256, 128}, {96, 512}, {300, 64}, {64, 4096}, {33, 48}, {1100, 8192}};
+    /* {1040, 1088}, {1024, 512}: K not a power of two, and a short K for 1000+ rows */
+    static const int shapes[][2] = {{256, 128}, {96, 512},  {300, 64},   {64, 4096},
+                                    {33, 48},   {1100, 8192}, {1040, 1088}, {1024, 512}};
     static const int Ms[] = {1, 2, 3, 5, 8, 9, 16, 64, 200};
     double worst = 0;
     int undetected = 0; /* shapes and sizes where a scale 1% off would have passed */
@@ -415,6 +417,35 @@ static void test_matmul(recur_backend_t *b, recur_dtype_t dt, recur_backend_t *c
             "worst |slope - 1| %.1e (bound %.0e)\n",
             tag, recur_dtype_name(dt), worst, rel_gemv, RECUR_QUANT_GEMV_MAX_M, rel_gemm, worst_slope, SLOPE_TOL);
     CHECK(undetected == 0, "%s: in %d cases the matmul bound would accept a scale 1%% off", tag, undetected);
+}
+
+/* A row of x with a NaN or an infinity gives non-finite outputs in that row only, at a
+ * decode size (a GEMV that rescaled or converted x, e.g. to integers, could lose them). */
+static void test_matmul_nonfinite(recur_backend_t *b, const char *tag) {
+    const int N = 1024, K = 512, M = 2;
+    float *W = malloc((size_t)N * K * sizeof(float)), *x = malloc((size_t)M * K * sizeof(float));
+    float *y = malloc((size_t)M * N * sizeof(float));
+    recur_test_fill(&rng, W, (size_t)N * K, -0.05f, 0.05f);
+    recur_weight_t w = {0};
+    CHECK(b->iface.weight_upload(b, W, N, K, RECUR_WEIGHT_PROJ, &w) == RECUR_OK, "%s: upload", tag);
+    float *dx = b->iface.alloc(b, (size_t)M * K * sizeof(float)), *dy = b->iface.alloc(b, (size_t)M * N * sizeof(float));
+    for (int kind = 0; kind < 2; kind++) {
+        recur_test_fill(&rng, x, (size_t)M * K, -2.f, 2.f);
+        x[K + 77] = kind ? INFINITY : NAN;
+        b->iface.upload(b, dx, x, (size_t)M * K * sizeof(float));
+        CHECK(b->iface.matmul(b, dx, &w, M, dy, 0) == RECUR_OK, "%s: matmul", tag);
+        b->iface.download(b, y, dy, (size_t)M * N * sizeof(float));
+        int finite0 = 0, finite1 = 0;
+        for (int n = 0; n < N; n++) finite0 += isfinite(y[n]) != 0, finite1 += isfinite(y[N + n]) != 0;
+        CHECK(finite0 == N && finite1 == 0, "%s %s: a %s in row 1 of x: %d of %d outputs of row 0 finite, %d of row 1",
+              tag, recur_dtype_name(w.dtype), kind ? "inf" : "NaN", finite0, N, finite1);
+    }
+    b->iface.buf_free(b, dx);
+    b->iface.buf_free(b, dy);
+    b->iface.weight_free(b, &w);
+    free(W);
+    free(x);
+    free(y);
 }
 
 /* ---------------------------------------------------------------- 4. quality */
@@ -787,6 +818,7 @@ int main(int argc, char **argv) {
             }
             CHECK(b->iface.matmul_sparse_in == NULL, "quantized modes keep the matmul layout");
             test_matmul(b, bp.weight_dtype, NULL, 1e-5, 1e-5, "cpu");
+            test_matmul_nonfinite(b, "cpu");
             recur_backend_free(b);
         }
     } else {
@@ -812,6 +844,7 @@ int main(int argc, char **argv) {
              * H200 (2026-11-23): 2.0e-3 of sum|terms| at worst, so 4e-3 here. The same product
              * through the bf16 path ("cuda-no-lt" below) stays at 2e-5. */
             test_matmul(g, dt, cpu, 2e-5, dt == RECUR_DTYPE_F8E4M3 ? 4e-3 : 2e-5, "cuda");
+            test_matmul_nonfinite(g, "cuda");
             recur_backend_free(g);
             if (dt == RECUR_DTYPE_F8E4M3) { /* the bf16 tensor-core form of the fp8 GEMM */
                 setenv("RECUR_FP8_CUBLASLT", "0", 1);
