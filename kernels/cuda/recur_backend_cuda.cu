@@ -664,6 +664,11 @@ static recur_status_t cuda_setup(recur_cuda_ctx_t *c, const recur_backend_params
     /* PDL needs sm_90; RECUR_PDL=0 turns it off (A/B runs, or to rule it out). */
     const char *pdl_env = getenv("RECUR_PDL");
     c->pdl = prop.major >= 9 && !(pdl_env && strcmp(pdl_env, "0") == 0);
+    /* RECUR_GEMV_SPLIT=1|2|4 forces the decode GEMVs' split of long rows over warps
+     * (recur_cuda_gemm.cu, gemv_row_split), for A/B runs; anything else: chosen by shape. */
+    const char *split_env = getenv("RECUR_GEMV_SPLIT");
+    const int split = split_env ? atoi(split_env) : 0;
+    c->gemv_split = split == 1 || split == 2 || split == 4 ? split : 0;
     c->smem_optin = prop.sharedMemPerBlockOptin;
     if (prop.major < 8) {
         /* bf16 arithmetic and the cp/ld paths used here need sm_80+; we build for sm_90. */

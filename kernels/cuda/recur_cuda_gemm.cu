@@ -201,43 +201,85 @@ static __device__ __forceinline__ void gemv_rows_begin(const WT *__restrict__ W,
         for (int r = 0; r < R; r++) prefetch_l2(wr[r], pf, lane, 32);
 }
 
-template <typename WT, int MT, int R, int U>
+/* The sums of rows n0 .. n0+R of W for the MT rows of x, by S warps that take
+ * interleaved 16-byte chunks of the rows (this one is warp s of them; S = 1: one warp,
+ * lanes striding over K). S is a template constant because the chunk stride then folds
+ * into the loads' immediate offsets: as a runtime value it cost the unsplit kernel up to
+ * ~15% of its bandwidth (bench_gemv_cuda, H200). With S > 1 the warps' sums meet in red (the block's
+ * [warps][MT * R] floats, this group's warps consecutive from warp - s) and are added in
+ * warp order, so the result is deterministic; every warp of the block must call this
+ * (it holds a block barrier), including those with n0 >= N. Results get `act`, only
+ * without accumulate. */
+template <typename WT, int MT, int R, int U, int S>
 static __device__ __forceinline__ void gemv_rows_end(const float *__restrict__ x, const WT *const (&wr)[R],
                                                      float *__restrict__ y, int N, int K, int accumulate, int act,
-                                                     int vec, const float *__restrict__ scale, int n0, int lane) {
-    if (n0 >= N) return;
-    float acc[MT][R];
-    gemv_partial<WT, MT, R, U>(x, wr, K, vec, lane, 32, lane, 32, acc);
-#pragma unroll
-    for (int m = 0; m < MT; m++)
-#pragma unroll
-        for (int r = 0; r < R; r++) acc[m][r] = recur_warp_sum(acc[m][r]);
-    if (lane == 0) {
+                                                     int vec, const float *__restrict__ scale, int n0, int lane,
+                                                     int s, float (*red)[MT * R]) {
+    if constexpr (S == 1) {
+        if (n0 >= N) return;
+        (void)s;
+        (void)red;
+        float acc[MT][R];
+        gemv_partial<WT, MT, R, U>(x, wr, K, vec, lane, 32, lane, 32, acc);
 #pragma unroll
         for (int m = 0; m < MT; m++)
 #pragma unroll
-            for (int r = 0; r < R; r++)
-                if (n0 + r < N) {
-                    float *yp = y + (size_t)m * N + n0 + r;
-                    const float v = __fmul_rn(acc[m][r], row_mul<WT>(scale, n0 + r)); /* no FMA with the add */
-                    *yp = accumulate ? *yp + v : recur_act_value(act, v);
-                }
+            for (int r = 0; r < R; r++) acc[m][r] = recur_warp_sum(acc[m][r]);
+        if (lane == 0) {
+#pragma unroll
+            for (int m = 0; m < MT; m++)
+#pragma unroll
+                for (int r = 0; r < R; r++)
+                    if (n0 + r < N) {
+                        float *yp = y + (size_t)m * N + n0 + r;
+                        const float v = __fmul_rn(acc[m][r], row_mul<WT>(scale, n0 + r)); /* no FMA with the add */
+                        *yp = accumulate ? *yp + v : recur_act_value(act, v);
+                    }
+        }
+    } else {
+        /* a group past N still computes (its row pointers are clamped to row N - 1, so
+         * the loads are valid; only the grid's last block has such groups) and reaches
+         * the barrier; it writes nothing */
+        const int warp = (int)(threadIdx.x >> 5);
+        float acc[MT][R];
+        gemv_partial<WT, MT, R, U>(x, wr, K, vec, s * 32 + lane, S * 32, s * 32 + lane, S * 32, acc);
+#pragma unroll
+        for (int m = 0; m < MT; m++)
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                const float v = recur_warp_sum(acc[m][r]);
+                if (lane == 0) red[warp][m * R + r] = v;
+            }
+        __syncthreads();
+        if (n0 >= N || s != 0 || lane >= MT * R) return;
+        /* lane i finishes element i = m * R + r of the group, adding its warps in order */
+        float v = 0.f;
+#pragma unroll
+        for (int j = 0; j < S; j++) v += red[warp + j][lane];
+        const int m = lane / R, r = lane % R;
+        if (n0 + r < N) {
+            float *yp = y + (size_t)m * N + n0 + r;
+            v = __fmul_rn(v, row_mul<WT>(scale, n0 + r)); /* no FMA with the add */
+            *yp = accumulate ? *yp + v : recur_act_value(act, v);
+        }
     }
 }
 
-/* The row-per-warp GEMV over the whole matrix, GEMV_WARPS warps a block. pf: bytes of each
- * row to prefetch into L2 before the PDL wait. */
-template <typename WT, int MT, int R, int U>
+/* The row-per-warp GEMV over the whole matrix, GEMV_WARPS warps a block, S warps
+ * (1, 2 or 4) per group of R rows (gemv_row_split). pf: bytes of each row to prefetch
+ * into L2 before the PDL wait. */
+template <typename WT, int MT, int R, int U, int S>
 static __global__ void __launch_bounds__(GEMV_WARPS * 32)
 gemv_kernel(const float *__restrict__ x, const WT *__restrict__ W, float *__restrict__ y, int N, int K, int accumulate,
             int vec, int pf, const float *__restrict__ scale) {
-    const int lane = threadIdx.x & 31;
-    const int n0 = (blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5)) * R;
+    __shared__ float red[S > 1 ? GEMV_WARPS : 1][MT * R];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, s = warp % S;
+    const int n0 = ((blockIdx.x * GEMV_WARPS + warp) / S) * R;
     const WT *wr[R];
-    gemv_rows_begin<WT, R>(W, N, K, n0, pf, lane, wr);
+    gemv_rows_begin<WT, R>(W, N, K, n0, s == 0 ? pf : 0, lane, wr);
     recur_pdl_wait();
     recur_pdl_launch_dependents();
-    gemv_rows_end<WT, MT, R, U>(x, wr, y, N, K, accumulate, RECUR_ACT_NONE, vec, scale, n0, lane);
+    gemv_rows_end<WT, MT, R, U, S>(x, wr, y, N, K, accumulate, RECUR_ACT_NONE, vec, scale, n0, lane, s, red);
 }
 
 /* Split-K form for matrices of few rows and long rows (the LoRA down-projections of
@@ -453,6 +495,28 @@ static int gemv_prefetch_bytes(const recur_cuda_ctx_t *c, int K, size_t wsize, i
     return (int)((row < share ? row : share) & ~(size_t)127);
 }
 
+/* Warps per group of R rows in the row-per-warp kernels (1, 2 or 4; they split the rows'
+ * K between them, gemv_rows_end). Few, long rows (RWKV-7's FFN value projection: 4096
+ * rows of 16384, 1024 warps at 4 rows a warp) leave the row-per-warp grid at ~8 warps
+ * an SM, each walking its rows one load round trip after another; splitting K gives
+ * the device more warps, each with fewer round trips, for the same bytes. Split while
+ * the grid has fewer than 16 warps an SM and each warp keeps at least 4 KiB of weights.
+ * Measured on an H200 (bench_gemv_cuda and recur bench, docs/benchmarks.md): at M = 1
+ * the one-byte 4096 x 16384 product went from 24.4 (int8) and 32.1 us (e4m3) to 18.4
+ * and 20.0, 4096 x 4096 from 7.5 and 9.2 to 6.1 and 6.9; splitting up to 48 warps an SM
+ * also helped those products alone but lost per token (16384 x 4096 and the like got
+ * slower), 8 gained less. Decided on the shape (and the device) alone, never on M, so a
+ * row's arithmetic is the same at every batch size, and the same for matmul and
+ * matmul_many. RECUR_GEMV_SPLIT=1|2|4 forces it (A/B runs). */
+static int gemv_row_split(const recur_cuda_ctx_t *c, int N, int K, size_t wsize) {
+    if (c->gemv_split > 0) return c->gemv_split;
+    const int64_t R = gemv_rows_per_warp(1, (int)wsize), groups = recur_cuda_cdiv(N, R);
+    const int64_t want = (int64_t)c->sm_count * 16, warp_bytes = R * (int64_t)K * (int64_t)wsize;
+    int split = 1;
+    while (split < GEMV_WARPS && groups * split < want && warp_bytes / (2 * split) >= 4096) split *= 2;
+    return split;
+}
+
 template <typename WT, int MT>
 static recur_status_t gemv_launch_m(recur_cuda_ctx_t *c, const float *x, const WT *W, float *y, int N, int K,
                                     int accumulate, int vec, const float *scale) {
@@ -465,9 +529,18 @@ static recur_status_t gemv_launch_m(recur_cuda_ctx_t *c, const float *x, const W
         return RECUR_OK;
     }
     constexpr int R = gemv_rows_per_warp(MT, (int)sizeof(WT)), U = gemv_unroll(MT);
-    const unsigned grid = (unsigned)recur_cuda_cdiv(N, (int64_t)GEMV_WARPS * R);
-    RCU_LAUNCH("gemv_kernel", recur_cuda_launch(c, gemv_kernel<WT, MT, R, U>, dim3(grid), dim3(GEMV_WARPS * 32), 0, x, W,
-                                                y, N, K, accumulate, vec, pf, scale));
+    const int split = gemv_row_split(c, N, K, sizeof(WT));
+    const unsigned grid = (unsigned)recur_cuda_cdiv(recur_cuda_cdiv(N, (int64_t)R) * split, GEMV_WARPS);
+    const dim3 block(GEMV_WARPS * 32);
+    if (split == 4)
+        RCU_LAUNCH("gemv_kernel", recur_cuda_launch(c, gemv_kernel<WT, MT, R, U, 4>, dim3(grid), block, 0, x, W, y, N, K,
+                                                    accumulate, vec, pf, scale));
+    else if (split == 2)
+        RCU_LAUNCH("gemv_kernel", recur_cuda_launch(c, gemv_kernel<WT, MT, R, U, 2>, dim3(grid), block, 0, x, W, y, N, K,
+                                                    accumulate, vec, pf, scale));
+    else
+        RCU_LAUNCH("gemv_kernel", recur_cuda_launch(c, gemv_kernel<WT, MT, R, U, 1>, dim3(grid), block, 0, x, W, y, N, K,
+                                                    accumulate, vec, pf, scale));
     return RECUR_OK;
 }
 
@@ -511,6 +584,7 @@ struct gemv_many_op {
     int N, K, accumulate, act, vec, pf;
     int dtype;     /* recur_dtype_t of W */
     int splitk;    /* 1: one row per block (gemv_splitk_row); 0: GEMV_SK_WARPS warps of gemv_rows */
+    int split;     /* the row-per-warp form's warps per row group (gemv_row_split) */
     int block_end; /* one past its last block */
 };
 struct gemv_many {
@@ -522,27 +596,35 @@ struct gemv_many {
  * (the same gemv_rows / gemv_splitk_row and the same split of K over lanes), so a fused
  * product gives the bits of the product launched alone; only the number of warps per
  * block of the row-per-warp form differs, which no row's sum sees. */
-template <typename WT, int MT, int R>
-static __device__ __forceinline__ void gemv_many_rows(const gemv_many_op &o, int bl) {
-    const int lane = threadIdx.x & 31, n0 = (bl * GEMV_SK_WARPS + (int)(threadIdx.x >> 5)) * R;
+template <typename WT, int MT, int R, int S>
+static __device__ __forceinline__ void gemv_many_rows(const gemv_many_op &o, int bl, float (*red)[MT * R]) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, s = warp % S;
+    const int n0 = ((bl * GEMV_SK_WARPS + warp) / S) * R;
     const WT *wr[R];
-    gemv_rows_begin<WT, R>((const WT *)o.W, o.N, o.K, n0, o.pf, lane, wr);
+    gemv_rows_begin<WT, R>((const WT *)o.W, o.N, o.K, n0, s == 0 ? o.pf : 0, lane, wr);
     recur_pdl_wait();
     recur_pdl_launch_dependents();
-    gemv_rows_end<WT, MT, R, gemv_unroll(MT)>(o.x, wr, o.y, o.N, o.K, o.accumulate, o.act, o.vec, o.scale, n0, lane);
+    gemv_rows_end<WT, MT, R, gemv_unroll(MT), S>(o.x, wr, o.y, o.N, o.K, o.accumulate, o.act, o.vec, o.scale, n0, lane,
+                                                 s, red);
 }
 
+/* red: the block's [GEMV_SK_WARPS][MT * 4] floats of shared memory */
 template <typename WT, int MT>
-static __device__ __forceinline__ void gemv_many_block(const gemv_many_op &o, int bl, float (*red)[MT]) {
+static __device__ __forceinline__ void gemv_many_block(const gemv_many_op &o, int bl, float *red) {
     const WT *W = (const WT *)o.W;
     if (o.splitk) {
         const WT *wr[1] = {W + (size_t)bl * o.K};
         prefetch_l2(wr[0], o.pf, threadIdx.x, GEMV_SK_WARPS * 32);
         recur_pdl_wait();
         recur_pdl_launch_dependents();
-        gemv_splitk_row<WT, MT>(o.x, wr, o.y, o.N, o.K, o.accumulate, o.act, o.vec, o.scale, bl, red);
+        gemv_splitk_row<WT, MT>(o.x, wr, o.y, o.N, o.K, o.accumulate, o.act, o.vec, o.scale, bl,
+                                (float(*)[MT])red);
     } else {
-        gemv_many_rows<WT, MT, gemv_rows_per_warp(MT, (int)sizeof(WT))>(o, bl);
+        constexpr int R = gemv_rows_per_warp(MT, (int)sizeof(WT));
+        static_assert(R <= 4, "red holds 4 rows per warp");
+        if (o.split == 4) gemv_many_rows<WT, MT, R, 4>(o, bl, (float(*)[MT * R])red);
+        else if (o.split == 2) gemv_many_rows<WT, MT, R, 2>(o, bl, (float(*)[MT * R])red);
+        else gemv_many_rows<WT, MT, R, 1>(o, bl, (float(*)[MT * R])red);
     }
 }
 
@@ -551,7 +633,7 @@ static __device__ __forceinline__ void gemv_many_block(const gemv_many_op &o, in
  * one would each pay a launch, a ramp and a tail. */
 template <int MT>
 static __global__ void __launch_bounds__(GEMV_SK_WARPS * 32) gemv_many_kernel(const __grid_constant__ gemv_many g) {
-    __shared__ float red[GEMV_SK_WARPS][MT];
+    __shared__ float red[GEMV_SK_WARPS * MT * 4];
     int i = 0;
     while (i < g.n - 1 && (int)blockIdx.x >= g.op[i].block_end) i++;
     const gemv_many_op o = g.op[i]; /* into registers: the loops must not re-read the parameter space */
@@ -604,8 +686,11 @@ recur_status_t recur_cuda_matmul_many(recur_backend_t *b, int32_t M, int32_t n, 
         if (recur_dtype_is_quant(W->dtype)) RECUR_ASSERT(W->scale);
         gemv_many_op *q = &g.op[g.n++];
         *q = (gemv_many_op){o->x, W->data, o->y, W->scale, (int)W->rows, (int)W->cols, o->accumulate, (int)o->act,
-                            vec, 0, (int)W->dtype, vec && gemv_use_splitk((int)W->rows, (int)W->cols, el), 0};
-        blocks += q->splitk ? q->N : recur_cuda_cdiv(q->N, (int64_t)GEMV_SK_WARPS * gemv_rows_per_warp(M, wsize));
+                            vec, 0, (int)W->dtype, vec && gemv_use_splitk((int)W->rows, (int)W->cols, el),
+                            gemv_row_split(c, (int)W->rows, (int)W->cols, (size_t)wsize), 0};
+        blocks += q->splitk ? q->N
+                            : recur_cuda_cdiv(recur_cuda_cdiv(q->N, (int64_t)gemv_rows_per_warp(M, wsize)) * q->split,
+                                              GEMV_SK_WARPS);
         RECUR_ASSERT(blocks <= INT32_MAX);
         q->block_end = (int)blocks;
         rows_total += q->N;

@@ -38,6 +38,7 @@ typedef struct recur_cuda_ctx {
      * scratch buffer (recur_cuda_scratch_reserve) does not free the old one but parks it
      * here until the last graph is freed. */
     int            pdl;           /* launch the small ops and GEMVs with programmatic dependent launch (sm_90+) */
+    int            gemv_split;    /* RECUR_GEMV_SPLIT: warps per row group of the decode GEMVs forced (0: by shape) */
     int            capturing;     /* between graph_begin and graph_end: nothing may sync or allocate */
     int32_t        n_graphs;      /* executable graphs alive (graph_end minus graph_free) */
     void         **retired;
