@@ -271,7 +271,7 @@ static __device__ __forceinline__ void gemv_rows_end(const float *__restrict__ x
 template <typename WT, int MT, int R, int U, int S>
 static __global__ void __launch_bounds__(GEMV_WARPS * 32)
 gemv_kernel(const float *__restrict__ x, const WT *__restrict__ W, float *__restrict__ y, int N, int K, int accumulate,
-            int vec, int pf, const float *__restrict__ scale) {
+            int act, int vec, int pf, const float *__restrict__ scale) {
     __shared__ float red[S > 1 ? GEMV_WARPS : 1][MT * R];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, s = warp % S;
     const int n0 = ((blockIdx.x * GEMV_WARPS + warp) / S) * R;
@@ -279,7 +279,7 @@ gemv_kernel(const float *__restrict__ x, const WT *__restrict__ W, float *__rest
     gemv_rows_begin<WT, R>(W, N, K, n0, s == 0 ? pf : 0, lane, wr);
     recur_pdl_wait();
     recur_pdl_launch_dependents();
-    gemv_rows_end<WT, MT, R, U, S>(x, wr, y, N, K, accumulate, RECUR_ACT_NONE, vec, scale, n0, lane, s, red);
+    gemv_rows_end<WT, MT, R, U, S>(x, wr, y, N, K, accumulate, act, vec, scale, n0, lane, s, red);
 }
 
 /* Split-K form for matrices of few rows and long rows (the LoRA down-projections of
@@ -318,14 +318,14 @@ static __device__ __forceinline__ void gemv_splitk_row(const float *__restrict__
 template <typename WT, int MT>
 static __global__ void __launch_bounds__(GEMV_SK_WARPS * 32)
 gemv_splitk_kernel(const float *__restrict__ x, const WT *__restrict__ W, float *__restrict__ y, int N, int K,
-                   int accumulate, int vec, int pf, const float *__restrict__ scale) {
+                   int accumulate, int act, int vec, int pf, const float *__restrict__ scale) {
     __shared__ float red[GEMV_SK_WARPS][MT];
     const int n = blockIdx.x;
     const WT *wr[1] = {W + (size_t)n * K};
     prefetch_l2(wr[0], pf, threadIdx.x, GEMV_SK_WARPS * 32);
     recur_pdl_wait();
     recur_pdl_launch_dependents();
-    gemv_splitk_row<WT, MT>(x, wr, y, N, K, accumulate, RECUR_ACT_NONE, vec, scale, n, red);
+    gemv_splitk_row<WT, MT>(x, wr, y, N, K, accumulate, act, vec, scale, n, red);
 }
 
 /* Tensor-core form for 3..8 rows of x and bf16 weights. With M rows the CUDA-core kernel
@@ -499,17 +499,21 @@ static int gemv_prefetch_bytes(const recur_cuda_ctx_t *c, int K, size_t wsize, i
  * K between them, gemv_rows_end). Few, long rows (RWKV-7's FFN value projection: 4096
  * rows of 16384, 1024 warps at 4 rows a warp) leave the row-per-warp grid at ~8 warps
  * an SM, each walking its rows one load round trip after another; splitting K gives
- * the device more warps, each with fewer round trips, for the same bytes. Split while
- * the grid has fewer than 16 warps an SM and each warp keeps at least 4 KiB of weights.
- * Measured on an H200 (bench_gemv_cuda and recur bench, docs/benchmarks.md): at M = 1
- * the one-byte 4096 x 16384 product went from 24.4 (int8) and 32.1 us (e4m3) to 18.4
- * and 20.0, 4096 x 4096 from 7.5 and 9.2 to 6.1 and 6.9; splitting up to 48 warps an SM
- * also helped those products alone but lost per token (16384 x 4096 and the like got
- * slower), 8 gained less. Decided on the shape (and the device) alone, never on M, so a
- * row's arithmetic is the same at every batch size, and the same for matmul and
+ * the device more warps, each with fewer round trips, for the same bytes. Split rows of
+ * K >= 8192 while the grid has fewer than 16 warps an SM and each warp keeps at least
+ * 4 KiB of weights. Measured on an H200 (bench_gemv_cuda and recur bench,
+ * docs/benchmarks.md): at M = 1 the one-byte 4096 x 16384 product went from 24.4 (int8)
+ * and 32.1 us (e4m3) to 18.2 and 19.9, 4096 x 10944 from 18.2 and 23.4 to 13.6 and
+ * 14.5. Shorter rows are not split: the 7B models' K = 4096 products are mostly fused
+ * (matmul_many), where the launch already has warps enough and split blocks made RWKV-7's
+ * r, k, v and LoRA launch 17% slower (16.6 -> 19.5 us, int8) and its tokens/s 12%
+ * lower, though a 4096 x 4096 product alone gained (7.5 -> 6.1 us). Splitting up to 48
+ * warps an SM lost per token too. Decided on the shape (and the device) alone, never on
+ * M, so a row's arithmetic is the same at every batch size, and the same for matmul and
  * matmul_many. RECUR_GEMV_SPLIT=1|2|4 forces it (A/B runs). */
 static int gemv_row_split(const recur_cuda_ctx_t *c, int N, int K, size_t wsize) {
     if (c->gemv_split > 0) return c->gemv_split;
+    if (K < 8192) return 1;
     const int64_t R = gemv_rows_per_warp(1, (int)wsize), groups = recur_cuda_cdiv(N, R);
     const int64_t want = (int64_t)c->sm_count * 16, warp_bytes = R * (int64_t)K * (int64_t)wsize;
     int split = 1;
@@ -519,13 +523,13 @@ static int gemv_row_split(const recur_cuda_ctx_t *c, int N, int K, size_t wsize)
 
 template <typename WT, int MT>
 static recur_status_t gemv_launch_m(recur_cuda_ctx_t *c, const float *x, const WT *W, float *y, int N, int K,
-                                    int accumulate, int vec, const float *scale) {
+                                    int accumulate, int act, int vec, const float *scale) {
     constexpr int EL = 16 / (int)sizeof(WT);
     const int pf = gemv_prefetch_bytes(c, K, sizeof(WT), N);
     if (vec && gemv_use_splitk(N, K, EL)) {
         RCU_LAUNCH("gemv_splitk_kernel", recur_cuda_launch(c, gemv_splitk_kernel<WT, MT>, dim3((unsigned)N),
-                                                           dim3(GEMV_SK_WARPS * 32), 0, x, W, y, N, K, accumulate, vec,
-                                                           pf, scale));
+                                                           dim3(GEMV_SK_WARPS * 32), 0, x, W, y, N, K, accumulate, act,
+                                                           vec, pf, scale));
         return RECUR_OK;
     }
     constexpr int R = gemv_rows_per_warp(MT, (int)sizeof(WT)), U = gemv_unroll(MT);
@@ -534,19 +538,21 @@ static recur_status_t gemv_launch_m(recur_cuda_ctx_t *c, const float *x, const W
     const dim3 block(GEMV_WARPS * 32);
     if (split == 4)
         RCU_LAUNCH("gemv_kernel", recur_cuda_launch(c, gemv_kernel<WT, MT, R, U, 4>, dim3(grid), block, 0, x, W, y, N, K,
-                                                    accumulate, vec, pf, scale));
+                                                    accumulate, act, vec, pf, scale));
     else if (split == 2)
         RCU_LAUNCH("gemv_kernel", recur_cuda_launch(c, gemv_kernel<WT, MT, R, U, 2>, dim3(grid), block, 0, x, W, y, N, K,
-                                                    accumulate, vec, pf, scale));
+                                                    accumulate, act, vec, pf, scale));
     else
         RCU_LAUNCH("gemv_kernel", recur_cuda_launch(c, gemv_kernel<WT, MT, R, U, 1>, dim3(grid), block, 0, x, W, y, N, K,
-                                                    accumulate, vec, pf, scale));
+                                                    accumulate, act, vec, pf, scale));
     return RECUR_OK;
 }
 
+/* *act_done: whether act was applied to the results as they were written (the CUDA-core
+ * kernels; the tensor-core one leaves it to the caller). */
 template <typename WT>
 static recur_status_t gemv_launch(recur_cuda_ctx_t *c, const float *x, const WT *W, int M, float *y, int N, int K,
-                                  int accumulate, const float *scale = nullptr) {
+                                  int accumulate, const float *scale, int act, bool *act_done) {
     constexpr int EL = 16 / (int)sizeof(WT);
     const int vec = K % EL == 0 && ((uintptr_t)W & 15u) == 0 && ((uintptr_t)x & 15u) == 0;
     if constexpr (sizeof(WT) == 2) {
@@ -555,18 +561,20 @@ static recur_status_t gemv_launch(recur_cuda_ctx_t *c, const float *x, const WT 
             const unsigned grid = (unsigned)recur_cuda_cdiv(N, 16);
             RCU_LAUNCH("gemv_mma_kernel", recur_cuda_launch(c, gemv_mma_kernel, dim3(grid), dim3(GEMV_MMA_WARPS * 32), 0,
                                                             x, (const __nv_bfloat16 *)W, y, M, N, K, accumulate, pf));
+            *act_done = act == RECUR_ACT_NONE;
             return RECUR_OK;
         }
     }
+    *act_done = true;
     switch (M) {
-    case 1: return gemv_launch_m<WT, 1>(c, x, W, y, N, K, accumulate, vec, scale);
-    case 2: return gemv_launch_m<WT, 2>(c, x, W, y, N, K, accumulate, vec, scale);
-    case 3: return gemv_launch_m<WT, 3>(c, x, W, y, N, K, accumulate, vec, scale);
-    case 4: return gemv_launch_m<WT, 4>(c, x, W, y, N, K, accumulate, vec, scale);
-    case 5: return gemv_launch_m<WT, 5>(c, x, W, y, N, K, accumulate, vec, scale);
-    case 6: return gemv_launch_m<WT, 6>(c, x, W, y, N, K, accumulate, vec, scale);
-    case 7: return gemv_launch_m<WT, 7>(c, x, W, y, N, K, accumulate, vec, scale);
-    case 8: return gemv_launch_m<WT, 8>(c, x, W, y, N, K, accumulate, vec, scale);
+    case 1: return gemv_launch_m<WT, 1>(c, x, W, y, N, K, accumulate, act, vec, scale);
+    case 2: return gemv_launch_m<WT, 2>(c, x, W, y, N, K, accumulate, act, vec, scale);
+    case 3: return gemv_launch_m<WT, 3>(c, x, W, y, N, K, accumulate, act, vec, scale);
+    case 4: return gemv_launch_m<WT, 4>(c, x, W, y, N, K, accumulate, act, vec, scale);
+    case 5: return gemv_launch_m<WT, 5>(c, x, W, y, N, K, accumulate, act, vec, scale);
+    case 6: return gemv_launch_m<WT, 6>(c, x, W, y, N, K, accumulate, act, vec, scale);
+    case 7: return gemv_launch_m<WT, 7>(c, x, W, y, N, K, accumulate, act, vec, scale);
+    case 8: return gemv_launch_m<WT, 8>(c, x, W, y, N, K, accumulate, act, vec, scale);
     default: RECUR_ASSERT(!"gemv_launch: M out of range");
     }
     return RECUR_E_INVAL;
@@ -662,6 +670,9 @@ static bool gemv_many_fits(int32_t M, const recur_matmul_op_t *o, int vec) {
     return !(W->dtype == RECUR_DTYPE_BF16 && gemv_use_mma(M, (int)W->rows, (int)W->cols, vec));
 }
 
+static recur_status_t matmul_act(recur_backend_t *b, const float *x, const recur_weight_t *W, int32_t M, float *y,
+                                 int accumulate, int act, bool *act_done);
+
 recur_status_t recur_cuda_matmul_many(recur_backend_t *b, int32_t M, int32_t n, const recur_matmul_op_t *ops) {
     recur_cuda_ctx_t *c = recur_cuda_ctx(b);
     RECUR_ASSERT(n >= 0 && n <= RECUR_MATMUL_MANY_MAX);
@@ -679,8 +690,9 @@ recur_status_t recur_cuda_matmul_many(recur_backend_t *b, int32_t M, int32_t n, 
          * 8-warp blocks ran a lone one-byte 16384 x 4096 product at 29 us against 20 us for
          * the 4-warp GEMV, more than the activation launch it saves; ncu, H200) */
         if (n == 1 || !gemv_many_fits(M, o, vec)) {
-            RECUR_TRY(recur_cuda_matmul(b, o->x, W, M, o->y, o->accumulate));
-            if (o->act != RECUR_ACT_NONE) RECUR_TRY(b->iface.act(b, o->act, o->y, (int64_t)M * W->rows, o->y));
+            bool act_done;
+            RECUR_TRY(matmul_act(b, o->x, W, M, o->y, o->accumulate, (int)o->act, &act_done));
+            if (!act_done) RECUR_TRY(b->iface.act(b, o->act, o->y, (int64_t)M * W->rows, o->y));
             continue;
         }
         if (recur_dtype_is_quant(W->dtype)) RECUR_ASSERT(W->scale);
@@ -771,9 +783,13 @@ recur_status_t recur_cuda_round_x_bf16(recur_cuda_ctx_t *c, const float *x, size
     return RECUR_OK;
 }
 
-recur_status_t recur_cuda_matmul(recur_backend_t *b, const float *x, const recur_weight_t *W, int32_t M, float *y,
-                                 int accumulate) {
+/* matmul, and act on the results where the kernel can apply it as it writes them (the
+ * decode GEMVs); *act_done says whether it did (never with accumulate). */
+static recur_status_t matmul_act(recur_backend_t *b, const float *x, const recur_weight_t *W, int32_t M, float *y,
+                                 int accumulate, int act, bool *act_done) {
     recur_cuda_ctx_t *c = recur_cuda_ctx(b);
+    *act_done = act == RECUR_ACT_NONE;
+    RECUR_ASSERT(act == RECUR_ACT_NONE || !accumulate);
     const int64_t N = W->rows, K = W->cols;
     RECUR_ASSERT(N <= INT32_MAX && K <= INT32_MAX);
     if (M <= 0 || N <= 0) return RECUR_OK;
@@ -786,14 +802,18 @@ recur_status_t recur_cuda_matmul(recur_backend_t *b, const float *x, const recur
         RECUR_ASSERT(W->scale);
         if (M > RECUR_CUDA_GEMV_MAX_M) return recur_cuda_qgemm(c, x, W, M, y, accumulate);
         if (W->dtype == RECUR_DTYPE_I8)
-            return gemv_launch(c, x, (const int8_t *)W->data, M, y, (int)N, (int)K, accumulate, W->scale);
-        return gemv_launch(c, x, (const __nv_fp8_e4m3 *)W->data, M, y, (int)N, (int)K, accumulate, W->scale);
+            return gemv_launch(c, x, (const int8_t *)W->data, M, y, (int)N, (int)K, accumulate, W->scale, act,
+                               act_done);
+        return gemv_launch(c, x, (const __nv_fp8_e4m3 *)W->data, M, y, (int)N, (int)K, accumulate, W->scale, act,
+                           act_done);
     }
     if (M <= RECUR_CUDA_GEMV_MAX_M) {
         if (W->dtype == RECUR_DTYPE_BF16)
-            return gemv_launch(c, x, (const __nv_bfloat16 *)W->data, M, y, (int)N, (int)K, accumulate);
+            return gemv_launch(c, x, (const __nv_bfloat16 *)W->data, M, y, (int)N, (int)K, accumulate,
+                               (const float *)nullptr, act, act_done);
         RECUR_ASSERT(W->dtype == RECUR_DTYPE_F32);
-        return gemv_launch(c, x, (const float *)W->data, M, y, (int)N, (int)K, accumulate);
+        return gemv_launch(c, x, (const float *)W->data, M, y, (int)N, (int)K, accumulate, (const float *)nullptr, act,
+                           act_done);
     }
     const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
     if (W->dtype == RECUR_DTYPE_F32) {
@@ -808,4 +828,10 @@ recur_status_t recur_cuda_matmul(recur_backend_t *b, const float *x, const recur
                             (int)K, c->xbf, CUDA_R_16BF, (int)K, &beta, y, CUDA_R_32F, (int)N, CUBLAS_COMPUTE_32F,
                             CUBLAS_GEMM_DEFAULT));
     return RECUR_OK;
+}
+
+recur_status_t recur_cuda_matmul(recur_backend_t *b, const float *x, const recur_weight_t *W, int32_t M, float *y,
+                                 int accumulate) {
+    bool act_done;
+    return matmul_act(b, x, W, M, y, accumulate, RECUR_ACT_NONE, &act_done);
 }
