@@ -35,6 +35,10 @@ for t in "$bundle"/bin/test_*; do
     *) run "$name" "$t" ;;
   esac
 done
+# The decode products at 7B shapes per weight format (a table in the log; fails if a product
+# fused by matmul_many differs in any bit from the same product alone).
+echo "=== bench_gemv_cuda" >>"$log"
+[ -x "$bundle/bin/bench_gemv_cuda" ] && run bench_gemv_cuda "$bundle/bin/bench_gemv_cuda"
 # The communication layer across ranks (the loop above ran test_comm alone: one rank, CPU).
 # Open MPI's mpirun, flags as in tests/CMakeLists.txt; the cuda run puts one rank on each
 # GPU of this machine (NCCL needs a GPU per rank), so on 2 GPUs it is TP 2 and PP 2 over
