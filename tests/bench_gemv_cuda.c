@@ -70,34 +70,50 @@ static void check_fused(recur_backend_t *b, const char *what, const recur_weight
     free(c);
 }
 
-/* RWKV-7 7.2B's first products of a layer at batch 1, as the model issues them: r, k, v
- * (4096 x 4096, the weight format) and the four LoRAs' down matrices (ranks 128, 128, 96,
- * 480; kept bf16), one matmul_many launch, alternating over 2 sets of weights. */
-static void time_layer_in(recur_backend_t *b, const float *x, float *y, double copy_gbs, recur_dtype_t dt) {
-    static const int64_t rows[7] = {4096, 4096, 4096, 128, 128, 96, 480};
-    recur_weight_t w[2][7];
+/* A layer's products that the models issue as one matmul_many launch at batch 1 (the 7B
+ * shapes; "keep": stored bf16 in every format, RECUR_WEIGHT_KEEP), timed like the single
+ * products, alternating over 2 sets of weights. */
+#define FUSED_MAX 7
+typedef struct {
+    const char *what, *shape;
+    int n;
+    int64_t N[FUSED_MAX], K[FUSED_MAX];
+    int keep[FUSED_MAX];
+} fused_t;
+static const fused_t k_fused[] = {
+    {"rwkv7 layer in", "r,k,v + LoRA downs", 7,
+     {4096, 4096, 4096, 128, 128, 96, 480}, {4096, 4096, 4096, 4096, 4096, 4096, 4096}, {0, 0, 0, 1, 1, 1, 1}},
+    {"rwkv7 LoRA ups", "4096x{128,128,96,480}", 4, {4096, 4096, 4096, 4096}, {128, 128, 96, 480}, {1, 1, 1, 1}},
+    {"xlstm layer in", "q,k,v,o + gates", 6, {2048, 2048, 4096, 4096, 8, 8}, {4096, 4096, 4096, 4096, 4096, 4096},
+     {0, 0, 0, 0, 1, 1}},
+};
+
+static void time_fused(recur_backend_t *b, const fused_t *f, const float *x, float *y, double copy_gbs,
+                       recur_dtype_t dt) {
+    recur_weight_t w[2][FUSED_MAX];
     memset(w, 0, sizeof w);
     size_t bytes = 0;
     int ok = 1;
     for (int c = 0; c < 2; c++)
-        for (int i = 0; i < 7 && ok; i++) {
-            ok = b->iface.weight_random(b, rows[i], 4096, 300 + 10 * (uint64_t)c + (uint64_t)i, -0.02f, 0.02f, 0, 0,
-                                        4096, i < 3 ? RECUR_WEIGHT_PROJ : RECUR_WEIGHT_KEEP, &w[c][i]) == RECUR_OK;
+        for (int i = 0; i < f->n && ok; i++) {
+            ok = b->iface.weight_random(b, f->N[i], f->K[i], 300 + 10 * (uint64_t)c + (uint64_t)i, -0.02f, 0.02f, 0, 0,
+                                        f->K[i], f->keep[i] ? RECUR_WEIGHT_KEEP : RECUR_WEIGHT_PROJ,
+                                        &w[c][i]) == RECUR_OK;
             if (ok && c == 0)
-                bytes += (size_t)rows[i] * 4096 * recur_dtype_size(w[c][i].dtype) +
-                         (w[c][i].scale ? (size_t)rows[i] * sizeof(float) : 0);
+                bytes += (size_t)f->N[i] * (size_t)f->K[i] * recur_dtype_size(w[c][i].dtype) +
+                         (w[c][i].scale ? (size_t)f->N[i] * sizeof(float) : 0);
         }
     void *g = NULL;
     double t = -1;
     if (ok && b->iface.graph_begin(b) == RECUR_OK) {
         for (int k = 0; k < CALLS; k++) {
-            recur_matmul_op_t ops[7];
+            recur_matmul_op_t ops[FUSED_MAX];
             int64_t off = 0;
-            for (int i = 0; i < 7; i++) {
+            for (int i = 0; i < f->n; i++) {
                 ops[i] = (recur_matmul_op_t){x, &w[k % 2][i], y + off, 0, RECUR_ACT_NONE};
-                off += rows[i];
+                off += f->N[i];
             }
-            b->iface.matmul_many(b, 1, 7, ops);
+            b->iface.matmul_many(b, 1, f->n, ops);
         }
         if (b->iface.graph_end(b, &g) == RECUR_OK && b->iface.graph_launch(b, g) == RECUR_OK &&
             b->iface.synchronize(b) == RECUR_OK) {
@@ -110,14 +126,16 @@ static void time_layer_in(recur_backend_t *b, const float *x, float *y, double c
     }
     if (t > 0) {
         const double gbs = (double)bytes / t / 1e9;
-        printf("%-6s %-16s %-20s %9.2f %9.0f %8.1f%%\n", recur_dtype_name(dt), "rwkv7 layer in", "3x4096 + LoRA M=1",
-               t * 1e6, gbs, copy_gbs > 0 ? 100.0 * gbs / copy_gbs : 0.0);
+        char shape[48];
+        snprintf(shape, sizeof shape, "%s M=1", f->shape);
+        printf("%-6s %-16s %-20s %9.2f %9.0f %8.1f%%\n", recur_dtype_name(dt), f->what, shape, t * 1e6, gbs,
+               copy_gbs > 0 ? 100.0 * gbs / copy_gbs : 0.0);
     } else {
-        printf("FAIL rwkv7 layer in: could not run\n");
+        printf("FAIL %s: could not run\n", f->what);
         failures++;
     }
     for (int c = 0; c < 2; c++)
-        for (int i = 0; i < 7; i++) b->iface.weight_free(b, &w[c][i]);
+        for (int i = 0; i < f->n; i++) b->iface.weight_free(b, &w[c][i]);
 }
 
 static int run_format(recur_dtype_t dt) {
@@ -185,7 +203,7 @@ static int run_format(recur_dtype_t dt) {
         for (int c = 0; c < copies; c++) b->iface.weight_free(b, &w[c]);
         b->iface.weight_free(b, &w2);
     }
-    time_layer_in(b, x, y, copy_gbs, dt);
+    for (size_t i = 0; i < sizeof k_fused / sizeof k_fused[0]; i++) time_fused(b, &k_fused[i], x, y, copy_gbs, dt);
 out:
     free(hx);
     b->iface.buf_free(b, x);
