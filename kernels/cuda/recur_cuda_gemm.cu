@@ -240,6 +240,7 @@ static __device__ __forceinline__ void gemv_rows_end(const float *__restrict__ x
         /* a group past N still computes (its row pointers are clamped to row N - 1, so
          * the loads are valid; only the grid's last block has such groups) and reaches
          * the barrier; it writes nothing */
+        static_assert(MT * R <= 32, "one lane finishes each of the group's MT x R sums");
         const int warp = (int)(threadIdx.x >> 5);
         float acc[MT][R];
         gemv_partial<WT, MT, R, U>(x, wr, K, vec, s * 32 + lane, S * 32, s * 32 + lane, S * 32, acc);
