@@ -91,17 +91,8 @@ static void test_matmul(recur_backend_t *b) {
     /* Nn, Kk; {262, 8192}: few long rows, which the CUDA decode GEMV splits over 4 warps */
     static const int shapes[][2] = {{384, 128}, {300, 136}, {97, 100}, {50, 77}, {262, 8192}};
     static const int Ms[] = {1, 3, 8, 17, 64, 200};
-    /* the last shape came later: it draws from a copy of the generator, so the tests after
-     * this one see the inputs they always had (test_mlstm's bf16-state bound is tight on
-     * some draws, see docs/testing.md) */
-    const size_t n_shapes = sizeof shapes / sizeof shapes[0];
-    uint64_t rng_resume = 0;
-    for (size_t si = 0; si < n_shapes; si++) {
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
         const int Nn = shapes[si][0], Kk = shapes[si][1];
-        if (si + 1 == n_shapes) {
-            rng_resume = rng;
-            rng ^= 0x5bd1e995u;
-        }
         float *W = malloc((size_t)Nn * Kk * sizeof(float));
         fill(W, (size_t)Nn * Kk, -0.1f, 0.1f);
         recur_weight_t wt = {0};
@@ -218,7 +209,6 @@ static void test_matmul(recur_backend_t *b) {
         b->iface.weight_free(b, &wt);
         free(out); free(want); free(W);
     }
-    rng = rng_resume;
     /* weight_random (optional): the device generator equals recur_virtual_value */
     /* ... and a block of it: rows 3.., columns 11.. of a 40-column matrix (a TP shard) */
     for (int part = 0; part < 2 && b->iface.weight_random; part++) {
@@ -835,6 +825,12 @@ static void test_mlstm(recur_backend_t *b, int NHX, int DK, int DV, int nseq, co
         ib[hh] = hh % 2 ? -1.f : 0.5f;
         fb[hh] = hh % 2 ? 0.5f : 2.f;
     }
+    /* bf16 state: q and k from [0, 1] too. The check is then about the state's rounding;
+     * with signed q and k an ill-conditioned h (q.n near 0 at some token) turns the bf16
+     * rounding of C into relative errors around the bound on some draws (1.07e-2 on one,
+     * 2026-11-23), which is the conditioning, not the kernel. The f32 runs keep signed
+     * inputs. Same number of draws either way. */
+    if (sdt == RECUR_DTYPE_BF16 && qk_lo < 0.f) qk_lo = 0.f;
     fill(q, qk, qk_lo, 1.f);
     fill(kx, qk, qk_lo, 1.f);
     fill(v, vv, -1.f, 1.f);
@@ -1126,11 +1122,7 @@ int main(int argc, char **argv) {
                 continue;
             }
             test_matmul_many(bm, strcmp(name, "cpu") != 0, 0);
-            if (strcmp(name, "cpu") != 0) { /* on its own draws: the tests after this one keep theirs */
-                const uint64_t keep = rng;
-                test_matmul_many(bm, 1, 1);
-                rng = keep;
-            }
+            if (strcmp(name, "cpu") != 0) test_matmul_many(bm, 1, 1);
             recur_backend_free(bm);
         }
     }
