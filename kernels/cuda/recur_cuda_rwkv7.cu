@@ -79,6 +79,33 @@ recur_status_t recur_cuda_rwkv7_prep(recur_backend_t *b, const recur_rwkv7_prep_
     return RECUR_OK;
 }
 
+/* One token of state row i held in st (models/RWKV7.md §8.1 item 1): sa = -S_i . kk, then
+ * S_i = S_i * w + sa * (kk*a) + v_i * k, returning y_i = S_i . r (the fp32 values; a bf16
+ * state is rounded by the caller afterwards). rwkv7_wkv_kernel and rwkv7_step_kernel both
+ * run this, so they agree bit for bit. */
+template <int N>
+static __device__ __forceinline__ float wkv_row_token(float (&st)[N], const float *rr, const float *ww,
+                                                      const float *kv, const float *ba, const float *kn, float vi) {
+    float sa = 0.f;
+#pragma unroll
+    for (int j = 0; j < N; j++) sa -= st[j] * kn[j];
+    float yi = 0.f;
+#pragma unroll
+    for (int j = 0; j < N; j++) {
+        st[j] = st[j] * ww[j] + sa * ba[j] + vi * kv[j];
+        yi += st[j] * rr[j];
+    }
+    return yi;
+}
+
+/* A bf16 state is rounded after every token, as stored (y used the fp32 values). */
+template <int N, typename T> static __device__ __forceinline__ void wkv_row_round(float (&st)[N]) {
+    if constexpr (sizeof(T) != sizeof(float)) {
+#pragma unroll
+        for (int j = 0; j < N; j++) st[j] = recur_st_round<T>(st[j]);
+    }
+}
+
 /* grid (H, n_seq), N threads. sh_vec: [2 buffers][5 vectors r, w, k, kk*a, kk][N].
  * T: the state's element type; pool, stride and offset in bytes. */
 template <int N, typename T>
@@ -114,23 +141,9 @@ rwkv7_wkv_kernel(int32_t C, const int32_t *__restrict__ seq_off, const int32_t *
         /* one barrier per token: the other buffer, written next token, was last read
          * before this barrier */
         __syncthreads();
-        const float *rr = sh_vec[buf][0], *ww = sh_vec[buf][1], *kv = sh_vec[buf][2], *ba = sh_vec[buf][3],
-                    *kn = sh_vec[buf][4];
-        float sa = 0.f;
-#pragma unroll
-        for (int j = 0; j < N; j++) sa -= st[j] * kn[j];
-        float yi = 0.f;
-#pragma unroll
-        for (int j = 0; j < N; j++) {
-            st[j] = st[j] * ww[j] + sa * ba[j] + vi * kv[j];
-            yi += st[j] * rr[j];
-        }
-        y[e] = yi;
-        /* bf16 state: rounded after every token, as stored (y above used the fp32 values) */
-        if constexpr (sizeof(T) != sizeof(float)) {
-#pragma unroll
-            for (int j = 0; j < N; j++) st[j] = recur_st_round<T>(st[j]);
-        }
+        const float *sv = sh_vec[buf][0];
+        y[e] = wkv_row_token<N>(st, sv, sv + N, sv + 2 * N, sv + 3 * N, sv + 4 * N, vi);
+        wkv_row_round<N, T>(st);
     }
     /* store through shared memory again, coalesced */
     __syncthreads();
@@ -275,21 +288,8 @@ rwkv7_step_kernel(recur_rwkv7_prep_args_t p, recur_rwkv7_out_args_t o, const flo
 #pragma unroll
     for (int j = 0; j < N; j++) st[j] = sh_S[i][j];
     __syncthreads();
-    const float vi = sv_[i];
-    float sa = 0.f;
-#pragma unroll
-    for (int j = 0; j < N; j++) sa -= st[j] * skk[j];
-    float yi = 0.f;
-#pragma unroll
-    for (int j = 0; j < N; j++) {
-        st[j] = st[j] * sw[j] + sa * sba[j] + vi * sk[j];
-        yi += st[j] * sr[j];
-    }
-    sy[i] = yi;
-    if constexpr (sizeof(T) != sizeof(float)) {
-#pragma unroll
-        for (int j = 0; j < N; j++) st[j] = recur_st_round<T>(st[j]);
-    }
+    sy[i] = wkv_row_token<N>(st, sr, sw, sk, sba, skk, sv_[i]);
+    wkv_row_round<N, T>(st);
 #pragma unroll
     for (int j = 0; j < N; j++) sh_S[i][j] = st[j];
     __syncthreads();
