@@ -36,12 +36,11 @@ static const shape_t k_shapes[] = {
 
 static int failures;
 
-/* Seconds per product of x[M] . W^T over `copies` copies of W, in a graph of CALLS. */
-static double time_products(recur_backend_t *b, recur_weight_t *w, int copies, const float *x, float *y, int32_t M) {
+/* Ends the graph being recorded (CALLS products), replays it once to warm up, then times
+ * 10 replays: seconds per product, or -1 if anything failed. */
+static double graph_seconds(recur_backend_t *b) {
     void *g = NULL;
     double t = -1;
-    if (b->iface.graph_begin(b) != RECUR_OK) return -1;
-    for (int i = 0; i < CALLS; i++) b->iface.matmul(b, x, &w[i % copies], M, y, 0);
     if (b->iface.graph_end(b, &g) != RECUR_OK) return -1;
     if (b->iface.graph_launch(b, g) == RECUR_OK && b->iface.synchronize(b) == RECUR_OK) {
         const int reps = 10;
@@ -51,6 +50,13 @@ static double time_products(recur_backend_t *b, recur_weight_t *w, int copies, c
     }
     b->iface.graph_free(b, g);
     return t;
+}
+
+/* Seconds per product of x[M] . W^T over `copies` copies of W, in a graph of CALLS. */
+static double time_products(recur_backend_t *b, recur_weight_t *w, int copies, const float *x, float *y, int32_t M) {
+    if (b->iface.graph_begin(b) != RECUR_OK) return -1;
+    for (int i = 0; i < CALLS; i++) b->iface.matmul(b, x, &w[i % copies], M, y, 0);
+    return graph_seconds(b);
 }
 
 /* matmul alone against the same product fused with another (matmul_many): same bits */
@@ -103,7 +109,6 @@ static void time_fused(recur_backend_t *b, const fused_t *f, const float *x, flo
                 bytes += (size_t)f->N[i] * (size_t)f->K[i] * recur_dtype_size(w[c][i].dtype) +
                          (w[c][i].scale ? (size_t)f->N[i] * sizeof(float) : 0);
         }
-    void *g = NULL;
     double t = -1;
     if (ok && b->iface.graph_begin(b) == RECUR_OK) {
         for (int k = 0; k < CALLS; k++) {
@@ -115,14 +120,7 @@ static void time_fused(recur_backend_t *b, const fused_t *f, const float *x, flo
             }
             b->iface.matmul_many(b, 1, f->n, ops);
         }
-        if (b->iface.graph_end(b, &g) == RECUR_OK && b->iface.graph_launch(b, g) == RECUR_OK &&
-            b->iface.synchronize(b) == RECUR_OK) {
-            const int reps = 10;
-            const double t0 = recur_test_now_s();
-            for (int r = 0; r < reps; r++) b->iface.graph_launch(b, g);
-            if (b->iface.synchronize(b) == RECUR_OK) t = (recur_test_now_s() - t0) / (reps * CALLS);
-        }
-        b->iface.graph_free(b, g);
+        t = graph_seconds(b);
     }
     if (t > 0) {
         const double gbs = (double)bytes / t / 1e9;
