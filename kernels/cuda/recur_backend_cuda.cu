@@ -13,7 +13,8 @@
  *   (cublasSetWorkspace at init, so it allocates nothing during a call);
  * - the row-wise ops, token shift and the GEMVs launch with programmatic dependent launch
  *   (recur_cuda_internal.h): each waits for the kernel before it in every block before
- *   touching data, and only prefetches (into L2, which is always safe) before that;
+ *   touching what that kernel may write, and before that only prefetches into L2 or reads
+ *   what it cannot write (weights; the slot tables and state, in token shift);
  * - every CUDA/cuBLAS call is checked and a failure returns RECUR_E_CUDA with the call,
  *   file:line and device in the log (recur_cuda_internal.h); nothing aborts on a device error;
  * - an op with nothing to do (0 rows, 0 elements) returns RECUR_OK without a launch;
@@ -327,8 +328,20 @@ static __global__ void layernorm_kernel(const float *x, const float *__restrict_
     __shared__ float red[32];
     const int bd = blockDim.x, tid = threadIdx.x;
     const bool regs = C <= NORM_REGS * bd;
-    prefetch_l2_floats(w, C);
-    prefetch_l2_floats(bias, C);
+    /* weights: into registers before the PDL wait when the row fits (no kernel writes
+     * them), else into L2 */
+    float wv[NORM_REGS], bv[NORM_REGS];
+    if (regs) {
+#pragma unroll
+        for (int k = 0; k < NORM_REGS; k++) {
+            const int i = tid + k * bd;
+            wv[k] = i < C ? w[i] : 0.f;
+            bv[k] = i < C ? bias[i] : 0.f;
+        }
+    } else {
+        prefetch_l2_floats(w, C);
+        prefetch_l2_floats(bias, C);
+    }
     recur_pdl_wait();
     recur_pdl_launch_dependents();
     const float *xr = x + (size_t)blockIdx.x * C;
@@ -352,7 +365,7 @@ static __global__ void layernorm_kernel(const float *x, const float *__restrict_
 #pragma unroll
         for (int k = 0; k < NORM_REGS; k++) {
             const int i = tid + k * bd;
-            if (i < C) yr[i] = (xv[k] - mean) * inv * w[i] + bias[i];
+            if (i < C) yr[i] = (xv[k] - mean) * inv * wv[k] + bv[k];
         }
         return;
     }
@@ -375,13 +388,18 @@ static recur_status_t cuda_layernorm(recur_backend_t *b, const float *x, const f
     return RECUR_OK;
 }
 
-/* As layernorm_kernel: w prefetched into L2 before the PDL wait, x read once when the row fits. */
+/* As layernorm_kernel: w read before the PDL wait, x read once when the row fits. */
 static __global__ void rmsnorm_kernel(const float *x, const float *__restrict__ w, int32_t C, float eps, float *y) {
     __shared__ float red[32];
     const int bd = blockDim.x, tid = threadIdx.x;
     const bool regs = C <= NORM_REGS * bd;
-    float xv[NORM_REGS];
-    prefetch_l2_floats(w, C);
+    float xv[NORM_REGS], wv[NORM_REGS];
+    if (regs) { /* as layernorm_kernel */
+#pragma unroll
+        for (int k = 0; k < NORM_REGS; k++) wv[k] = tid + k * bd < C ? w[tid + k * bd] : 0.f;
+    } else {
+        prefetch_l2_floats(w, C);
+    }
     recur_pdl_wait();
     recur_pdl_launch_dependents();
     const float *xr = x + (size_t)blockIdx.x * C;
@@ -397,7 +415,7 @@ static __global__ void rmsnorm_kernel(const float *x, const float *__restrict__ 
         const float inv = 1.0f / sqrtf(recur_block_sum(s, red) / (float)C + eps);
 #pragma unroll
         for (int k = 0; k < NORM_REGS; k++)
-            if (tid + k * bd < C) yr[tid + k * bd] = xv[k] * inv * w[tid + k * bd];
+            if (tid + k * bd < C) yr[tid + k * bd] = xv[k] * inv * wv[k];
         return;
     }
     float s = 0.f;
@@ -496,9 +514,18 @@ static __device__ __forceinline__ int32_t seq_of_row(const int32_t *seq_off, int
     return lo;
 }
 
+/* Mix vectors a token_shift_mix_kernel thread holds in registers from before the PDL wait
+ * (RWKV-7 has 6; more are read after the wait). */
+#define SHIFT_PRE_MIX 6
+
 /* grid (M rows, column blocks). The first row of a sequence reads the slot's stored
  * vector and, in the same thread, then overwrites it with the sequence's last row, so no
- * other thread ever reads a stored element after it changed. */
+ * other thread ever reads a stored element after it changed. Before the PDL wait a thread
+ * reads everything that does not come from the kernel ahead (a layer norm, which writes
+ * only the x read here): the sequence and slot of its row (tables copied in before the step's first kernel),
+ * the stored vector (last written by this kernel one step earlier, long complete: every
+ * kernel before the one ahead has completed when this one starts) and its mix weights,
+ * so that after the wait only x is one load away. */
 static __global__ void token_shift_mix_kernel(const float *__restrict__ x, int32_t C, int32_t M,
                                               const int32_t *__restrict__ seq_off, const int32_t *__restrict__ slot,
                                               int32_t n_seq, char *pool, size_t stride, size_t offset, int32_t n_mix,
@@ -506,16 +533,6 @@ static __global__ void token_shift_mix_kernel(const float *__restrict__ x, int32
     __shared__ int32_t s_seq[3];
     const int32_t t = blockIdx.x;
     const int i = blockIdx.y * blockDim.x + threadIdx.x;
-    /* Before the PDL wait, L2 prefetches only (safe whoever writes these): this thread's
-     * mix weights and the index arrays. */
-    if (i < C)
-        for (int32_t j = 0; j < n_mix; j++) asm volatile("prefetch.global.L2 [%0];" ::"l"(mix + (size_t)j * C + i));
-    if (threadIdx.x == 0) {
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(seq_off));
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(slot));
-    }
-    recur_pdl_wait();
-    recur_pdl_launch_dependents();
     if (threadIdx.x == 0) {
         int32_t s = seq_of_row(seq_off, n_seq, t);
         s_seq[0] = seq_off[s];
@@ -524,12 +541,23 @@ static __global__ void token_shift_mix_kernel(const float *__restrict__ x, int32
     }
     __syncthreads();
     const int32_t r0 = s_seq[0], r1 = s_seq[1];
-    if (i >= C) return;
     float *shift = (float *)(pool + (size_t)s_seq[2] * stride + offset); /* byte stride and offset */
+    float stored = 0.f, mv[SHIFT_PRE_MIX];
+    if (i < C) {
+        if (t == r0) stored = shift[i];
+#pragma unroll
+        for (int32_t j = 0; j < SHIFT_PRE_MIX; j++) mv[j] = j < n_mix ? mix[(size_t)j * C + i] : 0.f;
+    }
+    recur_pdl_wait();
+    recur_pdl_launch_dependents();
+    if (i >= C) return;
     const float xv = x[(size_t)t * C + i];
-    const float pv = t == r0 ? shift[i] : x[(size_t)(t - 1) * C + i];
+    const float pv = t == r0 ? stored : x[(size_t)(t - 1) * C + i];
     const size_t MC = (size_t)M * C;
-    for (int32_t j = 0; j < n_mix; j++) out[j * MC + (size_t)t * C + i] = xv + (pv - xv) * mix[(size_t)j * C + i];
+#pragma unroll
+    for (int32_t j = 0; j < SHIFT_PRE_MIX; j++)
+        if (j < n_mix) out[j * MC + (size_t)t * C + i] = xv + (pv - xv) * mv[j];
+    for (int32_t j = SHIFT_PRE_MIX; j < n_mix; j++) out[j * MC + (size_t)t * C + i] = xv + (pv - xv) * mix[(size_t)j * C + i];
     if (t == r0) shift[i] = x[(size_t)(r1 - 1) * C + i];
 }
 

@@ -90,10 +90,16 @@ static inline recur_status_t recur_cuda_fail(const recur_cuda_ctx_t *c, const ch
  * between two of them the GPU idles for the next one's launch and ramp-up. Kernels launched
  * with recur_cuda_launch (the row-wise ops, token shift and the GEMV) may start while the
  * kernel before them is still running: each such kernel
- *   - calls recur_pdl_wait() in every block before it reads anything an earlier kernel
- *     writes or writes anything (it returns once the previous kernel has completed and its
+ *   - calls recur_pdl_wait() in every block before it reads anything the kernel ahead of
+ *     it may write, or writes anything (it returns once that kernel has completed and its
  *     memory is visible; every block must reach it, even one with no work, so that
- *     completion stays transitive down the stream), and may only prefetch weights before;
+ *     completion stays transitive down the stream). Before it, a kernel may read what no
+ *     kernel writes during a forward pass (weights, norm and mix vectors: written at load
+ *     time by plain launches and a stream synchronisation) and what only a kernel at least
+ *     two places ahead writes: when a kernel starts, the one ahead of it has passed its
+ *     own wait in every block, so every kernel before that one has completed. The decode
+ *     kernels use this for their weights, the batch's slot tables (copied in before the
+ *     step's first kernel) and the recurrent state (last written a token earlier);
  *   - calls recur_pdl_launch_dependents() once it has waited, letting the next kernel be
  *     scheduled early (it then sits waiting, prefetching its own weights into L2).
  * Kernels launched the plain way (other files, cuBLAS) wait for full completion as ever.

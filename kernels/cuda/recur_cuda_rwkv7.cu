@@ -272,12 +272,18 @@ rwkv7_step_kernel(recur_rwkv7_prep_args_t p, recur_rwkv7_out_args_t o, const flo
         const float *pc[] = {p.w0, p.a0, p.v0, p.k_k, p.k_a, o.r_k, o.ln_w, o.ln_b};
         if (i < 8 && pc[i]) asm volatile("prefetch.global.L2 [%0];" ::"l"(pc[i] + hoff));
     }
-    recur_pdl_wait();
-    recur_pdl_launch_dependents();
+    /* The batch's slot table and this head's state are read before the PDL wait: the
+     * kernel ahead (the LoRA products, a GEMV) writes neither, the tables are copied in
+     * before the step's first kernel, and the state was last written by this kernel one
+     * token earlier, long complete (every kernel before the one ahead has completed when
+     * this one starts: the one ahead was only let go once it had waited for them). So the
+     * 16 KiB of state arrive while the kernel ahead still runs. */
     const int32_t t = seq_off[s];
-    const size_t e0 = (size_t)t * p.C + hoff;
     T *S = (T *)(pool + (size_t)slot[s] * stride + offset) + (size_t)h * N * N;
     for (int q = 0; q < N; q++) sh_S[q][i] = recur_st_load(S[(size_t)q * N + i]);
+    const size_t e0 = (size_t)t * p.C + hoff;
+    recur_pdl_wait();
+    recur_pdl_launch_dependents();
     sr[i] = r[e0 + i];
     if (i < 32)
         prep_head(p, i, hoff, p.w + e0, p.a + e0, p.k + e0, p.v + e0, sw, sa_, skk, sk, sv_, p.v_first + e0,
