@@ -14,7 +14,7 @@
  * - the row-wise ops, token shift and the GEMVs launch with programmatic dependent launch
  *   (recur_cuda_internal.h): each waits for the kernel before it in every block before
  *   touching what that kernel may write, and before that only prefetches into L2 or reads
- *   what it cannot write (weights; the slot tables and state, in token shift);
+ *   what it cannot write (weights; slot tables and state in token shift and rwkv7_step);
  * - every CUDA/cuBLAS call is checked and a failure returns RECUR_E_CUDA with the call,
  *   file:line and device in the log (recur_cuda_internal.h); nothing aborts on a device error;
  * - an op with nothing to do (0 rows, 0 elements) returns RECUR_OK without a launch;
@@ -522,10 +522,10 @@ static __device__ __forceinline__ int32_t seq_of_row(const int32_t *seq_off, int
  * vector and, in the same thread, then overwrites it with the sequence's last row, so no
  * other thread ever reads a stored element after it changed. Before the PDL wait a thread
  * reads everything that does not come from the kernel ahead (a layer norm, which writes
- * only the x read here): the sequence and slot of its row (tables copied in before the step's first kernel),
- * the stored vector (last written by this kernel one step earlier, long complete: every
- * kernel before the one ahead has completed when this one starts) and its mix weights,
- * so that after the wait only x is one load away. */
+ * only the x read here): the sequence and slot of its row (tables copied in before the
+ * step's first kernel), the stored vector (last written by this kernel one step earlier,
+ * long complete: every kernel before the one ahead has completed when this one starts)
+ * and its mix weights, so that after the wait only x is one load away. */
 static __global__ void token_shift_mix_kernel(const float *__restrict__ x, int32_t C, int32_t M,
                                               const int32_t *__restrict__ seq_off, const int32_t *__restrict__ slot,
                                               int32_t n_seq, char *pool, size_t stride, size_t offset, int32_t n_mix,
