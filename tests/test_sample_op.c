@@ -834,7 +834,7 @@ static void test_vs_cpu(recur_backend_t *b) {
         failures++;
         return;
     }
-    enum { NMAX = 200, V = 65536, NSET = 10 };
+    enum { NMAX = 200, V = 65536, NSET = 10, SMALL = 8 };
     const int N = quick == 2 ? 9 : quick ? 27 : NMAX;
     float *l = malloc((size_t)NMAX * V * sizeof *l);
     recur_sample_row_t *p = malloc(NMAX * sizeof *p);
@@ -859,29 +859,47 @@ static void test_vs_cpu(recur_backend_t *b) {
             p[i] = prm(sets[s].T, sets[s].k, sets[s].tp, sets[s].mp, rng_next(&r), rng_next(&r) % 100000);
         /* odd sets: n_valid not a multiple of 4 (the scalar tail of the row loop) */
         int32_t nv = (s % 2) ? V - 37 : V;
-        run_op(b, l, N, V, nv, p, tg);
         run_op(cpu, l, N, V, nv, p, tc);
-        int bad = 0;
-        for (int i = 0; i < N; i++)
-            if (tg[i] != tc[i]) {
-                if (bad < 5) fprintf(stderr, "  set %s row %d (kind %d): %s %d, cpu %d\n", sets[s].name, i, i % 9,
-                                     recur_backend_name(b), tg[i], tc[i]);
-                bad++;
+        /* the whole batch at once, then in small batches (1..SMALL rows: the CUDA backend's
+         * multi-block front), which must give the same tokens */
+        for (int pass = 0; pass < 2; pass++) {
+            if (pass == 0) {
+                run_op(b, l, N, V, nv, p, tg);
+            } else {
+                for (int i0 = 0, k = 1; i0 < N; i0 += k, k = k % SMALL + 1) {
+                    const int kk = N - i0 < k ? N - i0 : k;
+                    run_op(b, l + (size_t)i0 * V, kk, V, nv, p + i0, tg + i0);
+                }
             }
-        fprintf(stderr, "vs cpu: %-32s %d/%d rows differ\n", sets[s].name, bad, N);
-        total_bad += bad;
+            int bad = 0;
+            for (int i = 0; i < N; i++)
+                if (tg[i] != tc[i]) {
+                    if (bad < 5) fprintf(stderr, "  set %s row %d (kind %d): %s %d, cpu %d\n", sets[s].name, i, i % 9,
+                                         recur_backend_name(b), tg[i], tc[i]);
+                    bad++;
+                }
+            fprintf(stderr, "vs cpu: %-32s %-12s %d/%d rows differ\n", sets[s].name, pass ? "small batches" : "one batch",
+                    bad, N);
+            total_bad += bad;
+        }
     }
     /* V not a multiple of 4 (every row misaligned differently) */
     {
         const int32_t V2 = 50277, N2 = quick == 2 ? 9 : quick ? 18 : 64;
         for (int i = 0; i < N2; i++) fill_row(l + (size_t)i * V2, V2, i % 9, &r);
         for (int i = 0; i < N2; i++) p[i] = prm(1.0f, i % 2 ? 50 : 0, 0.9f, 0.0f, rng_next(&r), (uint64_t)i);
-        run_op(b, l, N2, V2, V2, p, tg);
         run_op(cpu, l, N2, V2, V2, p, tc);
-        int bad = 0;
-        for (int i = 0; i < N2; i++) bad += tg[i] != tc[i];
-        fprintf(stderr, "vs cpu: %-32s %d/%d rows differ\n", "V=50277, k 50 / p .9", bad, N2);
-        total_bad += bad;
+        for (int pass = 0; pass < 2; pass++) {
+            if (pass == 0) run_op(b, l, N2, V2, V2, p, tg);
+            else
+                for (int i0 = 0; i0 < N2; i0 += 3)
+                    run_op(b, l + (size_t)i0 * V2, N2 - i0 < 3 ? N2 - i0 : 3, V2, V2, p + i0, tg + i0);
+            int bad = 0;
+            for (int i = 0; i < N2; i++) bad += tg[i] != tc[i];
+            fprintf(stderr, "vs cpu: %-32s %-12s %d/%d rows differ\n", "V=50277, k 50 / p .9",
+                    pass ? "small batches" : "one batch", bad, N2);
+            total_bad += bad;
+        }
     }
     fprintf(stderr, "vs cpu: %d mismatches in total (0 allowed: the op is exact)\n", total_bad);
     RECUR_CHECK(&failures, total_bad == 0);
@@ -1012,7 +1030,7 @@ static void time_extras(recur_backend_t *b) {
         de.top_logprob = b->iface.alloc(b, NMAX * 20 * sizeof(float));
         recur_sample_row_t *dp = to_dev(b, p, sizeof p);
         int32_t *dt = b->iface.alloc(b, NMAX * sizeof(int32_t));
-        for (int n = 1; n <= NMAX; n *= NMAX) {
+        for (int n = 1; n <= NMAX; n = n == 1 ? 8 : n * 32) {
             for (int w = 0; w < 3; w++) b->iface.sample(b, dl, n, V, V, dp, &de, dt);
             b->iface.synchronize(b);
             const int iters = 50;
@@ -1050,7 +1068,7 @@ static void time_op(recur_backend_t *b) {
     fprintf(stderr, "# sample op timing on %s (N(0, 2^2) logits)\n# %-26s %8s %12s\n", recur_backend_name(b), "params",
             "rows", "us/call");
     for (size_t s = 0; s < sizeof sets / sizeof sets[0]; s++)
-        for (int n = 1; n <= NMAX; n *= NMAX) {
+        for (int n = 1; n <= NMAX; n = n == 1 ? 8 : n * 32) {
             for (int i = 0; i < n; i++) p[i] = prm(sets[s].T, sets[s].k, sets[s].tp, sets[s].mp, 5, (uint64_t)i);
             b->iface.upload(b, dp, p, (size_t)n * sizeof *p);
             for (int w = 0; w < 5; w++) b->iface.sample(b, dl, n, V, V, dp, NULL, dt);

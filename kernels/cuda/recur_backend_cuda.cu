@@ -644,6 +644,7 @@ static void cuda_free(recur_backend_t *b) {
         cudaFree(c->cublas_ws);
         cudaFree(c->xbf);
         if (c->mt_buf) cudaFree(c->mt_buf); /* after the stream sync above: nothing uses it */
+        if (c->sample_front) cudaFree(c->sample_front);
         recur_cuda_quant_free(c);
         recur_cuda_release_retired(c);
         free(c->retired);

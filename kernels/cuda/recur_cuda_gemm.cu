@@ -191,14 +191,14 @@ static __device__ __forceinline__ void prefetch_l2(const void *p, int bytes, int
  * wait), the PDL wait, then gemv_rows_end (the sums; results get `act`, only without
  * accumulate). The order is the one the single kernel was tuned with: computing the row
  * pointers after the wait changed its code and cost bf16 ~10% of its bandwidth. */
-template <typename WT, int R>
+template <typename WT, int R, int LG = 32>
 static __device__ __forceinline__ void gemv_rows_begin(const WT *__restrict__ W, int N, int K, int n0, int pf,
                                                        int lane, const WT *(&wr)[R]) {
 #pragma unroll
     for (int r = 0; r < R; r++) wr[r] = W + (size_t)(n0 + r < N ? n0 + r : N - 1) * K;
     if (n0 < N)
 #pragma unroll
-        for (int r = 0; r < R; r++) prefetch_l2(wr[r], pf, lane, 32);
+        for (int r = 0; r < R; r++) prefetch_l2(wr[r], pf, lane % LG, LG);
 }
 
 /* The sums of rows n0 .. n0+R of W for the MT rows of x, by S warps that take
@@ -210,22 +210,28 @@ static __device__ __forceinline__ void gemv_rows_begin(const WT *__restrict__ W,
  * warp order, so the result is deterministic; every warp of the block must call this
  * (it holds a block barrier), including those with n0 >= N. Results get `act`, only
  * without accumulate. */
-template <typename WT, int MT, int R, int U, int S>
+template <typename WT, int MT, int R, int U, int S, int LG = 32>
 static __device__ __forceinline__ void gemv_rows_end(const float *__restrict__ x, const WT *const (&wr)[R],
                                                      float *__restrict__ y, int N, int K, int accumulate, int act,
                                                      int vec, const float *__restrict__ scale, int n0, int lane,
                                                      int s, float (*red)[MT * R]) {
+    static_assert(LG == 32 || S == 1, "lane groups only without a split");
     if constexpr (S == 1) {
-        if (n0 >= N) return;
+        /* LG < 32 (gemv_lane_group): a group past N still computes, on clamped rows, as its
+         * warp's shuffles need every lane; it writes nothing */
+        if (LG == 32 && n0 >= N) return;
         (void)s;
         (void)red;
         float acc[MT][R];
-        gemv_partial<WT, MT, R, U>(x, wr, K, vec, lane, 32, lane, 32, acc);
+        const int l = lane % LG;
+        gemv_partial<WT, MT, R, U>(x, wr, K, vec, l, LG, l, LG, acc);
 #pragma unroll
         for (int m = 0; m < MT; m++)
 #pragma unroll
-            for (int r = 0; r < R; r++) acc[m][r] = recur_warp_sum(acc[m][r]);
-        if (lane == 0) {
+            for (int r = 0; r < R; r++)
+#pragma unroll
+                for (int o = LG / 2; o > 0; o >>= 1) acc[m][r] += __shfl_xor_sync(0xffffffffu, acc[m][r], o);
+        if (l == 0) {
 #pragma unroll
             for (int m = 0; m < MT; m++)
 #pragma unroll
@@ -269,18 +275,18 @@ static __device__ __forceinline__ void gemv_rows_end(const float *__restrict__ x
 /* The row-per-warp GEMV over the whole matrix, GEMV_WARPS warps a block, S warps
  * (1, 2 or 4) per group of R rows (gemv_row_split). pf: bytes of each row to prefetch
  * into L2 before the PDL wait. */
-template <typename WT, int MT, int R, int U, int S>
+template <typename WT, int MT, int R, int U, int S, int LG = 32>
 static __global__ void __launch_bounds__(GEMV_WARPS * 32)
 gemv_kernel(const float *__restrict__ x, const WT *__restrict__ W, float *__restrict__ y, int N, int K, int accumulate,
             int act, int vec, int pf, const float *__restrict__ scale) {
     __shared__ float red[S > 1 ? GEMV_WARPS : 1][MT * R];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, s = warp % S;
-    const int n0 = ((blockIdx.x * GEMV_WARPS + warp) / S) * R;
+    const int n0 = (((blockIdx.x * GEMV_WARPS + warp) / S) * (32 / LG) + lane / LG) * R;
     const WT *wr[R];
-    gemv_rows_begin<WT, R>(W, N, K, n0, s == 0 ? pf : 0, lane, wr);
+    gemv_rows_begin<WT, R, LG>(W, N, K, n0, s == 0 ? pf : 0, lane, wr);
     recur_pdl_wait();
     recur_pdl_launch_dependents();
-    gemv_rows_end<WT, MT, R, U, S>(x, wr, y, N, K, accumulate, act, vec, scale, n0, lane, s, red);
+    gemv_rows_end<WT, MT, R, U, S, LG>(x, wr, y, N, K, accumulate, act, vec, scale, n0, lane, s, red);
 }
 
 /* Split-K form for matrices of few rows and long rows (the LoRA down-projections of
@@ -522,6 +528,19 @@ static int gemv_row_split(const recur_cuda_ctx_t *c, int N, int K, size_t wsize)
     return split;
 }
 
+/* Lanes per row group of the row-per-warp kernels at M <= 2: rows of at most 8 or 16
+ * 16-byte chunks (RWKV-7's LoRA up-projections: K 96 and 128 in bf16, 192-256 bytes) would
+ * leave half or more of each warp's lanes without a chunk, so a warp takes 2 or 4 groups
+ * of R rows, 16 or 8 lanes each. A row's sum does not change: each lane still adds the
+ * same chunk (its lane index within the group), and the full-warp sum's first steps only
+ * added the idle lanes' zeros (exact: a partial sum that starts at +0 is never -0). */
+static constexpr int GEMV_LANE_GROUP_MAX_M = 2;
+static int gemv_lane_group(int M, int K, int el, int vec) {
+    if (M > GEMV_LANE_GROUP_MAX_M || !vec) return 32;
+    const int nch = K / el;
+    return nch <= 8 ? 8 : nch <= 16 ? 16 : 32;
+}
+
 template <typename WT, int MT>
 static recur_status_t gemv_launch_m(recur_cuda_ctx_t *c, const float *x, const WT *W, float *y, int N, int K,
                                     int accumulate, int act, int vec, const float *scale) {
@@ -535,8 +554,21 @@ static recur_status_t gemv_launch_m(recur_cuda_ctx_t *c, const float *x, const W
     }
     constexpr int R = gemv_rows_per_warp(MT, (int)sizeof(WT)), U = gemv_unroll(MT);
     const int split = gemv_row_split(c, N, K, sizeof(WT));
-    const unsigned grid = (unsigned)recur_cuda_cdiv(recur_cuda_cdiv(N, (int64_t)R) * split, GEMV_WARPS);
     const dim3 block(GEMV_WARPS * 32);
+    if constexpr (MT <= GEMV_LANE_GROUP_MAX_M) {
+        const int lg = split == 1 ? gemv_lane_group(MT, K, EL, vec) : 32;
+        if (lg < 32) {
+            const unsigned grid = (unsigned)recur_cuda_cdiv(recur_cuda_cdiv(N, (int64_t)R * (32 / lg)), GEMV_WARPS);
+            if (lg == 16)
+                RCU_LAUNCH("gemv_kernel", recur_cuda_launch(c, gemv_kernel<WT, MT, R, U, 1, 16>, dim3(grid), block, 0, x,
+                                                            W, y, N, K, accumulate, act, vec, pf, scale));
+            else
+                RCU_LAUNCH("gemv_kernel", recur_cuda_launch(c, gemv_kernel<WT, MT, R, U, 1, 8>, dim3(grid), block, 0, x,
+                                                            W, y, N, K, accumulate, act, vec, pf, scale));
+            return RECUR_OK;
+        }
+    }
+    const unsigned grid = (unsigned)recur_cuda_cdiv(recur_cuda_cdiv(N, (int64_t)R) * split, GEMV_WARPS);
     if (split == 4)
         RCU_LAUNCH("gemv_kernel", recur_cuda_launch(c, gemv_kernel<WT, MT, R, U, 4>, dim3(grid), block, 0, x, W, y, N, K,
                                                     accumulate, act, vec, pf, scale));
@@ -594,6 +626,7 @@ struct gemv_many_op {
     int dtype;     /* recur_dtype_t of W */
     int splitk;    /* 1: one row per block (gemv_splitk_row); 0: GEMV_SK_WARPS warps of gemv_rows */
     int split;     /* the row-per-warp form's warps per row group (gemv_row_split) */
+    int lg;        /* its lanes per row group (gemv_lane_group; 32 unless split is 1) */
     int block_end; /* one past its last block */
 };
 struct gemv_many {
@@ -605,16 +638,16 @@ struct gemv_many {
  * (the same gemv_rows / gemv_splitk_row and the same split of K over lanes), so a fused
  * product gives the bits of the product launched alone; only the number of warps per
  * block of the row-per-warp form differs, which no row's sum sees. */
-template <typename WT, int MT, int R, int S>
+template <typename WT, int MT, int R, int S, int LG = 32>
 static __device__ __forceinline__ void gemv_many_rows(const gemv_many_op &o, int bl, float (*red)[MT * R]) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, s = warp % S;
-    const int n0 = ((bl * GEMV_SK_WARPS + warp) / S) * R;
+    const int n0 = (((bl * GEMV_SK_WARPS + warp) / S) * (32 / LG) + lane / LG) * R;
     const WT *wr[R];
-    gemv_rows_begin<WT, R>((const WT *)o.W, o.N, o.K, n0, s == 0 ? o.pf : 0, lane, wr);
+    gemv_rows_begin<WT, R, LG>((const WT *)o.W, o.N, o.K, n0, s == 0 ? o.pf : 0, lane, wr);
     recur_pdl_wait();
     recur_pdl_launch_dependents();
-    gemv_rows_end<WT, MT, R, gemv_unroll(MT), S>(o.x, wr, o.y, o.N, o.K, o.accumulate, o.act, o.vec, o.scale, n0, lane,
-                                                 s, red);
+    gemv_rows_end<WT, MT, R, gemv_unroll(MT), S, LG>(o.x, wr, o.y, o.N, o.K, o.accumulate, o.act, o.vec, o.scale, n0,
+                                                     lane, s, red);
 }
 
 /* red: the block's [GEMV_SK_WARPS][MT * 4] floats of shared memory */
@@ -631,7 +664,9 @@ static __device__ __forceinline__ void gemv_many_block(const gemv_many_op &o, in
     } else {
         constexpr int R = gemv_rows_per_warp(MT, (int)sizeof(WT));
         static_assert(R <= 4, "red holds 4 rows per warp");
-        if (o.split == 4) gemv_many_rows<WT, MT, R, 4>(o, bl, (float(*)[MT * R])red);
+        if (o.lg == 16) gemv_many_rows<WT, MT, R, 1, 16>(o, bl, (float(*)[MT * R])red);
+        else if (o.lg == 8) gemv_many_rows<WT, MT, R, 1, 8>(o, bl, (float(*)[MT * R])red);
+        else if (o.split == 4) gemv_many_rows<WT, MT, R, 4>(o, bl, (float(*)[MT * R])red);
         else if (o.split == 2) gemv_many_rows<WT, MT, R, 2>(o, bl, (float(*)[MT * R])red);
         else gemv_many_rows<WT, MT, R, 1>(o, bl, (float(*)[MT * R])red);
     }
@@ -700,9 +735,12 @@ recur_status_t recur_cuda_matmul_many(recur_backend_t *b, int32_t M, int32_t n, 
         gemv_many_op *q = &g.op[g.n++];
         *q = (gemv_many_op){o->x, W->data, o->y, W->scale, (int)W->rows, (int)W->cols, o->accumulate, (int)o->act,
                             vec, 0, (int)W->dtype, vec && gemv_use_splitk((int)W->rows, (int)W->cols, el),
-                            gemv_row_split(c, (int)W->rows, (int)W->cols, (size_t)wsize), 0};
+                            gemv_row_split(c, (int)W->rows, (int)W->cols, (size_t)wsize), 32, 0};
+        if (q->split == 1) q->lg = gemv_lane_group(M, q->K, el, vec);
+        /* row groups a warp takes: split warps to one group, or 32 / lg groups to a warp */
+        const int64_t groups = recur_cuda_cdiv(q->N, (int64_t)gemv_rows_per_warp(M, wsize));
         blocks += q->splitk ? q->N
-                            : recur_cuda_cdiv(recur_cuda_cdiv(q->N, (int64_t)gemv_rows_per_warp(M, wsize)) * q->split,
+                            : recur_cuda_cdiv(q->lg < 32 ? recur_cuda_cdiv(groups, 32 / q->lg) : groups * q->split,
                                               GEMV_SK_WARPS);
         RECUR_ASSERT(blocks <= INT32_MAX);
         q->block_end = (int)blocks;

@@ -64,6 +64,10 @@ typedef struct recur_cuda_ctx {
      * prefill uses it, and prefill is never recorded in a graph. */
     void          *mt_buf;
     size_t         mt_bytes;
+    /* The sample op's per-row histograms for small batches (recur_cuda_sample.cu), one fixed
+     * size, allocated at the first such call outside a graph recording. */
+    void          *sample_front;
+    size_t         sample_front_bytes;
 } recur_cuda_ctx_t;
 
 static inline recur_cuda_ctx_t *recur_cuda_ctx(recur_backend_t *b) { return (recur_cuda_ctx_t *)b->ctx; }

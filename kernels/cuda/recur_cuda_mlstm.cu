@@ -322,17 +322,46 @@ static __host__ __device__ constexpr int ml_step_rg() { /* row groups */
 static size_t ml_step_smem_floats(int DK, int rg) {
     return 3 * (size_t)DK + ML_TV + (size_t)(rg > 16 ? rg : 16) * ML_TV + 8 + 64;
 }
-template <bool VEC, typename T>
+/* 16 bytes of C (4 f32 or 8 bf16 adjacent columns) -> fp32 */
+static __device__ __forceinline__ void ml_widen16(const uint4 &u, float (&f)[4], const float *) {
+    f[0] = __uint_as_float(u.x); f[1] = __uint_as_float(u.y); f[2] = __uint_as_float(u.z); f[3] = __uint_as_float(u.w);
+}
+static __device__ __forceinline__ void ml_widen16(const uint4 &u, float (&f)[8], const __nv_bfloat16 *) {
+    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        f[2 * i] = __uint_as_float(w[i] << 16);
+        f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+    }
+}
+/* Rows of C per thread a small decode grid loads before the PDL wait (VEC only): xLSTM 7B's
+ * whole share of a thread (DQK 256 over 16 row groups in f32, 32 in bf16), 256 bytes of
+ * registers. Only when the grid is small (ml_step_preload): at large batches the registers
+ * would cost occupancy, which the state streaming needs more. */
+template <typename T> static __host__ __device__ constexpr int ml_step_pre_rows() { return sizeof(T) == 2 ? 8 : 16; }
+static bool ml_step_preload(const recur_cuda_ctx_t *c, const dim3 &grid) {
+    return (int64_t)grid.x * grid.y * grid.z <= 2 * (int64_t)c->sm_count;
+}
+/* Launched with PDL (recur_cuda_internal.h). Before the wait a block reads what the kernel
+ * ahead (the products) cannot write: its sequence and slot, the head's n and m and, with
+ * PRE, its first token's rows of C (the state was last written a token earlier), so that
+ * after the wait only q, k, v and the gates are still to come. The rows are then used in
+ * the order the loop would load them, so the result does not depend on PRE. */
+template <bool VEC, typename T, bool PRE>
 static __global__ void __launch_bounds__(ML_THREADS)
 mlstm_step_kernel(recur_mlstm_args_t p, int32_t skip_from) {
     constexpr bool BF = sizeof(T) == 2;
     constexpr int CPT = VEC ? 16 / (int)sizeof(T) : 1; /* columns per thread */
     constexpr int RG = ml_step_rg<VEC, T>();           /* row groups: 16, 32 or 4 */
+    constexpr int NPRE = PRE && VEC ? ml_step_pre_rows<T>() : 0;
     extern __shared__ __align__(16) float sm[];
     const int NH = p.n_head, DK = p.dqk, DV = p.dv;
     const int tile = blockIdx.x, h = blockIdx.y, sq = blockIdx.z, tid = threadIdx.x;
     const int32_t r0 = p.rows.seq_off[sq], r1 = p.rows.seq_off[sq + 1];
-    if (r0 >= r1 || r1 - r0 >= skip_from) return;
+    if (r0 >= r1 || r1 - r0 >= skip_from) {
+        recur_pdl_wait(); /* every block waits: completion stays transitive down the stream */
+        return;
+    }
     const int j0 = tile * ML_TV, tw = DV - j0 < ML_TV ? DV - j0 : ML_TV;
     const int jc = (tid % (ML_TV / CPT)) * CPT, rg = tid / (ML_TV / CPT); /* first column, row group */
     char *st = recur_ml_state(p, sq);
@@ -348,6 +377,12 @@ mlstm_step_kernel(recur_mlstm_args_t p, int32_t skip_from) {
     for (int a = tid; a < DK; a += ML_THREADS) ns[a] = ng[a];
     float m_prev = *mg;
     const bool col = jc < tw; /* VEC needs tw == ML_TV, so all its threads have columns */
+    uint4 pre[NPRE > 0 ? NPRE : 1];
+#pragma unroll
+    for (int u = 0; u < NPRE; u++)
+        if (rg + RG * u < DK) pre[u] = *(const uint4 *)(Cg + (size_t)(rg + RG * u) * DV);
+    recur_pdl_wait();
+    recur_pdl_launch_dependents();
     for (int32_t t = r0; t < r1; t++) {
         /* gates of token t (thread 0; the formulas of ml_gates with nt = 1) */
         if (tid == 0) {
@@ -386,45 +421,53 @@ mlstm_step_kernel(recur_mlstm_args_t p, int32_t skip_from) {
         float hacc[CPT], vj[CPT];
 #pragma unroll
         for (int e = 0; e < CPT; e++) { hacc[e] = 0.f; vj[e] = vs[jc + e]; }
+        /* row a of the tile, its values cv as loaded: the output's term and the new C */
+        auto row = [&](int a, const float (&cv)[CPT]) {
+            const float qa = qs[a], ka = kw[a];
+            float nv[CPT];
+#pragma unroll
+            for (int e = 0; e < CPT; e++) {
+                hacc[e] += qa * cv[e];
+                nv[e] = decay * cv[e] + ka * vj[e];
+            }
+            T *cp = Cg + (size_t)a * DV;
+            if constexpr (VEC && BF) recur_bf16x8_store((__nv_bfloat16 *)cp, nv);
+            else if constexpr (VEC) *(float4 *)cp = make_float4(nv[0], nv[1], nv[2], nv[3]);
+            else *cp = recur_st_store<T>(nv[0]);
+        };
         if (col) {
             int a = rg;
+            if constexpr (NPRE > 0) {
+                if (t == r0) { /* the preloaded rows first: the order of the loop below */
+#pragma unroll
+                    for (int u = 0; u < NPRE; u++)
+                        if (rg + RG * u < DK) {
+                            float cv[CPT];
+                            ml_widen16(pre[u], cv, (const T *)nullptr);
+                            row(rg + RG * u, cv);
+                        }
+                    a = rg + RG * NPRE;
+                }
+            }
             for (; a + RG * (ML_STEP_UNROLL - 1) < DK; a += RG * ML_STEP_UNROLL) {
                 float cv[ML_STEP_UNROLL][CPT];
 #pragma unroll
                 for (int u = 0; u < ML_STEP_UNROLL; u++) {
                     const T *cp = Cg + (size_t)(a + RG * u) * DV;
-                    if constexpr (VEC && BF) {
-                        recur_bf16x8_load((const __nv_bfloat16 *)cp, cv[u]);
-                    } else if constexpr (VEC) {
-                        const float4 f = *(const float4 *)cp;
-                        cv[u][0] = f.x; cv[u][1] = f.y; cv[u][2] = f.z; cv[u][3] = f.w;
+                    if constexpr (VEC) {
+                        ml_widen16(*(const uint4 *)cp, cv[u], (const T *)nullptr);
                     } else {
                         cv[u][0] = recur_st_load(*cp);
                     }
                 }
 #pragma unroll
-                for (int u = 0; u < ML_STEP_UNROLL; u++) {
-                    const float qa = qs[a + RG * u], ka = kw[a + RG * u];
-                    float nv[CPT];
-#pragma unroll
-                    for (int e = 0; e < CPT; e++) {
-                        hacc[e] += qa * cv[u][e];
-                        nv[e] = decay * cv[u][e] + ka * vj[e];
-                    }
-                    T *cp = Cg + (size_t)(a + RG * u) * DV;
-                    if constexpr (VEC && BF) recur_bf16x8_store((__nv_bfloat16 *)cp, nv);
-                    else if constexpr (VEC) *(float4 *)cp = make_float4(nv[0], nv[1], nv[2], nv[3]);
-                    else *cp = recur_st_store<T>(nv[0]);
-                }
+                for (int u = 0; u < ML_STEP_UNROLL; u++) row(a + RG * u, cv[u]);
             }
             for (; a < DK; a += RG) {
-                T *cp = Cg + (size_t)a * DV;
+                float cv[CPT];
 #pragma unroll
-                for (int e = 0; e < CPT; e++) {
-                    const float cv = recur_st_load(cp[e]);
-                    hacc[e] += qs[a] * cv;
-                    cp[e] = recur_st_store<T>(decay * cv + kw[a] * vj[e]);
-                }
+                for (int e = 0; e < CPT; e++) cv[e] = recur_st_load(Cg[(size_t)a * DV + e]);
+                row(a, cv);
             }
         }
 #pragma unroll
@@ -445,30 +488,44 @@ mlstm_step_kernel(recur_mlstm_args_t p, int32_t skip_from) {
 }
 
 /* grid (heads, sequences): n and m of each head through the sequence, the same chunks and
- * the same arithmetic as mlstm_chunk_kernel; runs after it on the stream. */
+ * the same arithmetic as mlstm_chunk_kernel; runs after it on the stream. Launched with PDL
+ * (recur_cuda_internal.h): it computes n and m before the wait, into shared memory (dynamic,
+ * DK floats), and only writes them after it. Every kernel of the op ahead of it (the step
+ * kernel, the chunk kernel) reads n and m but writes neither, nor the gates or k, and the
+ * kernel before the op has completed when this one starts (the step kernel waits in every
+ * block; the chunk kernel is a plain launch). So in a decode step its arithmetic overlaps
+ * the step kernel's. */
 static __global__ void __launch_bounds__(ML_THREADS)
 mlstm_nm_kernel(recur_mlstm_args_t p, int L, int32_t skip_from) {
     __shared__ float ig[ML_LMAX], bcum[ML_LMAX], wt[ML_LMAX], misc[4];
+    extern __shared__ float ns[]; /* [DK]: n as it evolves */
     const int NH = p.n_head, DK = p.dqk, h = blockIdx.x, sq = blockIdx.y;
     const int32_t r0 = p.rows.seq_off[sq], r1 = p.rows.seq_off[sq + 1];
-    if (r0 >= r1 || r1 - r0 >= skip_from) return;
+    if (r0 >= r1 || r1 - r0 >= skip_from) {
+        recur_pdl_wait(); /* every block waits: completion stays transitive down the stream */
+        return;
+    }
     float *nm = recur_ml_state_n(p, recur_ml_state(p, sq)); /* n [NH][DK], then m [NH] */
     float *ng = nm + (size_t)h * DK, *mg = nm + (size_t)NH * DK + h;
     const size_t qk_stride = (size_t)NH * DK;
     float m_prev = *mg;
+    /* each a is owned by one thread for the whole sequence: no barrier needed around ns */
+    for (int a = threadIdx.x; a < DK; a += ML_THREADS) ns[a] = ng[a];
     for (int32_t t0 = r0; t0 < r1; t0 += L) {
         const int nt = r1 - t0 < L ? r1 - t0 : L;
         ml_gates(p, t0, nt, h, m_prev, ig, bcum, wt, misc);
         const float decay = misc[1];
-        /* each a is owned by one thread for the whole sequence: no races on n */
         for (int a = threadIdx.x; a < DK; a += ML_THREADS) {
-            float acc = decay * ng[a];
+            float acc = decay * ns[a];
             for (int t = 0; t < nt; t++) acc += wt[t] * p.k[(size_t)(t0 + t) * qk_stride + (size_t)h * DK + a];
-            ng[a] = acc;
+            ns[a] = acc;
         }
         m_prev = misc[0];
         __syncthreads(); /* before the next chunk's gates overwrite wt and misc */
     }
+    recur_pdl_wait();
+    recur_pdl_launch_dependents();
+    for (int a = threadIdx.x; a < DK; a += ML_THREADS) ng[a] = ns[a];
     if (threadIdx.x == 0) *mg = m_prev;
 }
 
@@ -485,10 +542,12 @@ recur_status_t recur_cuda_mlstm_init(recur_cuda_ctx_t *c) {
     ML_SMEM_ATTR((mlstm_chunk_kernel<4, __nv_bfloat16>));
     ML_SMEM_ATTR((mlstm_chunk_kernel<16, __nv_bfloat16>));
     ML_SMEM_ATTR((mlstm_chunk_kernel<32, __nv_bfloat16>));
-    ML_SMEM_ATTR((mlstm_step_kernel<true, float>));
-    ML_SMEM_ATTR((mlstm_step_kernel<false, float>));
-    ML_SMEM_ATTR((mlstm_step_kernel<true, __nv_bfloat16>));
-    ML_SMEM_ATTR((mlstm_step_kernel<false, __nv_bfloat16>));
+    ML_SMEM_ATTR((mlstm_step_kernel<true, float, false>));
+    ML_SMEM_ATTR((mlstm_step_kernel<true, float, true>));
+    ML_SMEM_ATTR((mlstm_step_kernel<false, float, false>));
+    ML_SMEM_ATTR((mlstm_step_kernel<true, __nv_bfloat16, false>));
+    ML_SMEM_ATTR((mlstm_step_kernel<true, __nv_bfloat16, true>));
+    ML_SMEM_ATTR((mlstm_step_kernel<false, __nv_bfloat16, false>));
 #undef ML_SMEM_ATTR
     /* this is the backend's one init hook for the recurrences: the chunked prefill paths
      * of both models set their shared-memory limits here too */
@@ -536,9 +595,16 @@ static recur_status_t mlstm_serial(recur_cuda_ctx_t *c, const recur_mlstm_args_t
             recur_log_err("cuda mlstm: dqk %d too large for the step kernel", a->dqk);
             return RECUR_E_UNSUPPORTED;
         }
-        if (vec) mlstm_step_kernel<true, T><<<grid, ML_THREADS, sm1, c->stream>>>(*a, step_skip_from);
-        else mlstm_step_kernel<false, T><<<grid, ML_THREADS, sm1, c->stream>>>(*a, step_skip_from);
-        RCU_LAUNCHED("mlstm_step_kernel");
+        const dim3 block(ML_THREADS);
+        if (vec && ml_step_preload(c, grid))
+            RCU_LAUNCH("mlstm_step_kernel", recur_cuda_launch(c, mlstm_step_kernel<true, T, true>, grid, block, sm1, *a,
+                                                              step_skip_from));
+        else if (vec)
+            RCU_LAUNCH("mlstm_step_kernel", recur_cuda_launch(c, mlstm_step_kernel<true, T, false>, grid, block, sm1, *a,
+                                                              step_skip_from));
+        else
+            RCU_LAUNCH("mlstm_step_kernel", recur_cuda_launch(c, mlstm_step_kernel<false, T, false>, grid, block, sm1,
+                                                              *a, step_skip_from));
     }
     if (L > 1) {
         const int32_t below = a->rows.n_seq > 1 ? 2 : 1;
@@ -548,8 +614,12 @@ static recur_status_t mlstm_serial(recur_cuda_ctx_t *c, const recur_mlstm_args_t
         else mlstm_chunk_kernel<32, T><<<grid, ML_THREADS, smem, c->stream>>>(*a, L, below, skip_from);
         RCU_LAUNCHED("mlstm_chunk_kernel");
     }
-    mlstm_nm_kernel<<<dim3((unsigned)a->n_head, (unsigned)a->rows.n_seq), ML_THREADS, 0, c->stream>>>(*a, L, skip_from);
-    RCU_LAUNCHED("mlstm_nm_kernel");
+    if ((size_t)a->dqk * sizeof(float) > 32768) { /* within the default dynamic limit beside its static arrays */
+        recur_log_err("cuda mlstm: dqk %d too large for the n/m kernel", a->dqk);
+        return RECUR_E_UNSUPPORTED;
+    }
+    RCU_LAUNCH("mlstm_nm_kernel", recur_cuda_launch(c, mlstm_nm_kernel, dim3((unsigned)a->n_head, (unsigned)a->rows.n_seq),
+                                                    dim3(ML_THREADS), (size_t)a->dqk * sizeof(float), *a, L, skip_from));
     return RECUR_OK;
 }
 
@@ -586,13 +656,18 @@ recur_status_t recur_cuda_mlstm(recur_backend_t *b, const recur_mlstm_args_t *a)
 
 /* One warp per (row, head): LayerNorm without bias over DV (two passes, fp32), times w
  * and sigmoid(o). out may alias h: each lane writes only elements it alone reads, after
- * the warp-wide reductions. */
+ * the warp-wide reductions. Launched with PDL: the head's norm weights (written only at
+ * load time) go to L2 before the wait. */
 static __global__ void __launch_bounds__(256)
 xlstm_head_out_kernel(const float *h, const float *__restrict__ o_pre, const float *__restrict__ w, int64_t n_items,
                       int NH, int DV, float eps, float *out) {
     const int64_t item = (int64_t)blockIdx.x * 8 + (threadIdx.x >> 5);
-    if (item >= n_items) return;
     const int lane = threadIdx.x & 31, hh = (int)(item % NH);
+    if (item < n_items)
+        for (int j = lane * 32; j < DV; j += 32 * 32) asm volatile("prefetch.global.L2 [%0];" ::"l"(w + (size_t)hh * DV + j));
+    recur_pdl_wait();
+    recur_pdl_launch_dependents();
+    if (item >= n_items) return;
     const size_t o = (size_t)item * DV; /* rows are NH*DV wide, heads consecutive */
     const float *x = h + o;
     float s = 0.f;
@@ -610,8 +685,8 @@ recur_status_t recur_cuda_xlstm_head_out(recur_backend_t *b, const float *h, con
     recur_cuda_ctx_t *c = recur_cuda_ctx(b);
     const int64_t n_items = (int64_t)M * n_head;
     if (n_items <= 0 || dv <= 0) return RECUR_OK;
-    xlstm_head_out_kernel<<<(unsigned)recur_cuda_cdiv(n_items, 8), 256, 0, c->stream>>>(h, o_pre, w, n_items, n_head,
-                                                                                       dv, eps, out);
-    RCU_LAUNCHED("xlstm_head_out_kernel");
+    RCU_LAUNCH("xlstm_head_out_kernel",
+               recur_cuda_launch(c, xlstm_head_out_kernel, dim3((unsigned)recur_cuda_cdiv(n_items, 8)), dim3(256), 0, h,
+                                 o_pre, w, n_items, (int)n_head, (int)dv, eps, out));
     return RECUR_OK;
 }

@@ -21,7 +21,17 @@
  * every other element, so top-k only needs to know whether k reaches past them.
  * Masses are exact uint64 sums and the per-element arithmetic is the header's, so the
  * token equals the CPU backend's bit for bit, whatever the summation order here.
- * Nothing is allocated: all scratch is static shared memory (about 43 KiB per block). */
+ * Scratch is static shared memory (about 43 KiB per block), plus, for small batches, one
+ * fixed buffer of histograms (below).
+ *
+ * Small batches (up to kFrontMaxRows rows of at least 2 * kFrontSlice logits): one block
+ * per row leaves the device nearly idle through P1 and P2, the passes that touch every
+ * logit with real arithmetic (a step of a 7B model at batch 1 spent ~110 us here, ncu).
+ * There P1 and P2 run first over many blocks per row (front_max_kernel, then
+ * front_hist_kernel, each block a slice of the row), summing their histograms into the
+ * row's FrontRow in global memory, and sample_kernel starts from that. The sums are exact
+ * integers, the maximum and the top element's key are order-free, so the token is the same
+ * bit for bit. */
 #include <stdint.h>
 
 #include "recur_cuda_internal.h"
@@ -367,60 +377,239 @@ static __device__ Sel select_in_bucket(SampleSmem &sm, const float *row, int nv,
     return s;
 }
 
+/* ------------------------------------------------------------------ multi-block front */
+
+static constexpr int kFrontThreads = 256;
+static constexpr int kFrontSlice = 2048;   /* logits per front block (more when kFrontMaxG caps) */
+static constexpr int kFrontMaxG = 64;      /* front blocks per row at most */
+static constexpr int kFrontMaxRows = 8;    /* batches up to this many rows use the front */
+
+/* What the front leaves for sample_kernel, per row (global memory; the recur_cuda_ctx_t's
+ * sample_front buffer holds kFrontMaxRows of them). */
+struct FrontRow {
+    unsigned cnt[kBuckets];
+    u64 mass[kBuckets];
+    u64 first;            /* the top element's rank key (min over blocks) */
+    u64 n_part;           /* participants */
+    float pmax[kFrontMaxG];  /* each block's largest finite logit (sampling rows) */
+    u64 pkey[kFrontMaxG];    /* each block's best rank key (greedy rows) */
+};
+
+static __device__ __forceinline__ bool row_greedy(const recur_sample_row_t &p) {
+    return !(p.temperature > 0.0f) || p.top_k == 1;
+}
+
+/* Greedy's rank key of logit x at id i (the argmax of the raw logits: -0 as +0). */
+static __device__ __forceinline__ u64 greedy_key(float x, int i) {
+    return recur_sample_rank_key(x == 0.0f ? 0.0f : x, i);
+}
+
+/* Slice g of G of a row of nv logits: [*s0, *s0 + *len). */
+static __device__ __forceinline__ void front_slice(int nv, int G, int g, int *s0, int *len) {
+    const int per = ((nv + G - 1) / G + 3) & ~3; /* whole float4s, so the slices stay aligned as the row */
+    const int a = g * per < nv ? g * per : nv, e = a + per < nv ? a + per : nv;
+    *s0 = a;
+    *len = e - a;
+}
+
+/* grid (G, rows): P1 on the block's slice (greedy rows: the argmax key instead), and the
+ * row's histogram zeroed for front_hist_kernel (each block a share of it). */
+static __global__ void __launch_bounds__(kFrontThreads) front_max_kernel(const float *__restrict__ logits, int V, int nv,
+                                                                         const recur_sample_row_t *__restrict__ params,
+                                                                         FrontRow *__restrict__ front) {
+    __shared__ u64 redk[kFrontThreads / 32];
+    __shared__ float redf[kFrontThreads / 32];
+    const int g = blockIdx.x, G = gridDim.x, row = blockIdx.y, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    recur_pdl_wait();
+    recur_pdl_launch_dependents();
+    FrontRow &fr = front[row];
+    int s0, len;
+    front_slice(nv, G, g, &s0, &len);
+    const float *l = logits + (size_t)row * (size_t)V + s0;
+    if (row_greedy(params[row])) {
+        u64 best = ~0ull;
+        auto f = [&](int i, float x) {
+            if (isfinite(x)) {
+                const u64 k = greedy_key(x, s0 + i);
+                best = k < best ? k : best;
+            }
+        };
+        for_each_logit<4, kFrontThreads>(l, len, f);
+        best = warp_min_u64(best);
+        if (lane == 0) redk[warp] = best;
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            for (int w = 1; w < kFrontThreads / 32; w++) best = redk[w] < best ? redk[w] : best;
+            fr.pkey[g] = best;
+        }
+        return;
+    }
+    for (int i = g * kFrontThreads + threadIdx.x; i < kBuckets; i += G * kFrontThreads) {
+        fr.cnt[i] = 0;
+        fr.mass[i] = 0;
+    }
+    if (g == 0 && threadIdx.x == 0) {
+        fr.first = ~0ull;
+        fr.n_part = 0;
+    }
+    float mx = -INFINITY;
+    auto f = [&](int, float x) {
+        if (isfinite(x)) mx = fmaxf(mx, x);
+    };
+    for_each_logit<4, kFrontThreads>(l, len, f);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    if (lane == 0) redf[warp] = mx;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int w = 1; w < kFrontThreads / 32; w++) mx = fmaxf(mx, redf[w]);
+        fr.pmax[g] = mx;
+    }
+}
+
+/* The row's parameters as sample_kernel's P1 leaves them, from its largest finite logit. */
+static __device__ __forceinline__ RowP row_params(const recur_sample_row_t &p, float lmax) {
+    RowP rp;
+    rp.inv_t = recur_sample_inv_t(p.temperature);
+    rp.min_p = p.min_p;
+    rp.min_p_on = p.min_p > 0.0f;
+    rp.cut = ~0ull;
+    rp.lmax = lmax;
+    rp.smax = recur_sample_scale(lmax, rp.inv_t);
+    return rp;
+}
+
+/* The row's largest finite logit from the front blocks' maxima. */
+static __device__ __forceinline__ float front_lmax(const FrontRow &fr, int G) {
+    float m = -INFINITY;
+    for (int i = 0; i < G; i++) m = fmaxf(m, fr.pmax[i]);
+    return m;
+}
+
+/* grid (G, rows), sampling rows only: P2 on the block's slice into a shared-memory
+ * histogram, then added into the row's (integer sums: any order gives the same). */
+static __global__ void __launch_bounds__(kFrontThreads) front_hist_kernel(const float *__restrict__ logits, int V, int nv,
+                                                                          const recur_sample_row_t *__restrict__ params,
+                                                                          FrontRow *__restrict__ front) {
+    __shared__ unsigned cnt[kBuckets];
+    __shared__ u64 mass[kBuckets];
+    __shared__ u64 redk[kFrontThreads / 32], redn[kFrontThreads / 32];
+    const int g = blockIdx.x, G = gridDim.x, row = blockIdx.y, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const recur_sample_row_t p = params[row];
+    const bool greedy = row_greedy(p);
+    if (!greedy)
+        for (int i = threadIdx.x; i < kBuckets; i += kFrontThreads) { cnt[i] = 0; mass[i] = 0; }
+    recur_pdl_wait();
+    recur_pdl_launch_dependents();
+    if (greedy) return;
+    FrontRow &fr = front[row];
+    const float lmax = front_lmax(fr, G);
+    if (!(lmax > -INFINITY)) return; /* no finite logit: sample_kernel answers 0 */
+    const RowP rp = row_params(p, lmax);
+    int s0, len;
+    front_slice(nv, G, g, &s0, &len);
+    const float *l = logits + (size_t)row * (size_t)V + s0;
+    __syncthreads(); /* the zeroed histogram */
+    u64 first = ~0ull, n_part = 0;
+    {
+        RunAdd acc{cnt, mass};
+        auto f = [&](int i, float x) {
+            float sc, d;
+            if (participant(rp, x, sc, d)) {
+                n_part++;
+                if (d == 0.0f) {
+                    const u64 k = recur_sample_rank_key(sc, s0 + i);
+                    first = k < first ? k : first;
+                }
+                acc.add(recur_sample_bucket_of_d(d), mass_w(rp, d));
+            }
+        };
+        for_each_logit<2, kFrontThreads>(l, len, f);
+        acc.flush();
+    }
+    first = warp_min_u64(first);
+    n_part = warp_sum_u64(n_part);
+    if (lane == 0) { redk[warp] = first; redn[warp] = n_part; }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int w = 1; w < kFrontThreads / 32; w++) {
+            first = redk[w] < first ? redk[w] : first;
+            n_part += redn[w];
+        }
+        if (first != ~0ull) atomicMin(&fr.first, first);
+        if (n_part) atomicAdd(&fr.n_part, n_part);
+    }
+    for (int i = threadIdx.x; i < kBuckets; i += kFrontThreads) {
+        if (cnt[i]) atomicAdd(&fr.cnt[i], cnt[i]);
+        if (mass[i]) atomicAdd(&fr.mass[i], mass[i]);
+    }
+}
+
 /* ------------------------------------------------------------------ the kernel */
 
+/* One block per row. front: the rows' FrontRow from the multi-block front (G blocks a
+ * row), or null (P1 and P2 here). */
 static __global__ void __launch_bounds__(kThreads) sample_kernel(const float *__restrict__ logits, int V, int nv,
                                                                  const recur_sample_row_t *__restrict__ params,
-                                                                 int32_t *__restrict__ tokens) {
+                                                                 int32_t *__restrict__ tokens,
+                                                                 const FrontRow *__restrict__ front, int G) {
     __shared__ SampleSmem sm;
     const int row = blockIdx.x;
     const float *l = logits + (size_t)row * (size_t)V;
     const recur_sample_row_t p = params[row];
+    recur_pdl_wait();
+    recur_pdl_launch_dependents();
+    const FrontRow *fr = front ? front + row : nullptr;
     if (nv <= 0) {
         if (threadIdx.x == 0) tokens[row] = 0;
         return;
     }
-    if (!(p.temperature > 0.0f) || p.top_k == 1) { /* greedy: the argmax of the raw logits */
+    if (row_greedy(p)) { /* greedy: the argmax of the raw logits */
         u64 best = ~0ull;
-        auto f = [&](int i, float x) {
-            if (isfinite(x)) {
-                const u64 k = recur_sample_rank_key(x == 0.0f ? 0.0f : x, i);
-                best = k < best ? k : best;
-            }
-        };
-        for_each_logit(l, nv, f);
+        if (fr) {
+            if ((int)threadIdx.x < G) best = fr->pkey[threadIdx.x];
+        } else {
+            auto f = [&](int i, float x) {
+                if (isfinite(x)) {
+                    const u64 k = greedy_key(x, i);
+                    best = k < best ? k : best;
+                }
+            };
+            for_each_logit(l, nv, f);
+        }
         best = block_min_u64(best, sm.red);
         if (threadIdx.x == 0) tokens[row] = best == ~0ull ? 0 : recur_sample_key_id(best);
         return;
     }
 
     /* P1: the largest finite logit; s_max = its scaled value (scaling is monotone) */
-    RowP rp;
-    rp.inv_t = recur_sample_inv_t(p.temperature);
-    rp.min_p = p.min_p;
-    rp.min_p_on = p.min_p > 0.0f;
-    rp.cut = ~0ull;
-    {
+    float lmax;
+    if (fr) {
+        lmax = front_lmax(*fr, G);
+    } else {
         float mx = -INFINITY;
         auto f = [&](int, float x) {
             if (isfinite(x)) mx = fmaxf(mx, x);
         };
         for_each_logit(l, nv, f);
-        rp.lmax = block_max_f32(mx, sm.redf);
+        lmax = block_max_f32(mx, sm.redf);
     }
-    if (!(rp.lmax > -INFINITY)) { /* no finite logit */
+    if (!(lmax > -INFINITY)) { /* no finite logit */
         if (threadIdx.x == 0) tokens[row] = 0;
         return;
     }
-    rp.smax = recur_sample_scale(rp.lmax, rp.inv_t);
+    RowP rp = row_params(p, lmax);
 
     /* P2: kept mass (and count, for top-k) per bucket of d; the top element of O on the side */
     const bool top_k_on = p.top_k > 0;
-    for (int i = threadIdx.x; i < kBuckets; i += kThreads) { sm.cnt[i] = 0; sm.mass[i] = 0; }
     if (threadIdx.x == 0) sm.list_bucket = -1;
-    __syncthreads();
     u64 first = ~0ull, n_part = 0;
-    {
+    if (fr) {
+        for (int i = threadIdx.x; i < kBuckets; i += kThreads) { sm.cnt[i] = fr->cnt[i]; sm.mass[i] = fr->mass[i]; }
+        if (threadIdx.x == 0) { first = fr->first; n_part = fr->n_part; }
+    } else {
+        for (int i = threadIdx.x; i < kBuckets; i += kThreads) { sm.cnt[i] = 0; sm.mass[i] = 0; }
+        __syncthreads();
         RunAdd acc{top_k_on ? sm.cnt : nullptr, sm.mass};
         auto f = [&](int i, float x) {
             float s, d;
@@ -661,8 +850,30 @@ recur_status_t recur_cuda_sample(recur_backend_t *b, float *logits, int32_t n, i
             ex->n_hist > 0 ? ex->hist_off : nullptr, ex->hist);
         RCU_LAUNCHED("adjust_kernel");
     }
-    sample_kernel<<<(unsigned)n, kThreads, 0, c->stream>>>(logits, V, nv, params, tokens);
-    RCU_LAUNCHED("sample_kernel");
+    /* The multi-block front for small batches of large rows. Its buffer is sized once for
+     * kFrontMaxRows rows; while a graph is being recorded nothing may allocate, so a first
+     * call there (not seen eagerly before) takes the one-block path, which gives the same
+     * tokens. */
+    FrontRow *front = nullptr;
+    int G = 0;
+    if (n <= kFrontMaxRows && nv >= 2 * kFrontSlice) {
+        if (!c->sample_front && !c->capturing)
+            RECUR_TRY(recur_cuda_scratch_reserve(c, &c->sample_front, &c->sample_front_bytes,
+                                                 kFrontMaxRows * sizeof(FrontRow), "sampling histograms"));
+        if (c->sample_front) {
+            front = (FrontRow *)c->sample_front;
+            G = (int)recur_cuda_cdiv(nv, kFrontSlice);
+            G = G < kFrontMaxG ? G : kFrontMaxG;
+            const dim3 grid((unsigned)G, (unsigned)n);
+            RCU_LAUNCH("front_max_kernel", recur_cuda_launch(c, front_max_kernel, grid, dim3(kFrontThreads), 0,
+                                                             (const float *)logits, (int)V, (int)nv, params, front));
+            RCU_LAUNCH("front_hist_kernel", recur_cuda_launch(c, front_hist_kernel, grid, dim3(kFrontThreads), 0,
+                                                              (const float *)logits, (int)V, (int)nv, params, front));
+        }
+    }
+    RCU_LAUNCH("sample_kernel", recur_cuda_launch(c, sample_kernel, dim3((unsigned)n), dim3(kThreads), 0,
+                                                  (const float *)logits, (int)V, (int)nv, params, tokens,
+                                                  (const FrontRow *)front, G));
     if (ex && ex->logprob) {
         logprobs_kernel<<<(unsigned)n, kLpThreads, 0, c->stream>>>(logits, V, nv, params, tokens, ex->top_n,
                                                                    ex->logprob, ex->top_token, ex->top_logprob);
