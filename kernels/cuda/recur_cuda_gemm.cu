@@ -528,15 +528,18 @@ static int gemv_row_split(const recur_cuda_ctx_t *c, int N, int K, size_t wsize)
     return split;
 }
 
-/* Lanes per row group of the row-per-warp kernels at M <= 2: rows of at most 8 or 16
+/* Lanes per row group of the row-per-warp kernels at M = 2: rows of at most 8 or 16
  * 16-byte chunks (RWKV-7's LoRA up-projections: K 96 and 128 in bf16, 192-256 bytes) would
  * leave half or more of each warp's lanes without a chunk, so a warp takes 2 or 4 groups
  * of R rows, 16 or 8 lanes each. A row's sum does not change: each lane still adds the
  * same chunk (its lane index within the group), and the full-warp sum's first steps only
- * added the idle lanes' zeros (exact: a partial sum that starts at +0 is never -0). */
-static constexpr int GEMV_LANE_GROUP_MAX_M = 2;
+ * added the idle lanes' zeros (exact: a partial sum that starts at +0 is never -0). So it
+ * may depend on M: measured on an H200 (recur bench, RWKV-7 7B, 2026-11-24), it gained
+ * 2.4% per step at batch 2 (bf16 416.9 -> 426.8 tok/s) and lost 1% at batch 1 (233.3 ->
+ * 231.0), where the wider warps' extra rows outweigh the idle lanes. */
+static constexpr int GEMV_LANE_GROUP_M = 2;
 static int gemv_lane_group(int M, int K, int el, int vec) {
-    if (M > GEMV_LANE_GROUP_MAX_M || !vec) return 32;
+    if (M != GEMV_LANE_GROUP_M || !vec) return 32;
     const int nch = K / el;
     return nch <= 8 ? 8 : nch <= 16 ? 16 : 32;
 }
@@ -555,7 +558,7 @@ static recur_status_t gemv_launch_m(recur_cuda_ctx_t *c, const float *x, const W
     constexpr int R = gemv_rows_per_warp(MT, (int)sizeof(WT)), U = gemv_unroll(MT);
     const int split = gemv_row_split(c, N, K, sizeof(WT));
     const dim3 block(GEMV_WARPS * 32);
-    if constexpr (MT <= GEMV_LANE_GROUP_MAX_M) {
+    if constexpr (MT == GEMV_LANE_GROUP_M) {
         const int lg = split == 1 ? gemv_lane_group(MT, K, EL, vec) : 32;
         if (lg < 32) {
             const unsigned grid = (unsigned)recur_cuda_cdiv(recur_cuda_cdiv(N, (int64_t)R * (32 / lg)), GEMV_WARPS);

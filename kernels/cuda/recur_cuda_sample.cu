@@ -170,7 +170,9 @@ static __device__ int block_find_reach(const T *h, int nb, u64 X, u64 *before, S
 
 /* Calls f(i, logit) for every i < nv of the row, with 16-byte loads U deep (batch 1 is
  * one block per row: it needs many loads in flight to pull the row from memory fast).
- * U = 4 for the light passes; the heavy P2 uses 2, which keeps it within 64 registers. */
+ * U = 4 for the light passes and 8 for collect (a selection's full pass, on the critical
+ * path of a batch-1 step: 7-8 us at U = 4 on an H200); the heavy P2 uses 2, which keeps it
+ * within 64 registers. */
 template <int U = 4, int NT = kThreads, class F>
 static __device__ __forceinline__ void for_each_logit(const float *__restrict__ row, int nv, F &f) {
     int head = (int)(((16u - ((unsigned)(uintptr_t)row & 15u)) & 15u) >> 2);
@@ -255,6 +257,22 @@ struct Sel {
     u64 mass_incl;  /* kept mass of its bucket's elements up to and including it */
 };
 
+/* Small lists (n <= kRankSortMax): each element's place is the number of smaller keys
+ * (keys are unique), one barrier instead of a bitonic network's ~45 (which took 4-9 us at
+ * 50-350 keys, H200). tmp: n more keys of scratch. */
+static constexpr int kRankSortMax = 512;
+static __device__ void rank_sort(u64 *a, u64 *tmp, int n) {
+    for (int i = threadIdx.x; i < n; i += kThreads) {
+        const u64 k = a[i];
+        int r = 0;
+        for (int j = 0; j < n; j++) r += a[j] < k;
+        tmp[r] = k;
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < n; i += kThreads) a[i] = tmp[i];
+    __syncthreads();
+}
+
 static __device__ void bitonic_sort(u64 *a, int n) {
     int P = 1;
     while (P < n) P <<= 1;
@@ -273,9 +291,54 @@ static __device__ void bitonic_sort(u64 *a, int n) {
         }
 }
 
-/* Out of line: the bisection runs once per selection, and inlined it costs registers. */
+/* In ordered-float space [a, z] with P(a) true and P(z) false for a predicate P that is
+ * true up to some point and false after it: that last true point. Each warp searches on
+ * its own (the whole block calls this, every warp gets the same answer): its 32 lanes test
+ * 32 points spread over the interval, which shrinks it ~33x per round, 7 rounds for 32
+ * bits where a bisection takes 32 dependent steps (8.5 us a call on an H200; this search
+ * runs once or twice per selection). The boundary is unique, so the answer is the
+ * bisection's (recur_sample_bucket_range on the host). */
+template <class P>
+static __device__ __forceinline__ uint32_t warp_last_true(uint32_t a, uint32_t z, P pred) {
+    const int lane = threadIdx.x & 31;
+    while (z - a > 1) {
+        const uint64_t span = (uint64_t)(z - a);
+        /* lane i: the (i+1)-th of 32 points strictly inside (a, z), ascending */
+        uint32_t m = span > 33 ? a + (uint32_t)(span * (uint64_t)(lane + 1) / 33u) : a + (uint32_t)lane + 1u;
+        const bool inside = m < z;
+        const bool t = inside && pred(m);
+        const unsigned yes = __ballot_sync(0xffffffffu, t), no = __ballot_sync(0xffffffffu, inside && !t);
+        /* points are ascending in lane order and P is monotone: the trues are a prefix */
+        const int last_yes = yes ? 31 - __clz(yes) : -1, first_no = no ? __ffs(no) - 1 : -1;
+        const uint32_t na = last_yes >= 0 ? __shfl_sync(0xffffffffu, m, last_yes) : a;
+        const uint32_t nz = first_no >= 0 ? __shfl_sync(0xffffffffu, m, first_no) : z;
+        a = na;
+        z = nz;
+    }
+    return a;
+}
+
+/* recur_sample_bucket_range (recur_sample_op.h) with both searches by warp_last_true: the
+ * same [lo, hi], the logits l <= lmax whose bucket is b. */
 static __device__ __noinline__ void bucket_range(int b, const RowP &rp, float *lo, float *hi) {
-    recur_sample_bucket_range(b, rp.inv_t, rp.smax, rp.lmax, lo, hi);
+    const float inv_t = rp.inv_t, smax = rp.smax;
+    auto bucket = [&](uint32_t u) { return recur_sample_bucket(recur_sample_funord_(u), inv_t, smax); };
+    const uint32_t A = recur_sample_ford_(-FLT_MAX), Z = recur_sample_ford_(rp.lmax);
+    /* hi: the last u in [A, Z] with bucket >= b */
+    uint32_t h;
+    if (bucket(Z) >= b) {
+        h = Z;
+    } else if (bucket(A) < b) {
+        *lo = 1.0f; /* no float reaches bucket b */
+        *hi = 0.0f;
+        return;
+    } else {
+        h = warp_last_true(A, Z, [&](uint32_t u) { return bucket(u) >= b; });
+    }
+    *hi = recur_sample_funord_(h);
+    /* lo: the first u in [A, Z] with bucket <= b, i.e. one past the last with bucket > b */
+    *lo = bucket(A) <= b ? recur_sample_funord_(A)
+                         : recur_sample_funord_(warp_last_true(A, Z, [&](uint32_t u) { return bucket(u) > b; }) + 1u);
 }
 
 /* Gathers into sm.list the rank keys in [lo, hi] of the logits in [Llo, Lhi] (one bucket);
@@ -293,7 +356,7 @@ static __device__ unsigned collect(SampleSmem &sm, const float *row, int nv, con
             }
         }
     };
-    for_each_logit(row, nv, f);
+    for_each_logit<8>(row, nv, f);
     __syncthreads();
     return sm.list_n;
 }
@@ -346,7 +409,8 @@ static __device__ Sel select_in_bucket(SampleSmem &sm, const float *row, int nv,
             n_in = collect(sm, row, nv, rp, Llo, Lhi, lo, hi);
         }
         n_in = n_in < (unsigned)kCap ? n_in : (unsigned)kCap; /* only short of a bug */
-        bitonic_sort(sm.list, (int)n_in);
+        if ((int)n_in <= kRankSortMax) rank_sort(sm.list, sm.list + kRankSortMax, (int)n_in);
+        else bitonic_sort(sm.list, (int)n_in);
         if (threadIdx.x == 0) sm.list_bucket = (lo == 0 && hi == ~0ull) ? b : -1;
     }
     /* Walk the sorted keys: each thread two consecutive ones, masses by a block scan. */
