@@ -71,8 +71,19 @@ static __device__ __forceinline__ void unpack16(const uint4 &u, float *f /* [16]
 #pragma unroll
         for (int j = 0; j < 4; j++) f[4 * i + j] = __uint_as_float(recur_i8x4_float_bits(w[i], j)) - RECUR_QUANT_I8_BIAS;
 }
-/* 16 bytes of e4m3 codes -> their values times 2^-8, exactly (recur_e4m3x2_f16x2_bits: the
- * codes' bits moved into binary16 ones; the 2^8 goes into the row's scale) */
+/* 16 bytes of e4m3 codes -> their values, exactly: on sm_89+ cvt.rn.f16x2.e4m3x2 widens two
+ * codes to binary16 in one instruction (every e4m3 value, subnormals included, is a
+ * binary16 one), then each half to fp32. On an H200 this made the e4m3 GEMVs 10-19% faster
+ * than moving the codes' bits into binary16 ones by integer operations (4096 x 16384 at one
+ * row: 20.1 -> 17.1 us, bench_gemv_cuda), and faster than the int8 kernels' two
+ * instructions per code. Older devices keep the bit moves (recur_e4m3x2_f16x2_bits: the
+ * values times 2^-8, the 2^8 going into the row's scale, row_mul). Both give the same bits:
+ * every term of a row's sum is scaled by the same power of two. */
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+#define GEMV_E4M3_CVT 1
+#else
+#define GEMV_E4M3_CVT 0
+#endif
 static __device__ __forceinline__ float f16_bits_to_float(uint32_t h) {
     return __half2float(__ushort_as_half((unsigned short)(h & 0xffffu)));
 }
@@ -80,25 +91,39 @@ static __device__ __forceinline__ void unpack16(const uint4 &u, float *f /* [16]
     const uint32_t w[4] = {u.x, u.y, u.z, u.w};
 #pragma unroll
     for (int i = 0; i < 4; i++) {
+#if GEMV_E4M3_CVT
+        uint32_t lo, hi; /* codes 0, 1 and 2, 3 of the word as f16x2 (the first code in the low half) */
+        asm("{ .reg .b16 a, b;\n mov.b32 {a, b}, %2;\n cvt.rn.f16x2.e4m3x2 %0, a;\n cvt.rn.f16x2.e4m3x2 %1, b; }"
+            : "=r"(lo), "=r"(hi)
+            : "r"(w[i]));
+        const float2 a = __half22float2(*reinterpret_cast<const __half2 *>(&lo));
+        const float2 b = __half22float2(*reinterpret_cast<const __half2 *>(&hi));
+        f[4 * i + 0] = a.x;
+        f[4 * i + 1] = a.y;
+        f[4 * i + 2] = b.x;
+        f[4 * i + 3] = b.y;
+#else
         const uint32_t even = recur_e4m3x2_f16x2_bits(w[i], 0), odd = recur_e4m3x2_f16x2_bits(w[i], 1);
         f[4 * i + 0] = f16_bits_to_float(even);
         f[4 * i + 1] = f16_bits_to_float(odd);
         f[4 * i + 2] = f16_bits_to_float(even >> 16);
         f[4 * i + 3] = f16_bits_to_float(odd >> 16);
+#endif
     }
 }
 static __device__ __forceinline__ float w_scalar(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
 static __device__ __forceinline__ float w_scalar(const float *p) { return *p; }
 static __device__ __forceinline__ float w_scalar(const int8_t *p) { return (float)*p; }
-static __device__ __forceinline__ float w_scalar(const __nv_fp8_e4m3 *p) {
-    return f16_bits_to_float(recur_e4m3x2_f16x2_bits(*(const uint8_t *)p, 0));
+static __device__ __forceinline__ float w_scalar(const __nv_fp8_e4m3 *p) { /* as unpack16 (exact) */
+    const float v = f16_bits_to_float(recur_e4m3x2_f16x2_bits(*(const uint8_t *)p, 0));
+    return GEMV_E4M3_CVT ? v * RECUR_QUANT_F8_F16_SCALE : v;
 }
 /* What the finished dot product of a row is multiplied by: 1 for f32/bf16 weights, the row's
- * scale for int8, the row's scale times 2^8 for e4m3 (unpack16 above). */
+ * scale for int8, and for e4m3 too (times 2^8 where unpack16 moves bits). */
 template <typename WT> static __device__ __forceinline__ float row_mul(const float *scale, int n) { return 1.0f; }
 template <> __device__ __forceinline__ float row_mul<int8_t>(const float *scale, int n) { return scale[n]; }
 template <> __device__ __forceinline__ float row_mul<__nv_fp8_e4m3>(const float *scale, int n) {
-    return scale[n] * RECUR_QUANT_F8_F16_SCALE;
+    return GEMV_E4M3_CVT ? scale[n] : scale[n] * RECUR_QUANT_F8_F16_SCALE;
 }
 
 /* acc[m][r] += x[m][kb .. kb+EL) . wf[r][0 .. EL) for the MT rows of x, in element order. */
