@@ -49,12 +49,7 @@
 
 /* 16 bytes of weights -> fp32 */
 static __device__ __forceinline__ void unpack16(const uint4 &u, float *f /* [8] */, const __nv_bfloat16 *) {
-    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        f[2 * i] = __uint_as_float(w[i] << 16);
-        f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
-    }
+    recur_bf16x8_widen(u, f);
 }
 static __device__ __forceinline__ void unpack16(const uint4 &u, float *f /* [4] */, const float *) {
     f[0] = __uint_as_float(u.x);
@@ -692,9 +687,11 @@ static __device__ __forceinline__ void gemv_many_block(const gemv_many_op &o, in
     } else {
         constexpr int R = gemv_rows_per_warp(MT, (int)sizeof(WT));
         static_assert(R <= 4, "red holds 4 rows per warp");
-        if (o.lg == 16) gemv_many_rows<WT, MT, R, 1, 16>(o, bl, (float(*)[MT * R])red);
-        else if (o.lg == 8) gemv_many_rows<WT, MT, R, 1, 8>(o, bl, (float(*)[MT * R])red);
-        else if (o.split == 4) gemv_many_rows<WT, MT, R, 4>(o, bl, (float(*)[MT * R])red);
+        if constexpr (MT == GEMV_LANE_GROUP_M) { /* o.lg is 32 at any other M */
+            if (o.lg == 16) return gemv_many_rows<WT, MT, R, 1, 16>(o, bl, (float(*)[MT * R])red);
+            if (o.lg == 8) return gemv_many_rows<WT, MT, R, 1, 8>(o, bl, (float(*)[MT * R])red);
+        }
+        if (o.split == 4) gemv_many_rows<WT, MT, R, 4>(o, bl, (float(*)[MT * R])red);
         else if (o.split == 2) gemv_many_rows<WT, MT, R, 2>(o, bl, (float(*)[MT * R])red);
         else gemv_many_rows<WT, MT, R, 1>(o, bl, (float(*)[MT * R])red);
     }

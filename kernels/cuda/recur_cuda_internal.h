@@ -270,16 +270,20 @@ template <typename T> static __device__ __forceinline__ float recur_st_round(flo
     return recur_st_load(recur_st_store<T>(x));
 }
 
-/* Eight consecutive bf16 state elements (16 bytes, aligned) <-> fp32: the vector loads of
- * the bandwidth-bound step kernels. bf16 -> fp32 is a 16-bit shift. */
-static __device__ __forceinline__ void recur_bf16x8_load(const __nv_bfloat16 *p, float (&f)[8]) {
-    const uint4 u = *(const uint4 *)p;
+/* Eight bf16 (16 bytes: a vector load, first element in the low half of u.x) -> fp32.
+ * bf16 -> fp32 is a 16-bit shift. */
+static __device__ __forceinline__ void recur_bf16x8_widen(const uint4 &u, float *f /* [8] */) {
     const uint32_t w[4] = {u.x, u.y, u.z, u.w};
 #pragma unroll
     for (int i = 0; i < 4; i++) {
         f[2 * i] = __uint_as_float(w[i] << 16);
         f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
     }
+}
+/* Eight consecutive bf16 state elements (16 bytes, aligned) <-> fp32: the vector loads of
+ * the bandwidth-bound step kernels. */
+static __device__ __forceinline__ void recur_bf16x8_load(const __nv_bfloat16 *p, float (&f)[8]) {
+    recur_bf16x8_widen(*(const uint4 *)p, f);
 }
 static __device__ __forceinline__ void recur_bf16x8_store(__nv_bfloat16 *p, const float (&f)[8]) {
     uint32_t w[4];

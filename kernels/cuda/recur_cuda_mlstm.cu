@@ -327,12 +327,7 @@ static __device__ __forceinline__ void ml_widen16(const uint4 &u, float (&f)[4],
     f[0] = __uint_as_float(u.x); f[1] = __uint_as_float(u.y); f[2] = __uint_as_float(u.z); f[3] = __uint_as_float(u.w);
 }
 static __device__ __forceinline__ void ml_widen16(const uint4 &u, float (&f)[8], const __nv_bfloat16 *) {
-    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        f[2 * i] = __uint_as_float(w[i] << 16);
-        f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
-    }
+    recur_bf16x8_widen(u, f);
 }
 /* Rows of C per thread a small decode grid loads before the PDL wait (VEC only): xLSTM 7B's
  * whole share of a thread (DQK 256 over 16 row groups in f32, 32 in bf16), 256 bytes of
