@@ -246,6 +246,20 @@ static __device__ __forceinline__ u64 mass_of(const RowP &rp, u64 key, float d) 
     return key > rp.cut ? 0ull : mass_w(rp, d);
 }
 
+/* P2 for one logit x at id i: counts it if it participates, keeps the smallest rank key
+ * among those at s_max (the top element) and adds its kept mass to its bucket. */
+static __device__ __forceinline__ void p2_add(const RowP &rp, float x, int i, u64 &n_part, u64 &first, RunAdd &acc) {
+    float s, d;
+    if (participant(rp, x, s, d)) {
+        n_part++;
+        if (d == 0.0f) { /* s == s_max: a candidate for the top element */
+            const u64 k = recur_sample_rank_key(s, i);
+            first = k < first ? k : first;
+        }
+        acc.add(recur_sample_bucket_of_d(d), mass_w(rp, d));
+    }
+}
+
 static __device__ __forceinline__ float key_d(const RowP &rp, u64 key) {
     return recur_sample_sub(recur_sample_key_s(key), rp.smax);
 }
@@ -577,17 +591,7 @@ static __global__ void __launch_bounds__(kFrontThreads) front_hist_kernel(const 
     u64 first = ~0ull, n_part = 0;
     {
         RunAdd acc{cnt, mass};
-        auto f = [&](int i, float x) {
-            float sc, d;
-            if (participant(rp, x, sc, d)) {
-                n_part++;
-                if (d == 0.0f) {
-                    const u64 k = recur_sample_rank_key(sc, s0 + i);
-                    first = k < first ? k : first;
-                }
-                acc.add(recur_sample_bucket_of_d(d), mass_w(rp, d));
-            }
-        };
+        auto f = [&](int i, float x) { p2_add(rp, x, s0 + i, n_part, first, acc); };
         for_each_logit<2, kFrontThreads>(l, len, f);
         acc.flush();
     }
@@ -675,17 +679,7 @@ static __global__ void __launch_bounds__(kThreads) sample_kernel(const float *__
         for (int i = threadIdx.x; i < kBuckets; i += kThreads) { sm.cnt[i] = 0; sm.mass[i] = 0; }
         __syncthreads();
         RunAdd acc{top_k_on ? sm.cnt : nullptr, sm.mass};
-        auto f = [&](int i, float x) {
-            float s, d;
-            if (participant(rp, x, s, d)) {
-                n_part++;
-                if (d == 0.0f) { /* s == s_max: a candidate for the top element */
-                    const u64 k = recur_sample_rank_key(s, i);
-                    first = k < first ? k : first;
-                }
-                acc.add(recur_sample_bucket_of_d(d), mass_w(rp, d));
-            }
-        };
+        auto f = [&](int i, float x) { p2_add(rp, x, i, n_part, first, acc); };
         for_each_logit<2>(l, nv, f);
         acc.flush();
     }
