@@ -24,7 +24,7 @@
 # Output in $OUT (default /tmp/serving-bench): every stage's JSON and log, stages.tsv, env.txt,
 # and report/ from scripts/plot_benchmarks.py (tables; PNGs where matplotlib is installed).
 # Env: BUDGET_S, PRICE (GPU price per hour for the cost table), CONC, SERVE_MODELS, PACK (a tarball of it all),
-# PEERS, RECUR_1M, LANES, TRITON_CACHE_DIR (default .triton-cache here: Triton's compiled
+# PEERS, RECUR_1M, LANES, DIST_S (seconds kept for the TP2/PP2 stages at the end, default 100), TRITON_CACHE_DIR (default .triton-cache here: Triton's compiled
 # kernels and autotuning results; copied to $OUT/triton-cache.tgz at the end, so a later call
 # can carry it back as .triton-cache.tgz in the repository root and skip fla's autotuning).
 set -uo pipefail
@@ -177,7 +177,7 @@ fi
 
 END=$(( T0 + BUDGET_S ))
 if [ "$ngpu" -ge 2 ] && [ "${LANES:-auto}" != 1 ]; then
-  LANE_END=$(( END - 100 ))   # then TP2 and PP2 of both models on both GPUs
+  LANE_END=$(( END - ${DIST_S:-100} ))   # then TP2 and PP2 of both models on both GPUs
   (
     recur_bench rwkv7-7b "$LANE_END" 150
     recur_bench xlstm-7b "$LANE_END" 140
