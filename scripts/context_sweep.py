@@ -73,7 +73,7 @@ class Run:
         r["t_s"] = round(now(), 2)
         self.d["rows"].append(r)
         self.save()
-        keys = [k for k in ("ttft_ms", "step_ms", "tok_s", "peak_alloc_gib", "device_used_gib") if r.get(k) is not None]
+        keys = [k for k in ("ttft_ms", "first_prefill_ms", "step_ms", "tok_s", "peak_alloc_gib", "device_used_gib") if r.get(k) is not None]
         print(f"  {self.d['engine']:16s} {r['what']:8s} L={r['context']:<8d} B={r['batch']:<4d} {r['status']:8s} " +
               " ".join(f"{k}={r[k]:.4g}" for k in keys) + (f"  ({r['note']})" if r.get("note") else ""), flush=True)
         return r
@@ -415,6 +415,10 @@ def main():
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     ap.add_argument("--tiny", action="store_true", help="small shapes (the CPU smoke test)")
     ap.add_argument("--no-graphs", action="store_true", help="the transformer's decode without CUDA graphs")
+    ap.add_argument("--no-warm-each", action="store_true",
+                    help="time the first prefill of each context (by default one untimed prefill of the same "
+                         "length runs first: Triton autotunes per sequence length, which is not the TTFT of a "
+                         "server that has seen that length before)")
     a = ap.parse_args()
     contexts = [int(x) for x in a.contexts.split(",") if x]
     mem_only = [int(x) for x in a.mem_only.split(",") if x]
@@ -477,7 +481,7 @@ def main():
         est = 0.0
         if prev_ttft:
             Lp, tp = max(prev_ttft.items())
-            est = tp * ((L / Lp) ** 2 if transformer else L / Lp) * 1.2 + 2
+            est = tp * ((L / Lp) ** 2 if transformer else L / Lp) * 1.2 * (1 if a.no_warm_each else 2) + 2
         why = over(est, "prefill")
         if why:
             run.row(what="prefill", context=L, batch=1, status="skipped", note=why)
@@ -487,10 +491,18 @@ def main():
         dev.reset_peak()
         cache = None
         try:
+            first_ms = None
+            if not a.no_warm_each:
+                # untimed, same length: the first use of a shape can autotune (Triton) or plan
+                first_s, c = eng.prefill(L)
+                first_ms = first_s * 1e3
+                del c
+                dev.cleanup()
+                dev.reset_peak()
             dt, cache = eng.prefill(L)
             prev_ttft[L] = dt
             run.row(what="prefill", context=L, batch=1, ttft_ms=dt * 1e3, tok_s=L / dt, peak_alloc_gib=dev.peak_alloc_gib(),
-                    device_used_gib=dev.used_gib(),
+                    device_used_gib=dev.used_gib(), first_prefill_ms=first_ms,
                     state_bytes=None if transformer else eng.state_bytes)
         except Exception as e:
             cache = None
