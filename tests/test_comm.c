@@ -144,7 +144,10 @@ static void check_local_ranks(test_ctx_t *t, recur_comm_t *c) {
 
 static void check_allreduce(test_ctx_t *t, recur_comm_t *c) {
     const recur_grid_t *g = recur_comm_grid(c);
-    static const size_t sizes[] = {1, 3, 1000, 65537, (size_t)1 << 20};
+    /* 4096 and 16384: the vectorised path of the peer-memory all-reduce; 1 << 20: past its
+     * largest, so NCCL; the odd sizes: its scalar path. */
+    static const size_t sizes[] = {1, 3, 1000, 4096, 16384, 65537, (size_t)1 << 20};
+    const int p2p = strcmp(recur_comm_tp_allreduce_kind(c), "p2p") == 0;
     for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
         size_t n = sizes[si];
         float *mine = malloc(n * sizeof(float)), *ref = calloc(n, sizeof(float)), *got = malloc(n * sizeof(float));
@@ -168,6 +171,12 @@ static void check_allreduce(test_ctx_t *t, recur_comm_t *c) {
             char what[64];
             snprintf(what, sizeof what, "allreduce n=%zu tp=%d", n, (int)g->tp);
             CHECK(t, recur_allclose(got, ref, n, 1e-6f, 1e-5f, what, NULL));
+            if (p2p) {
+                /* summed in rank order: world rank 0's group holds rank 0's bits */
+                memcpy(tmp, got, n * sizeof(float));
+                CHECK(t, recur_comm_bcast_host(c, tmp, n * sizeof(float), 0) == RECUR_OK);
+                if (g->pp_rank == 0) CHECK(t, memcmp(tmp, got, n * sizeof(float)) == 0);
+            }
             t->b->iface.buf_free(t->b, d);
         }
     next:
@@ -329,10 +338,9 @@ static void check_control(test_ctx_t *t, recur_comm_t *c) {
 /* An all-reduce recorded in a backend graph (NCCL ops captured on the backend's stream)
  * and launched twice: after the first launch every rank holds S = the group's sum, after
  * the second tp * S. */
-static void check_graph_allreduce(test_ctx_t *t, recur_comm_t *c) {
+static void check_graph_allreduce(test_ctx_t *t, recur_comm_t *c, size_t n) {
     const recur_grid_t *g = recur_comm_grid(c);
     if (!t->b->iface.graph_begin || g->tp == 1) return;
-    const size_t n = 4099;
     float *mine = malloc(n * sizeof(float)), *ref = calloc(n, sizeof(float)), *tmp = malloc(n * sizeof(float));
     float *d = NULL;
     void *graph = NULL;
@@ -387,13 +395,20 @@ static void run_layout(test_ctx_t *t, int32_t tp, int32_t pp) {
         return;
     }
     CHECK(t, strcmp(recur_comm_transport(c), t->is_cuda ? "nccl" : "mpi") == 0);
+    /* RECUR_TP_ALLREDUCE=p2p or nccl (the GPU tests set one): that is what the group uses */
+    const char *want = getenv("RECUR_TP_ALLREDUCE"), *kind = recur_comm_tp_allreduce_kind(c);
+    if (g.tp == 1) CHECK(t, strcmp(kind, "none") == 0);
+    else if (!t->is_cuda) CHECK(t, strcmp(kind, "mpi") == 0);
+    else if (want && (strcmp(want, "p2p") == 0 || strcmp(want, "nccl") == 0)) CHECK(t, strcmp(kind, want) == 0);
+    if (g.world_rank == 0) fprintf(stderr, "layout tp %d x pp %d: all-reduce %s\n", tp, pp, kind);
     CHECK(t, memcmp(recur_comm_grid(c), &g, sizeof g) == 0);
     check_local_ranks(t, c);
     check_allreduce(t, c);
     check_allgather(t, c);
     check_pipeline(t, c);
     check_control(t, c);
-    check_graph_allreduce(t, c);
+    check_graph_allreduce(t, c, 4099);
+    check_graph_allreduce(t, c, 4096);
     CHECK(t, recur_comm_synchronize(c) == RECUR_OK);
     recur_comm_free(c);
     if (g.world_rank == 0) fprintf(stderr, "layout tp %d x pp %d: done\n", tp, pp);

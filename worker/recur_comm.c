@@ -275,6 +275,14 @@ const char *recur_comm_transport(const recur_comm_t *c) {
 
 /* ------------------------------------------------------------------------ TP group */
 
+const char *recur_comm_tp_allreduce_kind(const recur_comm_t *c) {
+    if (c->grid.tp == 1) return "none";
+#ifdef RECUR_USE_NCCL
+    if (c->nccl) return recur_comm_nccl_allreduce_kind(c->nccl);
+#endif
+    return "mpi";
+}
+
 recur_status_t recur_comm_tp_allreduce(recur_comm_t *c, float *buf, size_t n) {
     if (c->grid.tp == 1 || n == 0) return RECUR_OK;
 #ifdef RECUR_USE_NCCL

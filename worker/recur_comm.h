@@ -82,6 +82,11 @@ const char *recur_comm_transport(const recur_comm_t *c); /* "nccl" or "mpi" */
 /* ---- TP group (no-ops that return RECUR_OK when tp == 1) */
 /* buf[0..n) = sum over the group's ranks of buf[0..n), in place (backend memory). */
 recur_status_t recur_comm_tp_allreduce(recur_comm_t *c, float *buf, size_t n);
+/* How tp_allreduce moves decode-sized vectors: "none" (tp == 1), "mpi", "nccl", or "p2p"
+ * (one kernel over the GPUs' peer memory, summing in rank order, so every rank of the group
+ * gets the same bits; larger vectors still go through NCCL). See
+ * recur_comm_nccl.c for RECUR_TP_ALLREDUCE. */
+const char *recur_comm_tp_allreduce_kind(const recur_comm_t *c);
 /* recv[r * n .. (r + 1) * n) = rank r's send[0..n), for every r < tp (backend memory).
  * send may be recv + tp_rank * n (in place); otherwise the two must not overlap
  * (RECUR_E_INVAL). With tp == 1 it is a copy of send into recv. */

@@ -34,6 +34,8 @@ recur_status_t recur_comm_nccl_allgather(recur_comm_nccl_t *n, const float *send
 recur_status_t recur_comm_nccl_send_next(recur_comm_nccl_t *n, const void *buf, size_t n_bytes);
 recur_status_t recur_comm_nccl_recv_prev(recur_comm_nccl_t *n, void *buf, size_t n_bytes);
 recur_status_t recur_comm_nccl_synchronize(recur_comm_nccl_t *n);
+/* "p2p" when the TP all-reduces of decode size go over peer memory, else "nccl". */
+const char *recur_comm_nccl_allreduce_kind(const recur_comm_nccl_t *n);
 #endif
 
 #endif

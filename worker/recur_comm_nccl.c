@@ -21,6 +21,13 @@
  * registration, no config); NCCL itself reads NCCL_NVLS_ENABLE from the environment,
  * which must be 0 on machines where multicast is not allowed.
  *
+ * The TP all-reduce of vectors up to AR_MAX_FLOATS (decode-sized activations) goes instead
+ * through kernels/cuda/recur_cuda_allreduce (one kernel over peer memory, a few us where
+ * NCCL takes ~10) when every rank of the group is on one host and the GPUs can map each
+ * other's memory; a self-test at create must pass first. RECUR_TP_ALLREDUCE in the
+ * environment chooses: auto (default: peer memory where possible, else NCCL), p2p (peer
+ * memory or fail at create), nccl (NCCL only).
+ *
  * Errors: every NCCL call is checked; a failure is RECUR_E_NCCL with ncclGetErrorString,
  * ncclGetLastError, the call, rank, host and GPU in the log, and marks the transport
  * broken (later ops refuse; free aborts the communicators instead of destroying them). */
@@ -33,7 +40,12 @@
 #include <nccl.h>
 
 #include "recur_comm_internal.h"
+#include "recur_cuda_allreduce.h"
 #include "recur_log.h"
+
+/* Largest all-reduce that goes over peer memory: 1 MiB, a batch of 64 rows of a 4096-wide
+ * model (NCCL's ring is as fast beyond that; the buffer costs 2 x tp x this per GPU). */
+#define AR_MAX_FLOATS ((size_t)1 << 18)
 
 struct recur_comm_nccl {
     recur_grid_t grid;       /* copy, for messages and peers */
@@ -42,6 +54,7 @@ struct recur_comm_nccl {
     char bus_id[32];         /* its PCI bus id, for messages */
     ncclComm_t tp;           /* NULL when tp == 1 */
     ncclComm_t pipe;         /* NULL when pp == 1 */
+    recur_cuda_ar_t *ar;     /* the peer-memory all-reduce of the TP group; NULL: NCCL only */
     int broken;              /* an NCCL or CUDA error happened */
 };
 
@@ -170,6 +183,104 @@ static recur_status_t nccl_warm_up(recur_comm_nccl_t *n) {
     return st != RECUR_OK ? st : st_free;
 }
 
+/* Known sums through the peer-memory all-reduce, both buffers of each size (a vector not a
+ * multiple of 4, one hidden vector, the largest): rank r contributes (r + 1) * k with small
+ * integers k, so the sum is exact and known. */
+static recur_status_t ar_selftest(recur_comm_nccl_t *n) {
+    static const size_t sizes[] = {3, 4096, AR_MAX_FLOATS};
+    const int tp = n->grid.tp;
+    float *h = malloc(AR_MAX_FLOATS * sizeof(float)), *d = NULL;
+    recur_status_t st = h ? NCCL_CUDA_CHECK(n, cudaMalloc((void **)&d, AR_MAX_FLOATS * sizeof(float))) : RECUR_E_NOMEM;
+    for (size_t si = 0; si < 2 * sizeof sizes / sizeof sizes[0] && st == RECUR_OK; si++) {
+        const size_t len = sizes[si / 2];
+        for (size_t i = 0; i < len; i++) h[i] = (float)((n->grid.tp_rank + 1) * (int)(i % 251 + 1));
+        st = NCCL_CUDA_CHECK(n, cudaMemcpyAsync(d, h, len * sizeof(float), cudaMemcpyHostToDevice, n->stream));
+        if (st == RECUR_OK) st = recur_cuda_ar_run(n->ar, d, len, n->stream);
+        if (st == RECUR_OK)
+            st = NCCL_CUDA_CHECK(n, cudaMemcpyAsync(h, d, len * sizeof(float), cudaMemcpyDeviceToHost, n->stream));
+        if (st == RECUR_OK) st = recur_comm_nccl_synchronize(n);
+        for (size_t i = 0; i < len && st == RECUR_OK; i++)
+            if (h[i] != (float)(tp * (tp + 1) / 2 * (int)(i % 251 + 1))) {
+                recur_log_err("comm: the peer-memory all-reduce's self-test failed on rank %d: element %zu of %zu is "
+                              "%g, not %d",
+                              (int)n->grid.world_rank, i, len, h[i], tp * (tp + 1) / 2 * (int)(i % 251 + 1));
+                st = RECUR_E_CUDA;
+            }
+    }
+    if (d) (void)NCCL_CUDA_CHECK(n, cudaFree(d));
+    free(h);
+    return st;
+}
+
+/* Sets up n->ar for the TP group (collective over tp_comm; every member takes the same
+ * path and ends with the same n->ar set or NULL). RECUR_OK with n->ar NULL when the
+ * environment asks for NCCL or, in auto mode, when peer memory cannot be used; an error
+ * when RECUR_TP_ALLREDUCE=p2p and it cannot, or when MPI fails. */
+static recur_status_t ar_setup(recur_comm_nccl_t *n, MPI_Comm tp_comm) {
+    const char *env = getenv("RECUR_TP_ALLREDUCE");
+    int mode = 1;   /* 0 nccl, 1 auto, 2 p2p */
+    if (env && *env) {
+        if (strcmp(env, "nccl") == 0) mode = 0;
+        else if (strcmp(env, "p2p") == 0) mode = 2;
+        else if (strcmp(env, "auto") != 0) {
+            recur_log_err("comm: RECUR_TP_ALLREDUCE=%s on rank %d: expected auto, p2p or nccl", env,
+                          (int)n->grid.world_rank);
+            mode = -1;
+        }
+    }
+    int lo = mode, hi = mode;
+    RECUR_TRY(RECUR_COMM_MPI(MPI_Allreduce(&mode, &lo, 1, MPI_INT, MPI_MIN, tp_comm)));
+    RECUR_TRY(RECUR_COMM_MPI(MPI_Allreduce(&mode, &hi, 1, MPI_INT, MPI_MAX, tp_comm)));
+    if (lo < 0 || (lo == 0 && hi == 2)) {
+        if (lo >= 0 && n->grid.tp_rank == 0)
+            recur_log_err("comm: the ranks of a tensor-parallel group were given different RECUR_TP_ALLREDUCE");
+        return RECUR_E_INVAL;
+    }
+    if (lo == 0) return RECUR_OK;
+    const int forced = hi == 2, tp = n->grid.tp;
+    const char *why = NULL;
+    char *hosts = calloc((size_t)tp, 64);
+    unsigned char *handles = calloc((size_t)tp, RECUR_CUDA_AR_HANDLE_BYTES);
+    unsigned char mine[RECUR_CUDA_AR_HANDLE_BYTES];
+    recur_status_t st = recur_comm_agree_on(tp_comm, hosts && handles ? RECUR_OK : RECUR_E_NOMEM);
+    if (st == RECUR_OK) {
+        char host[64] = {0};
+        snprintf(host, sizeof host, "%s", n->grid.host);
+        st = RECUR_COMM_MPI(MPI_Allgather(host, 64, MPI_CHAR, hosts, 64, MPI_CHAR, tp_comm));
+        for (int r = 1; st == RECUR_OK && r < tp && !why; r++)
+            if (strncmp(hosts, hosts + (size_t)r * 64, 64) != 0) why = "its ranks are on more than one host";
+    }
+    if (st == RECUR_OK && tp > RECUR_CUDA_AR_MAX_RANKS && !why) why = "it has more ranks than the kernel handles";
+    if (st == RECUR_OK && !why) {
+        st = recur_comm_agree_on(tp_comm, recur_cuda_ar_create(n->device, tp, n->grid.tp_rank, AR_MAX_FLOATS,
+                                                               &n->ar, mine));
+        if (st == RECUR_OK)
+            st = RECUR_COMM_MPI(MPI_Allgather(mine, RECUR_CUDA_AR_HANDLE_BYTES, MPI_BYTE, handles,
+                                              RECUR_CUDA_AR_HANDLE_BYTES, MPI_BYTE, tp_comm));
+        if (st == RECUR_OK) st = recur_comm_agree_on(tp_comm, recur_cuda_ar_connect(n->ar, handles));
+        if (st == RECUR_OK) st = recur_comm_agree_on(tp_comm, ar_selftest(n));
+        if (st != RECUR_OK && st != RECUR_E_MPI) {
+            why = "a GPU could not map its peers' memory or the self-test failed (see above)";
+            st = RECUR_OK;
+        }
+    }
+    free(hosts);
+    free(handles);
+    if (st == RECUR_OK && why) {
+        if (n->ar) (void)recur_comm_nccl_synchronize(n);
+        recur_cuda_ar_free(n->ar);
+        n->ar = NULL;
+        n->broken = 0;   /* the fallback is NCCL, which saw no error */
+        if (n->grid.tp_rank == 0)
+            recur_log(forced ? RECUR_LOG_ERROR : RECUR_LOG_INFO,
+                      "comm: tensor-parallel group of rank %d: no all-reduce over peer memory, %s%s",
+                      (int)n->grid.world_rank, why,
+                      forced ? " (RECUR_TP_ALLREDUCE=p2p)" : "; NCCL does them all");
+        return forced ? RECUR_E_UNSUPPORTED : RECUR_OK;
+    }
+    return st;
+}
+
 recur_status_t recur_comm_nccl_create(const recur_grid_t *g, recur_backend_t *b, MPI_Comm world, MPI_Comm tp_comm,
                                       recur_comm_nccl_t **out) {
     *out = NULL;
@@ -191,6 +302,7 @@ recur_status_t recur_comm_nccl_create(const recur_grid_t *g, recur_backend_t *b,
     if (st == RECUR_OK && g->pp > 1)
         st = recur_comm_agree_on(world, nccl_init_comm(n, world, g->world_size, g->world_rank, &n->pipe, "pipeline"));
     if (st == RECUR_OK) st = recur_comm_agree_on(world, nccl_warm_up(n));
+    if (st == RECUR_OK && g->tp > 1) st = recur_comm_agree_on(world, ar_setup(n, tp_comm));
     if (st != RECUR_OK) {
         if (n) n->broken = 1;   /* abort, not destroy: peers may be in any state */
         recur_comm_nccl_free(n);
@@ -205,6 +317,10 @@ recur_status_t recur_comm_nccl_create(const recur_grid_t *g, recur_backend_t *b,
                        version / 100 % 100, version % 100, NCCL_MAJOR, NCCL_MINOR, NCCL_PATCH, nvls ? nvls : "(unset)",
                        nvls ? "" : ": NCCL may use NVLink multicast where the system has it; set "
                                    "NCCL_NVLS_ENABLE=0 where that is not allowed");
+        if (n->ar)
+            recur_log_info("comm: tensor-parallel all-reduces of up to %zu KiB over peer memory (one kernel), "
+                           "NCCL above",
+                           AR_MAX_FLOATS * sizeof(float) / 1024);
     }
     *out = n;
     return RECUR_OK;
@@ -225,6 +341,7 @@ void recur_comm_nccl_free(recur_comm_nccl_t *n) {
     if (n->device >= 0) (void)cudaSetDevice(n->device);
     nccl_release(n, &n->tp);
     nccl_release(n, &n->pipe);
+    recur_cuda_ar_free(n->ar);
     free(n);
 }
 
@@ -237,8 +354,15 @@ static recur_status_t nccl_usable(recur_comm_nccl_t *n, const char *op) {
 
 recur_status_t recur_comm_nccl_allreduce(recur_comm_nccl_t *n, float *buf, size_t count) {
     RECUR_TRY(nccl_usable(n, "tp_allreduce"));
+    if (n->ar && recur_cuda_ar_fits(n->ar, count)) {
+        recur_status_t st = recur_cuda_ar_run(n->ar, buf, count, n->stream);
+        if (st != RECUR_OK) n->broken = 1;
+        return st;
+    }
     return NCCL_CHECK(n, ncclAllReduce(buf, buf, count, ncclFloat32, ncclSum, n->tp, n->stream));
 }
+
+const char *recur_comm_nccl_allreduce_kind(const recur_comm_nccl_t *n) { return n->ar ? "p2p" : "nccl"; }
 
 recur_status_t recur_comm_nccl_allgather(recur_comm_nccl_t *n, const float *send, float *recv, size_t count) {
     RECUR_TRY(nccl_usable(n, "tp_allgather"));
@@ -265,6 +389,17 @@ static recur_status_t nccl_async_error(recur_comm_nccl_t *n, ncclComm_t comm) {
     return nccl_check(n, async, "an enqueued NCCL operation (ncclCommGetAsyncError)", __FILE__, __LINE__);
 }
 
+/* A wait of the peer-memory all-reduce gave up: a peer never arrived (it died, or the ranks
+ * stopped issuing the same all-reduces). */
+static recur_status_t ar_peer_lost(recur_comm_nccl_t *n) {
+    if (!recur_cuda_ar_timed_out(n->ar)) return RECUR_OK;
+    recur_log_err("comm: a tensor-parallel all-reduce on rank %d (host %s, GPU %d %s) waited %d s for a peer rank "
+                  "that did not arrive",
+                  (int)n->grid.world_rank, n->grid.host, n->device, n->bus_id, RECUR_CUDA_AR_WAIT_S);
+    n->broken = 1;
+    return RECUR_E_TIMEOUT;
+}
+
 recur_status_t recur_comm_nccl_synchronize(recur_comm_nccl_t *n) {
     /* Polled rather than cudaStreamSynchronize: when a peer dies, NCCL reports it as an
      * asynchronous error while the stream would never finish (as nccl-tests does). */
@@ -274,8 +409,10 @@ recur_status_t recur_comm_nccl_synchronize(recur_comm_nccl_t *n) {
         if (e != cudaErrorNotReady) return nccl_cuda_check(n, e, "cudaStreamQuery(backend stream)", __FILE__, __LINE__);
         RECUR_TRY(nccl_async_error(n, n->tp));
         RECUR_TRY(nccl_async_error(n, n->pipe));
+        RECUR_TRY(ar_peer_lost(n));
         sched_yield();
     }
+    RECUR_TRY(ar_peer_lost(n));
     RECUR_TRY(nccl_async_error(n, n->tp));
     return nccl_async_error(n, n->pipe);
 }
