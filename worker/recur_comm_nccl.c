@@ -183,27 +183,29 @@ static recur_status_t nccl_warm_up(recur_comm_nccl_t *n) {
     return st != RECUR_OK ? st : st_free;
 }
 
-/* Known sums through the peer-memory all-reduce, both buffers of each size (a vector not a
- * multiple of 4, one hidden vector, the largest): rank r contributes (r + 1) * k with small
- * integers k, so the sum is exact and known. */
+/* Known sums through the peer-memory all-reduce, both buffers of each size (an odd length,
+ * one hidden vector, the largest) and sizes that alternate (a line's last writer then
+ * belongs to another call with another split into blocks): rank r contributes (r + 1) * k
+ * with small integers k, so the sum is exact and known. */
 static recur_status_t ar_selftest(recur_comm_nccl_t *n) {
-    static const size_t sizes[] = {3, 4096, AR_MAX_FLOATS};
+    static const size_t sizes[] = {AR_MAX_FLOATS, 4096, 3, AR_MAX_FLOATS, 4096, 1001};
     const int tp = n->grid.tp;
     float *h = malloc(AR_MAX_FLOATS * sizeof(float)), *d = NULL;
     recur_status_t st = h ? NCCL_CUDA_CHECK(n, cudaMalloc((void **)&d, AR_MAX_FLOATS * sizeof(float))) : RECUR_E_NOMEM;
     for (size_t si = 0; si < 2 * sizeof sizes / sizeof sizes[0] && st == RECUR_OK; si++) {
-        const size_t len = sizes[si / 2];
-        for (size_t i = 0; i < len; i++) h[i] = (float)((n->grid.tp_rank + 1) * (int)(i % 251 + 1));
+        const size_t len = sizes[si % (sizeof sizes / sizeof sizes[0])];
+        /* k also depends on the call, so a line left from another call would show */
+        for (size_t i = 0; i < len; i++) h[i] = (float)((n->grid.tp_rank + 1) * (int)((i + 7 * si) % 251 + 1));
         st = NCCL_CUDA_CHECK(n, cudaMemcpyAsync(d, h, len * sizeof(float), cudaMemcpyHostToDevice, n->stream));
         if (st == RECUR_OK) st = recur_cuda_ar_run(n->ar, d, len, n->stream);
         if (st == RECUR_OK)
             st = NCCL_CUDA_CHECK(n, cudaMemcpyAsync(h, d, len * sizeof(float), cudaMemcpyDeviceToHost, n->stream));
         if (st == RECUR_OK) st = recur_comm_nccl_synchronize(n);
         for (size_t i = 0; i < len && st == RECUR_OK; i++)
-            if (h[i] != (float)(tp * (tp + 1) / 2 * (int)(i % 251 + 1))) {
+            if (h[i] != (float)(tp * (tp + 1) / 2 * (int)((i + 7 * si) % 251 + 1))) {
                 recur_log_err("comm: the peer-memory all-reduce's self-test failed on rank %d: element %zu of %zu is "
                               "%g, not %d",
-                              (int)n->grid.world_rank, i, len, h[i], tp * (tp + 1) / 2 * (int)(i % 251 + 1));
+                              (int)n->grid.world_rank, i, len, h[i], tp * (tp + 1) / 2 * (int)((i + 7 * si) % 251 + 1));
                 st = RECUR_E_CUDA;
             }
     }
