@@ -122,7 +122,8 @@ recur_model_params_t recur_model_default_params(void) {
     const char *g = getenv("RECUR_GRAPHS");
     int32_t use_graphs = g && strcmp(g, "0") == 0 ? 0 : 1;
     return (recur_model_params_t){.n_slots = 9, .reserve_mib = 2048, .max_tokens = 128, .prefill_chunk = 0,
-                                  .use_graphs = use_graphs, .state_dtype = RECUR_DTYPE_F32};
+                                  .use_graphs = use_graphs, .state_dtype = RECUR_DTYPE_F32,
+                                  .pp_micro_min_seqs = 128};
 }
 
 const recur_model_info_t *recur_model_info(const recur_model_t *m) { return &m->info; }
@@ -581,22 +582,20 @@ static recur_status_t forward(recur_model_t *m, const recur_batch_t *bt, out_sin
     return RECUR_OK;
 }
 
-/* Sequences per micro-batch worth cutting a batch for: enough rows to keep a GEMM
- * efficient. */
-#define MICRO_MIN_SEQS 128
-
 /* forward() in micro-batches of whole sequences (pp > 1): while stage s runs micro-batch
  * j, stage s - 1 runs j + 1. With n of them a step takes (n + pp - 1) / n of one stage's
  * time for the whole batch, so more are better (2 stages: 1.33x one GPU with 2, 1.78x with
- * 8) until they get too small for the GEMMs: pp of them at least, then one per
- * MICRO_MIN_SEQS sequences, up to 8 pp. Output rows keep the batch's order. */
+ * 8) until they get too small: a micro-batch reads the stage's weights again, and below
+ * params.pp_micro_min_seqs sequences that costs more than the overlap gains (at small
+ * batches a step is bound by the weight reads). So one per pp_micro_min_seqs sequences, up
+ * to 8 pp, and none (the whole batch through each stage in turn) when that makes fewer
+ * than 2. Output rows keep the batch's order. */
 static recur_status_t forward_micro(recur_model_t *m, const recur_batch_t *bt, out_sink_t *o) {
     const int32_t pp = m->info.shard.pp;
-    if (pp == 1 || bt->n_seq < 2) return forward(m, bt, o);
-    int32_t n_mb = bt->n_seq / MICRO_MIN_SEQS;
-    if (n_mb < pp) n_mb = pp;
+    const int32_t min_seqs = m->params.pp_micro_min_seqs > 0 ? m->params.pp_micro_min_seqs : 128;
+    int32_t n_mb = bt->n_seq / min_seqs;
     if (n_mb > 8 * pp) n_mb = 8 * pp;
-    if (n_mb > bt->n_seq) n_mb = bt->n_seq;
+    if (pp == 1 || n_mb < 2) return forward(m, bt, o);
     int64_t pos = 0;
     for (int32_t j = 0, s0 = 0; j < n_mb; j++) {
         const int32_t s1 = (int32_t)((int64_t)bt->n_seq * (j + 1) / n_mb);

@@ -66,6 +66,11 @@ typedef struct recur_model_params {
                             F32 state's to bf16 tolerance (docs/testing.md), and a chunked
                             prefill agrees with token-by-token steps to that tolerance,
                             not to fp32 rounding (the rounding points differ). */
+    int32_t pp_micro_min_seqs; /* pipeline (pp > 1): a batch is cut into micro-batches (so that
+                            the stages work at once) only of at least this many sequences each
+                            (default, and with 0: 128). A micro-batch re-reads the stage's weights, so
+                            small ones make a step slower than not cutting at all: on
+                            2 x H200 a batch of 16 cut in two ran at 0.59x one GPU. */
     recur_comm_t *comm;  /* NULL: one rank holds the whole model. Else this rank's place in
                             a tp x pp grid (recur_comm.h): it loads and runs only its shard
                             (see recur_model_shard_t), and every rank of the grid must call
