@@ -24,7 +24,8 @@
 # Output in $OUT (default /tmp/serving-bench): every stage's JSON and log, stages.tsv, env.txt,
 # and report/ from scripts/plot_benchmarks.py (tables; PNGs where matplotlib is installed).
 # Env: BUDGET_S, PRICE (GPU price per hour for the cost table), CONC, SERVE_MODELS, PACK (a tarball of it all),
-# PEERS, RECUR_1M, LANES, DIST_S (seconds kept for the TP2/PP2 stages at the end, default 100), TRITON_CACHE_DIR (default .triton-cache here: Triton's compiled
+# PEERS, RECUR_1M, LANES, DIST_S (seconds kept for the TP2/PP2 stages at the end, default 100; PEERS and
+# SERVE_MODELS set but empty run none), TRITON_CACHE_DIR (default .triton-cache here: Triton's compiled
 # kernels and autotuning results; copied to $OUT/triton-cache.tgz at the end, so a later call
 # can carry it back as .triton-cache.tgz in the repository root and skip fla's autotuning).
 set -uo pipefail
@@ -164,8 +165,8 @@ peer() { # peer NAME GPU END CAP
   stage "peer-$1" "$2" "$3" "$4" bash "$ME" --peer "$1" @DEADLINE@ "$out"
 }
 has() { case " $2 " in *" $1 "*) return 0 ;; esac; return 1; }
-PEERS=${PEERS:-llama3-8b fla-rwkv7 hf-xlstm-triton}
-SERVE_MODELS=${SERVE_MODELS:-rwkv7-7b xlstm-7b}
+PEERS=${PEERS-llama3-8b fla-rwkv7 hf-xlstm-triton}
+SERVE_MODELS=${SERVE_MODELS-rwkv7-7b xlstm-7b}
 
 # the peers' wheels (../shared/DEVICE.md): separate site dirs as in gpu_bench.sh
 if has fla-rwkv7 "$PEERS" || has hf-xlstm-triton "$PEERS"; then
