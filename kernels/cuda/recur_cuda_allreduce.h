@@ -4,7 +4,7 @@
  *
  * Why not NCCL for these: a batch-1 decode step of a 7B model runs 64 all-reduces of 16 KiB;
  * NCCL takes ~8-11 us for each on 2 x H200 (../shared/DEVICE.md), most of it protocol, not
- * bytes. Here one kernel per call stores this rank's vector straight into every peer's
+ * bytes; this kernel 3-4 us (docs/benchmarks.md, 2026-11-24). Here one kernel per call stores this rank's vector straight into every peer's
  * buffer, each pair of floats beside the call's number in one 16-byte line (so a reader
  * knows a line has arrived without a fence or a separate flag), waits until its own buffer
  * holds every peer's lines of this call and sums them in rank order. So every rank gets
@@ -13,9 +13,10 @@
  * Each rank exposes one device allocation to its peers: [2][nranks][max_floats / 2] lines
  * of {x, call, y, call}; the two halves alternate by call, so a peer already in the next
  * call never overwrites what this rank is still summing. A local call counter in device
- * memory makes a call recorded in a CUDA graph count the same way as an eager one. Every rank of the group must issue the same calls (same n) in the same order, as
- * with any collective. On sm_90+ the kernel is launched with programmatic dependent launch,
- * like the backend's own kernels (RECUR_PDL=0 turns both off).
+ * memory makes a call recorded in a CUDA graph count the same way as an eager one. Every
+ * rank of the group must issue the same calls (same n) in the same order, as with any
+ * collective. On sm_90+ the kernel is launched with programmatic dependent launch, like
+ * the backend's own kernels (RECUR_PDL=0 turns both off).
  *
  * A peer that never arrives (a dead rank) does not hang the device: a wait gives up after
  * RECUR_CUDA_AR_WAIT_S seconds and raises a flag the host reads (recur_cuda_ar_timed_out);
