@@ -183,6 +183,10 @@ static recur_status_t nccl_warm_up(recur_comm_nccl_t *n) {
     return st != RECUR_OK ? st : st_free;
 }
 
+/* k of element i in self-test call `call`: it also depends on the call, so a line left from
+ * another call would show */
+static int ar_selftest_k(size_t i, size_t call) { return (int)((i + 7 * call) % 251 + 1); }
+
 /* Known sums through the peer-memory all-reduce, both buffers of each size (an odd length,
  * one hidden vector, the largest) and sizes that alternate (a line's last writer then
  * belongs to another call with another split into blocks): rank r contributes (r + 1) * k
@@ -194,20 +198,21 @@ static recur_status_t ar_selftest(recur_comm_nccl_t *n) {
     recur_status_t st = h ? NCCL_CUDA_CHECK(n, cudaMalloc((void **)&d, AR_MAX_FLOATS * sizeof(float))) : RECUR_E_NOMEM;
     for (size_t si = 0; si < 2 * sizeof sizes / sizeof sizes[0] && st == RECUR_OK; si++) {
         const size_t len = sizes[si % (sizeof sizes / sizeof sizes[0])];
-        /* k also depends on the call, so a line left from another call would show */
-        for (size_t i = 0; i < len; i++) h[i] = (float)((n->grid.tp_rank + 1) * (int)((i + 7 * si) % 251 + 1));
+        for (size_t i = 0; i < len; i++) h[i] = (float)((n->grid.tp_rank + 1) * ar_selftest_k(i, si));
         st = NCCL_CUDA_CHECK(n, cudaMemcpyAsync(d, h, len * sizeof(float), cudaMemcpyHostToDevice, n->stream));
         if (st == RECUR_OK) st = recur_cuda_ar_run(n->ar, d, len, n->stream);
         if (st == RECUR_OK)
             st = NCCL_CUDA_CHECK(n, cudaMemcpyAsync(h, d, len * sizeof(float), cudaMemcpyDeviceToHost, n->stream));
         if (st == RECUR_OK) st = recur_comm_nccl_synchronize(n);
-        for (size_t i = 0; i < len && st == RECUR_OK; i++)
-            if (h[i] != (float)(tp * (tp + 1) / 2 * (int)((i + 7 * si) % 251 + 1))) {
+        for (size_t i = 0; i < len && st == RECUR_OK; i++) {
+            const int want = tp * (tp + 1) / 2 * ar_selftest_k(i, si);
+            if (h[i] != (float)want) {
                 recur_log_err("comm: the peer-memory all-reduce's self-test failed on rank %d: element %zu of %zu is "
                               "%g, not %d",
-                              (int)n->grid.world_rank, i, len, h[i], tp * (tp + 1) / 2 * (int)((i + 7 * si) % 251 + 1));
+                              (int)n->grid.world_rank, i, len, h[i], want);
                 st = RECUR_E_CUDA;
             }
+        }
     }
     if (d) (void)NCCL_CUDA_CHECK(n, cudaFree(d));
     free(h);
@@ -241,16 +246,17 @@ static recur_status_t ar_setup(recur_comm_nccl_t *n, MPI_Comm tp_comm) {
     if (lo == 0) return RECUR_OK;
     const int forced = hi == 2, tp = n->grid.tp;
     const char *why = NULL;
-    char *hosts = calloc((size_t)tp, 64);
+    const size_t host_n = sizeof n->grid.host;
+    char *hosts = calloc((size_t)tp, host_n);
     unsigned char *handles = calloc((size_t)tp, RECUR_CUDA_AR_HANDLE_BYTES);
     unsigned char mine[RECUR_CUDA_AR_HANDLE_BYTES];
     recur_status_t st = recur_comm_agree_on(tp_comm, hosts && handles ? RECUR_OK : RECUR_E_NOMEM);
     if (st == RECUR_OK) {
-        char host[64] = {0};
+        char host[sizeof n->grid.host] = {0};
         snprintf(host, sizeof host, "%s", n->grid.host);
-        st = RECUR_COMM_MPI(MPI_Allgather(host, 64, MPI_CHAR, hosts, 64, MPI_CHAR, tp_comm));
+        st = RECUR_COMM_MPI(MPI_Allgather(host, (int)host_n, MPI_CHAR, hosts, (int)host_n, MPI_CHAR, tp_comm));
         for (int r = 1; st == RECUR_OK && r < tp && !why; r++)
-            if (strncmp(hosts, hosts + (size_t)r * 64, 64) != 0) why = "its ranks are on more than one host";
+            if (strncmp(hosts, hosts + (size_t)r * host_n, host_n) != 0) why = "its ranks are on more than one host";
     }
     if (st == RECUR_OK && tp > RECUR_CUDA_AR_MAX_RANKS && !why) why = "it has more ranks than the kernel handles";
     if (st == RECUR_OK && !why) {
