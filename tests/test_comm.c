@@ -144,8 +144,8 @@ static void check_local_ranks(test_ctx_t *t, recur_comm_t *c) {
 
 static void check_allreduce(test_ctx_t *t, recur_comm_t *c) {
     const recur_grid_t *g = recur_comm_grid(c);
-    /* 4096 and 16384: the vectorised path of the peer-memory all-reduce; 1 << 20: past its
-     * largest, so NCCL; the odd sizes: its scalar path. */
+    /* 4096 and 16384: decode sizes of the peer-memory all-reduce; the odd sizes: its
+     * half-filled last line; 1 << 20: past its largest, so NCCL. */
     static const size_t sizes[] = {1, 3, 1000, 4096, 16384, 65537, (size_t)1 << 20};
     const int p2p = strcmp(recur_comm_tp_allreduce_kind(c), "p2p") == 0;
     for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {

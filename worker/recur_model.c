@@ -116,6 +116,9 @@ recur_status_t recur_model_gather_logits(recur_backend_t *b, recur_comm_t *comm,
     return RECUR_OK;
 }
 
+/* params.pp_micro_min_seqs by default (and for 0): see forward_micro */
+#define PP_MICRO_MIN_SEQS 128
+
 recur_model_params_t recur_model_default_params(void) {
     /* RECUR_GRAPHS=0 turns graphs off by default, so that programs that take the defaults
      * (recur bench, the server) can be compared with and without them. */
@@ -123,7 +126,7 @@ recur_model_params_t recur_model_default_params(void) {
     int32_t use_graphs = g && strcmp(g, "0") == 0 ? 0 : 1;
     return (recur_model_params_t){.n_slots = 9, .reserve_mib = 2048, .max_tokens = 128, .prefill_chunk = 0,
                                   .use_graphs = use_graphs, .state_dtype = RECUR_DTYPE_F32,
-                                  .pp_micro_min_seqs = 128};
+                                  .pp_micro_min_seqs = PP_MICRO_MIN_SEQS};
 }
 
 const recur_model_info_t *recur_model_info(const recur_model_t *m) { return &m->info; }
@@ -592,7 +595,7 @@ static recur_status_t forward(recur_model_t *m, const recur_batch_t *bt, out_sin
  * than 2. Output rows keep the batch's order. */
 static recur_status_t forward_micro(recur_model_t *m, const recur_batch_t *bt, out_sink_t *o) {
     const int32_t pp = m->info.shard.pp;
-    const int32_t min_seqs = m->params.pp_micro_min_seqs > 0 ? m->params.pp_micro_min_seqs : 128;
+    const int32_t min_seqs = m->params.pp_micro_min_seqs > 0 ? m->params.pp_micro_min_seqs : PP_MICRO_MIN_SEQS;
     int32_t n_mb = bt->n_seq / min_seqs;
     if (n_mb > 8 * pp) n_mb = 8 * pp;
     if (pp == 1 || n_mb < 2) return forward(m, bt, o);

@@ -117,7 +117,7 @@ __global__ void __launch_bounds__(AR_THREADS)
                     }
                 }
             }
-            /* rank order, starting from +0.0f: x + 0 == x, so the same bits on every rank */
+            /* rank order from rank 0's value: the same bits on every rank */
             sx = r == 0 ? __uint_as_float(v.x) : sx + __uint_as_float(v.x);
             sy = r == 0 ? __uint_as_float(v.z) : sy + __uint_as_float(v.z);
         }
