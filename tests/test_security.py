@@ -297,7 +297,10 @@ def part_external(work):
                   "with the good group, same text" % (label, rc, took))
             said = [l[l.find("worker:"):] for l in rtext.splitlines() if "handshake with the" in l]
             hit = [l for l in said if any(w in l for w in why)]
-            check(bool(hit), "rogue worker (%s) says: %s" % (label, (hit or said or ["nothing"])[0][:170]))
+            # without a telling line, the rogue's last words (its log file is removed below)
+            tail = " | ".join(rtext.strip().splitlines()[-3:])[:400] if not hit else ""
+            check(bool(hit), "rogue worker (%s) says: %s%s" % (label, (hit or said or ["nothing"])[0][:170],
+                                                             "; its log ends: " + tail if tail else ""))
     finally:
         rc, text = s.stop()
         w.wait(30)
