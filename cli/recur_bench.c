@@ -34,6 +34,7 @@ typedef struct bench_opts {
     int32_t prompts[BENCH_MAX_LIST], n_prompts;
     int32_t steps, layers, piece, tp, pp;
     int32_t decode_after;   /* > 0: that many batch-1 decode steps after each prefill */
+    const char *skip;       /* --skip "SET;SET": decode again without each set's kernels */
 } bench_opts_t;
 
 typedef struct bench_row {
@@ -61,6 +62,8 @@ typedef struct bench {
     int64_t matrix_bytes; /* recur_model_info_t.matrix_bytes (rank 0) */
     double mem_model_gib; /* device memory in use with the 2-slot model loaded */
     int32_t max_fit;      /* the largest batch that fits (0: not measured) */
+    uint32_t skip_now;    /* recur_model_params_t.skip_kernels of the model open_model makes */
+    const char *skip_set; /* its names, for the decode rows (NULL: none left out) */
 } bench_t;
 
 static double now_s(void) {
@@ -102,7 +105,7 @@ static void usage(void) {
             "usage: recur bench [--model rwkv7-7b|xlstm-7b|rwkv7-tiny8|xlstm-tiny8|PATH] [--backend cuda|cpu] [--weights bf16|f32|int8|fp8]\n"
             "                   [--state f32|bf16] [--batch 1,8,32,128,256,512,max]\n"
             "                   [--prompt 2048,8192,32768,131072] [--steps N] [--piece N] [--layers N]\n"
-            "                   [--json FILE] [--tp T --pp P] [--decode-after N]\n"
+            "                   [--json FILE] [--tp T --pp P] [--decode-after N] [--skip SET;SET...]\n"
             "  rwkv7-7b / xlstm-7b: random weights at the real shapes, made on the device;\n"
             "  rwkv7-tiny8 / xlstm-tiny8: small ones (8 heads, 8 layers) for quick runs and splits.\n"
             "  --state: storage of the recurrent state's matrices (default f32; bf16 halves a slot).\n"
@@ -113,7 +116,11 @@ static void usage(void) {
             "  memory. --decode-after N: after each prefill, N timed batch-1 decode steps of that\n"
             "  sequence (a 'decode@context' row: decode with the state of a prompt that long). Split over ranks: mpirun -np T*P recur bench --tp T --pp P ... (one GPU per\n"
             "  rank; floors are for T*P GPUs; a 'comm' row times the step's all-reduces and\n"
-            "  stage-to-stage sends alone).\n");
+            "  stage-to-stage sends alone).\n"
+            "  --skip: after the decode rows, the same decode batches again with each set's kernels\n"
+            "  left out of every step (SET: comma-separated names among norm1 shift1 proj lora2 recur\n"
+            "  recur_out out norm2 shift2 ffn_up ffn_act ffn_down head): what each costs inside a\n"
+            "  step, where timelines cannot be had. The outputs of such steps are wrong.\n");
 }
 
 static int parse(int argc, char **argv, int first, bench_opts_t *o) {
@@ -128,6 +135,21 @@ static int parse(int argc, char **argv, int first, bench_opts_t *o) {
         if (!strcmp(a, "--model")) o->model = v;
         else if (!strcmp(a, "--backend")) o->backend = v;
         else if (!strcmp(a, "--json")) o->json = v;
+        else if (!strcmp(a, "--skip")) {
+            char set[256];
+            for (const char *q = v; *q;) {
+                const size_t n = strcspn(q, ";");
+                uint32_t mask;
+                snprintf(set, sizeof set, "%.*s", (int)(n < sizeof set ? n : sizeof set - 1), q);
+                if (n >= sizeof set || recur_skip_parse(set, &mask) != 0) {
+                    fprintf(stderr, "recur bench: --skip: bad set '%s' (names: norm1 shift1 proj lora2 recur recur_out "
+                                    "out norm2 shift2 ffn_up ffn_act ffn_down head)\n", set);
+                    return -1;
+                }
+                q += n + (q[n] == ';');
+            }
+            o->skip = v;
+        }
         else if (!strcmp(a, "--weights")) {
             if (recur_dtype_parse_weights(v, &o->weights)) {
                 fprintf(stderr, "recur bench: --weights f32|bf16|int8|fp8\n");
@@ -269,6 +291,7 @@ static recur_status_t open_model(bench_t *bn, int32_t n_slots, int32_t max_token
     p.max_tokens = max_tokens;
     p.comm = bn->comm;
     p.state_dtype = bn->o.state;
+    p.skip_kernels = bn->skip_now;
     if (!recur_bench_is_virtual(bn->o.model)) return recur_model_load(bn->o.model, bn->b, &p, m);
     return recur_bench_load_virtual(bn->o.model, bn->o.layers, bn->o.weights, bn->b, &p, m, tmpdir, tmpdir_n);
 }
@@ -403,7 +426,8 @@ static recur_status_t bench_decode(bench_t *bn, recur_model_t *m, int32_t B, rec
     int64_t bytes = -(info->matrix_bytes + 2 * (int64_t)B * (int64_t)info->state_bytes);
     if (bn->dist && (st = recur_comm_min_i64(bn->comm, &bytes)) != RECUR_OK) goto out;
     char shape[48];
-    snprintf(shape, sizeof shape, "batch %d", B);
+    if (bn->skip_set) snprintf(shape, sizeof shape, "batch %d w/o %s", B, bn->skip_set);
+    else snprintf(shape, sizeof shape, "batch %d", B);
     add_row(bn, "decode", shape, B, dt * 1e3, B / dt, "tok/s", (double)-bytes / (bn->copy_gbs * 1e9) * 1e3, 0);
     st = bench_comm(bn, info, B);
 out:
@@ -594,6 +618,22 @@ int recur_bench_main(int argc, char **argv, int first) {
         if (bench_decode(bn, m, bn->o.batches[i], wdt) != RECUR_OK) goto done;
     close_model(m, tmpdir);
     m = NULL;
+    /* --skip: each set's kernels left out (a model loaded per set: the mask is fixed at load) */
+    for (const char *q = bn->o.skip; q && *q;) {
+        const size_t n = strcspn(q, ";");
+        char set[256];
+        snprintf(set, sizeof set, "%.*s", (int)n, q); /* parse() checked n < 256 */
+        q += n + (q[n] == ';');
+        if (recur_skip_parse(set, &bn->skip_now) != 0) goto done;
+        bn->skip_set = set;
+        recur_status_t st = open_model(bn, max_b + 1, max_b, &m, tmpdir, sizeof tmpdir);
+        for (int i = 0; i < bn->o.n_batches && st == RECUR_OK; i++) st = bench_decode(bn, m, bn->o.batches[i], wdt);
+        close_model(m, tmpdir);
+        m = NULL;
+        bn->skip_now = 0;
+        bn->skip_set = NULL;
+        if (st != RECUR_OK) goto done;
+    }
 
     /* prefill: a model with a piece-sized workspace and one request slot */
     if (open_model(bn, 2, piece, &m, tmpdir, sizeof tmpdir) != RECUR_OK) goto done;

@@ -128,6 +128,13 @@ grep -q "state bf16" "$T/out" && pass "bench prints the state dtype" || fail "be
 python3 -c "import json,sys; d=json.load(open(sys.argv[1])); e=json.load(open(sys.argv[2])); assert d['state']=='bf16' and e['state']=='f32' and 0 < d['state_bytes'] < e['state_bytes']" "$T/b16.json" "$T/b.json" \
   && pass "bench JSON: state dtype and bytes per slot" || fail "bench JSON state fields"
 expect_exit 2 "bench with a bad option" "$BIN" bench --batch 0
+# --skip: the decode batches again per set, with the set's kernels left out
+expect_exit 0 "bench --skip on the CPU" "$BIN" bench --model "$TINY" --backend cpu --batch 1,2 --prompt 16 --steps 1 --skip "recur;norm1,shift1" --json "$T/bs.json"
+python3 -c "
+import json,sys; d=json.load(open(sys.argv[1])); s=[x['shape'] for x in d['rows'] if x['what']=='decode']
+assert s==['batch 1','batch 2','batch 1 w/o recur','batch 2 w/o recur','batch 1 w/o norm1,shift1','batch 2 w/o norm1,shift1'], s" "$T/bs.json" \
+  && pass "bench --skip: a decode row per batch and set" || fail "bench --skip rows"
+expect_exit 2 "bench --skip with an unknown kernel" "$BIN" bench --model "$TINY" --backend cpu --skip "norm1,lnx"
 # --decode-after (the first bench above): batch-1 decode steps after each prefill
 python3 -c "
 import json,sys; d=json.load(open(sys.argv[1])); r=[x for x in d['rows'] if x['what']=='decode@context']

@@ -227,6 +227,55 @@ static void test_auto_slots_refused_without_mem_info(void) {
     recur_backend_free(b);
 }
 
+/* recur_model_params_t.skip_kernels (recur bench --skip): the names parse to their bits,
+ * and a forward without the recurrence and the token shifts leaves the state as it was
+ * (it changes it with every kernel run), while the model loads and runs. */
+static void test_skip_kernels(void) {
+    uint32_t mask = 7;
+    if (recur_skip_parse("norm1,shift1", &mask) != 0 || mask != (RECUR_SKIP_NORM1 | RECUR_SKIP_SHIFT1)) failures++;
+    if (recur_skip_parse("recur_out,ffn_down,head", &mask) != 0 ||
+        mask != (RECUR_SKIP_RECUR_OUT | RECUR_SKIP_FFN_DOWN | RECUR_SKIP_HEAD))
+        failures++;
+    if (recur_skip_parse("none", &mask) != 0 || mask != 0) failures++;
+    if (recur_skip_parse("", &mask) != 0 || mask != 0) failures++;
+    mask = 5;
+    if (recur_skip_parse("head,recurr", &mask) != -1 || mask != 5) failures++; /* unknown: refused, mask kept */
+    size_t n = 0;
+    int32_t *toks = load_tokens("rwkv7/tiny7-ref-tokens.u32", &n);
+    for (int skip = 0; skip < 2 && toks; skip++) {
+        char path[1024];
+        recur_fixture_path(path, sizeof path, "rwkv7/tiny-rwkv-7v0-834K-FP32.bin");
+        recur_model_params_t p = recur_model_default_params();
+        p.n_slots = 2;
+        p.max_tokens = 16;
+        p.skip_kernels = skip ? RECUR_SKIP_RECUR | RECUR_SKIP_SHIFT1 | RECUR_SKIP_SHIFT2 : 0;
+        ctx_t c = {0};
+        if (recur_backend_init("cpu", NULL, &c.b) != RECUR_OK || recur_model_load(path, c.b, &p, &c.m) != RECUR_OK) {
+            failures++;
+            close_model(&c);
+            break;
+        }
+        c.V = recur_model_info(c.m)->n_vocab;
+        c.S = recur_model_info(c.m)->state_bytes / sizeof(float);
+        float *s0 = malloc(c.S * sizeof(float)), *s1 = malloc(c.S * sizeof(float)), *lg = malloc((size_t)c.V * sizeof(float));
+        recur_model_state_reset(c.m, 1);
+        recur_model_state_get(c.m, 1, s0);
+        if (forward1(&c, 1, toks, 8, RECUR_LOGITS_LAST, lg) != RECUR_OK) failures++;
+        recur_model_state_get(c.m, 1, s1);
+        const int same = memcmp(s0, s1, c.S * sizeof(float)) == 0;
+        if (same != skip) {
+            fprintf(stderr, "skip_kernels %s: the state %s  FAIL\n", skip ? "recur,shift1,shift2" : "none",
+                    same ? "did not change" : "changed");
+            failures++;
+        }
+        free(s0);
+        free(s1);
+        free(lg);
+        close_model(&c);
+    }
+    free(toks);
+}
+
 int main(void) {
     test_auto_slots_refused_without_mem_info();
     test_chunking("rwkv7/tiny-rwkv-7v0-834K-FP32.bin", "rwkv7/tiny7-ref-tokens.u32");
@@ -236,6 +285,7 @@ int main(void) {
     test_batch_vs_alone("rwkv7/synth7-C128-H2-L3-FP32.bin", "rwkv7/synth7-ref-tokens.u32", 13);
     test_fork();
     test_rejects();
+    test_skip_kernels();
     fprintf(stderr, "%s (%d failures)\n", failures ? "FAIL" : "PASS", failures);
     return failures ? 1 : 0;
 }

@@ -133,6 +133,23 @@ const recur_model_info_t *recur_model_info(const recur_model_t *m) { return &m->
 int32_t recur_model_n_slots(const recur_model_t *m) { return m->params.n_slots; }
 int32_t recur_model_n_graphs(const recur_model_t *m) { return m->n_graphs; }
 
+int recur_skip_parse(const char *list, uint32_t *mask) {
+    static const char *const names[] = {"norm1",  "shift1", "proj",   "lora2",  "recur",   "recur_out", "out",
+                                        "norm2",  "shift2", "ffn_up", "ffn_act", "ffn_down", "head"};
+    uint32_t m = 0;
+    if (strcmp(list, "none") != 0)
+        for (const char *p = list; *p;) {
+            const size_t n = strcspn(p, ",");
+            size_t i = 0;
+            while (i < sizeof names / sizeof names[0] && !(strlen(names[i]) == n && !strncmp(p, names[i], n))) i++;
+            if (n > 0 && i == sizeof names / sizeof names[0]) return -1;
+            if (n > 0) m |= 1u << i;
+            p += n + (p[n] == ',');
+        }
+    *mask = m;
+    return 0;
+}
+
 void recur_model_free(recur_model_t *m) {
     if (!m) return;
     RECUR_ASSERT(m->magic == RECUR_MODEL_MAGIC);

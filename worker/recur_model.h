@@ -71,6 +71,10 @@ typedef struct recur_model_params {
                             (default, and with 0: 128). A micro-batch re-reads the stage's weights, so
                             small ones make a step slower than not cutting at all: on
                             2 x H200 a batch of 16 cut in two ran at 0.59x one GPU. */
+    uint32_t skip_kernels; /* recur_skip_t bits: kernels left out of every forward pass. For
+                            measurement only (recur bench --skip: what each kernel costs
+                            inside a decode step); the model's outputs are then wrong.
+                            Default 0. */
     recur_comm_t *comm;  /* NULL: one rank holds the whole model. Else this rank's place in
                             a tp x pp grid (recur_comm.h): it loads and runs only its shard
                             (see recur_model_shard_t), and every rank of the grid must call
@@ -78,6 +82,29 @@ typedef struct recur_model_params {
                             (they exchange activations and agree on failures). Borrowed: it
                             must outlive the model. */
 } recur_model_params_t;
+
+/* Kernels of a layer (and the head) that recur_model_params_t.skip_kernels can leave out,
+ * by role; an architecture without such a kernel ignores its bit. Names (recur_skip_parse):
+ * norm1 shift1 proj lora2 recur recur_out out norm2 shift2 ffn_up ffn_act ffn_down head. */
+typedef enum recur_skip {
+    RECUR_SKIP_NORM1 = 1u << 0,     /* the norm before the mixer (RWKV-7 ln1, xLSTM's mLSTM norm) */
+    RECUR_SKIP_SHIFT1 = 1u << 1,    /* RWKV-7's token shift before the time mix */
+    RECUR_SKIP_PROJ = 1u << 2,      /* the mixer's input products (RWKV-7 r, k, v and the LoRAs'
+                                       first matrices; xLSTM q, k, v, o and the gates) */
+    RECUR_SKIP_LORA2 = 1u << 3,     /* RWKV-7's LoRAs' second matrices */
+    RECUR_SKIP_RECUR = 1u << 4,     /* the recurrence (RWKV-7 rwkv7_step, xLSTM mlstm) */
+    RECUR_SKIP_RECUR_OUT = 1u << 5, /* xLSTM's head norm and output gate */
+    RECUR_SKIP_OUT = 1u << 6,       /* the mixer's output product */
+    RECUR_SKIP_NORM2 = 1u << 7,     /* the norm before the FFN */
+    RECUR_SKIP_SHIFT2 = 1u << 8,    /* RWKV-7's token shift before the FFN */
+    RECUR_SKIP_FFN_UP = 1u << 9,    /* RWKV-7's FFN key (with relu^2), xLSTM's up and gate */
+    RECUR_SKIP_FFN_ACT = 1u << 10,  /* xLSTM's silu(gate) * up */
+    RECUR_SKIP_FFN_DOWN = 1u << 11, /* RWKV-7's FFN value, xLSTM's down */
+    RECUR_SKIP_HEAD = 1u << 12      /* the output norm and the head */
+} recur_skip_t;
+
+/* "norm1,shift1" -> *mask (0 for "" or "none"); -1 (mask untouched) on an unknown name. */
+int recur_skip_parse(const char *list, uint32_t *mask);
 
 /* The part of the model one rank holds. Pipeline stage pp_rank runs layers [layer_begin,
  * layer_end) (contiguous, as even as possible, earlier stages taking the remainder); stage

@@ -52,6 +52,7 @@ typedef struct rwkv7 {
     recur_comm_t *comm;
     int32_t Cl, c0, Fl, f0;
     recur_dtype_t state_dtype;                   /* of the wkv matrices */
+    uint32_t skip;                               /* recur_model_params_t.skip_kernels */
     recur_weight_t emb, head;                    /* [V][C] */
     float *ln0_w, *ln0_b, *lnout_w, *lnout_b;    /* [C] */
     rwkv7_layer_t *layers;
@@ -242,6 +243,7 @@ static recur_status_t rwkv7_load(recur_backend_t *b, const recur_model_files_t *
     rwkv7_t *m = calloc(1, sizeof *m);
     if (!m) return RECUR_E_NOMEM;
     m->state_dtype = p->state_dtype;
+    m->skip = p->skip_kernels;
 
     /* Dimensions: V, C from emb.weight; L from the ln1 blocks; H from C / 64. */
     const recur_tensor_info_t *emb = recur_model_files_find(f, "emb.weight");
@@ -420,8 +422,8 @@ static recur_status_t rwkv7_forward(recur_backend_t *b, void *ctx, const recur_r
         recur_state_ref_t wkv = {pool, slot_bytes, so + 2 * (size_t)C * sizeof(float), m->state_dtype};
 
         /* ---- time mix */
-        RECUR_TRY(k->layernorm(b, m->x, ly->ln1_w, ly->ln1_b, M, C, RWKV7_LN_EPS, m->xa));
-        RECUR_TRY(k->token_shift_mix(b, m->xa, C, rows, att_shift, MIX_N, ly->mix, m->mixes));
+        if (!(m->skip & RECUR_SKIP_NORM1)) RECUR_TRY(k->layernorm(b, m->x, ly->ln1_w, ly->ln1_b, M, C, RWKV7_LN_EPS, m->xa));
+        if (!(m->skip & RECUR_SKIP_SHIFT1)) RECUR_TRY(k->token_shift_mix(b, m->xa, C, rows, att_shift, MIX_N, ly->mix, m->mixes));
         const float *xr = m->mixes + MIX_R * MC, *xw = m->mixes + MIX_W * MC, *xk = m->mixes + MIX_K * MC;
         const float *xv = m->mixes + MIX_V * MC, *xa = m->mixes + MIX_A * MC, *xg = m->mixes + MIX_G * MC;
         /* r, k, v and the LoRAs' first matrices (with the decay's tanh and the gate's
@@ -436,11 +438,11 @@ static recur_status_t rwkv7_forward(recur_backend_t *b, void *ctx, const recur_r
             {xv, &ly->wv, m->v, 0, RECUR_ACT_NONE},   {xw, &ly->w1, lw, 0, RECUR_ACT_TANH},
             {xa, &ly->a1, la, 0, RECUR_ACT_NONE},     {xg, &ly->g1, lg, 0, RECUR_ACT_SIGMOID},
             {xv, &ly->v1, lv, 0, RECUR_ACT_NONE}};
-        RECUR_TRY(recur_backend_matmul_many(b, M, 3 + n_lora, first));
+        if (!(m->skip & RECUR_SKIP_PROJ)) RECUR_TRY(recur_backend_matmul_many(b, M, 3 + n_lora, first));
         const recur_matmul_op_t second[LORA_N] = {
             {lw, &ly->w2, m->w, 0, RECUR_ACT_NONE}, {la, &ly->a2, m->a, 0, RECUR_ACT_NONE},
             {lg, &ly->g2, m->g, 0, RECUR_ACT_NONE}, {lv, &ly->v2, m->v_mix, 0, RECUR_ACT_NONE}};
-        RECUR_TRY(recur_backend_matmul_many(b, M, n_lora, second));
+        if (!(m->skip & RECUR_SKIP_LORA2)) RECUR_TRY(recur_backend_matmul_many(b, M, n_lora, second));
         recur_rwkv7_prep_args_t prep = {
             .M = M, .C = Cl, .head_size = RWKV7_HEAD_SIZE, .w = m->w, .a = m->a, .k = m->k, .v = m->v,
             .kk = m->kk, .v_first = m->v_first, .v_mix = l > 0 ? m->v_mix : NULL,
@@ -450,19 +452,21 @@ static recur_status_t rwkv7_forward(recur_backend_t *b, void *ctx, const recur_r
         recur_rwkv7_out_args_t oa = {.M = M, .C = Cl, .head_size = RWKV7_HEAD_SIZE, .eps = RWKV7_GN_EPS,
                                      .y = m->y, .r = m->r, .k = m->k, .v = m->v, .g = m->g, .r_k = ly->r_k,
                                      .ln_w = ly->lnx_w, .ln_b = ly->lnx_b, .out = m->y};
-        RECUR_TRY(recur_backend_rwkv7_step(b, &prep, &wa, &oa));
-        RECUR_TRY(k->matmul(b, m->y, &ly->wo, M, m->x, acc));
+        if (!(m->skip & RECUR_SKIP_RECUR)) RECUR_TRY(recur_backend_rwkv7_step(b, &prep, &wa, &oa));
+        if (!(m->skip & RECUR_SKIP_OUT)) RECUR_TRY(k->matmul(b, m->y, &ly->wo, M, m->x, acc));
         if (tp) RECUR_TRY(recur_comm_tp_allreduce(m->comm, m->x, MC));
 
         /* ---- channel mix */
-        RECUR_TRY(k->layernorm(b, m->x, ly->ln2_w, ly->ln2_b, M, C, RWKV7_LN_EPS, m->xa));
-        RECUR_TRY(k->token_shift_mix(b, m->xa, C, rows, ffn_shift, 1, ly->ffn_mix, m->mixes));
+        if (!(m->skip & RECUR_SKIP_NORM2)) RECUR_TRY(k->layernorm(b, m->x, ly->ln2_w, ly->ln2_b, M, C, RWKV7_LN_EPS, m->xa));
+        if (!(m->skip & RECUR_SKIP_SHIFT2)) RECUR_TRY(k->token_shift_mix(b, m->xa, C, rows, ffn_shift, 1, ly->ffn_mix, m->mixes));
         const recur_matmul_op_t key = {m->mixes, &ly->ffn_key, m->ffn, 0, RECUR_ACT_RELU_SQ};
-        RECUR_TRY(recur_backend_matmul_many(b, M, 1, &key));
-        if (k->matmul_sparse_in)
+        if (!(m->skip & RECUR_SKIP_FFN_UP)) RECUR_TRY(recur_backend_matmul_many(b, M, 1, &key));
+        if (m->skip & RECUR_SKIP_FFN_DOWN) {
+        } else if (k->matmul_sparse_in) {
             RECUR_TRY(k->matmul_sparse_in(b, m->ffn, &ly->ffn_value, M, m->x, acc));
-        else
+        } else {
             RECUR_TRY(k->matmul(b, m->ffn, &ly->ffn_value, M, m->x, acc));
+        }
         if (tp) RECUR_TRY(recur_comm_tp_allreduce(m->comm, m->x, MC));
     }
     if (sh->pp_rank < sh->pp - 1) {
@@ -471,8 +475,10 @@ static recur_status_t rwkv7_forward(recur_backend_t *b, void *ctx, const recur_r
     }
     if (n_out == 0) return RECUR_OK;
     RECUR_TRY(k->gather_rows(b, m->x, out_rows, n_out, C, m->xo));
-    RECUR_TRY(k->layernorm(b, m->xo, m->lnout_w, m->lnout_b, n_out, C, RWKV7_LN_EPS, m->xo));
-    RECUR_TRY(k->matmul(b, m->xo, &m->head, n_out, tp ? m->lg_local : logits, 0));
+    if (!(m->skip & RECUR_SKIP_HEAD)) {
+        RECUR_TRY(k->layernorm(b, m->xo, m->lnout_w, m->lnout_b, n_out, C, RWKV7_LN_EPS, m->xo));
+        RECUR_TRY(k->matmul(b, m->xo, &m->head, n_out, tp ? m->lg_local : logits, 0));
+    }
     return recur_model_gather_logits(b, m->comm, sh, m->lg_local, m->lg_all, n_out, logits);
 }
 

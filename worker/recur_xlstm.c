@@ -51,6 +51,7 @@ typedef struct xlstm {
     recur_comm_t *comm;
     int32_t NHl, h0, Fl, f0;
     recur_dtype_t state_dtype;                       /* of C */
+    uint32_t skip;                                   /* recur_model_params_t.skip_kernels */
     recur_weight_t emb, head;                        /* [V][D] (head == emb when tied) */
     float *out_norm;                                 /* [D] */
     xlstm_layer_t *layers;
@@ -273,6 +274,7 @@ static recur_status_t xlstm_load(recur_backend_t *b, const recur_model_files_t *
     m->DQK = qk / c->NH;
     m->DV = vd / c->NH;
     m->state_dtype = p->state_dtype;
+    m->skip = p->skip_kernels;
     if (m->state_dtype == RECUR_DTYPE_BF16 && ((size_t)c->NH * m->DQK * m->DV) % 2) {
         /* n follows C in each layer's state and must stay 4-byte aligned */
         recur_log_err("%s: a bf16 state needs num_heads * qk_dim * v_dim even (got %d x %d x %d)", path, c->NH, m->DQK,
@@ -408,36 +410,38 @@ static recur_status_t xlstm_forward(recur_backend_t *b, void *ctx, const recur_r
         RECUR_TRY(recur_comm_pp_recv_prev(m->comm, m->x, MD * sizeof(float)));
     for (int32_t l = sh->layer_begin; l < sh->layer_end; l++) {
         const xlstm_layer_t *ly = &m->layers[l];
-        RECUR_TRY(k->rmsnorm(b, m->x, ly->norm_mlstm, M, D, c->norm_eps, m->xn));
+        if (!(m->skip & RECUR_SKIP_NORM1)) RECUR_TRY(k->rmsnorm(b, m->x, ly->norm_mlstm, M, D, c->norm_eps, m->xn));
         /* the six projections of the normed input as one batch (one launch at decode sizes) */
         const recur_matmul_op_t proj[6] = {
             {m->xn, &ly->wq, m->q, 0, RECUR_ACT_NONE},  {m->xn, &ly->wk, m->k, 0, RECUR_ACT_NONE},
             {m->xn, &ly->wv, m->v, 0, RECUR_ACT_NONE},  {m->xn, &ly->wo, m->o, 0, RECUR_ACT_NONE},
             {m->xn, &ly->wi, m->ig, 0, RECUR_ACT_NONE}, {m->xn, &ly->wf, m->fg, 0, RECUR_ACT_NONE}};
-        RECUR_TRY(recur_backend_matmul_many(b, M, 6, proj));
+        if (!(m->skip & RECUR_SKIP_PROJ)) RECUR_TRY(recur_backend_matmul_many(b, M, 6, proj));
         recur_mlstm_args_t a = {
             .n_head = m->NHl, .dqk = m->DQK, .dv = m->DV, .chunk = m->chunk,
             .gate_cap = c->gate_cap > 0.f ? c->gate_cap : INFINITY, .eps = c->eps, .rows = *rows,
             .q = m->q, .k = m->k, .v = m->v, .i_pre = m->ig, .f_pre = m->fg, .i_bias = ly->i_bias, .f_bias = ly->f_bias,
             .state = {pool, slot_bytes, (size_t)(l - sh->layer_begin) * layer_state, m->state_dtype}, .h = m->h};
-        RECUR_TRY(k->mlstm(b, &a));
-        RECUR_TRY(k->xlstm_head_out(b, m->h, m->o, ly->mh_norm, M, m->NHl, m->DV, c->norm_eps, m->h));
-        RECUR_TRY(k->matmul(b, m->h, &ly->wout, M, m->x, acc));
+        if (!(m->skip & RECUR_SKIP_RECUR)) RECUR_TRY(k->mlstm(b, &a));
+        if (!(m->skip & RECUR_SKIP_RECUR_OUT)) RECUR_TRY(k->xlstm_head_out(b, m->h, m->o, ly->mh_norm, M, m->NHl, m->DV, c->norm_eps, m->h));
+        if (!(m->skip & RECUR_SKIP_OUT)) RECUR_TRY(k->matmul(b, m->h, &ly->wout, M, m->x, acc));
         if (tp) RECUR_TRY(recur_comm_tp_allreduce(m->comm, m->x, MD));
-        RECUR_TRY(k->rmsnorm(b, m->x, ly->norm_ffn, M, D, c->norm_eps, m->xn));
+        if (!(m->skip & RECUR_SKIP_NORM2)) RECUR_TRY(k->rmsnorm(b, m->x, ly->norm_ffn, M, D, c->norm_eps, m->xn));
         const recur_matmul_op_t up[2] = {{m->xn, &ly->up_gate, m->ffn_g, 0, RECUR_ACT_NONE},
                                          {m->xn, &ly->up, m->ffn_u, 0, RECUR_ACT_NONE}};
-        RECUR_TRY(recur_backend_matmul_many(b, M, 2, up));
-        RECUR_TRY(k->silu_mul(b, m->ffn_g, m->ffn_u, (int64_t)M * m->Fl, m->ffn_g));
-        RECUR_TRY(k->matmul(b, m->ffn_g, &ly->down, M, m->x, acc));
+        if (!(m->skip & RECUR_SKIP_FFN_UP)) RECUR_TRY(recur_backend_matmul_many(b, M, 2, up));
+        if (!(m->skip & RECUR_SKIP_FFN_ACT)) RECUR_TRY(k->silu_mul(b, m->ffn_g, m->ffn_u, (int64_t)M * m->Fl, m->ffn_g));
+        if (!(m->skip & RECUR_SKIP_FFN_DOWN)) RECUR_TRY(k->matmul(b, m->ffn_g, &ly->down, M, m->x, acc));
         if (tp) RECUR_TRY(recur_comm_tp_allreduce(m->comm, m->x, MD));
     }
     if (sh->pp_rank < sh->pp - 1) return recur_comm_pp_send_next(m->comm, m->x, MD * sizeof(float));
     if (n_out == 0) return RECUR_OK;
     RECUR_TRY(k->gather_rows(b, m->x, out_rows, n_out, D, m->xo));
-    RECUR_TRY(k->rmsnorm(b, m->xo, m->out_norm, n_out, D, c->norm_eps, m->xo));
     float *lg = tp ? m->lg_local : logits;
-    RECUR_TRY(k->matmul(b, m->xo, &m->head, n_out, lg, 0));
+    if (!(m->skip & RECUR_SKIP_HEAD)) {
+        RECUR_TRY(k->rmsnorm(b, m->xo, m->out_norm, n_out, D, c->norm_eps, m->xo));
+        RECUR_TRY(k->matmul(b, m->xo, &m->head, n_out, lg, 0));
+    }
     if (c->logit_cap > 0.f) RECUR_TRY(k->softcap(b, lg, (int64_t)n_out * sh->n_vocab, c->logit_cap, lg));
     return recur_model_gather_logits(b, m->comm, sh, m->lg_local, m->lg_all, n_out, logits);
 }
