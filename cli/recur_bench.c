@@ -119,8 +119,9 @@ static void usage(void) {
             "  stage-to-stage sends alone).\n"
             "  --skip: after the decode rows, the same decode batches again with each set's kernels\n"
             "  left out of every step (SET: comma-separated names among norm1 shift1 proj lora2 recur\n"
-            "  recur_out out norm2 shift2 ffn_up ffn_act ffn_down head): what each costs inside a\n"
-            "  step, where timelines cannot be had. The outputs of such steps are wrong.\n");
+            "  recur_out out norm2 shift2 ffn_up ffn_act ffn_down): what each costs inside a step,\n"
+            "  where timelines cannot be had. The outputs of such steps are wrong, and the sampler's\n"
+            "  time depends on them (steps sample at top-p 0.9).\n");
 }
 
 static int parse(int argc, char **argv, int first, bench_opts_t *o) {
@@ -143,7 +144,7 @@ static int parse(int argc, char **argv, int first, bench_opts_t *o) {
                 snprintf(set, sizeof set, "%.*s", (int)(n < sizeof set ? n : sizeof set - 1), q);
                 if (n >= sizeof set || recur_skip_parse(set, &mask) != 0) {
                     fprintf(stderr, "recur bench: --skip: bad set '%s' (names: norm1 shift1 proj lora2 recur recur_out "
-                                    "out norm2 shift2 ffn_up ffn_act ffn_down head)\n", set);
+                                    "out norm2 shift2 ffn_up ffn_act ffn_down)\n", set);
                     return -1;
                 }
                 q += n + (q[n] == ';');

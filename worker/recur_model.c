@@ -135,7 +135,7 @@ int32_t recur_model_n_graphs(const recur_model_t *m) { return m->n_graphs; }
 
 int recur_skip_parse(const char *list, uint32_t *mask) {
     static const char *const names[] = {"norm1",  "shift1", "proj",   "lora2",  "recur",   "recur_out", "out",
-                                        "norm2",  "shift2", "ffn_up", "ffn_act", "ffn_down", "head"};
+                                        "norm2",  "shift2", "ffn_up", "ffn_act", "ffn_down"};
     uint32_t m = 0;
     if (strcmp(list, "none") != 0)
         for (const char *p = list; *p;) {

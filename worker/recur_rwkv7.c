@@ -475,10 +475,8 @@ static recur_status_t rwkv7_forward(recur_backend_t *b, void *ctx, const recur_r
     }
     if (n_out == 0) return RECUR_OK;
     RECUR_TRY(k->gather_rows(b, m->x, out_rows, n_out, C, m->xo));
-    if (!(m->skip & RECUR_SKIP_HEAD)) {
-        RECUR_TRY(k->layernorm(b, m->xo, m->lnout_w, m->lnout_b, n_out, C, RWKV7_LN_EPS, m->xo));
-        RECUR_TRY(k->matmul(b, m->xo, &m->head, n_out, tp ? m->lg_local : logits, 0));
-    }
+    RECUR_TRY(k->layernorm(b, m->xo, m->lnout_w, m->lnout_b, n_out, C, RWKV7_LN_EPS, m->xo));
+    RECUR_TRY(k->matmul(b, m->xo, &m->head, n_out, tp ? m->lg_local : logits, 0));
     return recur_model_gather_logits(b, m->comm, sh, m->lg_local, m->lg_all, n_out, logits);
 }
 

@@ -437,11 +437,9 @@ static recur_status_t xlstm_forward(recur_backend_t *b, void *ctx, const recur_r
     if (sh->pp_rank < sh->pp - 1) return recur_comm_pp_send_next(m->comm, m->x, MD * sizeof(float));
     if (n_out == 0) return RECUR_OK;
     RECUR_TRY(k->gather_rows(b, m->x, out_rows, n_out, D, m->xo));
+    RECUR_TRY(k->rmsnorm(b, m->xo, m->out_norm, n_out, D, c->norm_eps, m->xo));
     float *lg = tp ? m->lg_local : logits;
-    if (!(m->skip & RECUR_SKIP_HEAD)) {
-        RECUR_TRY(k->rmsnorm(b, m->xo, m->out_norm, n_out, D, c->norm_eps, m->xo));
-        RECUR_TRY(k->matmul(b, m->xo, &m->head, n_out, lg, 0));
-    }
+    RECUR_TRY(k->matmul(b, m->xo, &m->head, n_out, lg, 0));
     if (c->logit_cap > 0.f) RECUR_TRY(k->softcap(b, lg, (int64_t)n_out * sh->n_vocab, c->logit_cap, lg));
     return recur_model_gather_logits(b, m->comm, sh, m->lg_local, m->lg_all, n_out, logits);
 }
