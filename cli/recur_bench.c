@@ -124,6 +124,15 @@ static void usage(void) {
             "  time depends on them (steps sample at top-p 0.9).\n");
 }
 
+/* The next ';'-separated set of a --skip list at *q into set[256], *q moved past it; 0, or
+ * -1 for a set too long or naming an unknown kernel. */
+static int next_skip_set(const char **q, char *set, uint32_t *mask) {
+    const size_t n = strcspn(*q, ";");
+    snprintf(set, 256, "%.*s", (int)(n < 256 ? n : 255), *q);
+    *q += n + ((*q)[n] == ';');
+    return n < 256 && recur_skip_parse(set, mask) == 0 ? 0 : -1;
+}
+
 static int parse(int argc, char **argv, int first, bench_opts_t *o) {
     *o = (bench_opts_t){.model = "rwkv7-7b", .backend = NULL, .weights = RECUR_DTYPE_BF16, .state = RECUR_DTYPE_F32,
                         .steps = 20, .piece = 2048, .tp = 1, .pp = 1};
@@ -138,16 +147,13 @@ static int parse(int argc, char **argv, int first, bench_opts_t *o) {
         else if (!strcmp(a, "--json")) o->json = v;
         else if (!strcmp(a, "--skip")) {
             char set[256];
+            uint32_t mask;
             for (const char *q = v; *q;) {
-                const size_t n = strcspn(q, ";");
-                uint32_t mask;
-                snprintf(set, sizeof set, "%.*s", (int)(n < sizeof set ? n : sizeof set - 1), q);
-                if (n >= sizeof set || recur_skip_parse(set, &mask) != 0) {
+                if (next_skip_set(&q, set, &mask) != 0) {
                     fprintf(stderr, "recur bench: --skip: bad set '%s' (names: norm1 shift1 proj lora2 recur recur_out "
                                     "out norm2 shift2 ffn_up ffn_act ffn_down)\n", set);
                     return -1;
                 }
-                q += n + (q[n] == ';');
             }
             o->skip = v;
         }
@@ -621,11 +627,8 @@ int recur_bench_main(int argc, char **argv, int first) {
     m = NULL;
     /* --skip: each set's kernels left out (a model loaded per set: the mask is fixed at load) */
     for (const char *q = bn->o.skip; q && *q;) {
-        const size_t n = strcspn(q, ";");
         char set[256];
-        snprintf(set, sizeof set, "%.*s", (int)n, q); /* parse() checked n < 256 */
-        q += n + (q[n] == ';');
-        if (recur_skip_parse(set, &bn->skip_now) != 0) goto done;
+        if (next_skip_set(&q, set, &bn->skip_now) != 0) goto done; /* parse() checked every set */
         bn->skip_set = set;
         recur_status_t st = open_model(bn, max_b + 1, max_b, &m, tmpdir, sizeof tmpdir);
         for (int i = 0; i < bn->o.n_batches && st == RECUR_OK; i++) st = bench_decode(bn, m, bn->o.batches[i], wdt);
