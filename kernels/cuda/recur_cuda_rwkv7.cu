@@ -31,32 +31,39 @@ static __device__ __forceinline__ bool rowhead_item(int64_t n_items, int C, int 
     return true;
 }
 
-/* rwkv7_prep for one (row, head), by one warp: the head's inputs at w_in..v_in (element j
- * at [j]; the LoRA results and k, v), its outputs at w_out..v_out (may be the inputs: each
- * lane reads an element before it writes it), v_first and v_mix at the row's head. The
- * separate kernel and the fused step both run exactly this, so they agree bit for bit. */
-static __device__ __forceinline__ void prep_head(const recur_rwkv7_prep_args_t &p, int lane, int hoff,
-                                                 const float *w_in, const float *a_in, const float *k_in,
-                                                 const float *v_in, float *w_out, float *a_out, float *kk_out,
-                                                 float *k_out, float *v_out, float *v_first, const float *v_mix) {
-    const int N = p.head_size;
+/* The per-channel parameters prep_head reads, each at the head's first channel (v0 is
+ * NULL where there is no value mix: layer 0). */
+struct rwkv7_head_params {
+    const float *w0, *a0, *v0, *k_k, *k_a;
+};
+
+/* rwkv7_prep for one (row, head) of size N, by one warp: the head's inputs at w_in..v_in
+ * (element j at [j]; the LoRA results and k, v), its outputs at w_out..v_out (may be the
+ * inputs: each lane reads an element before it writes it); v_first is read at v_first_in
+ * (with a value mix) or written at v_first_out (without: layer 0), v_mix at the row's
+ * head. The separate kernel and the fused step both run exactly this, with their
+ * operands in global or shared memory, so they agree bit for bit. */
+static __device__ __forceinline__ void prep_head(const rwkv7_head_params &q, int N, int lane, const float *w_in,
+                                                 const float *a_in, const float *k_in, const float *v_in,
+                                                 float *w_out, float *a_out, float *kk_out, float *k_out,
+                                                 float *v_out, const float *v_first_in, float *v_first_out,
+                                                 const float *v_mix) {
     /* kk = normalise(k * k_k) over the head: k is still the input here */
     float ss = 0.f;
-    for (int j = lane; j < N; j += 32) { float t = k_in[j] * p.k_k[hoff + j]; ss += t * t; }
+    for (int j = lane; j < N; j += 32) { float t = k_in[j] * q.k_k[j]; ss += t * t; }
     ss = recur_warp_sum(ss);
     const float nrm = sqrtf(ss);
     const float inv = 1.0f / (nrm > 1e-12f ? nrm : 1e-12f);
     for (int j = lane; j < N; j += 32) {
-        const int i = hoff + j;
-        w_out[j] = expf(-RECUR_RWKV7_DECAY_SCALE * recur_sigmoidf(p.w0[i] + w_in[j]));
-        const float a = recur_sigmoidf(p.a0[i] + a_in[j]);
+        w_out[j] = expf(-RECUR_RWKV7_DECAY_SCALE * recur_sigmoidf(q.w0[j] + w_in[j]));
+        const float a = recur_sigmoidf(q.a0[j] + a_in[j]);
         a_out[j] = a;
         const float k = k_in[j];
-        kk_out[j] = k * p.k_k[i] * inv;
-        k_out[j] = k * (1.0f + (a - 1.0f) * p.k_a[i]);
+        kk_out[j] = k * q.k_k[j] * inv;
+        k_out[j] = k * (1.0f + (a - 1.0f) * q.k_a[j]);
         const float v = v_in[j];
-        if (!v_mix) { v_first[j] = v; v_out[j] = v; }
-        else v_out[j] = v + (v_first[j] - v) * recur_sigmoidf(p.v0[i] + v_mix[j]);
+        if (!v_mix) { v_first_out[j] = v; v_out[j] = v; }
+        else v_out[j] = v + (v_first_in[j] - v) * recur_sigmoidf(q.v0[j] + v_mix[j]);
     }
 }
 
@@ -65,8 +72,9 @@ rwkv7_prep_kernel(recur_rwkv7_prep_args_t p, int64_t n_items) {
     int lane, hoff;
     size_t o;
     if (!rowhead_item(n_items, p.C, p.head_size, &lane, &hoff, &o)) return;
-    prep_head(p, lane, hoff, p.w + o, p.a + o, p.k + o, p.v + o, p.w + o, p.a + o, p.kk + o, p.k + o, p.v + o,
-              p.v_first + o, p.v_mix ? p.v_mix + o : NULL);
+    const rwkv7_head_params q = {p.w0 + hoff, p.a0 + hoff, p.v0 ? p.v0 + hoff : NULL, p.k_k + hoff, p.k_a + hoff};
+    prep_head(q, p.head_size, lane, p.w + o, p.a + o, p.k + o, p.v + o, p.w + o, p.a + o, p.kk + o, p.k + o, p.v + o,
+              p.v_first + o, p.v_first + o, p.v_mix ? p.v_mix + o : NULL);
 }
 
 recur_status_t recur_cuda_rwkv7_prep(recur_backend_t *b, const recur_rwkv7_prep_args_t *a) {
@@ -211,27 +219,25 @@ recur_status_t recur_cuda_rwkv7_wkv(recur_backend_t *b, const recur_rwkv7_wkv_ar
     return recur_cuda_rwkv7_wkv_path(b, a, RECUR_CUDA_PATH_AUTO);
 }
 
-/* rwkv7_out for one (row, head), by one warp: y, r, k, v, g and out at the row's head
- * (out may alias y: every lane has finished reading y, the reductions being warp
- * collectives, and each lane writes only the elements it reads). Shared by the separate
- * kernel and the fused step, as prep_head. */
-static __device__ __forceinline__ void out_head(const recur_rwkv7_out_args_t &p, int lane, int hoff, const float *y,
-                                                const float *r, const float *k, const float *v, const float *g,
-                                                float *out) {
-    const int N = p.head_size;
+/* rwkv7_out for one (row, head) of size N, by one warp: y, r, k, v, g and out at the
+ * row's head, r_k, ln_w and ln_b at the head's first channel (out may alias y: every lane
+ * has finished reading y, the reductions being warp collectives, and each lane writes only
+ * the elements it reads). Shared by the separate kernel and the fused step, as prep_head. */
+static __device__ __forceinline__ void out_head(int N, float eps, const float *r_k, const float *ln_w,
+                                                const float *ln_b, int lane, const float *y, const float *r,
+                                                const float *k, const float *v, const float *g, float *out) {
     float s = 0.f, bonus = 0.f;
     for (int j = lane; j < N; j += 32) {
         s += y[j];
-        bonus += r[j] * k[j] * p.r_k[hoff + j];
+        bonus += r[j] * k[j] * r_k[j];
     }
     const float mean = recur_warp_sum(s) / (float)N;
     bonus = recur_warp_sum(bonus);
     float var = 0.f;
     for (int j = lane; j < N; j += 32) { float d = y[j] - mean; var += d * d; }
     var = recur_warp_sum(var) / (float)N;
-    const float inv = 1.0f / sqrtf(var + p.eps);
-    for (int j = lane; j < N; j += 32)
-        out[j] = ((y[j] - mean) * inv * p.ln_w[hoff + j] + p.ln_b[hoff + j] + bonus * v[j]) * g[j];
+    const float inv = 1.0f / sqrtf(var + eps);
+    for (int j = lane; j < N; j += 32) out[j] = ((y[j] - mean) * inv * ln_w[j] + ln_b[j] + bonus * v[j]) * g[j];
 }
 
 static __global__ void __launch_bounds__(ROWHEAD_WARPS * 32)
@@ -239,7 +245,8 @@ rwkv7_out_kernel(recur_rwkv7_out_args_t p, int64_t n_items) {
     int lane, hoff;
     size_t o;
     if (!rowhead_item(n_items, p.C, p.head_size, &lane, &hoff, &o)) return;
-    out_head(p, lane, hoff, p.y + o, p.r + o, p.k + o, p.v + o, p.g + o, p.out + o);
+    out_head(p.head_size, p.eps, p.r_k + hoff, p.ln_w + hoff, p.ln_b + hoff, lane, p.y + o, p.r + o, p.k + o, p.v + o,
+             p.g + o, p.out + o);
 }
 
 recur_status_t recur_cuda_rwkv7_out(recur_backend_t *b, const recur_rwkv7_out_args_t *a) {
@@ -253,12 +260,13 @@ recur_status_t recur_cuda_rwkv7_out(recur_backend_t *b, const recur_rwkv7_out_ar
 }
 
 /* The fused step for rows that are each a whole sequence (a decode batch): grid (H, n_seq),
- * N threads, one block per (sequence, head). Warp 0 runs prep_head into shared memory;
- * every thread then advances its row of S by the one token as rwkv7_wkv_kernel does (same
- * operands, same order); warp 0 runs out_head on the new y. Only o.out, v_first (layer 0)
- * and the state reach global memory. Launched with PDL, unlike the three kernels: the
- * per-channel vectors go to L2 before the wait, and the next kernel (the output
- * projection) can start fetching its weights while this one runs. */
+ * N threads, one block per (sequence, head). Every thread loads its channel of the head's
+ * parameters before the PDL wait (weights: no kernel writes them) and of the inputs right
+ * after it, all into shared memory at once (one round trip to L2 instead of one per
+ * dependent step of prep_head and out_head); warp 0 runs prep_head on them; every thread
+ * then advances its row of S by the one token as rwkv7_wkv_kernel does (same operands,
+ * same order); warp 0 runs out_head on the new y. Only o.out, v_first (layer 0) and the
+ * state reach global memory. Launched with PDL, unlike the three kernels. */
 template <int N, typename T>
 static __global__ void __launch_bounds__(N)
 rwkv7_step_kernel(recur_rwkv7_prep_args_t p, recur_rwkv7_out_args_t o, const float *__restrict__ r,
@@ -266,11 +274,15 @@ rwkv7_step_kernel(recur_rwkv7_prep_args_t p, recur_rwkv7_out_args_t o, const flo
                   size_t offset) {
     __shared__ float sh_S[N][N + 1];
     __shared__ __align__(16) float sv[8][N]; /* r, w, a, k, kk, v, kk*a, y */
+    __shared__ float spar[8][N];             /* w0, a0, v0, k_k, k_a, r_k, ln_w, ln_b */
+    __shared__ float sinp[7][N];             /* the inputs w, a, k, v, v_first, v_mix, g */
     float *sr = sv[0], *sw = sv[1], *sa_ = sv[2], *sk = sv[3], *skk = sv[4], *sv_ = sv[5], *sba = sv[6], *sy = sv[7];
     const int i = threadIdx.x, h = blockIdx.x, s = blockIdx.y, hoff = h * N;
     {
         const float *pc[] = {p.w0, p.a0, p.v0, p.k_k, p.k_a, o.r_k, o.ln_w, o.ln_b};
-        if (i < 8 && pc[i]) asm volatile("prefetch.global.L2 [%0];" ::"l"(pc[i] + hoff));
+#pragma unroll
+        for (int q = 0; q < 8; q++)
+            if (pc[q]) spar[q][i] = pc[q][hoff + i];
     }
     /* The batch's slot table and this head's state are read before the PDL wait: the
      * kernel ahead (the LoRA products, a GEMV) writes neither, the tables are copied in
@@ -285,9 +297,21 @@ rwkv7_step_kernel(recur_rwkv7_prep_args_t p, recur_rwkv7_out_args_t o, const flo
     recur_pdl_wait();
     recur_pdl_launch_dependents();
     sr[i] = r[e0 + i];
-    if (i < 32)
-        prep_head(p, i, hoff, p.w + e0, p.a + e0, p.k + e0, p.v + e0, sw, sa_, skk, sk, sv_, p.v_first + e0,
-                  p.v_mix ? p.v_mix + e0 : NULL);
+    sinp[0][i] = p.w[e0 + i];
+    sinp[1][i] = p.a[e0 + i];
+    sinp[2][i] = p.k[e0 + i];
+    sinp[3][i] = p.v[e0 + i];
+    if (p.v_mix) {
+        sinp[4][i] = p.v_first[e0 + i];
+        sinp[5][i] = p.v_mix[e0 + i];
+    }
+    sinp[6][i] = o.g[e0 + i];
+    __syncthreads();
+    if (i < 32) {
+        const rwkv7_head_params q = {spar[0], spar[1], spar[2], spar[3], spar[4]};
+        prep_head(q, N, i, sinp[0], sinp[1], sinp[2], sinp[3], sw, sa_, skk, sk, sv_, sinp[4], p.v_first + e0,
+                  p.v_mix ? sinp[5] : NULL);
+    }
     __syncthreads();
     sba[i] = skk[i] * sa_[i];
     float st[N];
@@ -300,7 +324,7 @@ rwkv7_step_kernel(recur_rwkv7_prep_args_t p, recur_rwkv7_out_args_t o, const flo
     for (int j = 0; j < N; j++) sh_S[i][j] = st[j];
     __syncthreads();
     for (int q = 0; q < N; q++) S[(size_t)q * N + i] = recur_st_store<T>(sh_S[q][i]);
-    if (i < 32) out_head(o, i, hoff, sy, sr, sk, sv_, o.g + e0, o.out + e0);
+    if (i < 32) out_head(N, o.eps, spar[5], spar[6], spar[7], i, sy, sr, sk, sv_, sinp[6], o.out + e0);
 }
 
 recur_status_t recur_cuda_rwkv7_step(recur_backend_t *b, const recur_rwkv7_prep_args_t *p,
