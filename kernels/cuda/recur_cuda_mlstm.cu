@@ -371,6 +371,7 @@ mlstm_step_kernel(recur_mlstm_args_t p, int32_t skip_from) {
     float *misc = red + (RG > 16 ? RG : 16) * ML_TV; /* [8], then two [32] reduction buffers */
     for (int a = tid; a < DK; a += ML_THREADS) ns[a] = ng[a];
     float m_prev = *mg;
+    const float f_bias = p.f_bias[h], i_bias = p.i_bias[h]; /* parameters: written at load time only */
     const bool col = jc < tw; /* VEC needs tw == ML_TV, so all its threads have columns */
     uint4 pre[NPRE > 0 ? NPRE : 1];
 #pragma unroll
@@ -378,12 +379,23 @@ mlstm_step_kernel(recur_mlstm_args_t p, int32_t skip_from) {
         if (rg + RG * u < DK) pre[u] = *(const uint4 *)(Cg + (size_t)(rg + RG * u) * DV);
     recur_pdl_wait();
     recur_pdl_launch_dependents();
+    /* With DK <= ML_THREADS a thread's q and k (one element, a = tid) and v are loaded
+     * before thread 0 reads the gates, so that the token's inputs take one round trip to
+     * L2 instead of two (the gates, a barrier, then q, k, v). */
+    const bool one = DK <= ML_THREADS;
     for (int32_t t = r0; t < r1; t++) {
+        const size_t qo = (size_t)t * qk_stride + (size_t)h * DK;
+        float q1 = 0.f, k1 = 0.f, v1 = 0.f;
+        if (one && tid < DK) {
+            q1 = p.q[qo + tid];
+            k1 = p.k[qo + tid];
+        }
+        if (tid < tw) v1 = p.v[(size_t)t * v_stride + (size_t)h * DV + j0 + tid];
         /* gates of token t (thread 0; the formulas of ml_gates with nt = 1) */
         if (tid == 0) {
             const size_t r = (size_t)t * NH + h;
-            const float fi = cap * tanhf((p.f_pre[r] + p.f_bias[h]) / cap);
-            const float ig = cap * tanhf((p.i_pre[r] + p.i_bias[h]) / cap);
+            const float fi = cap * tanhf((p.f_pre[r] + f_bias) / cap);
+            const float ig = cap * tanhf((p.i_pre[r] + i_bias) / cap);
             const float b = 0.f + logsigmoidf_(fi); /* bcum[0], as the chunk kernel's scan */
             float m_new = b + m_prev;
             const float aa = b - b + ig;
@@ -400,17 +412,16 @@ mlstm_step_kernel(recur_mlstm_args_t p, int32_t skip_from) {
         }
         __syncthreads(); /* misc ready */
         const float decay = misc[1], wt = misc[2];
-        const size_t qo = (size_t)t * qk_stride + (size_t)h * DK;
         float pq = 0.f, pn = 0.f;
         for (int a = tid; a < DK; a += ML_THREADS) {
-            const float qa = p.q[qo + a], ka = p.k[qo + a], na = ns[a];
+            const float qa = one ? q1 : p.q[qo + a], ka = one ? k1 : p.k[qo + a], na = ns[a];
             qs[a] = qa;
             kw[a] = wt * ka;
             pq += qa * ka;
             pn += qa * na;
             ns[a] = decay * na + wt * ka; /* as mlstm_nm_kernel: decay n + sum_t wt k */
         }
-        if (tid < ML_TV) vs[tid] = tid < tw ? p.v[(size_t)t * v_stride + (size_t)h * DV + j0 + tid] : 0.f;
+        if (tid < ML_TV) vs[tid] = tid < tw ? v1 : 0.f;
         const float qk = recur_block_sum(pq, misc + 8); /* barriers inside: qs, kw, vs visible after */
         const float qn = recur_block_sum(pn, misc + 8 + 32);
         float hacc[CPT], vj[CPT];
@@ -651,28 +662,63 @@ recur_status_t recur_cuda_mlstm(recur_backend_t *b, const recur_mlstm_args_t *a)
 
 /* One warp per (row, head): LayerNorm without bias over DV (two passes, fp32), times w
  * and sigmoid(o). out may alias h: each lane writes only elements it alone reads, after
- * the warp-wide reductions. Launched with PDL: the head's norm weights (written only at
- * load time) go to L2 before the wait. */
+ * the warp-wide reductions. Launched with PDL. When a head fits (DV <= 32 * XH_REGS: every
+ * model here) each lane holds its elements in registers: the norm weights loaded before
+ * the wait (written only at load time), h and o together right after it, so the kernel
+ * waits on L2 once; otherwise the weights go to L2 before the wait and the rows are
+ * re-read. Both forms do the same arithmetic in the same order. */
+#define XH_REGS 16
 static __global__ void __launch_bounds__(256)
 xlstm_head_out_kernel(const float *h, const float *__restrict__ o_pre, const float *__restrict__ w, int64_t n_items,
                       int NH, int DV, float eps, float *out) {
     const int64_t item = (int64_t)blockIdx.x * 8 + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31, hh = (int)(item % NH);
-    if (item < n_items)
-        for (int j = lane * 32; j < DV; j += 32 * 32) asm volatile("prefetch.global.L2 [%0];" ::"l"(w + (size_t)hh * DV + j));
+    const bool regs = DV <= 32 * XH_REGS;
+    const float *wh = w + (size_t)hh * DV;
+    float wv[XH_REGS];
+    if (item < n_items) {
+        if (regs) {
+#pragma unroll
+            for (int u = 0; u < XH_REGS; u++) wv[u] = lane + 32 * u < DV ? wh[lane + 32 * u] : 0.f;
+        } else {
+            for (int j = lane * 32; j < DV; j += 32 * 32) asm volatile("prefetch.global.L2 [%0];" ::"l"(wh + j));
+        }
+    }
     recur_pdl_wait();
     recur_pdl_launch_dependents();
     if (item >= n_items) return;
     const size_t o = (size_t)item * DV; /* rows are NH*DV wide, heads consecutive */
     const float *x = h + o;
+    if (regs) {
+        float xv[XH_REGS], ov[XH_REGS];
+#pragma unroll
+        for (int u = 0; u < XH_REGS; u++) {
+            const int j = lane + 32 * u;
+            xv[u] = j < DV ? x[j] : 0.f;
+            ov[u] = j < DV ? o_pre[o + j] : 0.f;
+        }
+        float s = 0.f;
+#pragma unroll
+        for (int u = 0; u < XH_REGS; u++)
+            if (lane + 32 * u < DV) s += xv[u];
+        const float mean = recur_warp_sum(s) / (float)DV;
+        float v = 0.f;
+#pragma unroll
+        for (int u = 0; u < XH_REGS; u++)
+            if (lane + 32 * u < DV) { float d = xv[u] - mean; v += d * d; }
+        const float inv = 1.0f / sqrtf(recur_warp_sum(v) / (float)DV + eps);
+#pragma unroll
+        for (int u = 0; u < XH_REGS; u++)
+            if (lane + 32 * u < DV) out[o + lane + 32 * u] = (xv[u] - mean) * inv * wv[u] * recur_sigmoidf(ov[u]);
+        return;
+    }
     float s = 0.f;
     for (int j = lane; j < DV; j += 32) s += x[j];
     const float mean = recur_warp_sum(s) / (float)DV;
     float v = 0.f;
     for (int j = lane; j < DV; j += 32) { float d = x[j] - mean; v += d * d; }
     const float inv = 1.0f / sqrtf(recur_warp_sum(v) / (float)DV + eps);
-    for (int j = lane; j < DV; j += 32)
-        out[o + j] = (x[j] - mean) * inv * w[(size_t)hh * DV + j] * recur_sigmoidf(o_pre[o + j]);
+    for (int j = lane; j < DV; j += 32) out[o + j] = (x[j] - mean) * inv * wh[j] * recur_sigmoidf(o_pre[o + j]);
 }
 
 recur_status_t recur_cuda_xlstm_head_out(recur_backend_t *b, const float *h, const float *o_pre, const float *w,
