@@ -34,7 +34,9 @@
 static __host__ __device__ constexpr int rows_of(int p) { return p == 0 ? 13120 : p == 2 ? 16384 : 4096; }
 static __host__ __device__ constexpr int cols_of(int p) { return p == 3 ? 16384 : 4096; }
 #define U 8           // chunks of 16 bytes in flight per lane
+#ifndef PW
 #define PW 16         // warps in a persistent block
+#endif
 #define SEPW 8        // warps in a launched block
 
 struct Chain {
