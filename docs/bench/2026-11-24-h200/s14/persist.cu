@@ -264,62 +264,84 @@ __global__ void k_fill(uint32_t *p, size_t n, uint32_t seed, int bf16, float amp
     }
 }
 
+// The chain's buffers, the launches (the reference for the bits) and the timing and checking
+// that every variant shares. Owns the buffers and the stream.
 template <typename WT>
-static int run(const char *name, double copy_gbs, int nsm, const std::vector<int> &stage_kib) {
+struct Bench {
+    static const int it = 10;  // timed runs of the whole chain
     Chain c;
-    size_t total = 0;
+    size_t total = 0;  // bytes of matrices (and int8 row scales)
+    double floor_us;
     std::vector<void *> allocs;
-    for (int l = 0; l < NL; l++)
-        for (int p = 0; p < NP; p++) {
-            const size_t n = (size_t)rows_of(p) * cols_of(p) * sizeof(WT);
-            void *w; CK(cudaMalloc(&w, n)); allocs.push_back(w);
-            const float amp = 1.7320508f / sqrtf((float)cols_of(p)) * (p == 3 ? 0.8f : 1.f);
-            k_fill<<<1024, 256>>>((uint32_t *)w, n / 4, 0x9e3779b9u * (l * NP + p + 1), sizeof(WT) == 2, amp);
-            c.w[l][p] = w;
-            total += n;
-            std::vector<float> sc(rows_of(p), 1.f / (73.3f * sqrtf((float)cols_of(p))) * (p == 3 ? 0.8f : 1.f));
-            float *s; CK(cudaMalloc(&s, rows_of(p) * 4)); allocs.push_back(s);
-            CK(cudaMemcpy(s, sc.data(), rows_of(p) * 4, cudaMemcpyHostToDevice));
-            c.s[l][p] = s;
-            if (sizeof(WT) == 1) total += rows_of(p) * 4;
-            float *a; CK(cudaMalloc(&a, rows_of(p) * 4)); allocs.push_back(a);
-            c.a[l][p] = a;
-        }
-    std::vector<float> hx(4096);
-    for (int i = 0; i < 4096; i++) hx[i] = sinf(0.37f * i) * 1.3f;
-    float *x0; CK(cudaMalloc(&x0, 4096 * 4)); allocs.push_back(x0);
-    CK(cudaMemcpy(x0, hx.data(), 4096 * 4, cudaMemcpyHostToDevice));
-    c.x0 = x0;
-    unsigned *bar; CK(cudaMalloc(&bar, 8)); CK(cudaMemset(bar, 0, 8)); allocs.push_back(bar);
-    c.bar = bar;
-    CK(cudaDeviceSynchronize());
-    const double floor_us = total / copy_gbs / 1e3 / NL;
-    printf("\n%s: %.2f GB of matrices, floor at %.0f GB/s: %.2f us a layer\n", name, total / 1e9, copy_gbs, floor_us);
-    printf("| variant | us a layer | GB/s | of the copy rate | over the floor, us a layer | outputs == launches |\n|---|---|---|---|---|---|\n");
-
-    cudaStream_t s; CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-    cudaEvent_t e0, e1; CK(cudaEventCreate(&e0)); CK(cudaEventCreate(&e1));
-    const int it = 10;
     std::vector<float> ref, out;
-    auto grab = [&](std::vector<float> &v) {
+    cudaStream_t s;
+    cudaEvent_t e0, e1;
+
+    Bench(const char *name, double copy_gbs) {
+        for (int l = 0; l < NL; l++)
+            for (int p = 0; p < NP; p++) {
+                const size_t n = (size_t)rows_of(p) * cols_of(p) * sizeof(WT);
+                void *w; CK(cudaMalloc(&w, n)); allocs.push_back(w);
+                const float amp = 1.7320508f / sqrtf((float)cols_of(p)) * (p == 3 ? 0.8f : 1.f);
+                k_fill<<<1024, 256>>>((uint32_t *)w, n / 4, 0x9e3779b9u * (l * NP + p + 1), sizeof(WT) == 2, amp);
+                c.w[l][p] = w;
+                total += n;
+                std::vector<float> sc(rows_of(p), 1.f / (73.3f * sqrtf((float)cols_of(p))) * (p == 3 ? 0.8f : 1.f));
+                float *sd; CK(cudaMalloc(&sd, rows_of(p) * 4)); allocs.push_back(sd);
+                CK(cudaMemcpy(sd, sc.data(), rows_of(p) * 4, cudaMemcpyHostToDevice));
+                c.s[l][p] = sd;
+                if (sizeof(WT) == 1) total += rows_of(p) * 4;
+                float *a; CK(cudaMalloc(&a, rows_of(p) * 4)); allocs.push_back(a);
+                c.a[l][p] = a;
+            }
+        std::vector<float> hx(4096);
+        for (int i = 0; i < 4096; i++) hx[i] = sinf(0.37f * i) * 1.3f;
+        float *x0; CK(cudaMalloc(&x0, 4096 * 4)); allocs.push_back(x0);
+        CK(cudaMemcpy(x0, hx.data(), 4096 * 4, cudaMemcpyHostToDevice));
+        c.x0 = x0;
+        unsigned *bar; CK(cudaMalloc(&bar, 8)); CK(cudaMemset(bar, 0, 8)); allocs.push_back(bar);
+        c.bar = bar;
+        CK(cudaDeviceSynchronize());
+        floor_us = total / copy_gbs / 1e3 / NL;
+        printf("\n%s: %.2f GB of matrices, floor at %.0f GB/s: %.2f us a layer\n", name, total / 1e9, copy_gbs, floor_us);
+        printf("| variant | us a layer | GB/s | of the copy rate | over the floor, us a layer | outputs == launches |\n|---|---|---|---|---|---|\n");
+        CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+        CK(cudaEventCreate(&e0)); CK(cudaEventCreate(&e1));
+    }
+    ~Bench() {
+        CK(cudaEventDestroy(e0)); CK(cudaEventDestroy(e1));
+        CK(cudaStreamDestroy(s));
+        for (void *p : allocs) CK(cudaFree(p));
+    }
+    void grab(std::vector<float> &v) {
         v.clear();
         for (int l = 0; l < NL; l++) for (int p = 0; p < NP; p++) {
             size_t o = v.size(); v.resize(o + rows_of(p));
             CK(cudaMemcpy(v.data() + o, c.a[l][p], rows_of(p) * 4, cudaMemcpyDeviceToHost));
         }
-    };
-    auto clear = [&]() { for (int l = 0; l < NL; l++) for (int p = 0; p < NP; p++) CK(cudaMemset(c.a[l][p], 0xff, rows_of(p) * 4)); };
-    auto report = [&](const char *v, float ms, bool check) {
+    }
+    void clear() { for (int l = 0; l < NL; l++) for (int p = 0; p < NP; p++) CK(cudaMemset(c.a[l][p], 0xff, rows_of(p) * 4)); }
+    // one run of the chain to warm up, then it timed: ms in all
+    template <typename F> float time(F once) {
+        once(); CK(cudaStreamSynchronize(s));
+        CK(cudaEventRecord(e0, s));
+        for (int i = 0; i < it; i++) once();
+        CK(cudaEventRecord(e1, s));
+        CK(cudaStreamSynchronize(s));
+        float ms; CK(cudaEventElapsedTime(&ms, e0, e1));
+        return ms;
+    }
+    // prints a row; with check, compares the outputs with the launches' and returns 1 if they differ
+    int report(const char *v, float ms, bool check) {
         const double us = ms * 1e3 / it / NL;
         int eq = -1;
         if (check) { grab(out); eq = out.size() == ref.size() && !memcmp(out.data(), ref.data(), ref.size() * 4); }
         printf("| %s | %.2f | %.0f | %.1f%% | %.2f | %s |\n", v, us, total / NL / us / 1e3, 100.0 * floor_us / us, us - floor_us, eq < 0 ? "(reference)" : eq ? "yes" : "NO");
         fflush(stdout);
         return eq == 0;
-    };
-    int bad = 0;
-    // launches, in a graph
-    {
+    }
+    // one PDL launch a product, in a CUDA graph: times it and keeps its outputs as the reference
+    void launches() {
         clear();
         cudaGraph_t g; cudaGraphExec_t ge;
         CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
@@ -337,44 +359,40 @@ static int run(const char *name, double copy_gbs, int nsm, const std::vector<int
         CK(cudaGraphInstantiate(&ge, g, 0));
         CK(cudaGraphLaunch(ge, s)); CK(cudaStreamSynchronize(s));
         grab(ref);
-        CK(cudaEventRecord(e0, s));
-        for (int i = 0; i < it; i++) CK(cudaGraphLaunch(ge, s));
-        CK(cudaEventRecord(e1, s));
-        CK(cudaStreamSynchronize(s));
-        float ms; CK(cudaEventElapsedTime(&ms, e0, e1));
-        report("launches (PDL, graph)", ms, false);
+        report("launches (PDL, graph)", time([&]() { CK(cudaGraphLaunch(ge, s)); }), false);
         CK(cudaGraphExecDestroy(ge)); CK(cudaGraphDestroy(g));
     }
+};
+
+template <typename WT>
+static int run(const char *name, double copy_gbs, int nsm, const std::vector<int> &stage_kib) {
+    Bench<WT> B(name, copy_gbs);
+    Chain &c = B.c;
+    cudaStream_t s = B.s;
+    int bad = 0;
+    B.launches();
     // persistent
     struct V { int mode, kib; };
     std::vector<V> vs = {{0, 0}, {1, 64}, {1, 160}};
     for (int k : stage_kib) vs.push_back({2, k});
     const size_t smax = 16384 * 4 + 160 * 1024;
-    unsigned long long *tsd; CK(cudaMalloc(&tsd, (size_t)NL * NP * nsm * 3 * 8)); allocs.push_back(tsd);
+    unsigned long long *tsd; CK(cudaMalloc(&tsd, (size_t)NL * NP * nsm * 3 * 8)); B.allocs.push_back(tsd);
     CK(cudaFuncSetAttribute(k_persist<WT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smax));
     for (const V &v : vs) {
-        clear();
+        B.clear();
         const size_t sm = 16384 * 4 + (size_t)v.kib * 1024;
         int mode = v.mode, sb = v.kib * 1024;
         unsigned long long *tsn = nullptr;
         void *args[] = {&c, &mode, &sb, &tsn};
-        CK(cudaMemsetAsync(c.bar, 0, 8, s));
-        CK(cudaLaunchCooperativeKernel((void *)k_persist<WT>, dim3(nsm), dim3(32 * PW), args, sm, s));
-        CK(cudaStreamSynchronize(s));
-        grab(out);
-        CK(cudaEventRecord(e0, s));
-        for (int i = 0; i < it; i++) {
+        const float ms = B.time([&]() {
             CK(cudaMemsetAsync(c.bar, 0, 8, s));
             CK(cudaLaunchCooperativeKernel((void *)k_persist<WT>, dim3(nsm), dim3(32 * PW), args, sm, s));
-        }
-        CK(cudaEventRecord(e1, s));
-        CK(cudaStreamSynchronize(s));
-        float ms; CK(cudaEventElapsedTime(&ms, e0, e1));
+        });
         char nm[64];
         if (v.mode == 0) snprintf(nm, sizeof nm, "persist, barrier only");
         else if (v.mode == 1) snprintf(nm, sizeof nm, "persist +L2 %d KiB a block", v.kib);
         else snprintf(nm, sizeof nm, "persist +smem %d KiB a block", v.kib);
-        bad |= report(nm, ms, true);
+        bad |= B.report(nm, ms, true);
         // one more run with time stamps: where a product's time goes
         void *args2[] = {&c, &mode, &sb, &tsd};
         CK(cudaMemsetAsync(c.bar, 0, 8, s));
@@ -401,15 +419,13 @@ static int run(const char *name, double copy_gbs, int nsm, const std::vector<int
                    p, rows_of(p), cols_of(p), sp / n, bytes / (sp / n) / 1e3, first / n, tail / n, bar / n);
         }
     }
-    CK(cudaStreamDestroy(s));
-    for (void *p : allocs) CK(cudaFree(p));
     return bad;
 }
 
-int main(int argc, char **argv) {
+// The device's copy rate: 1 GiB device to device, counting read + write (GB/s); prints it
+static double copy_rate_gbs(cudaDeviceProp &pr) {
     int dev = 0; CK(cudaSetDevice(dev));
-    cudaDeviceProp pr; CK(cudaGetDeviceProperties(&pr, dev));
-    // copy rate: 1 GiB device to device, counting read + write
+    CK(cudaGetDeviceProperties(&pr, dev));
     const size_t n = 1ull << 30;
     void *a, *b; CK(cudaMalloc(&a, n)); CK(cudaMalloc(&b, n));
     CK(cudaMemset(a, 1, n));
@@ -421,7 +437,14 @@ int main(int argc, char **argv) {
     float ms; CK(cudaEventElapsedTime(&ms, e0, e1));
     const double gbs = 2.0 * n * 10 / (ms * 1e-3) / 1e9;
     CK(cudaFree(a)); CK(cudaFree(b));
+    CK(cudaEventDestroy(e0)); CK(cudaEventDestroy(e1));
     printf("%s, %d SMs, copy rate %.0f GB/s (read + write)\n", pr.name, pr.multiProcessorCount, gbs);
+    return gbs;
+}
+
+int main(int argc, char **argv) {
+    cudaDeviceProp pr;
+    const double gbs = copy_rate_gbs(pr);
     std::vector<int> kib = {32, 64, 96, 128, 160};
     if (argc > 1) { kib.clear(); for (int i = 1; i < argc; i++) kib.push_back(atoi(argv[i])); }
     const char *only = getenv("ONLY");  // int8, read or bf16: that format alone

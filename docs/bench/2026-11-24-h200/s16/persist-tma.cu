@@ -178,144 +178,45 @@ __global__ void __launch_bounds__(32 * 17, 1) k_tma(Chain c, int ncw, int sw, in
 
 template <typename WT>
 static int run_tma(const char *name, double copy_gbs, int nsm, const std::vector<std::vector<int>> &cfgs) {
-    Chain c;
-    size_t total = 0;
-    std::vector<void *> allocs;
-    for (int l = 0; l < NL; l++)
-        for (int p = 0; p < NP; p++) {
-            const size_t n = (size_t)rows_of(p) * cols_of(p) * sizeof(WT);
-            void *w; CK(cudaMalloc(&w, n)); allocs.push_back(w);
-            const float amp = 1.7320508f / sqrtf((float)cols_of(p)) * (p == 3 ? 0.8f : 1.f);
-            k_fill<<<1024, 256>>>((uint32_t *)w, n / 4, 0x9e3779b9u * (l * NP + p + 1), sizeof(WT) == 2, amp);
-            c.w[l][p] = w;
-            total += n;
-            std::vector<float> sc(rows_of(p), 1.f / (73.3f * sqrtf((float)cols_of(p))) * (p == 3 ? 0.8f : 1.f));
-            float *s; CK(cudaMalloc(&s, rows_of(p) * 4)); allocs.push_back(s);
-            CK(cudaMemcpy(s, sc.data(), rows_of(p) * 4, cudaMemcpyHostToDevice));
-            c.s[l][p] = s;
-            if (sizeof(WT) == 1) total += rows_of(p) * 4;
-            float *a; CK(cudaMalloc(&a, rows_of(p) * 4)); allocs.push_back(a);
-            c.a[l][p] = a;
-        }
-    std::vector<float> hx(4096);
-    for (int i = 0; i < 4096; i++) hx[i] = sinf(0.37f * i) * 1.3f;
-    float *x0; CK(cudaMalloc(&x0, 4096 * 4)); allocs.push_back(x0);
-    CK(cudaMemcpy(x0, hx.data(), 4096 * 4, cudaMemcpyHostToDevice));
-    c.x0 = x0;
-    unsigned *bar; CK(cudaMalloc(&bar, 8)); CK(cudaMemset(bar, 0, 8)); allocs.push_back(bar);
-    c.bar = bar;
-    CK(cudaDeviceSynchronize());
-    const double floor_us = total / copy_gbs / 1e3 / NL;
-    printf("\n%s: %.2f GB of matrices, floor at %.0f GB/s: %.2f us a layer\n", name, total / 1e9, copy_gbs, floor_us);
-    printf("| variant | us a layer | GB/s | of the copy rate | over the floor, us a layer | outputs == launches |\n|---|---|---|---|---|---|\n");
-
-    cudaStream_t s; CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-    cudaEvent_t e0, e1; CK(cudaEventCreate(&e0)); CK(cudaEventCreate(&e1));
-    const int it = 10;
-    std::vector<float> ref, out;
-    auto grab = [&](std::vector<float> &v) {
-        v.clear();
-        for (int l = 0; l < NL; l++) for (int p = 0; p < NP; p++) {
-            size_t o = v.size(); v.resize(o + rows_of(p));
-            CK(cudaMemcpy(v.data() + o, c.a[l][p], rows_of(p) * 4, cudaMemcpyDeviceToHost));
-        }
-    };
-    auto clear = [&]() { for (int l = 0; l < NL; l++) for (int p = 0; p < NP; p++) CK(cudaMemset(c.a[l][p], 0xff, rows_of(p) * 4)); };
-    auto report = [&](const char *v, float ms, bool check) {
-        const double us = ms * 1e3 / it / NL;
-        int eq = -1;
-        if (check) { grab(out); eq = out.size() == ref.size() && !memcmp(out.data(), ref.data(), ref.size() * 4); }
-        printf("| %s | %.2f | %.0f | %.1f%% | %.2f | %s |\n", v, us, total / NL / us / 1e3, 100.0 * floor_us / us, us - floor_us, eq < 0 ? "(reference)" : eq ? "yes" : "NO");
-        fflush(stdout);
-        return eq == 0;
-    };
+    Bench<WT> B(name, copy_gbs);
+    Chain &c = B.c;
+    cudaStream_t s = B.s;
     int bad = 0;
-    {   // the launches (the reference for the bits), as persist.cu runs them
-        clear();
-        cudaGraph_t g; cudaGraphExec_t ge;
-        CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
-        for (int l = 0; l < NL; l++)
-            for (int p = 0; p < NP; p++) {
-                const int R = rows_of(p), K = cols_of(p);
-                const float *x = p ? c.a[l][p - 1] : (l ? c.a[l - 1][3] : c.x0);
-                cudaLaunchConfig_t cfg = {}; cfg.gridDim = dim3((R + SEPW * Shape<WT>::RR - 1) / (SEPW * Shape<WT>::RR)); cfg.blockDim = dim3(32 * SEPW); cfg.stream = s;
-                cudaLaunchAttribute at[1]; at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization; at[0].val.programmaticStreamSerializationAllowed = 1;
-                cfg.attrs = at; cfg.numAttrs = 1;
-                const long pf = (8L << 20) / R;
-                CK(cudaLaunchKernelEx(&cfg, k_launch<WT>, (const void *)c.w[l][p], c.s[l][p], x, c.a[l][p], R, K, p, pf));
-            }
-        CK(cudaStreamEndCapture(s, &g));
-        CK(cudaGraphInstantiate(&ge, g, 0));
-        CK(cudaGraphLaunch(ge, s)); CK(cudaStreamSynchronize(s));
-        grab(ref);
-        CK(cudaEventRecord(e0, s));
-        for (int i = 0; i < it; i++) CK(cudaGraphLaunch(ge, s));
-        CK(cudaEventRecord(e1, s));
-        CK(cudaStreamSynchronize(s));
-        float ms; CK(cudaEventElapsedTime(&ms, e0, e1));
-        report("launches (PDL, graph)", ms, false);
-        CK(cudaGraphExecDestroy(ge)); CK(cudaGraphDestroy(g));
-    }
+    B.launches();
     {   // session 14's persistent kernel with its barrier only, for the comparison
-        clear();
+        B.clear();
         CK(cudaFuncSetAttribute(k_persist<WT>, cudaFuncAttributeMaxDynamicSharedMemorySize, 16384 * 4));
         int mode = 0, sb = 0;
         unsigned long long *tsn = nullptr;
         void *args[] = {&c, &mode, &sb, &tsn};
-        auto once = [&]() {
+        const float ms = B.time([&]() {
             CK(cudaMemsetAsync(c.bar, 0, 8, s));
             CK(cudaLaunchCooperativeKernel((void *)k_persist<WT>, dim3(nsm), dim3(32 * PW), args, 16384 * 4, s));
-        };
-        once(); CK(cudaStreamSynchronize(s));
-        CK(cudaEventRecord(e0, s));
-        for (int i = 0; i < it; i++) once();
-        CK(cudaEventRecord(e1, s));
-        CK(cudaStreamSynchronize(s));
-        float ms; CK(cudaEventElapsedTime(&ms, e0, e1));
-        bad |= report("persist (s14), barrier only", ms, true);
+        });
+        bad |= B.report("persist (s14), barrier only", ms, true);
     }
     CK(cudaFuncSetAttribute(k_tma<WT>, cudaFuncAttributeMaxDynamicSharedMemorySize, 232448));
     for (const auto &cf : cfgs) {
         int ncw = cf[0], sw = cf[1], mech = cf[2], ns = ncw * sw;
         const size_t smb = XS_BYTES + (size_t)ns * SLOT + 16 * ns;
         if (ncw < 1 || ncw > 16 || sw < 1 || smb > 232448) { printf("| %d consumer warps, %d slots each | (does not fit) |\n", ncw, sw); continue; }
-        clear();
+        B.clear();
         void *args[] = {&c, &ncw, &sw, &mech};
-        auto once = [&]() {
+        const float ms = B.time([&]() {
             CK(cudaMemsetAsync(c.bar, 0, 8, s));
             CK(cudaLaunchCooperativeKernel((void *)k_tma<WT>, dim3(nsm), dim3(32 * (ncw + 1)), args, smb, s));
-        };
-        once(); CK(cudaStreamSynchronize(s));
-        CK(cudaEventRecord(e0, s));
-        for (int i = 0; i < it; i++) once();
-        CK(cudaEventRecord(e1, s));
-        CK(cudaStreamSynchronize(s));
-        float ms; CK(cudaEventElapsedTime(&ms, e0, e1));
-        char nm[96];
+        });
         static const char *mn[3] = {"bulk copies, a unit's rows in one", "bulk copies, one a row", "16-byte cp.async by a producer warp"};
+        char nm[96];
         snprintf(nm, sizeof nm, "%s: %d consumer warps, %d slots of 16 KiB each", mn[mech], ncw, sw);
-        bad |= report(nm, ms, true);
+        bad |= B.report(nm, ms, true);
     }
-    CK(cudaStreamDestroy(s));
-    for (void *p : allocs) CK(cudaFree(p));
     return bad;
 }
 
 int main(int argc, char **argv) {
-    int dev = 0; CK(cudaSetDevice(dev));
-    cudaDeviceProp pr; CK(cudaGetDeviceProperties(&pr, dev));
-    const size_t n = 1ull << 30;  // copy rate: 1 GiB device to device, counting read + write
-    void *a, *b; CK(cudaMalloc(&a, n)); CK(cudaMalloc(&b, n));
-    CK(cudaMemset(a, 1, n));
-    cudaEvent_t e0, e1; CK(cudaEventCreate(&e0)); CK(cudaEventCreate(&e1));
-    CK(cudaMemcpy(b, a, n, cudaMemcpyDeviceToDevice));
-    CK(cudaEventRecord(e0));
-    for (int i = 0; i < 10; i++) CK(cudaMemcpy(b, a, n, cudaMemcpyDeviceToDevice));
-    CK(cudaEventRecord(e1)); CK(cudaEventSynchronize(e1));
-    float ms; CK(cudaEventElapsedTime(&ms, e0, e1));
-    const double gbs = 2.0 * n * 10 / (ms * 1e-3) / 1e9;
-    CK(cudaFree(a)); CK(cudaFree(b));
-    printf("%s, %d SMs, copy rate %.0f GB/s (read + write)\n", pr.name, pr.multiProcessorCount, gbs);
+    cudaDeviceProp pr;
+    const double gbs = copy_rate_gbs(pr);
     std::vector<std::vector<int>> cfgs = {{5, 2, 0}, {5, 2, 1}, {5, 2, 2}, {10, 1, 2}};
     if (argc > 1) {
         cfgs.clear();
