@@ -8,8 +8,10 @@
  * noticing at these shapes: a product launched alone and the same product fused with
  * another one (matmul_many) must give the same bits (fails otherwise).
  *
- * Usage: bench_gemv_cuda [bf16,int8,fp8] (default all three). RECUR_GEMV_SPLIT and
- * RECUR_PDL (recur_backend_cuda.cu) select kernel variants for A/B runs.
+ * Usage: bench_gemv_cuda [bf16,int8,fp8 [ROWS]] (default all three formats; ROWS a comma
+ * list of rows of x, default 1,2; above 8 rows the products are the batched GEMMs).
+ * RECUR_GEMV_SPLIT, RECUR_PDL (recur_backend_cuda.cu) and RECUR_QGEMM_TC_MAX_M
+ * (recur_cuda_quant.cu) select kernel variants for A/B runs.
  * Exits 77 without a GPU. Label gpu. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -136,7 +138,9 @@ static void time_fused(recur_backend_t *b, const fused_t *f, const float *x, flo
         for (int i = 0; i < f->n; i++) b->iface.weight_free(b, &w[c][i]);
 }
 
-static int run_format(recur_dtype_t dt) {
+#define MAX_ROWS 16 /* entries of the ROWS list */
+
+static int run_format(recur_dtype_t dt, const int32_t *rows, int n_rows) {
     recur_backend_params_t par = recur_backend_default_params();
     par.weight_dtype = dt;
     recur_backend_t *b = NULL;
@@ -158,17 +162,21 @@ static int run_format(recur_dtype_t dt) {
     b->iface.buf_free(b, dst);
 
     const int64_t maxN = 65536, maxK = 16384;
+    int32_t maxM = 2;
+    for (int i = 0; i < n_rows; i++)
+        if (rows[i] > maxM) maxM = rows[i];
     uint64_t rng = 0x243f6a8885a308d3ull;
-    float *hx = malloc((size_t)2 * maxK * sizeof *hx);
-    float *x = b->iface.alloc(b, (size_t)2 * maxK * sizeof(float));
-    float *y = b->iface.alloc(b, (size_t)2 * maxN * sizeof(float)), *y2 = b->iface.alloc(b, (size_t)2 * maxN * sizeof(float));
+    float *hx = malloc((size_t)maxM * maxK * sizeof *hx);
+    float *x = b->iface.alloc(b, (size_t)maxM * maxK * sizeof(float));
+    float *y = b->iface.alloc(b, (size_t)maxM * maxN * sizeof(float));
+    float *y2 = b->iface.alloc(b, (size_t)maxM * maxN * sizeof(float));
     if (!hx || !x || !y || !y2) {
         printf("FAIL out of memory\n");
         failures++;
         goto out;
     }
-    recur_test_fill(&rng, hx, (size_t)2 * maxK, -1.0f, 1.0f);
-    b->iface.upload(b, x, hx, (size_t)2 * maxK * sizeof(float));
+    recur_test_fill(&rng, hx, (size_t)maxM * maxK, -1.0f, 1.0f);
+    b->iface.upload(b, x, hx, (size_t)maxM * maxK * sizeof(float));
     for (size_t i = 0; i < sizeof k_shapes / sizeof k_shapes[0]; i++) {
         const shape_t *s = &k_shapes[i];
         recur_weight_t w[16], w2 = {0};
@@ -188,14 +196,16 @@ static int run_format(recur_dtype_t dt) {
             printf("FAIL %s: could not make the weights\n", s->what);
             failures++;
         } else {
-            for (int32_t M = 1; M <= 2; M++) {
+            for (int ri = 0; ri < n_rows; ri++) {
+                const int32_t M = rows[ri];
                 check_fused(b, s->what, &w[0], &w2, x, y, y2, M);
                 const double t = time_products(b, w, copies, x, y, M);
                 const double gbs = (double)bytes / t / 1e9;
                 char shape[48];
                 snprintf(shape, sizeof shape, "%lldx%lld M=%d", (long long)s->N, (long long)s->K, (int)M);
-                printf("%-6s %-16s %-20s %9.2f %9.0f %8.1f%%\n", recur_dtype_name(w[0].dtype), s->what, shape, t * 1e6,
-                       gbs, copy_gbs > 0 ? 100.0 * gbs / copy_gbs : 0.0);
+                printf("%-6s %-16s %-20s %9.2f %9.0f %8.1f%% %8.1f\n", recur_dtype_name(w[0].dtype), s->what, shape,
+                       t * 1e6, gbs, copy_gbs > 0 ? 100.0 * gbs / copy_gbs : 0.0,
+                       2.0 * M * (double)s->N * (double)s->K / t / 1e12);
             }
         }
         for (int c = 0; c < copies; c++) b->iface.weight_free(b, &w[c]);
@@ -214,16 +224,36 @@ out:
 
 int main(int argc, char **argv) {
     const char *list = argc > 1 ? argv[1] : "bf16,int8,fp8";
+    int32_t rows[MAX_ROWS] = {1, 2};
+    int n_rows = 2;
+    if (argc > 2) {
+        char rb[128];
+        snprintf(rb, sizeof rb, "%s", argv[2]);
+        n_rows = 0;
+        for (char *tok = strtok(rb, ","); tok; tok = strtok(NULL, ",")) {
+            char *end;
+            const long v = strtol(tok, &end, 10);
+            if (*end || v < 1 || v > 1024 || n_rows == MAX_ROWS) {
+                fprintf(stderr, "bench_gemv_cuda: ROWS must be up to %d numbers in 1..1024, got %s\n", MAX_ROWS, argv[2]);
+                return 2;
+            }
+            rows[n_rows++] = (int32_t)v;
+        }
+        if (n_rows == 0) {
+            fprintf(stderr, "bench_gemv_cuda: empty ROWS\n");
+            return 2;
+        }
+    }
     char buf[128];
     snprintf(buf, sizeof buf, "%s", list);
-    printf("%-6s %-16s %-20s %9s %9s %9s\n", "format", "product", "shape", "us", "GB/s", "of copy");
+    printf("%-6s %-16s %-20s %9s %9s %9s %8s\n", "format", "product", "shape", "us", "GB/s", "of copy", "TFLOP/s");
     for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
         recur_dtype_t dt;
         if (recur_dtype_parse_weights(tok, &dt) != 0) {
             fprintf(stderr, "bench_gemv_cuda: unknown format %s\n", tok);
             return 2;
         }
-        if (run_format(dt) == RECUR_TEST_SKIP) {
+        if (run_format(dt, rows, n_rows) == RECUR_TEST_SKIP) {
             printf("no usable CUDA device: skipped\n");
             return RECUR_TEST_SKIP;
         }

@@ -350,8 +350,8 @@ static void test_matmul(recur_backend_t *b, recur_dtype_t dt, recur_backend_t *c
             if ((double)N * K * M > 4e8) continue; /* the double reference of the big shape: decode sizes only */
             const double rel = M <= RECUR_QUANT_GEMV_MAX_M ? rel_gemv : rel_gemm;
             const size_t MN = (size_t)M * N;
-            float *x = malloc((size_t)M * K * sizeof(float)), *y = malloc(2 * MN * sizeof(float));
-            float *yc = y + MN;
+            float *x = malloc((size_t)M * K * sizeof(float)), *y = malloc(3 * MN * sizeof(float));
+            float *yc = y + MN, *yrep = y + 2 * MN;
             double *ref = malloc(4 * MN * sizeof(double)), *mag = ref + MN, *brk = mag + MN, *mag2 = brk + MN;
             recur_test_fill(&rng, x, (size_t)M * K, -2.f, 2.f);
             for (int m = 0; m < M; m++) x[(size_t)m * K + (m * 13) % K] = 40.f * (m + 1); /* per-row scales differ */
@@ -386,6 +386,14 @@ static void test_matmul(recur_backend_t *b, recur_dtype_t dt, recur_backend_t *c
                   recur_dtype_name(dt), N, K, M, bad, MN, rel);
             CHECK(fabs(slope - 1) <= SLOPE_TOL, "%s %s %dx%d M=%d: slope against the reference %.6f (1 +- %.0e)", tag,
                   recur_dtype_name(dt), N, K, M, slope, SLOPE_TOL);
+            /* the same call twice gives the same bits (split sums added in a fixed order; the
+             * CUDA product's tile counters back at zero after each call) */
+            int same = 1;
+            for (int rep = 0; rep < 2; rep++)
+                same = same && b->iface.matmul(b, dx, &w, M, dy, 0) == RECUR_OK &&
+                       b->iface.download(b, rep ? yrep : yc, dy, MN * sizeof(float)) == RECUR_OK;
+            CHECK(same && memcmp(yc, yrep, MN * sizeof(float)) == 0,
+                  "%s %s %dx%d M=%d: two identical calls gave different bits", tag, recur_dtype_name(dt), N, K, M);
             if (cpu_ref) { /* the CPU backend on the same codes (its own quantization: the same bytes) */
                 float *cx = cpu_ref->iface.alloc(cpu_ref, (size_t)M * K * sizeof(float));
                 float *cy = cpu_ref->iface.alloc(cpu_ref, MN * sizeof(float));

@@ -381,21 +381,9 @@ static __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
     return *reinterpret_cast<uint32_t *>(&t);
 }
 
-static __device__ __forceinline__ void mma_bf16_16816(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                                      uint32_t b0, uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
 /* Loads as volatile asm, which the compiler keeps in order with the (volatile) MMAs: all
- * of an iteration's loads are issued before its first MMA, not each next to its use. */
-static __device__ __forceinline__ uint4 ld_cs_u4(const uint4 *p) {
-    uint4 v;
-    asm volatile("ld.global.cs.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
-    return v;
-}
+ * of an iteration's loads are issued before its first MMA, not each next to its use
+ * (recur_ld_cs_u4 in recur_cuda_internal.h likewise). */
 static __device__ __forceinline__ float4 ld_nc_f4(const float4 *p) {
     float4 v;
     asm volatile("ld.global.nc.v4.f32 {%0,%1,%2,%3}, [%4];" : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "l"(p));
@@ -420,9 +408,9 @@ static __device__ __forceinline__ void gemv_mma_chunk(const uint4 &wa, const uin
         const int q = 4 * kt;
         /* k-tile 0: words x, y of the 16 bytes; k-tile 1: words z, w */
         const uint32_t a0 = kt ? wa.z : wa.x, a1 = kt ? wb.z : wb.x, a2 = kt ? wa.w : wa.y, a3 = kt ? wb.w : wb.y;
-        mma_bf16_16816(acc_h, a0, a1, a2, a3, pack_bf16x2(h[q], h[q + 1]), pack_bf16x2(h[q + 2], h[q + 3]));
-        mma_bf16_16816(acc_l, a0, a1, a2, a3, pack_bf16x2(md[q], md[q + 1]), pack_bf16x2(md[q + 2], md[q + 3]));
-        mma_bf16_16816(acc_l, a0, a1, a2, a3, pack_bf16x2(lo[q], lo[q + 1]), pack_bf16x2(lo[q + 2], lo[q + 3]));
+        recur_mma_bf16_16816(acc_h, a0, a1, a2, a3, pack_bf16x2(h[q], h[q + 1]), pack_bf16x2(h[q + 2], h[q + 3]));
+        recur_mma_bf16_16816(acc_l, a0, a1, a2, a3, pack_bf16x2(md[q], md[q + 1]), pack_bf16x2(md[q + 2], md[q + 3]));
+        recur_mma_bf16_16816(acc_l, a0, a1, a2, a3, pack_bf16x2(lo[q], lo[q + 1]), pack_bf16x2(lo[q + 2], lo[q + 3]));
     }
 }
 
@@ -450,8 +438,8 @@ gemv_mma_kernel(const float *__restrict__ x, const __nv_bfloat16 *__restrict__ W
 #pragma unroll
         for (int u = 0; u < GEMV_MMA_U; u++) {
             const size_t o = (size_t)(j + GEMV_MMA_WARPS * u) * 4;
-            va[u] = ld_cs_u4(wa + o);
-            vb[u] = ld_cs_u4(wb + o);
+            va[u] = recur_ld_cs_u4(wa + o);
+            vb[u] = recur_ld_cs_u4(wb + o);
         }
 #pragma unroll
         for (int u = 0; u < GEMV_MMA_U; u++) { /* row 0 stands in for a column past M, then zeroed */
@@ -464,7 +452,7 @@ gemv_mma_kernel(const float *__restrict__ x, const __nv_bfloat16 *__restrict__ W
             gemv_mma_chunk(va[u], vb[u], col ? xa[u] : z4, col ? xb[u] : z4, acc_h, acc_l);
     }
     for (; j < nch; j += GEMV_MMA_WARPS) {
-        const uint4 va = ld_cs_u4(wa + (size_t)j * 4), vb = ld_cs_u4(wb + (size_t)j * 4);
+        const uint4 va = recur_ld_cs_u4(wa + (size_t)j * 4), vb = recur_ld_cs_u4(wb + (size_t)j * 4);
         const float4 xa = ld_nc_f4(xg + (size_t)j * 8), xb = ld_nc_f4(xg + (size_t)j * 8 + 1);
         gemv_mma_chunk(va, vb, col ? xa : z4, col ? xb : z4, acc_h, acc_l);
     }

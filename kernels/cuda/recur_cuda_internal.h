@@ -51,6 +51,14 @@ typedef struct recur_cuda_ctx {
     size_t         q_y_bytes;
     void          *q_x;           /* e4m3 activations (when cuBLASLt runs), then their row scales */
     size_t         q_x_bytes;
+    /* The fused int8 GEMM (codes widened in registers, recur_cuda_quant.cu) up to qtc_max_m
+     * rows (RECUR_QGEMM_TC_MAX_M; 0: never): its split-K partial sums and one arrival
+     * counter per output tile, zero between calls (the last block of a tile resets it). */
+    int32_t        qtc_max_m;
+    void          *q_part;
+    size_t         q_part_bytes;
+    void          *q_cnt;
+    size_t         q_cnt_bytes;
     /* cuBLASLt, for the FP8 tensor-core GEMM: a handle, and the descriptors and algorithm
      * of each shape seen (heuristics are asked once per shape). lt_off: never use it
      * (RECUR_FP8_CUBLASLT=0, or it failed once): the bf16 path computes the same. */
@@ -196,6 +204,25 @@ recur_status_t recur_cuda_sample(recur_backend_t *b, float *logits, int32_t n, i
 
 /* ---- device helpers shared by the kernels (header-inline so every .cu has them) */
 #ifdef __CUDACC__
+/* D += A B on the tensor cores, m16n8k16, bf16 in, fp32 accumulate (A row-major 16 x 16,
+ * B 16 x 8; fragments as the PTX ISA's "Matrix fragments for mma.m16n8k16"). Volatile, so
+ * loads issued before it in the source stay before it. */
+static __device__ __forceinline__ void recur_mma_bf16_16816(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2,
+                                                            uint32_t a3, uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+/* 16 bytes read once (weights streamed past the caches: ld.global.cs), as volatile asm so
+ * that the compiler keeps it where the source puts it relative to the MMAs. */
+static __device__ __forceinline__ uint4 recur_ld_cs_u4(const void *p) {
+    uint4 v;
+    asm volatile("ld.global.cs.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+    return v;
+}
+
 /* Sum over a warp; every lane gets the total. */
 static __device__ __forceinline__ float recur_warp_sum(float v) {
 #pragma unroll

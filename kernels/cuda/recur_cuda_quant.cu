@@ -7,8 +7,11 @@
  * same IEEE operations as recur_quant_row (__fdiv_rn, round-half-even, and CUDA's
  * saturating e4m3 conversion), so the bytes equal the CPU backend's (test_quant_cuda).
  *
- * The product at M > 8 rows, y = x W^T with W's codes in blocks of rows (so that the
- * scratch stays bounded, ~64 MiB at most):
+ * The product at M > 8 rows, y = x W^T:
+ *   int8 up to RECUR_CUDA_QTC_MAX_M rows (the batches of a decode step): one kernel that
+ *         widens the codes in registers and feeds them to mma.sync (qgemm_i8_fused below);
+ * and otherwise with W's codes in blocks of rows (so that the scratch stays bounded, ~64
+ * MiB at most):
  *   int8: x rounded to bf16; each block of codes widened to bf16 (exact: |code| <= 127),
  *         cuBLAS bf16 GEMM with fp32 accumulation into a block of fp32, then an epilogue
  *         multiplies each column by its row scale and writes (or adds) it into y;
@@ -27,6 +30,7 @@
 #include <string.h>
 
 #include "recur_cuda_internal.h"
+#include "recur_cuda_prefill.h" /* the cp.async helpers */
 #include "recur_quant.h"
 
 /* Host staging of weight_upload: floats per chunk (64 MiB), whole rows at a time. */
@@ -37,6 +41,10 @@
 #define QGEMM_Y_FLOATS ((size_t)8 << 20)
 #define QUANT_THREADS 256
 #define LT_PLANS 64
+/* The most rows of x the fused int8 product takes by default (above: widen + cuBLAS, whose
+ * wgmma kernels win once the product is compute-bound); set from measurements, see
+ * docs/benchmarks.md. */
+#define RECUR_CUDA_QTC_MAX_M 128
 
 /* One cuBLASLt FP8 GEMM shape (m = rows of W in the block, n = M, k = K) and what the
  * heuristic said for it (ok = 0: no algorithm; use the bf16 path). */
@@ -56,9 +64,18 @@ static void lt_plan_destroy(recur_cuda_lt_plan *p) {
     memset(p, 0, sizeof *p);
 }
 
+static recur_status_t qgemm_i8_fused_init(recur_cuda_ctx_t *c);
+
 recur_status_t recur_cuda_quant_init(recur_cuda_ctx_t *c) {
     const char *env = getenv("RECUR_FP8_CUBLASLT");
     c->lt_off = env && strcmp(env, "0") == 0;
+    /* RECUR_QGEMM_TC_MAX_M: the most rows of x the fused int8 product takes (0: none; A/B runs) */
+    const char *tc = getenv("RECUR_QGEMM_TC_MAX_M");
+    c->qtc_max_m = tc && *tc ? atoi(tc) : RECUR_CUDA_QTC_MAX_M;
+    if (c->qtc_max_m > RECUR_QUANT_GEMV_MAX_M) {
+        recur_status_t st = qgemm_i8_fused_init(c);
+        if (st != RECUR_OK) return st;
+    }
     c->lt_plans = (recur_cuda_lt_plan *)calloc(LT_PLANS, sizeof(recur_cuda_lt_plan));
     if (!c->lt_plans) return RECUR_E_NOMEM;
     if (cublasLtCreate(&c->lt) != CUBLAS_STATUS_SUCCESS) {
@@ -82,7 +99,9 @@ void recur_cuda_quant_free(recur_cuda_ctx_t *c) {
     cudaFree(c->q_w);
     cudaFree(c->q_y);
     cudaFree(c->q_x);
-    c->q_w = c->q_y = c->q_x = NULL;
+    cudaFree(c->q_part);
+    cudaFree(c->q_cnt);
+    c->q_w = c->q_y = c->q_x = c->q_part = c->q_cnt = NULL;
 }
 
 /* ------------------------------------------------------------------------ quantizing */
@@ -345,8 +364,230 @@ static recur_cuda_lt_plan *lt_plan(recur_cuda_ctx_t *c, int64_t m, int64_t n, in
     return p;
 }
 
+/* ------------------------------------------- the fused int8 product (8 < M <= qtc_max_m) */
+
+/* y = (x_bf16 . codes^T) * scale with the codes widened to bf16 in registers, on mma.sync
+ * (m16n8k16, fp32 accumulate): the same function as the widen + cuBLAS path above (x
+ * rounded to bf16, codes exact in bf16, fp32 sums, then the row scale), but the codes are
+ * read once, as bytes, instead of written and read again as bf16 (3 more bytes a weight),
+ * and it is one launch instead of three per block of rows. For the batches between the
+ * GEMV's 8 rows and where the product becomes compute-bound, that is most of its time.
+ *
+ * A block is QTC_WARPS warps, 16 rows of W each (QTC_BN rows), against BM = 8 MT rows of x;
+ * the grid is (M tiles, row tiles, splits of K). All warps of a block walk the same chunks
+ * of 64 k, the block's codes and x for each staged in shared memory by cp.async, several
+ * chunks ahead (qtc_stages). Lane (g = lane / 4, t = lane % 4) reads 16 codes at k = 64c + 16t of
+ * rows g and g + 8: in k-step s (0..3) of the chunk, its fragment slots {2t, 2t+1, 2t+8,
+ * 2t+9} are physical k 16t + 4s + {0, 1, 2, 3} for A and B alike, a permutation of the
+ * chunk's k, which the product does not see. Splits of K write their partial sums; the
+ * last block of a tile to arrive adds them in split order (deterministic) and writes y.
+ * Rows of W past N and of x past M are clamped for loading and not written. A row's result
+ * depends only on K's split, which depends only on the shape: not on the other rows. */
+#define QTC_WARPS 8
+#define QTC_THREADS (QTC_WARPS * 32)
+#define QTC_BN (QTC_WARPS * 16)
+#define QTC_KC 64
+#define QTC_XROW (QTC_KC + 8) /* bf16 a staged x row: 144 bytes, so a quarter-warp's 8 reads of 16 bytes hit distinct banks */
+#define QTC_MIN_CHUNKS 4      /* chunks of K a split takes at least */
+/* Stages of the pipeline: codes and x of one chunk each; dynamic shared memory */
+template <int MT> static constexpr int qtc_stages() { return MT >= 8 ? 5 : 6; }
+template <int MT> static constexpr size_t qtc_smem_bytes() {
+    return (size_t)qtc_stages<MT>() * ((size_t)QTC_BN * QTC_KC + (size_t)MT * 8 * QTC_XROW * 2);
+}
+
+/* Codes 2h and 2h + 1 of the four in u (the word XOR 0x80808080, i.e. code + 128 as a byte)
+ * as bf16x2, exactly: the byte in the mantissa of 2^23 is the float 2^23 + 128 + code, and
+ * subtracting 2^23 + 128 leaves the code; an integer of magnitude <= 128 has nothing below
+ * bf16's mantissa, so its float's upper half is its bf16. */
+static __device__ __forceinline__ uint32_t qtc_codes_bf16x2(uint32_t u, int h) {
+    const float f0 = __uint_as_float(__byte_perm(u, 0x4b000000u, 0x7540u + 2 * h)) - 8388736.0f;
+    const float f1 = __uint_as_float(__byte_perm(u, 0x4b000000u, 0x7541u + 2 * h)) - 8388736.0f;
+    return __byte_perm(__float_as_uint(f0), __float_as_uint(f1), 0x7632u);
+}
+
+template <int MT>
+static __global__ void __launch_bounds__(QTC_THREADS, 2) /* two blocks an SM: at most 128 registers */
+qgemm_i8_fused_kernel(const __nv_bfloat16 *__restrict__ xb, const int8_t *__restrict__ codes,
+                      const float *__restrict__ scale, float *y, int M, int N, int K, int accumulate,
+                      int chunks_per_split, float *__restrict__ part, unsigned *__restrict__ cnt) {
+    constexpr int BM = MT * 8, ST = qtc_stages<MT>();
+    extern __shared__ __align__(16) unsigned char qtc_smem[];
+    int8_t(*ws)[QTC_BN][QTC_KC] = (int8_t(*)[QTC_BN][QTC_KC])qtc_smem;                       /* [ST] */
+    __nv_bfloat16(*xs)[BM][QTC_XROW] = (__nv_bfloat16(*)[BM][QTC_XROW])(qtc_smem + (size_t)ST * QTC_BN * QTC_KC);
+    __shared__ int last;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int m0 = blockIdx.x * BM, n0 = blockIdx.y * QTC_BN, nw = n0 + warp * 16;
+    const int c0 = blockIdx.z * chunks_per_split;
+    const int nc = min(K / QTC_KC - c0, chunks_per_split); /* >= 1: the host sizes the splits */
+    const int8_t *wg = codes + (size_t)c0 * QTC_KC;
+    const __nv_bfloat16 *xg = xb + (size_t)c0 * QTC_KC;
+    /* chunk c into stage c % ST: the block's 128 rows of codes (4 x 16 bytes a row), x's BM
+     * rows (8 x 16 bytes a row) */
+    auto stage = [&](int c) {
+        const int sg = c % ST;
+        for (int i = threadIdx.x; i < QTC_BN * (QTC_KC / 16); i += QTC_THREADS) {
+            const int r = i / (QTC_KC / 16), q = i % (QTC_KC / 16);
+            recur_cp_async16(&ws[sg][r][16 * q], wg + (size_t)min(n0 + r, N - 1) * K + (size_t)c * QTC_KC + 16 * q, 16);
+        }
+        for (int i = threadIdx.x; i < BM * (QTC_KC / 8); i += QTC_THREADS) {
+            const int r = i / (QTC_KC / 8), q = i % (QTC_KC / 8);
+            recur_cp_async16(&xs[sg][r][8 * q], xg + (size_t)min(m0 + r, M - 1) * K + (size_t)c * QTC_KC + 8 * q, 16);
+        }
+    };
+#pragma unroll
+    for (int s = 0; s < ST - 1; s++) {
+        if (s < nc) stage(s);
+        recur_cp_async_commit();
+    }
+    float acc[MT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) acc[mt][0] = acc[mt][1] = acc[mt][2] = acc[mt][3] = 0.f;
+    for (int c = 0; c < nc; c++) {
+        recur_cp_async_wait<ST - 2>(); /* chunk c has landed (this thread's copies) */
+        __syncthreads();               /* everyone's; and chunk c - 1's stage is free again */
+        if (c + ST - 1 < nc) stage(c + ST - 1);
+        recur_cp_async_commit();
+        const int sg = c % ST;
+        const uint4 wa = *(const uint4 *)&ws[sg][warp * 16 + g][16 * t];
+        const uint4 wb = *(const uint4 *)&ws[sg][warp * 16 + g + 8][16 * t];
+        uint32_t af[4][4]; /* k-step s: a0 a1 a2 a3 */
+        const uint32_t ua[4] = {wa.x ^ 0x80808080u, wa.y ^ 0x80808080u, wa.z ^ 0x80808080u, wa.w ^ 0x80808080u};
+        const uint32_t ub[4] = {wb.x ^ 0x80808080u, wb.y ^ 0x80808080u, wb.z ^ 0x80808080u, wb.w ^ 0x80808080u};
+#pragma unroll
+        for (int s = 0; s < 4; s++) {
+            af[s][0] = qtc_codes_bf16x2(ua[s], 0);
+            af[s][1] = qtc_codes_bf16x2(ub[s], 0);
+            af[s][2] = qtc_codes_bf16x2(ua[s], 1);
+            af[s][3] = qtc_codes_bf16x2(ub[s], 1);
+        }
+        /* G tiles of x at a time, k-step outermost: the MMAs (volatile, so issued in this
+         * order) then alternate between G accumulators instead of waiting on one */
+        constexpr int G = MT < 4 ? MT : 4;
+#pragma unroll
+        for (int mg = 0; mg < MT; mg += G) {
+            uint4 bx[G][2];
+#pragma unroll
+            for (int j = 0; j < G; j++) {
+                bx[j][0] = *(const uint4 *)&xs[sg][(mg + j) * 8 + g][16 * t];
+                bx[j][1] = *(const uint4 *)&xs[sg][(mg + j) * 8 + g][16 * t + 8];
+            }
+#pragma unroll
+            for (int s = 0; s < 4; s++)
+#pragma unroll
+                for (int j = 0; j < G; j++) {
+                    const uint4 &b = bx[j][s >> 1];
+                    recur_mma_bf16_16816(acc[mg + j], af[s][0], af[s][1], af[s][2], af[s][3], s & 1 ? b.z : b.x,
+                                         s & 1 ? b.w : b.y);
+                }
+        }
+    }
+    if (gridDim.z > 1) {
+        const size_t tile = (size_t)blockIdx.y * gridDim.x + blockIdx.x, tiles = (size_t)gridDim.x * gridDim.y;
+        float *mine = part + ((blockIdx.z * tiles + tile) * QTC_THREADS + threadIdx.x) * (MT * 4);
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+            __stcg((float4 *)(mine + 4 * mt), make_float4(acc[mt][0], acc[mt][1], acc[mt][2], acc[mt][3]));
+        __threadfence();
+        __syncthreads();
+        if (threadIdx.x == 0) last = atomicAdd(&cnt[tile], 1u) == gridDim.z - 1;
+        __syncthreads();
+        if (!last) return;
+        __threadfence();
+        const float *first = part + (tile * QTC_THREADS + threadIdx.x) * (MT * 4);
+        const size_t zstride = tiles * QTC_THREADS * (MT * 4);
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+            float4 v = __ldcg((const float4 *)(first + 4 * mt));
+            for (unsigned z = 1; z < gridDim.z; z++) {
+                const float4 u = __ldcg((const float4 *)(first + z * zstride + 4 * mt));
+                v.x += u.x, v.y += u.y, v.z += u.z, v.w += u.w;
+            }
+            acc[mt][0] = v.x, acc[mt][1] = v.y, acc[mt][2] = v.z, acc[mt][3] = v.w;
+        }
+        if (threadIdx.x == 0) cnt[tile] = 0; /* ready for the next call (graph replays included) */
+    }
+    /* C fragment: element e of lane (g, t) is row g (e < 2) or g + 8 of the warp's W rows,
+     * column 2t + (e & 1) of the tile's x rows */
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int n = nw + g + 8 * (e >> 1), m = m0 + mt * 8 + 2 * t + (e & 1);
+            if (n < N && m < M) {
+                const float v = __fmul_rn(acc[mt][e], scale[n]);
+                float *yp = y + (size_t)m * N + n;
+                *yp = accumulate ? *yp + v : v;
+            }
+        }
+}
+
+/* The kernels' shared memory beyond the default 48 KiB, asked for once */
+static recur_status_t qgemm_i8_fused_init(recur_cuda_ctx_t *c) {
+    RCU_CHECK(cudaFuncSetAttribute(qgemm_i8_fused_kernel<2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   (int)qtc_smem_bytes<2>()));
+    RCU_CHECK(cudaFuncSetAttribute(qgemm_i8_fused_kernel<4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   (int)qtc_smem_bytes<4>()));
+    RCU_CHECK(cudaFuncSetAttribute(qgemm_i8_fused_kernel<8>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   (int)qtc_smem_bytes<8>()));
+    return RECUR_OK;
+}
+
+/* The fused product if this call can take it (int8, 8 < M <= qtc_max_m, K a multiple of
+ * 64, 16-byte aligned codes); *done says whether it ran. */
+static recur_status_t qgemm_i8_fused(recur_cuda_ctx_t *c, const float *x, const recur_weight_t *W, int32_t M, float *y,
+                                     int accumulate, bool *done) {
+    *done = false;
+    const int64_t N = W->rows, K = W->cols;
+    if (W->dtype != RECUR_DTYPE_I8 || M > c->qtc_max_m || K % QTC_KC || ((uintptr_t)W->data & 15u) ||
+        N > INT32_MAX || K > INT32_MAX)
+        return RECUR_OK;
+    const int mt = M <= 16 ? 2 : M <= 32 ? 4 : 8;
+    const int64_t mtiles = (M + 8 * mt - 1) / (8 * mt), ntiles = (N + QTC_BN - 1) / QTC_BN, tiles = mtiles * ntiles;
+    const int64_t chunks = K / QTC_KC;
+    /* splits of K: as many as keep the grid within one wave of two blocks an SM (a second,
+     * partial wave would cost as much as a full one), each split at least QTC_MIN_CHUNKS */
+    int64_t splits = 2 * (int64_t)c->sm_count / tiles;
+    if (splits > chunks / QTC_MIN_CHUNKS) splits = chunks / QTC_MIN_CHUNKS;
+    if (splits < 1) splits = 1;
+    const int64_t per = (chunks + splits - 1) / splits;
+    splits = (chunks + per - 1) / per; /* none empty */
+    recur_status_t st = recur_cuda_round_x_bf16(c, x, (size_t)M * (size_t)K);
+    if (st != RECUR_OK) return st;
+    if (splits > 1) {
+        const size_t part = (size_t)splits * (size_t)tiles * QTC_THREADS * (size_t)(4 * mt) * sizeof(float);
+        if ((st = recur_cuda_scratch_reserve(c, &c->q_part, &c->q_part_bytes, part, "fused int8 GEMM's partial sums")) !=
+            RECUR_OK)
+            return st;
+        const size_t before = c->q_cnt_bytes; /* not the pointer: a new buffer may get the old address */
+        if ((st = recur_cuda_scratch_reserve(c, &c->q_cnt, &c->q_cnt_bytes, (size_t)tiles * sizeof(unsigned),
+                                             "fused int8 GEMM's tile counters")) != RECUR_OK)
+            return st;
+        if (c->q_cnt_bytes != before) /* grown, so not while capturing a graph */
+            RCU_CHECK(cudaMemsetAsync(c->q_cnt, 0, c->q_cnt_bytes, c->stream));
+    }
+    const dim3 grid((unsigned)mtiles, (unsigned)ntiles, (unsigned)splits);
+    const int8_t *codes = (const int8_t *)W->data;
+    float *part = (float *)c->q_part;
+    unsigned *cnt = (unsigned *)c->q_cnt;
+    if (mt == 2)
+        qgemm_i8_fused_kernel<2><<<grid, QTC_THREADS, qtc_smem_bytes<2>(), c->stream>>>(c->xbf, codes, W->scale, y, M, (int)N, (int)K,
+                                                                      accumulate, (int)per, part, cnt);
+    else if (mt == 4)
+        qgemm_i8_fused_kernel<4><<<grid, QTC_THREADS, qtc_smem_bytes<4>(), c->stream>>>(c->xbf, codes, W->scale, y, M, (int)N, (int)K,
+                                                                      accumulate, (int)per, part, cnt);
+    else
+        qgemm_i8_fused_kernel<8><<<grid, QTC_THREADS, qtc_smem_bytes<8>(), c->stream>>>(c->xbf, codes, W->scale, y, M, (int)N, (int)K,
+                                                                      accumulate, (int)per, part, cnt);
+    RCU_LAUNCHED("qgemm_i8_fused_kernel");
+    *done = true;
+    return RECUR_OK;
+}
+
 recur_status_t recur_cuda_qgemm(recur_cuda_ctx_t *c, const float *x, const recur_weight_t *W, int32_t M, float *y,
                                 int accumulate) {
+    bool fused;
+    recur_status_t fst = qgemm_i8_fused(c, x, W, M, y, accumulate, &fused);
+    if (fst != RECUR_OK || fused) return fst;
     const int64_t N = W->rows, K = W->cols;
     const int is_i8 = W->dtype == RECUR_DTYPE_I8;
     const uint8_t *codes = (const uint8_t *)W->data;
