@@ -375,8 +375,8 @@ static recur_cuda_lt_plan *lt_plan(recur_cuda_ctx_t *c, int64_t m, int64_t n, in
  *
  * A block is QTC_WARPS warps, 16 rows of W each (QTC_BN rows), against BM = 8 MT rows of x;
  * the grid is (M tiles, row tiles, splits of K). All warps of a block walk the same chunks
- * of 64 k, the block's codes and x for each staged in shared memory by cp.async, several
- * chunks ahead (qtc_stages). Lane (g = lane / 4, t = lane % 4) reads 16 codes at k = 64c + 16t of
+ * of 64 or 128 k, the block's codes and x for each staged in shared memory by cp.async,
+ * several chunks ahead (qtc_shape). In each 64 k of a chunk, lane (g = lane / 4, t = lane % 4) reads 16 codes at 16t of
  * rows g and g + 8: in k-step s (0..3) of the chunk, its fragment slots {2t, 2t+1, 2t+8,
  * 2t+9} are physical k 16t + 4s + {0, 1, 2, 3} for A and B alike, a permutation of the
  * chunk's k, which the product does not see. Splits of K write their partial sums; the
@@ -386,14 +386,25 @@ static recur_cuda_lt_plan *lt_plan(recur_cuda_ctx_t *c, int64_t m, int64_t n, in
 #define QTC_WARPS 8
 #define QTC_THREADS (QTC_WARPS * 32)
 #define QTC_BN (QTC_WARPS * 16)
-#define QTC_KC 64
-#define QTC_XROW (QTC_KC + 8) /* bf16 a staged x row: 144 bytes, so a quarter-warp's 8 reads of 16 bytes hit distinct banks */
+#define QTC_KSUB 64           /* k of one pass of a warp over its rows: 16 codes a lane */
 #define QTC_MIN_CHUNKS 4      /* chunks of K a split takes at least */
-/* Stages of the pipeline: codes and x of one chunk each; dynamic shared memory */
-template <int MT> static constexpr int qtc_stages() { return MT >= 8 ? 5 : 6; }
-template <int MT> static constexpr size_t qtc_smem_bytes() {
-    return (size_t)qtc_stages<MT>() * ((size_t)QTC_BN * QTC_KC + (size_t)MT * 8 * QTC_XROW * 2);
-}
+#define QTC_SMEM_BUDGET (110 * 1024) /* a block's pipeline: two blocks an SM */
+
+/* A block's shape (template constants): MT tiles of 8 rows of x against QTC_BN rows of W;
+ * chunks of KS * 64 k (one barrier and one stage of copies per chunk). Staged codes rows are
+ * KC bytes; with KS = 2 the 16-byte columns of odd rows are swapped by halves (column q
+ * stored at q ^ 4) so that the two rows a quarter-warp reads fall in different banks. x rows
+ * are padded by 16 bytes (4 banks), as a lane's 16 bytes sit 32 bytes from its neighbour's. */
+template <int MT, int KS> struct qtc_shape {
+    static constexpr int BM = MT * 8, KC = QTC_KSUB * KS, XROW = KC + 8;
+    static constexpr size_t stage_bytes = (size_t)QTC_BN * KC + (size_t)BM * XROW * 2;
+    static constexpr int ST = QTC_SMEM_BUDGET / stage_bytes < 6 ? (int)(QTC_SMEM_BUDGET / stage_bytes) : 6;
+    static constexpr size_t smem = ST * stage_bytes;
+    static constexpr int WCOPIES = QTC_BN * (KC / 16) / QTC_THREADS; /* a thread's 16-byte copies a stage */
+    static constexpr int XCOPIES = (BM * (KC / 8) + QTC_THREADS - 1) / QTC_THREADS; /* the last maybe partly */
+    static_assert(ST >= 3, "a stage too large for the budget");
+    static_assert(WCOPIES * QTC_THREADS == QTC_BN * (KC / 16), "the codes' copies split evenly");
+};
 
 /* Codes 2h and 2h + 1 of the four in u (the word XOR 0x80808080, i.e. code + 128 as a byte)
  * as bf16x2, exactly: the byte in the mantissa of 2^23 is the float 2^23 + 128 + code, and
@@ -405,34 +416,48 @@ static __device__ __forceinline__ uint32_t qtc_codes_bf16x2(uint32_t u, int h) {
     return __byte_perm(__float_as_uint(f0), __float_as_uint(f1), 0x7632u);
 }
 
-template <int MT>
+template <int MT, int KS>
 static __global__ void __launch_bounds__(QTC_THREADS, 2) /* two blocks an SM: at most 128 registers */
 qgemm_i8_fused_kernel(const __nv_bfloat16 *__restrict__ xb, const int8_t *__restrict__ codes,
                       const float *__restrict__ scale, float *y, int M, int N, int K, int accumulate,
                       int chunks_per_split, float *__restrict__ part, unsigned *__restrict__ cnt) {
-    constexpr int BM = MT * 8, ST = qtc_stages<MT>();
+    using S = qtc_shape<MT, KS>;
+    constexpr int BM = S::BM, KC = S::KC, ST = S::ST;
     extern __shared__ __align__(16) unsigned char qtc_smem[];
-    int8_t(*ws)[QTC_BN][QTC_KC] = (int8_t(*)[QTC_BN][QTC_KC])qtc_smem;                       /* [ST] */
-    __nv_bfloat16(*xs)[BM][QTC_XROW] = (__nv_bfloat16(*)[BM][QTC_XROW])(qtc_smem + (size_t)ST * QTC_BN * QTC_KC);
+    int8_t(*ws)[QTC_BN][KC] = (int8_t(*)[QTC_BN][KC])qtc_smem; /* [ST] */
+    __nv_bfloat16(*xs)[BM][S::XROW] = (__nv_bfloat16(*)[BM][S::XROW])(qtc_smem + (size_t)ST * QTC_BN * KC);
     __shared__ int last;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int m0 = blockIdx.x * BM, n0 = blockIdx.y * QTC_BN, nw = n0 + warp * 16;
     const int c0 = blockIdx.z * chunks_per_split;
-    const int nc = min(K / QTC_KC - c0, chunks_per_split); /* >= 1: the host sizes the splits */
-    const int8_t *wg = codes + (size_t)c0 * QTC_KC;
-    const __nv_bfloat16 *xg = xb + (size_t)c0 * QTC_KC;
-    /* chunk c into stage c % ST: the block's 128 rows of codes (4 x 16 bytes a row), x's BM
-     * rows (8 x 16 bytes a row) */
+    const int nc = min(K / KC - c0, chunks_per_split); /* >= 1: the host sizes the splits */
+    /* This thread's copies of a stage, worked out once: copy j of the codes is row
+     * threadIdx.x / (KC / 16) + j * (rows a round), column threadIdx.x % (KC / 16); likewise x. */
+    constexpr int WQ = KC / 16, XQ = KC / 8;
+    const int wq = threadIdx.x % WQ, xq = threadIdx.x % XQ;
+    const int8_t *wsrc[S::WCOPIES];
+    int wdst[S::WCOPIES];
+#pragma unroll
+    for (int j = 0; j < S::WCOPIES; j++) {
+        const int r = threadIdx.x / WQ + j * (QTC_THREADS / WQ);
+        wsrc[j] = codes + (size_t)min(n0 + r, N - 1) * K + (size_t)c0 * KC + 16 * wq;
+        wdst[j] = r * KC + 16 * (KS == 2 ? wq ^ ((r & 1) << 2) : wq);
+    }
+    const __nv_bfloat16 *xsrc[S::XCOPIES];
+    int xdst[S::XCOPIES]; /* -1: no copy (x's rows take fewer than a round) */
+#pragma unroll
+    for (int j = 0; j < S::XCOPIES; j++) {
+        const int r = threadIdx.x / XQ + j * (QTC_THREADS / XQ);
+        xsrc[j] = xb + (size_t)min(m0 + min(r, BM - 1), M - 1) * K + (size_t)c0 * KC + 8 * xq;
+        xdst[j] = r < BM ? (r * S::XROW + 8 * xq) * 2 : -1;
+    }
     auto stage = [&](int c) {
-        const int sg = c % ST;
-        for (int i = threadIdx.x; i < QTC_BN * (QTC_KC / 16); i += QTC_THREADS) {
-            const int r = i / (QTC_KC / 16), q = i % (QTC_KC / 16);
-            recur_cp_async16(&ws[sg][r][16 * q], wg + (size_t)min(n0 + r, N - 1) * K + (size_t)c * QTC_KC + 16 * q, 16);
-        }
-        for (int i = threadIdx.x; i < BM * (QTC_KC / 8); i += QTC_THREADS) {
-            const int r = i / (QTC_KC / 8), q = i % (QTC_KC / 8);
-            recur_cp_async16(&xs[sg][r][8 * q], xg + (size_t)min(m0 + r, M - 1) * K + (size_t)c * QTC_KC + 8 * q, 16);
-        }
+        unsigned char *wst = (unsigned char *)ws[c % ST], *xst = (unsigned char *)xs[c % ST];
+#pragma unroll
+        for (int j = 0; j < S::WCOPIES; j++) recur_cp_async16(wst + wdst[j], wsrc[j] + (size_t)c * KC, 16);
+#pragma unroll
+        for (int j = 0; j < S::XCOPIES; j++)
+            if (xdst[j] >= 0) recur_cp_async16(xst + xdst[j], xsrc[j] + (size_t)c * KC, 16);
     };
 #pragma unroll
     for (int s = 0; s < ST - 1; s++) {
@@ -442,43 +467,48 @@ qgemm_i8_fused_kernel(const __nv_bfloat16 *__restrict__ xb, const int8_t *__rest
     float acc[MT][4];
 #pragma unroll
     for (int mt = 0; mt < MT; mt++) acc[mt][0] = acc[mt][1] = acc[mt][2] = acc[mt][3] = 0.f;
+    const int ra = warp * 16 + g, rb = ra + 8; /* the lane's rows of the stage (ra even iff g is) */
     for (int c = 0; c < nc; c++) {
         recur_cp_async_wait<ST - 2>(); /* chunk c has landed (this thread's copies) */
         __syncthreads();               /* everyone's; and chunk c - 1's stage is free again */
         if (c + ST - 1 < nc) stage(c + ST - 1);
         recur_cp_async_commit();
         const int sg = c % ST;
-        const uint4 wa = *(const uint4 *)&ws[sg][warp * 16 + g][16 * t];
-        const uint4 wb = *(const uint4 *)&ws[sg][warp * 16 + g + 8][16 * t];
-        uint32_t af[4][4]; /* k-step s: a0 a1 a2 a3 */
-        const uint32_t ua[4] = {wa.x ^ 0x80808080u, wa.y ^ 0x80808080u, wa.z ^ 0x80808080u, wa.w ^ 0x80808080u};
-        const uint32_t ub[4] = {wb.x ^ 0x80808080u, wb.y ^ 0x80808080u, wb.z ^ 0x80808080u, wb.w ^ 0x80808080u};
 #pragma unroll
-        for (int s = 0; s < 4; s++) {
-            af[s][0] = qtc_codes_bf16x2(ua[s], 0);
-            af[s][1] = qtc_codes_bf16x2(ub[s], 0);
-            af[s][2] = qtc_codes_bf16x2(ua[s], 1);
-            af[s][3] = qtc_codes_bf16x2(ub[s], 1);
-        }
-        /* G tiles of x at a time, k-step outermost: the MMAs (volatile, so issued in this
-         * order) then alternate between G accumulators instead of waiting on one */
-        constexpr int G = MT < 4 ? MT : 4;
+        for (int h = 0; h < KS; h++) {
+            const int col = 4 * h + t; /* 16-byte column of the codes; x at k = 64 h + 16 t */
+            const uint4 wa = *(const uint4 *)&ws[sg][ra][16 * (KS == 2 ? col ^ ((ra & 1) << 2) : col)];
+            const uint4 wb = *(const uint4 *)&ws[sg][rb][16 * (KS == 2 ? col ^ ((rb & 1) << 2) : col)];
+            uint32_t af[4][4]; /* k-step s: a0 a1 a2 a3 */
+            const uint32_t ua[4] = {wa.x ^ 0x80808080u, wa.y ^ 0x80808080u, wa.z ^ 0x80808080u, wa.w ^ 0x80808080u};
+            const uint32_t ub[4] = {wb.x ^ 0x80808080u, wb.y ^ 0x80808080u, wb.z ^ 0x80808080u, wb.w ^ 0x80808080u};
 #pragma unroll
-        for (int mg = 0; mg < MT; mg += G) {
-            uint4 bx[G][2];
-#pragma unroll
-            for (int j = 0; j < G; j++) {
-                bx[j][0] = *(const uint4 *)&xs[sg][(mg + j) * 8 + g][16 * t];
-                bx[j][1] = *(const uint4 *)&xs[sg][(mg + j) * 8 + g][16 * t + 8];
+            for (int s = 0; s < 4; s++) {
+                af[s][0] = qtc_codes_bf16x2(ua[s], 0);
+                af[s][1] = qtc_codes_bf16x2(ub[s], 0);
+                af[s][2] = qtc_codes_bf16x2(ua[s], 1);
+                af[s][3] = qtc_codes_bf16x2(ub[s], 1);
             }
+            /* G tiles of x at a time, k-step outermost: the MMAs (volatile, so issued in this
+             * order) then alternate between G accumulators instead of waiting on one */
+            constexpr int G = MT < 4 ? MT : 4;
 #pragma unroll
-            for (int s = 0; s < 4; s++)
+            for (int mg = 0; mg < MT; mg += G) {
+                uint4 bx[G][2];
 #pragma unroll
                 for (int j = 0; j < G; j++) {
-                    const uint4 &b = bx[j][s >> 1];
-                    recur_mma_bf16_16816(acc[mg + j], af[s][0], af[s][1], af[s][2], af[s][3], s & 1 ? b.z : b.x,
-                                         s & 1 ? b.w : b.y);
+                    bx[j][0] = *(const uint4 *)&xs[sg][(mg + j) * 8 + g][64 * h + 16 * t];
+                    bx[j][1] = *(const uint4 *)&xs[sg][(mg + j) * 8 + g][64 * h + 16 * t + 8];
                 }
+#pragma unroll
+                for (int s = 0; s < 4; s++)
+#pragma unroll
+                    for (int j = 0; j < G; j++) {
+                        const uint4 &b = bx[j][s >> 1];
+                        recur_mma_bf16_16816(acc[mg + j], af[s][0], af[s][1], af[s][2], af[s][3], s & 1 ? b.z : b.x,
+                                             s & 1 ? b.w : b.y);
+                    }
+            }
         }
     }
     if (gridDim.z > 1) {
@@ -522,28 +552,27 @@ qgemm_i8_fused_kernel(const __nv_bfloat16 *__restrict__ xb, const int8_t *__rest
 }
 
 /* The kernels' shared memory beyond the default 48 KiB, asked for once */
-static recur_status_t qgemm_i8_fused_init(recur_cuda_ctx_t *c) {
-    RCU_CHECK(cudaFuncSetAttribute(qgemm_i8_fused_kernel<2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                   (int)qtc_smem_bytes<2>()));
-    RCU_CHECK(cudaFuncSetAttribute(qgemm_i8_fused_kernel<4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                   (int)qtc_smem_bytes<4>()));
-    RCU_CHECK(cudaFuncSetAttribute(qgemm_i8_fused_kernel<8>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                   (int)qtc_smem_bytes<8>()));
+template <int MT> static recur_status_t qtc_attr(recur_cuda_ctx_t *c) {
+    RCU_CHECK(cudaFuncSetAttribute(qgemm_i8_fused_kernel<MT, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   (int)qtc_shape<MT, 1>::smem));
+    RCU_CHECK(cudaFuncSetAttribute(qgemm_i8_fused_kernel<MT, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   (int)qtc_shape<MT, 2>::smem));
     return RECUR_OK;
 }
+static recur_status_t qgemm_i8_fused_init(recur_cuda_ctx_t *c) {
+    recur_status_t st = qtc_attr<2>(c);
+    if (st == RECUR_OK) st = qtc_attr<4>(c);
+    if (st == RECUR_OK) st = qtc_attr<8>(c);
+    return st;
+}
 
-/* The fused product if this call can take it (int8, 8 < M <= qtc_max_m, K a multiple of
- * 64, 16-byte aligned codes); *done says whether it ran. */
-static recur_status_t qgemm_i8_fused(recur_cuda_ctx_t *c, const float *x, const recur_weight_t *W, int32_t M, float *y,
-                                     int accumulate, bool *done) {
-    *done = false;
+/* One launch of the fused product with block shape (MT, KS); K a multiple of its chunk. */
+template <int MT, int KS>
+static recur_status_t qtc_launch(recur_cuda_ctx_t *c, const recur_weight_t *W, int32_t M, float *y, int accumulate) {
+    using S = qtc_shape<MT, KS>;
     const int64_t N = W->rows, K = W->cols;
-    if (W->dtype != RECUR_DTYPE_I8 || M > c->qtc_max_m || K % QTC_KC || ((uintptr_t)W->data & 15u) ||
-        N > INT32_MAX || K > INT32_MAX)
-        return RECUR_OK;
-    const int mt = M <= 16 ? 2 : M <= 32 ? 4 : 8;
-    const int64_t mtiles = (M + 8 * mt - 1) / (8 * mt), ntiles = (N + QTC_BN - 1) / QTC_BN, tiles = mtiles * ntiles;
-    const int64_t chunks = K / QTC_KC;
+    const int64_t mtiles = (M + S::BM - 1) / S::BM, ntiles = (N + QTC_BN - 1) / QTC_BN, tiles = mtiles * ntiles;
+    const int64_t chunks = K / S::KC;
     /* splits of K: as many as keep the grid within one wave of two blocks an SM (a second,
      * partial wave would cost as much as a full one), each split at least QTC_MIN_CHUNKS */
     int64_t splits = 2 * (int64_t)c->sm_count / tiles;
@@ -551,10 +580,9 @@ static recur_status_t qgemm_i8_fused(recur_cuda_ctx_t *c, const float *x, const 
     if (splits < 1) splits = 1;
     const int64_t per = (chunks + splits - 1) / splits;
     splits = (chunks + per - 1) / per; /* none empty */
-    recur_status_t st = recur_cuda_round_x_bf16(c, x, (size_t)M * (size_t)K);
-    if (st != RECUR_OK) return st;
+    recur_status_t st;
     if (splits > 1) {
-        const size_t part = (size_t)splits * (size_t)tiles * QTC_THREADS * (size_t)(4 * mt) * sizeof(float);
+        const size_t part = (size_t)splits * (size_t)tiles * QTC_THREADS * (size_t)(4 * MT) * sizeof(float);
         if ((st = recur_cuda_scratch_reserve(c, &c->q_part, &c->q_part_bytes, part, "fused int8 GEMM's partial sums")) !=
             RECUR_OK)
             return st;
@@ -565,22 +593,35 @@ static recur_status_t qgemm_i8_fused(recur_cuda_ctx_t *c, const float *x, const 
         if (c->q_cnt_bytes != before) /* grown, so not while capturing a graph */
             RCU_CHECK(cudaMemsetAsync(c->q_cnt, 0, c->q_cnt_bytes, c->stream));
     }
-    const dim3 grid((unsigned)mtiles, (unsigned)ntiles, (unsigned)splits);
-    const int8_t *codes = (const int8_t *)W->data;
-    float *part = (float *)c->q_part;
-    unsigned *cnt = (unsigned *)c->q_cnt;
-    if (mt == 2)
-        qgemm_i8_fused_kernel<2><<<grid, QTC_THREADS, qtc_smem_bytes<2>(), c->stream>>>(c->xbf, codes, W->scale, y, M, (int)N, (int)K,
-                                                                      accumulate, (int)per, part, cnt);
-    else if (mt == 4)
-        qgemm_i8_fused_kernel<4><<<grid, QTC_THREADS, qtc_smem_bytes<4>(), c->stream>>>(c->xbf, codes, W->scale, y, M, (int)N, (int)K,
-                                                                      accumulate, (int)per, part, cnt);
-    else
-        qgemm_i8_fused_kernel<8><<<grid, QTC_THREADS, qtc_smem_bytes<8>(), c->stream>>>(c->xbf, codes, W->scale, y, M, (int)N, (int)K,
-                                                                      accumulate, (int)per, part, cnt);
+    qgemm_i8_fused_kernel<MT, KS><<<dim3((unsigned)mtiles, (unsigned)ntiles, (unsigned)splits), QTC_THREADS, S::smem,
+                                    c->stream>>>(c->xbf, (const int8_t *)W->data, W->scale, y, M, (int)N, (int)K,
+                                                 accumulate, (int)per, (float *)c->q_part, (unsigned *)c->q_cnt);
     RCU_LAUNCHED("qgemm_i8_fused_kernel");
-    *done = true;
     return RECUR_OK;
+}
+
+template <int MT>
+static recur_status_t qtc_launch_ks(recur_cuda_ctx_t *c, const recur_weight_t *W, int32_t M, float *y, int accumulate) {
+    return W->cols % (2 * QTC_KSUB) == 0 ? qtc_launch<MT, 2>(c, W, M, y, accumulate)
+                                         : qtc_launch<MT, 1>(c, W, M, y, accumulate);
+}
+
+/* The fused product if this call can take it (int8, 8 < M <= qtc_max_m, K a multiple of
+ * 64, 16-byte aligned codes); *done says whether it ran. */
+static recur_status_t qgemm_i8_fused(recur_cuda_ctx_t *c, const float *x, const recur_weight_t *W, int32_t M, float *y,
+                                     int accumulate, bool *done) {
+    *done = false;
+    const int64_t N = W->rows, K = W->cols;
+    if (W->dtype != RECUR_DTYPE_I8 || M > c->qtc_max_m || K % QTC_KSUB || ((uintptr_t)W->data & 15u) ||
+        N > INT32_MAX || K > INT32_MAX)
+        return RECUR_OK;
+    recur_status_t st = recur_cuda_round_x_bf16(c, x, (size_t)M * (size_t)K);
+    if (st != RECUR_OK) return st;
+    st = M <= 16 ? qtc_launch_ks<2>(c, W, M, y, accumulate)
+       : M <= 32 ? qtc_launch_ks<4>(c, W, M, y, accumulate)
+                 : qtc_launch_ks<8>(c, W, M, y, accumulate);
+    *done = st == RECUR_OK;
+    return st;
 }
 
 recur_status_t recur_cuda_qgemm(recur_cuda_ctx_t *c, const float *x, const recur_weight_t *W, int32_t M, float *y,
