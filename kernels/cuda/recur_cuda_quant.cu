@@ -376,10 +376,10 @@ static recur_cuda_lt_plan *lt_plan(recur_cuda_ctx_t *c, int64_t m, int64_t n, in
  * A block is QTC_WARPS warps, 16 rows of W each (QTC_BN rows), against BM = 8 MT rows of x;
  * the grid is (M tiles, row tiles, splits of K). All warps of a block walk the same chunks
  * of 64 or 128 k, the block's codes and x for each staged in shared memory by cp.async,
- * several chunks ahead (qtc_shape). In each 64 k of a chunk, lane (g = lane / 4, t = lane % 4) reads 16 codes at 16t of
- * rows g and g + 8: in k-step s (0..3) of the chunk, its fragment slots {2t, 2t+1, 2t+8,
- * 2t+9} are physical k 16t + 4s + {0, 1, 2, 3} for A and B alike, a permutation of the
- * chunk's k, which the product does not see. Splits of K write their partial sums; the
+ * several chunks ahead (qtc_shape). In each 64 k of a chunk, lane (g = lane / 4, t =
+ * lane % 4) reads 16 codes at 16t of rows g and g + 8: in k-step s (0..3), its fragment
+ * slots {2t, 2t+1, 2t+8, 2t+9} are physical k 16t + 4s + {0, 1, 2, 3} for A and B alike, a
+ * permutation of the 64 k, which the product does not see. Splits of K write their partial sums; the
  * last block of a tile to arrive adds them in split order (deterministic) and writes y.
  * Rows of W past N and of x past M are clamped for loading and not written. A row's result
  * depends only on K's split, which depends only on the shape: not on the other rows. */
