@@ -324,7 +324,9 @@ static void test_matmul(recur_backend_t *b, recur_dtype_t dt, recur_backend_t *c
     /* {1040, 1088}, {1024, 512}: K not a power of two, and a short K for 1000+ rows */
     static const int shapes[][2] = {{256, 128}, {96, 512},  {300, 64},   {64, 4096},
                                     {33, 48},   {1100, 8192}, {1040, 1088}, {1024, 512}};
-    static const int Ms[] = {1, 2, 3, 5, 8, 9, 16, 64, 200};
+    /* 9..128: the CUDA backend's fused int8 product in each of its block shapes (16, 32,
+     * 64 rows of x; 100: two tiles, the second partly filled); 200: past it */
+    static const int Ms[] = {1, 2, 3, 5, 8, 9, 16, 24, 64, 100, 200};
     double worst = 0;
     int undetected = 0; /* shapes and sizes where a scale 1% off would have passed */
     /* half the 1% a wrong scale would give: on the CPU rounding leaves it within 1e-6 */
@@ -854,6 +856,13 @@ int main(int argc, char **argv) {
             test_matmul(g, dt, cpu, 2e-5, dt == RECUR_DTYPE_F8E4M3 ? 4e-3 : 2e-5, "cuda");
             test_matmul_nonfinite(g, "cuda");
             recur_backend_free(g);
+            if (dt == RECUR_DTYPE_I8) { /* the fused product's mma.sync form (where wgmma is the default) */
+                setenv("RECUR_QGEMM_WGMMA", "0", 1);
+                if (recur_backend_init("cuda", &bp, &g) == RECUR_OK) test_matmul(g, dt, NULL, 2e-5, 2e-5, "cuda-mma");
+                else CHECK(0, "cuda backend with RECUR_QGEMM_WGMMA=0");
+                recur_backend_free(g);
+                unsetenv("RECUR_QGEMM_WGMMA");
+            }
             if (dt == RECUR_DTYPE_F8E4M3) { /* the bf16 tensor-core form of the fp8 GEMM */
                 setenv("RECUR_FP8_CUBLASLT", "0", 1);
                 if (recur_backend_init("cuda", &bp, &g) == RECUR_OK) test_matmul(g, dt, cpu, 2e-5, 2e-5, "cuda-no-lt");

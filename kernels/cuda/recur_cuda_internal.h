@@ -55,6 +55,7 @@ typedef struct recur_cuda_ctx {
      * rows (RECUR_QGEMM_TC_MAX_M; 0: never): its split-K partial sums and one arrival
      * counter per output tile, zero between calls (the last block of a tile resets it). */
     int32_t        qtc_max_m;
+    int            qtc_wgmma;     /* it runs on wgmma (sm_90a build, sm_90 device, RECUR_QGEMM_WGMMA != 0) */
     void          *q_part;
     size_t         q_part_bytes;
     void          *q_cnt;

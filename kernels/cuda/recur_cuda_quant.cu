@@ -9,7 +9,9 @@
  *
  * The product at M > 8 rows, y = x W^T:
  *   int8 up to RECUR_CUDA_QTC_MAX_M rows (the batches of a decode step): one kernel that
- *         widens the codes in registers and feeds them to mma.sync (qgemm_i8_fused below);
+ *         widens the codes in registers and feeds them to the tensor cores: wgmma in a
+ *         build for sm_90a on an sm_90 GPU (qgemm_i8_wgmma_kernel), mma.sync otherwise
+ *         (qgemm_i8_fused_kernel);
  * and otherwise with W's codes in blocks of rows (so that the scratch stays bounded, ~64
  * MiB at most):
  *   int8: x rounded to bf16; each block of codes widened to bf16 (exact: |code| <= 127),
@@ -28,6 +30,8 @@
 #include <float.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <type_traits>
 
 #include "recur_cuda_internal.h"
 #include "recur_cuda_prefill.h" /* the cp.async helpers */
@@ -72,6 +76,18 @@ recur_status_t recur_cuda_quant_init(recur_cuda_ctx_t *c) {
     /* RECUR_QGEMM_TC_MAX_M: the most rows of x the fused int8 product takes (0: none; A/B runs) */
     const char *tc = getenv("RECUR_QGEMM_TC_MAX_M");
     c->qtc_max_m = tc && *tc ? atoi(tc) : RECUR_CUDA_QTC_MAX_M;
+    /* the wgmma form needs sm_90a code (a build for 90a) and an sm_90 device;
+     * RECUR_QGEMM_WGMMA=0 keeps the mma.sync form (A/B runs) */
+    int major = 0, minor = 0;
+    RCU_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, c->device));
+    RCU_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, c->device));
+    const char *wg = getenv("RECUR_QGEMM_WGMMA");
+#ifdef RECUR_CUDA_SM90A
+    c->qtc_wgmma = major == 9 && minor == 0 && !(wg && strcmp(wg, "0") == 0);
+#else
+    c->qtc_wgmma = 0;
+    (void)wg;
+#endif
     if (c->qtc_max_m > RECUR_QUANT_GEMV_MAX_M) {
         recur_status_t st = qgemm_i8_fused_init(c);
         if (st != RECUR_OK) return st;
@@ -400,10 +416,8 @@ template <int MT, int KS> struct qtc_shape {
     static constexpr size_t stage_bytes = (size_t)QTC_BN * KC + (size_t)BM * XROW * 2;
     static constexpr int ST = QTC_SMEM_BUDGET / stage_bytes < 6 ? (int)(QTC_SMEM_BUDGET / stage_bytes) : 6;
     static constexpr size_t smem = ST * stage_bytes;
-    static constexpr int WCOPIES = QTC_BN * (KC / 16) / QTC_THREADS; /* a thread's 16-byte copies a stage */
     static constexpr int XCOPIES = (BM * (KC / 8) + QTC_THREADS - 1) / QTC_THREADS; /* the last maybe partly */
     static_assert(ST >= 3, "a stage too large for the budget");
-    static_assert(WCOPIES * QTC_THREADS == QTC_BN * (KC / 16), "the codes' copies split evenly");
 };
 
 /* Codes 2h and 2h + 1 of the four in u (the word XOR 0x80808080, i.e. code + 128 as a byte)
@@ -416,101 +430,63 @@ static __device__ __forceinline__ uint32_t qtc_codes_bf16x2(uint32_t u, int h) {
     return __byte_perm(__float_as_uint(f0), __float_as_uint(f1), 0x7632u);
 }
 
-template <int MT, int KS>
-static __global__ void __launch_bounds__(QTC_THREADS, 2) /* two blocks an SM: at most 128 registers */
-qgemm_i8_fused_kernel(const __nv_bfloat16 *__restrict__ xb, const int8_t *__restrict__ codes,
-                      const float *__restrict__ scale, float *y, int M, int N, int K, int accumulate,
-                      int chunks_per_split, float *__restrict__ part, unsigned *__restrict__ cnt) {
-    using S = qtc_shape<MT, KS>;
-    constexpr int BM = S::BM, KC = S::KC, ST = S::ST;
-    extern __shared__ __align__(16) unsigned char qtc_smem[];
-    int8_t(*ws)[QTC_BN][KC] = (int8_t(*)[QTC_BN][KC])qtc_smem; /* [ST] */
-    __nv_bfloat16(*xs)[BM][S::XROW] = (__nv_bfloat16(*)[BM][S::XROW])(qtc_smem + (size_t)ST * QTC_BN * KC);
-    __shared__ int last;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const int m0 = blockIdx.x * BM, n0 = blockIdx.y * QTC_BN, nw = n0 + warp * 16;
-    const int c0 = blockIdx.z * chunks_per_split;
-    const int nc = min(K / KC - c0, chunks_per_split); /* >= 1: the host sizes the splits */
-    /* This thread's copies of a stage, worked out once: copy j of the codes is row
-     * threadIdx.x / (KC / 16) + j * (rows a round), column threadIdx.x % (KC / 16); likewise x. */
-    constexpr int WQ = KC / 16, XQ = KC / 8;
-    const int wq = threadIdx.x % WQ, xq = threadIdx.x % XQ;
-    const int8_t *wsrc[S::WCOPIES];
-    int wdst[S::WCOPIES];
+/* The copies of a block's codes into a stage ([QTC_BN][KC] bytes), worked out once per
+ * thread: copy j is row threadIdx.x / (KC / 16) + j * (rows a round), 16-byte column
+ * threadIdx.x % (KC / 16), stored at column ^ 4 in odd rows when KS = 2 (qtc_shape). Rows
+ * past N are clamped (loaded, never written). */
+template <int KS> struct qtc_codes_copies {
+    static constexpr int KC = QTC_KSUB * KS, WQ = KC / 16, N_COPIES = QTC_BN * WQ / QTC_THREADS;
+    static_assert(N_COPIES * QTC_THREADS == QTC_BN * WQ, "the codes' copies split evenly");
+    const int8_t *src[N_COPIES];
+    int dst[N_COPIES];
+    __device__ __forceinline__ void init(const int8_t *codes, int N, int K, int n0, int c0) {
+        const int wq = threadIdx.x % WQ;
 #pragma unroll
-    for (int j = 0; j < S::WCOPIES; j++) {
-        const int r = threadIdx.x / WQ + j * (QTC_THREADS / WQ);
-        wsrc[j] = codes + (size_t)min(n0 + r, N - 1) * K + (size_t)c0 * KC + 16 * wq;
-        wdst[j] = r * KC + 16 * (KS == 2 ? wq ^ ((r & 1) << 2) : wq);
-    }
-    const __nv_bfloat16 *xsrc[S::XCOPIES];
-    int xdst[S::XCOPIES]; /* -1: no copy (x's rows take fewer than a round) */
-#pragma unroll
-    for (int j = 0; j < S::XCOPIES; j++) {
-        const int r = threadIdx.x / XQ + j * (QTC_THREADS / XQ);
-        xsrc[j] = xb + (size_t)min(m0 + min(r, BM - 1), M - 1) * K + (size_t)c0 * KC + 8 * xq;
-        xdst[j] = r < BM ? (r * S::XROW + 8 * xq) * 2 : -1;
-    }
-    auto stage = [&](int c) {
-        unsigned char *wst = (unsigned char *)ws[c % ST], *xst = (unsigned char *)xs[c % ST];
-#pragma unroll
-        for (int j = 0; j < S::WCOPIES; j++) recur_cp_async16(wst + wdst[j], wsrc[j] + (size_t)c * KC, 16);
-#pragma unroll
-        for (int j = 0; j < S::XCOPIES; j++)
-            if (xdst[j] >= 0) recur_cp_async16(xst + xdst[j], xsrc[j] + (size_t)c * KC, 16);
-    };
-#pragma unroll
-    for (int s = 0; s < ST - 1; s++) {
-        if (s < nc) stage(s);
-        recur_cp_async_commit();
-    }
-    float acc[MT][4];
-#pragma unroll
-    for (int mt = 0; mt < MT; mt++) acc[mt][0] = acc[mt][1] = acc[mt][2] = acc[mt][3] = 0.f;
-    const int ra = warp * 16 + g, rb = ra + 8; /* the lane's rows of the stage (ra even iff g is) */
-    for (int c = 0; c < nc; c++) {
-        recur_cp_async_wait<ST - 2>(); /* chunk c has landed (this thread's copies) */
-        __syncthreads();               /* everyone's; and chunk c - 1's stage is free again */
-        if (c + ST - 1 < nc) stage(c + ST - 1);
-        recur_cp_async_commit();
-        const int sg = c % ST;
-#pragma unroll
-        for (int h = 0; h < KS; h++) {
-            const int col = 4 * h + t; /* 16-byte column of the codes; x at k = 64 h + 16 t */
-            const uint4 wa = *(const uint4 *)&ws[sg][ra][16 * (KS == 2 ? col ^ ((ra & 1) << 2) : col)];
-            const uint4 wb = *(const uint4 *)&ws[sg][rb][16 * (KS == 2 ? col ^ ((rb & 1) << 2) : col)];
-            uint32_t af[4][4]; /* k-step s: a0 a1 a2 a3 */
-            const uint32_t ua[4] = {wa.x ^ 0x80808080u, wa.y ^ 0x80808080u, wa.z ^ 0x80808080u, wa.w ^ 0x80808080u};
-            const uint32_t ub[4] = {wb.x ^ 0x80808080u, wb.y ^ 0x80808080u, wb.z ^ 0x80808080u, wb.w ^ 0x80808080u};
-#pragma unroll
-            for (int s = 0; s < 4; s++) {
-                af[s][0] = qtc_codes_bf16x2(ua[s], 0);
-                af[s][1] = qtc_codes_bf16x2(ub[s], 0);
-                af[s][2] = qtc_codes_bf16x2(ua[s], 1);
-                af[s][3] = qtc_codes_bf16x2(ub[s], 1);
-            }
-            /* G tiles of x at a time, k-step outermost: the MMAs (volatile, so issued in this
-             * order) then alternate between G accumulators instead of waiting on one */
-            constexpr int G = MT < 4 ? MT : 4;
-#pragma unroll
-            for (int mg = 0; mg < MT; mg += G) {
-                uint4 bx[G][2];
-#pragma unroll
-                for (int j = 0; j < G; j++) {
-                    bx[j][0] = *(const uint4 *)&xs[sg][(mg + j) * 8 + g][64 * h + 16 * t];
-                    bx[j][1] = *(const uint4 *)&xs[sg][(mg + j) * 8 + g][64 * h + 16 * t + 8];
-                }
-#pragma unroll
-                for (int s = 0; s < 4; s++)
-#pragma unroll
-                    for (int j = 0; j < G; j++) {
-                        const uint4 &b = bx[j][s >> 1];
-                        recur_mma_bf16_16816(acc[mg + j], af[s][0], af[s][1], af[s][2], af[s][3], s & 1 ? b.z : b.x,
-                                             s & 1 ? b.w : b.y);
-                    }
-            }
+        for (int j = 0; j < N_COPIES; j++) {
+            const int r = threadIdx.x / WQ + j * (QTC_THREADS / WQ);
+            src[j] = codes + (size_t)min(n0 + r, N - 1) * K + (size_t)c0 * KC + 16 * wq;
+            dst[j] = r * KC + 16 * (KS == 2 ? wq ^ ((r & 1) << 2) : wq);
         }
     }
+    __device__ __forceinline__ void issue(unsigned char *stage, int c) const { /* chunk c of the split */
+#pragma unroll
+        for (int j = 0; j < N_COPIES; j++) recur_cp_async16(stage + dst[j], src[j] + (size_t)c * KC, 16);
+    }
+};
+
+/* The A fragments of 64 k (half h of a chunk) of the warp's rows ra and rb = ra + 8 of a
+ * stage of codes, for the four k-steps s of m16n8k16 (a0 a1 a2 a3 each): the lane's 16
+ * codes at 16t of each row, widened to bf16 (the k permutation of qgemm_i8_fused_kernel's
+ * comment). */
+template <int KS>
+static __device__ __forceinline__ void qtc_codes_frags(const int8_t *stage, int ra, int rb, int h, int t,
+                                                       uint32_t (&af)[4][4]) {
+    constexpr int KC = QTC_KSUB * KS;
+    const int col = 4 * h + t; /* 16-byte column */
+    const uint4 wa = *(const uint4 *)&stage[ra * KC + 16 * (KS == 2 ? col ^ ((ra & 1) << 2) : col)];
+    const uint4 wb = *(const uint4 *)&stage[rb * KC + 16 * (KS == 2 ? col ^ ((rb & 1) << 2) : col)];
+    const uint32_t ua[4] = {wa.x ^ 0x80808080u, wa.y ^ 0x80808080u, wa.z ^ 0x80808080u, wa.w ^ 0x80808080u};
+    const uint32_t ub[4] = {wb.x ^ 0x80808080u, wb.y ^ 0x80808080u, wb.z ^ 0x80808080u, wb.w ^ 0x80808080u};
+#pragma unroll
+    for (int s = 0; s < 4; s++) {
+        af[s][0] = qtc_codes_bf16x2(ua[s], 0);
+        af[s][1] = qtc_codes_bf16x2(ub[s], 0);
+        af[s][2] = qtc_codes_bf16x2(ua[s], 1);
+        af[s][3] = qtc_codes_bf16x2(ub[s], 1);
+    }
+}
+
+/* The end of a fused product's block: with K split, this block's partial sums go to `part`
+ * and the last block of the tile to arrive adds all splits in split order (so the result
+ * does not depend on the order they finish in); then the scaled sums go to y. acc is the
+ * m16n8 C fragment of the warp's 16 rows of W (from nw) against MT tiles of 8 rows of x
+ * (from m0): element e of lane (g, t) is row g (e < 2) or g + 8, column 2t + (e & 1). */
+template <int MT>
+static __device__ __forceinline__ void qtc_finish(float (&acc)[MT][4], const float *__restrict__ scale, float *y, int M,
+                                                  int N, int accumulate, int m0, int nw, float *__restrict__ part,
+                                                  unsigned *__restrict__ cnt) {
+    __shared__ int last;
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     if (gridDim.z > 1) {
         const size_t tile = (size_t)blockIdx.y * gridDim.x + blockIdx.x, tiles = (size_t)gridDim.x * gridDim.y;
         float *mine = part + ((blockIdx.z * tiles + tile) * QTC_THREADS + threadIdx.x) * (MT * 4);
@@ -536,8 +512,6 @@ qgemm_i8_fused_kernel(const __nv_bfloat16 *__restrict__ xb, const int8_t *__rest
         }
         if (threadIdx.x == 0) cnt[tile] = 0; /* ready for the next call (graph replays included) */
     }
-    /* C fragment: element e of lane (g, t) is row g (e < 2) or g + 8 of the warp's W rows,
-     * column 2t + (e & 1) of the tile's x rows */
 #pragma unroll
     for (int mt = 0; mt < MT; mt++)
 #pragma unroll
@@ -551,12 +525,299 @@ qgemm_i8_fused_kernel(const __nv_bfloat16 *__restrict__ xb, const int8_t *__rest
         }
 }
 
+template <int MT, int KS>
+static __global__ void __launch_bounds__(QTC_THREADS, 2) /* two blocks an SM: at most 128 registers */
+qgemm_i8_fused_kernel(const __nv_bfloat16 *__restrict__ xb, const int8_t *__restrict__ codes,
+                      const float *__restrict__ scale, float *y, int M, int N, int K, int accumulate,
+                      int chunks_per_split, float *__restrict__ part, unsigned *__restrict__ cnt) {
+    using S = qtc_shape<MT, KS>;
+    constexpr int BM = S::BM, KC = S::KC, ST = S::ST;
+    extern __shared__ __align__(16) unsigned char qtc_smem[];
+    int8_t(*ws)[QTC_BN][KC] = (int8_t(*)[QTC_BN][KC])qtc_smem; /* [ST] */
+    __nv_bfloat16(*xs)[BM][S::XROW] = (__nv_bfloat16(*)[BM][S::XROW])(qtc_smem + (size_t)ST * QTC_BN * KC);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int m0 = blockIdx.x * BM, n0 = blockIdx.y * QTC_BN, nw = n0 + warp * 16;
+    const int c0 = blockIdx.z * chunks_per_split;
+    const int nc = min(K / KC - c0, chunks_per_split); /* >= 1: the host sizes the splits */
+    /* This thread's copies of a stage, worked out once: copy j of the codes is row
+     * threadIdx.x / (KC / 16) + j * (rows a round), column threadIdx.x % (KC / 16); likewise x. */
+    constexpr int XQ = KC / 8;
+    const int xq = threadIdx.x % XQ;
+    qtc_codes_copies<KS> wcp;
+    wcp.init(codes, N, K, n0, c0);
+    const __nv_bfloat16 *xsrc[S::XCOPIES];
+    int xdst[S::XCOPIES]; /* -1: no copy (x's rows take fewer than a round) */
+#pragma unroll
+    for (int j = 0; j < S::XCOPIES; j++) {
+        const int r = threadIdx.x / XQ + j * (QTC_THREADS / XQ);
+        xsrc[j] = xb + (size_t)min(m0 + min(r, BM - 1), M - 1) * K + (size_t)c0 * KC + 8 * xq;
+        xdst[j] = r < BM ? (r * S::XROW + 8 * xq) * 2 : -1;
+    }
+    auto stage = [&](int c) {
+        unsigned char *xst = (unsigned char *)xs[c % ST];
+        wcp.issue((unsigned char *)ws[c % ST], c);
+#pragma unroll
+        for (int j = 0; j < S::XCOPIES; j++)
+            if (xdst[j] >= 0) recur_cp_async16(xst + xdst[j], xsrc[j] + (size_t)c * KC, 16);
+    };
+#pragma unroll
+    for (int s = 0; s < ST - 1; s++) {
+        if (s < nc) stage(s);
+        recur_cp_async_commit();
+    }
+    float acc[MT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) acc[mt][0] = acc[mt][1] = acc[mt][2] = acc[mt][3] = 0.f;
+    const int ra = warp * 16 + g, rb = ra + 8; /* the lane's rows of the stage (ra even iff g is) */
+    for (int c = 0; c < nc; c++) {
+        recur_cp_async_wait<ST - 2>(); /* chunk c has landed (this thread's copies) */
+        __syncthreads();               /* everyone's; and chunk c - 1's stage is free again */
+        if (c + ST - 1 < nc) stage(c + ST - 1);
+        recur_cp_async_commit();
+        const int sg = c % ST;
+#pragma unroll
+        for (int h = 0; h < KS; h++) {
+            uint32_t af[4][4]; /* k-step s: a0 a1 a2 a3; x at k = 64 h + 16 t */
+            qtc_codes_frags<KS>(&ws[sg][0][0], ra, rb, h, t, af);
+            /* G tiles of x at a time, k-step outermost: the MMAs (volatile, so issued in this
+             * order) then alternate between G accumulators instead of waiting on one */
+            constexpr int G = MT < 4 ? MT : 4;
+#pragma unroll
+            for (int mg = 0; mg < MT; mg += G) {
+                uint4 bx[G][2];
+#pragma unroll
+                for (int j = 0; j < G; j++) {
+                    bx[j][0] = *(const uint4 *)&xs[sg][(mg + j) * 8 + g][64 * h + 16 * t];
+                    bx[j][1] = *(const uint4 *)&xs[sg][(mg + j) * 8 + g][64 * h + 16 * t + 8];
+                }
+#pragma unroll
+                for (int s = 0; s < 4; s++)
+#pragma unroll
+                    for (int j = 0; j < G; j++) {
+                        const uint4 &b = bx[j][s >> 1];
+                        recur_mma_bf16_16816(acc[mg + j], af[s][0], af[s][1], af[s][2], af[s][3], s & 1 ? b.z : b.x,
+                                             s & 1 ? b.w : b.y);
+                    }
+            }
+        }
+    }
+    qtc_finish<MT>(acc, scale, y, M, N, accumulate, m0, nw, part, cnt);
+}
+
+/* ------------------------------------- the same product on wgmma (sm_90a), the default there */
+
+/* The same function again, with the x side of the product on the warpgroup MMA: each
+ * warpgroup (4 warps, 64 rows of W) issues one wgmma.mma_async m64nBMk16 per k-step, A
+ * (the codes, widened as above) from registers, B (BM rows of x) read by the tensor cores
+ * from shared memory. Against mma.sync, x is then read from shared memory once per
+ * warpgroup rather than once per warp, and the MMAs issue at the wgmma rate; that is what
+ * bounds the mma.sync kernel from 32 rows of x up. Blocks, chunks, splits and the copies of
+ * the codes are those of qgemm_i8_fused_kernel, and so is the k permutation: x comes
+ * permuted by round_perm_bf16_kernel (below) so that its logical k order, the one wgmma
+ * reads, is the codes' fragment order.
+ *
+ * x sits in shared memory in the 128-byte swizzle of the PTX ISA's shared memory matrix
+ * layouts: per 64 k of a chunk, BM rows of 128 bytes, the 16-byte column q of row r at
+ * q ^ (r % 8), each 8 rows a 1024-byte-aligned atom. A k-step's B then starts 32 bytes
+ * further into the same rows; the stride between 8-row groups is 1024 bytes. */
+template <int MT, int KS> struct qwg_shape {
+    static constexpr int BM = MT * 8, KC = QTC_KSUB * KS;
+    static constexpr size_t x_bytes = (size_t)BM * KC * 2, codes_bytes = (size_t)QTC_BN * KC;
+    static constexpr size_t stage_bytes = x_bytes + codes_bytes; /* x first: 1024-byte aligned */
+    static constexpr int ST = QTC_SMEM_BUDGET / stage_bytes < 8 ? (int)(QTC_SMEM_BUDGET / stage_bytes) : 8;
+    static constexpr size_t smem = ST * stage_bytes + 1024; /* + the base's alignment to 1024 */
+    static constexpr int XCOPIES = (int)((x_bytes / 16 + QTC_THREADS - 1) / QTC_THREADS); /* the last maybe partly */
+    static_assert(ST >= 4, "a stage too large for the budget");
+    static_assert(stage_bytes % 1024 == 0 && x_bytes % 1024 == 0, "stages keep x's atoms 1024-byte aligned");
+};
+
+/* D (64 x N, fp32, the m16n8 C fragments of the warp's 16 rows) += A (64 x 16, bf16, this
+ * warp's m16n8k16 A fragment) B (N x 16, bf16, K-major in shared memory: desc). */
+template <int N> struct qwg_mma;
+template <> struct qwg_mma<16> {
+    static __device__ __forceinline__ void run(float (&d)[2][4], const uint32_t (&a)[4], uint64_t desc) {
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %13, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {"
+                     "%0,%1,%2,%3,%4,%5,%6,%7"
+                     "}, {%8,%9,%10,%11}, %12, p, 1, 1, 0;\n}\n"
+                     : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
+                       "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+    }
+};
+template <> struct qwg_mma<32> {
+    static __device__ __forceinline__ void run(float (&d)[4][4], const uint32_t (&a)[4], uint64_t desc) {
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {"
+                     "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15"
+                     "}, {%16,%17,%18,%19}, %20, p, 1, 1, 0;\n}\n"
+                     : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
+                       "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+                       "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+                       "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+    }
+};
+template <> struct qwg_mma<64> {
+    static __device__ __forceinline__ void run(float (&d)[8][4], const uint32_t (&a)[4], uint64_t desc) {
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {"
+                     "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+                     "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31"
+                     "}, {%32,%33,%34,%35}, %36, p, 1, 1, 0;\n}\n"
+                     : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
+                       "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+                       "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+                       "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
+                       "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),
+                       "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+                       "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
+                       "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+    }
+};
+
+/* A shared-memory matrix descriptor (PTX ISA, "Matrix Descriptor Format") for K-major bf16
+ * in the 128-byte swizzle: start address, leading offset (unused here: 16), stride 1024
+ * bytes between 8-row groups, all in 16-byte units. */
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL) /* (its only user is compiled for sm_90a only) */
+static __device__ __forceinline__ uint64_t qwg_desc_sw128(uint32_t addr) {
+    return (uint64_t)((addr & 0x3ffffu) >> 4) | (uint64_t)1 << 16 | (uint64_t)(1024 >> 4) << 32 | (uint64_t)1 << 62;
+}
+#endif
+
+/* A wgmma reads its A registers and writes its accumulators after it issues, which the
+ * compiler does not see: qwg_keep(A) keeps A's registers unchanged up to here (a use), and
+ * qwg_keep(acc), after the last wait, orders every later read of acc after it. */
+template <int R> static __device__ __forceinline__ void qwg_keep(const uint32_t (&r)[R][4]) {
+#pragma unroll
+    for (int i = 0; i < R; i++) asm volatile("" ::"r"(r[i][0]), "r"(r[i][1]), "r"(r[i][2]), "r"(r[i][3]) : "memory");
+}
+template <int R> static __device__ __forceinline__ void qwg_keep(float (&r)[R][4]) {
+#pragma unroll
+    for (int i = 0; i < R; i++) asm volatile("" : "+f"(r[i][0]), "+f"(r[i][1]), "+f"(r[i][2]), "+f"(r[i][3])::"memory");
+}
+
+template <int MT, int KS>
+static __global__ void __launch_bounds__(QTC_THREADS, 2)
+qgemm_i8_wgmma_kernel(const __nv_bfloat16 *__restrict__ xb, const int8_t *__restrict__ codes,
+                      const float *__restrict__ scale, float *y, int M, int N, int K, int accumulate,
+                      int chunks_per_split, float *__restrict__ part, unsigned *__restrict__ cnt) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    using S = qwg_shape<MT, KS>;
+    constexpr int BM = S::BM, KC = S::KC, ST = S::ST;
+    extern __shared__ __align__(16) unsigned char qtc_smem_raw[];
+    const uint32_t raw0 = (uint32_t)__cvta_generic_to_shared(qtc_smem_raw);
+    unsigned char *const smem = qtc_smem_raw + (((raw0 + 1023u) & ~1023u) - raw0);
+    const uint32_t smem0 = (raw0 + 1023u) & ~1023u;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int m0 = blockIdx.x * BM, n0 = blockIdx.y * QTC_BN, nw = n0 + warp * 16;
+    const int c0 = blockIdx.z * chunks_per_split;
+    const int nc = min(K / KC - c0, chunks_per_split); /* >= 1: the host sizes the splits */
+    qtc_codes_copies<KS> wcp;
+    wcp.init(codes, N, K, n0, c0);
+    /* x copy q: 16-byte column q % 8 of row (q / 8) % BM of 64-k group q / (8 BM); a warp
+     * fills 4 whole rows (no bank conflicts) and reads 4 runs of 128 bytes */
+    const __nv_bfloat16 *xsrc[S::XCOPIES];
+    int xdst[S::XCOPIES]; /* -1: no copy */
+#pragma unroll
+    for (int j = 0; j < S::XCOPIES; j++) {
+        const int q = threadIdx.x + j * QTC_THREADS, col = q & 7, r = (q >> 3) % BM, grp = min(q / (8 * BM), KS - 1);
+        xsrc[j] = xb + (size_t)min(m0 + r, M - 1) * K + (size_t)c0 * KC + 64 * grp + 8 * col;
+        xdst[j] = q < (int)(S::x_bytes / 16) ? grp * BM * 128 + r * 128 + ((col ^ (r & 7)) << 4) : -1;
+    }
+    auto stage = [&](int c) {
+        unsigned char *st = smem + (size_t)(c % ST) * S::stage_bytes;
+#pragma unroll
+        for (int j = 0; j < S::XCOPIES; j++)
+            if (xdst[j] >= 0) recur_cp_async16(st + xdst[j], xsrc[j] + (size_t)c * KC, 16);
+        wcp.issue(st + S::x_bytes, c);
+    };
+    /* ST - 2 chunks ahead, not ST - 1: a warpgroup's wgmmas of a chunk may still be reading
+     * it while the warp goes on to the next (wait_group 1 below), so the stage refilled at
+     * chunk c is the one chunk c - 2 used, which every warp has finished with by then */
+#pragma unroll
+    for (int s = 0; s < ST - 2; s++) {
+        if (s < nc) stage(s);
+        recur_cp_async_commit();
+    }
+    float acc[MT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) acc[mt][0] = acc[mt][1] = acc[mt][2] = acc[mt][3] = 0.f;
+    const int ra = warp * 16 + g, rb = ra + 8;
+    /* A fragments of two groups of wgmmas (64 k each): the one in flight and the next */
+    uint32_t af[2][4][4] = {};
+    /* chunk c; its groups of 64 k alternate between af[0] and af[1] from af[p0] */
+    auto chunk = [&](int c, auto p0) {
+        recur_cp_async_wait<ST - 3>(); /* chunk c has landed (this thread's copies) */
+        /* this thread's writes, made by the generic proxy, ordered before the tensor cores'
+         * reads of them (the async proxy); the barrier then extends that to everyone's */
+        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+        __syncthreads();
+        if (c + ST - 2 < nc) stage(c + ST - 2);
+        recur_cp_async_commit();
+        const int sg = c % ST;
+        const uint32_t xs = smem0 + (uint32_t)(sg * S::stage_bytes);
+#pragma unroll
+        for (int h = 0; h < KS; h++) {
+            const int p = (decltype(p0)::value + h) & 1;
+            qtc_codes_frags<KS>((const int8_t *)smem + (size_t)sg * S::stage_bytes + S::x_bytes, ra, rb, h, t, af[p]);
+            asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); /* af[p] written above */
+#pragma unroll
+            for (int s = 0; s < 4; s++)
+                qwg_mma<BM>::run(acc, af[p][s], qwg_desc_sw128(xs + (uint32_t)(h * BM * 128 + s * 32)));
+            asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+            /* the group before this one has finished: its A registers and stage are free,
+             * while this one runs on as the next 64 k are widened */
+            asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+            qwg_keep(af[p ^ 1]);
+        }
+    };
+    if (KS == 2) {
+        for (int c = 0; c < nc; c++) chunk(c, std::integral_constant<int, 0>());
+    } else {
+        int c = 0;
+        for (; c + 1 < nc; c += 2) {
+            chunk(c, std::integral_constant<int, 0>());
+            chunk(c + 1, std::integral_constant<int, 1>());
+        }
+        if (c < nc) chunk(c, std::integral_constant<int, 0>());
+    }
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+    qwg_keep(af[0]);
+    qwg_keep(af[1]);
+    qwg_keep(acc);
+    qtc_finish<MT>(acc, scale, y, M, N, accumulate, m0, nw, part, cnt);
+#else
+    __trap(); /* the host launches it only on sm_90 with a build for sm_90a */
+#endif
+}
+
+/* out = bf16(x) (round to nearest even) with each row's every 64 k permuted as the fused
+ * product's fragments take them: logical k 16 s + i of a group (k-step s, fragment slot
+ * i) holds physical k 16 t + 4 s + 2 (i / 8) + i % 2, t = (i / 2) % 4 (see
+ * qgemm_i8_fused_kernel). K is a multiple of 64. */
+static __global__ void round_perm_bf16_kernel(const float *__restrict__ x, size_t n, __nv_bfloat16 *__restrict__ out) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const int l = (int)(i & 63), s = l >> 4, f = l & 15;
+        const int p = 16 * ((f >> 1) & 3) + 4 * s + 2 * (f >> 3) + (f & 1);
+        out[i] = __float2bfloat16_rn(x[(i & ~(size_t)63) + (size_t)p]);
+    }
+}
+
 /* The kernels' shared memory beyond the default 48 KiB, asked for once */
 template <int MT> static recur_status_t qtc_attr(recur_cuda_ctx_t *c) {
     RCU_CHECK(cudaFuncSetAttribute(qgemm_i8_fused_kernel<MT, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                    (int)qtc_shape<MT, 1>::smem));
     RCU_CHECK(cudaFuncSetAttribute(qgemm_i8_fused_kernel<MT, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                    (int)qtc_shape<MT, 2>::smem));
+    if (c->qtc_wgmma) {
+        RCU_CHECK(cudaFuncSetAttribute(qgemm_i8_wgmma_kernel<MT, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       (int)qwg_shape<MT, 1>::smem));
+        if constexpr (QTC_SMEM_BUDGET / (qwg_shape<MT, 1>::stage_bytes * 2) >= 5)
+            RCU_CHECK(cudaFuncSetAttribute(qgemm_i8_wgmma_kernel<MT, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           (int)qwg_shape<MT, 2>::smem));
+    }
     return RECUR_OK;
 }
 static recur_status_t qgemm_i8_fused_init(recur_cuda_ctx_t *c) {
@@ -566,17 +827,25 @@ static recur_status_t qgemm_i8_fused_init(recur_cuda_ctx_t *c) {
     return st;
 }
 
-/* One launch of the fused product with block shape (MT, KS); K a multiple of its chunk. */
-template <int MT, int KS>
+/* One launch of the fused product with block shape (MT, KS), on wgmma or mma.sync; K a
+ * multiple of its chunk. */
+template <int MT, int KS, bool WG>
 static recur_status_t qtc_launch(recur_cuda_ctx_t *c, const recur_weight_t *W, int32_t M, float *y, int accumulate) {
-    using S = qtc_shape<MT, KS>;
+    constexpr int BM = MT * 8, KC = QTC_KSUB * KS;
+    size_t smem;
+    if constexpr (WG) smem = qwg_shape<MT, KS>::smem;
+    else smem = qtc_shape<MT, KS>::smem;
     const int64_t N = W->rows, K = W->cols;
-    const int64_t mtiles = (M + S::BM - 1) / S::BM, ntiles = (N + QTC_BN - 1) / QTC_BN, tiles = mtiles * ntiles;
-    const int64_t chunks = K / S::KC;
+    const int64_t mtiles = (M + BM - 1) / BM, ntiles = (N + QTC_BN - 1) / QTC_BN, tiles = mtiles * ntiles;
+    const int64_t chunks = K / KC;
     /* splits of K: as many as keep the grid within one wave of two blocks an SM (a second,
      * partial wave would cost as much as a full one), each split at least QTC_MIN_CHUNKS */
     int64_t splits = 2 * (int64_t)c->sm_count / tiles;
-    if (splits > chunks / QTC_MIN_CHUNKS) splits = chunks / QTC_MIN_CHUNKS;
+    /* on wgmma also at least 16 BM k, so that a block's partial sums (4 BM bytes a row of
+     * W) stay within a quarter of the codes it reads (one byte a k): 64 rows of x at
+     * 4096 x 4096 took 24 us instead of 33 (H200) */
+    const int64_t min_chunks = WG && 16 * BM > QTC_MIN_CHUNKS * KC ? 16 * BM / KC : QTC_MIN_CHUNKS;
+    if (splits > chunks / min_chunks) splits = chunks / min_chunks;
     if (splits < 1) splits = 1;
     const int64_t per = (chunks + splits - 1) / splits;
     splits = (chunks + per - 1) / per; /* none empty */
@@ -593,17 +862,35 @@ static recur_status_t qtc_launch(recur_cuda_ctx_t *c, const recur_weight_t *W, i
         if (c->q_cnt_bytes != before) /* grown, so not while capturing a graph */
             RCU_CHECK(cudaMemsetAsync(c->q_cnt, 0, c->q_cnt_bytes, c->stream));
     }
-    qgemm_i8_fused_kernel<MT, KS><<<dim3((unsigned)mtiles, (unsigned)ntiles, (unsigned)splits), QTC_THREADS, S::smem,
-                                    c->stream>>>(c->xbf, (const int8_t *)W->data, W->scale, y, M, (int)N, (int)K,
-                                                 accumulate, (int)per, (float *)c->q_part, (unsigned *)c->q_cnt);
-    RCU_LAUNCHED("qgemm_i8_fused_kernel");
+    const dim3 grid((unsigned)mtiles, (unsigned)ntiles, (unsigned)splits);
+    if constexpr (WG)
+        qgemm_i8_wgmma_kernel<MT, KS><<<grid, QTC_THREADS, smem, c->stream>>>(
+            c->xbf, (const int8_t *)W->data, W->scale, y, M, (int)N, (int)K, accumulate, (int)per, (float *)c->q_part,
+            (unsigned *)c->q_cnt);
+    else
+        qgemm_i8_fused_kernel<MT, KS><<<grid, QTC_THREADS, smem, c->stream>>>(
+            c->xbf, (const int8_t *)W->data, W->scale, y, M, (int)N, (int)K, accumulate, (int)per, (float *)c->q_part,
+            (unsigned *)c->q_cnt);
+    RCU_LAUNCHED("qgemm_i8_fused_kernel (or its wgmma form)");
     return RECUR_OK;
 }
 
-template <int MT>
+/* 128 k a chunk where K allows, except on wgmma where a stage that large leaves fewer than
+ * 5 stages (3 chunks ahead): there the 64-k chunks are faster (H200, bench_gemv_cuda) */
+template <int MT, bool WG>
 static recur_status_t qtc_launch_ks(recur_cuda_ctx_t *c, const recur_weight_t *W, int32_t M, float *y, int accumulate) {
-    return W->cols % (2 * QTC_KSUB) == 0 ? qtc_launch<MT, 2>(c, W, M, y, accumulate)
-                                         : qtc_launch<MT, 1>(c, W, M, y, accumulate);
+    if constexpr (WG && QTC_SMEM_BUDGET / (qwg_shape<MT, 1>::stage_bytes * 2) < 5) {
+        return qtc_launch<MT, 1, WG>(c, W, M, y, accumulate);
+    } else {
+        return W->cols % (2 * QTC_KSUB) == 0 ? qtc_launch<MT, 2, WG>(c, W, M, y, accumulate)
+                                             : qtc_launch<MT, 1, WG>(c, W, M, y, accumulate);
+    }
+}
+template <bool WG>
+static recur_status_t qtc_launch_m(recur_cuda_ctx_t *c, const recur_weight_t *W, int32_t M, float *y, int accumulate) {
+    return M <= 16 ? qtc_launch_ks<2, WG>(c, W, M, y, accumulate)
+         : M <= 32 ? qtc_launch_ks<4, WG>(c, W, M, y, accumulate)
+                   : qtc_launch_ks<8, WG>(c, W, M, y, accumulate);
 }
 
 /* The fused product if this call can take it (int8, 8 < M <= qtc_max_m, K a multiple of
@@ -615,11 +902,18 @@ static recur_status_t qgemm_i8_fused(recur_cuda_ctx_t *c, const float *x, const 
     if (W->dtype != RECUR_DTYPE_I8 || M > c->qtc_max_m || K % QTC_KSUB || ((uintptr_t)W->data & 15u) ||
         N > INT32_MAX || K > INT32_MAX)
         return RECUR_OK;
-    recur_status_t st = recur_cuda_round_x_bf16(c, x, (size_t)M * (size_t)K);
-    if (st != RECUR_OK) return st;
-    st = M <= 16 ? qtc_launch_ks<2>(c, W, M, y, accumulate)
-       : M <= 32 ? qtc_launch_ks<4>(c, W, M, y, accumulate)
-                 : qtc_launch_ks<8>(c, W, M, y, accumulate);
+    const size_t nx = (size_t)M * (size_t)K;
+    recur_status_t st;
+    if (c->qtc_wgmma) { /* x permuted as the wgmma kernel reads it */
+        if ((st = recur_cuda_xbf_reserve(c, nx)) != RECUR_OK) return st;
+        const size_t blocks = (nx + 255) / 256, cap = (size_t)c->sm_count * 16;
+        round_perm_bf16_kernel<<<(unsigned)(blocks < cap ? blocks : cap), 256, 0, c->stream>>>(x, nx, c->xbf);
+        RCU_LAUNCHED("round_perm_bf16_kernel");
+        st = qtc_launch_m<true>(c, W, M, y, accumulate);
+    } else {
+        if ((st = recur_cuda_round_x_bf16(c, x, nx)) != RECUR_OK) return st;
+        st = qtc_launch_m<false>(c, W, M, y, accumulate);
+    }
     *done = st == RECUR_OK;
     return st;
 }
