@@ -8,8 +8,9 @@
  * noticing at these shapes: a product launched alone and the same product fused with
  * another one (matmul_many) must give the same bits (fails otherwise).
  *
- * Usage: bench_gemv_cuda [bf16,int8,fp8 [ROWS]] (default all three formats; ROWS a comma
- * list of rows of x, default 1,2; above 8 rows the products are the batched GEMMs).
+ * Usage: bench_gemv_cuda [bf16,int8,fp8 [ROWS [ONLY]]] (default all three formats; ROWS a
+ * comma list of rows of x, default 1,2; above 8 rows the products are the batched GEMMs;
+ * ONLY: just the products whose name or N x K contains it, e.g. for a profiler).
  * RECUR_GEMV_SPLIT, RECUR_PDL (recur_backend_cuda.cu) and RECUR_QGEMM_TC_MAX_M
  * (recur_cuda_quant.cu) select kernel variants for A/B runs.
  * Exits 77 without a GPU. Label gpu. */
@@ -37,6 +38,14 @@ static const shape_t k_shapes[] = {
 #define CALLS 64                    /* products per graph */
 
 static int failures;
+static const char *g_only; /* ONLY (main), or NULL */
+
+/* whether the product named `what`, N x K, is to run (ONLY) */
+static int selected(const char *what, int64_t N, int64_t K) {
+    char nk[48];
+    snprintf(nk, sizeof nk, "%lldx%lld", (long long)N, (long long)K);
+    return !g_only || strstr(what, g_only) || strstr(nk, g_only);
+}
 
 /* Ends the graph being recorded (CALLS products), replays it once to warm up, then times
  * 10 replays: seconds per product, or -1 if anything failed. */
@@ -179,6 +188,7 @@ static int run_format(recur_dtype_t dt, const int32_t *rows, int n_rows) {
     b->iface.upload(b, x, hx, (size_t)maxM * maxK * sizeof(float));
     for (size_t i = 0; i < sizeof k_shapes / sizeof k_shapes[0]; i++) {
         const shape_t *s = &k_shapes[i];
+        if (!selected(s->what, s->N, s->K)) continue;
         recur_weight_t w[16], w2 = {0};
         memset(w, 0, sizeof w);
         int copies = 0;
@@ -211,7 +221,8 @@ static int run_format(recur_dtype_t dt, const int32_t *rows, int n_rows) {
         for (int c = 0; c < copies; c++) b->iface.weight_free(b, &w[c]);
         b->iface.weight_free(b, &w2);
     }
-    for (size_t i = 0; i < sizeof k_fused / sizeof k_fused[0]; i++) time_fused(b, &k_fused[i], x, y, copy_gbs, dt);
+    for (size_t i = 0; i < sizeof k_fused / sizeof k_fused[0]; i++)
+        if (selected(k_fused[i].what, 0, 0)) time_fused(b, &k_fused[i], x, y, copy_gbs, dt);
 out:
     free(hx);
     b->iface.buf_free(b, x);
@@ -244,6 +255,7 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
+    g_only = argc > 3 ? argv[3] : NULL;
     char buf[128];
     snprintf(buf, sizeof buf, "%s", list);
     printf("%-6s %-16s %-20s %9s %9s %9s %8s\n", "format", "product", "shape", "us", "GB/s", "of copy", "TFLOP/s");
