@@ -895,7 +895,10 @@ static recur_status_t qtc_launch(recur_cuda_ctx_t *c, const recur_weight_t *W, i
 }
 
 /* 128 k a chunk where K allows, except on wgmma where a stage that large leaves fewer than
- * 5 stages (3 chunks ahead): there the 64-k chunks are faster (H200, bench_gemv_cuda) */
+ * 5 stages: the wgmma pipeline runs one stage less far ahead, so those shapes (32 rows of x
+ * and more) take 64-k chunks and keep 3 or more in flight. (Against 128-k chunks this was
+ * measured only on a first version of the kernel, where 128 k, 1-2 chunks ahead, was mostly
+ * faster at 32-64 rows, by up to 15%; worth measuring again.) */
 template <int MT, bool WG>
 static recur_status_t qtc_launch_ks(recur_cuda_ctx_t *c, const recur_weight_t *W, int32_t M, float *y, int accumulate) {
     if constexpr (WG && QTC_SMEM_BUDGET / (qwg_shape<MT, 1>::stage_bytes * 2) < 5) {
