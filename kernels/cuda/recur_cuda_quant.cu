@@ -830,7 +830,7 @@ template <int MT> static recur_status_t qtc_attr(recur_cuda_ctx_t *c) {
     if (c->qtc_wgmma) {
         RCU_CHECK(cudaFuncSetAttribute(qgemm_i8_wgmma_kernel<MT, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        (int)qwg_shape<MT, 1>::smem));
-        if constexpr (QTC_SMEM_BUDGET / (qwg_shape<MT, 1>::stage_bytes * 2) >= 5)
+        if constexpr (QTC_SMEM_BUDGET / (qwg_shape<MT, 1>::stage_bytes * 2) >= 4)
             RCU_CHECK(cudaFuncSetAttribute(qgemm_i8_wgmma_kernel<MT, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            (int)qwg_shape<MT, 2>::smem));
     }
@@ -895,13 +895,12 @@ static recur_status_t qtc_launch(recur_cuda_ctx_t *c, const recur_weight_t *W, i
 }
 
 /* 128 k a chunk where K allows, except on wgmma where a stage that large leaves fewer than
- * 5 stages: the wgmma pipeline runs one stage less far ahead, so those shapes (32 rows of x
- * and more) take 64-k chunks and keep 3 or more in flight. (Against 128-k chunks this was
- * measured only on a first version of the kernel, where 128 k, 1-2 chunks ahead, was mostly
- * faster at 32-64 rows, by up to 15%; worth measuring again.) */
+ * 4 stages (the wgmma pipeline runs one stage less far ahead): 48 and 64 rows of x take
+ * 64-k chunks there. At 32 rows 128 k (2 chunks ahead) against 64 k (6 ahead) took 16384 x
+ * 4096 from 35.5 to 28.4 us and RWKV-7 int8 batch 32 from 3,857 to 4,258 tok/s (H200). */
 template <int MT, bool WG>
 static recur_status_t qtc_launch_ks(recur_cuda_ctx_t *c, const recur_weight_t *W, int32_t M, float *y, int accumulate) {
-    if constexpr (WG && QTC_SMEM_BUDGET / (qwg_shape<MT, 1>::stage_bytes * 2) < 5) {
+    if constexpr (WG && QTC_SMEM_BUDGET / (qwg_shape<MT, 1>::stage_bytes * 2) < 4) {
         return qtc_launch<MT, 1, WG>(c, W, M, y, accumulate);
     } else {
         return W->cols % (2 * QTC_KSUB) == 0 ? qtc_launch<MT, 2, WG>(c, W, M, y, accumulate)
