@@ -11,8 +11,8 @@
  * Usage: bench_gemv_cuda [bf16,int8,fp8 [ROWS [ONLY]]] (default all three formats; ROWS a
  * comma list of rows of x, default 1,2; above 8 rows the products are the batched GEMMs;
  * ONLY: just the products whose name or N x K contains it, e.g. for a profiler).
- * RECUR_GEMV_SPLIT, RECUR_PDL (recur_backend_cuda.cu) and RECUR_QGEMM_TC_MAX_M
- * (recur_cuda_quant.cu) select kernel variants for A/B runs.
+ * RECUR_GEMV_SPLIT, RECUR_PDL (recur_backend_cuda.cu), RECUR_QGEMM_TC_MAX_M and
+ * RECUR_QGEMM_WGMMA (recur_cuda_quant.cu) select kernel variants for A/B runs.
  * Exits 77 without a GPU. Label gpu. */
 #include <stdio.h>
 #include <stdlib.h>
