@@ -289,7 +289,7 @@ typedef struct recur_backend_iface {
                                 int32_t M, int32_t C, float eps, float *y);
     /* y[M][W.rows] (=|+=) x[M][W.cols] . W^T ; accumulate != 0 adds into y.
      * Quantized W (I8, F8E4M3), on every backend, with fp32 products and sums:
-     *   M <= RECUR_QUANT_GEMV_MAX_M (8, decode): y[m][n] = (sum_k x[m][k] v[n][k]) * scale[n]
+     *   M <= RECUR_QUANT_GEMV_MAX_M (2, decode): y[m][n] = (sum_k x[m][k] v[n][k]) * scale[n]
      *   larger M (tensor-core GEMMs, whose inputs are narrower than fp32):
      *     I8: y[m][n] = (sum_k bf16(x[m][k]) v[n][k]) * scale[n]
      *     F8: y[m][n] = ((sum_k e4m3(x[m][k] / sx[m]) v[n][k]) * scale[n]) * sx[m],

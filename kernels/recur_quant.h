@@ -50,8 +50,11 @@ extern "C" {
 /* Batches of more than this many rows multiply quantized weights on tensor cores, which
  * take the activations in a narrower type (recur_backend.h, matmul): bf16 with int8
  * weights, e4m3 (per-row scale, recur_quant_act_scale) with fp8 weights. Up to this many
- * rows the activations stay fp32. The same on every backend. */
-#define RECUR_QUANT_GEMV_MAX_M 8
+ * rows the activations stay fp32. The same on every backend. The CUDA backend's decode
+ * GEMVs serve the same sizes for every weight format: from 3 rows up its tensor-core
+ * products were faster (H200, 2026-11-24: batch-8 decode of RWKV-7 7.2B 748 -> 1,424
+ * tok/s int8, 750 -> 1,512 fp8, 1,055 -> 1,250 bf16; docs/benchmarks.md). */
+#define RECUR_QUANT_GEMV_MAX_M 2
 
 static inline int recur_dtype_is_quant(recur_dtype_t t) {
     return t == RECUR_DTYPE_I8 || t == RECUR_DTYPE_F8E4M3;

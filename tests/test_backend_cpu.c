@@ -456,7 +456,7 @@ static void time_gemv(recur_backend_t *b) {
         float *x = malloc((size_t)Kk * sizeof(float)), *y = malloc((size_t)Nn * sizeof(float));
         fill(x, (size_t)Kk, -1.f, 1.f);
         float *dx = dev(b, x, (size_t)Kk * sizeof(float)), *dy = dev(b, NULL, (size_t)Nn * sizeof(float));
-        /* M = 1 (batch-1 decode), and M = 4, 8 (the GEMV kernel's other end), from the same
+        /* M = 1 (batch-1 decode), and M = 4, 8 (past the GEMV rows: the GEMMs), from the same
          * x rows: x holds 8 rows of the first row's values, enough for the timing */
         float *dx8 = dev(b, NULL, 8 * (size_t)Kk * sizeof(float)), *dy8 = dev(b, NULL, 8 * (size_t)Nn * sizeof(float));
         for (int r = 0; r < 8; r++) b->iface.copy(b, dx8 + (size_t)r * Kk, dx, (size_t)Kk * sizeof(float));

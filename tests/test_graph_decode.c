@@ -16,11 +16,12 @@
  * every slot outside the step's batch unchanged by G's step (padding rows touch slot 0
  * only); G recorded graphs and E none.
  * Before that, the decode GEMV kernels at 7B-like shapes (test_gemv_paths).
- * Equality: bitwise where both run the same kernels on each row (every bucket of <= 8
- * rows: the GEMV kernels, whose per-row arithmetic does not depend on the row count); where
- * G's bucket has more than 8 rows the GEMMs go to cuBLAS, whose algorithm (split-K, tile)
- * may change with the row count, so rows agree to fp32 rounding only: |G-E| <= tol *
- * (1 + |E|) with tol 1e-5 (f32 weights) / 1e-4 (bf16 weights, cuBLAS on bf16 inputs). */
+ * Equality: bitwise where both run the same kernels on each row (buckets of up to
+ * RECUR_QUANT_GEMV_MAX_M = 2 rows: the GEMV kernels, whose per-row arithmetic does not
+ * depend on the row count); where G's bucket has more rows the GEMMs go to cuBLAS, whose
+ * algorithm (split-K, tile) may change with the row count, so rows agree to fp32 rounding
+ * only: |G-E| <= tol * (1 + |E|) with tol 1e-5 (f32 weights) / 1e-4 (bf16 weights, cuBLAS
+ * on bf16 inputs). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +31,7 @@
 #include "recur_log.h"
 #include "recur_model.h"
 #include "recur_model_files.h"
+#include "recur_quant.h"
 #include "recur_testutil.h"
 
 #define N_SLOTS 40
@@ -159,8 +161,11 @@ static void run_schedule(recur_model_t *G, recur_model_t *E, int n, recur_dtype_
                 failures++;
             }
         }
-        /* The bucket: <= 8 rows stays on the GEMV path in both models (bitwise). */
-        const int bucket_small = na <= 8;
+        /* The bucket: up to the GEMV rows it stays on the GEMV path in both models (bitwise):
+         * na rows run in the bucket of the next power of two */
+        int bucket = 1;
+        while (bucket < na) bucket *= 2;
+        const int bucket_small = bucket <= RECUR_QUANT_GEMV_MAX_M;
         const double tol = bucket_small ? 0.0 : wdt == RECUR_DTYPE_F32 ? 1e-5 : 1e-4;
         if (mode != RECUR_LOGITS_NONE) {
             snprintf(what, sizeof what, "%s %s n=%d step %d (batch %d) logits", name, recur_dtype_name(wdt), n, s, na);
@@ -173,7 +178,11 @@ static void run_schedule(recur_model_t *G, recur_model_t *E, int n, recur_dtype_
         recur_model_state_get(E, slot_of[j], se);
         snprintf(what, sizeof what, "%s %s n=%d final state of sequence %d (slot %d)", name, recur_dtype_name(wdt), n,
                  j, slot_of[j]);
-        double d = check_same(sg, se, S, n <= 8 ? 0.0 : wdt == RECUR_DTYPE_F32 ? 1e-5 : 1e-4, what);
+        /* bitwise only where every step's bucket stayed on the GEMV rows (as above) */
+        int bucket = 1;
+        while (bucket < n) bucket *= 2;
+        const double tol = bucket <= RECUR_QUANT_GEMV_MAX_M ? 0.0 : wdt == RECUR_DTYPE_F32 ? 1e-5 : 1e-4;
+        double d = check_same(sg, se, S, tol, what);
         if (d > *worst) *worst = d;
     }
     free(lg);
@@ -205,10 +214,11 @@ static void run_case(const fx_t *c, recur_dtype_t wdt) {
         static const int sizes[] = {1, 3, 5, 17};
         double worst_small = 0.0, worst_large = 0.0;
         for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
-            run_schedule(G, E, sizes[i], wdt, c->name, sizes[i] <= 8 ? &worst_small : &worst_large);
+            run_schedule(G, E, sizes[i], wdt, c->name,
+                         sizes[i] <= RECUR_QUANT_GEMV_MAX_M ? &worst_small : &worst_large);
         int32_t ng = recur_model_n_graphs(G), ne = recur_model_n_graphs(E);
-        fprintf(stderr, "%-14s %-4s graphs recorded %d (eager model %d); graph vs eager: batches <= 8 %s, "
-                        "batch 17 max rel diff %.3g\n",
+        fprintf(stderr, "%-14s %-4s graphs recorded %d (eager model %d); graph vs eager: batch 1 (GEMV) %s, "
+                        "batches 3-17 max rel diff %.3g\n",
                 c->name, recur_dtype_name(wdt), ng, ne, worst_small == 0.0 ? "bitwise" : "DIFFER", worst_large);
         /* buckets 1, 2, 4, 8, 16, 24 with logits, several with none */
         if (ng < 6 || ne != 0) {
@@ -221,7 +231,9 @@ static void run_case(const fx_t *c, recur_dtype_t wdt) {
     recur_backend_free(b);
 }
 
-/* The decode GEMV kernels at 7B shapes, which the fixtures are too small to reach:
+/* The decode GEMV kernels at 7B shapes, which the fixtures are too small to reach (at up
+ * to 8 rows, RECUR_GEMV_MAX_M=8: by default they take RECUR_QUANT_GEMV_MAX_M = 2 rows and
+ * the GEMMs the rest, but the A/B switch keeps the rest of them in use):
  * split-K (few, long rows: the LoRA down-projections and gate projections) and, with bf16
  * weights at M >= 3, the tensor-core kernel (x split into three bf16 parts, fp32-class
  * accuracy). Every row of every M from 1 to 8 (distinct x rows) against a float64 host
@@ -233,7 +245,10 @@ static void test_gemv_paths(recur_dtype_t wdt) {
     recur_backend_params_t bp = recur_backend_default_params();
     bp.weight_dtype = wdt;
     recur_backend_t *b = NULL;
-    if (recur_backend_init("cuda", &bp, &b) != RECUR_OK || !b->iface.weight_random) {
+    setenv("RECUR_GEMV_MAX_M", "8", 1);
+    const recur_status_t st = recur_backend_init("cuda", &bp, &b);
+    unsetenv("RECUR_GEMV_MAX_M");
+    if (st != RECUR_OK || !b->iface.weight_random) {
         failures++;
         recur_backend_free(b);
         return;

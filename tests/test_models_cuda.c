@@ -7,7 +7,7 @@
  *                 than that are a tie at bf16 precision and are counted, not failed).
  *                 Bounds, from measurements on an H100 (2026-11-23) with margin: decode
  *                 keeps activations in fp32 (GEMV), so bf16-exact checkpoints stay within
- *                 ~4e-5; prefill pieces of more than 8 rows go through cuBLAS with bf16
+ *                 ~4e-5; prefill pieces of more than 2 rows go through cuBLAS with bf16
  *                 activations, measured 3.8e-3 (rwkv7 tiny), 4.8e-2 (synth7), 0.26 (xlstm
  *                 tiny), 0.13 (heads256) — the ~0.5 that models/XLSTM.md §8.2 gives for a
  *                 bf16 engine against an fp32 reference;
@@ -154,7 +154,7 @@ static void run_case(const ref_case_t *c, recur_dtype_t wdt, recur_dtype_t sdt) 
         recur_batch_t b2 = {.n_seq = 2, .tokens = bt_tok, .seq_len = lens, .slot = slots, .logits = RECUR_LOGITS_ALL};
         if (recur_model_forward(m, &b2, blg) != RECUR_OK) failures++;
         snprintf(what, sizeof what, "%s %s batch vs alone", c->name, cfg);
-        /* A row's GEMM path depends on how many rows its piece has (<= 8: GEMV with fp32
+        /* A row's GEMM path depends on how many rows its piece has (up to 2: GEMV with fp32
          * activations; more: cuBLAS with bf16 activations in bf16 mode), so a batch agrees
          * with the same rows alone to fp32 rounding with f32 weights, to the bf16 bound else. */
         float btol = wdt == RECUR_DTYPE_F32 && sdt == RECUR_DTYPE_F32 ? 1e-4f : tol;

@@ -315,7 +315,7 @@ static int weight_to_host(recur_backend_t *b, const recur_weight_t *w, uint8_t *
     return 0;
 }
 
-/* matmul on backend b (weights in mode dt) vs the double reference; rel_gemv (M <= 8) and
+/* matmul on backend b (weights in mode dt) vs the double reference; rel_gemv (M <= 2) and
  * rel_gemm (larger M) bound the error
  * relative to the sum of |terms|. With cpu_ref (the CUDA run) the CPU backend's output is
  * compared too. */
@@ -847,9 +847,6 @@ int main(int argc, char **argv) {
                 continue;
             }
             cuda_same_bytes(g, cpu, dt);
-            /* fp32 accumulation everywhere except cuBLASLt's FP8 GEMM (fp8, more than 8 rows):
-             * Hopper's FP8 tensor cores add within an MMA with fewer bits than fp32 (about
-             * 14, DeepSeek-V3 report section 3.3.2), so that path gets 2e-4 */
             /* cuBLASLt's FP8 GEMM (M > 8): Hopper's FP8 tensor cores add the products in an
              * accumulator narrower than fp32 (about 14 bits, DeepSeek-V3 technical report,
              * arXiv:2412.19437, section 3.3.2) even without fast accumulation; measured on an

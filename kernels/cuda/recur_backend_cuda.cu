@@ -696,6 +696,13 @@ static recur_status_t cuda_setup(recur_cuda_ctx_t *c, const recur_backend_params
     const char *split_env = getenv("RECUR_GEMV_SPLIT");
     const int split = split_env ? atoi(split_env) : 0;
     c->gemv_split = split == 1 || split == 2 || split == 4 ? split : 0;
+    /* RECUR_GEMV_MAX_M=1..8: the most rows of x the decode GEMVs take (default
+     * RECUR_QUANT_GEMV_MAX_M, 2), the GEMM paths above it; for A/B runs and the GEMV
+     * kernels' own tests only: quantized weights then keep fp32 activations for more (or
+     * fewer) rows than recur_backend.h says, and than the CPU backend does */
+    const char *gm_env = getenv("RECUR_GEMV_MAX_M");
+    const int gm = gm_env ? atoi(gm_env) : 0;
+    c->gemv_max_m = gm >= 1 && gm <= 8 ? gm : RECUR_QUANT_GEMV_MAX_M;
     c->smem_optin = prop.sharedMemPerBlockOptin;
     if (prop.major < 8) {
         /* bf16 arithmetic and the cp/ld paths used here need sm_80+; we build for sm_90. */

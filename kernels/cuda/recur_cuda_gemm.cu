@@ -1,7 +1,8 @@
 /* recur_cuda_gemm.cu: y[M][N] (=|+=) x[M][K] . W^T for the CUDA backend.
  *
  * Paths, by the number of input rows M and the shape:
- * - M <= RECUR_CUDA_GEMV_MAX_M (decode): GEMV-style kernels that stream W once with
+ * - M <= c->gemv_max_m (decode; RECUR_QUANT_GEMV_MAX_M = 2 rows unless RECUR_GEMV_MAX_M
+ *   asks for up to RECUR_CUDA_GEMV_MAX_M = 8): GEMV-style kernels that stream W once with
  *   16-byte loads (8 bf16, 4 fp32 or 16 one-byte codes per load) and keep x in fp32 (it is
  *   small and L1/L2 resident). Bandwidth-bound on W, so their figure of merit is bytes of W
  *   per second. Codes (int8, e4m3) are widened in registers by bit manipulation
@@ -23,9 +24,9 @@
  *   scratch buffer and cublasGemmEx runs bf16 x bf16 with fp32 accumulation and output
  *   (CUBLAS_COMPUTE_32F). fp32 weights: cublasSgemm in CUBLAS_DEFAULT_MATH, which never
  *   uses TF32, so the F32 path stays exact to fp32 rounding.
- * So with bf16 weights, M <= 8 multiplies by bf16 weights exactly, and M > 8 also rounds
- * the activations to bf16 (the usual mixed-precision GEMM; about 2^-9 relative per input).
- * Quantized weights at M > 8: recur_cuda_quant.cu.
+ * So with bf16 weights, the GEMVs multiply by bf16 weights exactly, and the GEMM also
+ * rounds the activations to bf16 (the usual mixed-precision GEMM; about 2^-9 relative per
+ * input). Quantized weights above the GEMV rows: recur_cuda_quant.cu.
  *
  * Column-major view for cuBLAS: W [N][K] row-major is K x N column-major (lda K), x is
  * K x M (ldb K), y is N x M (ldc N); y = op(W)^T x with op = transpose. */
@@ -39,7 +40,9 @@
 #include "recur_dtype.h"
 #include "recur_quant.h"
 
-/* Decode batches up to this many rows use the GEMV kernel (one pass over W). */
+/* The most rows the GEMV kernels take (one pass over W). By default they serve only
+ * RECUR_QUANT_GEMV_MAX_M rows (2): above that the GEMM paths were faster for every weight
+ * format; RECUR_GEMV_MAX_M up to this many is an A/B switch (recur_backend_cuda.cu). */
 #define RECUR_CUDA_GEMV_MAX_M 8
 #define GEMV_WARPS 4 /* warps per block */
 /* Weight bytes a GEMV launched with PDL asks L2 for while the kernel before it still runs
@@ -712,9 +715,9 @@ static __global__ void __launch_bounds__(GEMV_SK_WARPS * 32) gemv_many_kernel(co
 
 /* Whether one product can go into gemv_many_kernel: decode sizes, a non-empty matrix, and
  * not one that matmul would give to the tensor-core kernel (its bits would differ). */
-static bool gemv_many_fits(int32_t M, const recur_matmul_op_t *o, int vec) {
+static bool gemv_many_fits(const recur_cuda_ctx_t *c, int32_t M, const recur_matmul_op_t *o, int vec) {
     const recur_weight_t *W = o->W;
-    if (M > GEMV_MANY_MAX_M || W->rows <= 0 || W->cols <= 0) return false;
+    if (M > GEMV_MANY_MAX_M || M > c->gemv_max_m || W->rows <= 0 || W->cols <= 0) return false;
     if (W->rows > INT32_MAX || W->cols > INT32_MAX) return false;
     return !(W->dtype == RECUR_DTYPE_BF16 && gemv_use_mma(M, (int)W->rows, (int)W->cols, vec));
 }
@@ -738,7 +741,7 @@ recur_status_t recur_cuda_matmul_many(recur_backend_t *b, int32_t M, int32_t n, 
         /* alone, as matmul + act: what does not fit, and a batch of one (the fused kernel's
          * 8-warp blocks ran a lone one-byte 16384 x 4096 product at 29 us against 20 us for
          * the 4-warp GEMV, more than the activation launch it saves; ncu, H200) */
-        if (n == 1 || !gemv_many_fits(M, o, vec)) {
+        if (n == 1 || !gemv_many_fits(c, M, o, vec)) {
             bool act_done;
             RECUR_TRY(matmul_act(b, o->x, W, M, o->y, o->accumulate, (int)o->act, &act_done));
             if (!act_done) RECUR_TRY(b->iface.act(b, o->act, o->y, (int64_t)M * W->rows, o->y));
@@ -850,16 +853,16 @@ static recur_status_t matmul_act(recur_backend_t *b, const float *x, const recur
         return RECUR_OK;
     }
     if (recur_dtype_is_quant(W->dtype)) { /* recur_backend.h: fp32 activations up to 8 rows */
-        static_assert(RECUR_CUDA_GEMV_MAX_M == RECUR_QUANT_GEMV_MAX_M, "the quantized GEMV serves the decode sizes");
+        static_assert(RECUR_CUDA_GEMV_MAX_M >= RECUR_QUANT_GEMV_MAX_M, "the GEMVs serve the decode sizes");
         RECUR_ASSERT(W->scale);
-        if (M > RECUR_CUDA_GEMV_MAX_M) return recur_cuda_qgemm(c, x, W, M, y, accumulate);
+        if (M > c->gemv_max_m) return recur_cuda_qgemm(c, x, W, M, y, accumulate);
         if (W->dtype == RECUR_DTYPE_I8)
             return gemv_launch(c, x, (const int8_t *)W->data, M, y, (int)N, (int)K, accumulate, W->scale, act,
                                act_done);
         return gemv_launch(c, x, (const __nv_fp8_e4m3 *)W->data, M, y, (int)N, (int)K, accumulate, W->scale, act,
                            act_done);
     }
-    if (M <= RECUR_CUDA_GEMV_MAX_M) {
+    if (M <= c->gemv_max_m) {
         if (W->dtype == RECUR_DTYPE_BF16)
             return gemv_launch(c, x, (const __nv_bfloat16 *)W->data, M, y, (int)N, (int)K, accumulate,
                                (const float *)nullptr, act, act_done);

@@ -39,6 +39,7 @@ typedef struct recur_cuda_ctx {
      * here until the last graph is freed. */
     int            pdl;           /* launch the small ops and GEMVs with programmatic dependent launch (sm_90+) */
     int            gemv_split;    /* RECUR_GEMV_SPLIT: warps per row group of the decode GEMVs forced (0: by shape) */
+    int32_t        gemv_max_m;    /* the most rows of x the decode GEMVs take (RECUR_QUANT_GEMV_MAX_M; RECUR_GEMV_MAX_M) */
     int            capturing;     /* between graph_begin and graph_end: nothing may sync or allocate */
     int32_t        n_graphs;      /* executable graphs alive (graph_end minus graph_free) */
     void         **retired;
