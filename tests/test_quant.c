@@ -326,9 +326,10 @@ static void test_matmul(recur_backend_t *b, recur_dtype_t dt, recur_backend_t *c
      * quantizer holds up to 16384 of a row in registers, 4096 a pass) */
     static const int shapes[][2] = {{256, 128},   {96, 512},    {300, 64},   {64, 4096}, {33, 48},
                                     {1100, 8192}, {1040, 1088}, {1024, 512}, {16, 12304}};
-    /* 9..128: the CUDA backend's fused int8 product in each of its block shapes (16, 32,
-     * 48, 64, 96 rows of x; 100: two tiles, the second partly filled); 200: past it */
-    static const int Ms[] = {1, 2, 3, 5, 8, 9, 16, 24, 40, 64, 80, 100, 200};
+    /* 3..384: the CUDA backend's fused int8 product in each of its block shapes (16, 32,
+     * 48, 64 rows of x; 100: two tiles, the second partly filled; 200: four); 400: past it
+     * (widen + cuBLAS) */
+    static const int Ms[] = {1, 2, 3, 5, 8, 9, 16, 24, 40, 64, 80, 100, 200, 400};
     double worst = 0;
     int undetected = 0; /* shapes and sizes where a scale 1% off would have passed */
     /* half the 1% a wrong scale would give: on the CPU rounding leaves it within 1e-6 */

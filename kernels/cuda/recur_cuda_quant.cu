@@ -7,11 +7,11 @@
  * same IEEE operations as recur_quant_row (__fdiv_rn, round-half-even, and CUDA's
  * saturating e4m3 conversion), so the bytes equal the CPU backend's (test_quant_cuda).
  *
- * The product at M > 8 rows, y = x W^T:
- *   int8 up to RECUR_CUDA_QTC_MAX_M rows (the batches of a decode step): one kernel that
- *         widens the codes in registers and feeds them to the tensor cores: wgmma in a
- *         build for sm_90a on an sm_90 GPU (qgemm_i8_wgmma_kernel), mma.sync otherwise
- *         (qgemm_i8_fused_kernel);
+ * The product at M > RECUR_QUANT_GEMV_MAX_M (2) rows, y = x W^T:
+ *   int8 up to RECUR_CUDA_QTC_WGMMA_MAX_M (384) rows on wgmma, RECUR_CUDA_QTC_MAX_M (128)
+ *         on mma.sync (the batches of a decode step): one kernel that widens the codes in
+ *         registers and feeds them to the tensor cores: wgmma in a build for sm_90a on an
+ *         sm_90 GPU (qgemm_i8_wgmma_kernel), mma.sync otherwise (qgemm_i8_fused_kernel);
  * and otherwise with W's codes in blocks of rows (so that the scratch stays bounded, ~64
  * MiB at most):
  *   int8: x rounded to bf16; each block of codes widened to bf16 (exact: |code| <= 127),
@@ -50,8 +50,11 @@
 #define LT_PLANS 64
 /* The most rows of x the fused int8 product takes by default (above: widen + cuBLAS, whose
  * wgmma kernels win once the product is compute-bound); set from measurements, see
- * docs/benchmarks.md. */
+ * docs/benchmarks.md. The wgmma form was faster than widen + cuBLAS up to 384 rows (H200:
+ * RWKV-7 int8 decode at batch 192 7,815 -> 9,567 tok/s, 384 11,641 -> 12,099) and even at
+ * 512 (13,435 -> 13,714; xLSTM 6,824 -> 6,766); the mma.sync form keeps session 17's 128. */
 #define RECUR_CUDA_QTC_MAX_M 128
+#define RECUR_CUDA_QTC_WGMMA_MAX_M 384
 
 /* One cuBLASLt FP8 GEMM shape (m = rows of W in the block, n = M, k = K) and what the
  * heuristic said for it (ok = 0: no algorithm; use the bf16 path). */
@@ -76,9 +79,6 @@ static recur_status_t qgemm_i8_fused_init(recur_cuda_ctx_t *c);
 recur_status_t recur_cuda_quant_init(recur_cuda_ctx_t *c) {
     const char *env = getenv("RECUR_FP8_CUBLASLT");
     c->lt_off = env && strcmp(env, "0") == 0;
-    /* RECUR_QGEMM_TC_MAX_M: the most rows of x the fused int8 product takes (0: none; A/B runs) */
-    const char *tc = getenv("RECUR_QGEMM_TC_MAX_M");
-    c->qtc_max_m = tc && *tc ? atoi(tc) : RECUR_CUDA_QTC_MAX_M;
     /* the wgmma form needs sm_90a code (a build for 90a) and an sm_90 device;
      * RECUR_QGEMM_WGMMA=0 keeps the mma.sync form (A/B runs) */
     int major = 0, minor = 0;
@@ -91,6 +91,9 @@ recur_status_t recur_cuda_quant_init(recur_cuda_ctx_t *c) {
     c->qtc_wgmma = 0;
     (void)wg;
 #endif
+    /* RECUR_QGEMM_TC_MAX_M: the most rows of x the fused int8 product takes (0: none; A/B runs) */
+    const char *tc = getenv("RECUR_QGEMM_TC_MAX_M");
+    c->qtc_max_m = tc && *tc ? atoi(tc) : c->qtc_wgmma ? RECUR_CUDA_QTC_WGMMA_MAX_M : RECUR_CUDA_QTC_MAX_M;
     if (c->qtc_max_m > RECUR_QUANT_GEMV_MAX_M) {
         recur_status_t st = qgemm_i8_fused_init(c);
         if (st != RECUR_OK) return st;
