@@ -702,7 +702,7 @@ static recur_status_t cuda_setup(recur_cuda_ctx_t *c, const recur_backend_params
      * fewer) rows than recur_backend.h says, and than the CPU backend does */
     const char *gm_env = getenv("RECUR_GEMV_MAX_M");
     const int gm = gm_env ? atoi(gm_env) : 0;
-    c->gemv_max_m = gm >= 1 && gm <= 8 ? gm : RECUR_QUANT_GEMV_MAX_M;
+    c->gemv_max_m = gm >= 1 && gm <= RECUR_CUDA_GEMV_MAX_M ? gm : RECUR_QUANT_GEMV_MAX_M;
     c->smem_optin = prop.sharedMemPerBlockOptin;
     if (prop.major < 8) {
         /* bf16 arithmetic and the cp/ld paths used here need sm_80+; we build for sm_90. */

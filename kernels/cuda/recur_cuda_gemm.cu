@@ -40,10 +40,6 @@
 #include "recur_dtype.h"
 #include "recur_quant.h"
 
-/* The most rows the GEMV kernels take (one pass over W). By default they serve only
- * RECUR_QUANT_GEMV_MAX_M rows (2): above that the GEMM paths were faster for every weight
- * format; RECUR_GEMV_MAX_M up to this many is an A/B switch (recur_backend_cuda.cu). */
-#define RECUR_CUDA_GEMV_MAX_M 8
 #define GEMV_WARPS 4 /* warps per block */
 /* Weight bytes a GEMV launched with PDL asks L2 for while the kernel before it still runs
  * (spread over its rows): enough to keep DRAM busy across the kernel boundary, a small

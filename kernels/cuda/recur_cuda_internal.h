@@ -17,6 +17,12 @@
 #include "recur_log.h"
 #include "recur_status.h"
 
+/* The most rows the decode GEMV kernels take (one pass over W; recur_cuda_gemm.cu). By
+ * default they serve only RECUR_QUANT_GEMV_MAX_M rows (2): above that the GEMM paths were
+ * faster for every weight format; RECUR_GEMV_MAX_M up to this many is an A/B switch
+ * (recur_backend_cuda.cu). */
+#define RECUR_CUDA_GEMV_MAX_M 8
+
 /* Everything the backend owns. All mutable state lives here (no file-scope globals). */
 typedef struct recur_cuda_ctx {
     int          device;
