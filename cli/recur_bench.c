@@ -3,7 +3,8 @@
  * Output: one table (like nccl-tests), every row "what | shape | time | throughput |
  * floor | % of floor", and with --json the same rows as JSON. Floors:
  *   decode  = (matrix bytes read once per step + state bytes read and written) / copy bandwidth
- *   prefill = 2 * matrix params * tokens / measured GEMM rate
+ *   prefill = 2 * matrix params * tokens / measured GEMM rate, the rate measured in the
+ *             weights' format at the rows of the prompt's forward pieces (min(prompt, --piece))
  * so "% of floor" = floor time / measured time (100% = at the hardware limit). */
 #include "recur_bench.h"
 #include "recur_synth.h"
@@ -48,7 +49,11 @@ typedef struct bench_row {
 typedef struct bench {
     bench_opts_t o;
     recur_backend_t *b;
-    double copy_gbs, gemm_tflops, gemv_gbs;
+    double copy_gbs, gemv_gbs;
+    /* the GEMM rate per row count: one per distinct prefill piece (256 rows without prompts) */
+    int64_t gemm_rows[BENCH_MAX_LIST];
+    double gemm_tflops[BENCH_MAX_LIST];
+    int n_gemm;
     bench_row_t rows[128];
     int n_rows;
     char device[160], model_desc[256];
@@ -221,7 +226,21 @@ static double mem_used_gib(recur_backend_t *b) {
     return (double)used / (1024.0 * 1024.0 * 1024.0);
 }
 
-/* Device copy bandwidth (read + write counted) and a 12288x4096 GEMM at batch 1 and 256. */
+/* The rows of a prompt of T tokens' forward pieces (the last piece may be shorter) */
+static int64_t prefill_rows(const bench_t *bn, int32_t T) { return T < bn->o.piece ? T : bn->o.piece; }
+
+/* The measured GEMM rate at `rows` (TFLOP/s; 0 if not measured) */
+static double gemm_tflops_at(const bench_t *bn, int64_t rows) {
+    for (int i = 0; i < bn->n_gemm; i++)
+        if (bn->gemm_rows[i] == rows) return bn->gemm_tflops[i];
+    return 0.0;
+}
+
+/* Device copy bandwidth (read + write counted) and a 12288x4096 product at batch 1 (weight
+ * bytes) and at the rows of each prefill piece size (flops; 256 rows without prompts).
+ * int8 above its fused kernel's rows widens the codes and calls cuBLAS, at a lower rate per
+ * flop than the fused kernel's at 256 rows: the prefill floor needs the rate at the rows
+ * the prefill runs, or int8 prefill reads above 100% of its floor. */
 static recur_status_t measure_limits(bench_t *bn) {
     recur_backend_t *b = bn->b;
     int gpu = strcmp(recur_backend_name(b), "cpu") != 0;
@@ -241,7 +260,17 @@ static recur_status_t measure_limits(bench_t *bn) {
         fprintf(bn->out, "  %-16s %-22s %11.3f %12.1f %-8s\n", "d2d copy", gpu ? "1 GiB" : "256 MiB", dt / reps * 1e3,
                 bn->copy_gbs, "GB/s");
 
-    const int64_t N = gpu ? 12288 : 2048, K = 4096, Mb = 256;
+    int64_t Ms[1 + BENCH_MAX_LIST] = {1}, Mb = 0;
+    int nM = 1;
+    for (int i = 0; i < bn->o.n_prompts; i++) {
+        const int64_t r = prefill_rows(bn, bn->o.prompts[i]);
+        int seen = 0;
+        for (int j = 1; j < nM; j++) seen |= Ms[j] == r;
+        if (!seen) Ms[nM++] = r;
+    }
+    if (nM == 1) Ms[nM++] = 256;
+    for (int j = 1; j < nM; j++) if (Ms[j] > Mb) Mb = Ms[j];
+    const int64_t N = gpu ? 12288 : 2048, K = 4096;
     recur_weight_t w = {0};
     if (b->iface.weight_random) {
         st = b->iface.weight_random(b, N, K, 1, -0.01f, 0.01f, 0, 0, K, RECUR_WEIGHT_PROJ, &w);
@@ -255,8 +284,7 @@ static recur_status_t measure_limits(bench_t *bn) {
     if (st != RECUR_OK) goto out;
     float *x = b->iface.alloc(b, (size_t)Mb * K * sizeof(float)), *y = b->iface.alloc(b, (size_t)Mb * N * sizeof(float));
     if (!x || !y) { st = RECUR_E_NOMEM; goto gemm_out; }
-    int64_t Ms[2] = {1, Mb};
-    for (int j = 0; j < 2; j++) {
+    for (int j = 0; j < nM; j++) {
         for (int i = 0; i < 2; i++) b->iface.matmul(b, x, &w, (int32_t)Ms[j], y, 0);
         b->iface.synchronize(b);
         int n = gpu ? 50 : 2;
@@ -275,10 +303,12 @@ static recur_status_t measure_limits(bench_t *bn) {
                 fprintf(bn->out, "  %-16s %-22s %11.3f %12.1f %-8s %10.3f %7.1f%%\n", "gemm (weights)", shape, dt * 1e3,
                         bn->gemv_gbs, "GB/s", floor_s * 1e3, 100.0 * floor_s / dt);
         } else {
-            bn->gemm_tflops = 2.0 * (double)N * K * Ms[j] / dt / 1e12;
+            bn->gemm_rows[bn->n_gemm] = Ms[j];
+            bn->gemm_tflops[bn->n_gemm] = 2.0 * (double)N * K * Ms[j] / dt / 1e12;
             if (bn->out)
                 fprintf(bn->out, "  %-16s %-22s %11.3f %12.1f %-8s\n", "gemm (flops)", shape, dt * 1e3,
-                        bn->gemm_tflops * 1e3, "GFLOP/s");
+                        bn->gemm_tflops[bn->n_gemm] * 1e3, "GFLOP/s");
+            bn->n_gemm++;
         }
     }
 gemm_out:
@@ -468,8 +498,8 @@ static recur_status_t bench_prefill(bench_t *bn, recur_model_t *m, int32_t T, re
     double flops = 2.0 * step_params(info) * T;
     char shape[48];
     snprintf(shape, sizeof shape, "prompt %d (TTFT)", T);
-    add_row(bn, "prefill", shape, T, dt * 1e3, T / dt, "tok/s",
-            bn->gemm_tflops > 0 ? flops / (bn->gemm_tflops * 1e12 * n_gpus(bn)) * 1e3 : 0,
+    const double rate = gemm_tflops_at(bn, prefill_rows(bn, T));
+    add_row(bn, "prefill", shape, T, dt * 1e3, T / dt, "tok/s", rate > 0 ? flops / (rate * 1e12 * n_gpus(bn)) * 1e3 : 0,
             mem_used_gib(bn->b));
     if (bn->o.decode_after > 0) {
         /* decode on from the state the prompt left (its first token already sampled): a
@@ -505,9 +535,14 @@ static void write_json(const bench_t *bn) {
     }
     fprintf(f, "{\"device\":\"%s\",\"model\":\"%s\",\"weights\":\"%s\",\"matrix_bytes\":%lld,"
                "\"mem_model_gib\":%.3f,\"state\":\"%s\",\"state_bytes\":%zu,\"max_batch\":%d,"
-               "\"copy_gbs\":%.1f,\"gemv_gbs\":%.1f,\"gemm_tflops\":%.1f,\"rows\":[",
+               "\"copy_gbs\":%.1f,\"gemv_gbs\":%.1f,\"gemm_tflops\":%.4g,\"gemm\":[",
             bn->device, bn->model_desc, recur_dtype_name(bn->wdt), (long long)bn->matrix_bytes, bn->mem_model_gib,
-            recur_dtype_name(bn->o.state), bn->state_bytes, bn->max_fit, bn->copy_gbs, bn->gemv_gbs, bn->gemm_tflops);
+            recur_dtype_name(bn->o.state), bn->state_bytes, bn->max_fit, bn->copy_gbs, bn->gemv_gbs,
+            bn->n_gemm ? bn->gemm_tflops[0] : 0.0);
+    /* gemm_tflops (above, for older readers): the first rate, at the first prompt's pieces */
+    for (int i = 0; i < bn->n_gemm; i++)
+        fprintf(f, "%s{\"rows\":%lld,\"tflops\":%.4g}", i ? "," : "", (long long)bn->gemm_rows[i], bn->gemm_tflops[i]);
+    fprintf(f, "],\"rows\":[");
     for (int i = 0; i < bn->n_rows; i++) {
         const bench_row_t *r = &bn->rows[i];
         fprintf(f, "%s{\"what\":\"%s\",\"shape\":\"%s\",\"n\":%lld,\"ms\":%.4f,\"throughput\":%.2f,\"unit\":\"%s\","

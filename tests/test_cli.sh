@@ -128,6 +128,20 @@ grep -q "state bf16" "$T/out" && pass "bench prints the state dtype" || fail "be
 python3 -c "import json,sys; d=json.load(open(sys.argv[1])); e=json.load(open(sys.argv[2])); assert d['state']=='bf16' and e['state']=='f32' and 0 < d['state_bytes'] < e['state_bytes']" "$T/b16.json" "$T/b.json" \
   && pass "bench JSON: state dtype and bytes per slot" || fail "bench JSON state fields"
 expect_exit 2 "bench with a bad option" "$BIN" bench --batch 0
+# the prefill floor's GEMM rate is measured at the rows of each prompt's pieces, min(prompt, --piece)
+python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert [g['rows'] for g in d['gemm']]==[16,32] and all(g['tflops']>0 for g in d['gemm'])" "$T/b.json" \
+  && pass "bench JSON: a GEMM rate per prefill piece size" || fail "bench JSON GEMM rates"
+expect_exit 0 "bench with --piece 32" "$BIN" bench --model "$TINY" --backend cpu --batch 1 --prompt 16,48,64 --piece 32 --steps 1 --json "$T/bp.json"
+grep -q -- "gemm (flops)     2048x4096 M=16 " "$T/out" && grep -q -- "gemm (flops)     2048x4096 M=32 " "$T/out" \
+  && [ "$(grep -c -- 'gemm (flops)' "$T/out")" = 2 ] && pass "bench --piece: GEMM rows at 16 and 32 (48 and 64 run 32-row pieces)" \
+  || fail "bench --piece GEMM rows"
+python3 -c "
+import json,sys; d=json.load(open(sys.argv[1])); r={g['rows']:g['tflops'] for g in d['gemm']}
+p=[x for x in d['rows'] if x['what']=='prefill']
+# floor = flops / rate: per token, the 48- and 64-token prompts share the 32-row rate, the 16-token one has its own
+f=[x['floor_ms']/x['n'] for x in p]
+assert abs(f[1]-f[2]) < 1e-3*max(f) and abs(f[0]*r[16]-f[1]*r[32]) < 2e-3*f[0]*r[16], (f, r)" "$T/bp.json" \
+  && pass "bench --piece: each prefill floor uses its pieces' GEMM rate" || fail "bench --piece prefill floors"
 # --skip: the decode batches again per set, with the set's kernels left out
 expect_exit 0 "bench --skip on the CPU" "$BIN" bench --model "$TINY" --backend cpu --batch 1,2 --prompt 16 --steps 1 --skip "recur;norm1,shift1" --json "$T/bs.json"
 python3 -c "
