@@ -43,6 +43,23 @@ recur_status_t recur_backend_matmul_many(recur_backend_t *b, int32_t M, int32_t 
     return RECUR_OK;
 }
 
+recur_status_t recur_backend_mlstm_head_out(recur_backend_t *b, const recur_mlstm_args_t *a, const float *o_pre,
+                                            const float *w, float eps, float *out) {
+    if (b->iface.mlstm_head_out) return b->iface.mlstm_head_out(b, a, o_pre, w, eps, out);
+    RECUR_TRY(b->iface.mlstm(b, a));
+    return b->iface.xlstm_head_out(b, a->h, o_pre, w, a->rows.n_rows, a->n_head, a->dv, eps, out);
+}
+
+recur_status_t recur_backend_layernorm_shift_mix(recur_backend_t *b, const float *x, const float *w, const float *bias,
+                                                 int32_t C, float eps, const recur_rows_t *rows,
+                                                 recur_state_ref_t state, int32_t n_mix, const float *mix,
+                                                 float *tmp, float *out) {
+    if (b->iface.layernorm_shift_mix)
+        return b->iface.layernorm_shift_mix(b, x, w, bias, C, eps, rows, state, n_mix, mix, tmp, out);
+    RECUR_TRY(b->iface.layernorm(b, x, w, bias, rows->n_rows, C, eps, tmp));
+    return b->iface.token_shift_mix(b, tmp, C, rows, state, n_mix, mix, out);
+}
+
 recur_status_t recur_backend_rwkv7_step(recur_backend_t *b, const recur_rwkv7_prep_args_t *p,
                                         const recur_rwkv7_wkv_args_t *w, const recur_rwkv7_out_args_t *o) {
     if (b->iface.rwkv7_step) return b->iface.rwkv7_step(b, p, w, o);

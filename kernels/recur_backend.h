@@ -338,6 +338,14 @@ typedef struct recur_backend_iface {
      * sequence's last row of x. */
     recur_status_t (*token_shift_mix)(recur_backend_t *b, const float *x, int32_t C, const recur_rows_t *rows,
                                       recur_state_ref_t state, int32_t n_mix, const float *mix, float *out);
+    /* (optional) layernorm (w, bias, eps) of x into tmp [M][C], then token_shift_mix of tmp:
+     * out and the stored vectors come out bit for bit as the two ops give them; tmp's
+     * contents are left unspecified. At decode sizes two launches per use instead of four
+     * (RWKV-7 runs it twice a layer). NULL: callers use recur_backend_layernorm_shift_mix,
+     * which runs the two. */
+    recur_status_t (*layernorm_shift_mix)(recur_backend_t *b, const float *x, const float *w, const float *bias,
+                                          int32_t C, float eps, const recur_rows_t *rows, recur_state_ref_t state,
+                                          int32_t n_mix, const float *mix, float *tmp, float *out);
 
     /* ---- RWKV-7 */
     recur_status_t (*rwkv7_prep)(recur_backend_t *b, const recur_rwkv7_prep_args_t *a);
@@ -358,6 +366,13 @@ typedef struct recur_backend_iface {
      * w [n_head*dv] (out may alias h) */
     recur_status_t (*xlstm_head_out)(recur_backend_t *b, const float *h, const float *o_pre, const float *w,
                                      int32_t M, int32_t n_head, int32_t dv, float eps, float *out);
+    /* (optional) mlstm(a), then xlstm_head_out(a->h, o_pre, w, a->rows.n_rows, a->n_head,
+     * a->dv, eps, out): out and the state come out bit for bit as the two ops give them;
+     * a->h, where it is not out, is left unspecified. A decode step otherwise spends a
+     * launch a layer on the head norm alone. NULL: callers use recur_backend_mlstm_head_out,
+     * which runs the two. */
+    recur_status_t (*mlstm_head_out)(recur_backend_t *b, const recur_mlstm_args_t *a, const float *o_pre,
+                                     const float *w, float eps, float *out);
 
     /* ---- sampling: tokens[i] for each row i < n of logits [n][V] (backend memory),
      * among ids [0, n_valid); params and tokens in backend memory, extras as its comment
@@ -447,6 +462,15 @@ void           recur_backend_free(recur_backend_t *b);   /* NULL is a no-op */
 /* The products ops[0..n) (n <= RECUR_MATMUL_MANY_MAX) as iface.matmul_many defines them:
  * through it when the backend has it, else matmul and act one op after another. */
 recur_status_t recur_backend_matmul_many(recur_backend_t *b, int32_t M, int32_t n, const recur_matmul_op_t *ops);
+/* iface.mlstm_head_out when the backend has it, else mlstm and xlstm_head_out. */
+recur_status_t recur_backend_mlstm_head_out(recur_backend_t *b, const recur_mlstm_args_t *a, const float *o_pre,
+                                            const float *w, float eps, float *out);
+/* iface.layernorm_shift_mix when the backend has it, else layernorm into tmp and
+ * token_shift_mix of tmp. */
+recur_status_t recur_backend_layernorm_shift_mix(recur_backend_t *b, const float *x, const float *w, const float *bias,
+                                                 int32_t C, float eps, const recur_rows_t *rows,
+                                                 recur_state_ref_t state, int32_t n_mix, const float *mix,
+                                                 float *tmp, float *out);
 /* iface.rwkv7_step when the backend has it, else rwkv7_prep, rwkv7_wkv and rwkv7_out. */
 recur_status_t recur_backend_rwkv7_step(recur_backend_t *b, const recur_rwkv7_prep_args_t *p,
                                         const recur_rwkv7_wkv_args_t *w, const recur_rwkv7_out_args_t *o);

@@ -805,6 +805,40 @@ static void check_vs_cpu(const st_pool_t *p, const float *out, const float *out_
  * F32: h and state within 1e-4; BF16: relative errors under 1e-2 (the reference starts
  * from the same bf16 values and does not round), and on a GPU the same against the CPU
  * backend's bf16 path. */
+/* recur_backend_mlstm_head_out (fused on CUDA for decode batches) against mlstm then
+ * xlstm_head_out on the same backend, bit for bit: the output (written over h, as the model
+ * does) and the state. a: the arguments mlstm just ran with (its h holds mlstm's output);
+ * raw: the state before that run; after: the state after it. */
+static void mlstm_head_out_same(recur_backend_t *b, const recur_mlstm_args_t *a, const unsigned char *raw,
+                                size_t pool_n, size_t vv, const unsigned char *after) {
+    const int NHX = a->n_head, DV = a->dv, Mr = a->rows.n_rows;
+    float *o_pre = malloc(vv * 4), *w = malloc((size_t)NHX * DV * 4), *want = malloc(vv * 4), *got = malloc(vv * 4);
+    unsigned char *st = malloc(pool_n);
+    fill(o_pre, vv, -3.f, 3.f);
+    fill(w, (size_t)NHX * DV, 0.5f, 1.5f);
+    float *d_o = dev(b, o_pre, vv * 4), *d_w = dev(b, w, (size_t)NHX * DV * 4), *d_h = dev(b, NULL, vv * 4);
+    void *d_st = dev(b, raw, pool_n);
+    /* the two ops: the head norm of mlstm's h, already in a->h */
+    b->iface.xlstm_head_out(b, a->h, d_o, d_w, Mr, NHX, DV, 1e-5f, d_h);
+    get(b, want, d_h, vv * 4);
+    recur_mlstm_args_t f = *a;
+    f.state.pool = d_st;
+    f.h = d_h;
+    poison(b, d_h, vv);
+    if (recur_backend_mlstm_head_out(b, &f, d_o, d_w, 1e-5f, d_h) != RECUR_OK) failures++;
+    get(b, got, d_h, vv * 4);
+    get(b, st, d_st, pool_n);
+    if (memcmp(got, want, vv * 4) != 0 || memcmp(st, after, pool_n) != 0) {
+        fprintf(stderr, "FAIL mlstm_head_out (%d heads of %d, %d rows in %d sequences): not bit for bit mlstm and "
+                        "xlstm_head_out (output %s, state %s)\n",
+                NHX, DV, Mr, a->rows.n_seq, memcmp(got, want, vv * 4) ? "differs" : "same",
+                memcmp(st, after, pool_n) ? "differs" : "same");
+        failures++;
+    }
+    b->iface.buf_free(b, d_o), b->iface.buf_free(b, d_w), b->iface.buf_free(b, d_h), b->iface.buf_free(b, d_st);
+    free(o_pre), free(w), free(want), free(got), free(st);
+}
+
 static void test_mlstm(recur_backend_t *b, int NHX, int DK, int DV, int nseq, const int32_t *soff_h,
                        const int32_t *slot_h, int nslot, const int *chunks, int n_chunks, float qk_lo,
                        recur_dtype_t sdt) {
@@ -891,6 +925,7 @@ static void test_mlstm(recur_backend_t *b, int NHX, int DK, int DV, int nseq, co
             if (be->iface.mlstm(be, &ma) != RECUR_OK) failures++;
             get(be, hgot[k], dh, vv * 4);
             get(be, rout[k], dst, pool_bytes(&pl));
+            if (k == 0) mlstm_head_out_same(be, &ma, raw, pool_bytes(&pl), vv, rout[0]);
             void *mb[] = {dq, dk, dv, dip, dfp, dib, dfb, dh, dst, doff, dslot};
             for (size_t i = 0; i < sizeof mb / sizeof mb[0]; i++) be->iface.buf_free(be, mb[i]);
         }
@@ -1056,6 +1091,90 @@ static void test_rwkv7_step(recur_backend_t *b, int nseq, const int32_t *soff_h,
     for (int k = 0; k < 2; k++) { free(rout[k]); free(out[k]); }
 }
 
+/* layernorm then token_shift_mix, fused (recur_backend_layernorm_shift_mix: one launch on
+ * CUDA) against the two ops on the same backend, bit for bit (the mixes and the stored
+ * vectors), and against a double reference within tol. cols: the row width (on CUDA 128 and
+ * 1100 take the fused kernel, wider rows than 4096 the two launches); nseq sequences of
+ * lengths len[] in slots slot_of[] of nslot; n_mix above 6 reaches the mixes read after the
+ * PDL wait. */
+static void test_layernorm_shift_mix(recur_backend_t *b, int cols, int nseq, const int32_t *len,
+                                     const int32_t *slot_of, int nslot, int n_mix, float tol) {
+    int32_t off[16];
+    RECUR_ASSERT(nseq < 16);
+    off[0] = 0;
+    for (int s = 0; s < nseq; s++) off[s + 1] = off[s] + len[s];
+    const int rows_n = off[nseq];
+    const size_t mc = (size_t)rows_n * cols, stride = 2 * (size_t)cols + 3, soff = 1;
+    float *hx = malloc(mc * sizeof(float)), *hw = malloc(cols * sizeof(float)), *hb = malloc(cols * sizeof(float));
+    float *hmix = malloc((size_t)n_mix * cols * sizeof(float)), *pool = malloc(nslot * stride * sizeof(float));
+    fill(hx, mc, -2.f, 2.f);
+    for (size_t i = 0; i < mc; i += cols) hx[i] += 30.f;
+    fill(hw, cols, 0.5f, 1.5f);
+    fill(hb, cols, -0.2f, 0.2f);
+    fill(hmix, (size_t)n_mix * cols, 0.f, 1.f);
+    fill(pool, nslot * stride, -1.f, 1.f);
+    float *dx = dev(b, hx, mc * sizeof(float)), *dw = dev(b, hw, cols * sizeof(float));
+    float *db = dev(b, hb, cols * sizeof(float)), *dmix = dev(b, hmix, (size_t)n_mix * cols * sizeof(float));
+    float *dpool[2] = {dev(b, pool, nslot * stride * sizeof(float)), dev(b, pool, nslot * stride * sizeof(float))};
+    float *dtmp = dev(b, NULL, mc * sizeof(float)), *dout[2];
+    int32_t *doff = dev(b, off, (nseq + 1) * sizeof(int32_t)), *dslot = dev(b, slot_of, nseq * sizeof(int32_t));
+    const recur_rows_t rows = {.n_rows = rows_n, .n_seq = nseq, .seq_off = doff, .slot = dslot};
+    for (int v = 0; v < 2; v++) {
+        dout[v] = dev(b, NULL, (size_t)n_mix * mc * sizeof(float));
+        poison(b, dout[v], (size_t)n_mix * mc);
+        const recur_state_ref_t ref = {dpool[v], stride * sizeof(float), soff * sizeof(float), RECUR_DTYPE_F32};
+        if (v == 0) {
+            recur_backend_layernorm_shift_mix(b, dx, dw, db, cols, 1e-5f, &rows, ref, n_mix, dmix, dtmp, dout[0]);
+        } else {
+            b->iface.layernorm(b, dx, dw, db, rows_n, cols, 1e-5f, dtmp);
+            b->iface.token_shift_mix(b, dtmp, cols, &rows, ref, n_mix, dmix, dout[1]);
+        }
+    }
+    float *got[2], *gpool[2];
+    for (int v = 0; v < 2; v++) {
+        got[v] = malloc((size_t)n_mix * mc * sizeof(float));
+        gpool[v] = malloc(nslot * stride * sizeof(float));
+        get(b, got[v], dout[v], (size_t)n_mix * mc * sizeof(float));
+        get(b, gpool[v], dpool[v], nslot * stride * sizeof(float));
+    }
+    char what[128];
+    snprintf(what, sizeof what, "layernorm_shift_mix (C %d, %d rows, %d mixes)", cols, rows_n, n_mix);
+    if (memcmp(got[0], got[1], (size_t)n_mix * mc * sizeof(float)) != 0 ||
+        memcmp(gpool[0], gpool[1], nslot * stride * sizeof(float)) != 0) {
+        fprintf(stderr, "FAIL %s: not bit for bit the two ops' result\n", what);
+        failures++;
+    }
+    /* the double reference: normalised rows, then the shift */
+    double *ln = malloc(mc * sizeof(double)), *want = malloc((size_t)n_mix * mc * sizeof(double));
+    double *wpool = malloc(nslot * stride * sizeof(double));
+    for (int r = 0; r < rows_n; r++) {
+        double mu = 0, var = 0;
+        for (int i = 0; i < cols; i++) mu += hx[(size_t)r * cols + i];
+        mu /= cols;
+        for (int i = 0; i < cols; i++) var += (hx[(size_t)r * cols + i] - mu) * (hx[(size_t)r * cols + i] - mu);
+        var /= cols;
+        for (int i = 0; i < cols; i++)
+            ln[(size_t)r * cols + i] = (hx[(size_t)r * cols + i] - mu) / sqrt(var + 1e-5) * hw[i] + hb[i];
+    }
+    for (size_t i = 0; i < nslot * stride; i++) wpool[i] = pool[i];
+    for (int s = 0; s < nseq; s++) {
+        for (int t = off[s]; t < off[s + 1]; t++)
+            for (int i = 0; i < cols; i++) {
+                const double cur = ln[(size_t)t * cols + i];
+                const double prev = t == off[s] ? pool[slot_of[s] * stride + soff + i] : ln[(size_t)(t - 1) * cols + i];
+                for (int j = 0; j < n_mix; j++)
+                    want[(size_t)j * mc + (size_t)t * cols + i] = cur + (prev - cur) * hmix[(size_t)j * cols + i];
+            }
+        for (int i = 0; i < cols; i++) wpool[slot_of[s] * stride + soff + i] = ln[(size_t)(off[s + 1] - 1) * cols + i];
+    }
+    check(got[0], want, (size_t)n_mix * mc, tol, what);
+    snprintf(what, sizeof what, "layernorm_shift_mix stored vectors (C %d, %d rows)", cols, rows_n);
+    check(gpool[0], wpool, nslot * stride, tol, what);
+    free(ln), free(want), free(wpool);
+    for (int v = 0; v < 2; v++) free(got[v]), free(gpool[v]);
+    free(hx), free(hw), free(hb), free(hmix), free(pool);
+}
+
 int main(int argc, char **argv) {
     const char *name = argc > 1 ? argv[1] : "cpu";
     recur_backend_t *b = NULL;
@@ -1203,6 +1322,19 @@ int main(int argc, char **argv) {
     for (int s = 0; s < NSEQ; s++)
         for (int i = 0; i < C; i++) wp[slots[s] * stride + off + i] = x[(seq_off[s + 1] - 1) * C + i];
     check(pool2, wp, NSLOT * stride, 0.f, "token_shift_mix stored vectors");
+
+    {
+        /* on CUDA: decode-like single rows and a varlen batch of 8 rows (the fused kernel),
+         * many rows (the two kernels), rows of 1100 (blocks of 512), and rows wider than
+         * the fused kernel takes */
+        static const int32_t one[4] = {1, 1, 1, 1}, var[5] = {1, 3, 1, 2, 1}, many[3] = {20, 1, 19};
+        static const int32_t sl4[4] = {3, 0, 5, 1}, sl5[5] = {4, 1, 5, 2, 0}, sl3[3] = {2, 6, 0};
+        test_layernorm_shift_mix(b, 128, 4, one, sl4, 6, 6, tol);
+        test_layernorm_shift_mix(b, 128, 5, var, sl5, 6, 7, tol);
+        test_layernorm_shift_mix(b, 128, 3, many, sl3, 7, 1, tol);
+        test_layernorm_shift_mix(b, 1100, 5, var, sl5, 6, 6, tol);
+        test_layernorm_shift_mix(b, 4500, 4, one, sl4, 6, 2, tol);
+    }
 
     /* rwkv7_prep (layer > 0 and layer 0) */
     for (int layer0 = 0; layer0 <= 1; layer0++) {

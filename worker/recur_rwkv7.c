@@ -394,6 +394,20 @@ fail:
 
 
 
+/* m->mixes = token_shift_mix(LayerNorm(m->x)) with n_mix mixes: one fused op where the
+ * backend has it; the --skip diagnostics (skip_norm, skip_shift) leave out either half. */
+static recur_status_t norm_shift(recur_backend_t *b, const rwkv7_t *m, uint32_t skip_norm, uint32_t skip_shift,
+                                 const float *ln_w, const float *ln_b, const recur_rows_t *rows,
+                                 recur_state_ref_t shift, int32_t n_mix, const float *mix) {
+    const int32_t M = rows->n_rows, C = m->C;
+    if (!(m->skip & (skip_norm | skip_shift)))
+        return recur_backend_layernorm_shift_mix(b, m->x, ln_w, ln_b, C, RWKV7_LN_EPS, rows, shift, n_mix, mix, m->xa,
+                                                 m->mixes);
+    if (!(m->skip & skip_norm)) RECUR_TRY(b->iface.layernorm(b, m->x, ln_w, ln_b, M, C, RWKV7_LN_EPS, m->xa));
+    if (!(m->skip & skip_shift)) RECUR_TRY(b->iface.token_shift_mix(b, m->xa, C, rows, shift, n_mix, mix, m->mixes));
+    return RECUR_OK;
+}
+
 static recur_status_t rwkv7_forward(recur_backend_t *b, void *ctx, const recur_rows_t *rows, const int32_t *tokens,
                                     void *pool, size_t slot_bytes, int32_t n_out, const int32_t *out_rows,
                                     float *logits) {
@@ -422,8 +436,8 @@ static recur_status_t rwkv7_forward(recur_backend_t *b, void *ctx, const recur_r
         recur_state_ref_t wkv = {pool, slot_bytes, so + 2 * (size_t)C * sizeof(float), m->state_dtype};
 
         /* ---- time mix */
-        if (!(m->skip & RECUR_SKIP_NORM1)) RECUR_TRY(k->layernorm(b, m->x, ly->ln1_w, ly->ln1_b, M, C, RWKV7_LN_EPS, m->xa));
-        if (!(m->skip & RECUR_SKIP_SHIFT1)) RECUR_TRY(k->token_shift_mix(b, m->xa, C, rows, att_shift, MIX_N, ly->mix, m->mixes));
+        RECUR_TRY(norm_shift(b, m, RECUR_SKIP_NORM1, RECUR_SKIP_SHIFT1, ly->ln1_w, ly->ln1_b, rows, att_shift, MIX_N,
+                             ly->mix));
         const float *xr = m->mixes + MIX_R * MC, *xw = m->mixes + MIX_W * MC, *xk = m->mixes + MIX_K * MC;
         const float *xv = m->mixes + MIX_V * MC, *xa = m->mixes + MIX_A * MC, *xg = m->mixes + MIX_G * MC;
         /* r, k, v and the LoRAs' first matrices (with the decay's tanh and the gate's
@@ -457,8 +471,8 @@ static recur_status_t rwkv7_forward(recur_backend_t *b, void *ctx, const recur_r
         if (tp) RECUR_TRY(recur_comm_tp_allreduce(m->comm, m->x, MC));
 
         /* ---- channel mix */
-        if (!(m->skip & RECUR_SKIP_NORM2)) RECUR_TRY(k->layernorm(b, m->x, ly->ln2_w, ly->ln2_b, M, C, RWKV7_LN_EPS, m->xa));
-        if (!(m->skip & RECUR_SKIP_SHIFT2)) RECUR_TRY(k->token_shift_mix(b, m->xa, C, rows, ffn_shift, 1, ly->ffn_mix, m->mixes));
+        RECUR_TRY(norm_shift(b, m, RECUR_SKIP_NORM2, RECUR_SKIP_SHIFT2, ly->ln2_w, ly->ln2_b, rows, ffn_shift, 1,
+                             ly->ffn_mix));
         const recur_matmul_op_t key = {m->mixes, &ly->ffn_key, m->ffn, 0, RECUR_ACT_RELU_SQ};
         if (!(m->skip & RECUR_SKIP_FFN_UP)) RECUR_TRY(recur_backend_matmul_many(b, M, 1, &key));
         if (m->skip & RECUR_SKIP_FFN_DOWN) {

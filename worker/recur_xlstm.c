@@ -422,8 +422,13 @@ static recur_status_t xlstm_forward(recur_backend_t *b, void *ctx, const recur_r
             .gate_cap = c->gate_cap > 0.f ? c->gate_cap : INFINITY, .eps = c->eps, .rows = *rows,
             .q = m->q, .k = m->k, .v = m->v, .i_pre = m->ig, .f_pre = m->fg, .i_bias = ly->i_bias, .f_bias = ly->f_bias,
             .state = {pool, slot_bytes, (size_t)(l - sh->layer_begin) * layer_state, m->state_dtype}, .h = m->h};
-        if (!(m->skip & RECUR_SKIP_RECUR)) RECUR_TRY(k->mlstm(b, &a));
-        if (!(m->skip & RECUR_SKIP_RECUR_OUT)) RECUR_TRY(k->xlstm_head_out(b, m->h, m->o, ly->mh_norm, M, m->NHl, m->DV, c->norm_eps, m->h));
+        if (!(m->skip & (RECUR_SKIP_RECUR | RECUR_SKIP_RECUR_OUT))) {
+            RECUR_TRY(recur_backend_mlstm_head_out(b, &a, m->o, ly->mh_norm, c->norm_eps, m->h));
+        } else { /* --skip diagnostics: either half alone */
+            if (!(m->skip & RECUR_SKIP_RECUR)) RECUR_TRY(k->mlstm(b, &a));
+            if (!(m->skip & RECUR_SKIP_RECUR_OUT))
+                RECUR_TRY(k->xlstm_head_out(b, m->h, m->o, ly->mh_norm, M, m->NHl, m->DV, c->norm_eps, m->h));
+        }
         if (!(m->skip & RECUR_SKIP_OUT)) RECUR_TRY(k->matmul(b, m->h, &ly->wout, M, m->x, acc));
         if (tp) RECUR_TRY(recur_comm_tp_allreduce(m->comm, m->x, MD));
         if (!(m->skip & RECUR_SKIP_NORM2)) RECUR_TRY(k->rmsnorm(b, m->x, ly->norm_ffn, M, D, c->norm_eps, m->xn));

@@ -323,6 +323,30 @@ static __device__ __forceinline__ void prefetch_l2_floats(const float *p, int64_
  * forms sum each thread's elements in the same order, so they agree bit for bit. y may
  * alias x: each element is read and written by the same thread, after both reductions. */
 #define NORM_REGS 8
+
+/* The register form's statistics of row xr: this thread's elements tid + k bd (0 past C)
+ * into xv, and the row's mean and 1 / sqrt(var + eps). Every thread of the block calls
+ * it; layernorm_kernel and layernorm_shift_mix_kernel share it, so they agree bit for bit. */
+static __device__ __forceinline__ void layernorm_row_stats(const float *xr, int32_t C, float eps, float *red,
+                                                           float (&xv)[NORM_REGS], float *mean, float *inv) {
+    const int bd = blockDim.x, tid = threadIdx.x;
+    float s = 0.f;
+#pragma unroll
+    for (int k = 0; k < NORM_REGS; k++) {
+        const int i = tid + k * bd;
+        xv[k] = i < C ? xr[i] : 0.f;
+        if (i < C) s += xv[k];
+    }
+    const float mu = recur_block_sum(s, red) / (float)C;
+    float v = 0.f;
+#pragma unroll
+    for (int k = 0; k < NORM_REGS; k++)
+        if (tid + k * bd < C) { float d = xv[k] - mu; v += d * d; }
+    const float var = recur_block_sum(v, red) / (float)C;
+    *mean = mu;
+    *inv = 1.0f / sqrtf(var + eps);
+}
+
 static __global__ void layernorm_kernel(const float *x, const float *__restrict__ w, const float *__restrict__ bias,
                                         int32_t C, float eps, float *y) {
     __shared__ float red[32];
@@ -347,21 +371,8 @@ static __global__ void layernorm_kernel(const float *x, const float *__restrict_
     const float *xr = x + (size_t)blockIdx.x * C;
     float *yr = y + (size_t)blockIdx.x * C;
     if (regs) {
-        float xv[NORM_REGS];
-        float s = 0.f;
-#pragma unroll
-        for (int k = 0; k < NORM_REGS; k++) {
-            const int i = tid + k * bd;
-            xv[k] = i < C ? xr[i] : 0.f;
-            if (i < C) s += xv[k];
-        }
-        const float mean = recur_block_sum(s, red) / (float)C;
-        float v = 0.f;
-#pragma unroll
-        for (int k = 0; k < NORM_REGS; k++)
-            if (tid + k * bd < C) { float d = xv[k] - mean; v += d * d; }
-        const float var = recur_block_sum(v, red) / (float)C;
-        const float inv = 1.0f / sqrtf(var + eps);
+        float xv[NORM_REGS], mean, inv;
+        layernorm_row_stats(xr, C, eps, red, xv, &mean, &inv);
 #pragma unroll
         for (int k = 0; k < NORM_REGS; k++) {
             const int i = tid + k * bd;
@@ -572,6 +583,111 @@ static recur_status_t cuda_token_shift_mix(recur_backend_t *b, const float *x, i
     return RECUR_OK;
 }
 
+/* layernorm_kernel's register form, then token_shift_mix_kernel, in one launch: grid (M
+ * rows, G column groups), blocks of layernorm_kernel's size. Every block works out its
+ * row's statistics over the whole row (the same sums as layernorm_kernel, so the same
+ * bits) and writes the mixes of its group, the elements tid + k bd with k in [y KG, (y +
+ * 1) KG). At decode's few rows the writes then spread over G times as many SMs: RWKV-7
+ * 7.2B int8 at batch 1 ran 364.5 / 368.9 / 380.5 / 381.6 tok/s at G = 1 / 2 / 4 / 8, and
+ * 367.4 as the two kernels (H200).
+ * A row that is not its sequence's first also needs the row before it normalised, and a
+ * sequence's first row stores its sequence's last row normalised: a block recomputes
+ * those rows' statistics (at most three rows, one in decode) rather than waiting on
+ * another block. Before the PDL wait: as token_shift_mix_kernel (tables, the stored
+ * vector, the first mixes), and the norm's weights. */
+template <int G>
+static __global__ void __launch_bounds__(512)
+layernorm_shift_mix_kernel(const float *__restrict__ x, const float *__restrict__ w, const float *__restrict__ bias,
+                           int32_t C, float eps, const int32_t *__restrict__ seq_off,
+                           const int32_t *__restrict__ slot, int32_t n_seq, int32_t M, char *pool, size_t stride,
+                           size_t offset, int32_t n_mix, const float *__restrict__ mix, float *__restrict__ out) {
+    constexpr int KG = NORM_REGS / G;
+    static_assert(NORM_REGS % G == 0, "whole groups");
+    __shared__ float red[32];
+    __shared__ int32_t s_seq[3];
+    const int32_t t = blockIdx.x;
+    const int bd = blockDim.x, tid = threadIdx.x, k0 = (int)blockIdx.y * KG;
+    if (tid == 0) {
+        int32_t s = seq_of_row(seq_off, n_seq, t);
+        s_seq[0] = seq_off[s];
+        s_seq[1] = seq_off[s + 1];
+        s_seq[2] = slot[s];
+    }
+    __syncthreads();
+    const int32_t r0 = s_seq[0], r1 = s_seq[1];
+    float *shift = (float *)(pool + (size_t)s_seq[2] * stride + offset); /* byte stride and offset */
+    float wv[KG], bv[KG], prev[KG], mv[SHIFT_PRE_MIX][KG];
+#pragma unroll
+    for (int j = 0; j < KG; j++) {
+        const int i = tid + (k0 + j) * bd;
+        const bool in = i < C;
+        wv[j] = in ? w[i] : 0.f;
+        bv[j] = in ? bias[i] : 0.f;
+        prev[j] = in && t == r0 ? shift[i] : 0.f;
+#pragma unroll
+        for (int m = 0; m < SHIFT_PRE_MIX; m++) mv[m][j] = in && m < n_mix ? mix[(size_t)m * C + i] : 0.f;
+    }
+    recur_pdl_wait();
+    recur_pdl_launch_dependents();
+    /* row r of x normalised: this thread's elements of the group into v */
+    auto norm_row = [&](int32_t r, float(&v)[KG]) {
+        float xv[NORM_REGS], mean, inv;
+        layernorm_row_stats(x + (size_t)r * C, C, eps, red, xv, &mean, &inv);
+#pragma unroll
+        for (int j = 0; j < KG; j++) {
+            float e = xv[j]; /* xv[k0 + j] by selects: an index known only at run time would put xv in local memory */
+#pragma unroll
+            for (int g = 1; g < G; g++)
+                if ((int)blockIdx.y == g) e = xv[g * KG + j];
+            v[j] = (e - mean) * inv * wv[j] + bv[j];
+        }
+    };
+    float cur[KG];
+    norm_row(t, cur);
+    if (t != r0) norm_row(t - 1, prev);
+    const size_t MC = (size_t)M * C;
+#pragma unroll
+    for (int j = 0; j < KG; j++) {
+        const int i = tid + (k0 + j) * bd;
+        if (i >= C) continue;
+        const float xv = cur[j], pv = prev[j];
+        float *o = out + (size_t)t * C + i;
+#pragma unroll
+        for (int m = 0; m < SHIFT_PRE_MIX; m++)
+            if (m < n_mix) o[m * MC] = xv + (pv - xv) * mv[m][j];
+        for (int m = SHIFT_PRE_MIX; m < n_mix; m++) o[m * MC] = xv + (pv - xv) * mix[(size_t)m * C + i];
+    }
+    if (t != r0) return;
+    if (r1 - 1 != t) norm_row(r1 - 1, cur); /* the sequence's last row, for the next step */
+#pragma unroll
+    for (int j = 0; j < KG; j++) {
+        const int i = tid + (k0 + j) * bd;
+        if (i < C) shift[i] = cur[j];
+    }
+}
+
+static recur_status_t cuda_layernorm_shift_mix(recur_backend_t *b, const float *x, const float *w, const float *bias,
+                                               int32_t C, float eps, const recur_rows_t *rows, recur_state_ref_t st,
+                                               int32_t n_mix, const float *mix, float *tmp, float *out) {
+    recur_cuda_ctx_t *c = recur_cuda_ctx(b);
+    const int32_t M = rows->n_rows;
+    if (M <= 0 || C <= 0) return RECUR_OK;
+    const int bd = C >= 1024 ? 512 : 256; /* layernorm_kernel's */
+    /* the two launches for layernorm_kernel's looping form, and for many rows: there G
+     * blocks a row would each read the row (and the one before it) again, and at G = 1 a
+     * block of 512 threads needs 128 registers a thread, one block an SM */
+    if (C > NORM_REGS * bd || M > c->norm_shift_max_m) {
+        RECUR_TRY(cuda_layernorm(b, x, w, bias, M, C, eps, tmp));
+        return cuda_token_shift_mix(b, tmp, C, rows, st, n_mix, mix, out);
+    }
+    constexpr int G = 8;
+    RCU_LAUNCH("layernorm_shift_mix_kernel",
+               recur_cuda_launch(c, layernorm_shift_mix_kernel<G>, dim3((unsigned)M, G), dim3(bd), 0, x, w, bias, C, eps,
+                                 rows->seq_off, rows->slot, rows->n_seq, M, (char *)st.pool, st.slot_bytes, st.offset,
+                                 n_mix, mix, out));
+    return RECUR_OK;
+}
+
 /* ------------------------------------------------------------------------ graphs */
 
 static recur_status_t cuda_graph_begin(recur_backend_t *b) {
@@ -703,6 +819,14 @@ static recur_status_t cuda_setup(recur_cuda_ctx_t *c, const recur_backend_params
     const char *gm_env = getenv("RECUR_GEMV_MAX_M");
     const int gm = gm_env ? atoi(gm_env) : 0;
     c->gemv_max_m = gm >= 1 && gm <= RECUR_CUDA_GEMV_MAX_M ? gm : RECUR_QUANT_GEMV_MAX_M;
+    /* RECUR_NORM_SHIFT=n: the fused layer norm and token shift up to n rows (0: never),
+     * for A/B runs; unset: RECUR_CUDA_NORM_SHIFT_MAX_M */
+    const char *ns_env = getenv("RECUR_NORM_SHIFT");
+    c->norm_shift_max_m = ns_env ? atoi(ns_env) : RECUR_CUDA_NORM_SHIFT_MAX_M;
+    /* RECUR_MLSTM_HEAD_OUT=n: xLSTM's head norm inside the mLSTM's launches up to n rows
+     * (0: never), for A/B runs; unset: RECUR_CUDA_MLSTM_HEAD_OUT_MAX_M */
+    const char *mh_env = getenv("RECUR_MLSTM_HEAD_OUT");
+    c->mlstm_head_out_max_m = mh_env ? atoi(mh_env) : RECUR_CUDA_MLSTM_HEAD_OUT_MAX_M;
     c->smem_optin = prop.sharedMemPerBlockOptin;
     if (prop.major < 8) {
         /* bf16 arithmetic and the cp/ld paths used here need sm_80+; we build for sm_90. */
@@ -769,12 +893,14 @@ extern "C" recur_status_t recur_backend_cuda_init(const recur_backend_params_t *
     b->iface.softcap = cuda_softcap;
     b->iface.gather_rows = cuda_gather_rows;
     b->iface.token_shift_mix = cuda_token_shift_mix;
+    b->iface.layernorm_shift_mix = cuda_layernorm_shift_mix;
     b->iface.rwkv7_prep = recur_cuda_rwkv7_prep;
     b->iface.rwkv7_wkv = recur_cuda_rwkv7_wkv;
     b->iface.rwkv7_out = recur_cuda_rwkv7_out;
     b->iface.rwkv7_step = recur_cuda_rwkv7_step;
     b->iface.mlstm = recur_cuda_mlstm;
     b->iface.xlstm_head_out = recur_cuda_xlstm_head_out;
+    b->iface.mlstm_head_out = recur_cuda_mlstm_head_out;
     b->iface.sample = recur_cuda_sample;
     b->iface.graph_begin = cuda_graph_begin;
     b->iface.graph_end = cuda_graph_end;

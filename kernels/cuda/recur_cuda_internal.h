@@ -23,6 +23,16 @@
  * (recur_backend_cuda.cu). */
 #define RECUR_CUDA_GEMV_MAX_M 8
 
+/* The most rows the fused layer norm and token shift (layernorm_shift_mix) takes; more
+ * rows run as the two kernels (recur_backend_cuda.cu says why). RWKV-7 7.2B, H200, fused
+ * against apart: +3.6% (int8) and +0.5% (bf16) at batch 1, +0.6-1.1% at 16 and 32. */
+#define RECUR_CUDA_NORM_SHIFT_MAX_M 32
+
+/* The most rows (all single-token sequences) whose xLSTM head norm runs inside the mLSTM's
+ * n/m kernel (recur_cuda_mlstm_head_out). xLSTM 7B, H200, against its own launch: +1.1%
+ * (bf16) to +1.5% (int8) at batch 1, +0.9% at 8, even at 2, -0.8 to -2.7% at 64 and 256. */
+#define RECUR_CUDA_MLSTM_HEAD_OUT_MAX_M 8
+
 /* Everything the backend owns. All mutable state lives here (no file-scope globals). */
 typedef struct recur_cuda_ctx {
     int          device;
@@ -46,6 +56,8 @@ typedef struct recur_cuda_ctx {
     int            pdl;           /* launch the small ops and GEMVs with programmatic dependent launch (sm_90+) */
     int            gemv_split;    /* RECUR_GEMV_SPLIT: warps per row group of the decode GEMVs forced (0: by shape) */
     int32_t        gemv_max_m;    /* the most rows of x the decode GEMVs take (RECUR_QUANT_GEMV_MAX_M; RECUR_GEMV_MAX_M) */
+    int32_t        norm_shift_max_m; /* the most rows the fused layernorm_shift_mix takes (RECUR_NORM_SHIFT) */
+    int32_t        mlstm_head_out_max_m; /* the most rows mlstm_head_out fuses (RECUR_MLSTM_HEAD_OUT) */
     int            capturing;     /* between graph_begin and graph_end: nothing may sync or allocate */
     int32_t        n_graphs;      /* executable graphs alive (graph_end minus graph_free) */
     void         **retired;
@@ -204,6 +216,8 @@ recur_status_t recur_cuda_mlstm_init(recur_cuda_ctx_t *c); /* once, from backend
 recur_status_t recur_cuda_mlstm(recur_backend_t *b, const recur_mlstm_args_t *a);
 recur_status_t recur_cuda_xlstm_head_out(recur_backend_t *b, const float *h, const float *o_pre, const float *w,
                                          int32_t M, int32_t n_head, int32_t dv, float eps, float *out);
+recur_status_t recur_cuda_mlstm_head_out(recur_backend_t *b, const recur_mlstm_args_t *a, const float *o_pre,
+                                         const float *w, float eps, float *out);
 
 /* recur_cuda_sample.cu */
 recur_status_t recur_cuda_sample(recur_backend_t *b, float *logits, int32_t n, int32_t V, int32_t n_valid,

@@ -493,6 +493,44 @@ mlstm_step_kernel(recur_mlstm_args_t p, int32_t skip_from) {
     }
 }
 
+/* xlstm_head_out for one (row, head) by one warp, in the register form (DV <= 32 *
+ * XH_REGS): x, o and out at the item's first element, wv the lane's norm weights
+ * (elements lane + 32 u). xlstm_head_out_kernel and the fused decode form of
+ * mlstm_nm_kernel both run exactly this, so they agree bit for bit. */
+#define XH_REGS 16
+static __device__ __forceinline__ void head_out_item(const float *x, const float *__restrict__ o_pre,
+                                                     const float (&wv)[XH_REGS], int DV, float eps, int lane,
+                                                     float *out) {
+    float xv[XH_REGS], ov[XH_REGS];
+#pragma unroll
+    for (int u = 0; u < XH_REGS; u++) {
+        const int j = lane + 32 * u;
+        xv[u] = j < DV ? x[j] : 0.f;
+        ov[u] = j < DV ? o_pre[j] : 0.f;
+    }
+    float s = 0.f;
+#pragma unroll
+    for (int u = 0; u < XH_REGS; u++)
+        if (lane + 32 * u < DV) s += xv[u];
+    const float mean = recur_warp_sum(s) / (float)DV;
+    float v = 0.f;
+#pragma unroll
+    for (int u = 0; u < XH_REGS; u++)
+        if (lane + 32 * u < DV) { float d = xv[u] - mean; v += d * d; }
+    const float inv = 1.0f / sqrtf(recur_warp_sum(v) / (float)DV + eps);
+#pragma unroll
+    for (int u = 0; u < XH_REGS; u++)
+        if (lane + 32 * u < DV) out[lane + 32 * u] = (xv[u] - mean) * inv * wv[u] * recur_sigmoidf(ov[u]);
+}
+
+/* The head output norm folded into mlstm_nm_kernel (decode: see recur_cuda_mlstm_head_out):
+ * o_pre, w, eps and out of xlstm_head_out, over the op's h. */
+struct ml_head_out {
+    const float *o_pre, *w;
+    float eps;
+    float *out;
+};
+
 /* grid (heads, sequences): n and m of each head through the sequence, the same chunks and
  * the same arithmetic as mlstm_chunk_kernel; runs after it on the stream. Launched with PDL
  * (recur_cuda_internal.h): it computes n and m before the wait, into shared memory (dynamic,
@@ -500,9 +538,12 @@ mlstm_step_kernel(recur_mlstm_args_t p, int32_t skip_from) {
  * kernel, the chunk kernel) reads n and m but writes neither, nor the gates or k, and the
  * kernel before the op has completed when this one starts (the step kernel waits in every
  * block; the chunk kernel is a plain launch). So in a decode step its arithmetic overlaps
- * the step kernel's. */
+ * the step kernel's. With HO (decode: recur_cuda_mlstm_head_out) its warps then also do
+ * xlstm_head_out for the sequence's rows and the block's head, whose h the step kernel
+ * has just written: one launch fewer a layer. */
+template <bool HO>
 static __global__ void __launch_bounds__(ML_THREADS)
-mlstm_nm_kernel(recur_mlstm_args_t p, int L, int32_t skip_from) {
+mlstm_nm_kernel(recur_mlstm_args_t p, int L, int32_t skip_from, ml_head_out ho) {
     __shared__ float ig[ML_LMAX], bcum[ML_LMAX], wt[ML_LMAX], misc[4];
     extern __shared__ float ns[]; /* [DK]: n as it evolves */
     const int NH = p.n_head, DK = p.dqk, h = blockIdx.x, sq = blockIdx.y;
@@ -515,6 +556,13 @@ mlstm_nm_kernel(recur_mlstm_args_t p, int L, int32_t skip_from) {
     float *ng = nm + (size_t)h * DK, *mg = nm + (size_t)NH * DK + h;
     const size_t qk_stride = (size_t)NH * DK;
     float m_prev = *mg;
+    float wv[XH_REGS]; /* HO: the head's norm weights, a lane's (written only at load time) */
+    if (HO)
+#pragma unroll
+        for (int u = 0; u < XH_REGS; u++) {
+            const int j = (int)(threadIdx.x & 31) + 32 * u;
+            wv[u] = j < p.dv ? ho.w[(size_t)h * p.dv + j] : 0.f;
+        }
     /* each a is owned by one thread for the whole sequence: no barrier needed around ns */
     for (int a = threadIdx.x; a < DK; a += ML_THREADS) ns[a] = ng[a];
     for (int32_t t0 = r0; t0 < r1; t0 += L) {
@@ -533,6 +581,11 @@ mlstm_nm_kernel(recur_mlstm_args_t p, int L, int32_t skip_from) {
     recur_pdl_launch_dependents();
     for (int a = threadIdx.x; a < DK; a += ML_THREADS) ng[a] = ns[a];
     if (threadIdx.x == 0) *mg = m_prev;
+    if (HO) /* a warp per row of the sequence (one in decode), the block's head */
+        for (int32_t r = r0 + (int32_t)(threadIdx.x >> 5); r < r1; r += ML_THREADS / 32) {
+            const size_t o = (size_t)r * NH * p.dv + (size_t)h * p.dv;
+            head_out_item(p.h + o, ho.o_pre + o, wv, p.dv, ho.eps, (int)(threadIdx.x & 31), ho.out + o);
+        }
 }
 
 recur_status_t recur_cuda_mlstm_init(recur_cuda_ctx_t *c) {
@@ -570,7 +623,8 @@ recur_status_t recur_cuda_mlstm_init(recur_cuda_ctx_t *c) {
  * one-token sequence both are the same function (one chunk of one token), and
  * mlstm_nm_kernel's arithmetic for it does not depend on L either. */
 template <typename T>
-static recur_status_t mlstm_serial(recur_cuda_ctx_t *c, const recur_mlstm_args_t *a, int32_t skip_from) {
+static recur_status_t mlstm_serial(recur_cuda_ctx_t *c, const recur_mlstm_args_t *a, int32_t skip_from,
+                                   const ml_head_out *ho) {
     int L = a->chunk < 1 ? 1 : a->chunk > ML_LMAX ? ML_LMAX : a->chunk;
     /* No sequence is longer than n_rows - n_seq + 1 (sequences are not empty in practice;
      * an empty one only makes this bound loose, never wrong): a decode batch (one row per
@@ -624,8 +678,14 @@ static recur_status_t mlstm_serial(recur_cuda_ctx_t *c, const recur_mlstm_args_t
         recur_log_err("cuda mlstm: dqk %d too large for the n/m kernel", a->dqk);
         return RECUR_E_UNSUPPORTED;
     }
-    RCU_LAUNCH("mlstm_nm_kernel", recur_cuda_launch(c, mlstm_nm_kernel, dim3((unsigned)a->n_head, (unsigned)a->rows.n_seq),
-                                                    dim3(ML_THREADS), (size_t)a->dqk * sizeof(float), *a, L, skip_from));
+    const dim3 nm_grid((unsigned)a->n_head, (unsigned)a->rows.n_seq);
+    if (ho)
+        RCU_LAUNCH("mlstm_nm_kernel", recur_cuda_launch(c, mlstm_nm_kernel<true>, nm_grid, dim3(ML_THREADS),
+                                                        (size_t)a->dqk * sizeof(float), *a, L, skip_from, *ho));
+    else
+        RCU_LAUNCH("mlstm_nm_kernel", recur_cuda_launch(c, mlstm_nm_kernel<false>, nm_grid, dim3(ML_THREADS),
+                                                        (size_t)a->dqk * sizeof(float), *a, L, skip_from,
+                                                        ml_head_out{}));
     return RECUR_OK;
 }
 
@@ -652,8 +712,8 @@ extern "C" recur_status_t recur_cuda_mlstm_path(recur_backend_t *b, const recur_
             skip_from = min_len;
         }
     }
-    return a->state.mat_dtype == RECUR_DTYPE_BF16 ? mlstm_serial<__nv_bfloat16>(c, a, skip_from)
-                                                  : mlstm_serial<float>(c, a, skip_from);
+    return a->state.mat_dtype == RECUR_DTYPE_BF16 ? mlstm_serial<__nv_bfloat16>(c, a, skip_from, NULL)
+                                                  : mlstm_serial<float>(c, a, skip_from, NULL);
 }
 
 recur_status_t recur_cuda_mlstm(recur_backend_t *b, const recur_mlstm_args_t *a) {
@@ -663,11 +723,10 @@ recur_status_t recur_cuda_mlstm(recur_backend_t *b, const recur_mlstm_args_t *a)
 /* One warp per (row, head): LayerNorm without bias over DV (two passes, fp32), times w
  * and sigmoid(o). out may alias h: each lane writes only elements it alone reads, after
  * the warp-wide reductions. Launched with PDL. When a head fits (DV <= 32 * XH_REGS: every
- * model here) each lane holds its elements in registers: the norm weights loaded before
- * the wait (written only at load time), h and o together right after it, so the kernel
- * waits on L2 once; otherwise the weights go to L2 before the wait and the rows are
- * re-read. Both forms do the same arithmetic in the same order. */
-#define XH_REGS 16
+ * model here) each lane holds its elements in registers (head_out_item): the norm weights
+ * loaded before the wait (written only at load time), h and o together right after it, so
+ * the kernel waits on L2 once; otherwise the weights go to L2 before the wait and the rows
+ * are re-read. Both forms do the same arithmetic in the same order. */
 static __global__ void __launch_bounds__(256)
 xlstm_head_out_kernel(const float *h, const float *__restrict__ o_pre, const float *__restrict__ w, int64_t n_items,
                       int NH, int DV, float eps, float *out) {
@@ -690,26 +749,7 @@ xlstm_head_out_kernel(const float *h, const float *__restrict__ o_pre, const flo
     const size_t o = (size_t)item * DV; /* rows are NH*DV wide, heads consecutive */
     const float *x = h + o;
     if (regs) {
-        float xv[XH_REGS], ov[XH_REGS];
-#pragma unroll
-        for (int u = 0; u < XH_REGS; u++) {
-            const int j = lane + 32 * u;
-            xv[u] = j < DV ? x[j] : 0.f;
-            ov[u] = j < DV ? o_pre[o + j] : 0.f;
-        }
-        float s = 0.f;
-#pragma unroll
-        for (int u = 0; u < XH_REGS; u++)
-            if (lane + 32 * u < DV) s += xv[u];
-        const float mean = recur_warp_sum(s) / (float)DV;
-        float v = 0.f;
-#pragma unroll
-        for (int u = 0; u < XH_REGS; u++)
-            if (lane + 32 * u < DV) { float d = xv[u] - mean; v += d * d; }
-        const float inv = 1.0f / sqrtf(recur_warp_sum(v) / (float)DV + eps);
-#pragma unroll
-        for (int u = 0; u < XH_REGS; u++)
-            if (lane + 32 * u < DV) out[o + lane + 32 * u] = (xv[u] - mean) * inv * wv[u] * recur_sigmoidf(ov[u]);
+        head_out_item(x, o_pre + o, wv, DV, eps, lane, out + o);
         return;
     }
     float s = 0.f;
@@ -730,4 +770,27 @@ recur_status_t recur_cuda_xlstm_head_out(recur_backend_t *b, const float *h, con
                recur_cuda_launch(c, xlstm_head_out_kernel, dim3((unsigned)recur_cuda_cdiv(n_items, 8)), dim3(256), 0, h,
                                  o_pre, w, n_items, (int)n_head, (int)dv, eps, out));
     return RECUR_OK;
+}
+
+/* mlstm, then xlstm_head_out over its h. A decode batch (as many rows as sequences: no
+ * sequence is longer than one row, so recur_cuda_mlstm_path would take the step kernel
+ * and then mlstm_nm_kernel) of at most mlstm_head_out_max_m rows, with heads of at most
+ * 32 XH_REGS, takes the head norm inside mlstm_nm_kernel; anything else runs the two ops.
+ * Larger batches lose by it (RECUR_CUDA_MLSTM_HEAD_OUT_MAX_M): the head norm's own launch
+ * runs 8 (row, head) items a block on 8 warps, the fold one a block on one warp. */
+recur_status_t recur_cuda_mlstm_head_out(recur_backend_t *b, const recur_mlstm_args_t *a, const float *o_pre,
+                                         const float *w, float eps, float *out) {
+    recur_cuda_ctx_t *c = recur_cuda_ctx(b);
+    if (a->rows.n_rows > 0 && a->rows.n_rows == a->rows.n_seq && a->dv <= 32 * XH_REGS &&
+        a->rows.n_rows <= c->mlstm_head_out_max_m) {
+        RECUR_ASSERT(a->n_head > 0 && a->dqk > 0 && a->dv > 0);
+        RECUR_ASSERT(a->state.mat_dtype == RECUR_DTYPE_F32 ||
+                     (a->state.mat_dtype == RECUR_DTYPE_BF16 && ((size_t)a->n_head * a->dqk * a->dv) % 2 == 0));
+        RECUR_ASSERT(a->state.slot_bytes % 4 == 0 && a->state.offset % 4 == 0);
+        const ml_head_out ho = {o_pre, w, eps, out};
+        return a->state.mat_dtype == RECUR_DTYPE_BF16 ? mlstm_serial<__nv_bfloat16>(c, a, INT32_MAX, &ho)
+                                                      : mlstm_serial<float>(c, a, INT32_MAX, &ho);
+    }
+    RECUR_TRY(recur_cuda_mlstm(b, a));
+    return recur_cuda_xlstm_head_out(b, a->h, o_pre, w, a->rows.n_rows, a->n_head, a->dv, eps, out);
 }
