@@ -584,25 +584,25 @@ static recur_status_t cuda_token_shift_mix(recur_backend_t *b, const float *x, i
 }
 
 /* layernorm_kernel's register form, then token_shift_mix_kernel, in one launch: grid (M
- * rows, G column groups), blocks of layernorm_kernel's size. Every block works out its
- * row's statistics over the whole row (the same sums as layernorm_kernel, so the same
+ * rows, NS_GROUPS column groups), blocks of layernorm_kernel's size. Every block works out
+ * its row's statistics over the whole row (the same sums as layernorm_kernel, so the same
  * bits) and writes the mixes of its group, the elements tid + k bd with k in [y KG, (y +
- * 1) KG). At decode's few rows the writes then spread over G times as many SMs: RWKV-7
- * 7.2B int8 at batch 1 ran 364.5 / 368.9 / 380.5 / 381.6 tok/s at G = 1 / 2 / 4 / 8, and
- * 367.4 as the two kernels (H200).
+ * 1) KG). At decode's few rows the writes then spread over that many times as many SMs:
+ * RWKV-7 7.2B int8 at batch 1 ran 364.5 / 368.9 / 380.5 / 381.6 tok/s with 1 / 2 / 4 / 8
+ * groups, and 367.4 as the two kernels (H200).
  * A row that is not its sequence's first also needs the row before it normalised, and a
  * sequence's first row stores its sequence's last row normalised: a block recomputes
  * those rows' statistics (at most three rows, one in decode) rather than waiting on
  * another block. Before the PDL wait: as token_shift_mix_kernel (tables, the stored
  * vector, the first mixes), and the norm's weights. */
-template <int G>
+#define NS_GROUPS 8
 static __global__ void __launch_bounds__(512)
 layernorm_shift_mix_kernel(const float *__restrict__ x, const float *__restrict__ w, const float *__restrict__ bias,
                            int32_t C, float eps, const int32_t *__restrict__ seq_off,
                            const int32_t *__restrict__ slot, int32_t n_seq, int32_t M, char *pool, size_t stride,
                            size_t offset, int32_t n_mix, const float *__restrict__ mix, float *__restrict__ out) {
-    constexpr int KG = NORM_REGS / G;
-    static_assert(NORM_REGS % G == 0, "whole groups");
+    constexpr int KG = NORM_REGS / NS_GROUPS;
+    static_assert(NORM_REGS % NS_GROUPS == 0, "whole groups");
     __shared__ float red[32];
     __shared__ int32_t s_seq[3];
     const int32_t t = blockIdx.x;
@@ -637,7 +637,7 @@ layernorm_shift_mix_kernel(const float *__restrict__ x, const float *__restrict_
         for (int j = 0; j < KG; j++) {
             float e = xv[j]; /* xv[k0 + j] by selects: an index known only at run time would put xv in local memory */
 #pragma unroll
-            for (int g = 1; g < G; g++)
+            for (int g = 1; g < NS_GROUPS; g++)
                 if ((int)blockIdx.y == g) e = xv[g * KG + j];
             v[j] = (e - mean) * inv * wv[j] + bv[j];
         }
@@ -673,16 +673,16 @@ static recur_status_t cuda_layernorm_shift_mix(recur_backend_t *b, const float *
     const int32_t M = rows->n_rows;
     if (M <= 0 || C <= 0) return RECUR_OK;
     const int bd = C >= 1024 ? 512 : 256; /* layernorm_kernel's */
-    /* the two launches for layernorm_kernel's looping form, and for many rows: there G
-     * blocks a row would each read the row (and the one before it) again, and at G = 1 a
-     * block of 512 threads needs 128 registers a thread, one block an SM */
+    /* the two launches for layernorm_kernel's looping form, and for many rows: there
+     * NS_GROUPS blocks a row would each read the row (and the one before it) again, and
+     * one group a row needs 128 registers a thread at 512 threads (one block an SM): that
+     * form lost 0.2-1.5% at 64 and 256 rows (H200) */
     if (C > NORM_REGS * bd || M > c->norm_shift_max_m) {
         RECUR_TRY(cuda_layernorm(b, x, w, bias, M, C, eps, tmp));
         return cuda_token_shift_mix(b, tmp, C, rows, st, n_mix, mix, out);
     }
-    constexpr int G = 8;
     RCU_LAUNCH("layernorm_shift_mix_kernel",
-               recur_cuda_launch(c, layernorm_shift_mix_kernel<G>, dim3((unsigned)M, G), dim3(bd), 0, x, w, bias, C, eps,
+               recur_cuda_launch(c, layernorm_shift_mix_kernel, dim3((unsigned)M, NS_GROUPS), dim3(bd), 0, x, w, bias, C, eps,
                                  rows->seq_off, rows->slot, rows->n_seq, M, (char *)st.pool, st.slot_bytes, st.offset,
                                  n_mix, mix, out));
     return RECUR_OK;
