@@ -1173,6 +1173,8 @@ static void test_layernorm_shift_mix(recur_backend_t *b, int cols, int nseq, con
     free(ln), free(want), free(wpool);
     for (int v = 0; v < 2; v++) free(got[v]), free(gpool[v]);
     free(hx), free(hw), free(hb), free(hmix), free(pool);
+    void *bufs[] = {dx, dw, db, dmix, dpool[0], dpool[1], dtmp, dout[0], dout[1], doff, dslot};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) b->iface.buf_free(b, bufs[i]);
 }
 
 int main(int argc, char **argv) {
