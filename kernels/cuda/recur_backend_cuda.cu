@@ -525,6 +525,25 @@ static __device__ __forceinline__ int32_t seq_of_row(const int32_t *seq_off, int
     return lo;
 }
 
+/* The sequence of row t (its rows [*r0, *r1)) and its slot's stored vector, looked up by
+ * thread 0 into s_seq (__shared__ int32_t[3]) and shared with the block (a barrier: every
+ * thread of the block calls it). */
+static __device__ __forceinline__ float *shift_row_seq(const int32_t *__restrict__ seq_off,
+                                                       const int32_t *__restrict__ slot, int32_t n_seq, int32_t t,
+                                                       char *pool, size_t stride, size_t offset, int32_t *s_seq,
+                                                       int32_t *r0, int32_t *r1) {
+    if (threadIdx.x == 0) {
+        const int32_t s = seq_of_row(seq_off, n_seq, t);
+        s_seq[0] = seq_off[s];
+        s_seq[1] = seq_off[s + 1];
+        s_seq[2] = slot[s];
+    }
+    __syncthreads();
+    *r0 = s_seq[0];
+    *r1 = s_seq[1];
+    return (float *)(pool + (size_t)s_seq[2] * stride + offset); /* byte stride and offset */
+}
+
 /* Mix vectors a token_shift_mix_kernel thread holds in registers from before the PDL wait
  * (RWKV-7 has 6; more are read after the wait). */
 #define SHIFT_PRE_MIX 6
@@ -544,15 +563,8 @@ static __global__ void token_shift_mix_kernel(const float *__restrict__ x, int32
     __shared__ int32_t s_seq[3];
     const int32_t t = blockIdx.x;
     const int i = blockIdx.y * blockDim.x + threadIdx.x;
-    if (threadIdx.x == 0) {
-        int32_t s = seq_of_row(seq_off, n_seq, t);
-        s_seq[0] = seq_off[s];
-        s_seq[1] = seq_off[s + 1];
-        s_seq[2] = slot[s];
-    }
-    __syncthreads();
-    const int32_t r0 = s_seq[0], r1 = s_seq[1];
-    float *shift = (float *)(pool + (size_t)s_seq[2] * stride + offset); /* byte stride and offset */
+    int32_t r0, r1;
+    float *const shift = shift_row_seq(seq_off, slot, n_seq, t, pool, stride, offset, s_seq, &r0, &r1);
     float stored = 0.f, mv[SHIFT_PRE_MIX];
     if (i < C) {
         if (t == r0) stored = shift[i];
@@ -607,15 +619,8 @@ layernorm_shift_mix_kernel(const float *__restrict__ x, const float *__restrict_
     __shared__ int32_t s_seq[3];
     const int32_t t = blockIdx.x;
     const int bd = blockDim.x, tid = threadIdx.x, k0 = (int)blockIdx.y * KG;
-    if (tid == 0) {
-        int32_t s = seq_of_row(seq_off, n_seq, t);
-        s_seq[0] = seq_off[s];
-        s_seq[1] = seq_off[s + 1];
-        s_seq[2] = slot[s];
-    }
-    __syncthreads();
-    const int32_t r0 = s_seq[0], r1 = s_seq[1];
-    float *shift = (float *)(pool + (size_t)s_seq[2] * stride + offset); /* byte stride and offset */
+    int32_t r0, r1;
+    float *const shift = shift_row_seq(seq_off, slot, n_seq, t, pool, stride, offset, s_seq, &r0, &r1);
     float wv[KG], bv[KG], prev[KG], mv[SHIFT_PRE_MIX][KG];
 #pragma unroll
     for (int j = 0; j < KG; j++) {
